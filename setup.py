@@ -1,0 +1,55 @@
+"""
+Packaging of twisted-stream.
+
+The twistd plugins live in a top-level C{twisted/plugins/} folder with no
+C{__init__.py}, and are shipped as modules of the C{twisted.plugins}
+package, which Twisted scans on every C{sys.path} entry.
+C{package_dir={"": "."}} makes setuptools' editable install (C{pip install
+-e .}) a plain C{.pth} entry for the project root, which that scan sees; its
+default import-hook finder is invisible to it.
+"""
+
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+here = Path(__file__).parent
+version = re.search(
+    r'^__version__ = "([^"]+)"', (here / "twisted_stream" / "__init__.py").read_text(), re.M
+).group(1)
+
+setup(
+    name="twisted-stream",
+    version=version,
+    description="Forward streaming HTTP responses (LLMs, SSE, chunked) in real time, on Twisted.",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    package_dir={"": "."},
+    packages=["twisted_stream", "twisted_stream.tap", "twisted.plugins"],
+    package_data={"twisted_stream": ["py.typed", "page.html"]},
+    install_requires=[
+        "twisted>=24.7.0",
+        "treq>=23.11.0",
+        "hyperlink>=21.0.0",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8.0",
+            "pytest-twisted>=1.14.1",
+            "h11>=0.14",
+            "selenium>=4.20",
+            "mypy>=1.10",
+            "mypy-zope>=1.0.5",
+        ],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: Internet :: Proxy Servers",
+        "Topic :: Internet :: WWW/HTTP :: HTTP Servers",
+        "Typing :: Typed",
+    ],
+)

@@ -1,0 +1,337 @@
+"""
+What the tests share: real twistd processes, a strict HTTP/1.1 client that
+notes when each piece arrives, and fakes for logic tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence, cast
+
+import h11
+from hyperlink import URL
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IPushProducer, ITCPTransport
+from twisted.internet.protocol import Factory, Protocol, ProcessProtocol, connectionDone
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import IResource
+from twisted.web.server import Request
+from twisted.web.test.requesthelper import DummyRequest
+
+reactor: Any = _reactor
+
+LOOPBACK_LISTEN = "tcp:0:interface=127.0.0.1"
+"""Where test servers listen: a free port on loopback."""
+
+
+def twistdCommand() -> str:
+    """
+    @return: The C{twistd} of the Python running the tests.
+    """
+    beside = os.path.join(os.path.dirname(sys.executable), "twistd")
+    return beside if os.path.exists(beside) else "twistd"
+
+
+def freePort() -> int:
+    """
+    @return: A loopback TCP port that nothing listens on (just now).
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class _TwistdProtocol(ProcessProtocol):
+    def __init__(self) -> None:
+        self.output = bytearray()
+        self.url: Deferred[str] = Deferred()
+        self.ended: Deferred[Failure] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        if not self.url.called:
+            found = re.search(rb"listening on (\S+/)", self.output)
+            if found:
+                self.url.callback(found.group(1).decode("ascii"))
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        if not self.url.called:
+            self.url.errback(
+                RuntimeError("twistd ended before listening:\n" + self.output.decode("utf-8", "replace"))
+            )
+        self.ended.callback(reason)
+
+
+@dataclass
+class Twistd:
+    """
+    A running C{twistd -n} process.
+
+    @ivar url: Its root URL, from its "listening on" log line.
+    @ivar pid: Its process id.
+    """
+
+    url: str
+    pid: int
+    _protocol: _TwistdProtocol
+
+    @property
+    def output(self) -> str:
+        """
+        @return: Everything it has logged so far.
+        """
+        return self._protocol.output.decode("utf-8", "replace")
+
+    @property
+    def port(self) -> int:
+        """
+        @return: The TCP port it listens on.
+        """
+        port = URL.from_text(self.url).port
+        assert port is not None
+        return port
+
+    def rssKiB(self) -> int:
+        """
+        @return: Its resident set size, in KiB.
+        """
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+
+def startTwistd(
+    case: SynchronousTestCase,
+    plugin: str,
+    *options: str,
+    twistdOptions: Sequence[str] = ("--pidfile=",),
+    cwd: Optional[str] = None,
+) -> Deferred[Twistd]:
+    """
+    Start C{twistd -n PLUGIN --listen tcp:0:interface=127.0.0.1 OPTIONS},
+    and stop it when the test ends.
+
+    @param case: The test; the process is stopped in its clean-up.
+    @param plugin: C{chunkgen} or C{chunkproxy}.
+    @param options: More options for the plugin.
+    @param twistdOptions: Options for twistd itself.
+    @param cwd: Where to start it (a temporary folder by default).
+    @return: A Deferred that fires with the running process once it listens.
+    """
+    protocol = _TwistdProtocol()
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    argv = [twistdCommand(), "-n", *twistdOptions, plugin, "--listen", LOOPBACK_LISTEN, *options]
+    transport = reactor.spawnProcess(
+        protocol, argv[0], argv, env=env, path=cwd or _mkdir(case)
+    )
+
+    def stop() -> Deferred[Failure]:
+        if not protocol.ended.called:
+            transport.signalProcess("TERM")
+            killer = reactor.callLater(5, transport.signalProcess, "KILL")
+            protocol.ended.addBoth(lambda r: killer.cancel() if killer.active() else None)
+        return protocol.ended
+
+    case.addCleanup(stop)
+    started = protocol.url.addTimeout(15, reactor)
+    return started.addCallback(lambda url: Twistd(url, transport.pid, protocol))
+
+
+def _mkdir(case: SynchronousTestCase) -> str:
+    path = case.mktemp()
+    os.makedirs(path)
+    return path
+
+
+@dataclass
+class Exchange:
+    """
+    What a strict HTTP/1.1 client saw of one request.
+
+    @ivar sentAt: When the request was sent (reactor seconds).
+    @ivar status: The response's status code (0 before the headers came).
+    @ivar headers: The response's headers, names lower-cased.
+    @ivar pieces: C{(arrival time, data)} for each piece of the body.
+    @ivar complete: Whether the response ended cleanly (h11 saw its end).
+    @ivar error: What h11 objected to, if anything (a truncated body
+        among others).
+    @ivar closedAt: When the connection closed.
+    """
+
+    sentAt: float = 0.0
+    status: int = 0
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    pieces: list[tuple[float, bytes]] = field(default_factory=list)
+    complete: bool = False
+    error: Optional[str] = None
+    closedAt: Optional[float] = None
+
+    @property
+    def body(self) -> bytes:
+        """
+        @return: The body received so far.
+        """
+        return b"".join(data for _, data in self.pieces)
+
+    def header(self, name: bytes) -> list[bytes]:
+        """
+        @return: The values of one header.
+        """
+        return [v for n, v in self.headers if n == name.lower()]
+
+    def lineArrivals(self) -> list[tuple[float, bytes]]:
+        """
+        @return: C{(time, line)} for each complete line of the body, the time
+            being when its last byte arrived.
+        """
+        lines: list[tuple[float, bytes]] = []
+        partial = b""
+        for when, data in self.pieces:
+            partial += data
+            *done, partial = partial.split(b"\n")
+            lines.extend((when, line) for line in done)
+        return lines
+
+
+class StrictClient(Protocol):
+    """
+    Sends one request and parses the answer with h11, which refuses anything
+    that is not valid HTTP/1.1, noting when each piece arrives.
+    """
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        onPiece: Optional[Callable[[StrictClient], None]] = None,
+    ) -> None:
+        self.exchange = Exchange()
+        self.done: Deferred[Exchange] = Deferred()
+        self._h11 = h11.Connection(h11.CLIENT)
+        self._request = h11.Request(method=method, target=target, headers=list(headers))
+        self._onPiece = onPiece
+
+    @property
+    def tcp(self) -> ITCPTransport:
+        """
+        @return: The connection.
+        """
+        return cast(ITCPTransport, self.transport)
+
+    def connectionMade(self) -> None:
+        self.exchange.sentAt = reactor.seconds()
+        self.tcp.write(self._h11.send(self._request) + self._h11.send(h11.EndOfMessage()))
+
+    def dataReceived(self, data: bytes) -> None:
+        now = reactor.seconds()
+        try:
+            self._h11.receive_data(data)
+            self._drain(now)
+        except h11.RemoteProtocolError as e:
+            self.exchange.error = str(e)
+            self.tcp.abortConnection()
+
+    def _drain(self, now: float) -> None:
+        while True:
+            event = self._h11.next_event()
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                return
+            if isinstance(event, h11.Response):
+                self.exchange.status = event.status_code
+                self.exchange.headers = [(n, v) for n, v in event.headers]
+            elif isinstance(event, h11.Data):
+                self.exchange.pieces.append((now, bytes(event.data)))
+                if self._onPiece is not None:
+                    self._onPiece(self)
+            elif isinstance(event, h11.EndOfMessage):
+                self.exchange.complete = True
+                self.tcp.loseConnection()
+                return
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.exchange.closedAt = reactor.seconds()
+        if not self.exchange.complete and self.exchange.error is None:
+            try:
+                self._h11.receive_data(b"")
+                self._drain(self.exchange.closedAt)
+            except h11.RemoteProtocolError as e:
+                self.exchange.error = str(e)
+        self.done.callback(self.exchange)
+
+
+def fetch(
+    url: str,
+    method: bytes = b"GET",
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    onPiece: Optional[Callable[[StrictClient], None]] = None,
+) -> Deferred[Exchange]:
+    """
+    Make one request with L{StrictClient}.
+
+    @param url: An C{http://127.0.0.1:PORT/...} URL.
+    @param method: The method.
+    @param headers: Headers besides C{Host}.
+    @param onPiece: Called with the client after each piece of the body.
+    @return: A Deferred that fires with what the client saw, once the
+        connection has closed.
+    """
+    parsed = URL.from_text(url)
+    assert parsed.port is not None
+    # The target exactly as written in the URL: no re-encoding on the way.
+    target = b"/" + url.split("/", 3)[3].encode("ascii")
+    client = StrictClient(method, target, [(b"Host", f"{parsed.host}:{parsed.port}".encode()), *headers], onPiece)
+    endpoint = TCP4ClientEndpoint(reactor, parsed.host, parsed.port)
+    connecting = endpoint.connect(Factory.forProtocol(lambda: client))
+    return connecting.addCallback(lambda _: client.done)
+
+
+class StreamingRequest(DummyRequest):
+    """
+    A L{DummyRequest} that takes a push producer the way a real request
+    does (L{DummyRequest} drives every producer as a pull producer), and
+    notes a closed connection.
+    """
+
+    def __init__(self, postpath: list[bytes], method: bytes = b"GET", uri: bytes = b"/") -> None:
+        super().__init__(postpath)
+        self.method = method
+        self.uri = uri
+        self.path = uri.partition(b"?")[0]
+        self.producer: Optional[IPushProducer] = None
+        self.connectionClosed = False
+
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
+        assert streaming, "only push producers are expected here"
+        assert self.producer is None, "a producer is registered already"
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def loseConnection(self) -> None:
+        self.connectionClosed = True
+
+
+def render(resource: IResource, request: StreamingRequest) -> Any:
+    """
+    Render a fake request, as a real one would be.
+
+    @param resource: What to render.
+    @param request: The fake.
+    @return: What C{render} returned.
+    """
+    return resource.render(cast(Request, request))
