@@ -5,8 +5,23 @@ C{tests/__init__.py}).
 
 from __future__ import annotations
 
+import os
+from typing import Iterator
+
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _inTemporaryDirectory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """
+    Run the tests in a temporary directory, as trial runs them in
+    C{_trial_temp}: C{TestCase.mktemp} makes its paths relative to it.
+    """
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("trial_temp"))
+    yield
+    os.chdir(here)
 
 
 def pytest_collection_modifyitems(

@@ -18,12 +18,13 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.interfaces import IPushProducer, ITCPTransport
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IListeningPort, IPushProducer, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol, ProcessProtocol, connectionDone
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.resource import IResource
-from twisted.web.server import Request
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
 from twisted.web.test.requesthelper import DummyRequest
 
 reactor: Any = _reactor
@@ -297,6 +298,52 @@ def fetch(
     endpoint = TCP4ClientEndpoint(reactor, parsed.host, parsed.port)
     connecting = endpoint.connect(Factory.forProtocol(lambda: client))
     return connecting.addCallback(lambda _: client.done)
+
+
+class Upstream:
+    """
+    A server in the test process that the proxy forwards to, so that a test
+    can see the upstream side: what it was sent, when its connection closed.
+    """
+
+    def __init__(self, case: TestCase, resource: Resource) -> None:
+        site = Site(resource)
+        self.port: IListeningPort = reactor.listenTCP(0, site, interface="127.0.0.1")
+        case.addCleanup(self.port.stopListening)
+
+    @property
+    def url(self) -> str:
+        """
+        @return: Its root URL.
+        """
+        return f"http://127.0.0.1:{portOf(self.port)}/"
+
+
+def portOf(listening: IListeningPort) -> int:
+    """
+    @return: The TCP port a listening port listens on.
+    """
+    address = listening.getHost()
+    assert isinstance(address, IPv4Address)
+    return address.port
+
+
+class BreaksOff(Resource):
+    """
+    Sends two lines 100 ms apart, then drops the connection mid-body.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> int:
+        request.write(b"line 1\n")
+
+        def second() -> None:
+            request.write(b"line 2\n")
+            reactor.callLater(0.1, request.loseConnection)
+
+        reactor.callLater(0.1, second)
+        return NOT_DONE_YET
 
 
 class StreamingRequest(DummyRequest):

@@ -21,31 +21,20 @@ from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
-from tests.support import Exchange, StrictClient, Twistd, fetch, freePort, reactor, startTwistd
+from tests.support import (
+    BreaksOff,
+    Exchange,
+    StrictClient,
+    Twistd,
+    Upstream,
+    fetch,
+    freePort,
+    portOf,
+    reactor,
+    startTwistd,
+)
 
 MiB = 1024 * 1024
-
-
-class _Upstream:
-    """
-    A server in the test process that the proxy forwards to, so that a test
-    can see the upstream side: what it was sent, when its connection closed.
-    """
-
-    def __init__(self, case: TestCase, resource: Resource) -> None:
-        site = Site(resource)
-        self.port: IListeningPort = reactor.listenTCP(0, site, interface="127.0.0.1")
-        case.addCleanup(self.port.stopListening)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{_portOf(self.port)}/"
-
-
-def _portOf(listening: IListeningPort) -> int:
-    address = listening.getHost()
-    assert isinstance(address, IPv4Address)
-    return address.port
 
 
 class _Ticker(Resource):
@@ -74,24 +63,6 @@ class _Ticker(Resource):
             self.gone.callback(reactor.seconds())
 
         request.notifyFinish().addErrback(gone)
-        return NOT_DONE_YET
-
-
-class _BreaksOff(Resource):
-    """
-    Sends two lines 100 ms apart, then drops the connection mid-body.
-    """
-
-    isLeaf = True
-
-    def render_GET(self, request: Request) -> int:
-        request.write(b"line 1\n")
-
-        def second() -> None:
-            request.write(b"line 2\n")
-            reactor.callLater(0.1, request.loseConnection)
-
-        reactor.callLater(0.1, second)
         return NOT_DONE_YET
 
 
@@ -341,7 +312,7 @@ class FailureTests(TestCase):
         silent = reactor.listenTCP(0, Factory.forProtocol(_Silent), interface="127.0.0.1")
         self.addCleanup(silent.stopListening)
         proxy = yield self.proxy(
-            f"http://127.0.0.1:{_portOf(silent)}/", "--connect-timeout", "0.5"
+            f"http://127.0.0.1:{portOf(silent)}/", "--connect-timeout", "0.5"
         )
         exchange = yield self.assertOneLineError(
             proxy, 504, b"upstream sent no response headers within 0.5 s"
@@ -356,7 +327,7 @@ class FailureTests(TestCase):
         then a connection closed without the terminating chunk, which a
         strict client reports as truncated (never a clean end).
         """
-        upstream = _Upstream(self, _BreaksOff())
+        upstream = Upstream(self, BreaksOff())
         proxy = yield self.proxy(upstream.url)
         exchange: Exchange = yield fetch(proxy.url + "stream")
         self.assertEqual(exchange.status, 200)
@@ -370,7 +341,7 @@ class FailureTests(TestCase):
         """
         C{curl} sees the same truncation: exit code 18 (partial transfer).
         """
-        upstream = _Upstream(self, _BreaksOff())
+        upstream = Upstream(self, BreaksOff())
         proxy = yield self.proxy(upstream.url)
         client = curl(proxy.url + "stream")
         exitCode = yield client.exitCode
@@ -384,7 +355,7 @@ class FailureTests(TestCase):
         upstream connection within 100 ms, so the source stops generating.
         """
         ticker = _Ticker()
-        upstream = _Upstream(self, ticker)
+        upstream = Upstream(self, ticker)
         proxy = yield self.proxy(upstream.url)
         leftAt: list[float] = []
 
@@ -413,7 +384,7 @@ class FailureTests(TestCase):
         watched.closed = Deferred()
         silent = reactor.listenTCP(0, Factory.forProtocol(lambda: watched), interface="127.0.0.1")
         self.addCleanup(silent.stopListening)
-        proxy = yield self.proxy(f"http://127.0.0.1:{_portOf(silent)}/")
+        proxy = yield self.proxy(f"http://127.0.0.1:{portOf(silent)}/")
         client = StrictClient(b"GET", b"/stream", [(b"Host", b"proxy")])
         yield _connect(proxy.port, client)
         yield watched.opened.addTimeout(5, reactor)

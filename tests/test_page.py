@@ -1,0 +1,162 @@
+"""
+Tests for L{twisted_stream.page}: the page served by the real proxy, in a
+real headless Chromium.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+
+from tests.support import BreaksOff, Twistd, Upstream, startTwistd
+from twisted_stream.page import pageHTML
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+class PageHTMLTests(SynchronousTestCase):
+    def test_selfContained(self) -> None:
+        """
+        The page loads nothing from elsewhere: the machine may be offline.
+        """
+        html = pageHTML().decode("utf-8")
+        self.assertNotIn("http://", html)
+        self.assertNotIn("https://", html)
+        self.assertNotIn(" src=", html)
+        self.assertIn('fetch("stream?"', html)
+
+
+def _browser(profile: str) -> Any:
+    """
+    Start headless Chromium under chromedriver, with a fresh profile and
+    none of its own network traffic.
+    """
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        raise SkipTest(
+            "Chromium is not installed: apt-get install chromium chromium-driver (.ci/run does)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1100,900",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
+_STATE = """
+return {
+  rows: document.querySelectorAll("#chunks tr").length,
+  state: document.getElementById("status").dataset.state,
+  status: document.getElementById("status").textContent,
+};
+"""
+
+
+class PageInChromiumTests(TestCase):
+    """
+    The page, served by the real proxy in front of the real generator, in
+    Chromium. WebDriver's client blocks, so it runs in a thread while the
+    reactor serves.
+    """
+
+    timeout = 90
+
+    def drive(self, url: str, count: int, interval: float) -> dict[str, Any]:
+        """
+        Open the page, start a stream, and watch the rows appear.
+
+        @return: What was seen: C{polls} as C{(seconds since the click,
+            rows)}, the final C{state} and C{status}, and each row's
+            C{data-t} (milliseconds after the click that it arrived).
+        """
+        profile = self.mktemp()
+        os.makedirs(profile)
+        driver = _browser(profile)
+        try:
+            driver.get(url)
+            driver.execute_script(
+                "document.getElementById('count').value = arguments[0];"
+                "document.getElementById('interval').value = arguments[1];",
+                str(count),
+                str(interval),
+            )
+            driver.find_element("id", "start").click()
+            clicked = time.monotonic()
+            polls: list[tuple[float, int]] = []
+            seen = driver.execute_script(_STATE)
+            while seen["state"] in ("idle", "streaming") and time.monotonic() - clicked < 30:
+                polls.append((time.monotonic() - clicked, seen["rows"]))
+                seen = driver.execute_script(_STATE)
+            times = driver.execute_script(
+                "return Array.from(document.querySelectorAll('#chunks tr'), r => parseFloat(r.dataset.t));"
+            )
+            driver.save_screenshot(os.path.abspath(self.mktemp() + ".png"))
+            return dict(polls=polls, state=seen["state"], status=seen["status"], times=times)
+        finally:
+            driver.quit()
+
+    @inlineCallbacks
+    def test_chunksAppearOneByOne(self) -> Any:
+        """
+        After a click on Start, the rows appear one by one as the chunks
+        arrive, not all at the end: the first within 1 s, the tenth not
+        before 0.8 s; then the status says done.
+        """
+        generator: Twistd = yield startTwistd(self, "chunkgen")
+        proxy: Twistd = yield startTwistd(self, "chunkproxy", "--upstream", generator.url + "generate")
+        seen = yield deferToThread(self.drive, proxy.url, 20, 0.1)
+        self.assertEqual(seen["state"], "done", seen["status"])
+        times = seen["times"]
+        self.assertEqual(len(times), 20)
+        self.assertLess(times[0], 1000)
+        self.assertGreaterEqual(times[9], 800)
+        # Watched from outside while it streamed: the count of rows went up
+        # through the values in between, not from none to all at once.
+        between = {rows for _, rows in seen["polls"] if 0 < rows < 20}
+        self.assertGreater(len(between), 10, seen["polls"][-5:])
+
+    @inlineCallbacks
+    def test_truncatedStreamIsAnError(self) -> Any:
+        """
+        A stream that breaks off is shown as an error (truncated), never as
+        done.
+        """
+        upstream = Upstream(self, BreaksOff())
+        proxy: Twistd = yield startTwistd(self, "chunkproxy", "--upstream", upstream.url)
+        seen = yield deferToThread(self.drive, proxy.url, 2, 0.1)
+        self.assertEqual(seen["state"], "error")
+        self.assertIn("error (truncated)", seen["status"])
+        self.assertEqual(len(seen["times"]), 2)
+
+    @inlineCallbacks
+    def test_upstreamDownIsAnError(self) -> Any:
+        """
+        A 502 from the proxy is shown with its status and reason.
+        """
+        proxy: Twistd = yield startTwistd(
+            self, "chunkproxy", "--upstream", "http://no-such-host.invalid/"
+        )
+        seen = yield deferToThread(self.drive, proxy.url, 2, 0.1)
+        self.assertEqual(seen["state"], "error")
+        self.assertEqual(
+            seen["status"], "error: HTTP 502 upstream host name could not be resolved"
+        )
