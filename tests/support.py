@@ -17,7 +17,7 @@ from hyperlink import URL
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IListeningPort, IPushProducer, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol, ProcessProtocol, connectionDone
@@ -55,7 +55,9 @@ class _TwistdProtocol(ProcessProtocol):
     def __init__(self) -> None:
         self.output = bytearray()
         self.url: Deferred[str] = Deferred()
-        self.ended: Deferred[Failure] = Deferred()
+        # Fires with None: a Failure given to callback() would fail it.
+        self.ended: Deferred[None] = Deferred()
+        self.endReason: Optional[Failure] = None
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
@@ -67,11 +69,13 @@ class _TwistdProtocol(ProcessProtocol):
     errReceived = outReceived
 
     def processEnded(self, reason: Failure) -> None:
+        # Noted first: failing self.url runs the test on, and its clean-up.
+        self.endReason = reason
         if not self.url.called:
             self.url.errback(
                 RuntimeError("twistd ended before listening:\n" + self.output.decode("utf-8", "replace"))
             )
-        self.ended.callback(reason)
+        self.ended.callback(None)
 
 
 @dataclass
@@ -139,9 +143,12 @@ def startTwistd(
         protocol, argv[0], argv, env=env, path=cwd or _mkdir(case)
     )
 
-    def stop() -> Deferred[Failure]:
-        if not protocol.ended.called:
-            transport.signalProcess("TERM")
+    def stop() -> Deferred[None]:
+        if protocol.endReason is None:
+            try:
+                transport.signalProcess("TERM")
+            except ProcessExitedAlready:
+                return protocol.ended
             killer = reactor.callLater(5, transport.signalProcess, "KILL")
             protocol.ended.addBoth(lambda r: killer.cancel() if killer.active() else None)
         return protocol.ended

@@ -1,0 +1,108 @@
+"""
+Tests for the packaging: the twistd plugins are found from the installed
+package, after C{pip install .} and after C{pip install -e .}.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import LOOPBACK_LISTEN
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+_NOT_SOURCE = shutil.ignore_patterns(
+    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "_trial_temp*", "dropin.cache", "*.pid"
+)
+
+
+class PluginDiscoveryTests(SynchronousTestCase):
+    """
+    A fresh virtual environment, the project installed into it two ways, and
+    C{twistd} run from elsewhere, where the source tree is not on the path.
+    """
+
+    def setUp(self) -> None:
+        here = Path(self.mktemp()).resolve()
+        self.source = here / "source"
+        shutil.copytree(PROJECT, self.source, ignore=_NOT_SOURCE)
+        self.elsewhere = here / "elsewhere"
+        self.elsewhere.mkdir()
+        self.venv = here / "venv"
+        self.command(sys.executable, "-m", "venv", str(self.venv))
+        # The versions under test here; pip takes them from its cache.
+        self.pip(
+            "install",
+            f"twisted=={version('twisted')}",
+            f"treq=={version('treq')}",
+            f"hyperlink=={version('hyperlink')}",
+            "setuptools>=70.1",
+        )
+
+    def command(self, *argv: str) -> str:
+        done = subprocess.run(
+            argv, cwd=self.elsewhere, capture_output=True, text=True, timeout=300, env=self.env()
+        )
+        self.assertEqual(done.returncode, 0, f"{argv}:\n{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+        return env
+
+    def pip(self, *args: str) -> str:
+        return self.command(str(self.venv / "bin" / "python"), "-m", "pip", "-q", *args)
+
+    def twistdHelp(self) -> str:
+        return self.command(str(self.venv / "bin" / "twistd"), "--help")
+
+    def assertPluginsWork(self) -> None:
+        """
+        C{twistd --help} lists both plugins, and C{twistd -n chunkgen}
+        starts and listens.
+        """
+        listed = self.twistdHelp()
+        self.assertIn("chunkgen", listed)
+        self.assertIn("chunkproxy", listed)
+        twistd = subprocess.Popen(
+            [str(self.venv / "bin" / "twistd"), "-n", "--pidfile=", "chunkgen", "--listen", LOOPBACK_LISTEN],
+            cwd=self.elsewhere,
+            env=dict(self.env(), PYTHONUNBUFFERED="1"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert twistd.stdout is not None
+            seen = []
+            for line in twistd.stdout:
+                seen.append(line)
+                if "chunkgen listening on http://127.0.0.1:" in line:
+                    break
+            else:
+                self.fail("chunkgen did not start:\n" + "".join(seen))
+        finally:
+            twistd.terminate()
+            twistd.wait(timeout=10)
+
+    def test_installAndEditableInstall(self) -> None:
+        """
+        The plugins are found after C{pip install .}, gone after uninstalling
+        (so the check can tell), and found again after C{pip install -e .}.
+        """
+        self.pip("install", "--no-deps", "--no-build-isolation", str(self.source))
+        self.assertPluginsWork()
+        self.pip("uninstall", "-y", "twisted-stream")
+        listed = self.twistdHelp()
+        self.assertNotIn("chunkgen", listed)
+        self.assertNotIn("chunkproxy", listed)
+        self.pip("install", "--no-deps", "--no-build-isolation", "-e", str(self.source))
+        self.assertPluginsWork()
