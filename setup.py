@@ -43,6 +43,7 @@ setup(
             "selenium>=4.20",
             "mypy>=1.10",
             "mypy-zope>=1.0.5",
+            "ruff>=0.5",
         ],
     },
     classifiers=[

@@ -15,12 +15,12 @@ from typing import Any, Callable, Optional, Sequence, cast
 import h11
 from hyperlink import URL
 from twisted.internet import reactor as _reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IListeningPort, IPushProducer, ITCPTransport
-from twisted.internet.protocol import Factory, Protocol, ProcessProtocol, connectionDone
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import IResource, Resource

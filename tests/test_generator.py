@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 import treq
+from treq.testing import StubTreq
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from treq.testing import StubTreq
 
 from tests.support import StreamingRequest, render
 from twisted_stream.formats import SSE, TEXT, chunkText

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import treq
+from treq.testing import RequestTraversalAgent, StubTreq
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import (
     ConnectingCancelledError,
@@ -18,11 +19,10 @@ from twisted.internet.error import (
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IRequest, IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from twisted.web.http_headers import Headers
-from treq.testing import RequestTraversalAgent, StubTreq
 from zope.interface import implementer
 
 from tests.support import StreamingRequest, render

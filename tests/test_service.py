@@ -9,9 +9,9 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.interfaces import IListeningPort
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
-from twisted.internet.interfaces import IListeningPort
 
 from tests.support import startTwistd
 from twisted_stream._service import baseURL

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-
 from twisted.web.server import Request
 
 from twisted_stream._http import PlainResource

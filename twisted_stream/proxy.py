@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, cast
 
+from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.internet.error import (
     ConnectingCancelledError,
@@ -37,7 +38,6 @@ from twisted.python.failure import Failure
 from twisted.web.client import PotentialDataLoss, ResponseDone
 from twisted.web.iweb import IAgent, IResponse
 from twisted.web.server import NOT_DONE_YET, Request
-from treq.client import HTTPClient
 
 from twisted_stream._http import STREAMING_HEADERS, PlainResource, textError
 
