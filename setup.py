@@ -35,6 +35,7 @@ setup(
         "treq>=23.11.0",
         "hyperlink>=21.0.0",
     ],
+    entry_points={"console_scripts": ["chunkwatch = twisted_stream.watch:main"]},
     extras_require={
         "test": [
             "pytest>=8.0",

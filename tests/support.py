@@ -164,6 +164,54 @@ def _mkdir(case: SynchronousTestCase) -> str:
     return path
 
 
+class LineProcess(ProcessProtocol):
+    """
+    A process whose output is taken line by line, each line noted with the
+    time it arrived.
+
+    @ivar lines: C{(arrival time, line)} for each line of standard output.
+    @ivar stderr: All of standard error.
+    @ivar exitCode: Fires with the exit code.
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[float, bytes]] = []
+        self.stderr = b""
+        self.exitCode: Deferred[int] = Deferred()
+        self._partial = b""
+
+    @classmethod
+    def spawn(cls, *argv: str, env: Optional[dict[str, str]] = None) -> LineProcess:
+        """
+        Start a command.
+
+        @param argv: The command and its arguments.
+        @param env: Its environment (this process's by default).
+        @return: The started process.
+        """
+        protocol = cls()
+        reactor.spawnProcess(protocol, argv[0], list(argv), env=os.environ if env is None else env)
+        return protocol
+
+    @property
+    def text(self) -> str:
+        """
+        @return: The standard output so far.
+        """
+        return "".join(line.decode("utf-8", "replace") + "\n" for _, line in self.lines)
+
+    def outReceived(self, data: bytes) -> None:
+        now = reactor.seconds()
+        *done, self._partial = (self._partial + data).split(b"\n")
+        self.lines.extend((now, line) for line in done)
+
+    def errReceived(self, data: bytes) -> None:
+        self.stderr += data
+
+    def processEnded(self, reason: Failure) -> None:
+        self.exitCode.callback(reason.value.exitCode)
+
+
 @dataclass
 class Exchange:
     """

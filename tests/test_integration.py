@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
@@ -22,6 +22,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from tests.support import (
     BreaksOff,
     Exchange,
+    LineProcess,
     StrictClient,
     Twistd,
     Upstream,
@@ -85,39 +86,14 @@ class _SilentWatched(Protocol):
         self.closed.callback(reactor.seconds())
 
 
-class _Curl(ProcessProtocol):
-    """
-    Runs C{curl -sS -N} and notes when each line of its output arrives.
-    """
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[float, bytes]] = []
-        self.stderr = b""
-        self.exitCode: Deferred[int] = Deferred()
-        self._partial = b""
-
-    def outReceived(self, data: bytes) -> None:
-        now = reactor.seconds()
-        *done, self._partial = (self._partial + data).split(b"\n")
-        self.lines.extend((now, line) for line in done)
-
-    def errReceived(self, data: bytes) -> None:
-        self.stderr += data
-
-    def processEnded(self, reason: Failure) -> None:
-        self.exitCode.callback(reason.value.exitCode)
-
-
-def curl(url: str) -> _Curl:
+def curl(url: str) -> LineProcess:
     """
     Start C{curl -sS -N URL}.
     """
     command = shutil.which("curl")
     if command is None:
         raise SkipTest("curl is not installed (.ci/run installs it)")
-    protocol = _Curl()
-    reactor.spawnProcess(protocol, command, [command, "-sS", "-N", url], env=os.environ)
-    return protocol
+    return LineProcess.spawn(command, "-sS", "-N", url)
 
 
 class StreamingTests(TestCase):

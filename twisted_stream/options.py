@@ -17,7 +17,7 @@ from twisted.python import usage
 
 from twisted_stream.generator import StreamSpec, parseCount, parseInterval
 
-__all__ = ["GeneratorOptions", "ProxyOptions", "parseTimeout", "parseUpstreamURL"]
+__all__ = ["GeneratorOptions", "ProxyOptions", "parseTimeout", "parseHTTPURL"]
 
 _TWISTD_PIDFILE = "twistd.pid"
 """twistd's own default pidfile, shared by every plugin unless one says
@@ -41,9 +41,9 @@ def parseTimeout(text: str) -> float:
     return seconds
 
 
-def parseUpstreamURL(text: str) -> bytes:
+def parseHTTPURL(text: str) -> bytes:
     """
-    Parse the URL of an upstream.
+    Parse an HTTP URL, such as an upstream's.
 
     @param text: An absolute C{http://} or C{https://} URL.
     @return: The URL, encoded as a URI.
@@ -54,9 +54,9 @@ def parseUpstreamURL(text: str) -> bytes:
     except Exception:
         raise ValueError(f"not a URL: {text!r}") from None
     if url.scheme not in ("http", "https") or not url.host:
-        raise ValueError(f"the upstream must be an absolute http:// or https:// URL, not {text!r}")
+        raise ValueError(f"need an absolute http:// or https:// URL, not {text!r}")
     if url.fragment:
-        raise ValueError(f"the upstream URL must not have a #fragment: {text!r}")
+        raise ValueError(f"the URL must not have a #fragment: {text!r}")
     return url.to_uri().to_text().encode("ascii")
 
 
@@ -143,7 +143,7 @@ class ProxyOptions(_PluginOptions):
             "u",
             b"http://localhost:8081/generate",
             "The URL that /stream forwards to.",
-            parseUpstreamURL,
+            parseHTTPURL,
         ],
         [
             "connect-timeout",
