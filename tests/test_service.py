@@ -42,7 +42,7 @@ class BaseURLTests(SynchronousTestCase):
             (IPv4Address("TCP", "127.0.0.1", 41000), False, "http://127.0.0.1:41000/"),
             (IPv6Address("TCP", "::", 8080), False, "http://localhost:8080/"),
             (IPv6Address("TCP", "::1", 8443), True, "https://[::1]:8443/"),
-            (UNIXAddress(b"/run/proxy.sock"), False, "http+unix:b'/run/proxy.sock'"),
+            (UNIXAddress(b"/run/proxy.sock"), False, "http+unix://%2Frun%2Fproxy.sock/"),
         ]
         for address, secure, url in cases:
             self.assertEqual(baseURL(_Port(address), secure), url)

@@ -80,6 +80,20 @@ class TextErrorResource(Resource):
         return textError(request, self._code, self._reason)
 
 
+_METHODS: dict[type, list[str]] = {}
+
+
+def _methodsOf(cls: type) -> list[str]:
+    # Per class, once: the answer depends only on the methods it defines.
+    known = _METHODS.get(cls)
+    if known is None:
+        allowed = {name[len("render_") :] for name in dir(cls) if name.startswith("render_")}
+        if "GET" not in allowed:
+            allowed.discard("HEAD")
+        known = _METHODS[cls] = sorted(allowed)
+    return known
+
+
 class PlainResource(Resource):
     """
     A resource whose unknown children and unsupported methods are answered
@@ -107,10 +121,7 @@ class PlainResource(Resource):
             only where C{GET} is (L{Resource} answers C{HEAD} with
             C{render_GET}).
         """
-        allowed = {name[len("render_") :] for name in dir(self) if name.startswith("render_")}
-        if "GET" not in allowed:
-            allowed.discard("HEAD")
-        return sorted(allowed)
+        return _methodsOf(type(self))
 
     def render(self, request: Request) -> bytes | int:
         """

@@ -6,6 +6,7 @@ A listening service that says, in the log, the URLs it can be reached at.
 from __future__ import annotations
 
 from typing import Sequence
+from urllib.parse import quote
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -28,7 +29,8 @@ def baseURL(port: IListeningPort, secure: bool) -> str:
     @param port: The port.
     @param secure: Whether it speaks TLS.
     @return: C{http://host:port/}; a wildcard address is shown as
-        C{localhost}, where it can be reached from this machine.
+        C{localhost}, where it can be reached from this machine; a UNIX
+        socket as C{http+unix://%2Fpath%2Fto%2Fsocket/}.
     """
     address = port.getHost()
     scheme = "https" if secure else "http"
@@ -39,7 +41,10 @@ def baseURL(port: IListeningPort, secure: bool) -> str:
         elif ":" in host:
             host = f"[{host}]"
         return f"{scheme}://{host}:{address.port}/"
-    return f"{scheme}+unix:{getattr(address, 'name', address)}"
+    # The http+unix convention: the socket's path, percent-encoded, as host.
+    name = getattr(address, "name", b"")
+    path = name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
+    return f"{scheme}+unix://{quote(path, safe='')}/"
 
 
 @implementer(IStreamServerEndpoint)
