@@ -415,6 +415,10 @@ class StreamingRequest(DummyRequest):
         self.path = uri.partition(b"?")[0]
         self.producer: Optional[IPushProducer] = None
         self.connectionClosed = False
+        self.secure = False
+
+    def isSecure(self) -> bool:
+        return self.secure
 
     def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
         assert streaming, "only push producers are expected here"

@@ -1,0 +1,132 @@
+# -*- test-case-name: tests.test_headers -*-
+"""
+Which headers a proxy passes on, both ways (RFC 9110, section 7.6).
+
+End-to-end headers pass through as they came, repeated ones kept as they
+are (several C{Set-Cookie}s stay several). Hop-by-hop headers are dropped:
+C{Connection} and every header it names, C{Keep-Alive},
+C{Proxy-Authenticate}, C{Proxy-Authorization}, C{TE}, C{Trailer},
+C{Transfer-Encoding} and C{Upgrade}. The upstream gets its own C{Host} (the
+agent sets it from the upstream URL), and the C{X-Forwarded-*} and C{Via}
+headers that say where the request came from.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from twisted.web.http_headers import Headers
+from twisted.web.server import Request
+
+__all__ = [
+    "HOP_BY_HOP",
+    "VIA_NAME",
+    "endToEnd",
+    "forwardedRequestHeaders",
+    "forwardedResponseHeaders",
+]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        # Not in RFC 9110, but sent by old clients in its place.
+        b"proxy-connection",
+    }
+)
+"""Headers that concern one connection, never passed on (lower case)."""
+
+VIA_NAME = b"chunkproxy"
+"""How this proxy names itself in C{Via}."""
+
+
+def _connectionNamed(headers: Headers) -> set[bytes]:
+    named: set[bytes] = set()
+    for value in headers.getRawHeaders(b"connection", []):
+        named.update(token.strip().lower() for token in value.split(b",") if token.strip())
+    return named
+
+
+def endToEnd(headers: Headers, drop: Iterable[bytes] = ()) -> Headers:
+    """
+    The end-to-end headers of a message.
+
+    @param headers: A message's headers.
+    @param drop: More header names to leave out (any case).
+    @return: A new L{Headers} without the hop-by-hop ones, those that
+        C{Connection} names, and C{drop}; every other header as it was,
+        repeated values kept in order.
+    """
+    dropped = HOP_BY_HOP | _connectionNamed(headers) | {name.lower() for name in drop}
+    kept = Headers()
+    for name, values in headers.getAllRawHeaders():
+        if name.lower() not in dropped:
+            kept.setRawHeaders(name, list(values))
+    return kept
+
+
+def _appended(headers: Headers, name: bytes, value: bytes) -> None:
+    existing = headers.getRawHeaders(name)
+    headers.setRawHeaders(name, [b", ".join([*existing, value]) if existing else value])
+
+
+def _viaEntry(request: Request) -> bytes:
+    # "HTTP/1.1" is sent as "1.1" (RFC 9110, section 7.6.3).
+    protocol = request.clientproto.split(b"/", 1)[-1] or b"1.1"
+    return protocol + b" " + VIA_NAME
+
+
+def forwardedRequestHeaders(
+    request: Request, drop: Sequence[bytes] = (), add: Sequence[tuple[bytes, bytes]] = ()
+) -> Headers:
+    """
+    The headers to send upstream for a client's request.
+
+    @param request: The client's request.
+    @param drop: More of the client's headers to leave out, such as a token
+        the proxy itself checked.
+    @param add: Headers to set, replacing whatever the client sent under
+        those names (injected credentials).
+    @return: The client's end-to-end headers, without C{Host} and
+        C{Content-Length} (the agent sets both), plus C{X-Forwarded-For}
+        (the client's address appended), C{X-Forwarded-Proto},
+        C{X-Forwarded-Host} (what the client asked for) and C{Via}.
+    """
+    names = [name for name, _ in add]
+    headers = endToEnd(
+        request.requestHeaders,
+        drop=[b"host", b"content-length", b"x-forwarded-proto", b"x-forwarded-host", *drop, *names],
+    )
+    client = request.getClientAddress()
+    clientHost = getattr(client, "host", None)
+    if clientHost:
+        _appended(headers, b"X-Forwarded-For", clientHost.encode("ascii"))
+    headers.setRawHeaders(b"X-Forwarded-Proto", [b"https" if request.isSecure() else b"http"])
+    host = request.requestHeaders.getRawHeaders(b"host")
+    if host:
+        headers.setRawHeaders(b"X-Forwarded-Host", [host[0]])
+    _appended(headers, b"Via", _viaEntry(request))
+    for name, value in add:
+        headers.addRawHeader(name, value)
+    return headers
+
+
+def forwardedResponseHeaders(upstream: Headers, request: Request, decoded: bool) -> Headers:
+    """
+    The headers to send the client for an upstream's response.
+
+    @param upstream: The upstream response's headers.
+    @param request: The client's request.
+    @param decoded: Whether the body was decompressed on its way through
+        (then its C{Content-Length} no longer holds).
+    @return: The upstream's end-to-end headers, plus C{Via}.
+    """
+    headers = endToEnd(upstream, drop=[b"content-length"] if decoded else [])
+    _appended(headers, b"Via", _viaEntry(request))
+    return headers
