@@ -31,7 +31,7 @@ setup(
     packages=["twisted_stream", "twisted_stream.tap", "twisted.plugins"],
     package_data={"twisted_stream": ["py.typed", "page.html"]},
     install_requires=[
-        "twisted>=24.7.0",
+        "twisted[tls]>=24.7.0",
         "treq>=23.11.0",
         "hyperlink>=21.0.0",
     ],

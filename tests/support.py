@@ -10,6 +10,7 @@ import re
 import socket
 import sys
 from dataclasses import dataclass, field
+from io import BytesIO
 from typing import Any, Callable, Optional, Sequence, cast
 
 import h11
@@ -408,14 +409,21 @@ class StreamingRequest(DummyRequest):
     notes a closed connection.
     """
 
-    def __init__(self, postpath: list[bytes], method: bytes = b"GET", uri: bytes = b"/") -> None:
+    def __init__(self, postpath: list[bytes], method: bytes = b"GET", uri: bytes = b"/", body: bytes = b"") -> None:
         super().__init__(postpath)
+        self.content = BytesIO(body)
         self.method = method
         self.uri = uri
         self.path = uri.partition(b"?")[0]
         self.producer: Optional[IPushProducer] = None
         self.connectionClosed = False
         self.secure = False
+        self.sentLength = 0
+        self.client = IPv4Address("TCP", "192.168.1.1", 50000)
+
+    def write(self, data: bytes) -> None:
+        self.sentLength += len(data)
+        super().write(data)
 
     def isSecure(self) -> bool:
         return self.secure

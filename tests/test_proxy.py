@@ -13,12 +13,14 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import (
     ConnectingCancelledError,
     ConnectionDone,
+    ConnectionLost,
     ConnectionRefusedError,
     DNSLookupError,
 )
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web._newclient import ResponseNeverReceived
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IRequest, IResponse
 from twisted.web.resource import Resource
@@ -41,8 +43,8 @@ class _FakeAgent:
     what it was asked.
     """
 
-    def __init__(self, result: Deferred[IResponse]) -> None:
-        self.result = result
+    def __init__(self, *results: Deferred[IResponse]) -> None:
+        self.results = list(results)
         self.requests: list[tuple[bytes, bytes]] = []
 
     def request(
@@ -53,7 +55,7 @@ class _FakeAgent:
         bodyProducer: Optional[IBodyProducer] = None,
     ) -> Deferred[IResponse]:
         self.requests.append((method, uri))
-        return self.result
+        return self.results.pop(0) if len(self.results) > 1 else self.results[0]
 
 
 class _URIEcho(Resource):
@@ -101,7 +103,7 @@ class ForwardingTests(SynchronousTestCase):
         self.upstream = RequestTraversalAgent(
             GeneratorRoot(StreamSpec(count=3, interval=1.0), self.clock)
         )
-        self.proxy = StreamProxyResource(UPSTREAM, self.upstream, self.clock)
+        self.proxy = StreamProxyResource(UPSTREAM, agent=self.upstream, reactor=self.clock)
         self.client: Any = StubTreq(_mounted(self.proxy))
         self.pieces: list[bytes] = []
 
@@ -189,11 +191,11 @@ class ForwardingTests(SynchronousTestCase):
         client's connection without finishing the response, after passing on
         what did arrive.
         """
-        proxy = StreamProxyResource(UPSTREAM, RequestTraversalAgent(_BreaksOff()), self.clock)
+        proxy = StreamProxyResource(UPSTREAM, agent=RequestTraversalAgent(_BreaksOff()), reactor=self.clock)
         request = StreamingRequest([], uri=b"/stream")
         render(proxy, request)
         for _ in range(3):
-            proxy._agent.flush()  # type: ignore[attr-defined]
+            proxy.agent.flush()  # type: ignore[attr-defined]
         self.assertEqual(b"".join(request.written), b"partial body")
         self.assertTrue(request.connectionClosed)
         self.assertEqual(request.finished, 0)
@@ -207,7 +209,7 @@ class URLTests(SynchronousTestCase):
         self.agent = RequestTraversalAgent(_URIEcho())
 
     def echoed(self, upstream: bytes, target: str) -> bytes:
-        client: Any = StubTreq(_mounted(StreamProxyResource(upstream, self.agent, self.clock)))
+        client: Any = StubTreq(_mounted(StreamProxyResource(upstream, agent=self.agent, reactor=self.clock)))
         requested = client.get("http://proxy" + target)
         for _ in range(3):
             self.agent.flush()
@@ -244,7 +246,7 @@ class URLTests(SynchronousTestCase):
         A query string with raw non-ASCII bytes gets 400.
         """
         request = StreamingRequest([], uri=b"/stream?q=\xe9")
-        body = render(StreamProxyResource(UPSTREAM, _FakeAgent(Deferred()), self.clock), request)
+        body = render(StreamProxyResource(UPSTREAM, agent=_FakeAgent(Deferred()), reactor=self.clock), request)
         self.assertEqual(request.responseCode, 400)
         self.assertEqual(body, b"the query string must be ASCII; percent-encode other bytes\n")
 
@@ -257,9 +259,10 @@ class FailureTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
 
-    def render(self, agent: IAgent, timeout: float = 10.0) -> tuple[StreamingRequest, Any]:
+    def render(self, agent: IAgent, timeout: float = 10.0, retries: int = 0) -> tuple[StreamingRequest, Any]:
         request = StreamingRequest([], uri=b"/stream")
-        result = render(StreamProxyResource(UPSTREAM, agent, self.clock, timeout), request)
+        proxy = StreamProxyResource(UPSTREAM, agent=agent, reactor=self.clock, connectTimeout=timeout, retries=retries)
+        result = render(proxy, request)
         self.assertEqual(result, NOT_DONE_YET)
         return request, result
 
@@ -324,16 +327,50 @@ class FailureTests(SynchronousTestCase):
         self.assertEqual(request.written, [])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_notFoundAndMethods(self) -> None:
+    def test_methodsNotForwarded(self) -> None:
         """
-        Below C{/stream} is nothing; only GET and HEAD are forwarded.
+        CONNECT and methods a proxy does not forward get 405, and nothing
+        goes upstream.
         """
         agent = _FakeAgent(Deferred())
-        proxy = StreamProxyResource(UPSTREAM, agent, self.clock)
-        request = StreamingRequest([b"more"], uri=b"/stream/more")
-        self.assertEqual(render(proxy, request), b"no such resource: /stream/more\n")
-        self.assertEqual(request.responseCode, 404)
-        request = StreamingRequest([], method=b"POST", uri=b"/stream")
-        self.assertEqual(render(proxy, request), b"method POST is not allowed here\n")
-        self.assertEqual(request.responseCode, 405)
+        proxy = StreamProxyResource(UPSTREAM, agent=agent, reactor=self.clock)
+        for method in (b"CONNECT", b"TRACE", b"BREW"):
+            request = StreamingRequest([], method=method, uri=b"/stream")
+            self.assertEqual(render(proxy, request), b"method %s is not forwarded\n" % (method,))
+            self.assertEqual(request.responseCode, 405)
+            self.assertEqual(
+                request.responseHeaders.getRawHeaders(b"allow"), [b"DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"]
+            )
         self.assertEqual(agent.requests, [])
+
+    def test_retriesOnlyConnectionFailures(self) -> None:
+        """
+        A connection that could not be made is tried again, up to
+        C{retries} times, a little later each time.
+        """
+        agent = _FakeAgent(fail(ConnectionRefusedError()), fail(ConnectionRefusedError()), Deferred())
+        request, _ = self.render(agent, retries=2)
+        self.assertEqual(len(agent.requests), 1)
+        self.clock.advance(0.1)
+        self.assertEqual(len(agent.requests), 2)
+        self.clock.advance(0.2)
+        self.assertEqual(len(agent.requests), 3)
+        self.assertEqual(request.written, [])
+
+    def test_retriesRunOut(self) -> None:
+        agent = _FakeAgent(fail(ConnectionRefusedError()), fail(ConnectionRefusedError()))
+        request, _ = self.render(agent, retries=1)
+        self.clock.advance(0.1)
+        self.assertEqual(len(agent.requests), 2)
+        self.assertAnswer(request, 502, b"upstream refused the connection")
+
+    def test_noRetryOnceSent(self) -> None:
+        """
+        A request that may have reached the upstream (it failed after it was
+        sent) is never sent again.
+        """
+        agent = _FakeAgent(fail(ResponseNeverReceived([Failure(ConnectionLost())])))
+        request, _ = self.render(agent, retries=3)
+        self.clock.advance(1)
+        self.assertEqual(len(agent.requests), 1)
+        self.assertAnswer(request, 502, b"upstream failed before responding (ResponseNeverReceived)")

@@ -9,6 +9,9 @@ reason, before anything listens.
 from __future__ import annotations
 
 import math
+import os
+import re
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hyperlink import URL
@@ -17,7 +20,16 @@ from twisted.python import usage
 
 from twisted_stream.generator import StreamSpec, parseCount, parseInterval
 
-__all__ = ["GeneratorOptions", "ProxyOptions", "parseTimeout", "parseHTTPURL"]
+__all__ = [
+    "GeneratorOptions",
+    "ProxyOptions",
+    "RouteOptions",
+    "parseHTTPURL",
+    "parseHeader",
+    "parseRoute",
+    "parseTimeout",
+    "resolveSecret",
+]
 
 _TWISTD_PIDFILE = "twistd.pid"
 """twistd's own default pidfile, shared by every plugin unless one says
@@ -125,6 +137,101 @@ class GeneratorOptions(_PluginOptions):
         return StreamSpec(count=self["count"], interval=self["interval"])
 
 
+def parseHeader(text: str) -> tuple[bytes, bytes]:
+    """
+    Parse a header to inject.
+
+    @param text: C{NAME: VALUE}, where VALUE may be C{env:VARNAME} to take it
+        from the environment (so that a key is never on the command line).
+    @return: The name and the value.
+    @raise ValueError: With a one-line reason that never shows the value.
+    """
+    name, colon, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not colon or not _TOKEN.fullmatch(name):
+        raise ValueError(f"an injected header must be 'NAME: VALUE', not {name!r}...")
+    resolved = resolveSecret(value, f"the value of {name}")
+    if "\r" in resolved or "\n" in resolved or "\0" in resolved:
+        raise ValueError(f"the value of {name} must not contain CR, LF or NUL")
+    return name.encode("ascii"), resolved.encode("latin-1")
+
+
+def resolveSecret(value: str, what: str) -> str:
+    """
+    Take a value as it is, or from the environment.
+
+    @param value: A value, or C{env:VARNAME}.
+    @param what: What the value is, for a reason.
+    @return: The value.
+    @raise ValueError: If the variable is not set or empty.
+    """
+    if not value.startswith("env:"):
+        if not value:
+            raise ValueError(f"{what} is empty")
+        return value
+    variable = value[len("env:") :]
+    found = os.environ.get(variable, "")
+    if not found:
+        raise ValueError(f"{what} names the environment variable {variable}, which is not set or empty")
+    return found
+
+
+def parseRoute(text: str) -> tuple[bytes, bytes]:
+    """
+    Parse a route.
+
+    @param text: C{PREFIX=URL}: a path prefix starting with C{/}, and an
+        absolute C{http://} or C{https://} URL.
+    @return: The prefix and the URL.
+    @raise ValueError: With a one-line reason.
+    """
+    prefix, equals, url = text.partition("=")
+    if not equals or not prefix.startswith("/") or any(c in prefix for c in "?#\\ ") or "//" in prefix:
+        raise ValueError(f"a route must be PREFIX=URL with PREFIX a path starting with /, not {text!r}")
+    return prefix.encode("ascii"), parseHTTPURL(url)
+
+
+def parseWholeNumber(text: str) -> int:
+    """
+    Parse a whole number of at least 0.
+
+    @raise ValueError: With a one-line reason.
+    """
+    if not text.isdigit():
+        raise ValueError(f"need a whole number, not {text!r}")
+    return int(text)
+
+
+def parseOptionalSeconds(text: str) -> Optional[float]:
+    """
+    Parse a number of seconds, 0 meaning never.
+
+    @return: The seconds, or L{None} for 0.
+    @raise ValueError: With a one-line reason.
+    """
+    if text.strip() in ("0", "0.0"):
+        return None
+    return parseTimeout(text)
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+@dataclass
+class RouteOptions:
+    """
+    One route as the command line gave it.
+
+    @ivar prefix: The path prefix.
+    @ivar upstream: The upstream URL.
+    @ivar injectHeaders: Headers to set on its upstream requests.
+    """
+
+    prefix: bytes
+    upstream: bytes
+    injectHeaders: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
 class ProxyOptions(_PluginOptions):
     """
     Options of C{twistd chunkproxy}.
@@ -133,8 +240,10 @@ class ProxyOptions(_PluginOptions):
     tapname = "chunkproxy"
     synopsis = "[options]"
     longdesc = (
-        "Serves a live page at / and forwards GET /stream to the upstream URL "
-        "(with the query string), passing each chunk on the moment it arrives."
+        "Forwards requests to upstream URLs by path prefix (--route), any method with its body, "
+        "streaming each response back the moment each piece arrives; serves a live page at /. "
+        "--upstream is the route for /stream. --inject-header applies to the --route given before "
+        "it, or to every route when given before any --route."
     )
     optParameters = [
         ["listen", "l", "tcp:8080", "Endpoint description to listen on."],
@@ -153,4 +262,107 @@ class ProxyOptions(_PluginOptions):
             " (502 if it could not be reached by then, 504 if it sent no headers).",
             parseTimeout,
         ],
+        [
+            "idle-timeout",
+            None,
+            300.0,
+            "Seconds the upstream may send no body bytes mid-stream before the client's"
+            " connection is closed as truncated; 0: never.",
+            parseOptionalSeconds,
+        ],
+        [
+            "heartbeat",
+            None,
+            15.0,
+            "Seconds of silence on a text/event-stream response (also before its first event)"
+            " after which ': keep-alive' is sent between events; 0: never.",
+            parseOptionalSeconds,
+        ],
+        [
+            "client-timeout",
+            None,
+            60.0,
+            "Seconds a client connection may send nothing (while no response streams to it)"
+            " before it is closed.",
+            parseTimeout,
+        ],
+        [
+            "retries",
+            None,
+            1,
+            "Times to try again a request whose connection failed before it was sent"
+            " (never one that reached the upstream).",
+            parseWholeNumber,
+        ],
+        ["max-body", None, 1024 * 1024, "Largest request body forwarded, in bytes (413 above).", parseWholeNumber],
+        [
+            "upstream-ca",
+            None,
+            None,
+            "PEM file of the CA certificates to trust for https:// upstreams, instead of the system's.",
+        ],
+        [
+            "require-token",
+            None,
+            None,
+            "env:VARNAME: answer 401 to requests without 'Authorization: Bearer <its value>'"
+            " (which is then not passed on).",
+        ],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.routes: list[RouteOptions] = []
+        self.injectHeaders: list[tuple[bytes, bytes]] = []
+
+    def opt_route(self, text: str) -> None:
+        """
+        PREFIX=URL: forward paths that start with PREFIX to URL plus the rest
+        of the path plus the query string (repeatable; the longest prefix wins).
+        """
+        try:
+            prefix, url = parseRoute(text)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        if any(route.prefix == prefix for route in self.routes):
+            raise usage.UsageError(f"two routes for {prefix.decode()}")
+        self.routes.append(RouteOptions(prefix, url))
+
+    def opt_inject_header(self, text: str) -> None:
+        """
+        'NAME: VALUE' (VALUE may be env:VARNAME): set this header on every
+        upstream request of the --route before it (of every route, given
+        before any), replacing the client's (repeatable).
+        """
+        try:
+            header = parseHeader(text)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        (self.routes[-1].injectHeaders if self.routes else self.injectHeaders).append(header)
+
+    def postOptions(self) -> None:
+        """
+        Check the options, and resolve C{--require-token}.
+        """
+        super().postOptions()
+        if self["require-token"] is not None:
+            try:
+                self["require-token"] = resolveSecret(self["require-token"], "--require-token").encode("utf-8")
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
+        if self["upstream-ca"] is not None and not os.path.isfile(self["upstream-ca"]):
+            raise usage.UsageError(f"--upstream-ca {self['upstream-ca']!r} is not a file")
+
+    def allRoutes(self) -> list[RouteOptions]:
+        """
+        @return: Every route: C{--upstream} as C{/stream} (unless a C{--route}
+            claims C{/stream}), then each C{--route}, each with the headers to
+            inject into its requests.
+        """
+        routes = list(self.routes)
+        if not any(route.prefix == b"/stream" for route in routes):
+            routes.insert(0, RouteOptions(b"/stream", self["upstream"]))
+        return [
+            RouteOptions(route.prefix, route.upstream, [*self.injectHeaders, *route.injectHeaders])
+            for route in routes
+        ]

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_proxy -*-
 """
-C{chunkproxy}: forward a streaming HTTP response the moment each piece
-arrives.
+L{StreamProxyResource}: forward HTTP requests to one upstream and stream
+each response back the moment each piece arrives.
 
 The upstream is requested with treq, and each piece of its body is pushed to
 C{request.write} as C{treq.collect} would push it to a collector. Unlike
@@ -18,30 +18,82 @@ registered as the client request's producer. That one registration gives:
 
 C{treq.collect} can do neither: its Deferred has no canceller and it never
 pauses, so a client that does not read makes it hold the whole body.
+
+The resource is also the library piece: put it into any L{Site}, at any
+path, and requests below that path go to the upstream URL plus the rest of
+their path and their query string::
+
+    root.putChild(b"v1", StreamProxyResource("https://api.openai.com/v1/",
+                                             injectHeaders=[(b"Authorization", b"Bearer " + key)]))
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, cast
+import hmac
+import re
+from typing import Any, Optional, Sequence, cast
+from urllib.parse import unquote_to_bytes
 
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import (
+    ConnectError,
     ConnectingCancelledError,
     ConnectionRefusedError,
     DNSLookupError,
 )
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import PotentialDataLoss, ResponseDone
-from twisted.web.iweb import IAgent, IResponse
+from twisted.web._newclient import RequestNotSent
+from twisted.web.client import Agent, HTTPConnectionPool, PotentialDataLoss, ResponseDone
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
 from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
 
-from twisted_stream._http import STREAMING_HEADERS, PlainResource, textError
+from twisted_stream._http import PlainResource, textError
+from twisted_stream.headers import forwardedRequestHeaders, forwardedResponseHeaders
 
-__all__ = ["StreamProxyResource"]
+__all__ = ["DEFAULT_MAX_BODY", "StreamProxyResource", "targetProblem"]
+
+DEFAULT_MAX_BODY = 1024 * 1024
+"""The largest request body forwarded by default, in bytes."""
+
+FORWARDED_METHODS = (b"DELETE", b"GET", b"HEAD", b"OPTIONS", b"PATCH", b"POST", b"PUT")
+"""The methods a proxy forwards; any other (C{CONNECT} among them) gets 405."""
+
+_NO_BODY_UNLESS_SENT = {b"GET", b"HEAD", b"DELETE", b"OPTIONS"}
+
+_ENCODED_DOT_SLASH = re.compile(rb"%(2e|2f|5c)", re.I)
+_CONTROL = re.compile(rb"[\x00\r\n]|%(00|0d|0a)", re.I)
+
+
+def targetProblem(target: bytes, rest: bytes, prefixEndsWithSlash: bool) -> Optional[str]:
+    """
+    Check that a request target cannot leave its upstream's base.
+
+    @param target: The request target as the client sent it.
+    @param rest: The part of its path below where the proxy is mounted,
+        still percent-encoded.
+    @param prefixEndsWithSlash: Whether the mount point ends with C{/} (then a
+        rest starting with C{/} would make C{//host} of the upstream path).
+    @return: A one-line reason to refuse it, or L{None} if it is safe.
+    """
+    if not target.startswith(b"/"):
+        return "the request target must be a path (origin-form), not an absolute URL"
+    if _CONTROL.search(target):
+        return "the request target must not contain NUL, CR or LF"
+    if b"\\" in target or b"%5c" in target.lower():
+        return "the request target must not contain a backslash"
+    if prefixEndsWithSlash and rest.startswith(b"/"):
+        return "the path must not have an empty segment after the route's prefix"
+    decoded = unquote_to_bytes(rest)
+    if _ENCODED_DOT_SLASH.search(decoded):
+        return "the path must not contain double-encoded dots or slashes"
+    if any(segment in (b".", b"..") for segment in decoded.split(b"/")):
+        return "the path must not contain . or .. segments"
+    return None
 
 
 def _failureReason(failure: Failure, timedOut: bool, timeout: float) -> tuple[int, str]:
@@ -63,22 +115,86 @@ def _failureReason(failure: Failure, timedOut: bool, timeout: float) -> tuple[in
         return 502, "upstream refused the connection"
     if failure.check(DNSLookupError):
         return 502, "upstream host name could not be resolved"
+    reasons = getattr(failure.value, "reasons", None) or []
+    for reason in reasons:
+        if type(reason.value).__module__.startswith("OpenSSL") or "certificate" in str(reason.value).lower():
+            return 502, "upstream TLS certificate did not verify"
     return 502, f"upstream failed before responding ({type(failure.value).__name__})"
+
+
+def _retriable(failure: Failure) -> bool:
+    # Only failures where the request cannot have reached the upstream: no
+    # connection was made, or the agent says it sent nothing. A POST that
+    # may have reached an LLM is never sent twice.
+    return bool(failure.check(ConnectError, DNSLookupError, RequestNotSent)) and not failure.check(
+        ConnectingCancelledError
+    )
+
+
+@implementer(IBodyProducer)
+class _RequestBody:
+    """
+    A request body already in memory, written in one go when the agent asks
+    for it: no cooperator, so it leaves with the headers. (treq would wrap
+    bytes in a L{FileBodyProducer}, and sends no body at all for C{b""}.)
+    """
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        if self._body:
+            consumer.write(self._body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@implementer(IPushProducer)
+class _WatchedProducer:
+    """
+    The upstream's producer, registered with the client's request, noting
+    whether the client's connection has paused it (so that a slow client is
+    not taken for an idle upstream). Only pause, resume and stop pass through
+    here, never a chunk.
+    """
+
+    def __init__(self, producer: IPushProducer) -> None:
+        self.producer = producer
+        self.paused = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self.producer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self.producer.resumeProducing()
+
+    def stopProducing(self) -> None:
+        self.producer.stopProducing()
 
 
 class _UpstreamBody(Protocol):
     """
     Receives the upstream response body and writes it to the client.
 
-    C{dataReceived} I{is} the client request's C{write}: the per-chunk path
-    has no frame of this project's in it.
+    Its C{dataReceived} I{is} the client request's C{write}: the per-chunk
+    path has no frame of this project's in it. Only an event stream with
+    heartbeats on gets one, to know where its events end.
     """
 
-    _log = Logger()
-
-    def __init__(self, exchange: _Exchange) -> None:
+    def __init__(self, exchange: _Exchange, trackEvents: bool) -> None:
         self._exchange = exchange
-        self.dataReceived = exchange.request.write  # type: ignore[method-assign]
+        self.dataReceived = exchange.request.write if not trackEvents else exchange.writeEvents  # type: ignore[method-assign]
 
     def connectionMade(self) -> None:
         # The transport is a producer over the upstream socket.
@@ -86,6 +202,9 @@ class _UpstreamBody(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._exchange.bodyEnded(reason)
+
+
+_EVENT_ENDS = (b"\n\n", b"\r\r", b"\r\n\r\n", b"\n\r\n", b"\r\n\n")
 
 
 class _Exchange:
@@ -97,44 +216,58 @@ class _Exchange:
 
     _log = Logger()
 
-    def __init__(
-        self,
-        request: Request,
-        url: bytes,
-        agent: IAgent,
-        clock: IReactorTime,
-        timeout: float,
-    ) -> None:
+    def __init__(self, proxy: StreamProxyResource, request: Request, url: bytes, body: Optional[bytes]) -> None:
         self.request = request
+        self._proxy = proxy
+        self._clock = proxy.clock
         self._url = url
-        self._agent = agent
-        self._clock = clock
-        self._timeout = timeout
+        self._body = body
+        self._attempts = 0
         self._clientGone = False
         self._timedOut = False
-        # treq fires it with its own IResponse wrapper.
         self._pending: Optional[Deferred[Any]] = None
         self._deadline: Optional[IDelayedCall] = None
-        self._body: Optional[IPushProducer] = None
+        self._retry: Optional[IDelayedCall] = None
+        self._producer: Optional[_WatchedProducer] = None
+        # The body watch: idle timeout and heartbeats.
+        self._watch: Optional[IDelayedCall] = None
+        self._sse = False
+        self._tail = b""
+        self._heartbeatBytes = 0
+        self._seenBytes = 0
+        self._seenSent = 0
+        self._lastUpstream = 0.0
+        self._lastSent = 0.0
+
+    @property
+    def _where(self) -> str:
+        return self._url.split(b"?", 1)[0].decode("ascii", "replace")
 
     def start(self) -> None:
         """
         Send the upstream request.
         """
         self.request.notifyFinish().addErrback(self._lostClient)
+        self._deadline = self._clock.callLater(self._proxy.connectTimeout, self._timeIsUp)
+        self._attempt()
+
+    def _attempt(self) -> None:
+        self._retry = None
+        self._attempts += 1
+        request = self.request
         # A new HTTPClient per request: each has its own cookie jar, so no
         # cookie set for one client's request rides on another's.
-        client = HTTPClient(self._agent)
-        pending = client.request(
-            self.request.method.decode("ascii"),
+        pending = HTTPClient(self._proxy.agent).request(
+            request.method.decode("ascii"),
             self._url,
+            headers=forwardedRequestHeaders(request, self._proxy.dropHeaders, self._proxy.injectHeaders),
+            data=_RequestBody(self._body) if self._body is not None else None,
             # treq otherwise keeps every piece of the body in memory.
             unbuffered=True,
             # A redirect is the client's to follow or not, never the proxy's.
             allow_redirects=False,
         )
         self._pending = pending
-        self._deadline = self._clock.callLater(self._timeout, self._timeIsUp)
         pending.addCallbacks(self._gotResponse, self._requestFailed)
         pending.addErrback(self._bug)
 
@@ -143,6 +276,10 @@ class _Exchange:
         self._timedOut = True
         if self._pending is not None:
             self._pending.cancel()
+        elif self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+            self._fail(504, f"upstream sent no response headers within {self._proxy.connectTimeout:g} s", None)
 
     def _stopDeadline(self) -> None:
         if self._deadline is not None:
@@ -154,32 +291,51 @@ class _Exchange:
         self._stopDeadline()
         request = self.request
         request.setResponseCode(response.code, response.phrase)
-        contentType = response.headers.getRawHeaders(b"Content-Type")
-        if contentType:
-            request.setHeader(b"Content-Type", contentType[-1])
-        for name, value in STREAMING_HEADERS:
-            request.setHeader(name, value)
+        decoded = response.length is UNKNOWN_LENGTH and response.headers.hasHeader(b"content-length")
+        for name, values in forwardedResponseHeaders(response.headers, request, decoded).getAllRawHeaders():
+            request.responseHeaders.setRawHeaders(name, list(values))
+        if not response.headers.hasHeader(b"cache-control"):
+            request.setHeader(b"Cache-Control", b"no-cache")
+        # nginx buffers proxied responses unless told otherwise per response.
+        request.setHeader(b"X-Accel-Buffering", b"no")
+        contentType = response.headers.getRawHeaders(b"content-type", [b""])[0]
+        self._sse = contentType.split(b";")[0].strip().lower() == b"text/event-stream"
         # The headers go out now, before the first piece of the body, and
         # write is looked up only after that: on a HEAD request Twisted
         # replaces it with a no-op once the headers are written.
         request.write(b"")
-        response.deliverBody(_UpstreamBody(self))
+        response.deliverBody(_UpstreamBody(self, self._sse and self._proxy.heartbeat is not None))
 
     def _requestFailed(self, failure: Failure) -> None:
         self._pending = None
-        self._stopDeadline()
         if self._clientGone:
             # Cancelled by _lostClient, or failed while it was being
             # cancelled: either way there is no one left to tell.
+            self._stopDeadline()
             return
-        code, reason = _failureReason(failure, self._timedOut, self._timeout)
+        if _retriable(failure) and self._attempts <= self._proxy.retries and self._deadline is not None:
+            self._log.info(
+                "{method} {url}: attempt {attempt} failed before the request was sent"
+                " ({failure.value!r}); trying again",
+                method=self.request.method.decode("ascii"),
+                url=self._where,
+                attempt=self._attempts,
+                failure=failure,
+            )
+            self._retry = self._clock.callLater(0.1 * self._attempts, self._attempt)
+            return
+        self._stopDeadline()
+        code, reason = _failureReason(failure, self._timedOut, self._proxy.connectTimeout)
+        self._fail(code, reason, failure)
+
+    def _fail(self, code: int, reason: str, failure: Optional[Failure]) -> None:
         self._log.warn(
-            "{method} {url}: {code} {reason} ({failure.value!r})",
+            "{method} {url}: {code} {reason} ({cause})",
             method=self.request.method.decode("ascii"),
-            url=self._url.split(b"?", 1)[0].decode("ascii"),
+            url=self._where,
             code=code,
             reason=reason,
-            failure=failure,
+            cause=repr(failure.value) if failure is not None else "no attempt left",
         )
         body = textError(self.request, code, reason)
         self.request.setHeader(b"Content-Length", b"%d" % (len(body),))
@@ -187,22 +343,91 @@ class _Exchange:
         self.request.finish()
 
     def _bug(self, failure: Failure) -> None:
-        self._log.failure("proxying {url} failed", failure, url=self._url)
+        self._log.failure("proxying {url} failed", failure, url=self._where)
         if not self._clientGone:
             self.request.loseConnection()
+
+    def writeEvents(self, data: bytes) -> None:
+        """
+        Write a piece of an event stream, noting how it ends, so that a
+        heartbeat never goes into the middle of an event.
+
+        @param data: A piece of the upstream body.
+        """
+        self._tail = (self._tail + data)[-4:]
+        self.request.write(data)
 
     def bodyStarted(self, producer: IPushProducer) -> None:
         """
         The upstream body is about to flow: let the client's connection pace
-        it.
+        it, and start watching it.
 
         @param producer: A producer over the upstream socket.
         """
         if self._clientGone:
             producer.stopProducing()
             return
-        self._body = producer
-        self.request.registerProducer(producer, True)
+        self._producer = _WatchedProducer(producer)
+        self.request.registerProducer(self._producer, True)
+        proxy = self._proxy
+        periods = [p for p in (proxy.idleTimeout, proxy.heartbeat if self._sse else None) if p]
+        if periods:
+            now = self._clock.seconds()
+            self._lastUpstream = self._lastSent = now
+            # Checked eight times per period: a heartbeat or an idle timeout
+            # comes at most an eighth of its period late.
+            self._watchEvery = min(periods) / 8
+            self._watch = self._clock.callLater(self._watchEvery, self._watchBody)
+
+    def _watchBody(self) -> None:
+        """
+        Every so often while the body flows: abort it if the upstream has
+        been idle too long, send a heartbeat if the client has heard nothing
+        for too long.
+        """
+        self._watch = None
+        now = self._clock.seconds()
+        sent = self.request.sentLength
+        upstream = sent - self._heartbeatBytes
+        producer = self._producer
+        if producer is None:
+            return
+        if sent != self._seenSent:
+            self._seenSent = sent
+            self._lastSent = now
+        if upstream != self._seenBytes or producer.paused:
+            # A paused upstream is waiting for a slow client, not idle.
+            self._seenBytes = upstream
+            self._lastUpstream = now
+        proxy = self._proxy
+        if proxy.idleTimeout is not None and now - self._lastUpstream >= proxy.idleTimeout:
+            self._log.warn(
+                "{url}: no body bytes from upstream for {timeout:g} s; closing the client's connection",
+                url=self._where,
+                timeout=proxy.idleTimeout,
+            )
+            producer.stopProducing()
+            self.request.unregisterProducer()
+            self._producer = None
+            self.request.loseConnection()
+            return
+        if (
+            self._sse
+            and proxy.heartbeat is not None
+            and not producer.paused
+            and now - self._lastSent >= proxy.heartbeat
+            and (self._tail == b"" or self._tail.endswith(_EVENT_ENDS))
+        ):
+            heartbeat = b": keep-alive\n\n"
+            self._heartbeatBytes += len(heartbeat)
+            self.request.write(heartbeat)
+            self._tail = heartbeat
+        self._watch = self._clock.callLater(self._watchEvery, self._watchBody)
+
+    def _stopWatch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
 
     def bodyEnded(self, reason: Failure) -> None:
         """
@@ -213,9 +438,11 @@ class _Exchange:
             (which cannot be told from a truncated one), anything else for a
             broken one.
         """
-        self._body = None
-        if self._clientGone:
+        self._stopWatch()
+        if self._producer is None or self._clientGone:
+            # Stopped by the idle timeout, or the client has left.
             return
+        self._producer = None
         self.request.unregisterProducer()
         if reason.check(ResponseDone, PotentialDataLoss):
             self.request.finish()
@@ -225,7 +452,7 @@ class _Exchange:
         self._log.warn(
             "{url}: upstream body broke off after the headers ({reason.value!r});"
             " closing the client's connection",
-            url=self._url.split(b"?", 1)[0].decode("ascii"),
+            url=self._where,
             reason=reason,
         )
         self.request.loseConnection()
@@ -234,80 +461,173 @@ class _Exchange:
         # The client has gone: stop the upstream, whatever stage it is at.
         self._clientGone = True
         self._stopDeadline()
+        self._stopWatch()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         if self._pending is not None:
             self._pending.cancel()
-        if self._body is not None:
-            self._body.stopProducing()
+        if self._producer is not None:
+            self._producer.stopProducing()
+
+
+def _defaultAgent(reactor: Any, tlsPolicy: Optional[IPolicyForHTTPS]) -> IAgent:
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    if tlsPolicy is None:
+        return Agent(reactor, pool=pool)
+    return Agent(reactor, contextFactory=tlsPolicy, pool=pool)
 
 
 class StreamProxyResource(PlainResource):
     """
-    Forwards C{GET} and C{HEAD} requests to one upstream URL, with the
-    request's query string appended, and streams the answer back piece by
-    piece as it arrives.
+    Forwards requests to one upstream URL and streams each response back as
+    it arrives.
 
-    The client gets the upstream's status and C{Content-Type}, plus
-    C{Cache-Control: no-cache} and C{X-Accel-Buffering: no} so that nothing
-    in front of the proxy buffers the stream either. When the upstream
-    cannot be reached it gets C{502}, when it sends no headers in time
-    C{504}, each with a one-line reason; when the upstream breaks off
-    mid-body, the client's connection is closed without the terminating
-    chunk.
+    A request for C{PATH?QUERY} below where the resource is mounted goes to
+    the upstream URL plus C{PATH} plus C{?QUERY}, with its method (GET, POST,
+    PUT, PATCH, DELETE, OPTIONS, HEAD), its body and its end-to-end headers.
+    The client gets the upstream's status and end-to-end headers (redirects
+    included, never followed), then each piece of the body the moment it
+    arrives.
+
+    When the upstream cannot be reached the client gets C{502}, when it sends
+    no headers in time C{504}, each with a one-line reason; when the upstream
+    breaks off mid-body (or is idle longer than C{idleTimeout}), the client's
+    connection is closed without the terminating chunk. Requests that could
+    lead the proxy anywhere but below its upstream's URL get C{400}.
     """
 
     isLeaf = True
 
     def __init__(
         self,
-        upstream: bytes,
-        agent: IAgent,
-        clock: IReactorTime,
+        upstream: str | bytes,
+        *,
+        reactor: Any = None,
+        agent: Optional[IAgent] = None,
+        tlsPolicy: Optional[IPolicyForHTTPS] = None,
         connectTimeout: float = 10.0,
+        idleTimeout: Optional[float] = None,
+        heartbeat: Optional[float] = None,
+        retries: int = 1,
+        maxBody: int = DEFAULT_MAX_BODY,
+        injectHeaders: Sequence[tuple[bytes, bytes]] = (),
+        requireToken: Optional[bytes] = None,
     ) -> None:
         """
-        @param upstream: The absolute C{http} or C{https} URL to forward to.
-        @param agent: What makes the upstream requests, for example an
-            L{twisted.web.client.Agent} over a persistent connection pool.
-        @param clock: What times the deadline.
-        @param connectTimeout: Seconds from the start of a request until the
-            upstream's response headers must have arrived.
+        @param upstream: The absolute C{http://} or C{https://} URL to forward
+            to (already percent-encoded).
+        @param reactor: The reactor (the global one by default).
+        @param agent: What makes the upstream requests; by default an
+            L{Agent} over a persistent connection pool.
+        @param tlsPolicy: How the default agent checks C{https} upstreams
+            (the system's trust store by default).
+        @param connectTimeout: Seconds from the request until the upstream's
+            response headers must have arrived (C{502} if it could not be
+            reached, C{504} if it sent no headers).
+        @param idleTimeout: Seconds the upstream may send no body bytes
+            mid-stream before the client's connection is closed; L{None}:
+            no limit.
+        @param heartbeat: Seconds of silence on a C{text/event-stream}
+            response after which an SSE comment (C{: keep-alive}) is sent
+            between events; L{None}: never.
+        @param retries: How many times to try again a request that failed
+            before it was sent (no connection could be made).
+        @param maxBody: The largest request body to forward (C{413} above).
+        @param injectHeaders: Headers to set on every upstream request,
+            replacing the client's under those names (credentials that stay
+            on the server).
+        @param requireToken: If given, only requests with C{Authorization:
+            Bearer <requireToken>} are forwarded (C{401} otherwise), and their
+            C{Authorization} is not passed on.
         """
         super().__init__()
-        self._upstream = upstream
-        self._separator = b"&" if b"?" in upstream else b"?"
-        self._agent = agent
-        self._clock = clock
-        self._connectTimeout = connectTimeout
+        if reactor is None:
+            from twisted.internet import reactor
+        self.clock: IReactorTime = reactor
+        self.agent = agent if agent is not None else _defaultAgent(reactor, tlsPolicy)
+        upstreamBytes = upstream.encode("ascii") if isinstance(upstream, str) else upstream
+        self._base, _, self._query = upstreamBytes.partition(b"?")
+        self.connectTimeout = connectTimeout
+        self.idleTimeout = idleTimeout
+        self.heartbeat = heartbeat
+        self.retries = retries
+        self.maxBody = maxBody
+        self.injectHeaders = list(injectHeaders)
+        self._requireToken = requireToken
+        self.dropHeaders = [b"authorization"] if requireToken is not None else []
 
-    def upstreamURL(self, request: Request) -> bytes:
+    def methodsAllowed(self) -> list[str]:
+        """
+        @return: Every method this resource forwards.
+        """
+        return [method.decode("ascii") for method in FORWARDED_METHODS]
+
+    def upstreamURL(self, rest: bytes, query: bytes) -> bytes:
         """
         The URL a request is forwarded to.
 
+        @param rest: Its path below where the resource is mounted (with a
+            leading C{/} when not empty).
+        @param query: Its query string, without the C{?}.
+        @return: The upstream URL with C{rest} appended to its path, and
+            C{query} to its query.
+        """
+        if rest and self._base.endswith(b"/") and rest.startswith(b"/"):
+            rest = rest[1:]
+        url = self._base + rest
+        queries = [q for q in (self._query, query) if q]
+        return url + b"?" + b"&".join(queries) if queries else url
+
+    def render(self, request: Request) -> bytes | int:
+        """
+        Forward a request for the rest of the path below this resource.
+
         @param request: The client's request.
-        @return: The upstream URL with the request's query string appended.
-        @raise ValueError: If the query string is not ASCII.
-        """
-        _, _, query = request.uri.partition(b"?")
-        if not query:
-            return self._upstream
-        if not query.isascii():
-            raise ValueError("the query string must be ASCII; percent-encode other bytes")
-        return self._upstream + self._separator + query
-
-    def render_GET(self, request: Request) -> bytes | int:
-        """
-        Forward the request.
-
-        @param request: A C{GET} or C{HEAD} request.
         @return: L{NOT_DONE_YET}, or an error body.
         """
-        if request.postpath:
-            return textError(request, 404, "no such resource: " + request.path.decode("latin-1"))
-        try:
-            url = self.upstreamURL(request)
-        except ValueError as e:
-            return textError(request, 400, str(e))
-        _Exchange(request, url, self._agent, self._clock, self._connectTimeout).start()
+        rest = b"".join(b"/" + segment for segment in request.postpath or [])
+        return self.forward(request, rest, prefixEndsWithSlash=False)
+
+    def forward(self, request: Request, rest: bytes, prefixEndsWithSlash: bool) -> bytes | int:
+        """
+        Forward a request.
+
+        @param request: The client's request.
+        @param rest: Its path below the mount point, still percent-encoded.
+        @param prefixEndsWithSlash: Whether the mount point ends with C{/}.
+        @return: L{NOT_DONE_YET}, or an error body.
+        """
+        method = request.method
+        if method not in FORWARDED_METHODS:
+            request.setHeader(b"Allow", b", ".join(FORWARDED_METHODS))
+            return textError(request, 405, f"method {method.decode('latin-1')} is not forwarded")
+        target = request.uri
+        problem = targetProblem(target, rest, prefixEndsWithSlash)
+        if problem is not None:
+            return textError(request, 400, problem)
+        _, _, query = target.partition(b"?")
+        if not query.isascii():
+            return textError(request, 400, "the query string must be ASCII; percent-encode other bytes")
+        if self._requireToken is not None and not self._authorized(request):
+            request.setHeader(b"WWW-Authenticate", b'Bearer realm="chunkproxy"')
+            return textError(request, 401, "a valid Authorization: Bearer token is required")
+        content = request.content
+        body = content.read() if content is not None else b""
+        if len(body) > self.maxBody:
+            return textError(request, 413, f"the request body is over {self.maxBody} bytes")
+        if not body and method in _NO_BODY_UNLESS_SENT and not request.requestHeaders.hasHeader(
+            b"content-length"
+        ):
+            sent: Optional[bytes] = None
+        else:
+            sent = body
+        _Exchange(self, request, self.upstreamURL(rest, query), sent).start()
         return NOT_DONE_YET
 
-    render_HEAD = render_GET
+    def _authorized(self, request: Request) -> bool:
+        assert self._requireToken is not None
+        given = request.requestHeaders.getRawHeaders(b"authorization", [b""])[-1]
+        scheme, _, token = given.partition(b" ")
+        # Compared in constant time, so the timing tells nothing of the token.
+        return hmac.compare_digest(token.strip(), self._requireToken) and scheme.lower() == b"bearer"

@@ -1,17 +1,21 @@
 # -*- test-case-name: tests.test_tap -*-
 """
-C{twistd chunkproxy}: the streaming proxy and its page as a twistd plugin.
+C{twistd chunkproxy}: the streaming gateway and its page as a twistd plugin.
 """
 
 from __future__ import annotations
 
+import re
+from typing import Optional
+
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
-from twisted.web.client import Agent, HTTPConnectionPool
-from twisted.web.server import Site
+from twisted.internet.ssl import Certificate, trustRootFromCertificates
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.iweb import IPolicyForHTTPS
 
-from twisted_stream._http import PlainResource
 from twisted_stream._service import listeningService
+from twisted_stream.gateway import GatewayResource, GatewaySite, Route
 from twisted_stream.options import ProxyOptions
 from twisted_stream.page import PageResource
 from twisted_stream.proxy import StreamProxyResource
@@ -19,6 +23,8 @@ from twisted_stream.proxy import StreamProxyResource
 __all__ = ["Options", "makeService"]
 
 Options = ProxyOptions
+
+_PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
 
 class _PoolService(Service):
@@ -34,30 +40,55 @@ class _PoolService(Service):
         return self._pool.closeCachedConnections()
 
 
+def tlsPolicy(caFile: Optional[str]) -> Optional[IPolicyForHTTPS]:
+    """
+    How to check C{https://} upstreams.
+
+    @param caFile: A PEM file of CA certificates to trust instead of the
+        system's, or L{None} for the system's trust store.
+    @return: The policy, or L{None} for the agent's default (the system's
+        trust store, with host name checks).
+    """
+    if caFile is None:
+        return None
+    with open(caFile, "rb") as f:
+        certificates = [Certificate.loadPEM(pem) for pem in _PEM.findall(f.read())]
+    if not certificates:
+        raise ValueError(f"no PEM certificate in {caFile}")
+    return BrowserLikePolicyForHTTPS(trustRoot=trustRootFromCertificates(certificates))
+
+
 def makeService(options: ProxyOptions) -> IService:
     """
-    Build the proxy's service.
+    Build the gateway's service.
 
     @param options: The parsed command line.
-    @return: A service that serves the page at C{/} and the proxied stream at
-        C{/stream} on C{--listen}.
+    @return: A service that serves the routes and the page on C{--listen}.
     """
     from twisted.internet import reactor
 
     pool = HTTPConnectionPool(reactor, persistent=True)
-    root = PlainResource()
-    root.putChild(b"", PageResource())
-    root.putChild(
-        b"stream",
-        StreamProxyResource(
-            options["upstream"],
-            Agent(reactor, pool=pool),
-            reactor,
-            connectTimeout=options["connect-timeout"],
-        ),
-    )
-    site = Site(root)
-    site.displayTracebacks = False
+    policy = tlsPolicy(options["upstream-ca"])
+    agent = Agent(reactor, pool=pool) if policy is None else Agent(reactor, contextFactory=policy, pool=pool)
+    routes = [
+        Route(
+            route.prefix,
+            StreamProxyResource(
+                route.upstream,
+                reactor=reactor,
+                agent=agent,
+                connectTimeout=options["connect-timeout"],
+                idleTimeout=options["idle-timeout"],
+                heartbeat=options["heartbeat"],
+                retries=options["retries"],
+                maxBody=options["max-body"],
+                injectHeaders=route.injectHeaders,
+                requireToken=options["require-token"],
+            ),
+        )
+        for route in options.allRoutes()
+    ]
+    site = GatewaySite(GatewayResource(routes, PageResource()), options["max-body"], options["client-timeout"])
     service = MultiService()
     _PoolService(pool).setServiceParent(service)
     listeningService(

@@ -1,0 +1,141 @@
+# -*- test-case-name: tests.test_gateway -*-
+"""
+C{chunkproxy}'s gateway: routes by path prefix to upstreams, each a
+L{StreamProxyResource}, and the page at C{/}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Optional, Sequence
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request, Site
+
+from twisted_stream._http import PlainResource, textError
+from twisted_stream.proxy import DEFAULT_MAX_BODY, FORWARDED_METHODS, StreamProxyResource
+
+__all__ = ["GatewayRequest", "GatewayResource", "GatewaySite", "Route"]
+
+
+@dataclass(frozen=True)
+class Route:
+    """
+    Requests whose path starts with C{prefix} go to C{upstream}.
+
+    @ivar prefix: A path that starts with C{/}. One that ends with C{/}
+        matches every path that starts with it; one that does not matches
+        itself and the paths below it (C{/stream} matches C{/stream} and
+        C{/stream/x}, not C{/streams}).
+    @ivar proxy: What forwards the matching requests.
+    """
+
+    prefix: bytes
+    proxy: StreamProxyResource
+
+    def rest(self, path: bytes) -> Optional[bytes]:
+        """
+        @param path: A request's path, still percent-encoded.
+        @return: The part of C{path} after the prefix, or L{None} if this
+            route does not match it.
+        """
+        prefix = self.prefix
+        if path == prefix or path.startswith(prefix if prefix.endswith(b"/") else prefix + b"/"):
+            return path[len(prefix) :]
+        return None
+
+
+class GatewayResource(PlainResource):
+    """
+    Sends each request to the route with the longest matching prefix, or the
+    page at C{/} where no route matches it; anything else is a 404.
+    """
+
+    isLeaf = True
+
+    def __init__(self, routes: Sequence[Route], page: Optional[Resource] = None) -> None:
+        """
+        @param routes: The routes, in any order.
+        @param page: What answers C{/} when no route matches it.
+        """
+        super().__init__()
+        self.routes = sorted(routes, key=lambda route: len(route.prefix), reverse=True)
+        self._page = page
+
+    def render(self, request: Request) -> bytes | int:
+        """
+        Route the request.
+
+        @param request: Any request.
+        @return: What the route or the page answers, or an error.
+        """
+        if request.method == b"CONNECT":
+            request.setHeader(b"Allow", b", ".join(FORWARDED_METHODS))
+            return textError(request, 405, "CONNECT is not supported: this is not a forward proxy")
+        if not request.uri.startswith(b"/"):
+            return textError(request, 400, "the request target must be a path (origin-form), not an absolute URL")
+        path = request.path
+        for route in self.routes:
+            rest = route.rest(path)
+            if rest is not None:
+                return route.proxy.forward(request, rest, route.prefix.endswith(b"/"))
+        if path == b"/" and self._page is not None:
+            result: bytes | int = self._page.render(request)
+            return result
+        return textError(request, 404, "no route for " + path.decode("latin-1"))
+
+
+class GatewayRequest(Request):
+    """
+    A request that keeps at most its site's C{maxBody} + 1 bytes of its body,
+    in memory: a larger body is read and dropped, and
+    L{StreamProxyResource} answers it with C{413}.
+    """
+
+    def gotLength(self, length: Optional[int]) -> None:
+        # Never a temporary file (blocking disk I/O in the reactor): the
+        # limit keeps the body small.
+        self._kept = BytesIO()
+        self.content = self._kept  # type: ignore[assignment]
+        site = getattr(self.channel, "site", None)
+        self._room = getattr(site, "maxBody", DEFAULT_MAX_BODY) + 1
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._room > 0:
+            kept = data[: self._room]
+            self._room -= len(kept)
+            self._kept.write(kept)
+
+
+class GatewaySite(Site):
+    """
+    The gateway's site: L{GatewayRequest}s, no tracebacks to clients, an
+    idle timeout for clients that send nothing, and access log lines without
+    query strings (they may hold keys).
+    """
+
+    requestFactory = GatewayRequest
+    displayTracebacks = False
+
+    def __init__(self, resource: Resource, maxBody: int, clientTimeout: float) -> None:
+        """
+        @param resource: The root resource.
+        @param maxBody: The largest request body to keep.
+        @param clientTimeout: Seconds a client connection may send nothing
+            before it is closed (while no response is being streamed to it).
+        """
+        super().__init__(resource, timeout=clientTimeout, logFormatter=_withoutQuery)
+        self.maxBody = maxBody
+
+
+def _withoutQuery(timestamp: str, request: Request) -> str:
+    from twisted.web.http import combinedLogFormatter
+
+    uri = request.uri
+    request.uri = uri.split(b"?", 1)[0]
+    try:
+        line: str = combinedLogFormatter(timestamp, request)
+    finally:
+        request.uri = uri
+    return line
