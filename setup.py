@@ -44,6 +44,8 @@ setup(
             "selenium>=4.20",
             "mypy>=1.10",
             "mypy-zope>=1.0.5",
+            "aiohttp>=3.9",
+            "httpx>=0.27",
             "ruff>=0.5",
         ],
     },

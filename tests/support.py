@@ -80,9 +80,9 @@ class _TwistdProtocol(ProcessProtocol):
 
 
 @dataclass
-class Twistd:
+class Server:
     """
-    A running C{twistd -n} process.
+    A running server process: C{twistd -n}, or a peer on another stack.
 
     @ivar url: Its root URL, from its "listening on" log line.
     @ivar pid: Its process id.
@@ -119,30 +119,25 @@ class Twistd:
         raise RuntimeError("no VmRSS")
 
 
-def startTwistd(
+def startServer(
     case: SynchronousTestCase,
-    plugin: str,
-    *options: str,
-    twistdOptions: Sequence[str] = ("--pidfile=",),
+    argv: Sequence[str],
     cwd: Optional[str] = None,
-) -> Deferred[Twistd]:
+    env: Optional[dict[str, str]] = None,
+) -> Deferred[Server]:
     """
-    Start C{twistd -n PLUGIN --listen tcp:0:interface=127.0.0.1 OPTIONS},
-    and stop it when the test ends.
+    Start a server process that logs C{listening on URL}, and stop it when
+    the test ends.
 
     @param case: The test; the process is stopped in its clean-up.
-    @param plugin: C{chunkgen} or C{chunkproxy}.
-    @param options: More options for the plugin.
-    @param twistdOptions: Options for twistd itself.
+    @param argv: The command and its arguments.
     @param cwd: Where to start it (a temporary folder by default).
+    @param env: Variables to add to its environment.
     @return: A Deferred that fires with the running process once it listens.
     """
     protocol = _TwistdProtocol()
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    argv = [twistdCommand(), "-n", *twistdOptions, plugin, "--listen", LOOPBACK_LISTEN, *options]
-    transport = reactor.spawnProcess(
-        protocol, argv[0], argv, env=env, path=cwd or _mkdir(case)
-    )
+    environment = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    transport = reactor.spawnProcess(protocol, argv[0], list(argv), env=environment, path=cwd or _mkdir(case))
 
     def stop() -> Deferred[None]:
         if protocol.endReason is None:
@@ -156,7 +151,31 @@ def startTwistd(
 
     case.addCleanup(stop)
     started = protocol.url.addTimeout(15, reactor)
-    return started.addCallback(lambda url: Twistd(url, transport.pid, protocol))
+    return started.addCallback(lambda url: Server(url, transport.pid, protocol))
+
+
+def startTwistd(
+    case: SynchronousTestCase,
+    plugin: str,
+    *options: str,
+    twistdOptions: Sequence[str] = ("--pidfile=",),
+    cwd: Optional[str] = None,
+    env: Optional[dict[str, str]] = None,
+) -> Deferred[Server]:
+    """
+    Start C{twistd -n PLUGIN --listen tcp:0:interface=127.0.0.1 OPTIONS},
+    and stop it when the test ends.
+
+    @param case: The test; the process is stopped in its clean-up.
+    @param plugin: C{chunkgen} or C{chunkproxy}.
+    @param options: More options for the plugin.
+    @param twistdOptions: Options for twistd itself.
+    @param cwd: Where to start it (a temporary folder by default).
+    @param env: Variables to add to its environment.
+    @return: A Deferred that fires with the running process once it listens.
+    """
+    argv = [twistdCommand(), "-n", *twistdOptions, plugin, "--listen", LOOPBACK_LISTEN, *options]
+    return startServer(case, argv, cwd, env)
 
 
 def _mkdir(case: SynchronousTestCase) -> str:
@@ -275,11 +294,15 @@ class StrictClient(Protocol):
         target: bytes,
         headers: Sequence[tuple[bytes, bytes]],
         onPiece: Optional[Callable[[StrictClient], None]] = None,
+        body: Optional[bytes] = None,
     ) -> None:
         self.exchange = Exchange()
         self.done: Deferred[Exchange] = Deferred()
         self._h11 = h11.Connection(h11.CLIENT)
+        if body is not None:
+            headers = [*headers, (b"Content-Length", b"%d" % (len(body),))]
         self._request = h11.Request(method=method, target=target, headers=list(headers))
+        self._body = body
         self._onPiece = onPiece
 
     @property
@@ -291,7 +314,10 @@ class StrictClient(Protocol):
 
     def connectionMade(self) -> None:
         self.exchange.sentAt = reactor.seconds()
-        self.tcp.write(self._h11.send(self._request) + self._h11.send(h11.EndOfMessage()))
+        data = self._h11.send(self._request)
+        if self._body:
+            data += self._h11.send(h11.Data(data=self._body))
+        self.tcp.write(data + self._h11.send(h11.EndOfMessage()))
 
     def dataReceived(self, data: bytes) -> None:
         now = reactor.seconds()
@@ -335,6 +361,7 @@ def fetch(
     method: bytes = b"GET",
     headers: Sequence[tuple[bytes, bytes]] = (),
     onPiece: Optional[Callable[[StrictClient], None]] = None,
+    body: Optional[bytes] = None,
 ) -> Deferred[Exchange]:
     """
     Make one request with L{StrictClient}.
@@ -343,6 +370,7 @@ def fetch(
     @param method: The method.
     @param headers: Headers besides C{Host}.
     @param onPiece: Called with the client after each piece of the body.
+    @param body: The request body, if any.
     @return: A Deferred that fires with what the client saw, once the
         connection has closed.
     """
@@ -350,7 +378,9 @@ def fetch(
     assert parsed.port is not None
     # The target exactly as written in the URL: no re-encoding on the way.
     target = b"/" + url.split("/", 3)[3].encode("ascii")
-    client = StrictClient(method, target, [(b"Host", f"{parsed.host}:{parsed.port}".encode()), *headers], onPiece)
+    client = StrictClient(
+        method, target, [(b"Host", f"{parsed.host}:{parsed.port}".encode()), *headers], onPiece, body
+    )
     endpoint = TCP4ClientEndpoint(reactor, parsed.host, parsed.port)
     connecting = endpoint.connect(Factory.forProtocol(lambda: client))
     return connecting.addCallback(lambda _: client.done)
@@ -449,3 +479,69 @@ def render(resource: IResource, request: StreamingRequest) -> Any:
     @return: What C{render} returned.
     """
     return resource.render(cast(Request, request))
+
+
+def makeCertificates(directory: str, name: str = "test") -> tuple[str, str, str]:
+    """
+    Make a CA and a server certificate it signs, for C{localhost} and
+    C{127.0.0.1}.
+
+    @param directory: Where to write the PEM files.
+    @param name: What to call the CA (two calls make two unrelated CAs).
+    @return: The paths of the CA certificate, the server certificate and
+        the server's key.
+    """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    caKey = ec.generate_private_key(ec.SECP256R1())
+    caName = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"twisted-stream {name} CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(caName)
+        .issuer_name(caName)
+        .public_key(caKey.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(caKey, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(caName)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(caKey, hashes.SHA256())
+    )
+    directory = os.path.abspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    paths = tuple(os.path.join(directory, f"{name}-{what}.pem") for what in ("ca", "cert", "key"))
+    contents = (
+        ca.public_bytes(serialization.Encoding.PEM),
+        certificate.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
+    for path, content in zip(paths, contents, strict=True):
+        with open(path, "wb") as f:
+            f.write(content)
+    return paths[0], paths[1], paths[2]

@@ -249,6 +249,7 @@ class HeaderTests(SynchronousTestCase):
         self.assertEqual(headers.getRawHeaders(b"set-cookie"), [b"session=abc; Path=/", b"theme=dark"])
         self.assertEqual(headers.getRawHeaders(b"x-end"), [b"2"])
         self.assertIsNone(headers.getRawHeaders(b"connection"))
+        self.assertIsNone(headers.getRawHeaders(b"content-encoding"))
         # (X-Hop, which the upstream's Connection names, is not checked:
         # Twisted's client keeps that Connection header to itself.)
         self.assertEqual(headers.getRawHeaders(b"via"), [b"1.1 chunkproxy"])
@@ -355,6 +356,15 @@ class OpenRelayTests(SynchronousTestCase):
             request = self.gw.send(target)
             self.assertEqual(request.responseCode, 400, target)
             self.assertEqual(_body(request).count(b"\n"), 1, target)
+        self.assertEqual(self.echo.seen, [])
+
+    def test_emptySegmentBelowAnyMount(self) -> None:
+        """
+        An empty segment right after the mount point is refused whether or
+        not the prefix ends with a slash.
+        """
+        for target in (b"/stream//evil.example/x", b"/v1//x"):
+            self.assertEqual(self.gw.send(target).responseCode, 400, target)
         self.assertEqual(self.echo.seen, [])
 
     def test_ordinaryPathsPass(self) -> None:

@@ -131,3 +131,13 @@ class ForwardedResponseTests(SynchronousTestCase):
         upstream = Headers({b"Content-Length": [b"10"], b"Content-Type": [b"text/plain"]})
         headers = forwardedResponseHeaders(upstream, _request({}), decoded=True)
         self.assertIsNone(headers.getRawHeaders(b"content-length"))
+
+    def test_emptyContentEncodingDropped(self) -> None:
+        """
+        An empty Content-Encoding (which Twisted's ContentDecoderAgent adds
+        to a response that had none) is not passed on; a real one is.
+        """
+        headers = forwardedResponseHeaders(Headers({b"Content-Encoding": [b""]}), _request({}), decoded=False)
+        self.assertIsNone(headers.getRawHeaders(b"content-encoding"))
+        headers = forwardedResponseHeaders(Headers({b"Content-Encoding": [b"br"]}), _request({}), decoded=False)
+        self.assertEqual(headers.getRawHeaders(b"content-encoding"), [b"br"])

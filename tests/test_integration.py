@@ -23,8 +23,8 @@ from tests.support import (
     BreaksOff,
     Exchange,
     LineProcess,
+    Server,
     StrictClient,
-    Twistd,
     Upstream,
     fetch,
     freePort,
@@ -105,8 +105,8 @@ class StreamingTests(TestCase):
 
     @inlineCallbacks
     def startBoth(self, *proxyOptions: str) -> Any:
-        generator: Twistd = yield startTwistd(self, "chunkgen")
-        proxy: Twistd = yield startTwistd(
+        generator: Server = yield startTwistd(self, "chunkgen")
+        proxy: Server = yield startTwistd(
             self, "chunkproxy", "--upstream", generator.url + "generate", *proxyOptions
         )
         return generator, proxy
@@ -162,8 +162,8 @@ class StreamingTests(TestCase):
         """
         here = self.mktemp()
         os.makedirs(here)
-        generator: Twistd = yield startTwistd(self, "chunkgen", twistdOptions=(), cwd=here)
-        proxy: Twistd = yield startTwistd(
+        generator: Server = yield startTwistd(self, "chunkgen", twistdOptions=(), cwd=here)
+        proxy: Server = yield startTwistd(
             self, "chunkproxy", "--upstream", generator.url + "generate", twistdOptions=(), cwd=here
         )
         for name, process in (("chunkgen", generator), ("chunkproxy", proxy)):
@@ -247,11 +247,11 @@ class FailureTests(TestCase):
 
     timeout = 60
 
-    def proxy(self, upstream: str, *options: str) -> Deferred[Twistd]:
+    def proxy(self, upstream: str, *options: str) -> Deferred[Server]:
         return startTwistd(self, "chunkproxy", "--upstream", upstream, *options)
 
     @inlineCallbacks
-    def assertOneLineError(self, proxy: Twistd, code: int, reason: bytes) -> Any:
+    def assertOneLineError(self, proxy: Server, code: int, reason: bytes) -> Any:
         exchange: Exchange = yield fetch(proxy.url + "stream")
         self.assertEqual(exchange.status, code)
         self.assertTrue(exchange.complete, exchange.error)

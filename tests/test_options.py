@@ -120,3 +120,95 @@ class TwistdFilesTests(SynchronousTestCase):
         """
         self.assertEqual(twistd("chunkproxy")["logfile"], "chunkproxy.log")
         self.assertEqual(twistd("--logfile=x.log", "chunkproxy")["logfile"], "x.log")
+
+
+class GatewayOptionsTests(SynchronousTestCase):
+    """
+    C{chunkproxy}'s gateway options.
+    """
+
+    def parse(self, *argv: str) -> ProxyOptions:
+        options = ProxyOptions()
+        options.parseOptions(list(argv))
+        return options
+
+    def test_defaults(self) -> None:
+        """
+        Each default, as C{--help} and the README state it.
+        """
+        options = self.parse()
+        self.assertEqual(
+            {k: options[k] for k in ("idle-timeout", "heartbeat", "client-timeout", "retries", "max-body")},
+            {"idle-timeout": 300.0, "heartbeat": 15.0, "client-timeout": 60.0, "retries": 1, "max-body": 1048576},
+        )
+        self.assertIsNone(options["require-token"])
+        self.assertIsNone(options["upstream-ca"])
+        routes = options.allRoutes()
+        self.assertEqual([(r.prefix, r.upstream, r.injectHeaders) for r in routes],
+                         [(b"/stream", b"http://localhost:8081/generate", [])])
+
+    def test_zeroMeansNever(self) -> None:
+        options = self.parse("--idle-timeout", "0", "--heartbeat", "0")
+        self.assertIsNone(options["idle-timeout"])
+        self.assertIsNone(options["heartbeat"])
+
+    def test_routesAndInjectedHeaders(self) -> None:
+        """
+        An injected header belongs to the route before it, or to every route
+        when it comes before any; values may come from the environment.
+        """
+        self.patch(os, "environ", dict(os.environ, OPENAI_KEY="Bearer sk-test", ORG="org-1"))
+        options = self.parse(
+            "--inject-header", "X-Org: env:ORG",
+            "--route", "/v1/=https://api.openai.com/v1/",
+            "--inject-header", "Authorization: env:OPENAI_KEY",
+            "--route", "/local/=http://127.0.0.1:9000/",
+        )
+        routes = {r.prefix: r.injectHeaders for r in options.allRoutes()}
+        self.assertEqual(
+            routes,
+            {
+                b"/stream": [(b"X-Org", b"org-1")],
+                b"/v1/": [(b"X-Org", b"org-1"), (b"Authorization", b"Bearer sk-test")],
+                b"/local/": [(b"X-Org", b"org-1")],
+            },
+        )
+
+    def test_routeForStreamReplacesUpstream(self) -> None:
+        options = self.parse("--route", "/stream=http://127.0.0.1:1/x")
+        self.assertEqual([(r.prefix, r.upstream) for r in options.allRoutes()], [(b"/stream", b"http://127.0.0.1:1/x")])
+
+    def test_requireToken(self) -> None:
+        self.patch(os, "environ", dict(os.environ, TOKEN="t0ken"))
+        self.assertEqual(self.parse("--require-token", "env:TOKEN")["require-token"], b"t0ken")
+
+    def test_badValues(self) -> None:
+        """
+        Bad gateway options are refused with a reason that never shows a
+        secret.
+        """
+        self.patch(os, "environ", {k: v for k, v in os.environ.items() if k != "MISSING"})
+        for argv, reason in (
+            (["--route", "v1=http://x/"], "PREFIX a path starting with /"),
+            (["--route", "/v1/"], "PREFIX=URL"),
+            (["--route", "/v1/=ftp://x/"], "absolute http:// or https:// URL"),
+            (["--route", "/a/=http://x/", "--route", "/a/=http://y/"], "two routes for /a/"),
+            (["--inject-header", "NoColon"], "'NAME: VALUE'"),
+            (["--inject-header", "Bad Name: x"], "'NAME: VALUE'"),
+            (["--inject-header", "X-Key: env:MISSING"], "MISSING, which is not set or empty"),
+            (["--require-token", "env:MISSING"], "MISSING, which is not set or empty"),
+            (["--upstream-ca", "/no/such/ca.pem"], "is not a file"),
+            (["--max-body", "-1"], "whole number"),
+            (["--retries", "x"], "whole number"),
+            (["--heartbeat", "-5"], "above 0"),
+        ):
+            with self.assertRaises(UsageError, msg=argv) as caught:
+                ProxyOptions().parseOptions(argv)
+            self.assertIn(reason, str(caught.exception))
+
+    def test_headerValueNeverInErrors(self) -> None:
+        self.patch(os, "environ", dict(os.environ, KEY="sk-secret\r\nX-Evil: 1"))
+        with self.assertRaises(UsageError) as caught:
+            ProxyOptions().parseOptions(["--inject-header", "Authorization: env:KEY"])
+        self.assertNotIn("sk-secret", str(caught.exception))
+        self.assertIn("must not contain CR, LF or NUL", str(caught.exception))

@@ -14,7 +14,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from tests.support import BreaksOff, Twistd, Upstream, startTwistd
+from tests.support import BreaksOff, Server, Upstream, startTwistd
 from twisted_stream.page import pageHTML
 
 CHROMIUM = shutil.which("chromium")
@@ -121,8 +121,8 @@ class PageInChromiumTests(TestCase):
         arrive, not all at the end: the first within 1 s, the tenth not
         before 0.8 s; then the status says done.
         """
-        generator: Twistd = yield startTwistd(self, "chunkgen")
-        proxy: Twistd = yield startTwistd(self, "chunkproxy", "--upstream", generator.url + "generate")
+        generator: Server = yield startTwistd(self, "chunkgen")
+        proxy: Server = yield startTwistd(self, "chunkproxy", "--upstream", generator.url + "generate")
         seen = yield deferToThread(self.drive, proxy.url, 20, 0.1)
         self.assertEqual(seen["state"], "done", seen["status"])
         times = seen["times"]
@@ -141,7 +141,7 @@ class PageInChromiumTests(TestCase):
         done.
         """
         upstream = Upstream(self, BreaksOff())
-        proxy: Twistd = yield startTwistd(self, "chunkproxy", "--upstream", upstream.url)
+        proxy: Server = yield startTwistd(self, "chunkproxy", "--upstream", upstream.url)
         seen = yield deferToThread(self.drive, proxy.url, 2, 0.1)
         self.assertEqual(seen["state"], "error")
         self.assertIn("error (truncated)", seen["status"])
@@ -152,7 +152,7 @@ class PageInChromiumTests(TestCase):
         """
         A 502 from the proxy is shown with its status and reason.
         """
-        proxy: Twistd = yield startTwistd(
+        proxy: Server = yield startTwistd(
             self, "chunkproxy", "--upstream", "http://no-such-host.invalid/"
         )
         seen = yield deferToThread(self.drive, proxy.url, 2, 0.1)

@@ -374,3 +374,23 @@ class FailureTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertEqual(len(agent.requests), 1)
         self.assertAnswer(request, 502, b"upstream failed before responding (ResponseNeverReceived)")
+
+
+class UpstreamURLTests(SynchronousTestCase):
+    def test_oneSlashBetween(self) -> None:
+        """
+        The upstream's path and the rest are joined with exactly one slash,
+        and the queries of both are kept.
+        """
+        clock = Clock()
+        cases = [
+            (b"http://u/v1/", b"chat", b"", b"http://u/v1/chat"),
+            (b"http://u/v1/", b"/chat", b"", b"http://u/v1/chat"),
+            (b"http://u/v1", b"chat", b"", b"http://u/v1/chat"),
+            (b"http://u/v1", b"/chat", b"a=1", b"http://u/v1/chat?a=1"),
+            (b"http://u/gen", b"", b"a=1", b"http://u/gen?a=1"),
+            (b"http://u/gen?f=sse", b"/x", b"a=1", b"http://u/gen/x?f=sse&a=1"),
+        ]
+        for upstream, rest, query, expected in cases:
+            proxy = StreamProxyResource(upstream, agent=_FakeAgent(Deferred()), reactor=clock)
+            self.assertEqual(proxy.upstreamURL(rest, query), expected, (upstream, rest))

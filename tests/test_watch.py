@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import ResponseDone, ResponseFailed
 
-from tests.support import BreaksOff, LineProcess, Twistd, Upstream, startTwistd
+from tests.support import BreaksOff, LineProcess, Server, Upstream, startTwistd
 from twisted_stream.formats import NDJSON, SSE, TEXT
 from twisted_stream.watch import EXIT_CLEAN, EXIT_TRUNCATED, Watcher, percentile, sendTime
 
@@ -157,7 +157,7 @@ class ChunkwatchTests(TestCase):
         Lines are printed as the chunks arrive, not at the end, and a clean
         end exits 0.
         """
-        generator: Twistd = yield startTwistd(self, "chunkgen")
+        generator: Server = yield startTwistd(self, "chunkgen")
         watched = chunkwatch(generator.url + "generate?count=5&interval=0.3")
         code = yield watched.exitCode
         self.assertEqual(code, 0, watched.stderr)
@@ -173,7 +173,7 @@ class ChunkwatchTests(TestCase):
         A stream that breaks off (here, through the proxy) exits 1.
         """
         upstream = Upstream(self, BreaksOff())
-        proxy: Twistd = yield startTwistd(self, "chunkproxy", "--upstream", upstream.url)
+        proxy: Server = yield startTwistd(self, "chunkproxy", "--upstream", upstream.url)
         watched = chunkwatch(proxy.url + "stream")
         code = yield watched.exitCode
         self.assertEqual(code, 1)
@@ -184,7 +184,7 @@ class ChunkwatchTests(TestCase):
         """
         An HTTP error status exits 3, after showing the body.
         """
-        generator: Twistd = yield startTwistd(self, "chunkgen")
+        generator: Server = yield startTwistd(self, "chunkgen")
         watched = chunkwatch(generator.url + "generate?count=oops")
         code = yield watched.exitCode
         self.assertEqual(code, 3)

@@ -128,5 +128,9 @@ def forwardedResponseHeaders(upstream: Headers, request: Request, decoded: bool)
     @return: The upstream's end-to-end headers, plus C{Via}.
     """
     headers = endToEnd(upstream, drop=[b"content-length"] if decoded else [])
+    # Twisted's ContentDecoderAgent (which treq always uses) writes back an
+    # empty Content-Encoding when the response had none.
+    if not any(value.strip() for value in headers.getRawHeaders(b"content-encoding", [])):
+        headers.removeHeader(b"content-encoding")
     _appended(headers, b"Via", _viaEntry(request))
     return headers

@@ -86,7 +86,8 @@ def targetProblem(target: bytes, rest: bytes, prefixEndsWithSlash: bool) -> Opti
         return "the request target must not contain NUL, CR or LF"
     if b"\\" in target or b"%5c" in target.lower():
         return "the request target must not contain a backslash"
-    if prefixEndsWithSlash and rest.startswith(b"/"):
+    belowMount = rest if prefixEndsWithSlash or not rest.startswith(b"/") else rest[1:]
+    if belowMount.startswith(b"/"):
         return "the path must not have an empty segment after the route's prefix"
     decoded = unquote_to_bytes(rest)
     if _ENCODED_DOT_SLASH.search(decoded):
@@ -567,14 +568,16 @@ class StreamProxyResource(PlainResource):
         """
         The URL a request is forwarded to.
 
-        @param rest: Its path below where the resource is mounted (with a
-            leading C{/} when not empty).
+        @param rest: Its path below where the resource is mounted.
         @param query: Its query string, without the C{?}.
         @return: The upstream URL with C{rest} appended to its path, and
             C{query} to its query.
         """
+        # Exactly one slash between the upstream's path and the rest.
         if rest and self._base.endswith(b"/") and rest.startswith(b"/"):
             rest = rest[1:]
+        elif rest and not self._base.endswith(b"/") and not rest.startswith(b"/"):
+            rest = b"/" + rest
         url = self._base + rest
         queries = [q for q in (self._query, query) if q]
         return url + b"?" + b"&".join(queries) if queries else url
