@@ -79,6 +79,25 @@ class _ChatUpstream(Resource):
         return NOT_DONE_YET
 
 
+class _Stalls(Resource):
+    """
+    An upstream that sends one SSE event, then nothing, until its client
+    goes.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gone: Deferred[float] = Deferred()
+
+    def render_GET(self, request: Request) -> int:
+        request.setHeader(b"Content-Type", b"text/event-stream")
+        request.write(b"data: first\n\n")
+        request.notifyFinish().addErrback(lambda _: self.gone.callback(reactor.seconds()))
+        return NOT_DONE_YET
+
+
 class _GzipUpstream(Resource):
     """
     An upstream that sends a gzip-compressed body, flushed chunk by chunk,
@@ -404,3 +423,74 @@ class EdgeTests(TestCase):
             self.assertTrue(answer.startswith(b"HTTP/1.1 " + status), answer[:80])
         yield deferLater(reactor, 0)
         self.assertEqual(self.chat.seen, [])
+
+
+class StreamTimingTests(TestCase):
+    """
+    Idle timeout, heartbeats and retries, on real sockets and clocks.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_heartbeatsThenIdleTimeout(self) -> Any:
+        """
+        A stalled event stream gets a heartbeat every C{--heartbeat}
+        seconds, and is cut off (truncated, upstream closed) once the
+        upstream has sent nothing for C{--idle-timeout}.
+        """
+        stalls = _Stalls()
+        upstream = Upstream(self, stalls)
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--route", f"/s/={upstream.url}", "--heartbeat", "0.3", "--idle-timeout", "1.2"
+        )
+        exchange: Exchange = yield fetch(proxy.url + "s/events")
+        self.assertFalse(exchange.complete)
+        self.assertIsNotNone(exchange.error)
+        lines = [(when - exchange.sentAt, line) for when, line in exchange.lineArrivals() if line]
+        self.assertEqual(lines[0][1], b"data: first")
+        beats = [when for when, line in lines if line == b": keep-alive"]
+        self.assertTrue(3 <= len(beats) <= 4, lines)
+        self.assertTrue(0.3 <= beats[0] < 0.45, beats)
+        assert exchange.closedAt is not None
+        self.assertTrue(1.2 <= exchange.closedAt - exchange.sentAt < 1.6, exchange.closedAt - exchange.sentAt)
+        goneAt = yield stalls.gone.addTimeout(5, reactor)
+        self.assertLess(abs(goneAt - exchange.closedAt), 0.1)
+
+    @inlineCallbacks
+    def test_retryReachesAnUpstreamThatCameUp(self) -> Any:
+        """
+        An upstream that refuses the first connection but listens 50 ms
+        later is reached by the retry.
+        """
+        from tests.support import freePort
+
+        port = freePort()
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--route", f"/s/=http://127.0.0.1:{port}/", "--retries", "3"
+        )
+        late: list[IListeningPort] = []
+
+        def comeUp() -> None:
+            late.append(reactor.listenTCP(port, Site(_ChatUpstream()), interface="127.0.0.1"))
+
+        reactor.callLater(0.05, comeUp)
+        self.addCleanup(lambda: late[0].stopListening() if late else None)
+        exchange: Exchange = yield fetch(proxy.url + "s/x", method=b"POST", body=b"{}")
+        self.assertEqual(exchange.status, 200)
+        self.assertIn(b"data: [DONE]", exchange.body)
+        self.assertIn("trying again", proxy.output)
+
+    @inlineCallbacks
+    def test_clientTimeoutSparesStreams(self) -> Any:
+        """
+        C{--client-timeout} closes silent clients, never a response that is
+        streaming to one.
+        """
+        generator: Server = yield startTwistd(self, "chunkgen")
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--upstream", generator.url + "generate", "--client-timeout", "0.3"
+        )
+        exchange: Exchange = yield fetch(proxy.url + "stream?count=4&interval=0.4")
+        self.assertTrue(exchange.complete, exchange.error)
+        self.assertEqual(len(exchange.lineArrivals()), 4)
