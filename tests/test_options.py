@@ -144,8 +144,17 @@ class GatewayOptionsTests(SynchronousTestCase):
         self.assertIsNone(options["require-token"])
         self.assertIsNone(options["upstream-ca"])
         routes = options.allRoutes()
-        self.assertEqual([(r.prefix, r.upstream, r.injectHeaders) for r in routes],
-                         [(b"/stream", b"http://localhost:8081/generate", [])])
+        self.assertEqual(
+            [(r.prefix, r.upstream, r.injectHeaders) for r in routes],
+            [(b"/stream", b"http://localhost:8081/generate", []), (b"/v1/", b"http://localhost:8081/v1/", [])],
+        )
+
+    def test_mockLLMRouteFollowsUpstream(self) -> None:
+        """
+        With no --route, /v1/ goes to the --upstream's origin.
+        """
+        routes = self.parse("--upstream", "http://gen.example:9000/generate?x=1").allRoutes()
+        self.assertEqual([(r.prefix, r.upstream) for r in routes][1], (b"/v1/", b"http://gen.example:9000/v1/"))
 
     def test_zeroMeansNever(self) -> None:
         options = self.parse("--idle-timeout", "0", "--heartbeat", "0")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.task import LoopingCall
@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from twisted_stream._http import STREAMING_HEADERS, PlainResource, textError
 from twisted_stream.formats import FORMATS, TEXT, ChunkFormat
+from twisted_stream.mockllm import OpenAIResource, Pace
 
 __all__ = [
     "GenerateResource",
@@ -321,29 +322,38 @@ class GenerateResource(PlainResource):
 
 
 _USAGE = """\
-chunkgen: a generator of chunked HTTP streams.
+chunkgen: a generator of chunked HTTP streams, and a mock OpenAI-compatible LLM.
 
 GET /generate?count=N&interval=SECONDS&size=BYTES&format=text|sse|ndjson
   count     chunks to send, 0 to {maxCount} (default {count})
   interval  seconds between chunks, 0 to {maxInterval:g} (default {interval:g})
   size      pad each chunk to this many bytes, 0 to {maxSize} (default {size})
   format    text, sse or ndjson (default {format})
+
+POST /v1/chat/completions   models mock-passage, mock-echo; "stream": true for SSE
+GET  /v1/models
+  first token after {ttft:g} s, then {rate:g} tokens/s; per request: body fields
+  mock_ttft, mock_tokens_per_second, or headers X-Mock-TTFT, X-Mock-Tokens-Per-Second
 """
 
 
 class GeneratorRoot(PlainResource):
     """
-    The generator's site: a usage text at C{/} and the stream at
-    C{/generate}.
+    The generator's site: a usage text at C{/}, the stream at C{/generate},
+    and the mock LLM at C{/v1}.
     """
 
-    def __init__(self, defaults: StreamSpec, clock: IReactorTime) -> None:
+    def __init__(self, defaults: StreamSpec, clock: IReactorTime, pace: Optional[Pace] = None) -> None:
         """
         @param defaults: What a request that gives no parameters gets.
-        @param clock: What paces the chunks.
+        @param clock: What paces the chunks and the tokens.
+        @param pace: The mock LLM's default pace.
         """
         super().__init__()
+        pace = pace if pace is not None else Pace()
         self._usage = _USAGE.format(
+            ttft=pace.ttft,
+            rate=pace.tokensPerSecond,
             maxCount=MAX_COUNT,
             maxInterval=MAX_INTERVAL,
             maxSize=MAX_SIZE,
@@ -353,6 +363,7 @@ class GeneratorRoot(PlainResource):
             format=defaults.format.name,
         ).encode("utf-8")
         self.putChild(b"generate", GenerateResource(defaults, clock))
+        self.putChild(b"v1", OpenAIResource(pace, clock))
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         """

@@ -19,6 +19,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from twisted_stream.generator import StreamSpec, parseCount, parseInterval
+from twisted_stream.mockllm import Pace
 
 __all__ = [
     "GeneratorOptions",
@@ -84,6 +85,16 @@ def _checkListen(description: str) -> str:
     return description
 
 
+def _bounded(text: str, name: str, low: float, high: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ValueError(f"{name} must be a number from {low:g} to {high:g}, not {text!r}")
+    return value
+
+
 class _PluginOptions(usage.Options):
     """
     What the two plugins' options share: a listening address, and defaults
@@ -128,7 +139,21 @@ class GeneratorOptions(_PluginOptions):
         ["listen", "l", "tcp:8081", "Endpoint description to listen on."],
         ["count", "c", 100, "Chunks per stream, 0 to 1000000.", parseCount],
         ["interval", "i", 0.1, "Seconds between chunks, 0 to 60.", parseInterval],
+        ["ttft", None, 0.3, "Mock LLM: seconds to the first token, 0 to 60.", lambda t: _bounded(t, "ttft", 0, 60)],
+        [
+            "tokens-per-second",
+            None,
+            30.0,
+            "Mock LLM: tokens a second after the first, 0.01 to 10000.",
+            lambda t: _bounded(t, "tokens-per-second", 0.01, 10000),
+        ],
     ]
+
+    def pace(self) -> Pace:
+        """
+        @return: The mock LLM's default pace.
+        """
+        return Pace(self["ttft"], self["tokens-per-second"])
 
     def spec(self) -> StreamSpec:
         """
@@ -356,10 +381,16 @@ class ProxyOptions(_PluginOptions):
     def allRoutes(self) -> list[RouteOptions]:
         """
         @return: Every route: C{--upstream} as C{/stream} (unless a C{--route}
-            claims C{/stream}), then each C{--route}, each with the headers to
-            inject into its requests.
+            claims C{/stream}), then each C{--route} (or, when none is given,
+            C{/v1/} to the C{--upstream}'s origin, the generator's mock LLM),
+            each with the headers to inject into its requests.
         """
         routes = list(self.routes)
+        if not routes:
+            # No routes given: /v1/ goes to the generator's mock LLM, beside
+            # the generator's stream, so the page's chat mode works too.
+            origin = URL.from_text(self["upstream"].decode("ascii")).replace(path=("v1", ""), query=(), fragment="")
+            routes.append(RouteOptions(b"/v1/", origin.to_text().encode("ascii")))
         if not any(route.prefix == b"/stream" for route in routes):
             routes.insert(0, RouteOptions(b"/stream", self["upstream"]))
         return [

@@ -26,8 +26,8 @@ def makeService(options: GeneratorOptions) -> IService:
     """
     from twisted.internet import reactor
 
-    site = Site(GeneratorRoot(options.spec(), reactor))
+    site = Site(GeneratorRoot(options.spec(), reactor, options.pace()))
     site.displayTracebacks = False
     return listeningService(
-        reactor, options["listen"], site, "chunkgen", [("stream", "generate")]
+        reactor, options["listen"], site, "chunkgen", [("stream", "generate"), ("mock LLM", "v1/")]
     )

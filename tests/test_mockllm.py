@@ -1,0 +1,231 @@
+"""
+Tests for L{twisted_stream.mockllm} and L{twisted_stream.apis.openai}: the
+mock LLM's answers, shapes and exact timing, on a fake clock over StubTreq.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import treq
+from treq.testing import StubTreq
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import StreamingRequest, render
+from twisted_stream.generator import GeneratorRoot, StreamSpec
+from twisted_stream.mockllm import PASSAGE, ChatCompletionsResource, Pace, tokens
+
+URL = "http://gen/v1/chat/completions"
+
+
+def _events(body: bytes) -> list[Any]:
+    events: list[Any] = []
+    for block in body.split(b"\n\n"):
+        if block.startswith(b"data: "):
+            data = block[len(b"data: ") :]
+            events.append(data.decode() if data == b"[DONE]" else json.loads(data))
+    return events
+
+
+def _chat(content: str = "one two three four", **fields: Any) -> dict[str, Any]:
+    return {"model": "mock-echo", "messages": [{"role": "user", "content": content}], **fields}
+
+
+class TokensTests(SynchronousTestCase):
+    def test_wordsWithTheirSpace(self) -> None:
+        self.assertEqual(tokens("Hi there,  you!"), ["Hi", " there,", "  you!"])
+        self.assertEqual("".join(tokens(PASSAGE)), PASSAGE)
+        self.assertEqual(tokens(""), [])
+
+
+class ChatTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_764_000_000)
+        self.client: Any = StubTreq(GeneratorRoot(StreamSpec(), self.clock, Pace(ttft=0.5, tokensPerSecond=10)))
+        self.pieces: list[bytes] = []
+
+    def post(self, body: Any, headers: dict[str, str] | None = None, url: str = URL) -> Any:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        response = self.successResultOf(self.client.post(url, data=data, headers=headers or {}))
+        self.done = treq.collect(response, self.pieces.append)
+        self.client.flush()
+        return response
+
+    def advance(self, seconds: float) -> list[Any]:
+        self.clock.advance(seconds)
+        self.client.flush()
+        return _events(b"".join(self.pieces))
+
+    def test_streamExactTiming(self) -> None:
+        """
+        Nothing before the time to first token; then the role and the first
+        token together; then one token every 1/rate seconds; then the end.
+        """
+        response = self.post(_chat(stream=True))
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"text/event-stream; charset=utf-8"])
+        self.assertEqual(self.advance(0.499), [])
+        events = self.advance(0.001)
+        self.assertEqual([e["choices"][0]["delta"] for e in events], [{"role": "assistant", "content": ""}, {"content": "one"}])
+        for i, word in enumerate([" two", " three"], start=3):
+            self.assertEqual(len(self.advance(0.099)), i - 1, "a token came early")
+            self.assertEqual(self.advance(0.001)[-1]["choices"][0]["delta"], {"content": word})
+        events = self.advance(0.1)
+        self.assertEqual(events[-3]["choices"][0]["delta"], {"content": " four"})
+        self.assertEqual(events[-2]["choices"][0], {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"})
+        self.assertEqual(events[-1], "[DONE]")
+        self.successResultOf(self.done)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_chunkShape(self) -> None:
+        """
+        Every chunk is a chat.completion.chunk of one id and model; without
+        include_usage none carries usage.
+        """
+        self.post(_chat(stream=True))
+        events = self.advance(2)[:-1]
+        self.assertEqual({e["id"] for e in events}, {events[0]["id"]})
+        self.assertTrue(events[0]["id"].startswith("chatcmpl-"))
+        for event in events:
+            self.assertEqual(event["object"], "chat.completion.chunk")
+            self.assertEqual(event["model"], "mock-echo")
+            self.assertEqual(event["created"], 1_764_000_000)
+            self.assertNotIn("usage", event)
+        self.assertEqual("".join(e["choices"][0]["delta"].get("content", "") for e in events), "one two three four")
+
+    def test_includeUsage(self) -> None:
+        self.post(_chat(stream=True, stream_options={"include_usage": True}))
+        events = self.advance(2)
+        self.assertTrue(all(e["usage"] is None for e in events[:-2]))
+        self.assertEqual(events[-2]["choices"], [])
+        self.assertEqual(events[-2]["usage"], {"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8})
+
+    def test_maxTokens(self) -> None:
+        self.post(_chat(stream=True, max_tokens=2))
+        events = self.advance(2)
+        self.assertEqual([e["choices"][0]["delta"].get("content") for e in events[1:-2]], ["one", " two"])
+        self.assertEqual(events[-2]["choices"][0]["finish_reason"], "length")
+
+    def test_passage(self) -> None:
+        self.post({"model": "mock-passage", "stream": True, "messages": [{"role": "user", "content": "?"}]})
+        events = self.advance(60)
+        self.assertEqual("".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1]), PASSAGE)
+
+    def test_lateReactorCatchesUp(self) -> None:
+        """
+        A clock that jumps gets every token that fell due, at once: the count
+        sent by any moment is exact.
+        """
+        self.post(_chat("a b c d e f g h", stream=True))
+        self.advance(0.5)
+        events = self.advance(0.35)
+        self.assertEqual(len(events), 1 + 4)
+
+    def test_wholeAnswerAfterItsTime(self) -> None:
+        """
+        Without stream, one chat.completion comes when the last token would
+        have: after ttft + (n - 1) / rate.
+        """
+        requested = self.client.post(URL, data=json.dumps(_chat()).encode())
+        self.advance(0.79)
+        self.assertNoResult(requested)
+        self.advance(0.02)
+        response = self.successResultOf(requested)
+        self.pieces.append(self.successResultOf(treq.content(response)))
+        self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"application/json"])
+        answer = json.loads(b"".join(self.pieces))
+        self.assertEqual(answer["object"], "chat.completion")
+        self.assertEqual(answer["choices"][0]["message"], {"role": "assistant", "content": "one two three four", "refusal": None})
+        self.assertEqual(answer["usage"]["completion_tokens"], 4)
+
+    def test_paceFromBodyOrHeaders(self) -> None:
+        self.post(_chat(stream=True, mock_ttft=0, mock_tokens_per_second=1000))
+        self.assertEqual(len(self.advance(0.004)), 7)
+        self.pieces.clear()
+        self.post(_chat(stream=True), headers={"X-Mock-TTFT": "2", "X-Mock-Tokens-Per-Second": "1"})
+        self.assertEqual(self.advance(1.9), [])
+        self.assertEqual(len(self.advance(0.1)), 2)
+
+    def test_badRequests(self) -> None:
+        """
+        Bad input gets OpenAI's error JSON, with the field at fault.
+        """
+        cases: list[tuple[Any, int, str | None, str]] = [
+            (b"{not json", 400, None, "not valid JSON"),
+            (b"[1, 2]", 400, None, "JSON object"),
+            ({"model": "mock-echo"}, 400, "messages", "messages is required"),
+            ({"model": "mock-echo", "messages": "hi"}, 400, "messages", "non-empty array"),
+            ({"model": "mock-echo", "messages": [{"role": "wizard", "content": "x"}]}, 400, "messages[0].role", "role"),
+            ({"model": "mock-echo", "messages": [{"role": "user", "content": 5}]}, 400, "messages[0].content", "string"),
+            ({"messages": [{"role": "user", "content": "x"}]}, 400, "model", "model is required"),
+            (_chat(stream="yes"), 400, "stream", "boolean"),
+            (_chat(max_tokens=0), 400, "max_tokens", "positive integer"),
+            (_chat(stream=True, mock_ttft=600), 400, "mock_ttft", "from 0 to 60"),
+            (_chat(mock_tokens_per_second="fast"), 400, "mock_tokens_per_second", "number"),
+            ({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}, 404, "model", "does not exist"),
+        ]
+        for body, status, param, text in cases:
+            self.pieces.clear()
+            response = self.post(body)
+            self.successResultOf(self.done)
+            self.assertEqual(response.code, status, body)
+            error = json.loads(b"".join(self.pieces))["error"]
+            self.assertEqual(error["param"], param, body)
+            self.assertIn(text, error["message"])
+            self.assertEqual(error["type"], "invalid_request_error")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_modelsAndUnknownURLs(self) -> None:
+        response = self.successResultOf(self.client.get("http://gen/v1/models"))
+        models = json.loads(self.successResultOf(treq.content(response)))
+        self.assertEqual([m["id"] for m in models["data"]], ["mock-passage", "mock-echo"])
+        for method, url, status in (("GET", "http://gen/v1/nope", 404), ("GET", URL, 405), ("POST", "http://gen/v1/chat/x", 404)):
+            response = self.successResultOf(self.client.request(method, url))
+            self.assertEqual(response.code, status, url)
+            self.assertIn("error", json.loads(self.successResultOf(treq.content(response))))
+
+
+class ProducerTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.resource = ChatCompletionsResource(Pace(ttft=0.5, tokensPerSecond=10), self.clock)
+        body = json.dumps(_chat("a b c d e f", stream=True)).encode()
+        self.request = StreamingRequest([], method=b"POST", uri=b"/v1/chat/completions", body=body)
+        render(self.resource, self.request)
+
+    def contents(self) -> list[str]:
+        return [e["choices"][0]["delta"].get("content", "") for e in _events(b"".join(self.request.written))[1:]]
+
+    def test_clientGone(self) -> None:
+        """
+        A client that leaves stops the answer: no timer left, nothing more
+        written.
+        """
+        self.clock.pump([0.5, 0.1])
+        self.request.processingFailed(Failure(ConnectionDone()))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        written = list(self.request.written)
+        self.clock.advance(5)
+        self.assertEqual(self.request.written, written)
+
+    def test_pausedThenAtPace(self) -> None:
+        """
+        Paused, nothing comes; resumed, the next token comes at once and the
+        rest at the pace, with no burst.
+        """
+        self.clock.pump([0.5, 0.1])
+        self.assertEqual(self.contents(), ["a", " b"])
+        producer = self.request.producer
+        assert producer is not None
+        producer.pauseProducing()
+        self.clock.pump([0.1] * 20)
+        self.assertEqual(self.contents(), ["a", " b"])
+        producer.resumeProducing()
+        self.assertEqual(self.contents(), ["a", " b", " c"])
+        self.clock.advance(0.1)
+        self.assertEqual(self.contents(), ["a", " b", " c", " d"])

@@ -1,0 +1,265 @@
+# -*- test-case-name: tests.test_mockllm -*-
+"""
+OpenAI's Chat Completions API: C{POST /v1/chat/completions} and
+C{GET /v1/models}, as the official clients expect them.
+
+A streamed answer is Server-Sent Events, one C{data: {json}} event per
+C{chat.completion.chunk}: the first delta carries the role, each next one a
+piece of content, the last one the C{finish_reason}; with
+C{stream_options.include_usage} a final chunk with no choices carries
+C{usage}; then C{data: [DONE]}.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence
+
+__all__ = [
+    "ChatRequest",
+    "RequestError",
+    "chunk",
+    "completion",
+    "done",
+    "encode",
+    "error",
+    "event",
+    "modelList",
+    "parseChatRequest",
+]
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+class RequestError(Exception):
+    """
+    A request the API refuses.
+
+    @ivar status: The HTTP status.
+    @ivar message: What is wrong, in one line.
+    @ivar param: The request field at fault, if one is.
+    @ivar code: OpenAI's error code, if it has one for this.
+    """
+
+    def __init__(self, message: str, param: Optional[str] = None, status: int = 400, code: Optional[str] = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """
+    The parts of a chat completion request that shape the answer.
+
+    @ivar model: The model asked for.
+    @ivar messages: The conversation, as C{(role, text)}.
+    @ivar stream: Whether to stream the answer.
+    @ivar includeUsage: Whether a streamed answer ends with a usage chunk.
+    @ivar maxTokens: The most tokens to answer with, if limited.
+    @ivar extra: The request's other fields (where a mock finds its own).
+    """
+
+    model: str
+    messages: Sequence[tuple[str, str]]
+    stream: bool
+    includeUsage: bool
+    maxTokens: Optional[int]
+    extra: Mapping[str, Any]
+
+
+def _text(content: Any, where: str) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for i, part in enumerate(content):
+            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                raise RequestError(f"{where}[{i}] must be an object with a type", f"{where}[{i}]")
+            if part["type"] == "text":
+                if not isinstance(part.get("text"), str):
+                    raise RequestError(f"{where}[{i}].text must be a string", f"{where}[{i}].text")
+                parts.append(part["text"])
+        return "".join(parts)
+    raise RequestError(f"{where} must be a string or an array of content parts", where)
+
+
+def parseChatRequest(body: bytes) -> ChatRequest:
+    """
+    Read and check a chat completion request.
+
+    @param body: The request body.
+    @return: The request.
+    @raise RequestError: For invalid JSON, a missing or malformed
+        C{messages}, or a field of the wrong type.
+    """
+    try:
+        request = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise RequestError("the request body is not valid JSON") from None
+    if not isinstance(request, dict):
+        raise RequestError("the request body must be a JSON object")
+    model = request.get("model")
+    if not isinstance(model, str) or not model:
+        raise RequestError("model is required and must be a string", "model")
+    messages = request.get("messages")
+    if messages is None:
+        raise RequestError("messages is required", "messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("messages must be a non-empty array", "messages")
+    conversation = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise RequestError(f"{where} must be an object", where)
+        role = message.get("role")
+        if role not in ROLES:
+            raise RequestError(f"{where}.role must be one of {', '.join(sorted(ROLES))}", f"{where}.role")
+        conversation.append((role, _text(message.get("content"), f"{where}.content")))
+    stream = request.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise RequestError("stream must be a boolean", "stream")
+    options = request.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise RequestError("stream_options must be an object", "stream_options")
+    includeUsage = bool((options or {}).get("include_usage", False))
+    if options and not stream:
+        raise RequestError("stream_options is only allowed when stream is true", "stream_options")
+    maxTokens = request.get("max_completion_tokens", request.get("max_tokens"))
+    if maxTokens is not None and (isinstance(maxTokens, bool) or not isinstance(maxTokens, int) or maxTokens < 1):
+        raise RequestError("max_tokens must be a positive integer", "max_tokens")
+    return ChatRequest(model, conversation, bool(stream), includeUsage, maxTokens, request)
+
+
+def encode(value: Any) -> bytes:
+    """
+    @return: C{value} as compact UTF-8 JSON, as the API sends it.
+    """
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def event(data: Mapping[str, Any]) -> bytes:
+    """
+    @return: One server-sent event carrying C{data} as JSON.
+    """
+    return b"data: " + encode(data) + b"\n\n"
+
+
+def done() -> bytes:
+    """
+    @return: The event that ends a stream.
+    """
+    return b"data: [DONE]\n\n"
+
+
+def chunk(
+    completionId: str,
+    created: int,
+    model: str,
+    delta: Mapping[str, Any],
+    finishReason: Optional[str] = None,
+    withUsageField: bool = False,
+) -> dict[str, Any]:
+    """
+    One C{chat.completion.chunk}.
+
+    @param delta: C{{"role": "assistant"}}, C{{"content": "..."}} or C{{}}.
+    @param finishReason: C{"stop"} or C{"length"} on the last chunk.
+    @param withUsageField: Whether to carry C{"usage": null} (as every chunk
+        does when the request asked for usage).
+    """
+    value: dict[str, Any] = {
+        "id": completionId,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "delta": dict(delta), "logprobs": None, "finish_reason": finishReason}],
+    }
+    if withUsageField:
+        value["usage"] = None
+    return value
+
+
+def usage(promptTokens: int, completionTokens: int) -> dict[str, int]:
+    """
+    @return: A C{usage} object.
+    """
+    return {
+        "prompt_tokens": promptTokens,
+        "completion_tokens": completionTokens,
+        "total_tokens": promptTokens + completionTokens,
+    }
+
+
+def usageChunk(completionId: str, created: int, model: str, used: Mapping[str, int]) -> dict[str, Any]:
+    """
+    @return: The final chunk of a stream that asked for usage: no choices.
+    """
+    return {
+        "id": completionId,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [],
+        "usage": dict(used),
+    }
+
+
+def completion(
+    completionId: str, created: int, model: str, text: str, finishReason: str, used: Mapping[str, int]
+) -> dict[str, Any]:
+    """
+    @return: A whole C{chat.completion}, for a request that does not stream.
+    """
+    return {
+        "id": completionId,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finishReason,
+            }
+        ],
+        "usage": dict(used),
+    }
+
+
+def error(problem: RequestError) -> bytes:
+    """
+    @return: OpenAI's error body for a refused request.
+    """
+    kind = "invalid_request_error" if problem.status < 500 else "server_error"
+    return encode({"error": {"message": problem.message, "type": kind, "param": problem.param, "code": problem.code}})
+
+
+def modelList(models: Sequence[str], created: int) -> bytes:
+    """
+    @return: The body of C{GET /v1/models}.
+    """
+    return encode(
+        {"object": "list", "data": [{"id": m, "object": "model", "created": created, "owned_by": "twisted-stream"} for m in models]}
+    )
+
+
+def checkedSeconds(value: Any, name: str, low: float, high: float) -> float:
+    """
+    Check a number of seconds (or a rate) given in a request.
+
+    @raise RequestError: If it is not a number from C{low} to C{high}.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+        raise RequestError(f"{name} must be a number from {low:g} to {high:g}", name)
+    return float(value)

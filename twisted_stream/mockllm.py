@@ -1,0 +1,364 @@
+# -*- test-case-name: tests.test_mockllm -*-
+"""
+C{chunkgen}'s mock LLM: an OpenAI-compatible C{/v1} with exact timing.
+
+The answer is deterministic: C{mock-passage} answers with a fixed passage,
+C{mock-echo} with the last user message. It is split into tokens (each
+word with the white space before it) and paced by a L{LoopingCall}: the
+first token after C{ttft} seconds, then C{tokensPerSecond} of them a second.
+The pace can be set per request, by the body fields C{mock_ttft} and
+C{mock_tokens_per_second} or the headers C{X-Mock-TTFT} and
+C{X-Mock-Tokens-Per-Second}.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import IResource
+from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
+
+from twisted_stream._http import STREAMING_HEADERS, PlainResource
+from twisted_stream.apis import openai
+from twisted_stream.apis.openai import RequestError
+
+__all__ = ["MODELS", "PASSAGE", "OpenAIResource", "Pace", "answerFor", "tokens"]
+
+PASSAGE = (
+    "A stream is a promise kept one token at a time. The proxy in the middle holds nothing back: "
+    "each piece leaves the moment it arrives, so the reader sees the answer grow as the model "
+    "writes it, and nobody stares at an empty page while the whole reply is buffered somewhere "
+    "along the way."
+)
+"""What C{mock-passage} answers."""
+
+MODELS = ("mock-passage", "mock-echo")
+"""The models the mock serves."""
+
+MAX_TTFT = 60.0
+MAX_TOKENS_PER_SECOND = 10_000.0
+
+
+def tokens(text: str) -> list[str]:
+    """
+    Split text into tokens: each word with the white space before it.
+
+    @param text: Any text.
+    @return: Tokens that join back into C{text} (but for white space at its
+        end).
+    """
+    return re.findall(r"\s*\S+", text)
+
+
+def answerFor(request: openai.ChatRequest) -> str:
+    """
+    The mock's answer to a request.
+
+    @param request: A checked request for one of L{MODELS}.
+    @return: The fixed passage, or the last user message.
+    """
+    if request.model == "mock-echo":
+        return next((text for role, text in reversed(request.messages) if role == "user"), "")
+    return PASSAGE
+
+
+@dataclass(frozen=True)
+class Pace:
+    """
+    How fast the mock answers.
+
+    @ivar ttft: Seconds from the request to the first token.
+    @ivar tokensPerSecond: Tokens a second after the first.
+    """
+
+    ttft: float = 0.3
+    tokensPerSecond: float = 30.0
+
+    def forRequest(self, request: Request, chat: openai.ChatRequest) -> Pace:
+        """
+        The pace one request asks for.
+
+        @raise RequestError: For a pace out of bounds.
+        """
+
+        def given(field: str, header: bytes) -> Any:
+            if field in chat.extra:
+                return chat.extra[field]
+            value = request.getHeader(header)
+            if value is None:
+                return None
+            try:
+                return float(value)
+            except ValueError:
+                return value
+
+        ttft = given("mock_ttft", b"x-mock-ttft")
+        rate = given("mock_tokens_per_second", b"x-mock-tokens-per-second")
+        return Pace(
+            self.ttft if ttft is None else openai.checkedSeconds(ttft, "mock_ttft", 0, MAX_TTFT),
+            self.tokensPerSecond
+            if rate is None
+            else openai.checkedSeconds(rate, "mock_tokens_per_second", 0.01, MAX_TOKENS_PER_SECOND),
+        )
+
+
+def _jsonError(request: Request, problem: RequestError) -> bytes:
+    request.setResponseCode(problem.status)
+    request.setHeader(b"Content-Type", b"application/json")
+    return openai.error(problem)
+
+
+@implementer(IPushProducer)
+class _TokenStream:
+    """
+    Writes one streamed answer's chunks, paced; the request's push producer,
+    so a client that does not read pauses it.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        request: Request,
+        chat: openai.ChatRequest,
+        pieces: Sequence[str],
+        finishReason: str,
+        promptTokens: int,
+        pace: Pace,
+        clock: IReactorTime,
+    ) -> None:
+        self._request = request
+        self._chat = chat
+        self._pieces = pieces
+        self._finishReason = finishReason
+        self._promptTokens = promptTokens
+        self._pace = pace
+        self._clock = clock
+        self._sent = 0
+        self._id = "chatcmpl-" + uuid.uuid4().hex[:24]
+        self._created = int(clock.seconds())
+        self._first: Optional[IDelayedCall] = None
+        self._loop: Optional[LoopingCall] = None
+        self._begun = False
+        self._origin = 0.0
+        self._paused = False
+        self._done = False
+
+    def _chunk(self, delta: dict[str, Any], finishReason: Optional[str] = None) -> bytes:
+        return openai.event(
+            openai.chunk(self._id, self._created, self._chat.model, delta, finishReason, self._chat.includeUsage)
+        )
+
+    def start(self) -> None:
+        self._request.notifyFinish().addErrback(self._gone)
+        self._request.registerProducer(self, True)
+        self._request.write(b"")
+        # Token k (from 0) is due at origin + k / tokensPerSecond, the origin
+        # being when the first token is due, however late the reactor is.
+        self._origin = self._clock.seconds() + self._pace.ttft
+        self._first = self._clock.callLater(self._pace.ttft, self._begin)
+
+    def _begin(self) -> None:
+        self._first = None
+        self._begun = True
+        self._request.write(self._chunk({"role": "assistant", "content": ""}))
+        if not self._paused:
+            self._startLoop()
+
+    def _startLoop(self) -> None:
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = self._clock
+        self._loop.start(1 / self._pace.tokensPerSecond, now=True).addErrback(self._failed)
+
+    def _tick(self) -> None:
+        # The tokens due by now, from the clock rather than by counting
+        # ticks: a late reactor gets the missed tokens at once, and float
+        # rounding never shifts the schedule (LoopingCall.withCount's first
+        # count can come out as 0).
+        elapsed = self._clock.seconds() - self._origin
+        # (A token may go up to a thousandth of its interval early: clock
+        # times this far from the epoch round by tenths of a microsecond.)
+        due = min(len(self._pieces), int(elapsed * self._pace.tokensPerSecond + 1e-3) + 1)
+        while self._sent < due and not (self._paused or self._done):
+            self._request.write(self._chunk({"content": self._pieces[self._sent]}))
+            self._sent += 1
+        if self._sent == len(self._pieces) and not self._done:
+            self._finish()
+
+    def _stop(self) -> None:
+        self._done = True
+        if self._first is not None:
+            self._first.cancel()
+            self._first = None
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+
+    def _finish(self) -> None:
+        self._stop()
+        request = self._request
+        request.write(self._chunk({}, self._finishReason))
+        if self._chat.includeUsage:
+            used = openai.usage(self._promptTokens, self._sent)
+            request.write(openai.event(openai.usageChunk(self._id, self._created, self._chat.model, used)))
+        request.write(openai.done())
+        request.unregisterProducer()
+        request.finish()
+
+    def _gone(self, reason: Failure) -> None:
+        self._stop()
+
+    def _failed(self, reason: Failure) -> None:
+        self._log.failure("token stream failed", reason)
+        self._stop()
+        self._request.loseConnection()
+
+    def pauseProducing(self) -> None:
+        if not self._done:
+            self._paused = True
+            if self._loop is not None and self._loop.running:
+                self._loop.stop()
+
+    def resumeProducing(self) -> None:
+        if self._paused and not self._done:
+            self._paused = False
+            if self._begun:
+                # Go on at the pace from here: the next token is due now.
+                self._origin = self._clock.seconds() - self._sent / self._pace.tokensPerSecond
+                self._startLoop()
+
+    def stopProducing(self) -> None:
+        self._stop()
+
+
+class ChatCompletionsResource(PlainResource):
+    """
+    C{POST /v1/chat/completions}.
+    """
+
+    isLeaf = True
+
+    def __init__(self, pace: Pace, clock: IReactorTime) -> None:
+        super().__init__()
+        self._pace = pace
+        self._clock = clock
+
+    def render(self, request: Request) -> bytes | int:
+        """
+        Answer POST; anything else gets OpenAI's JSON error.
+        """
+        if request.method != b"POST":
+            request.setHeader(b"Allow", b"POST")
+            return _jsonError(request, RequestError("use POST for /v1/chat/completions", status=405))
+        return self.render_POST(request)
+
+    def render_POST(self, request: Request) -> bytes | int:
+        """
+        Answer a chat completion request: streamed, or whole after the time
+        the tokens would take.
+        """
+        content = request.content
+        try:
+            chat = openai.parseChatRequest(content.read() if content is not None else b"")
+            if chat.model not in MODELS:
+                raise RequestError(
+                    f"The model {chat.model!r} does not exist; this mock serves {', '.join(MODELS)}",
+                    "model",
+                    404,
+                    "model_not_found",
+                )
+            pace = self._pace.forRequest(request, chat)
+        except RequestError as problem:
+            return _jsonError(request, problem)
+        pieces = tokens(answerFor(chat))
+        finishReason = "stop"
+        if chat.maxTokens is not None and len(pieces) > chat.maxTokens:
+            pieces, finishReason = pieces[: chat.maxTokens], "length"
+        promptTokens = sum(len(tokens(text)) for _, text in chat.messages)
+        if chat.stream:
+            request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
+            for name, value in STREAMING_HEADERS:
+                request.setHeader(name, value)
+            _TokenStream(request, chat, pieces, finishReason, promptTokens, pace, self._clock).start()
+            return NOT_DONE_YET
+        body = openai.completion(
+            "chatcmpl-" + uuid.uuid4().hex[:24],
+            int(self._clock.seconds()),
+            chat.model,
+            "".join(pieces),
+            finishReason,
+            openai.usage(promptTokens, len(pieces)),
+        )
+        delay = pace.ttft + max(0, len(pieces) - 1) / pace.tokensPerSecond
+        self._later(request, delay, lambda: openai.encode(body))
+        return NOT_DONE_YET
+
+    def _later(self, request: Request, delay: float, body: Callable[[], bytes]) -> None:
+        def answer() -> None:
+            data = body()
+            request.setHeader(b"Content-Type", b"application/json")
+            request.setHeader(b"Content-Length", b"%d" % (len(data),))
+            request.write(data)
+            request.finish()
+
+        call = self._clock.callLater(delay, answer)
+        request.notifyFinish().addErrback(lambda _: call.cancel() if call.active() else None)
+
+
+class ModelsResource(PlainResource):
+    """
+    C{GET /v1/models}.
+    """
+
+    isLeaf = True
+
+    def __init__(self, clock: IReactorTime) -> None:
+        super().__init__()
+        self._clock = clock
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"Content-Type", b"application/json")
+        return openai.modelList(MODELS, int(self._clock.seconds()))
+
+
+class OpenAIResource(PlainResource):
+    """
+    C{/v1}: the OpenAI-compatible endpoints, with OpenAI's JSON errors for
+    anything else.
+    """
+
+    def __init__(self, pace: Pace, clock: IReactorTime) -> None:
+        """
+        @param pace: The default pace.
+        @param clock: What paces the tokens.
+        """
+        super().__init__()
+        chat = PlainResource()
+        chat.putChild(b"completions", ChatCompletionsResource(pace, clock))
+        self.putChild(b"chat", chat)
+        self.putChild(b"models", ModelsResource(clock))
+        chat.getChild = self.getChild  # type: ignore[method-assign]
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        """
+        An unknown URL below C{/v1}: OpenAI's 404.
+        """
+        return _UnknownURL()
+
+    def render(self, request: Request) -> bytes:
+        return _UnknownURL().render(request)
+
+
+class _UnknownURL(PlainResource):
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        where = f"{request.method.decode('latin-1')} {request.path.decode('latin-1')}"
+        return _jsonError(request, RequestError(f"Unknown request URL: {where}", status=404, code="unknown_url"))
