@@ -12,7 +12,7 @@ default import-hook finder is invisible to it.
 import re
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 here = Path(__file__).parent
 version = re.search(
@@ -28,7 +28,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     package_dir={"": "."},
-    packages=["twisted_stream", "twisted_stream.tap", "twisted.plugins"],
+    packages=[*find_packages(include=["twisted_stream", "twisted_stream.*"]), "twisted.plugins"],
     package_data={"twisted_stream": ["py.typed", "page.html"]},
     install_requires=[
         "twisted[tls]>=24.7.0",

@@ -40,7 +40,7 @@ class PluginDiscoveryTests(SynchronousTestCase):
         # The versions under test here; pip takes them from its cache.
         self.pip(
             "install",
-            f"twisted=={version('twisted')}",
+            f"twisted[tls]=={version('twisted')}",
             f"treq=={version('treq')}",
             f"hyperlink=={version('hyperlink')}",
             "setuptools>=70.1",
