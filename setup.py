@@ -46,6 +46,8 @@ setup(
             "mypy-zope>=1.0.5",
             "aiohttp>=3.9",
             "httpx>=0.27",
+            "httpx-sse>=0.4",
+            "openai>=1.30",
             "ruff>=0.5",
         ],
     },

@@ -1,0 +1,118 @@
+"""
+The mock LLM through the real proxy, read by real clients nobody here wrote:
+the official openai package and httpx-sse.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from tests.support import LineProcess, Server, startTwistd
+from twisted_stream.mockllm import tokens
+
+PEERS = Path(__file__).resolve().parent / "peers"
+PROMPT = "The quick brown fox jumps over the lazy dog while the proxy streams every word"
+RATE = 25.0
+TOKEN = "gateway-token-for-the-sdk"
+
+
+class SDKThroughProxyTests(TestCase):
+    """
+    chunkgen (25 tokens a second, first after 0.2 s) behind chunkproxy
+    (C{--route /v1/=...}, a token required), and real clients in front.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self) -> Any:  # type: ignore[override]
+        generator: Server = yield startTwistd(self, "chunkgen", "--ttft", "0.2", "--tokens-per-second", str(RATE))
+        self.proxy: Server = yield startTwistd(
+            self,
+            "chunkproxy",
+            "--route", f"/v1/={generator.url}v1/",
+            "--require-token", "env:TOKEN",
+            env={"TOKEN": TOKEN},
+        )
+
+    def assertPaced(self, times: list[float]) -> None:
+        """
+        The deltas came spread over time at the configured pace, not in a
+        burst at the end.
+        """
+        expected = len(tokens(PROMPT))
+        self.assertEqual(len(times), expected)
+        self.assertGreater(times[0], 0.15, "the first token comes after the time to first token")
+        spread = times[-1] - times[0]
+        self.assertGreater(spread, (expected - 1) / RATE * 0.8, times)
+        gaps = [b - a for a, b in zip(times[:-1], times[1:], strict=True)]
+        self.assertLess(abs(statistics.median(gaps) - 1 / RATE), 0.5 / RATE, gaps)
+
+    @inlineCallbacks
+    def test_openaiSDK(self) -> Any:
+        """
+        The openai SDK, with the proxy as its base_url and stream=True,
+        receives every delta, joins them into the expected text, at the pace.
+        """
+        client = LineProcess.spawn(
+            sys.executable,
+            str(PEERS / "openai_chat.py"),
+            self.proxy.url + "v1",
+            "mock-echo",
+            PROMPT,
+            env={"OPENAI_API_KEY": TOKEN, "PATH": "/usr/bin:/bin"},
+        )
+        code = yield client.exitCode
+        self.assertEqual(code, 0, client.stderr.decode())
+        deltas = [line.split(b" ", 1) for _, line in client.lines if line[:1].isdigit()]
+        self.assertEqual("".join(json.loads(text) for _, text in deltas), PROMPT)
+        self.assertPaced([float(when) for when, _ in deltas])
+        self.assertIn(b"usage %d" % (len(tokens(PROMPT)),), [line for _, line in client.lines])
+        self.assertEqual(client.lines[-1][1], b"done")
+
+    @inlineCallbacks
+    def test_wrongKeyRefused(self) -> Any:
+        """
+        The SDK with a key that is not the gateway's token gets the 401.
+        """
+        client = LineProcess.spawn(
+            sys.executable,
+            str(PEERS / "openai_chat.py"),
+            self.proxy.url + "v1",
+            "mock-echo",
+            PROMPT,
+            env={"OPENAI_API_KEY": "sk-wrong", "PATH": "/usr/bin:/bin"},
+        )
+        code = yield client.exitCode
+        self.assertNotEqual(code, 0)
+        self.assertIn(b"401", client.stderr)
+
+    @inlineCallbacks
+    def test_httpxSSE(self) -> Any:
+        """
+        httpx-sse reads the same stream event by event, ending with [DONE].
+        """
+        client = LineProcess.spawn(
+            sys.executable,
+            str(PEERS / "httpx_sse_chat.py"),
+            self.proxy.url + "v1/chat/completions",
+            "mock-echo",
+            PROMPT,
+            env={"TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
+        )
+        code = yield client.exitCode
+        self.assertEqual(code, 0, client.stderr.decode())
+        events = [line.split(b" ", 1) for _, line in client.lines if line[:1].isdigit()]
+        data = [json.loads(text) for _, text in events]
+        self.assertEqual(data[-1], "[DONE]")
+        chunks = [json.loads(d) for d in data[:-1]]
+        contents = [(float(when), c["choices"][0]["delta"].get("content")) for (when, _), c in zip(events, chunks, strict=False)]
+        self.assertEqual("".join(text for _, text in contents if text), PROMPT)
+        self.assertPaced([when for when, text in contents if text])
