@@ -6,6 +6,7 @@ real headless Chromium.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from typing import Any
@@ -15,6 +16,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tests.support import BreaksOff, Server, Upstream, startTwistd
+from twisted_stream.mockllm import PASSAGE, tokens
 from twisted_stream.page import pageHTML
 
 CHROMIUM = shutil.which("chromium")
@@ -61,6 +63,14 @@ def _browser(profile: str) -> Any:
         options.add_argument(argument)
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
 
+
+_CHAT_STATE = """
+return {
+  tokens: document.querySelectorAll("#answer span.token").length,
+  state: document.getElementById("status").dataset.state,
+  status: document.getElementById("status").textContent,
+};
+"""
 
 _STATE = """
 return {
@@ -113,6 +123,67 @@ class PageInChromiumTests(TestCase):
             return dict(polls=polls, state=seen["state"], status=seen["status"], times=times)
         finally:
             driver.quit()
+
+    def driveChat(self, url: str, model: str) -> dict[str, Any]:
+        """
+        Open the page, switch to chat, send the prompt, and watch the tokens
+        appear.
+
+        @return: C{polls} as C{(seconds since the click, tokens)}, the final
+            C{state}, C{status} and C{summary}, the C{answer} text, and each
+            token's C{data-t} (milliseconds after the click it arrived).
+        """
+        profile = self.mktemp()
+        os.makedirs(profile)
+        driver = _browser(profile)
+        try:
+            driver.get(url)
+            driver.execute_script(
+                "const mode = document.getElementById('mode'); mode.value = 'chat';"
+                "mode.dispatchEvent(new Event('change'));"
+                "document.getElementById('model').value = arguments[0];",
+                model,
+            )
+            driver.find_element("id", "start").click()
+            clicked = time.monotonic()
+            polls: list[tuple[float, int]] = []
+            seen = driver.execute_script(_CHAT_STATE)
+            while seen["state"] in ("idle", "streaming") and time.monotonic() - clicked < 30:
+                polls.append((time.monotonic() - clicked, seen["tokens"]))
+                seen = driver.execute_script(_CHAT_STATE)
+            result = driver.execute_script(
+                "return {times: Array.from(document.querySelectorAll('#answer span.token'), t => parseFloat(t.dataset.t)),"
+                " answer: document.getElementById('answer').textContent,"
+                " summary: document.getElementById('summary').textContent};"
+            )
+            driver.save_screenshot(os.path.abspath(self.mktemp() + ".png"))
+            return dict(polls=polls, state=seen["state"], status=seen["status"], **result)
+        finally:
+            driver.quit()
+
+    @inlineCallbacks
+    def test_chatTokenByToken(self) -> Any:
+        """
+        In chat mode the page sends a chat completion through the proxy and
+        renders the tokens as they arrive, showing the time to first token
+        and the tokens per second.
+        """
+        generator: Server = yield startTwistd(self, "chunkgen", "--ttft", "0.3", "--tokens-per-second", "25")
+        proxy: Server = yield startTwistd(self, "chunkproxy", "--upstream", generator.url + "generate")
+        seen = yield deferToThread(self.driveChat, proxy.url, "mock-passage")
+        self.assertEqual(seen["state"], "done", seen["status"])
+        self.assertEqual(seen["answer"], PASSAGE)
+        times = seen["times"]
+        self.assertEqual(len(times), len(tokens(PASSAGE)))
+        self.assertTrue(250 <= times[0] < 1500, times[0])
+        self.assertGreater(times[-1] - times[0], (len(times) - 1) / 25 * 1000 * 0.8)
+        between = {count for _, count in seen["polls"] if 0 < count < len(times)}
+        self.assertGreater(len(between), 10, seen["polls"][-5:])
+        found = re.fullmatch(r"time to first token (\d+) ms · ([\d.]+) tokens/s · (\d+) tokens", seen["summary"])
+        assert found is not None, seen["summary"]
+        self.assertEqual(int(found.group(1)), round(times[0]))
+        self.assertTrue(20 <= float(found.group(2)) <= 30, seen["summary"])
+        self.assertEqual(int(found.group(3)), len(times))
 
     @inlineCallbacks
     def test_chunksAppearOneByOne(self) -> Any:
