@@ -55,20 +55,26 @@ class SDKThroughProxyTests(TestCase):
         gaps = [b - a for a, b in zip(times[:-1], times[1:], strict=True)]
         self.assertLess(abs(statistics.median(gaps) - 1 / RATE), 0.5 / RATE, gaps)
 
+    def sdk(self, key: str) -> LineProcess:
+        """
+        Start the openai SDK client, with the proxy as its base URL.
+        """
+        return LineProcess.spawn(
+            sys.executable,
+            str(PEERS / "openai_chat.py"),
+            self.proxy.url + "v1",
+            "mock-echo",
+            PROMPT,
+            env={"OPENAI_API_KEY": key, "PATH": "/usr/bin:/bin"},
+        )
+
     @inlineCallbacks
     def test_openaiSDK(self) -> Any:
         """
         The openai SDK, with the proxy as its base_url and stream=True,
         receives every delta, joins them into the expected text, at the pace.
         """
-        client = LineProcess.spawn(
-            sys.executable,
-            str(PEERS / "openai_chat.py"),
-            self.proxy.url + "v1",
-            "mock-echo",
-            PROMPT,
-            env={"OPENAI_API_KEY": TOKEN, "PATH": "/usr/bin:/bin"},
-        )
+        client = self.sdk(TOKEN)
         code = yield client.exitCode
         self.assertEqual(code, 0, client.stderr.decode())
         deltas = [line.split(b" ", 1) for _, line in client.lines if line[:1].isdigit()]
@@ -82,14 +88,7 @@ class SDKThroughProxyTests(TestCase):
         """
         The SDK with a key that is not the gateway's token gets the 401.
         """
-        client = LineProcess.spawn(
-            sys.executable,
-            str(PEERS / "openai_chat.py"),
-            self.proxy.url + "v1",
-            "mock-echo",
-            PROMPT,
-            env={"OPENAI_API_KEY": "sk-wrong", "PATH": "/usr/bin:/bin"},
-        )
+        client = self.sdk("sk-wrong")
         code = yield client.exitCode
         self.assertNotEqual(code, 0)
         self.assertIn(b"401", client.stderr)

@@ -64,21 +64,16 @@ def _browser(profile: str) -> Any:
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
 
 
-_CHAT_STATE = """
+_STATE = """
 return {
-  tokens: document.querySelectorAll("#answer span.token").length,
+  count: document.querySelectorAll(arguments[0]).length,
   state: document.getElementById("status").dataset.state,
   status: document.getElementById("status").textContent,
 };
 """
 
-_STATE = """
-return {
-  rows: document.querySelectorAll("#chunks tr").length,
-  state: document.getElementById("status").dataset.state,
-  status: document.getElementById("status").textContent,
-};
-"""
+_ROWS = "#chunks tr"
+_TOKENS = "#answer span.token"
 
 
 class PageInChromiumTests(TestCase):
@@ -90,76 +85,69 @@ class PageInChromiumTests(TestCase):
 
     timeout = 90
 
-    def drive(self, url: str, count: int, interval: float) -> dict[str, Any]:
+    def drive(self, url: str, setUp: str, *arguments: object, counting: str, collect: str) -> dict[str, Any]:
         """
-        Open the page, start a stream, and watch the rows appear.
+        Open the page, set it up, click Start, and watch what appears until
+        the status says it is over.
 
-        @return: What was seen: C{polls} as C{(seconds since the click,
-            rows)}, the final C{state} and C{status}, and each row's
-            C{data-t} (milliseconds after the click that it arrived).
+        @param setUp: JavaScript that fills in the form, given C{arguments}.
+        @param counting: A CSS selector of what appears (rows or tokens).
+        @param collect: JavaScript returning an object of what to report at
+            the end.
+        @return: C{polls} as C{(seconds since the click, how many had
+            appeared)}, the final C{state} and C{status}, and what C{collect}
+            returned.
         """
         profile = self.mktemp()
         os.makedirs(profile)
         driver = _browser(profile)
         try:
             driver.get(url)
-            driver.execute_script(
-                "document.getElementById('count').value = arguments[0];"
-                "document.getElementById('interval').value = arguments[1];",
-                str(count),
-                str(interval),
-            )
+            driver.execute_script(setUp, *arguments)
             driver.find_element("id", "start").click()
             clicked = time.monotonic()
             polls: list[tuple[float, int]] = []
-            seen = driver.execute_script(_STATE)
+            seen = driver.execute_script(_STATE, counting)
             while seen["state"] in ("idle", "streaming") and time.monotonic() - clicked < 30:
-                polls.append((time.monotonic() - clicked, seen["rows"]))
-                seen = driver.execute_script(_STATE)
-            times = driver.execute_script(
-                "return Array.from(document.querySelectorAll('#chunks tr'), r => parseFloat(r.dataset.t));"
-            )
+                polls.append((time.monotonic() - clicked, seen["count"]))
+                seen = driver.execute_script(_STATE, counting)
+            collected = driver.execute_script(collect)
             driver.save_screenshot(os.path.abspath(self.mktemp() + ".png"))
-            return dict(polls=polls, state=seen["state"], status=seen["status"], times=times)
+            return dict(polls=polls, state=seen["state"], status=seen["status"], **collected)
         finally:
             driver.quit()
+
+    def driveStream(self, url: str, count: int, interval: float) -> dict[str, Any]:
+        """
+        Stream chunks; each row's C{data-t} (milliseconds after the click it
+        arrived) comes back as C{times}.
+        """
+        return self.drive(
+            url,
+            "document.getElementById('count').value = arguments[0];"
+            "document.getElementById('interval').value = arguments[1];",
+            str(count),
+            str(interval),
+            counting=_ROWS,
+            collect=f"return {{times: Array.from(document.querySelectorAll('{_ROWS}'), r => parseFloat(r.dataset.t))}};",
+        )
 
     def driveChat(self, url: str, model: str) -> dict[str, Any]:
         """
-        Open the page, switch to chat, send the prompt, and watch the tokens
-        appear.
-
-        @return: C{polls} as C{(seconds since the click, tokens)}, the final
-            C{state}, C{status} and C{summary}, the C{answer} text, and each
-            token's C{data-t} (milliseconds after the click it arrived).
+        Switch to chat and send the prompt; each token's C{data-t} comes back
+        as C{times}, with the C{answer} text and the C{summary} line.
         """
-        profile = self.mktemp()
-        os.makedirs(profile)
-        driver = _browser(profile)
-        try:
-            driver.get(url)
-            driver.execute_script(
-                "const mode = document.getElementById('mode'); mode.value = 'chat';"
-                "mode.dispatchEvent(new Event('change'));"
-                "document.getElementById('model').value = arguments[0];",
-                model,
-            )
-            driver.find_element("id", "start").click()
-            clicked = time.monotonic()
-            polls: list[tuple[float, int]] = []
-            seen = driver.execute_script(_CHAT_STATE)
-            while seen["state"] in ("idle", "streaming") and time.monotonic() - clicked < 30:
-                polls.append((time.monotonic() - clicked, seen["tokens"]))
-                seen = driver.execute_script(_CHAT_STATE)
-            result = driver.execute_script(
-                "return {times: Array.from(document.querySelectorAll('#answer span.token'), t => parseFloat(t.dataset.t)),"
-                " answer: document.getElementById('answer').textContent,"
-                " summary: document.getElementById('summary').textContent};"
-            )
-            driver.save_screenshot(os.path.abspath(self.mktemp() + ".png"))
-            return dict(polls=polls, state=seen["state"], status=seen["status"], **result)
-        finally:
-            driver.quit()
+        return self.drive(
+            url,
+            "const mode = document.getElementById('mode'); mode.value = 'chat';"
+            "mode.dispatchEvent(new Event('change'));"
+            "document.getElementById('model').value = arguments[0];",
+            model,
+            counting=_TOKENS,
+            collect=f"return {{times: Array.from(document.querySelectorAll('{_TOKENS}'), t => parseFloat(t.dataset.t)),"
+            " answer: document.getElementById('answer').textContent,"
+            " summary: document.getElementById('summary').textContent};",
+        )
 
     @inlineCallbacks
     def test_chatTokenByToken(self) -> Any:
@@ -194,7 +182,7 @@ class PageInChromiumTests(TestCase):
         """
         generator: Server = yield startTwistd(self, "chunkgen")
         proxy: Server = yield startTwistd(self, "chunkproxy", "--upstream", generator.url + "generate")
-        seen = yield deferToThread(self.drive, proxy.url, 20, 0.1)
+        seen = yield deferToThread(self.driveStream, proxy.url, 20, 0.1)
         self.assertEqual(seen["state"], "done", seen["status"])
         times = seen["times"]
         self.assertEqual(len(times), 20)
@@ -213,7 +201,7 @@ class PageInChromiumTests(TestCase):
         """
         upstream = Upstream(self, BreaksOff())
         proxy: Server = yield startTwistd(self, "chunkproxy", "--upstream", upstream.url)
-        seen = yield deferToThread(self.drive, proxy.url, 2, 0.1)
+        seen = yield deferToThread(self.driveStream, proxy.url, 2, 0.1)
         self.assertEqual(seen["state"], "error")
         self.assertIn("error (truncated)", seen["status"])
         self.assertEqual(len(seen["times"]), 2)
@@ -226,7 +214,7 @@ class PageInChromiumTests(TestCase):
         proxy: Server = yield startTwistd(
             self, "chunkproxy", "--upstream", "http://no-such-host.invalid/"
         )
-        seen = yield deferToThread(self.drive, proxy.url, 2, 0.1)
+        seen = yield deferToThread(self.driveStream, proxy.url, 2, 0.1)
         self.assertEqual(seen["state"], "error")
         self.assertEqual(
             seen["status"], "error: HTTP 502 upstream host name could not be resolved"
