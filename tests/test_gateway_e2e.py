@@ -320,6 +320,31 @@ class _Raw(Protocol):
         self.closed.callback(self.received)
 
 
+class _KeepAlive(Protocol):
+    """
+    Sends one request after another on the same connection, each once the
+    previous chunked response has ended.
+    """
+
+    def __init__(self, requests: list[bytes], pause: float) -> None:
+        self.requests = requests
+        self.pause = pause
+        self.answers: list[bytes] = [b""]
+        self.closed: Deferred[float] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.requests.pop(0))  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.answers[-1] += data
+        if self.answers[-1].endswith(b"0\r\n\r\n") and self.requests:
+            self.answers.append(b"")
+            reactor.callLater(self.pause, self.transport.write, self.requests.pop(0))  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.closed.callback(reactor.seconds())
+
+
 class EdgeTests(TestCase):
     """
     What clients can do wrong or strangely, against the real gateway.
@@ -407,6 +432,41 @@ class EdgeTests(TestCase):
         opened = reactor.seconds()
         closedAt = yield silent.closed.addTimeout(10, reactor)
         self.assertTrue(0.4 < closedAt - opened < 3.0, closedAt - opened)
+
+    @inlineCallbacks
+    def test_tricklingClientClosed(self) -> Any:
+        """
+        A client that sends a request a byte at a time (each byte would
+        restart an idle timer) is answered 408 and closed once
+        C{--client-timeout} has passed since its first byte.
+        """
+        raw = _Raw(b"GET /stream HTTP/1.1\r\nHost: gateway\r\nX-Slow: ")
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.proxy.port), raw)
+        opened = reactor.seconds()
+        trickle = LoopingCall(lambda: raw.transport.write(b"a"))  # type: ignore[union-attr]
+        trickle.start(0.05)
+        self.addCleanup(lambda: trickle.stop() if trickle.running else None)
+        answer = yield raw.closed.addTimeout(10, reactor)
+        waited = reactor.seconds() - opened
+        self.assertTrue(answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer[:80])
+        self.assertTrue(answer.endswith(b"\r\n\r\nthe request did not arrive in full within 0.5 s\n"), answer)
+        self.assertTrue(0.45 < waited < 2.0, waited)
+
+    @inlineCallbacks
+    def test_keepAliveRequestsEachGetTheirTime(self) -> Any:
+        """
+        On one kept-alive connection, each request gets its own arrival
+        deadline, and the connection idles out after the last.
+        """
+        request = b"GET /stream?count=2&interval=0.1 HTTP/1.1\r\nHost: gateway\r\n\r\n"
+        client = _KeepAlive([request, request, request], pause=0.3)
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.proxy.port), client)
+        yield client.closed.addTimeout(10, reactor)
+        self.assertEqual(len(client.answers), 3)
+        for answer in client.answers:
+            self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:60])
+            self.assertEqual(answer.count(b"Chunk "), 2)
+            self.assertTrue(answer.endswith(b"0\r\n\r\n"))
 
     @inlineCallbacks
     def test_rawTargets(self) -> Any:

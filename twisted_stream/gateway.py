@@ -10,13 +10,17 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import Optional, Sequence
 
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from twisted_stream._http import PlainResource, textError
 from twisted_stream.proxy import DEFAULT_MAX_BODY, FORWARDED_METHODS, StreamProxyResource
 
-__all__ = ["GatewayRequest", "GatewayResource", "GatewaySite", "Route"]
+__all__ = ["ArrivalDeadlineChannel", "GatewayRequest", "GatewayResource", "GatewaySite", "Route"]
 
 
 @dataclass(frozen=True)
@@ -108,14 +112,72 @@ class GatewayRequest(Request):
             self._kept.write(kept)
 
 
+class ArrivalDeadlineChannel(HTTPChannel):
+    """
+    An HTTP channel that gives each request C{timeOut} seconds to arrive in
+    full, headers and body, from its first byte.
+
+    Twisted's own idle timeout starts again with every byte received, so a
+    client that trickles a request a byte at a time would hold a connection
+    for ever; this one is answered with C{408} and closed. The deadline is
+    off while a response is being sent, so streams of any length are spared.
+    """
+
+    _arrival: Optional[IDelayedCall] = None
+    _responding = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._arrival is None and not self._responding and self.timeOut:
+            self._arrival = self.callLater(self.timeOut, self._tooSlow)
+        super().dataReceived(data)
+
+    def allContentReceived(self) -> None:
+        self._stopDeadline()
+        self._responding = True
+        super().allContentReceived()
+
+    def requestDone(self, request: Request) -> None:
+        # Before the base class, which may go on to a pipelined request.
+        self._responding = False
+        super().requestDone(request)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._stopDeadline()
+        super().connectionLost(reason)
+
+    def _stopDeadline(self) -> None:
+        if self._arrival is not None:
+            if self._arrival.active():
+                self._arrival.cancel()
+            self._arrival = None
+
+    def _tooSlow(self) -> None:
+        self._arrival = None
+        body = b"the request did not arrive in full within %g s\n" % (self.timeOut or 0,)
+        assert self.transport is not None
+        self.transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        self.transport.loseConnection()
+
+
 class GatewaySite(Site):
     """
-    The gateway's site: L{GatewayRequest}s, no tracebacks to clients, an
-    idle timeout for clients that send nothing, and access log lines without
-    query strings (they may hold keys).
+    The gateway's site: L{GatewayRequest}s, no tracebacks to clients, a
+    client timeout both for connections that send nothing and for requests
+    that take too long to arrive (L{ArrivalDeadlineChannel}), and access log
+    lines without query strings (they may hold keys).
+
+    (Its channels speak HTTP/1.x: the HTTP/2 negotiation that Site's default
+    protocol adds over TLS is not used.)
     """
 
     requestFactory = GatewayRequest
+    # Twisted types this as its HTTP/2-negotiating wrapper, but any
+    # HTTPChannel will do: buildProtocol only sets callLater, timeOut,
+    # requestFactory and site on it.
+    protocol = ArrivalDeadlineChannel  # type: ignore[assignment]
     displayTracebacks = False
 
     def __init__(self, resource: Resource, maxBody: int, clientTimeout: float) -> None:
@@ -123,7 +185,8 @@ class GatewaySite(Site):
         @param resource: The root resource.
         @param maxBody: The largest request body to keep.
         @param clientTimeout: Seconds a client connection may send nothing
-            before it is closed (while no response is being streamed to it).
+            (while no response is being streamed to it), and seconds a
+            request may take to arrive in full, before it is closed.
         """
         super().__init__(resource, timeout=clientTimeout, logFormatter=_withoutQuery)
         self.maxBody = maxBody
