@@ -5,6 +5,7 @@ Tests for L{twisted_stream.watch}: C{chunkwatch}.
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 from datetime import datetime
@@ -19,7 +20,7 @@ from twisted.web.client import ResponseDone, ResponseFailed
 
 from tests.support import BreaksOff, LineProcess, Server, Upstream, startTwistd
 from twisted_stream.formats import NDJSON, SSE, TEXT
-from twisted_stream.watch import EXIT_CLEAN, EXIT_TRUNCATED, Watcher, percentile, sendTime
+from twisted_stream.watch import EXIT_CLEAN, EXIT_TRUNCATED, Watcher, _shown, percentile, sendTime
 
 NOW = 1_764_000_000.5
 
@@ -72,6 +73,24 @@ class SendTimeTests(SynchronousTestCase):
         """
         self.assertIsNone(sendTime(b"hello\n", NOW))
         self.assertIsNone(sendTime(b"[25:61:00.000]", NOW))
+
+
+class ShownTests(SynchronousTestCase):
+    def test_chatDeltasByContent(self) -> None:
+        """
+        A piece of an OpenAI-style event stream is shown by the content of
+        its deltas; anything else as its text.
+        """
+        from twisted_stream.apis import openai
+
+        piece = openai.event(openai.chunk("id", 1, "m", {"content": "Hello"})) + openai.event(
+            openai.chunk("id", 1, "m", {"content": " wörld"})
+        )
+        self.assertEqual(_shown(piece), 'delta "Hello" " wörld"')
+        self.assertEqual(_shown(b"data: [DONE]\n\n"), "data: [DONE]")
+        self.assertEqual(_shown(b"line one\nline two\n"), "line one | line two")
+        self.assertEqual(_shown(b"data: {not json\n\n"), "data: {not json")
+        self.assertTrue(_shown(b"x" * 100).endswith("..."))
 
 
 class PercentileTests(SynchronousTestCase):
@@ -166,6 +185,25 @@ class ChunkwatchTests(TestCase):
         self.assertGreater(rows[-1][0] - rows[0][0], 1.0)
         self.assertIn("ended cleanly", watched.text)
         self.assertRegex(watched.text, r"delay ms: p50 \d+\.\d")
+
+    @inlineCallbacks
+    def test_chatCompletion(self) -> Any:
+        """
+        C{--data} POSTs a chat completion; the deltas are shown by their
+        content as they arrive, at the mock's pace.
+        """
+        generator: Server = yield startTwistd(self, "chunkgen", "--ttft", "0.1", "--tokens-per-second", "20")
+        body = json.dumps(
+            {"model": "mock-echo", "stream": True, "messages": [{"role": "user", "content": "one two three four"}]}
+        )
+        watched = chunkwatch("--data", body, "-H", "X-Mock-Tokens-Per-Second: 10", generator.url + "v1/chat/completions")
+        code = yield watched.exitCode
+        self.assertEqual(code, 0, watched.stderr)
+        self.assertIn("chunkwatch: POST", watched.text)
+        rows = [(when, line) for when, line in watched.lines if b" delta " in line]
+        self.assertEqual([line.split(b" delta ")[1] for _, line in rows], [b'"one"', b'" two"', b'" three"', b'" four"'])
+        self.assertGreater(rows[-1][0] - rows[0][0], 0.25, "the header's pace: 10 tokens a second")
+        self.assertIn("ended cleanly", watched.text)
 
     @inlineCallbacks
     def test_truncatedExitsOne(self) -> Any:

@@ -2,6 +2,10 @@
 """
 C{chunkwatch URL}: watch a streaming HTTP response arrive, piece by piece.
 
+C{chunkwatch --data '{"model": "mock-passage", "stream": true, "messages":
+[...]}' http://localhost:8080/v1/chat/completions} watches an LLM's answer:
+pieces that carry chat completion deltas are shown by their content.
+
 For each piece it prints when it arrived, the gap since the previous one and,
 where the piece carries the time it was sent (C{chunkgen}'s formats do), the
 end-to-end delay; at the end a summary: chunks, bytes, time to first byte,
@@ -12,6 +16,7 @@ command line, and 3 on an HTTP error status.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import sys
@@ -26,6 +31,7 @@ from twisted.internet.task import react
 from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, PotentialDataLoss, ResponseDone
+from twisted.web.http_headers import Headers
 
 from twisted_stream.options import parseHTTPURL, parseTimeout
 
@@ -80,8 +86,32 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
+def _deltaContents(piece: bytes) -> Optional[list[str]]:
+    """
+    The contents of the chat completion deltas in a piece of an event
+    stream, if it holds any (an OpenAI-style stream, such as the mock
+    LLM's).
+    """
+    contents = []
+    for line in piece.splitlines():
+        if not line.startswith(b"data: {"):
+            continue
+        try:
+            choices = json.loads(line[len(b"data: ") :]).get("choices") or [{}]
+            content = (choices[0].get("delta") or {}).get("content")
+        except (ValueError, AttributeError, IndexError, TypeError):
+            return None
+        if isinstance(content, str) and content:
+            contents.append(content)
+    return contents or None
+
+
 def _shown(piece: bytes, width: int = 72) -> str:
-    text = " | ".join(line for line in piece.decode("utf-8", "replace").splitlines() if line)
+    contents = _deltaContents(piece)
+    if contents is not None:
+        text = "delta " + " ".join(json.dumps(content, ensure_ascii=False) for content in contents)
+    else:
+        text = " | ".join(line for line in piece.decode("utf-8", "replace").splitlines() if line)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -176,7 +206,8 @@ class WatchOptions(usage.Options):
 
     synopsis = "Usage: chunkwatch [options] URL"
     longdesc = (
-        "Prints each piece of a streaming HTTP response as it arrives, with its arrival time, "
+        "Prints each piece of a streaming HTTP response as it arrives (an LLM's chat completion"
+        " deltas shown by their content), with its arrival time, "
         "the gap since the previous one and (where the piece carries its send time) the "
         "end-to-end delay; then a summary. Exit status: 0 clean end, 1 truncated stream or "
         "failed connection, 2 bad command line, 3 HTTP error status."
@@ -184,7 +215,43 @@ class WatchOptions(usage.Options):
     optFlags = [["quiet", "q", "Print only the summary."]]
     optParameters = [
         ["timeout", "t", 10.0, "Seconds to wait for the response headers.", parseTimeout],
+        ["method", "X", None, "The request method (GET, or POST with --data)."],
+        ["data", "d", None, "A request body to send (JSON by default); @FILE reads it from FILE."],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    def opt_header(self, header: str) -> None:
+        """
+        'NAME: VALUE': a request header (repeatable).
+        """
+        name, colon, value = header.partition(":")
+        if not colon or not name.strip():
+            raise usage.UsageError(f"a header must be 'NAME: VALUE', not {header!r}")
+        self.headers.append((name.strip().encode("latin-1"), value.strip().encode("latin-1")))
+
+    opt_H = opt_header
+
+    def postOptions(self) -> None:
+        """
+        Read C{@FILE} data, and settle the method.
+        """
+        data = self["data"]
+        if data is not None and data.startswith("@"):
+            try:
+                with open(data[1:], "rb") as f:
+                    self["data"] = f.read()
+            except OSError as e:
+                raise usage.UsageError(f"--data {data}: {e.strerror}") from None
+        elif data is not None:
+            self["data"] = data.encode("utf-8")
+        if self["method"] is None:
+            self["method"] = "POST" if self["data"] is not None else "GET"
+        self["method"] = self["method"].upper()
+        if self["data"] is not None and not any(name.lower() == b"content-type" for name, _ in self.headers):
+            self.headers.append((b"Content-Type", b"application/json"))
 
     # usage.Options learns the positional arguments from this signature.
     def parseArgs(self, url: str) -> None:  # type: ignore[override]
@@ -210,10 +277,16 @@ def watch(reactor: Any, options: WatchOptions, out: TextIO) -> Generator[Deferre
     pool = HTTPConnectionPool(reactor, persistent=False)
     client = HTTPClient(Agent(reactor, pool=pool))
     url = options["url"]
-    out.write(f"chunkwatch: GET {url.decode('ascii')}\n")
+    method = options["method"]
+    out.write(f"chunkwatch: {method} {url.decode('ascii')}\n")
+    headers = Headers()
+    for name, value in options.headers:
+        headers.addRawHeader(name, value)
     started = reactor.seconds()
     try:
-        response = yield client.get(url, unbuffered=True, timeout=options["timeout"])
+        response = yield client.request(
+            method, url, headers=headers, data=options["data"], unbuffered=True, timeout=options["timeout"]
+        )
     except Exception as e:
         out.write(f"chunkwatch: no response: {e}\n")
         return EXIT_TRUNCATED
