@@ -364,6 +364,18 @@ class FailureTests(SynchronousTestCase):
         self.assertEqual(len(agent.requests), 2)
         self.assertAnswer(request, 502, b"upstream refused the connection")
 
+    def test_outOfTimeBetweenAttempts(self) -> None:
+        """
+        When the deadline passes while a retry waits, the client hears why
+        the last attempt failed: it never connected, so not a 504.
+        """
+        agent = _FakeAgent(*[fail(ConnectionRefusedError()) for _ in range(10)])
+        request, _ = self.render(agent, timeout=0.25, retries=9)
+        self.clock.pump([0.05] * 10)
+        # At 0 s and 0.1 s; the third would be at 0.3 s, past the deadline.
+        self.assertEqual(len(agent.requests), 2)
+        self.assertAnswer(request, 502, b"upstream refused the connection")
+
     def test_noRetryOnceSent(self) -> None:
         """
         A request that may have reached the upstream (it failed after it was

@@ -229,6 +229,7 @@ class _Exchange:
         self._pending: Optional[Deferred[Any]] = None
         self._deadline: Optional[IDelayedCall] = None
         self._retry: Optional[IDelayedCall] = None
+        self._lastFailure: Optional[Failure] = None
         self._producer: Optional[_WatchedProducer] = None
         # The body watch: idle timeout and heartbeats.
         self._watch: Optional[IDelayedCall] = None
@@ -277,10 +278,13 @@ class _Exchange:
         self._timedOut = True
         if self._pending is not None:
             self._pending.cancel()
-        elif self._retry is not None:
+        elif self._retry is not None and self._lastFailure is not None:
+            # Out of time between attempts: the client hears why the last
+            # attempt failed (it never connected, so not a 504).
             self._retry.cancel()
             self._retry = None
-            self._fail(504, f"upstream sent no response headers within {self._proxy.connectTimeout:g} s", None)
+            code, reason = _failureReason(self._lastFailure, False, self._proxy.connectTimeout)
+            self._fail(code, reason, self._lastFailure)
 
     def _stopDeadline(self) -> None:
         if self._deadline is not None:
@@ -323,20 +327,22 @@ class _Exchange:
                 attempt=self._attempts,
                 failure=failure,
             )
+            self._lastFailure = failure
             self._retry = self._clock.callLater(0.1 * self._attempts, self._attempt)
             return
         self._stopDeadline()
         code, reason = _failureReason(failure, self._timedOut, self._proxy.connectTimeout)
         self._fail(code, reason, failure)
 
-    def _fail(self, code: int, reason: str, failure: Optional[Failure]) -> None:
+    def _fail(self, code: int, reason: str, failure: Failure) -> None:
         self._log.warn(
-            "{method} {url}: {code} {reason} ({cause})",
+            "{method} {url}: {code} {reason} ({failure.value!r}, after {attempts} attempts)",
             method=self.request.method.decode("ascii"),
             url=self._where,
             code=code,
             reason=reason,
-            cause=repr(failure.value) if failure is not None else "no attempt left",
+            failure=failure,
+            attempts=self._attempts,
         )
         body = textError(self.request, code, reason)
         self.request.setHeader(b"Content-Length", b"%d" % (len(body),))
