@@ -405,6 +405,11 @@ class StreamWatchTests(SynchronousTestCase):
         self.upstreamWrites(gw, held, b"\n")
         gw.clock.pump([0.125] * 9)
         self.assertEqual(_body(request), b": keep-alive\n\ndata: part of an event\n\n: keep-alive\n\n")
+        # Silent on: one heartbeat a period, counted from the last one.
+        gw.clock.pump([0.125] * 8)
+        self.assertEqual(_body(request).count(b": keep-alive"), 3)
+        gw.clock.pump([0.125] * 8)
+        self.assertEqual(_body(request).count(b": keep-alive"), 4)
 
     def test_noHeartbeatInOtherContent(self) -> None:
         gw, held, request = self.start(b"application/x-ndjson", heartbeat=1.0)

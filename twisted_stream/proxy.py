@@ -381,8 +381,9 @@ class _Exchange:
         if periods:
             now = self._clock.seconds()
             self._lastUpstream = self._lastSent = now
-            # Checked eight times per period: a heartbeat or an idle timeout
-            # comes at most an eighth of its period late.
+            # Checked eight times per period: activity is noticed at most a
+            # tick late, and acted on at most a tick late, so a heartbeat
+            # or an idle timeout comes at most a quarter of its period late.
             self._watchEvery = min(periods) / 8
             self._watch = self._clock.callLater(self._watchEvery, self._watchBody)
 
@@ -429,6 +430,10 @@ class _Exchange:
             self._heartbeatBytes += len(heartbeat)
             self.request.write(heartbeat)
             self._tail = heartbeat
+            # The next heartbeat counts from this one, not from the tick
+            # that would notice it.
+            self._lastSent = now
+            self._seenSent = self.request.sentLength
         self._watch = self._clock.callLater(self._watchEvery, self._watchBody)
 
     def _stopWatch(self) -> None:
