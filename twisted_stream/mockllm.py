@@ -103,10 +103,10 @@ class Pace:
         ttft = given("mock_ttft", b"x-mock-ttft")
         rate = given("mock_tokens_per_second", b"x-mock-tokens-per-second")
         return Pace(
-            self.ttft if ttft is None else openai.checkedSeconds(ttft, "mock_ttft", 0, MAX_TTFT),
+            self.ttft if ttft is None else openai.checkedNumber(ttft, "mock_ttft", 0, MAX_TTFT),
             self.tokensPerSecond
             if rate is None
-            else openai.checkedSeconds(rate, "mock_tokens_per_second", 0.01, MAX_TOKENS_PER_SECOND),
+            else openai.checkedNumber(rate, "mock_tokens_per_second", 0.01, MAX_TOKENS_PER_SECOND),
         )
 
 

@@ -254,9 +254,9 @@ def modelList(models: Sequence[str], created: int) -> bytes:
     )
 
 
-def checkedSeconds(value: Any, name: str, low: float, high: float) -> float:
+def checkedNumber(value: Any, name: str, low: float, high: float) -> float:
     """
-    Check a number of seconds (or a rate) given in a request.
+    Check a number (seconds, a rate) given in a request.
 
     @raise RequestError: If it is not a number from C{low} to C{high}.
     """
