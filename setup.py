@@ -48,6 +48,7 @@ setup(
             "httpx>=0.27",
             "httpx-sse>=0.4",
             "openai>=1.30",
+            "anthropic>=0.30",
             "ruff>=0.5",
         ],
     },

@@ -1,6 +1,6 @@
 """
 The mock LLM through the real proxy, read by real clients nobody here wrote:
-the official openai package and httpx-sse.
+the official openai and anthropic packages, and httpx-sse.
 """
 
 from __future__ import annotations
@@ -82,6 +82,30 @@ class SDKThroughProxyTests(TestCase):
         self.assertPaced([float(when) for when, _ in deltas])
         self.assertIn(b"usage %d" % (len(tokens(PROMPT)),), [line for _, line in client.lines])
         self.assertEqual(client.lines[-1][1], b"done")
+
+    @inlineCallbacks
+    def test_anthropicSDK(self) -> Any:
+        """
+        The anthropic SDK, with the proxy as its base_url, streams a message
+        from the mock's Messages API: every text delta, the expected text,
+        at the pace, with the stop reason and usage.
+        """
+        client = LineProcess.spawn(
+            sys.executable,
+            str(PEERS / "anthropic_chat.py"),
+            self.proxy.url.rstrip("/"),
+            "mock-echo",
+            PROMPT,
+            env={"GATEWAY_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
+        )
+        code = yield client.exitCode
+        self.assertEqual(code, 0, client.stderr.decode())
+        deltas = [line.split(b" ", 1) for _, line in client.lines if line[:1].isdigit()]
+        self.assertEqual("".join(json.loads(text) for _, text in deltas), PROMPT)
+        self.assertPaced([float(when) for when, _ in deltas])
+        lines = [line for _, line in client.lines]
+        self.assertIn(b"stop end_turn", lines)
+        self.assertIn(b"usage %d" % (len(tokens(PROMPT)),), lines)
 
     @inlineCallbacks
     def test_wrongKeyRefused(self) -> Any:

@@ -16,8 +16,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import StreamingRequest, render
+from twisted_stream.apis.openai import OpenAIChat
 from twisted_stream.generator import GeneratorRoot, StreamSpec
-from twisted_stream.mockllm import PASSAGE, ChatCompletionsResource, Pace, tokens
+from twisted_stream.mockllm import PASSAGE, ChatResource, Pace, tokens
 
 URL = "http://gen/v1/chat/completions"
 
@@ -193,7 +194,7 @@ class ChatTests(SynchronousTestCase):
 class ProducerTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.resource = ChatCompletionsResource(Pace(ttft=0.5, tokensPerSecond=10), self.clock)
+        self.resource = ChatResource(OpenAIChat(), Pace(ttft=0.5, tokensPerSecond=10), self.clock)
         body = json.dumps(_chat("a b c d e f", stream=True)).encode()
         self.request = StreamingRequest([], method=b"POST", uri=b"/v1/chat/completions", body=body)
         render(self.resource, self.request)
@@ -229,3 +230,86 @@ class ProducerTests(SynchronousTestCase):
         self.assertEqual(self.contents(), ["a", " b", " c"])
         self.clock.advance(0.1)
         self.assertEqual(self.contents(), ["a", " b", " c", " d"])
+
+
+def _typedEvents(body: bytes) -> list[tuple[str, Any]]:
+    events = []
+    for block in body.split(b"\n\n"):
+        if block:
+            kind, data = block.split(b"\n", 1)
+            events.append((kind[len(b"event: ") :].decode(), json.loads(data[len(b"data: ") :])))
+    return events
+
+
+class AnthropicTests(SynchronousTestCase):
+    """
+    The same mock, in Anthropic's Messages shape at C{/v1/messages}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.client: Any = StubTreq(GeneratorRoot(StreamSpec(), self.clock, Pace(ttft=0.5, tokensPerSecond=10)))
+        self.pieces: list[bytes] = []
+
+    def post(self, body: Any, headers: dict[str, str] | None = None) -> Any:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        requested = self.client.post("http://gen/v1/messages", data=data, headers=headers or {})
+        self.clock.advance(60)
+        self.client.flush()
+        response = self.successResultOf(requested)
+        self.pieces.append(self.successResultOf(treq.content(response)))
+        return response
+
+    def test_streamedEvents(self) -> None:
+        """
+        A stream is message_start and content_block_start, a text delta per
+        token, then content_block_stop, message_delta (stop reason, output
+        tokens) and message_stop.
+        """
+        response = self.post(
+            {"model": "mock-echo", "max_tokens": 3, "stream": True, "system": "be brief",
+             "messages": [{"role": "user", "content": [{"type": "text", "text": "one two three four"}]}]}
+        )
+        self.assertEqual(response.code, 200)
+        events = _typedEvents(b"".join(self.pieces))
+        self.assertEqual(
+            [kind for kind, _ in events],
+            ["message_start", "content_block_start"] + ["content_block_delta"] * 3
+            + ["content_block_stop", "message_delta", "message_stop"],
+        )
+        for kind, data in events:
+            self.assertEqual(data["type"], kind)
+        message = events[0][1]["message"]
+        self.assertTrue(message["id"].startswith("msg_"))
+        self.assertEqual((message["role"], message["model"], message["usage"]["input_tokens"]), ("assistant", "mock-echo", 6))
+        self.assertEqual("".join(d["delta"]["text"] for k, d in events if k == "content_block_delta"), "one two three")
+        self.assertEqual(events[-2][1]["delta"]["stop_reason"], "max_tokens")
+        self.assertEqual(events[-2][1]["usage"], {"output_tokens": 3})
+
+    def test_wholeMessage(self) -> None:
+        self.post({"model": "mock-echo", "max_tokens": 100, "messages": [{"role": "user", "content": "hi there"}]})
+        message = json.loads(b"".join(self.pieces))
+        self.assertEqual(message["type"], "message")
+        self.assertEqual(message["content"], [{"type": "text", "text": "hi there"}])
+        self.assertEqual(message["stop_reason"], "end_turn")
+
+    def test_errorsInAnthropicsShape(self) -> None:
+        for body, status, kind in (
+            (b"{", 400, "invalid_request_error"),
+            ({"model": "mock-echo", "messages": [{"role": "user", "content": "x"}]}, 400, "invalid_request_error"),
+            ({"model": "mock-echo", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}, 400, "invalid_request_error"),
+            ({"model": "claude-9", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}, 404, "not_found_error"),
+        ):
+            self.pieces.clear()
+            response = self.post(body)
+            self.assertEqual(response.code, status, body)
+            error = json.loads(b"".join(self.pieces))
+            self.assertEqual((error["type"], error["error"]["type"]), ("error", kind), body)
+
+    def test_modelsForAnthropicClients(self) -> None:
+        response = self.successResultOf(self.client.get("http://gen/v1/models", headers={"anthropic-version": "2023-06-01"}))
+        models = json.loads(self.successResultOf(treq.content(response)))
+        self.assertEqual([m["id"] for m in models["data"]], ["mock-passage", "mock-echo"])
+        self.assertEqual(models["data"][0]["type"], "model")
+        response = self.successResultOf(self.client.get("http://gen/v1/nope", headers={"anthropic-version": "2023-06-01"}))
+        self.assertEqual(json.loads(self.successResultOf(treq.content(response)))["error"]["type"], "not_found_error")

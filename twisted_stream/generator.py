@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from twisted_stream._http import STREAMING_HEADERS, PlainResource, textError
 from twisted_stream.formats import FORMATS, TEXT, ChunkFormat
-from twisted_stream.mockllm import OpenAIResource, Pace
+from twisted_stream.mockllm import MockLLMResource, Pace
 
 __all__ = [
     "GenerateResource",
@@ -330,7 +330,8 @@ GET /generate?count=N&interval=SECONDS&size=BYTES&format=text|sse|ndjson
   size      pad each chunk to this many bytes, 0 to {maxSize} (default {size})
   format    text, sse or ndjson (default {format})
 
-POST /v1/chat/completions   models mock-passage, mock-echo; "stream": true for SSE
+POST /v1/chat/completions   OpenAI's API: models mock-passage, mock-echo; "stream": true for SSE
+POST /v1/messages           Anthropic's API: the same models
 GET  /v1/models
   first token after {ttft:g} s, then {rate:g} tokens/s; per request: body fields
   mock_ttft, mock_tokens_per_second, or headers X-Mock-TTFT, X-Mock-Tokens-Per-Second
@@ -363,7 +364,7 @@ class GeneratorRoot(PlainResource):
             format=defaults.format.name,
         ).encode("utf-8")
         self.putChild(b"generate", GenerateResource(defaults, clock))
-        self.putChild(b"v1", OpenAIResource(pace, clock))
+        self.putChild(b"v1", MockLLMResource(pace, clock))
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         """

@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_mockllm -*-
 """
-C{chunkgen}'s mock LLM: an OpenAI-compatible C{/v1} with exact timing.
+C{chunkgen}'s mock LLM: OpenAI's and Anthropic's chat endpoints under
+C{/v1}, with exact timing.
 
 The answer is deterministic: C{mock-passage} answers with a fixed passage,
 C{mock-echo} with the last user message. It is split into tokens (each
@@ -14,9 +15,8 @@ C{X-Mock-Tokens-Per-Second}.
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.task import LoopingCall
@@ -27,10 +27,19 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from twisted_stream._http import STREAMING_HEADERS, PlainResource
-from twisted_stream.apis import openai
-from twisted_stream.apis.openai import RequestError
+from twisted_stream.apis import (
+    Answer,
+    ChatAPI,
+    ChatRequest,
+    Finish,
+    RequestError,
+    checkedNumber,
+    newId,
+    openai,
+)
+from twisted_stream.apis.anthropic import AnthropicMessages
 
-__all__ = ["MODELS", "PASSAGE", "OpenAIResource", "Pace", "answerFor", "tokens"]
+__all__ = ["MODELS", "PASSAGE", "ChatResource", "MockLLMResource", "Pace", "answerFor", "tokens"]
 
 PASSAGE = (
     "A stream is a promise kept one token at a time. The proxy in the middle holds nothing back: "
@@ -58,7 +67,7 @@ def tokens(text: str) -> list[str]:
     return re.findall(r"\s*\S+", text)
 
 
-def answerFor(request: openai.ChatRequest) -> str:
+def answerFor(request: ChatRequest) -> str:
     """
     The mock's answer to a request.
 
@@ -82,7 +91,7 @@ class Pace:
     ttft: float = 0.3
     tokensPerSecond: float = 30.0
 
-    def forRequest(self, request: Request, chat: openai.ChatRequest) -> Pace:
+    def forRequest(self, request: Request, chat: ChatRequest) -> Pace:
         """
         The pace one request asks for.
 
@@ -103,24 +112,24 @@ class Pace:
         ttft = given("mock_ttft", b"x-mock-ttft")
         rate = given("mock_tokens_per_second", b"x-mock-tokens-per-second")
         return Pace(
-            self.ttft if ttft is None else openai.checkedNumber(ttft, "mock_ttft", 0, MAX_TTFT),
+            self.ttft if ttft is None else checkedNumber(ttft, "mock_ttft", 0, MAX_TTFT),
             self.tokensPerSecond
             if rate is None
-            else openai.checkedNumber(rate, "mock_tokens_per_second", 0.01, MAX_TOKENS_PER_SECOND),
+            else checkedNumber(rate, "mock_tokens_per_second", 0.01, MAX_TOKENS_PER_SECOND),
         )
 
 
-def _jsonError(request: Request, problem: RequestError) -> bytes:
+def _jsonError(request: Request, api: ChatAPI, problem: RequestError) -> bytes:
     request.setResponseCode(problem.status)
     request.setHeader(b"Content-Type", b"application/json")
-    return openai.error(problem)
+    return api.error(problem)
 
 
 @implementer(IPushProducer)
 class _TokenStream:
     """
-    Writes one streamed answer's chunks, paced; the request's push producer,
-    so a client that does not read pauses it.
+    Writes one streamed answer's events, paced; the request's push
+    producer, so a client that does not read pauses it.
     """
 
     _log = Logger()
@@ -128,34 +137,27 @@ class _TokenStream:
     def __init__(
         self,
         request: Request,
-        chat: openai.ChatRequest,
+        api: ChatAPI,
+        answer: Answer,
         pieces: Sequence[str],
-        finishReason: str,
-        promptTokens: int,
+        finish: Finish,
         pace: Pace,
         clock: IReactorTime,
     ) -> None:
         self._request = request
-        self._chat = chat
+        self._api = api
+        self._answer = answer
         self._pieces = pieces
-        self._finishReason = finishReason
-        self._promptTokens = promptTokens
+        self._finish = finish
         self._pace = pace
         self._clock = clock
         self._sent = 0
-        self._id = "chatcmpl-" + uuid.uuid4().hex[:24]
-        self._created = int(clock.seconds())
         self._first: Optional[IDelayedCall] = None
         self._loop: Optional[LoopingCall] = None
         self._begun = False
         self._origin = 0.0
         self._paused = False
         self._done = False
-
-    def _chunk(self, delta: dict[str, Any], finishReason: Optional[str] = None) -> bytes:
-        return openai.event(
-            openai.chunk(self._id, self._created, self._chat.model, delta, finishReason, self._chat.includeUsage)
-        )
 
     def start(self) -> None:
         self._request.notifyFinish().addErrback(self._gone)
@@ -169,7 +171,7 @@ class _TokenStream:
     def _begin(self) -> None:
         self._first = None
         self._begun = True
-        self._request.write(self._chunk({"role": "assistant", "content": ""}))
+        self._request.write(self._api.opening(self._answer))
         if not self._paused:
             self._startLoop()
 
@@ -188,10 +190,10 @@ class _TokenStream:
         # times this far from the epoch round by tenths of a microsecond.)
         due = min(len(self._pieces), int(elapsed * self._pace.tokensPerSecond + 1e-3) + 1)
         while self._sent < due and not (self._paused or self._done):
-            self._request.write(self._chunk({"content": self._pieces[self._sent]}))
+            self._request.write(self._api.token(self._answer, self._pieces[self._sent]))
             self._sent += 1
         if self._sent == len(self._pieces) and not self._done:
-            self._finish()
+            self._end()
 
     def _stop(self) -> None:
         self._done = True
@@ -201,14 +203,10 @@ class _TokenStream:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
 
-    def _finish(self) -> None:
+    def _end(self) -> None:
         self._stop()
         request = self._request
-        request.write(self._chunk({}, self._finishReason))
-        if self._chat.includeUsage:
-            used = openai.usage(self._promptTokens, self._sent)
-            request.write(openai.event(openai.usageChunk(self._id, self._created, self._chat.model, used)))
-        request.write(openai.done())
+        request.write(self._api.closing(self._answer, self._finish, self._sent))
         request.unregisterProducer()
         request.finish()
 
@@ -238,35 +236,43 @@ class _TokenStream:
         self._stop()
 
 
-class ChatCompletionsResource(PlainResource):
+class ChatResource(PlainResource):
     """
-    C{POST /v1/chat/completions}.
+    One API's chat endpoint: C{POST} a conversation, get the mock's answer,
+    streamed or whole.
     """
 
     isLeaf = True
 
-    def __init__(self, pace: Pace, clock: IReactorTime) -> None:
+    def __init__(self, api: ChatAPI, pace: Pace, clock: IReactorTime) -> None:
+        """
+        @param api: Whose wire shapes to speak.
+        @param pace: The default pace.
+        @param clock: What paces the tokens.
+        """
         super().__init__()
+        self._api = api
         self._pace = pace
         self._clock = clock
 
     def render(self, request: Request) -> bytes | int:
         """
-        Answer POST; anything else gets OpenAI's JSON error.
+        Answer POST; anything else gets the API's error.
         """
         if request.method != b"POST":
             request.setHeader(b"Allow", b"POST")
-            return _jsonError(request, RequestError("use POST for /v1/chat/completions", status=405))
+            problem = RequestError(f"use POST for {request.path.decode('latin-1')}", status=405)
+            return _jsonError(request, self._api, problem)
         return self.render_POST(request)
 
     def render_POST(self, request: Request) -> bytes | int:
         """
-        Answer a chat completion request: streamed, or whole after the time
-        the tokens would take.
+        Answer a chat request: streamed, or whole after the time the tokens
+        would take.
         """
         content = request.content
         try:
-            chat = openai.parseChatRequest(content.read() if content is not None else b"")
+            chat = self._api.parse(content.read() if content is not None else b"")
             if chat.model not in MODELS:
                 raise RequestError(
                     f"The model {chat.model!r} does not exist; this mock serves {', '.join(MODELS)}",
@@ -276,36 +282,33 @@ class ChatCompletionsResource(PlainResource):
                 )
             pace = self._pace.forRequest(request, chat)
         except RequestError as problem:
-            return _jsonError(request, problem)
+            return _jsonError(request, self._api, problem)
         pieces = tokens(answerFor(chat))
-        finishReason = "stop"
+        finish: Finish = "complete"
         if chat.maxTokens is not None and len(pieces) > chat.maxTokens:
-            pieces, finishReason = pieces[: chat.maxTokens], "length"
-        promptTokens = sum(len(tokens(text)) for _, text in chat.messages)
+            pieces, finish = pieces[: chat.maxTokens], "length"
+        answer = Answer(
+            newId(self._api.idPrefix),
+            int(self._clock.seconds()),
+            chat,
+            sum(len(tokens(text)) for _, text in chat.messages),
+        )
         if chat.stream:
             request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
             for name, value in STREAMING_HEADERS:
                 request.setHeader(name, value)
-            _TokenStream(request, chat, pieces, finishReason, promptTokens, pace, self._clock).start()
+            _TokenStream(request, self._api, answer, pieces, finish, pace, self._clock).start()
             return NOT_DONE_YET
-        body = openai.completion(
-            "chatcmpl-" + uuid.uuid4().hex[:24],
-            int(self._clock.seconds()),
-            chat.model,
-            "".join(pieces),
-            finishReason,
-            openai.usage(promptTokens, len(pieces)),
-        )
+        body = self._api.whole(answer, "".join(pieces), finish, len(pieces))
         delay = pace.ttft + max(0, len(pieces) - 1) / pace.tokensPerSecond
-        self._later(request, delay, lambda: openai.encode(body))
+        self._later(request, delay, body)
         return NOT_DONE_YET
 
-    def _later(self, request: Request, delay: float, body: Callable[[], bytes]) -> None:
+    def _later(self, request: Request, delay: float, body: bytes) -> None:
         def answer() -> None:
-            data = body()
             request.setHeader(b"Content-Type", b"application/json")
-            request.setHeader(b"Content-Length", b"%d" % (len(data),))
-            request.write(data)
+            request.setHeader(b"Content-Length", b"%d" % (len(body),))
+            request.write(body)
             request.finish()
 
         call = self._clock.callLater(delay, answer)
@@ -325,13 +328,19 @@ class ModelsResource(PlainResource):
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"Content-Type", b"application/json")
+        if request.getHeader(b"anthropic-version") is not None:
+            # Anthropic's clients send this header with every request.
+            data = [
+                {"type": "model", "id": m, "display_name": m, "created_at": "2026-01-01T00:00:00Z"} for m in MODELS
+            ]
+            return openai.encode({"data": data, "has_more": False, "first_id": MODELS[0], "last_id": MODELS[-1]})
         return openai.modelList(MODELS, int(self._clock.seconds()))
 
 
-class OpenAIResource(PlainResource):
+class MockLLMResource(PlainResource):
     """
-    C{/v1}: the OpenAI-compatible endpoints, with OpenAI's JSON errors for
-    anything else.
+    C{/v1}: OpenAI's C{chat/completions} and Anthropic's C{messages}, the
+    models, and each API's JSON error for anything else.
     """
 
     def __init__(self, pace: Pace, clock: IReactorTime) -> None:
@@ -341,14 +350,16 @@ class OpenAIResource(PlainResource):
         """
         super().__init__()
         chat = PlainResource()
-        chat.putChild(b"completions", ChatCompletionsResource(pace, clock))
-        self.putChild(b"chat", chat)
-        self.putChild(b"models", ModelsResource(clock))
+        chat.putChild(b"completions", ChatResource(openai.OpenAIChat(), pace, clock))
         chat.getChild = self.getChild  # type: ignore[method-assign]
+        self.putChild(b"chat", chat)
+        self.putChild(b"messages", ChatResource(AnthropicMessages(), pace, clock))
+        self.putChild(b"models", ModelsResource(clock))
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         """
-        An unknown URL below C{/v1}: OpenAI's 404.
+        An unknown URL below C{/v1}: a 404, in Anthropic's shape for clients
+        that say they are Anthropic's, OpenAI's otherwise.
         """
         return _UnknownURL()
 
@@ -361,4 +372,5 @@ class _UnknownURL(PlainResource):
 
     def render(self, request: Request) -> bytes:
         where = f"{request.method.decode('latin-1')} {request.path.decode('latin-1')}"
-        return _jsonError(request, RequestError(f"Unknown request URL: {where}", status=404, code="unknown_url"))
+        api: ChatAPI = AnthropicMessages() if request.getHeader(b"anthropic-version") else openai.OpenAIChat()
+        return _jsonError(request, api, RequestError(f"Unknown request URL: {where}", status=404, code="unknown_url"))

@@ -1,5 +1,135 @@
+# -*- test-case-name: tests.test_mockllm -*-
 """
 Wire shapes of the LLM APIs that C{chunkgen} imitates, one module per API:
-how a request is read and checked, and how the answer, its streamed chunks
-and its errors look. The pacing and serving are L{twisted_stream.mockllm}'s.
+how a request is read and checked, and how the answer, its streamed events
+and its errors look. The pacing and serving are L{twisted_stream.mockllm}'s:
+a new API is one module here that provides L{ChatAPI}, and one line there.
 """
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping, Optional, Protocol, Sequence
+
+__all__ = ["Answer", "ChatAPI", "ChatRequest", "Finish", "RequestError", "checkedNumber", "newId"]
+
+Finish = Literal["complete", "length"]
+"""Why an answer ended: it was whole, or it reached the token limit."""
+
+
+class RequestError(Exception):
+    """
+    A request the API refuses.
+
+    @ivar status: The HTTP status.
+    @ivar message: What is wrong, in one line.
+    @ivar param: The request field at fault, if one is.
+    @ivar code: The API's error code, if it has one for this.
+    """
+
+    def __init__(self, message: str, param: Optional[str] = None, status: int = 400, code: Optional[str] = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """
+    The parts of a chat request that shape the answer.
+
+    @ivar model: The model asked for.
+    @ivar messages: The conversation, as C{(role, text)}.
+    @ivar stream: Whether to stream the answer.
+    @ivar includeUsage: Whether a streamed answer reports its usage.
+    @ivar maxTokens: The most tokens to answer with, if limited.
+    @ivar extra: The request's other fields (where a mock finds its own).
+    """
+
+    model: str
+    messages: Sequence[tuple[str, str]]
+    stream: bool
+    includeUsage: bool
+    maxTokens: Optional[int]
+    extra: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """
+    One answer being given.
+
+    @ivar id: Its identifier, in the API's style.
+    @ivar created: When it was made, in whole seconds since the epoch.
+    @ivar request: What it answers.
+    @ivar promptTokens: How many tokens the request's messages count.
+    """
+
+    id: str
+    created: int
+    request: ChatRequest
+    promptTokens: int
+
+
+class ChatAPI(Protocol):
+    """
+    One LLM API's chat endpoint, as a mock serves it.
+    """
+
+    idPrefix: str
+    """What its answer identifiers start with."""
+
+    def parse(self, body: bytes) -> ChatRequest:
+        """
+        Read and check a request.
+
+        @raise RequestError: If the API would refuse it.
+        """
+
+    def opening(self, answer: Answer) -> bytes:
+        """
+        @return: The events that open a streamed answer, sent with its first
+            token.
+        """
+
+    def token(self, answer: Answer, text: str) -> bytes:
+        """
+        @return: The event that carries one token.
+        """
+
+    def closing(self, answer: Answer, finish: Finish, completionTokens: int) -> bytes:
+        """
+        @return: The events that end a streamed answer.
+        """
+
+    def whole(self, answer: Answer, text: str, finish: Finish, completionTokens: int) -> bytes:
+        """
+        @return: The body of an answer that is not streamed.
+        """
+
+    def error(self, problem: RequestError) -> bytes:
+        """
+        @return: The body of a refused request.
+        """
+
+
+def checkedNumber(value: Any, name: str, low: float, high: float) -> float:
+    """
+    Check a number (seconds, a rate) given in a request.
+
+    @raise RequestError: If it is not a number from C{low} to C{high}.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+        raise RequestError(f"{name} must be a number from {low:g} to {high:g}", name)
+    return float(value)
+
+
+def newId(prefix: str) -> str:
+    """
+    @return: A fresh identifier in the APIs' style: a prefix and 24 hex digits.
+    """
+    return prefix + uuid.uuid4().hex[:24]

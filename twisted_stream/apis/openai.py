@@ -13,13 +13,12 @@ C{usage}; then C{data: [DONE]}.
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
+from twisted_stream.apis import Answer, ChatRequest, Finish, RequestError
+
 __all__ = [
-    "ChatRequest",
-    "RequestError",
+    "OpenAIChat",
     "chunk",
     "completion",
     "done",
@@ -31,45 +30,6 @@ __all__ = [
 ]
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-
-
-class RequestError(Exception):
-    """
-    A request the API refuses.
-
-    @ivar status: The HTTP status.
-    @ivar message: What is wrong, in one line.
-    @ivar param: The request field at fault, if one is.
-    @ivar code: OpenAI's error code, if it has one for this.
-    """
-
-    def __init__(self, message: str, param: Optional[str] = None, status: int = 400, code: Optional[str] = None):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """
-    The parts of a chat completion request that shape the answer.
-
-    @ivar model: The model asked for.
-    @ivar messages: The conversation, as C{(role, text)}.
-    @ivar stream: Whether to stream the answer.
-    @ivar includeUsage: Whether a streamed answer ends with a usage chunk.
-    @ivar maxTokens: The most tokens to answer with, if limited.
-    @ivar extra: The request's other fields (where a mock finds its own).
-    """
-
-    model: str
-    messages: Sequence[tuple[str, str]]
-    stream: bool
-    includeUsage: bool
-    maxTokens: Optional[int]
-    extra: Mapping[str, Any]
 
 
 def _text(content: Any, where: str) -> str:
@@ -254,12 +214,40 @@ def modelList(models: Sequence[str], created: int) -> bytes:
     )
 
 
-def checkedNumber(value: Any, name: str, low: float, high: float) -> float:
-    """
-    Check a number (seconds, a rate) given in a request.
+_FINISH_REASONS: Mapping[Finish, str] = {"complete": "stop", "length": "length"}
 
-    @raise RequestError: If it is not a number from C{low} to C{high}.
+
+class OpenAIChat:
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
-        raise RequestError(f"{name} must be a number from {low:g} to {high:g}", name)
-    return float(value)
+    C{POST /v1/chat/completions}, as L{twisted_stream.apis.ChatAPI}.
+    """
+
+    idPrefix = "chatcmpl-"
+
+    def parse(self, body: bytes) -> ChatRequest:
+        return parseChatRequest(body)
+
+    def _chunk(self, answer: Answer, delta: Mapping[str, Any], finishReason: Optional[str] = None) -> bytes:
+        request = answer.request
+        return event(chunk(answer.id, answer.created, request.model, delta, finishReason, request.includeUsage))
+
+    def opening(self, answer: Answer) -> bytes:
+        return self._chunk(answer, {"role": "assistant", "content": ""})
+
+    def token(self, answer: Answer, text: str) -> bytes:
+        return self._chunk(answer, {"content": text})
+
+    def closing(self, answer: Answer, finish: Finish, completionTokens: int) -> bytes:
+        events = self._chunk(answer, {}, _FINISH_REASONS[finish])
+        if answer.request.includeUsage:
+            used = usage(answer.promptTokens, completionTokens)
+            events += event(usageChunk(answer.id, answer.created, answer.request.model, used))
+        return events + done()
+
+    def whole(self, answer: Answer, text: str, finish: Finish, completionTokens: int) -> bytes:
+        used = usage(answer.promptTokens, completionTokens)
+        return encode(completion(answer.id, answer.created, answer.request.model, text, _FINISH_REASONS[finish], used))
+
+    def error(self, problem: RequestError) -> bytes:
+        return error(problem)
+
