@@ -216,8 +216,9 @@ class GatewayOptionsTests(SynchronousTestCase):
             self.assertIn(reason, str(caught.exception))
 
     def test_headerValueNeverInErrors(self) -> None:
-        self.patch(os, "environ", dict(os.environ, KEY="sk-secret\r\nX-Evil: 1"))
-        with self.assertRaises(UsageError) as caught:
-            ProxyOptions().parseOptions(["--inject-header", "Authorization: env:KEY"])
-        self.assertNotIn("sk-secret", str(caught.exception))
-        self.assertIn("must not contain CR, LF or NUL", str(caught.exception))
+        for value, reason in (("sk-secret\r\nX-Evil: 1", "must not contain CR, LF or NUL"), ("sk-secret-€", "must be ASCII")):
+            self.patch(os, "environ", dict(os.environ, KEY=value))
+            with self.assertRaises(UsageError) as caught:
+                ProxyOptions().parseOptions(["--inject-header", "Authorization: env:KEY"])
+            self.assertNotIn("sk-secret", str(caught.exception))
+            self.assertIn(reason, str(caught.exception))

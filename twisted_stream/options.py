@@ -178,7 +178,9 @@ def parseHeader(text: str) -> tuple[bytes, bytes]:
     resolved = resolveSecret(value, f"the value of {name}")
     if "\r" in resolved or "\n" in resolved or "\0" in resolved:
         raise ValueError(f"the value of {name} must not contain CR, LF or NUL")
-    return name.encode("ascii"), resolved.encode("latin-1")
+    if not resolved.isascii():
+        raise ValueError(f"the value of {name} must be ASCII")
+    return name.encode("ascii"), resolved.encode("ascii")
 
 
 def resolveSecret(value: str, what: str) -> str:
