@@ -20,7 +20,7 @@ target's CPU as a ratio to C{reverseproxy} of the same round.
 
 Everything listens on 127.0.0.1, and every stream is bounded in count.
 
-    bench/run [--rounds 5] [--chunks 3000] [--interval 0.001] [--size 100]
+    bench/run [--rounds 5] [--chunks 3000] [--interval 0.001] [--size 100] [--format ndjson|sse]
 """
 
 from __future__ import annotations
@@ -42,10 +42,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
+from twisted_stream.watch import sendTime
+
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 _LISTENING = re.compile(rb"listening on http://127\.0\.0\.1:(\d+)/")
 _CHUNK = re.compile(rb'\{"seq":(\d+),"sent":([0-9.]+)')
+_STAMP = re.compile(rb"data: Chunk \d+ \[[0-9:.]{12}\]")
 
 
 @dataclass
@@ -179,10 +182,14 @@ def stream(port: int, path: str, expected: int) -> list[float]:
     """
     Read one stream with a plain blocking socket, and time each chunk.
 
-    @return: Each chunk's end-to-end delay in seconds.
+    @return: Each chunk's end-to-end delay in seconds: from the NDJSON
+        C{"sent"} field, or for SSE from the C{[HH:MM:SS.mmm]} stamp (to the
+        millisecond) as chunkwatch reads it.
     """
     delays: list[float] = []
     pending = b""
+    sse = "format=sse" in path
+    end = b"\n\n" if sse else b"}\n"
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
         while True:
@@ -191,11 +198,17 @@ def stream(port: int, path: str, expected: int) -> list[float]:
             if not data:
                 break
             pending += data
-            for found in _CHUNK.finditer(pending):
-                delays.append(now - float(found.group(2)))
-            last = pending.rfind(b"}\n")
+            if sse:
+                for found in _STAMP.finditer(pending):
+                    sent = sendTime(found.group(0), now)
+                    assert sent is not None
+                    delays.append(now - sent)
+            else:
+                for found in _CHUNK.finditer(pending):
+                    delays.append(now - float(found.group(2)))
+            last = pending.rfind(end)
             if last >= 0:
-                pending = pending[last + 2 :]
+                pending = pending[last + len(end) :]
             if len(delays) >= expected and pending.endswith(b"0\r\n\r\n"):
                 break
     if len(delays) != expected:
@@ -214,6 +227,12 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=3000)
     parser.add_argument("--interval", type=float, default=0.001)
     parser.add_argument("--size", type=int, default=100)
+    parser.add_argument(
+        "--format",
+        choices=("ndjson", "sse"),
+        default="ndjson",
+        help="ndjson (the plain path), or sse (an event stream: chunkproxy tracks event ends for heartbeats)",
+    )
     parser.add_argument("--json", type=Path, default=HERE / "results" / "latest.json")
     args = parser.parse_args()
     if not (1 <= args.rounds <= 50 and 1 <= args.chunks <= 100_000):
@@ -231,8 +250,9 @@ def main() -> None:
         if servers["nginx"] is None:
             print("nginx is not installed: measuring without it (apt-get install nginx-light)")
             del servers["nginx"]
-        path = f"/stream?count={args.chunks}&interval={args.interval}&size={args.size}&format=ndjson"
-        direct = f"/generate?count={args.chunks}&interval={args.interval}&size={args.size}&format=ndjson"
+        query = f"count={args.chunks}&interval={args.interval}&size={args.size}&format={args.format}"
+        path = f"/stream?{query}"
+        direct = f"/generate?{query}"
         targets = [*servers, "direct"]
         # One stream each first, not counted: imports, connection pools, caches.
         for name in servers:
@@ -280,7 +300,7 @@ def report(samples: list[Sample], args: argparse.Namespace) -> None:
     }
     print()
     print(
-        f"{args.rounds} rounds of {args.chunks} chunks of {args.size} B, {args.interval * 1000:g} ms apart;"
+        f"{args.rounds} rounds of {args.chunks} {args.format} chunks of {args.size} B, {args.interval * 1000:g} ms apart;"
         " median [min-max] over rounds"
     )
     print(f"{'target':>12}  {'CPU µs/chunk':>22}  {'÷ reverseproxy':>20}  {'delay p50 ms':>20}  {'delay p99 ms':>20}")

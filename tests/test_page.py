@@ -169,7 +169,8 @@ class PageInChromiumTests(TestCase):
         self.assertGreater(len(between), 10, seen["polls"][-5:])
         found = re.fullmatch(r"time to first token (\d+) ms · ([\d.]+) tokens/s · (\d+) tokens", seen["summary"])
         assert found is not None, seen["summary"]
-        self.assertEqual(int(found.group(1)), round(times[0]))
+        # The page rounds with toFixed (376.5 is 377), Python to even (376).
+        self.assertLessEqual(abs(int(found.group(1)) - times[0]), 1)
         self.assertTrue(20 <= float(found.group(2)) <= 30, seen["summary"])
         self.assertEqual(int(found.group(3)), len(times))
 
