@@ -43,6 +43,21 @@ class TokensTests(SynchronousTestCase):
         self.assertEqual(tokens(""), [])
 
 
+class ContentTextTests(SynchronousTestCase):
+    def test_blocksJoinedOthersSkipped(self) -> None:
+        from twisted_stream.apis import RequestError, contentText
+
+        blocks = [{"type": "text", "text": "a"}, {"type": "image", "source": {}}, {"type": "text", "text": "b"}]
+        self.assertEqual(contentText(blocks, "m", lambda p, i: f"{p}[{i}]"), "ab")
+        self.assertEqual(contentText("plain", "m", lambda p, i: f"{p}[{i}]"), "plain")
+        for style, param in ((lambda p, i: f"{p}[{i}]", "m[1].text"), (lambda p, i: f"{p}.{i}", "m.1.text")):
+            with self.assertRaises(RequestError) as caught:
+                contentText([{"type": "text", "text": "a"}, {"type": "text"}], "m", style)
+            self.assertEqual(caught.exception.param, param)
+        with self.assertRaises(RequestError):
+            contentText(5, "m", lambda p, i: p)
+
+
 class ChatTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Optional, Protocol, Sequence
+from typing import Any, Callable, Literal, Mapping, Optional, Protocol, Sequence
 
-__all__ = ["Answer", "ChatAPI", "ChatRequest", "Finish", "RequestError", "checkedNumber", "newId"]
+__all__ = ["Answer", "ChatAPI", "ChatRequest", "Finish", "RequestError", "checkedNumber", "contentText", "newId"]
 
 Finish = Literal["complete", "length"]
 """Why an answer ended: it was whole, or it reached the token limit."""
@@ -115,6 +115,33 @@ class ChatAPI(Protocol):
         """
         @return: The body of a refused request.
         """
+
+
+def contentText(content: Any, where: str, item: Callable[[str, int], str]) -> str:
+    """
+    The text of a message's content: a string, or a list of typed blocks
+    whose C{text} blocks are joined (others, such as images, are skipped).
+
+    @param content: The C{content} field of a message.
+    @param where: Its path in the request, for reasons.
+    @param item: How the API writes the path of a list item
+        (C{messages[0].content[1]} or C{messages.0.content.1}).
+    @raise RequestError: For anything else.
+    """
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise RequestError(f"{where} must be a string or a list of content blocks", where)
+    parts = []
+    for i, block in enumerate(content):
+        path = item(where, i)
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            raise RequestError(f"{path} must be an object with a type", path)
+        if block["type"] == "text":
+            if not isinstance(block.get("text"), str):
+                raise RequestError(f"{path}.text must be a string", f"{path}.text")
+            parts.append(block["text"])
+    return "".join(parts)
 
 
 def checkedNumber(value: Any, name: str, low: float, high: float) -> float:

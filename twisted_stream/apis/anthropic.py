@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from twisted_stream.apis import Answer, ChatRequest, Finish, RequestError
+from twisted_stream.apis import Answer, ChatRequest, Finish, RequestError, contentText
 
 __all__ = ["AnthropicMessages", "parseMessagesRequest"]
 
@@ -23,19 +23,7 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: 
 
 
 def _text(content: Any, where: str) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for i, block in enumerate(content):
-            if not isinstance(block, dict) or not isinstance(block.get("type"), str):
-                raise RequestError(f"{where}.{i}: each content block must be an object with a type", f"{where}.{i}")
-            if block["type"] == "text":
-                if not isinstance(block.get("text"), str):
-                    raise RequestError(f"{where}.{i}.text: Field required", f"{where}.{i}.text")
-                parts.append(block["text"])
-        return "".join(parts)
-    raise RequestError(f"{where}: must be a string or a list of content blocks", where)
+    return contentText(content, where, lambda path, i: f"{path}.{i}")
 
 
 def parseMessagesRequest(body: bytes) -> ChatRequest:

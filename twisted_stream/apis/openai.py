@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Optional, Sequence
 
-from twisted_stream.apis import Answer, ChatRequest, Finish, RequestError
+from twisted_stream.apis import Answer, ChatRequest, Finish, RequestError, contentText
 
 __all__ = [
     "OpenAIChat",
@@ -33,21 +33,8 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function
 
 
 def _text(content: Any, where: str) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for i, part in enumerate(content):
-            if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                raise RequestError(f"{where}[{i}] must be an object with a type", f"{where}[{i}]")
-            if part["type"] == "text":
-                if not isinstance(part.get("text"), str):
-                    raise RequestError(f"{where}[{i}].text must be a string", f"{where}[{i}].text")
-                parts.append(part["text"])
-        return "".join(parts)
-    raise RequestError(f"{where} must be a string or an array of content parts", where)
+    # OpenAI allows no content at all (an assistant message with tool calls).
+    return "" if content is None else contentText(content, where, lambda path, i: f"{path}[{i}]")
 
 
 def parseChatRequest(body: bytes) -> ChatRequest:
