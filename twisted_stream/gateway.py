@@ -18,7 +18,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from twisted_stream._http import PlainResource, textError
-from twisted_stream.proxy import DEFAULT_MAX_BODY, FORWARDED_METHODS, StreamProxyResource
+from twisted_stream.proxy import DEFAULT_MAX_BODY, FORWARDED_METHODS, NOT_ORIGIN_FORM, StreamProxyResource
 
 __all__ = ["ArrivalDeadlineChannel", "GatewayRequest", "GatewayResource", "GatewaySite", "Route"]
 
@@ -26,7 +26,7 @@ __all__ = ["ArrivalDeadlineChannel", "GatewayRequest", "GatewayResource", "Gatew
 @dataclass(frozen=True)
 class Route:
     """
-    Requests whose path starts with C{prefix} go to C{upstream}.
+    Requests whose path starts with C{prefix} go to C{proxy}.
 
     @ivar prefix: A path that starts with C{/}. One that ends with C{/}
         matches every path that starts with it; one that does not matches
@@ -78,7 +78,8 @@ class GatewayResource(PlainResource):
             request.setHeader(b"Allow", b", ".join(FORWARDED_METHODS))
             return textError(request, 405, "CONNECT is not supported: this is not a forward proxy")
         if not request.uri.startswith(b"/"):
-            return textError(request, 400, "the request target must be a path (origin-form), not an absolute URL")
+            # Refused here, before routing: such a target matches no route.
+            return textError(request, 400, NOT_ORIGIN_FORM)
         path = request.path
         for route in self.routes:
             rest = route.rest(path)

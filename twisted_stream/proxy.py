@@ -63,6 +63,9 @@ DEFAULT_MAX_BODY = 1024 * 1024
 FORWARDED_METHODS = (b"DELETE", b"GET", b"HEAD", b"OPTIONS", b"PATCH", b"POST", b"PUT")
 """The methods a proxy forwards; any other (C{CONNECT} among them) gets 405."""
 
+NOT_ORIGIN_FORM = "the request target must be a path (origin-form), not an absolute URL"
+"""Why a request target such as C{http://other.host/} is refused."""
+
 _NO_BODY_UNLESS_SENT = {b"GET", b"HEAD", b"DELETE", b"OPTIONS"}
 
 _ENCODED_DOT_SLASH = re.compile(rb"%(2e|2f|5c)", re.I)
@@ -81,7 +84,7 @@ def targetProblem(target: bytes, rest: bytes, prefixEndsWithSlash: bool) -> Opti
     @return: A one-line reason to refuse it, or L{None} if it is safe.
     """
     if not target.startswith(b"/"):
-        return "the request target must be a path (origin-form), not an absolute URL"
+        return NOT_ORIGIN_FORM
     if _CONTROL.search(target):
         return "the request target must not contain NUL, CR or LF"
     if b"\\" in target or b"%5c" in target.lower():
