@@ -8,12 +8,13 @@ a new API is one module here that provides L{ChatAPI}, and one line there.
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, Optional, Protocol, Sequence
 
-__all__ = ["Answer", "ChatAPI", "ChatRequest", "Finish", "RequestError", "checkedNumber", "contentText", "newId"]
+__all__ = ["Answer", "ChatAPI", "ChatRequest", "Finish", "RequestError", "checkedNumber", "contentText", "jsonObject", "newId"]
 
 Finish = Literal["complete", "length"]
 """Why an answer ended: it was whole, or it reached the token limit."""
@@ -115,6 +116,21 @@ class ChatAPI(Protocol):
         """
         @return: The body of a refused request.
         """
+
+
+def jsonObject(body: bytes) -> dict[str, Any]:
+    """
+    Read a request body that must be one JSON object.
+
+    @raise RequestError: If it is not valid JSON, or not an object.
+    """
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise RequestError("the request body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise RequestError("the request body must be a JSON object")
+    return value
 
 
 def contentText(content: Any, where: str, item: Callable[[str, int], str]) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from twisted_stream.apis import Answer, ChatRequest, Finish, RequestError, contentText
+from twisted_stream.apis import Answer, ChatRequest, Finish, RequestError, contentText, jsonObject
 
 __all__ = ["AnthropicMessages", "parseMessagesRequest"]
 
@@ -33,12 +33,7 @@ def parseMessagesRequest(body: bytes) -> ChatRequest:
     @raise RequestError: For invalid JSON, a missing C{model},
         C{max_tokens} or C{messages}, or a field of the wrong type.
     """
-    try:
-        request = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise RequestError("The request body is not valid JSON") from None
-    if not isinstance(request, dict):
-        raise RequestError("The request body must be a JSON object")
+    request = jsonObject(body)
     model = request.get("model")
     if not isinstance(model, str) or not model:
         raise RequestError("model: Field required", "model")

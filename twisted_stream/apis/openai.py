@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Optional, Sequence
 
-from twisted_stream.apis import Answer, ChatRequest, Finish, RequestError, contentText
+from twisted_stream.apis import Answer, ChatRequest, Finish, RequestError, contentText, jsonObject
 
 __all__ = [
     "OpenAIChat",
@@ -46,12 +46,7 @@ def parseChatRequest(body: bytes) -> ChatRequest:
     @raise RequestError: For invalid JSON, a missing or malformed
         C{messages}, or a field of the wrong type.
     """
-    try:
-        request = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise RequestError("the request body is not valid JSON") from None
-    if not isinstance(request, dict):
-        raise RequestError("the request body must be a JSON object")
+    request = jsonObject(body)
     model = request.get("model")
     if not isinstance(model, str) or not model:
         raise RequestError("model is required and must be a string", "model")
