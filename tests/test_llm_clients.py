@@ -55,18 +55,20 @@ class SDKThroughProxyTests(TestCase):
         gaps = [b - a for a, b in zip(times[:-1], times[1:], strict=True)]
         self.assertLess(abs(statistics.median(gaps) - 1 / RATE), 0.5 / RATE, gaps)
 
+    def peer(self, script: str, url: str, **env: str) -> LineProcess:
+        """
+        Start a client in tests/peers against the proxy, asking mock-echo
+        for PROMPT.
+        """
+        return LineProcess.spawn(
+            sys.executable, str(PEERS / script), url, "mock-echo", PROMPT, env={**env, "PATH": "/usr/bin:/bin"}
+        )
+
     def sdk(self, key: str) -> LineProcess:
         """
         Start the openai SDK client, with the proxy as its base URL.
         """
-        return LineProcess.spawn(
-            sys.executable,
-            str(PEERS / "openai_chat.py"),
-            self.proxy.url + "v1",
-            "mock-echo",
-            PROMPT,
-            env={"OPENAI_API_KEY": key, "PATH": "/usr/bin:/bin"},
-        )
+        return self.peer("openai_chat.py", self.proxy.url + "v1", OPENAI_API_KEY=key)
 
     @inlineCallbacks
     def test_openaiSDK(self) -> Any:
@@ -90,14 +92,7 @@ class SDKThroughProxyTests(TestCase):
         from the mock's Messages API: every text delta, the expected text,
         at the pace, with the stop reason and usage.
         """
-        client = LineProcess.spawn(
-            sys.executable,
-            str(PEERS / "anthropic_chat.py"),
-            self.proxy.url.rstrip("/"),
-            "mock-echo",
-            PROMPT,
-            env={"GATEWAY_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
-        )
+        client = self.peer("anthropic_chat.py", self.proxy.url.rstrip("/"), GATEWAY_TOKEN=TOKEN)
         code = yield client.exitCode
         self.assertEqual(code, 0, client.stderr.decode())
         deltas = [line.split(b" ", 1) for _, line in client.lines if line[:1].isdigit()]
@@ -122,14 +117,7 @@ class SDKThroughProxyTests(TestCase):
         """
         httpx-sse reads the same stream event by event, ending with [DONE].
         """
-        client = LineProcess.spawn(
-            sys.executable,
-            str(PEERS / "httpx_sse_chat.py"),
-            self.proxy.url + "v1/chat/completions",
-            "mock-echo",
-            PROMPT,
-            env={"TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
-        )
+        client = self.peer("httpx_sse_chat.py", self.proxy.url + "v1/chat/completions", TOKEN=TOKEN)
         code = yield client.exitCode
         self.assertEqual(code, 0, client.stderr.decode())
         events = [line.split(b" ", 1) for _, line in client.lines if line[:1].isdigit()]
