@@ -545,3 +545,73 @@ def makeCertificates(directory: str, name: str = "test") -> tuple[str, str, str]
         with open(path, "wb") as f:
             f.write(content)
     return paths[0], paths[1], paths[2]
+
+
+class RawConnection(Protocol):
+    """
+    One connection to a L{RawUpstream}: collects request heads and hands
+    each to the upstream's script.
+    """
+
+    def __init__(self, upstream: RawUpstream) -> None:
+        self._upstream = upstream
+        self._buffer = b""
+        self.closedAt: Optional[float] = None
+
+    @property
+    def tcp(self) -> ITCPTransport:
+        """
+        @return: The connection, for the script to write to or close.
+        """
+        return cast(ITCPTransport, self.transport)
+
+    def connectionMade(self) -> None:
+        self._upstream.connections.append(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._buffer += data
+        while b"\r\n\r\n" in self._buffer:
+            head, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
+            self._upstream.requests.append(head)
+            self._upstream.script(self, head)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.closedAt = reactor.seconds()
+        self._upstream.closed.append(self.closedAt)
+
+
+class RawUpstream:
+    """
+    A hand-made upstream on a real loopback socket, for what no real server
+    would send: C{script} is called with the connection and each request
+    head (bodies are not expected) and writes whatever bytes it likes.
+
+    @ivar requests: Each request head received, in order.
+    @ivar connections: Each connection accepted.
+    @ivar closed: When each connection closed.
+    """
+
+    def __init__(self, case: SynchronousTestCase, script: Callable[[RawConnection, bytes], None]) -> None:
+        self.script = script
+        self.requests: list[bytes] = []
+        self.connections: list[RawConnection] = []
+        self.closed: list[float] = []
+        self.port: IListeningPort = reactor.listenTCP(
+            0, Factory.forProtocol(lambda: RawConnection(self)), interface="127.0.0.1"
+        )
+        case.addCleanup(self.port.stopListening)
+
+    @property
+    def url(self) -> str:
+        """
+        @return: Its root URL.
+        """
+        return f"http://127.0.0.1:{portOf(self.port)}/"
+
+
+def answerWith(response: bytes) -> Callable[[RawConnection, bytes], None]:
+    """
+    @return: A L{RawUpstream} script that answers every request with the
+        same bytes.
+    """
+    return lambda connection, head: connection.tcp.write(response)

@@ -12,7 +12,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from tests.support import StreamingRequest
-from twisted_stream.headers import endToEnd, forwardedRequestHeaders, forwardedResponseHeaders
+from twisted_stream.headers import endToEnd, forwardedRequestHeaders, forwardedResponseHeaders, headerProblem
 
 
 def _request(headers: dict[bytes, list[bytes]], secure: bool = False) -> Request:
@@ -116,28 +116,53 @@ class ForwardedResponseTests(SynchronousTestCase):
                 b"Location": [b"http://elsewhere/"],
             }
         )
-        headers = forwardedResponseHeaders(upstream, _request({}), decoded=False)
+        headers = forwardedResponseHeaders(upstream, _request({}))
         self.assertEqual(headers.getRawHeaders(b"set-cookie"), [b"a=1", b"b=2"])
         self.assertEqual(headers.getRawHeaders(b"content-length"), [b"10"])
         self.assertEqual(headers.getRawHeaders(b"location"), [b"http://elsewhere/"])
         self.assertIsNone(headers.getRawHeaders(b"transfer-encoding"))
         self.assertEqual(headers.getRawHeaders(b"via"), [b"1.1 chunkproxy"])
 
-    def test_decodedLosesLength(self) -> None:
+    def test_encodingAndLengthPassedOn(self) -> None:
         """
-        A body decompressed on its way through no longer has the upstream's
-        length.
+        The gateway never decodes a body, so the upstream's Content-Encoding
+        and Content-Length pass on as they came.
         """
-        upstream = Headers({b"Content-Length": [b"10"], b"Content-Type": [b"text/plain"]})
-        headers = forwardedResponseHeaders(upstream, _request({}), decoded=True)
-        self.assertIsNone(headers.getRawHeaders(b"content-length"))
+        upstream = Headers({b"Content-Length": [b"10"], b"Content-Encoding": [b"gzip"]})
+        headers = forwardedResponseHeaders(upstream, _request({}))
+        self.assertEqual(headers.getRawHeaders(b"content-length"), [b"10"])
+        self.assertEqual(headers.getRawHeaders(b"content-encoding"), [b"gzip"])
 
-    def test_emptyContentEncodingDropped(self) -> None:
+    def test_namedInConnectionDropped(self) -> None:
         """
-        An empty Content-Encoding (which Twisted's ContentDecoderAgent adds
-        to a response that had none) is not passed on; a real one is.
+        A header the upstream names in its Connection header is hop-by-hop,
+        and is not passed on (nor is Connection).
         """
-        headers = forwardedResponseHeaders(Headers({b"Content-Encoding": [b""]}), _request({}), decoded=False)
-        self.assertIsNone(headers.getRawHeaders(b"content-encoding"))
-        headers = forwardedResponseHeaders(Headers({b"Content-Encoding": [b"br"]}), _request({}), decoded=False)
-        self.assertEqual(headers.getRawHeaders(b"content-encoding"), [b"br"])
+        upstream = Headers({b"Connection": [b"X-Hop, keep-alive"], b"X-Hop": [b"1"], b"X-End": [b"2"]})
+        headers = forwardedResponseHeaders(upstream, _request({}))
+        self.assertEqual(
+            sorted(name.lower() for name, _ in headers.getAllRawHeaders()), [b"via", b"x-end"]
+        )
+
+
+class HeaderProblemTests(SynchronousTestCase):
+    """
+    L{headerProblem}: the one check of header lines, for both directions.
+    """
+
+    def test_good(self) -> None:
+        for name, value in [(b"X-A", b"v"), (b"a!#$%&'*+-.^_`|~9", b"tab\there"), (b"X", b""), (b"X", b"\x80\xff")]:
+            self.assertIsNone(headerProblem(name, value), (name, value))
+
+    def test_bad(self) -> None:
+        for name, value, problem in [
+            (b"X A", b"v", "has a name that is not a token"),
+            (b"X:", b"v", "has a name that is not a token"),
+            (b"", b"v", "has a name that is not a token"),
+            (b"X", b"a\rb", "holds a control character"),
+            (b"X", b"a\nb", "holds a control character"),
+            (b"X", b"a\x00b", "holds a control character"),
+            (b"X", b"a\x01b", "holds a control character"),
+            (b"X", b"a\x7fb", "holds a control character"),
+        ]:
+            self.assertEqual(headerProblem(name, value), problem, (name, value))

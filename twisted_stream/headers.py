@@ -13,7 +13,8 @@ headers that say where the request came from.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import re
+from typing import Iterable, Optional, Sequence
 
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
@@ -24,6 +25,8 @@ __all__ = [
     "endToEnd",
     "forwardedRequestHeaders",
     "forwardedResponseHeaders",
+    "headerProblem",
+    "valueProblem",
 ]
 
 HOP_BY_HOP = frozenset(
@@ -44,6 +47,37 @@ HOP_BY_HOP = frozenset(
 
 VIA_NAME = b"chunkproxy"
 """How this proxy names itself in C{Via}."""
+
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def valueProblem(value: bytes) -> Optional[str]:
+    """
+    Check a header value, or a status line's reason phrase, as RFC 9110
+    (section 5.5) has it: visible bytes, spaces and tabs, nothing that could
+    end a line or confuse the parser of whoever reads it next.
+
+    @param value: The value as it came.
+    @return: What is wrong with it, as the end of a sentence, or L{None}.
+    """
+    if _CONTROL.search(value):
+        return "holds a control character"
+    return None
+
+
+def headerProblem(name: bytes, value: bytes) -> Optional[str]:
+    """
+    Check a header line, the same way in both directions.
+
+    @param name: The header's name: must be an RFC 9110 token.
+    @param value: Its value (see L{valueProblem}).
+    @return: What is wrong with it, as the end of a sentence, or L{None}.
+    """
+    if not _TOKEN.match(name):
+        return "has a name that is not a token"
+    return valueProblem(value)
 
 
 def _connectionNamed(headers: Headers) -> set[bytes]:
@@ -117,20 +151,15 @@ def forwardedRequestHeaders(
     return headers
 
 
-def forwardedResponseHeaders(upstream: Headers, request: Request, decoded: bool) -> Headers:
+def forwardedResponseHeaders(upstream: Headers, request: Request) -> Headers:
     """
     The headers to send the client for an upstream's response.
 
-    @param upstream: The upstream response's headers.
+    @param upstream: The upstream response's headers, all of them as they
+        came (C{Connection} included, so that what it names is dropped).
     @param request: The client's request.
-    @param decoded: Whether the body was decompressed on its way through
-        (then its C{Content-Length} no longer holds).
     @return: The upstream's end-to-end headers, plus C{Via}.
     """
-    headers = endToEnd(upstream, drop=[b"content-length"] if decoded else [])
-    # Twisted's ContentDecoderAgent (which treq always uses) writes back an
-    # empty Content-Encoding when the response had none.
-    if not any(value.strip() for value in headers.getRawHeaders(b"content-encoding", [])):
-        headers.removeHeader(b"content-encoding")
+    headers = endToEnd(upstream)
     _appended(headers, b"Via", _viaEntry(request))
     return headers

@@ -323,6 +323,28 @@ class ProxyOptions(_PluginOptions):
         ],
         ["max-body", None, 1024 * 1024, "Largest request body forwarded, in bytes (413 above).", parseWholeNumber],
         [
+            "max-response-header-bytes",
+            None,
+            64 * 1024,
+            "Largest upstream response head (status line and headers), in bytes; 502 above.",
+            parseWholeNumber,
+        ],
+        [
+            "max-response-headers",
+            None,
+            100,
+            "Most header lines in an upstream response; 502 above.",
+            parseWholeNumber,
+        ],
+        [
+            "dns-ttl",
+            None,
+            60.0,
+            "Seconds an upstream host name's addresses are used before they are looked up again"
+            " (sooner after a connection to them fails).",
+            parseTimeout,
+        ],
+        [
             "upstream-ca",
             None,
             None,

@@ -3,11 +3,12 @@
 L{StreamProxyResource}: forward HTTP requests to one upstream and stream
 each response back the moment each piece arrives.
 
-The upstream is requested with treq, and each piece of its body is pushed to
-C{request.write} as C{treq.collect} would push it to a collector. Unlike
-C{collect}, the body is taken with the response's C{deliverBody}, and the
-transport that hands it over (a producer over the upstream socket) is
-registered as the client request's producer. That one registration gives:
+The upstream is requested through an L{IAgent} (by default the gateway's own
+L{UpstreamAgent}), and each piece of its body is pushed to C{request.write}
+as C{treq.collect} would push it to a collector. Unlike C{collect}, the body
+is taken with the response's C{deliverBody}, and the transport that hands it
+over (a producer over the upstream socket) is registered as the client
+request's producer. That one registration gives:
 
   - backpressure: while the client's socket is full, Twisted pauses the
     producer, so the proxy stops reading the upstream and holds no more than
@@ -16,8 +17,10 @@ registered as the client request's producer. That one registration gives:
     closes the upstream connection, so the source stops generating (and
     billing) at once.
 
-C{treq.collect} can do neither: its Deferred has no canceller and it never
-pauses, so a client that does not read makes it hold the whole body.
+The agent is called directly, not through treq's C{HTTPClient}: that one
+always decodes gzip (a gateway forwards bodies as they are), keeps a cookie
+jar, and parses every URL with hyperlink, which a stream's start cannot
+afford (see the README's benchmark).
 
 The resource is also the library piece: put it into any L{Site}, at any
 path, and requests below that path go to the upstream URL plus the rest of
@@ -34,7 +37,6 @@ import re
 from typing import Any, Optional, Sequence, cast
 from urllib.parse import unquote_to_bytes
 
-from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import (
     ConnectError,
@@ -47,13 +49,15 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web._newclient import RequestNotSent
-from twisted.web.client import Agent, HTTPConnectionPool, PotentialDataLoss, ResponseDone
-from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
+from twisted.web.client import PotentialDataLoss, ResponseDone
+from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
+from twisted_stream._agent import UpstreamAgent
 from twisted_stream._http import PlainResource, textError
-from twisted_stream.headers import forwardedRequestHeaders, forwardedResponseHeaders
+from twisted_stream._wire import UpstreamProtocolError
+from twisted_stream.headers import forwardedRequestHeaders, forwardedResponseHeaders, headerProblem
 
 __all__ = ["DEFAULT_MAX_BODY", "StreamProxyResource", "targetProblem"]
 
@@ -111,6 +115,8 @@ def _failureReason(failure: Failure, timedOut: bool, timeout: float) -> tuple[in
         reason. The upstream's address is left out: it is the operator's
         business, not the client's.
     """
+    if failure.check(UpstreamProtocolError):
+        return 502, f"upstream sent a bad response: {failure.value}"
     if failure.check(ConnectingCancelledError):
         return 502, f"upstream unreachable: no connection within {timeout:g} s"
     if timedOut:
@@ -260,17 +266,13 @@ class _Exchange:
         self._retry = None
         self._attempts += 1
         request = self.request
-        # A new HTTPClient per request: each has its own cookie jar, so no
-        # cookie set for one client's request rides on another's.
-        pending = HTTPClient(self._proxy.agent).request(
-            request.method.decode("ascii"),
+        # The agent follows no redirect, keeps no cookie and decodes
+        # nothing: each of those is the client's business.
+        pending = self._proxy.agent.request(
+            request.method,
             self._url,
-            headers=forwardedRequestHeaders(request, self._proxy.dropHeaders, self._proxy.injectHeaders),
-            data=_RequestBody(self._body) if self._body is not None else None,
-            # treq otherwise keeps every piece of the body in memory.
-            unbuffered=True,
-            # A redirect is the client's to follow or not, never the proxy's.
-            allow_redirects=False,
+            forwardedRequestHeaders(request, self._proxy.dropHeaders, self._proxy.injectHeaders),
+            _RequestBody(self._body) if self._body is not None else None,
         )
         self._pending = pending
         pending.addCallbacks(self._gotResponse, self._requestFailed)
@@ -299,15 +301,21 @@ class _Exchange:
         self._stopDeadline()
         request = self.request
         request.setResponseCode(response.code, response.phrase)
-        decoded = response.length is UNKNOWN_LENGTH and response.headers.hasHeader(b"content-length")
-        for name, values in forwardedResponseHeaders(response.headers, request, decoded).getAllRawHeaders():
+        upstream = response.headers
+        for name, values in forwardedResponseHeaders(upstream, request).getAllRawHeaders():
             request.responseHeaders.setRawHeaders(name, list(values))
-        if not response.headers.hasHeader(b"cache-control"):
+        if not upstream.hasHeader(b"cache-control"):
             request.setHeader(b"Cache-Control", b"no-cache")
         # nginx buffers proxied responses unless told otherwise per response.
         request.setHeader(b"X-Accel-Buffering", b"no")
-        contentType = response.headers.getRawHeaders(b"content-type", [b""])[0]
-        self._sse = contentType.split(b";")[0].strip().lower() == b"text/event-stream"
+        contentType = upstream.getRawHeaders(b"content-type")
+        if contentType is None:
+            # Nothing is invented: Twisted would otherwise add text/html.
+            request.defaultContentType = None
+        mediaType = contentType[0].split(b";")[0].strip().lower() if contentType else b""
+        encoding = upstream.getRawHeaders(b"content-encoding", [b"identity"])[-1].strip().lower()
+        # A heartbeat is plain text: never put into a compressed stream.
+        self._sse = mediaType == b"text/event-stream" and encoding in (b"identity", b"")
         # The headers go out now, before the first piece of the body, and
         # write is looked up only after that: on a HEAD request Twisted
         # replaces it with a no-op once the headers are written.
@@ -486,13 +494,6 @@ class _Exchange:
             self._producer.stopProducing()
 
 
-def _defaultAgent(reactor: Any, tlsPolicy: Optional[IPolicyForHTTPS]) -> IAgent:
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    if tlsPolicy is None:
-        return Agent(reactor, pool=pool)
-    return Agent(reactor, contextFactory=tlsPolicy, pool=pool)
-
-
 class StreamProxyResource(PlainResource):
     """
     Forwards requests to one upstream URL and streams each response back as
@@ -534,7 +535,7 @@ class StreamProxyResource(PlainResource):
             to (already percent-encoded).
         @param reactor: The reactor (the global one by default).
         @param agent: What makes the upstream requests; by default an
-            L{Agent} over a persistent connection pool.
+            L{UpstreamAgent} of its own.
         @param tlsPolicy: How the default agent checks C{https} upstreams
             (the system's trust store by default).
         @param connectTimeout: Seconds from the request until the upstream's
@@ -560,7 +561,7 @@ class StreamProxyResource(PlainResource):
         if reactor is None:
             from twisted.internet import reactor
         self.clock: IReactorTime = reactor
-        self.agent = agent if agent is not None else _defaultAgent(reactor, tlsPolicy)
+        self.agent: IAgent = agent if agent is not None else UpstreamAgent(reactor, tlsPolicy)
         upstreamBytes = upstream.encode("ascii") if isinstance(upstream, str) else upstream
         self._base, _, self._query = upstreamBytes.partition(b"?")
         self.connectTimeout = connectTimeout
@@ -626,6 +627,11 @@ class StreamProxyResource(PlainResource):
         _, _, query = target.partition(b"?")
         if not query.isascii():
             return textError(request, 400, "the query string must be ASCII; percent-encode other bytes")
+        for name, values in request.requestHeaders.getAllRawHeaders():
+            for value in values:
+                problem = headerProblem(name, value)
+                if problem is not None:
+                    return textError(request, 400, f"request header {name[:40]!r} {problem}")
         if self._requireToken is not None and not self._authorized(request):
             request.setHeader(b"WWW-Authenticate", b'Bearer realm="chunkproxy"')
             return textError(request, 401, "a valid Authorization: Bearer token is required")

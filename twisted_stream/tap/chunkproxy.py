@@ -11,10 +11,12 @@ from typing import Optional
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IPolicyForHTTPS
 
+from twisted_stream._agent import UpstreamAgent
 from twisted_stream._service import listeningService
+from twisted_stream._wire import ResponseLimits
 from twisted_stream.gateway import GatewayResource, GatewaySite, Route
 from twisted_stream.options import ProxyOptions
 from twisted_stream.page import PageResource
@@ -29,15 +31,15 @@ _PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", r
 
 class _PoolService(Service):
     """
-    Closes the upstream connection pool's idle connections on shutdown.
+    Closes the upstream agent's idle connections on shutdown.
     """
 
-    def __init__(self, pool: HTTPConnectionPool) -> None:
-        self._pool = pool
+    def __init__(self, agent: UpstreamAgent) -> None:
+        self._agent = agent
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        return self._pool.closeCachedConnections()
+        return self._agent.closeCachedConnections()
 
 
 def tlsPolicy(caFile: Optional[str]) -> Optional[IPolicyForHTTPS]:
@@ -67,9 +69,12 @@ def makeService(options: ProxyOptions) -> IService:
     """
     from twisted.internet import reactor
 
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    policy = tlsPolicy(options["upstream-ca"])
-    agent = Agent(reactor, pool=pool) if policy is None else Agent(reactor, contextFactory=policy, pool=pool)
+    agent = UpstreamAgent(
+        reactor,
+        tlsPolicy(options["upstream-ca"]),
+        ResponseLimits(options["max-response-header-bytes"], options["max-response-headers"]),
+        dnsTTL=options["dns-ttl"],
+    )
     routes = [
         Route(
             route.prefix,
@@ -90,7 +95,7 @@ def makeService(options: ProxyOptions) -> IService:
     ]
     site = GatewaySite(GatewayResource(routes, PageResource()), options["max-body"], options["client-timeout"])
     service = MultiService()
-    _PoolService(pool).setServiceParent(service)
+    _PoolService(agent).setServiceParent(service)
     listeningService(
         reactor, options["listen"], site, "chunkproxy", [("page", ""), ("stream", "stream")]
     ).setServiceParent(service)

@@ -1,0 +1,362 @@
+"""
+Tests for L{twisted_stream._wire}: the upstream HTTP/1.1 client protocol,
+byte for byte, on an in-memory transport.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IConsumer
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import PotentialDataLoss, ResponseDone, ResponseFailed, ResponseNeverReceived
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
+from zope.interface import implementer
+
+from twisted_stream._wire import HTTP11UpstreamProtocol, ResponseLimits, UpstreamProtocolError
+
+
+class _Body(Protocol):
+    """
+    Notes each piece of a body and how it ended.
+    """
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+        self.ended: Optional[Failure] = None
+
+    def dataReceived(self, data: bytes) -> None:
+        self.pieces.append(data)
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self.ended = reason
+
+
+@implementer(IBodyProducer)
+class _Bytes:
+    def __init__(self, data: bytes, known: bool = True) -> None:
+        self._data = data
+        self.length = len(data) if known else UNKNOWN_LENGTH
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        for i in range(0, len(self._data), 3):
+            consumer.write(self._data[i : i + 3])
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class WireTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.idle: list[HTTP11UpstreamProtocol] = []
+        self.gone: list[HTTP11UpstreamProtocol] = []
+        self.protocol = HTTP11UpstreamProtocol(
+            ResponseLimits(maxHeaderBytes=200, maxHeaders=5), self.idle.append, self.gone.append
+        )
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+
+    def send(
+        self, method: bytes = b"GET", headers: Optional[Headers] = None, body: Optional[_Bytes] = None
+    ) -> Deferred[IResponse]:
+        self.transport.clear()
+        return self.protocol.request(method, b"/v1/x?a=1", b"up.example:8081", headers or Headers(), body)
+
+    def respond(self, *pieces: bytes) -> Any:
+        d = self.send()
+        for piece in pieces:
+            self.protocol.dataReceived(piece)
+        return d
+
+    def lose(self, reason: Exception = ConnectionDone()) -> None:
+        self.protocol.connectionLost(Failure(reason))
+
+    def bodyOf(self, response: IResponse) -> _Body:
+        body = _Body()
+        response.deliverBody(body)
+        return body
+
+    def test_requestBytes(self) -> None:
+        """
+        A request goes out in one write: the request line, Host, each
+        header value on its own line (repeats kept, in order), the blank
+        line.
+        """
+        headers = Headers()
+        headers.addRawHeader(b"X-A", b"1")
+        headers.addRawHeader(b"X-A", b"2")
+        headers.addRawHeader(b"Accept-Encoding", b"gzip")
+        self.send(headers=headers)
+        self.assertEqual(
+            self.transport.value(),
+            b"GET /v1/x?a=1 HTTP/1.1\r\nHost: up.example:8081\r\nX-A: 1\r\nX-A: 2\r\n"
+            b"Accept-Encoding: gzip\r\n\r\n",
+        )
+
+    def test_requestBodyWithLength(self) -> None:
+        self.send(b"POST", body=_Bytes(b"hello world"))
+        self.assertEqual(
+            self.transport.value(),
+            b"POST /v1/x?a=1 HTTP/1.1\r\nHost: up.example:8081\r\nContent-Length: 11\r\n\r\nhello world",
+        )
+
+    def test_emptyBodyHasLengthZero(self) -> None:
+        self.send(b"POST", body=_Bytes(b""))
+        self.assertTrue(self.transport.value().endswith(b"Content-Length: 0\r\n\r\n"))
+
+    def test_requestBodyChunked(self) -> None:
+        self.send(b"POST", body=_Bytes(b"hello", known=False))
+        self.assertEqual(
+            self.transport.value(),
+            b"POST /v1/x?a=1 HTTP/1.1\r\nHost: up.example:8081\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n",
+        )
+
+    def test_chunkedResponse(self) -> None:
+        """
+        Each chunk is handed over as it is parsed, one piece per chunk, with
+        none of its framing; every header is kept, Connection and
+        Transfer-Encoding included. After the last chunk the connection is
+        idle again.
+        """
+        d = self.respond(
+            b"HTTP/1.1 200 Fine\r\nContent-Type: text/event-stream\r\nConnection: X-Hop\r\nX-Hop: 1\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        response = self.successResultOf(d)
+        self.assertEqual((response.code, response.phrase, response.length), (200, b"Fine", UNKNOWN_LENGTH))
+        self.assertEqual(response.headers.getRawHeaders(b"connection"), [b"X-Hop"])
+        self.assertEqual(response.headers.getRawHeaders(b"transfer-encoding"), [b"chunked"])
+        body = self.bodyOf(response)
+        self.assertEqual(self.transport.producerState, "producing")
+        self.protocol.dataReceived(b"7\r\ndata: a\r\n")
+        self.assertEqual(body.pieces, [b"data: a"])
+        self.protocol.dataReceived(b"3\r\n\n\nd\r\n")
+        self.assertEqual(body.pieces, [b"data: a", b"\n\nd"])
+        self.assertIsNone(body.ended)
+        self.protocol.dataReceived(b"0\r\n\r\n")
+        assert body.ended is not None
+        body.ended.trap(ResponseDone)
+        self.assertEqual(self.idle, [self.protocol])
+        self.assertFalse(self.transport.disconnecting)
+        # Ready for the next request on the same connection.
+        d = self.respond(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual(self.successResultOf(d).code, 204)
+
+    def test_connectionCloseEndsIt(self) -> None:
+        d = self.respond(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi")
+        body = self.bodyOf(self.successResultOf(d))
+        self.assertEqual(body.pieces, [b"hi"])
+        assert body.ended is not None
+        body.ended.trap(ResponseDone)
+        self.assertEqual(self.idle, [])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_heldUntilDelivered(self) -> None:
+        """
+        Body bytes that come with the head are held, with the socket paused,
+        until a body protocol is named.
+        """
+        d = self.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab")
+        response = self.successResultOf(d)
+        self.assertEqual(response.length, 5)
+        self.assertEqual(self.transport.producerState, "paused")
+        body = self.bodyOf(response)
+        self.assertEqual(self.transport.producerState, "producing")
+        self.protocol.dataReceived(b"cde")
+        self.assertEqual(body.pieces, [b"ab", b"cde"])
+        assert body.ended is not None
+        body.ended.trap(ResponseDone)
+
+    def test_closeDelimited(self) -> None:
+        """
+        A body with neither length nor chunks ends with the connection: it
+        may or may not be whole.
+        """
+        d = self.respond(b"HTTP/1.1 200 OK\r\n\r\npart")
+        body = self.bodyOf(self.successResultOf(d))
+        self.lose()
+        self.assertEqual(body.pieces, [b"part"])
+        assert body.ended is not None
+        body.ended.trap(PotentialDataLoss)
+
+    def test_truncatedLength(self) -> None:
+        d = self.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart")
+        body = self.bodyOf(self.successResultOf(d))
+        self.lose(ConnectionLost())
+        assert body.ended is not None
+        body.ended.trap(ResponseFailed)
+
+    def test_truncatedChunk(self) -> None:
+        d = self.respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab")
+        body = self.bodyOf(self.successResultOf(d))
+        self.lose()
+        self.assertEqual(body.pieces, [b"ab"])
+        assert body.ended is not None
+        body.ended.trap(ResponseFailed)
+        self.assertEqual(self.gone, [self.protocol])
+
+    def test_headResponse(self) -> None:
+        """
+        A HEAD response is its head: its body ends at once, whatever length
+        it declares, and the connection is not used again.
+        """
+        d = self.send(b"HEAD")
+        self.protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n")
+        response = self.successResultOf(d)
+        self.assertEqual(response.length, 0)
+        body = self.bodyOf(response)
+        assert body.ended is not None
+        body.ended.trap(ResponseDone)
+        self.assertTrue(self.transport.disconnected)
+
+    def test_interimResponsesSkipped(self) -> None:
+        d = self.respond(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        )
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 200)
+        self.assertIsNone(response.headers.getRawHeaders(b"link"))
+        self.assertEqual(self.bodyOf(response).pieces, [b"ok"])
+
+    def test_pauseAndStop(self) -> None:
+        """
+        The body's transport pauses and resumes the socket, and stopping it
+        closes the connection at once.
+        """
+        d = self.respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        body = self.bodyOf(self.successResultOf(d))
+        producer: Any = body.transport
+        producer.pauseProducing()
+        self.assertEqual(self.transport.producerState, "paused")
+        producer.resumeProducing()
+        self.assertEqual(self.transport.producerState, "producing")
+        producer.stopProducing()
+        self.assertTrue(self.transport.disconnected)
+        assert body.ended is not None
+        body.ended.trap(ResponseFailed)
+        # What is still parsed from the last read goes nowhere.
+        self.protocol.dataReceived(b"2\r\nhi\r\n")
+        self.assertEqual(body.pieces, [])
+
+    def test_cancelWhileWaiting(self) -> None:
+        d = self.send()
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertTrue(self.transport.disconnected)
+
+    def test_lostBeforeAnyByte(self) -> None:
+        """
+        A connection that ends before any byte of the response came: the
+        request may or may not have reached the upstream, and the failure
+        says so (L{ResponseNeverReceived}), for the caller to decide.
+        """
+        d = self.send()
+        self.lose()
+        self.failureResultOf(d, ResponseNeverReceived)
+
+    def test_lostMidHead(self) -> None:
+        d = self.respond(b"HTTP/1.1 200 OK\r\nX-A")
+        self.lose()
+        self.failureResultOf(d, ResponseFailed)
+
+    def test_bytesWhileIdle(self) -> None:
+        """
+        Bytes from the upstream when no request is outstanding belong to
+        nothing: the connection is dropped.
+        """
+        self.protocol.dataReceived(b"HTTP/1.1 200 OK\r\n\r\n")
+        self.assertTrue(self.transport.disconnected)
+
+
+class StrictTests(SynchronousTestCase):
+    """
+    What the upstream must not send: each refused with a one-line reason,
+    the connection closed, nothing handed over.
+    """
+
+    def refused(self, *pieces: bytes, limits: ResponseLimits = ResponseLimits(200, 5)) -> str:
+        protocol = HTTP11UpstreamProtocol(limits)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        d = protocol.request(b"GET", b"/", b"up", Headers())
+        for piece in pieces:
+            protocol.dataReceived(piece)
+        failure = self.failureResultOf(d, UpstreamProtocolError)
+        self.assertTrue(transport.disconnected)
+        return str(failure.value)
+
+    def test_headTooLargeInPieces(self) -> None:
+        """
+        A head that never ends is refused once it is over the limit, though
+        no line of it has ended: at most one read more than the limit is
+        ever held.
+        """
+        reason = self.refused(b"HTTP/1.1 200 OK\r\nX-Long: ", *[b"a" * 50] * 4)
+        self.assertEqual(reason, "the response head is over 200 bytes")
+
+    def test_headTooLargeInOneRead(self) -> None:
+        head = b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 60) for i in range(4))
+        reason = self.refused(head + b"\r\n", limits=ResponseLimits(200, 100))
+        self.assertEqual(reason, "the response head is over 200 bytes")
+
+    def test_tooManyHeaders(self) -> None:
+        head = b"HTTP/1.1 200 OK\r\n" + b"".join(b"X-%d: v\r\n" % (i,) for i in range(6))
+        reason = self.refused(head + b"\r\n", limits=ResponseLimits(10_000, 5))
+        self.assertEqual(reason, "the response has over 5 header lines")
+
+    def test_controlInReason(self) -> None:
+        for bad in (b"\x01", b"\x7f", b"\x1b[31m"):
+            reason = self.refused(b"HTTP/1.1 200 O" + bad + b"K\r\nContent-Length: 0\r\n\r\n")
+            self.assertEqual(reason, "the status line's reason phrase holds a control character")
+
+    def test_bareCRInReason(self) -> None:
+        reason = self.refused(b"HTTP/1.1 200 O\rK\r\nContent-Length: 0\r\n\r\n")
+        self.assertTrue(reason.startswith("malformed response: "), reason)
+
+    def test_controlInHeaderValue(self) -> None:
+        for bad in (b"\x01", b"\x7f", b"\x00", b"\r"):
+            reason = self.refused(b"HTTP/1.1 200 OK\r\nX-A: a" + bad + b"b\r\n\r\n")
+            self.assertTrue(reason.startswith("malformed response: "), (bad, reason))
+
+    def test_badHeaderName(self) -> None:
+        reason = self.refused(b"HTTP/1.1 200 OK\r\nX A: b\r\n\r\n")
+        self.assertTrue(reason.startswith("malformed response: "), reason)
+
+    def test_conflictingLengths(self) -> None:
+        reason = self.refused(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nhi")
+        self.assertTrue(reason.startswith("malformed response: "), reason)
+
+    def test_switchingProtocolsUnasked(self) -> None:
+        reason = self.refused(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n")
+        self.assertEqual(reason, "the upstream switched protocols unasked")
+
+    def test_chunkSizeTooLong(self) -> None:
+        """
+        A chunk size over 16 hex digits ends the body as broken at once.
+        """
+        protocol = HTTP11UpstreamProtocol()
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        d = protocol.request(b"GET", b"/", b"up", Headers())
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        body = _Body()
+        self.successResultOf(d).deliverBody(body)
+        protocol.dataReceived(b"1" * 17 + b"\r\n")
+        assert body.ended is not None
+        body.ended.trap(ResponseFailed)
+        self.assertIsInstance(body.ended.value.reasons[0].value, UpstreamProtocolError)
+        self.assertTrue(transport.disconnected)
