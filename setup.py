@@ -34,9 +34,13 @@ setup(
         "twisted[tls]>=24.7.0",
         "treq>=23.11.0",
         "hyperlink>=21.0.0",
+        # The upstream wire parses with llhttp, its C parser.
+        "httptools>=0.6.0",
     ],
     entry_points={"console_scripts": ["chunkwatch = twisted_stream.watch:main"]},
     extras_require={
+        # bench/run: the plot.
+        "bench": ["matplotlib>=3.5"],
         "test": [
             "pytest>=8.0",
             "pytest-twisted>=1.14.1",

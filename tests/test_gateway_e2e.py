@@ -112,7 +112,7 @@ class _GzipUpstream(Resource):
         self.acceptEncoding: list[bytes] = []
 
     def render_GET(self, request: Request) -> int:
-        self.acceptEncoding = request.requestHeaders.getRawHeaders(b"accept-encoding", [])
+        self.acceptEncoding = list(request.requestHeaders.getRawHeaders(b"accept-encoding", []))
         request.setHeader(b"Content-Type", b"text/plain")
         request.setHeader(b"Content-Encoding", b"gzip")
         compressor = zlib.compressobj(6, zlib.DEFLATED, 31)

@@ -10,7 +10,7 @@ from typing import Any, Optional
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IConsumer
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -34,7 +34,7 @@ class _Body(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.pieces.append(data)
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.ended = reason
 
 
@@ -59,6 +59,9 @@ class _Bytes:
         pass
 
 
+_SMALL = ResponseLimits(maxHeaderBytes=200, maxHeaders=5)
+
+
 class WireTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.idle: list[HTTP11UpstreamProtocol] = []
@@ -81,8 +84,8 @@ class WireTests(SynchronousTestCase):
             self.protocol.dataReceived(piece)
         return d
 
-    def lose(self, reason: Exception = ConnectionDone()) -> None:
-        self.protocol.connectionLost(Failure(reason))
+    def lose(self, reason: Optional[Exception] = None) -> None:
+        self.protocol.connectionLost(Failure(reason or ConnectionDone()))
 
     def bodyOf(self, response: IResponse) -> _Body:
         body = _Body()
@@ -273,6 +276,46 @@ class WireTests(SynchronousTestCase):
         self.lose()
         self.failureResultOf(d, ResponseFailed)
 
+    def test_freeBeforeTheEndIsTold(self) -> None:
+        """
+        A kept-alive connection is free again before its body's end is
+        told, so that whoever hears of it can send the next request on it
+        at once.
+        """
+        d = self.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+        body = _Body()
+        seen: list[list[HTTP11UpstreamProtocol]] = []
+        body.connectionLost = lambda reason=None: seen.append(list(self.idle))  # type: ignore[method-assign]
+        self.successResultOf(d).deliverBody(body)
+        self.protocol.dataReceived(b"ok")
+        self.assertEqual(seen, [[self.protocol]])
+
+    def test_oldBodyLeavesTheNextAlone(self) -> None:
+        """
+        The producer handed out with one body does nothing once that body
+        has ended, though its connection now carries another request.
+        """
+        d = self.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        producer: Any = self.bodyOf(self.successResultOf(d)).transport
+        self.send()
+        producer.pauseProducing()
+        producer.stopProducing()
+        self.assertEqual(self.transport.producerState, "producing")
+        self.assertFalse(self.transport.disconnected)
+
+    def test_responseToNoRequest(self) -> None:
+        """
+        Bytes that follow a complete response in the same read, with no
+        request outstanding, drop the connection.
+        """
+        d = self.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\r\n")
+        body = self.bodyOf(self.successResultOf(d))
+        self.assertTrue(self.transport.disconnected)
+        self.assertEqual(body.pieces, [b"ok"])
+        assert body.ended is not None
+        body.ended.trap(ResponseDone)
+        self.assertEqual(self.idle, [])
+
     def test_bytesWhileIdle(self) -> None:
         """
         Bytes from the upstream when no request is outstanding belong to
@@ -288,7 +331,7 @@ class StrictTests(SynchronousTestCase):
     the connection closed, nothing handed over.
     """
 
-    def refused(self, *pieces: bytes, limits: ResponseLimits = ResponseLimits(200, 5)) -> str:
+    def refused(self, *pieces: bytes, limits: ResponseLimits = _SMALL) -> str:
         protocol = HTTP11UpstreamProtocol(limits)
         transport = StringTransport()
         protocol.makeConnection(transport)

@@ -93,19 +93,28 @@ class _BodyProducer:
     What a response body's protocol gets as its transport: the upstream
     socket, seen as a producer, so that whoever consumes the body can pause
     it (backpressure) and stop it (the consumer left).
+
+    It speaks for one response only: once that body has ended, the
+    connection may carry another request, which it must not touch.
     """
 
     def __init__(self, protocol: HTTP11UpstreamProtocol) -> None:
         self._protocol = protocol
 
     def pauseProducing(self) -> None:
-        self._protocol.pauseBody()
+        if self._protocol.bodyProducer is self:
+            self._protocol.pauseBody()
 
     def resumeProducing(self) -> None:
-        self._protocol.resumeBody()
+        if self._protocol.bodyProducer is self:
+            self._protocol.resumeBody()
 
     def stopProducing(self) -> None:
-        self._protocol.stopBody()
+        if self._protocol.bodyProducer is self:
+            self._protocol.stopBody()
+
+    # What Twisted's readBody calls to give up on a body.
+    abortConnection = stopProducing
 
 
 @implementer(IResponse)
@@ -198,9 +207,12 @@ class HTTP11UpstreamProtocol(Protocol):
         self.whenGone = whenGone
         self.state = _IDLE
         self._deliver: Callable[[bytes], None] = _noBody
-        self._parser: Any = None
+        # One parser for the connection: bytes that follow a response in
+        # the same read are the next response's, as on the wire.
+        self._parser: Any = httptools.HttpResponseParser(self)
         self._response: Optional[Deferred[IResponse]] = None
         self._bodyProtocol: Optional[Protocol] = None
+        self.bodyProducer: Optional[_BodyProducer] = None
         self._held: list[bytes] = []
         self._ended: Optional[Failure] = None
         self._paused = False
@@ -243,7 +255,7 @@ class HTTP11UpstreamProtocol(Protocol):
         self._headBytes = 0
         self._received = 0
         self._informational = False
-        self._parser = httptools.HttpResponseParser(self)
+        self._idleAfterDelivery = False
         self._response = Deferred(self._cancel)
         lines = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, target, host)]
         for name, values in headers.getAllRawHeaders():
@@ -338,6 +350,8 @@ class HTTP11UpstreamProtocol(Protocol):
     # httptools' callbacks.
 
     def on_status(self, status: bytes) -> None:
+        if self.state != _WAITING:
+            raise _Refused("the upstream sent a response to no request")
         self._reason += status
         self._headBytes += len(status)
 
@@ -407,21 +421,27 @@ class HTTP11UpstreamProtocol(Protocol):
             return
         if self.state != _BODY:
             return
-        keepAlive = self._parser.should_keep_alive()
-        self._endBody(Failure(ResponseDone()))
-        if self.state != _BODY:
-            return
-        if not keepAlive:
+        if not self._parser.should_keep_alive():
             self.state = _CLOSED
-            assert self.transport is not None
-            self.transport.loseConnection()
+            self._transport().loseConnection()
+            self._endBody(Failure(ResponseDone()))
             return
+        if self._bodyProtocol is None:
+            # Nobody has taken the body yet: the connection stays with this
+            # response (paused) until somebody does.
+            self._idleAfterDelivery = True
+            self._endBody(Failure(ResponseDone()))
+            return
+        # Free before the body's end is told: whoever hears of it may well
+        # start the next request at once, and should find this connection.
+        self._becomeIdle()
+        self._endBody(Failure(ResponseDone()))
+
+    def _becomeIdle(self) -> None:
         self.state = _IDLE
-        self._parser = None
         if self._paused:
             self._paused = False
-            assert self.transport is not None
-            self.transport.resumeProducing()  # type: ignore[attr-defined]
+            self._transport().resumeProducing()
         self.whenIdle(self)
 
     # The body's consumer.
@@ -432,13 +452,17 @@ class HTTP11UpstreamProtocol(Protocol):
         each piece as it is parsed.
         """
         self._bodyProtocol = protocol
-        protocol.makeConnection(_BodyProducer(self))
+        self.bodyProducer = _BodyProducer(self)
+        protocol.makeConnection(self.bodyProducer)
         for data in self._held:
             protocol.dataReceived(data)
         self._held = []
         if self._ended is not None:
-            protocol.connectionLost(self._ended)
-            self._bodyProtocol = None
+            ended, self._ended = self._ended, None
+            self._bodyProtocol = self.bodyProducer = None
+            if self._idleAfterDelivery and self.state == _BODY:
+                self._becomeIdle()
+            protocol.connectionLost(ended)
             return
         if self.state == _BODY:
             self._deliver = protocol.dataReceived
@@ -448,9 +472,11 @@ class HTTP11UpstreamProtocol(Protocol):
         protocol = self._bodyProtocol
         self._deliver = _noBody
         if protocol is None:
-            self._ended = reason
+            # The first end is the one that counts.
+            if self._ended is None:
+                self._ended = reason
             return
-        self._bodyProtocol = None
+        self._bodyProtocol = self.bodyProducer = None
         protocol.connectionLost(reason)
 
     def pauseBody(self) -> None:

@@ -1,0 +1,216 @@
+"""
+Tests for L{twisted_stream._agent}: the pool, the name cache and the
+absence of hidden retries, against hand-made upstreams on real loopback
+sockets.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.error import ConnectionRefusedError, DNSLookupError
+from twisted.internet.interfaces import IHostnameResolver, IHostResolution, IResolutionReceiver
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+from twisted.web.client import ResponseNeverReceived, readBody
+from twisted.web.iweb import IResponse
+from zope.interface import implementer
+
+from tests.support import RawConnection, RawUpstream, answerWith, portOf, reactor
+from twisted_stream._agent import UpstreamAgent
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+@implementer(IHostnameResolver)
+class _Names:
+    """
+    A name resolver that counts its lookups and answers from a list, one
+    answer per lookup (the last one again when they run out), at once or
+    when the test says.
+    """
+
+    def __init__(self, *answers: list[str], held: bool = False) -> None:
+        self.answers = list(answers)
+        self.lookups: list[str] = []
+        self.held: list[Any] = []
+        self._hold = held
+
+    def resolveHostName(
+        self,
+        resolutionReceiver: IResolutionReceiver,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: Any = None,
+        transportSemantics: str = "TCP",
+    ) -> IHostResolution:
+        self.lookups.append(hostName)
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+        def complete() -> None:
+            for host in answer:
+                resolutionReceiver.addressResolved(IPv4Address("TCP", host, portNumber))
+            resolutionReceiver.resolutionComplete()
+
+        if self._hold:
+            self.held.append(complete)
+        else:
+            complete()
+        return None  # type: ignore[return-value]
+
+
+class _Reactor:
+    """
+    The real reactor, with its own name resolver and a clock that can be
+    moved ahead of real time.
+    """
+
+    def __init__(self, names: _Names) -> None:
+        self.nameResolver = names
+        self.ahead = 0.0
+
+    def seconds(self) -> float:
+        return float(reactor.seconds()) + self.ahead
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(reactor, name)
+
+
+class AgentTests(TestCase):
+    def agent(self, names: Optional[_Names] = None, **kwargs: Any) -> UpstreamAgent:
+        self.fakeReactor = _Reactor(names or _Names(["127.0.0.1"]))
+        agent = UpstreamAgent(self.fakeReactor, **kwargs)
+        self.addCleanup(agent.closeCachedConnections)
+        return agent
+
+    @inlineCallbacks
+    def get(self, agent: UpstreamAgent, url: str, method: bytes = b"GET") -> Any:
+        response: IResponse = yield agent.request(method, url.encode("ascii"))
+        body = yield readBody(response)
+        return response.code, body
+
+    @inlineCallbacks
+    def test_keptAlive(self) -> Any:
+        """
+        A second request finds the first one's connection idle and uses it:
+        no new connection, no handshake.
+        """
+        upstream = RawUpstream(self, answerWith(OK))
+        agent = self.agent()
+        for _ in range(3):
+            answer = yield self.get(agent, upstream.url + "x")
+            self.assertEqual(answer, (200, b"ok"))
+        self.assertEqual(len(upstream.connections), 1)
+        self.assertEqual(len(upstream.requests), 3)
+        self.assertEqual(upstream.requests[0], b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:%d" % (portOf(upstream.port),))
+
+    @inlineCallbacks
+    def test_noHiddenRetry(self) -> Any:
+        """
+        A kept-alive connection the upstream closes after it has received a
+        request: the request fails and is never sent again, not even a
+        DELETE (Twisted's pool would send it twice).
+        """
+
+        def script(connection: RawConnection, head: bytes) -> None:
+            if head.startswith(b"DELETE"):
+                connection.tcp.loseConnection()
+            else:
+                connection.tcp.write(OK)
+
+        upstream = RawUpstream(self, script)
+        agent = self.agent()
+        yield self.get(agent, upstream.url + "first")
+        failed = agent.request(b"DELETE", (upstream.url + "thing").encode())
+        yield self.assertFailure(failed, ResponseNeverReceived)
+        yield deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual([head.split(b" ")[0] for head in upstream.requests], [b"GET", b"DELETE"])
+        self.assertEqual(len(upstream.connections), 1)
+
+    @inlineCallbacks
+    def test_idleConnectionsExpire(self) -> Any:
+        upstream = RawUpstream(self, answerWith(OK))
+        agent = self.agent(idleTimeout=0.2)
+        yield self.get(agent, upstream.url)
+        self.assertEqual(upstream.closed, [])
+        yield deferLater(reactor, 0.4, lambda: None)
+        self.assertEqual(len(upstream.closed), 1)
+
+    @inlineCallbacks
+    def test_namesResolvedOncePerTTL(self) -> Any:
+        """
+        A host name is looked up once, used for every connection (kept-alive
+        or new) until the TTL has passed, then looked up again.
+        """
+        upstream = RawUpstream(self, lambda c, h: c.tcp.write(OK.replace(b"OK\r\n", b"OK\r\nConnection: close\r\n")))
+        names = _Names(["127.0.0.1"])
+        agent = self.agent(names, dnsTTL=60)
+        url = f"http://upstream.test:{portOf(upstream.port)}/"
+        for _ in range(3):
+            answer = yield self.get(agent, url)
+            self.assertEqual(answer, (200, b"ok"))
+        self.assertEqual(names.lookups, ["upstream.test"])
+        self.assertEqual(len(upstream.connections), 3)
+        self.assertEqual(upstream.requests[0], b"GET / HTTP/1.1\r\nHost: upstream.test:%d" % (portOf(upstream.port),))
+        self.fakeReactor.ahead = 61
+        yield self.get(agent, url)
+        self.assertEqual(names.lookups, ["upstream.test"] * 2)
+
+    @inlineCallbacks
+    def test_lookedUpAgainAfterAFailure(self) -> Any:
+        """
+        A connection to a resolved address that fails makes the name stale:
+        the next request looks it up again.
+        """
+        upstream = RawUpstream(self, answerWith(OK))
+        # Nothing listens on 127.0.0.2 at that port: refused.
+        names = _Names(["127.0.0.2"], ["127.0.0.1"])
+        agent = self.agent(names)
+        url = f"http://upstream.test:{portOf(upstream.port)}/"
+        yield self.assertFailure(agent.request(b"GET", url.encode()), ConnectionRefusedError)
+        answer = yield self.get(agent, url)
+        self.assertEqual(answer, (200, b"ok"))
+        self.assertEqual(len(names.lookups), 2)
+
+    @inlineCallbacks
+    def test_oneLookupForManyStarts(self) -> Any:
+        """
+        Streams that start together while a name is being looked up share
+        that one lookup.
+        """
+        upstream = RawUpstream(self, answerWith(OK))
+        names = _Names(["127.0.0.1"], held=True)
+        agent = self.agent(names)
+        url = f"http://upstream.test:{portOf(upstream.port)}/".encode()
+        pending = [agent.request(b"GET", url) for _ in range(5)]
+        # One that leaves while the name is looked up takes nothing with it.
+        pending[0].cancel()
+        self.assertEqual(len(names.lookups), 1)
+        names.held[0]()
+        for d in pending[1:]:
+            response = yield d
+            yield readBody(response)
+        yield self.assertFailure(pending[0], Exception)
+        self.assertEqual(len(names.lookups), 1)
+
+    @inlineCallbacks
+    def test_unresolvable(self) -> Any:
+        agent = self.agent(_Names([]))
+        yield self.assertFailure(agent.request(b"GET", b"http://nowhere.test/"), DNSLookupError)
+
+    @inlineCallbacks
+    def test_cancelledWhileConnecting(self) -> Any:
+        """
+        Cancelling a request that is still connecting stops the attempt.
+        """
+        agent = self.agent()
+        # A connection to a port nothing answers on would be refused at
+        # once on loopback; cancel before the reactor runs instead.
+        upstream = RawUpstream(self, answerWith(OK))
+        d: Deferred[IResponse] = agent.request(b"GET", upstream.url.encode())
+        d.cancel()
+        yield self.assertFailure(d, Exception)
+        yield deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(upstream.requests, [])
