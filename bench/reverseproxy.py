@@ -1,6 +1,7 @@
 """
 The benchmark's baseline peer: Twisted's own ReverseProxyResource at
-/stream, forwarding to chunkgen's /generate on the given port of 127.0.0.1.
+/stream, forwarding to the load side's /stream on the given port of
+127.0.0.1.
 """
 
 import sys
@@ -18,6 +19,6 @@ def announce(port: IListeningPort) -> None:
 
 
 root = Resource()
-root.putChild(b"stream", ReverseProxyResource("127.0.0.1", int(sys.argv[1]), b"/generate"))
-serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(Site(root)).addCallback(announce)
+root.putChild(b"stream", ReverseProxyResource("127.0.0.1", int(sys.argv[1]), b"/stream"))
+serverFromString(reactor, "tcp:0:interface=127.0.0.1:backlog=4096").listen(Site(root)).addCallback(announce)
 reactor.run()

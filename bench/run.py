@@ -1,106 +1,134 @@
 """
-The benchmark: what forwarding one chunk costs chunkproxy, against peers
-measured in the same run.
+The benchmark: chunkproxy against the proxies people would pick instead,
+each alone on one core, with the load on the other, in one run.
 
-One chunkgen streams NDJSON chunks, a fixed interval apart so that each
-reaches the proxy on its own, through each target in turn:
+Targets (each started here, on 127.0.0.1):
 
-  - C{chunkproxy}: this project;
-  - C{reverseproxy}: Twisted's own C{twisted.web.proxy.ReverseProxyResource},
-    the baseline the ratios are taken against;
-  - C{nginx}, with C{proxy_buffering off}, where nginx is installed;
-  - C{direct}: no proxy at all, for the latency floor.
+  - C{direct}: no proxy, the floor, and the proof that the load side is not
+    the limit at the top of the ladder;
+  - C{chunkproxy}: this project, C{twistd -n chunkproxy} with its defaults;
+  - C{reverseproxy}: Twisted's own C{ReverseProxyResource};
+  - C{nginx} (C{proxy_buffering off}), where nginx is installed;
+  - C{goproxy}: Go's C{httputil.ReverseProxy}, C{GOMAXPROCS=1}.
 
-For each target it measures the CPU time the proxy process spent (all its
-threads, from C{/proc/PID/task/*/schedstat}, in nanoseconds) per forwarded
-chunk, and each chunk's end-to-end delay (the client's receive time minus the
-send time in the chunk). The targets run in a new random order every round;
-the report gives medians with the spread (min to max) over rounds, and each
-target's CPU as a ratio to C{reverseproxy} of the same round.
+The load side is C{bench/load} (Go, built here): the upstream that streams
+chunks stamped with their send time, and the clients, pinned together to
+the other core. Scenarios, each run for every target in a new random order:
 
-Everything listens on 127.0.0.1, and every stream is bounded in count.
+  - S1, one stream at 100 chunks/s: delay p50/p99, and what the proxy adds
+    over going direct;
+  - S2, the concurrency ladder (100 / 500 / 1,000 / 2,000 / 4,000 streams
+    of 10 chunks/s, each level started within C/1000 s, at least 1 s):
+    delay p50/p99, TTFB p99, chunks delivered against sent, proxy CPU % and
+    RSS, CPU per forwarded chunk; the capacity is the most streams with p99
+    under 50 ms and nothing lost;
+  - S4, one client reading 1 MiB/s from an upstream as fast as it can
+    send: the proxy's RSS growth;
+  - S5, clients that leave after 5 chunks: time until the upstream sees its
+    connection close;
+  - S6, 2,000 short streams (one chunk each, 50 at a time, kept-alive
+    client connections): proxy CPU per stream, TTFB p99.
 
-    bench/run [--rounds 5] [--chunks 3000] [--interval 0.001] [--size 100] [--format ndjson|sse]
+Proxy CPU is read from C{/proc/PID/task/*/schedstat} (all threads, and
+nginx's worker), RSS from C{/proc/PID/status}.
+
+    bench/run [--quick] [--rounds N] [--targets a,b] [--out DIR]
+
+C{--quick} runs every scenario small (a few seconds each) and exits 1 if any
+stream through any target lost or mangled a byte: C{.ci/run} runs it.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import glob
 import json
 import os
+import platform
 import random
-import re
+import resource
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
-
-from twisted_stream.watch import sendTime
+from typing import Any, Callable, Optional
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-_LISTENING = re.compile(rb"listening on http://127\.0\.0\.1:(\d+)/")
-_CHUNK = re.compile(rb'\{"seq":(\d+),"sent":([0-9.]+)')
-_STAMP = re.compile(rb"data: Chunk \d+ \[[0-9:.]{12}\]")
+PROXY_CORE, LOAD_CORE = "0", "1"
+P99_LIMIT_MS = 50.0
+"""A ladder level counts towards the capacity while its p99 delay is under
+this and nothing is lost."""
 
 
-@dataclass
-class Sample:
-    target: str
-    round: int
-    chunks: int
-    cpuMicrosPerChunk: Optional[float]
-    delayP50Ms: float
-    delayP99Ms: float
+def pinned(core: str, argv: list[str]) -> list[str]:
+    """
+    @return: C{argv}, run on one core where C{taskset} exists and the
+        machine has more than one.
+    """
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        return ["taskset", "-c", core, *argv]
+    return argv
 
 
-class Server:
+class Process:
     """
     A server process of the benchmark, and the processes whose CPU it costs.
     """
 
-    def __init__(self, name: str, argv: list[str], port: Optional[int] = None) -> None:
+    def __init__(self, name: str, argv: list[str], env: Optional[dict[str, str]] = None,
+                 port: Optional[int] = None) -> None:
         self.name = name
         self.process = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1")
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
         )
         self.port = port if port is not None else self._announcedPort()
+        # Keep reading its output, so that a chatty log never blocks it.
+        threading.Thread(target=self._drain, daemon=True).start()
 
     def _announcedPort(self) -> int:
         assert self.process.stdout is not None
         seen = b""
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             line = self.process.stdout.readline()
             if not line:
                 break
             seen += line
-            found = _LISTENING.search(line)
-            if found:
-                return int(found.group(1))
+            if b"listening on http://127.0.0.1:" in line:
+                return int(line.split(b"http://127.0.0.1:")[1].split(b"/")[0])
         raise RuntimeError(f"{self.name} did not start:\n{seen.decode(errors='replace')}")
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for _ in self.process.stdout:
+            pass
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
 
     def pids(self) -> list[int]:
         """
-        @return: The process and its children (nginx's workers).
+        @return: The process and its children (nginx's worker).
         """
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         found = [self.process.pid]
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         if children.exists():
             found += [int(pid) for pid in children.read_text().split()]
         return found
 
     def cpuNanoseconds(self) -> int:
-        """
-        @return: The CPU time all its processes' threads have had.
-        """
         total = 0
         for pid in self.pids():
             for stat in glob.glob(f"/proc/{pid}/task/*/schedstat"):
@@ -108,6 +136,17 @@ class Server:
                     total += int(Path(stat).read_text().split()[0])
                 except (OSError, IndexError, ValueError):
                     pass
+        return total
+
+    def rssKiB(self) -> int:
+        total = 0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
         return total
 
     def stop(self) -> None:
@@ -118,12 +157,6 @@ class Server:
             self.process.kill()
 
 
-def twistd(name: str, *options: str) -> Server:
-    return Server(
-        name, [str(BIN / "twistd"), "-n", "--pidfile=", name, "--listen", "tcp:0:interface=127.0.0.1", *options]
-    )
-
-
 def freePort() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -131,7 +164,42 @@ def freePort() -> int:
         return port
 
 
-def nginx(upstreamPort: int, workdir: Path) -> Optional[Server]:
+def waitForPort(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+# The targets.
+
+LISTEN = "tcp:0:interface=127.0.0.1:backlog=4096"
+"""Every Python target's listener: the kernel's queue, not Twisted's 50."""
+
+
+def chunkproxy(upstream: str, workdir: Path) -> Process:
+    return Process(
+        "chunkproxy",
+        pinned(PROXY_CORE, [str(BIN / "twistd"), "-n", "--pidfile=", "chunkproxy", "--listen", LISTEN,
+                            "--upstream", upstream + "stream"]),
+    )
+
+
+def reverseProxy(upstream: str, workdir: Path) -> Process:
+    port = int(upstream.rsplit(":", 1)[1].strip("/"))
+    return Process("reverseproxy", pinned(PROXY_CORE, [sys.executable, str(HERE / "reverseproxy.py"), str(port)]))
+
+
+def goproxy(upstream: str, workdir: Path) -> Process:
+    return Process("goproxy", pinned(PROXY_CORE, [str(LOAD), "goproxy", "-upstream", upstream]),
+                   env={"GOMAXPROCS": "1"})
+
+
+def nginx(upstream: str, workdir: Path) -> Optional[Process]:
     command = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     if command is None:
         return None
@@ -141,9 +209,10 @@ def nginx(upstreamPort: int, workdir: Path) -> Optional[Server]:
     conf.write_text(
         f"""
 worker_processes 1;
+worker_rlimit_nofile 20000;
 error_log {workdir}/logs/error.log;
 pid {workdir}/nginx.pid;
-events {{ worker_connections 64; }}
+events {{ worker_connections 16000; }}
 http {{
     access_log off;
     client_body_temp_path {workdir}/body;
@@ -151,169 +220,362 @@ http {{
     fastcgi_temp_path {workdir}/fastcgi;
     uwsgi_temp_path {workdir}/uwsgi;
     scgi_temp_path {workdir}/scgi;
+    upstream load {{ server {upstream[len("http://"):].rstrip("/")}; keepalive 1024; }}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port} backlog=4096;
         location /stream {{
-            proxy_pass http://127.0.0.1:{upstreamPort}/generate;
+            proxy_pass http://load;
             proxy_http_version 1.1;
+            proxy_set_header Connection "";
             proxy_buffering off;
         }}
     }}
 }}
 """
     )
-    server = Server("nginx", [command, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"], port=port)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return server
-        except OSError:
-            time.sleep(0.05)
-    server.stop()
-    raise RuntimeError("nginx did not start")
+    server = Process("nginx", pinned(PROXY_CORE, [command, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"]),
+                     port=port)
+    waitForPort(port)
+    return server
 
 
-def reverseProxy(upstreamPort: int) -> Server:
-    return Server("reverseproxy", [sys.executable, str(HERE / "reverseproxy.py"), str(upstreamPort)])
+STARTERS: dict[str, Callable[[str, Path], Optional[Process]]] = {
+    "chunkproxy": chunkproxy,
+    "reverseproxy": reverseProxy,
+    "nginx": nginx,
+    "goproxy": goproxy,
+}
+ORDER = ["direct", "chunkproxy", "reverseproxy", "nginx", "goproxy"]
 
 
-def stream(port: int, path: str, expected: int) -> list[float]:
+# The load.
+
+LOAD = HERE / ".build" / "load"
+
+
+def buildLoad() -> None:
+    go = shutil.which("go")
+    if go is None:
+        sys.exit("bench: Go is needed for the load side (apt-get install golang-go)")
+    LOAD.parent.mkdir(exist_ok=True)
+    subprocess.run([go, "build", "-o", str(LOAD), "."], cwd=HERE / "load", check=True,
+                   env=dict(os.environ, GOFLAGS="-mod=mod", GO111MODULE="on"))
+
+
+@dataclass
+class Sample:
     """
-    Read one stream with a plain blocking socket, and time each chunk.
-
-    @return: Each chunk's end-to-end delay in seconds: from the NDJSON
-        C{"sent"} field, or for SSE from the C{[HH:MM:SS.mmm]} stamp (to the
-        millisecond) as chunkwatch reads it.
+    One scenario (and ladder level) through one target in one round.
     """
-    delays: list[float] = []
-    pending = b""
-    sse = "format=sse" in path
-    end = b"\n\n" if sse else b"}\n"
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
-        while True:
-            data = s.recv(65536)
-            now = time.time()
-            if not data:
-                break
-            pending += data
-            if sse:
-                for found in _STAMP.finditer(pending):
-                    sent = sendTime(found.group(0), now)
-                    assert sent is not None
-                    delays.append(now - sent)
-            else:
-                for found in _CHUNK.finditer(pending):
-                    delays.append(now - float(found.group(2)))
-            last = pending.rfind(end)
-            if last >= 0:
-                pending = pending[last + len(end) :]
-            if len(delays) >= expected and pending.endswith(b"0\r\n\r\n"):
-                break
-    if len(delays) != expected:
-        raise RuntimeError(f"got {len(delays)} chunks of {expected}")
-    return delays
+
+    target: str
+    scenario: str
+    round: int
+    level: int = 0
+    load: dict[str, Any] = field(default_factory=dict)
+    cpuSeconds: Optional[float] = None
+    wallSeconds: float = 0.0
+    rssKiB: Optional[int] = None
+    rssBeforeKiB: Optional[int] = None
+
+    @property
+    def lost(self) -> bool:
+        load = self.load
+        return bool(load.get("failed") or load.get("corrupt")) or (
+            self.scenario in ("S1", "S2", "S6") and load.get("chunksReceived") != load.get("chunksExpected")
+        )
 
 
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))]
+def runLoad(target: Optional[Process], upstream: Process, command: str, url: str, *args: str,
+            scenario: str, round: int, level: int = 0) -> Sample:
+    """
+    Run one client command of the load tool against C{url}, measuring the
+    target's CPU and its largest RSS meanwhile.
+    """
+    sample = Sample(target.name if target else "direct", scenario, round, level)
+    rss: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.1):
+            rss.append(target.rssKiB())  # type: ignore[union-attr]
+
+    if target is not None:
+        sample.rssBeforeKiB = target.rssKiB()
+        cpuBefore = target.cpuNanoseconds()
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+    began = time.monotonic()
+    finished = subprocess.run(
+        pinned(LOAD_CORE, [str(LOAD), command, "-url", url + "stream", *args]),
+        capture_output=True,
+        env=dict(os.environ, LOAD_UPSTREAM=upstream.url),
+        timeout=300,
+    )
+    sample.wallSeconds = time.monotonic() - began
+    done.set()
+    if target is not None:
+        sample.cpuSeconds = (target.cpuNanoseconds() - cpuBefore) / 1e9
+        rss.append(target.rssKiB())
+        sample.rssKiB = max(rss)
+    if finished.returncode != 0:
+        raise RuntimeError(f"load {command} failed: {finished.stderr.decode(errors='replace')}")
+    sample.load = json.loads(finished.stdout)
+    return sample
+
+
+@dataclass
+class Plan:
+    """
+    How big each scenario is.
+    """
+
+    s1Chunks: int
+    levels: list[int]
+    s2Chunks: int
+    s4Seconds: float
+    s5Streams: int
+    s6Streams: int
+
+
+FULL = Plan(s1Chunks=1000, levels=[100, 500, 1000, 2000, 4000], s2Chunks=50, s4Seconds=5, s5Streams=200,
+            s6Streams=2000)
+QUICK = Plan(s1Chunks=100, levels=[100], s2Chunks=10, s4Seconds=1, s5Streams=20, s6Streams=200)
+
+
+def scenarios(plan: Plan, target: Optional[Process], upstream: Process, round: int) -> list[Sample]:
+    """
+    Every scenario through one target.
+    """
+    url = target.url if target else upstream.url
+    samples = [runLoad(target, upstream, "streams", url, "-c", "1", "-count", str(plan.s1Chunks), "-interval",
+                       "10", scenario="S1", round=round)]
+    for level in plan.levels:
+        spread = max(1.0, level / 1000)
+        samples.append(runLoad(target, upstream, "streams", url, "-c", str(level), "-spread", str(spread),
+                               "-count", str(plan.s2Chunks), "-interval", "100", scenario="S2", round=round,
+                               level=level))
+        time.sleep(1)
+    samples.append(runLoad(target, upstream, "slow", url, "-seconds", str(plan.s4Seconds), scenario="S4",
+                           round=round))
+    samples.append(runLoad(target, upstream, "leave", url, "-c", str(plan.s5Streams), "-spread", "1",
+                           scenario="S5", round=round))
+    samples.append(runLoad(target, upstream, "short", url, "-n", str(plan.s6Streams), "-k", "50", scenario="S6",
+                           round=round))
+    return samples
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--chunks", type=int, default=3000)
-    parser.add_argument("--interval", type=float, default=0.001)
-    parser.add_argument("--size", type=int, default=100)
-    parser.add_argument(
-        "--format",
-        choices=("ndjson", "sse"),
-        default="ndjson",
-        help="ndjson (the plain path), or sse (an event stream: chunkproxy tracks event ends for heartbeats)",
-    )
-    parser.add_argument("--json", type=Path, default=HERE / "results" / "latest.json")
+    parser.add_argument("--quick", action="store_true", help="every scenario small; exit 1 if a byte is lost")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--targets", default=",".join(ORDER[1:]), help="comma-separated, besides direct")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
     args = parser.parse_args()
-    if not (1 <= args.rounds <= 50 and 1 <= args.chunks <= 100_000):
-        parser.error("keep it bounded: 1-50 rounds of 1-100000 chunks")
-
+    if not 1 <= args.rounds <= 5:
+        parser.error("keep it bounded: 1 to 5 rounds")
+    plan = QUICK if args.quick else FULL
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    buildLoad()
     workdir = Path(tempfile.mkdtemp(prefix="twisted-stream-bench-"))
-    generator = twistd("chunkgen")
-    servers: dict[str, Optional[Server]] = {}
+    upstream = Process("upstream", pinned(LOAD_CORE, [str(LOAD), "upstream"]))
+    targets: dict[str, Optional[Process]] = {"direct": None}
     try:
-        servers["chunkproxy"] = twistd(
-            "chunkproxy", "--upstream", f"http://127.0.0.1:{generator.port}/generate"
-        )
-        servers["reverseproxy"] = reverseProxy(generator.port)
-        servers["nginx"] = nginx(generator.port, workdir)
-        if servers["nginx"] is None:
-            print("nginx is not installed: measuring without it (apt-get install nginx-light)")
-            del servers["nginx"]
-        query = f"count={args.chunks}&interval={args.interval}&size={args.size}&format={args.format}"
-        path = f"/stream?{query}"
-        direct = f"/generate?{query}"
-        targets = [*servers, "direct"]
-        # One stream each first, not counted: imports, connection pools, caches.
-        for name in servers:
-            stream(servers[name].port, "/stream?count=50&interval=0&format=ndjson", 50)  # type: ignore[union-attr]
+        for name in args.targets.split(","):
+            started = STARTERS[name](upstream.url, workdir)
+            if started is None:
+                print(f"{name} is not installed: measuring without it", flush=True)
+            else:
+                targets[name] = started
+        # One small run each first, not counted: imports, pools, caches.
+        for target in targets.values():
+            runLoad(target, upstream, "streams", (target or upstream).url, "-c", "20", "-count", "5",
+                    "-interval", "10", scenario="warm-up", round=0)
         samples: list[Sample] = []
         for round in range(1, args.rounds + 1):
-            random.shuffle(targets)
-            for name in targets:
-                server = servers.get(name)
-                before = server.cpuNanoseconds() if server else 0
-                if server is None:
-                    delays = stream(generator.port, direct, args.chunks)
-                else:
-                    delays = stream(server.port, path, args.chunks)
-                cpu = (server.cpuNanoseconds() - before) / args.chunks / 1000 if server else None
-                samples.append(
-                    Sample(name, round, args.chunks, cpu, quantile(delays, 0.5) * 1000, quantile(delays, 0.99) * 1000)
-                )
-                print(
-                    f"round {round} {name:>12}: "
-                    + (f"{cpu:6.1f} µs CPU/chunk, " if cpu is not None else " " * 21)
-                    + f"delay p50 {samples[-1].delayP50Ms:5.2f} ms, p99 {samples[-1].delayP99Ms:5.2f} ms",
-                    flush=True,
-                )
-        report(samples, args)
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
-                                         "samples": [asdict(s) for s in samples]}, indent=1))
+            names = list(targets)
+            random.shuffle(names)
+            for name in names:
+                print(f"round {round}: {name}", flush=True)
+                for sample in scenarios(plan, targets[name], upstream, round):
+                    samples.append(sample)
+                    print("  " + describe(sample), flush=True)
     finally:
-        for server in servers.values():
-            if server is not None:
-                server.stop()
-        generator.stop()
+        for target in targets.values():
+            if target is not None:
+                target.stop()
+        upstream.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def report(samples: list[Sample], args: argparse.Namespace) -> None:
-    def spread(values: list[float], fmt: str) -> str:
-        return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}-{max(values):{fmt}}]"
-
-    baseline = {
-        s.round: s.cpuMicrosPerChunk
-        for s in samples
-        if s.target == "reverseproxy" and s.cpuMicrosPerChunk is not None
-    }
+    table = report(samples)
     print()
-    print(
-        f"{args.rounds} rounds of {args.chunks} {args.format} chunks of {args.size} B, {args.interval * 1000:g} ms apart;"
-        " median [min-max] over rounds"
+    print(table)
+    if not args.quick:
+        args.out.mkdir(parents=True, exist_ok=True)
+        stamp = f"{datetime.date.today()}, {machine()}"
+        (args.out / "latest.md").write_text(f"Measured {stamp}.\n\n{table}\n")
+        (args.out / "latest.json").write_text(json.dumps([asdict(s) for s in samples], indent=1))
+        plot(samples, args.out / "latest.png", stamp)
+    lost = [s for s in samples if s.lost and (args.quick or s.scenario != "S2")]
+    if lost:
+        for s in lost:
+            print(f"LOST: {s.target} {s.scenario} {s.level or ''}: {s.load}", file=sys.stderr)
+        sys.exit(1)
+
+
+def machine() -> str:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def describe(s: Sample) -> str:
+    load = s.load
+    cpu = f", CPU {s.cpuSeconds / s.wallSeconds * 100:4.0f} %" if s.cpuSeconds is not None else ""
+    level = f" {s.level:>5}" if s.level else ""
+    return (
+        f"{s.scenario}{level}: {load['chunksReceived']}/{load['chunksExpected']} chunks, p50 {load['delayP50Ms']:.2f}"
+        f" ms, p99 {load['delayP99Ms']:.2f} ms, TTFB p99 {load['ttfbP99Ms']:.1f} ms{cpu}"
+        + (f", close p99 {load['closeP99Ms']:.2f} ms" if s.scenario == "S5" else "")
+        + (f", RSS {s.rssKiB / 1024:.0f} MiB" if s.rssKiB else "")
+        + (f", failed {load['failed']} ({load.get('firstError')})" if load.get("failed") else "")
     )
-    print(f"{'target':>12}  {'CPU µs/chunk':>22}  {'÷ reverseproxy':>20}  {'delay p50 ms':>20}  {'delay p99 ms':>20}")
-    for name in ("chunkproxy", "reverseproxy", "nginx", "direct"):
-        mine = [s for s in samples if s.target == name]
-        if not mine:
-            continue
-        cpu = [s.cpuMicrosPerChunk for s in mine if s.cpuMicrosPerChunk is not None]
-        ratios = [s.cpuMicrosPerChunk / baseline[s.round] for s in mine if s.cpuMicrosPerChunk and baseline.get(s.round)]
-        print(
-            f"{name:>12}  {spread(cpu, '6.1f') if cpu else '-':>22}  {spread(ratios, '5.2f') if ratios else '-':>20}"
-            f"  {spread([s.delayP50Ms for s in mine], '5.2f'):>20}  {spread([s.delayP99Ms for s in mine], '5.2f'):>20}"
+
+
+# The report.
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """
+    @return: The median, with min-max when there is more than one value.
+    """
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:{fmt}}"
+    return f"{median(values):{fmt}} [{min(values):{fmt}}–{max(values):{fmt}}]"
+
+
+def capacity(samples: list[Sample]) -> int:
+    """
+    @return: The most concurrent streams of the ladder (S2) held with p99
+        delay under L{P99_LIMIT_MS} and nothing lost, levels below it
+        included; 0 if not even the first.
+    """
+    held = 0
+    for level in sorted({s.level for s in samples if s.scenario == "S2"}):
+        runs = [s for s in samples if s.scenario == "S2" and s.level == level]
+        if all(not s.lost and s.load["delayP99Ms"] < P99_LIMIT_MS for s in runs):
+            held = level
+        else:
+            break
+    return held
+
+
+def report(samples: list[Sample]) -> str:
+    """
+    @return: The markdown tables: the summary per target, then the ladder.
+    """
+    targets = [t for t in ORDER if any(s.target == t for s in samples)]
+    levels = sorted({s.level for s in samples if s.scenario == "S2"})
+
+    def of(target: str, scenario: str, level: int = 0) -> list[Sample]:
+        return [s for s in samples if s.target == target and s.scenario == scenario and s.level == level]
+
+    direct = {s.round: s for s in samples if s.target == "direct" and s.scenario == "S1"}
+    mid = 1000 if 1000 in levels or not levels else levels[-1]
+    lines = [
+        f"| one core | capacity (streams) | p99 at {mid:,} | CPU at {mid:,} | CPU µs per chunk at {mid:,}"
+        " | CPU µs per new short stream (S6) | S6 TTFB p99 | S1 added delay p50 / p99"
+        " | S4 RSS growth | S5 upstream closed after (p99) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t in targets:
+        ladder = [s for s in samples if s.target == t and s.scenario == "S2"]
+        atMid = of(t, "S2", mid)
+        s1 = of(t, "S1")
+        s4 = of(t, "S4")
+        s5 = of(t, "S5")
+        s6 = of(t, "S6")
+        cpu = [s.cpuSeconds / s.wallSeconds * 100 for s in atMid if s.cpuSeconds is not None]
+        perChunk = [s.cpuSeconds * 1e6 / max(1, s.load["chunksReceived"]) for s in atMid if s.cpuSeconds is not None]
+        perStream = [s.cpuSeconds * 1e6 / max(1, s.load["streams"]) for s in s6 if s.cpuSeconds is not None]
+        added = [
+            (s.load["delayP50Ms"] - direct[s.round].load["delayP50Ms"], s.load["delayP99Ms"] - direct[s.round].load[
+                "delayP99Ms"]) for s in s1 if s.round in direct
+        ]
+        growth = [(s.rssKiB - s.rssBeforeKiB) / 1024 for s in s4 if s.rssKiB is not None and s.rssBeforeKiB]
+        lines.append(
+            f"| **{t}** | {capacity(ladder):,} | {spread([s.load['delayP99Ms'] for s in atMid], '.1f')} ms"
+            f" | {spread(cpu, '.0f')} % | {spread(perChunk, '.0f')} | {spread(perStream, '.0f')}"
+            f" | {spread([s.load['ttfbP99Ms'] for s in s6], '.1f')} ms"
+            f" | {spread([a * 1000 for a, _ in added], '.0f')} / {spread([b * 1000 for _, b in added], '.0f')} µs"
+            f" | {spread(growth, '.1f')} MiB | {spread([s.load.get('closeP99Ms', 0) for s in s5], '.2f')} ms |"
+            if t != "direct" else
+            f"| direct (the load side alone) | {capacity(ladder):,} | {spread([s.load['delayP99Ms'] for s in atMid], '.1f')}"
+            f" ms | – | – | – | {spread([s.load['ttfbP99Ms'] for s in s6], '.1f')} ms | – | – |"
+            f" {spread([s.load.get('closeP99Ms', 0) for s in s5], '.2f')} ms |"
         )
+    lines += ["", "The ladder (S2): delay p50 / p99, TTFB p99, chunks delivered of sent, proxy CPU, RSS.", "",
+              "| target | streams | delay p50 | delay p99 | TTFB p99 | delivered | CPU | RSS |",
+              "|---|---|---|---|---|---|---|---|"]
+    for t in targets:
+        for level in levels:
+            runs = of(t, "S2", level)
+            if not runs:
+                continue
+            cpu = [s.cpuSeconds / s.wallSeconds * 100 for s in runs if s.cpuSeconds is not None]
+            rss = [s.rssKiB / 1024 for s in runs if s.rssKiB is not None]
+            lines.append(
+                f"| {t} | {level:,} | {spread([s.load['delayP50Ms'] for s in runs], '.2f')} ms"
+                f" | {spread([s.load['delayP99Ms'] for s in runs], '.1f')} ms"
+                f" | {spread([s.load['ttfbP99Ms'] for s in runs], '.1f')} ms"
+                f" | {sum(s.load['chunksReceived'] for s in runs):,} / {sum(s.load['chunksExpected'] for s in runs):,}"
+                + (f" ({sum(s.load['failed'] for s in runs)} streams failed)" if any(s.load["failed"] for s in runs)
+                   else "")
+                + f" | {spread(cpu, '.0f') + ' %' if cpu else '–'} | {spread(rss, '.0f') + ' MiB' if rss else '–'} |"
+            )
+    return "\n".join(lines)
+
+
+def plot(samples: list[Sample], path: Path, stamp: str) -> None:
+    """
+    Draw p99 delay against concurrent streams, one line per target.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for t in ORDER:
+        ladder = [s for s in samples if s.target == t and s.scenario == "S2"]
+        if not ladder:
+            continue
+        levels = sorted({s.level for s in ladder})
+        p99 = [median([s.load["delayP99Ms"] for s in ladder if s.level == level]) for level in levels]
+        axes.plot(levels, p99, marker="o", label=t, linewidth=2.5 if t == "chunkproxy" else 1.5)
+    axes.axhline(P99_LIMIT_MS, color="grey", linestyle="--", linewidth=1)
+    axes.text(110, P99_LIMIT_MS * 1.1, f"{P99_LIMIT_MS:g} ms: the capacity's limit", color="grey", fontsize=8)
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    axes.set_xlabel("concurrent streams (10 chunks/s each), proxy on one core")
+    axes.set_ylabel("p99 chunk delay (ms)")
+    axes.set_title(f"Streaming proxies under load ({stamp.split(',')[0]})", fontsize=10)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
 
 
 if __name__ == "__main__":

@@ -1,43 +1,80 @@
 """
-The benchmark still runs. (Speed itself is measured by C{bench/run}, never
-asserted in a test.)
+The benchmark's own arithmetic: what counts as capacity, what counts as a
+lost byte. (The benchmark itself runs as C{bench/run --quick} in
+C{.ci/run}; speed is never asserted in a test.)
 """
 
 from __future__ import annotations
 
-import json
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import LineProcess
+_spec = importlib.util.spec_from_file_location("bench_run", Path(__file__).resolve().parent.parent / "bench" / "run.py")
+assert _spec is not None and _spec.loader is not None
+bench: Any = importlib.util.module_from_spec(_spec)
+sys.modules["bench_run"] = bench
+_spec.loader.exec_module(bench)
 
-PROJECT = Path(__file__).resolve().parent.parent
+
+def _level(level: int, p99: float, received: int = 500, expected: int = 500, **load: Any) -> Any:
+    return bench.Sample(
+        "chunkproxy",
+        "S2",
+        1,
+        level,
+        load={
+            "delayP50Ms": 1.0,
+            "delayP99Ms": p99,
+            "ttfbP99Ms": 2.0,
+            "chunksReceived": received,
+            "chunksExpected": expected,
+            "failed": 0,
+            "corrupt": 0,
+            "streams": level,
+            **load,
+        },
+        cpuSeconds=1.0,
+        wallSeconds=2.0,
+        rssKiB=10240,
+    )
 
 
-class BenchSmokeTests(TestCase):
-    timeout = 120
+class CapacityTests(SynchronousTestCase):
+    def test_highestLevelHeld(self) -> None:
+        samples = [_level(100, 1), _level(500, 4), _level(1000, 49.9), _level(2000, 50.0), _level(4000, 2)]
+        self.assertEqual(bench.capacity(samples), 1000)
 
-    @inlineCallbacks
-    def test_oneSmallRound(self) -> Any:
+    def test_lossEndsIt(self) -> None:
         """
-        One round of a few chunks measures every target, with every chunk
-        through each.
+        A level that lost a chunk, failed a stream or mangled a byte is not
+        held, however fast the rest was, nor is any level above it.
         """
-        out = Path(self.mktemp()).resolve() / "bench.json"
-        bench = LineProcess.spawn(
-            sys.executable, str(PROJECT / "bench" / "run.py"), "--rounds", "1", "--chunks", "20", "--json", str(out)
-        )
-        code = yield bench.exitCode
-        self.assertEqual(code, 0, bench.text + bench.stderr.decode())
-        samples = json.loads(out.read_text())["samples"]
-        targets = {sample["target"] for sample in samples}
-        self.assertTrue({"chunkproxy", "reverseproxy", "direct"} <= targets, targets)
-        for sample in samples:
-            self.assertEqual(sample["chunks"], 20)
-            if sample["target"] != "direct":
-                self.assertGreater(sample["cpuMicrosPerChunk"], 0)
-        self.assertIn("÷ reverseproxy", bench.text)
+        for lossy in (
+            _level(500, 4, received=499),
+            _level(500, 4, failed=1),
+            _level(500, 4, corrupt=1),
+        ):
+            self.assertTrue(lossy.lost)
+            self.assertEqual(bench.capacity([_level(100, 1), lossy, _level(1000, 1)]), 100)
+
+    def test_everyRoundMustHold(self) -> None:
+        second = _level(500, 60)
+        second.round = 2
+        self.assertEqual(bench.capacity([_level(100, 1), _level(500, 4), second]), 100)
+
+    def test_notEvenTheFirst(self) -> None:
+        self.assertEqual(bench.capacity([_level(100, 51)]), 0)
+
+
+class ReportTests(SynchronousTestCase):
+    def test_ladderRows(self) -> None:
+        """
+        The ladder table has a row per level with its figures.
+        """
+        table = bench.report([_level(100, 1.234), _level(1000, 7.5, received=4999, expected=5000)])
+        self.assertIn("| chunkproxy | 1,000 | 1.00 ms | 7.5 ms | 2.0 ms | 4,999 / 5,000 | 50 % | 10 MiB |", table)
+        self.assertIn("| chunkproxy | 100 | 1.00 ms | 1.2 ms |", table)

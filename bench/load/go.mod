@@ -1,0 +1,3 @@
+module twistedstream/bench/load
+
+go 1.19
