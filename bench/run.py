@@ -56,7 +56,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -336,6 +336,7 @@ class Plan:
     s4Seconds: float
     s5Streams: int
     s6Streams: int
+    scenarios: list[str] = field(default_factory=lambda: ["S1", "S2", "S4", "S5", "S6"])
 
 
 FULL = Plan(s1Chunks=1000, levels=[100, 500, 1000, 2000, 4000], s2Chunks=50, s4Seconds=5, s5Streams=200,
@@ -348,20 +349,25 @@ def scenarios(plan: Plan, target: Optional[Process], upstream: Process, round: i
     Every scenario through one target.
     """
     url = target.url if target else upstream.url
-    samples = [runLoad(target, upstream, "streams", url, "-c", "1", "-count", str(plan.s1Chunks), "-interval",
-                       "10", scenario="S1", round=round)]
-    for level in plan.levels:
+    samples = []
+    if "S1" in plan.scenarios:
+        samples.append(runLoad(target, upstream, "streams", url, "-c", "1", "-count", str(plan.s1Chunks),
+                               "-interval", "10", scenario="S1", round=round))
+    for level in plan.levels if "S2" in plan.scenarios else []:
         spread = max(1.0, level / 1000)
         samples.append(runLoad(target, upstream, "streams", url, "-c", str(level), "-spread", str(spread),
                                "-count", str(plan.s2Chunks), "-interval", "100", scenario="S2", round=round,
                                level=level))
         time.sleep(1)
-    samples.append(runLoad(target, upstream, "slow", url, "-seconds", str(plan.s4Seconds), scenario="S4",
-                           round=round))
-    samples.append(runLoad(target, upstream, "leave", url, "-c", str(plan.s5Streams), "-spread", "1",
-                           scenario="S5", round=round))
-    samples.append(runLoad(target, upstream, "short", url, "-n", str(plan.s6Streams), "-k", "50", scenario="S6",
-                           round=round))
+    if "S4" in plan.scenarios:
+        samples.append(runLoad(target, upstream, "slow", url, "-seconds", str(plan.s4Seconds), scenario="S4",
+                               round=round))
+    if "S5" in plan.scenarios:
+        samples.append(runLoad(target, upstream, "leave", url, "-c", str(plan.s5Streams), "-spread", "1",
+                               scenario="S5", round=round))
+    if "S6" in plan.scenarios:
+        samples.append(runLoad(target, upstream, "short", url, "-n", str(plan.s6Streams), "-k", "50",
+                               scenario="S6", round=round))
     return samples
 
 
@@ -371,10 +377,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--targets", default=",".join(ORDER[1:]), help="comma-separated, besides direct")
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--levels", help="the ladder's levels, comma-separated (to explore; default 100-4000)")
+    parser.add_argument("--scenarios", default="S1,S2,S4,S5,S6", help="which scenarios (to explore)")
     args = parser.parse_args()
     if not 1 <= args.rounds <= 5:
         parser.error("keep it bounded: 1 to 5 rounds")
     plan = QUICK if args.quick else FULL
+    if args.levels:
+        plan = replace(plan, levels=[int(level) for level in args.levels.split(",")])
+    plan = replace(plan, scenarios=args.scenarios.split(","))
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     buildLoad()
@@ -435,6 +446,17 @@ def machine() -> str:
     return f"{model or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def closed(s: Sample) -> str:
+    """
+    @return: How soon the upstream saw left streams close (S5), or that it
+        did not see some of them at all within 2 s.
+    """
+    load = s.load
+    if load.get("closes", 0) < load["streams"]:
+        return f"{load['streams'] - load.get('closes', 0)} of {load['streams']} not within 2 s"
+    return f"p99 {load['closeP99Ms']:.2f} ms"
+
+
 def describe(s: Sample) -> str:
     load = s.load
     cpu = f", CPU {s.cpuSeconds / s.wallSeconds * 100:4.0f} %" if s.cpuSeconds is not None else ""
@@ -442,7 +464,7 @@ def describe(s: Sample) -> str:
     return (
         f"{s.scenario}{level}: {load['chunksReceived']}/{load['chunksExpected']} chunks, p50 {load['delayP50Ms']:.2f}"
         f" ms, p99 {load['delayP99Ms']:.2f} ms, TTFB p99 {load['ttfbP99Ms']:.1f} ms{cpu}"
-        + (f", close p99 {load['closeP99Ms']:.2f} ms" if s.scenario == "S5" else "")
+        + (f", upstream closed: {closed(s)}" if s.scenario == "S5" else "")
         + (f", RSS {s.rssKiB / 1024:.0f} MiB" if s.rssKiB else "")
         + (f", failed {load['failed']} ({load.get('firstError')})" if load.get("failed") else "")
     )
@@ -520,11 +542,11 @@ def report(samples: list[Sample]) -> str:
             f" | {spread(cpu, '.0f')} % | {spread(perChunk, '.0f')} | {spread(perStream, '.0f')}"
             f" | {spread([s.load['ttfbP99Ms'] for s in s6], '.1f')} ms"
             f" | {spread([a * 1000 for a, _ in added], '.0f')} / {spread([b * 1000 for _, b in added], '.0f')} µs"
-            f" | {spread(growth, '.1f')} MiB | {spread([s.load.get('closeP99Ms', 0) for s in s5], '.2f')} ms |"
+            f" | {spread(growth, '.1f')} MiB | {', '.join(closed(s) for s in s5)} |"
             if t != "direct" else
             f"| direct (the load side alone) | {capacity(ladder):,} | {spread([s.load['delayP99Ms'] for s in atMid], '.1f')}"
             f" ms | – | – | – | {spread([s.load['ttfbP99Ms'] for s in s6], '.1f')} ms | – | – |"
-            f" {spread([s.load.get('closeP99Ms', 0) for s in s5], '.2f')} ms |"
+            f" {', '.join(closed(s) for s in s5)} |"
         )
     lines += ["", "The ladder (S2): delay p50 / p99, TTFB p99, chunks delivered of sent, proxy CPU, RSS.", "",
               "| target | streams | delay p50 | delay p99 | TTFB p99 | delivered | CPU | RSS |",

@@ -11,13 +11,15 @@ import json
 from typing import Any, Optional
 
 from treq.testing import RequestTraversalAgent
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from tests.support import StreamingRequest, render
-from twisted_stream.gateway import GatewayResource, Route
+from tests.support import RawUpstream, StreamingRequest, answerWith, fetch, portOf, reactor, render
+from twisted_stream.gateway import GatewayResource, GatewaySite, Route
 from twisted_stream.page import PageResource
 from twisted_stream.proxy import StreamProxyResource
 
@@ -450,3 +452,32 @@ class StreamWatchTests(SynchronousTestCase):
         request.producer.resumeProducing()
         gw.clock.pump([0.25] * 9)
         self.assertTrue(request.connectionClosed)
+
+
+class AccessLogTests(TestCase):
+    """
+    The access log: one structured event per answered request.
+    """
+
+    @inlineCallbacks
+    def test_eventWithoutQuery(self) -> Any:
+        """
+        Each answered request is one event with its fields; the query
+        string (it may hold a key) is never in it.
+        """
+        upstream = RawUpstream(self, answerWith(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+        proxy = StreamProxyResource(upstream.url, reactor=reactor)
+        self.addCleanup(proxy.agent.closeCachedConnections)  # type: ignore[attr-defined]
+        site = GatewaySite(GatewayResource([Route(b"/up/", proxy)]), 1000, 10)
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        with capturedLogs() as events:
+            exchange = yield fetch(f"http://127.0.0.1:{portOf(port)}/up/x?key=sk-secret")
+        self.assertEqual(exchange.body, b"ok")
+        access = [e for e in events if e.get("log_namespace") == "chunkproxy.access"]
+        self.assertEqual(len(access), 1)
+        self.assertEqual(
+            {k: access[0][k] for k in ("client", "method", "path", "code", "sent")},
+            {"client": "127.0.0.1", "method": "GET", "path": "/up/x", "code": 200, "sent": 2},
+        )
+        self.assertNotIn("sk-secret", repr(events))

@@ -37,6 +37,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
 from zope.interface import implementer
 
+from twisted_stream._writenow import sendAtOnce
 from twisted_stream.headers import headerProblem, valueProblem
 
 __all__ = [
@@ -217,6 +218,10 @@ class HTTP11UpstreamProtocol(Protocol):
         self._ended: Optional[Failure] = None
         self._paused = False
         self._head = False
+
+    def connectionMade(self) -> None:
+        # A request leaves in the write that makes it.
+        sendAtOnce(self.transport)
 
     # The request.
 

@@ -15,6 +15,7 @@ from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IPolicyForHTTPS
 
 from twisted_stream._agent import UpstreamAgent
+from twisted_stream._gc import GarbageCollectionService
 from twisted_stream._service import listeningService
 from twisted_stream._wire import ResponseLimits
 from twisted_stream.gateway import GatewayResource, GatewaySite, Route
@@ -96,6 +97,7 @@ def makeService(options: ProxyOptions) -> IService:
     site = GatewaySite(GatewayResource(routes, PageResource()), options["max-body"], options["client-timeout"])
     service = MultiService()
     _PoolService(agent).setServiceParent(service)
+    GarbageCollectionService().setServiceParent(service)
     listeningService(
         reactor, options["listen"], site, "chunkproxy", [("page", ""), ("stream", "stream")]
     ).setServiceParent(service)

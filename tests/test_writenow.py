@@ -1,0 +1,88 @@
+"""
+Tests for L{twisted_stream._writenow}: a write that finds nothing buffered
+is sent inside C{write}, on a real loopback connection.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import TestCase
+
+from tests.support import portOf, reactor
+from twisted_stream._writenow import sendAtOnce
+
+
+class _Accepted(Protocol):
+    def __init__(self, made: Deferred[Protocol]) -> None:
+        self._made = made
+
+    def connectionMade(self) -> None:
+        self._made.callback(self)
+
+
+class SendAtOnceTests(TestCase):
+    @inlineCallbacks
+    def connected(self) -> Any:
+        """
+        @return: The server side's protocol (its transport changed by
+            L{sendAtOnce}) and a blocking client socket.
+        """
+        made: Deferred[Protocol] = Deferred()
+        port = reactor.listenTCP(0, Factory.forProtocol(lambda: _Accepted(made)), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        client = socket.create_connection(("127.0.0.1", portOf(port)))
+        client.settimeout(1)
+        self.addCleanup(client.close)
+        server = yield made
+        self.addCleanup(server.transport.loseConnection)
+        self.assertTrue(sendAtOnce(server.transport))
+        return server, client
+
+    @inlineCallbacks
+    def test_sentInsideWrite(self) -> Any:
+        """
+        The peer can read the data before the reactor has turned once, and
+        the socket was never registered for writability.
+        """
+        server, client = yield self.connected()
+        server.transport.write(b"one")
+        server.transport.writeSequence([b"two", b"three"])
+        self.assertNotIn(server.transport, reactor.getWriters())
+        received = b""
+        while len(received) < 11:
+            received += client.recv(100)
+        self.assertEqual(received, b"onetwothree")
+
+    @inlineCallbacks
+    def test_neverOvertakesBufferedData(self) -> Any:
+        """
+        While the kernel's buffer is full, writes are buffered the usual way
+        and leave in order.
+        """
+        server, client = yield self.connected()
+        big = bytes(range(256)) * 40_000
+        server.transport.write(big)
+        self.assertIn(server.transport, reactor.getWriters())
+        server.transport.write(b"tail")
+        received = bytearray()
+        client.setblocking(False)
+        while len(received) < len(big) + 4:
+            try:
+                received += client.recv(1 << 20)
+            except BlockingIOError:
+                yield Deferred.fromCoroutine(_turn())
+        self.assertEqual(bytes(received), big + b"tail")
+
+    def test_onlyPlainTCP(self) -> None:
+        self.assertFalse(sendAtOnce(StringTransport()))
+
+
+async def _turn() -> None:
+    from twisted.internet.task import deferLater
+
+    await deferLater(reactor, 0.001, lambda: None)
