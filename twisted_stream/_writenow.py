@@ -19,11 +19,13 @@ buffered path to meet and report).
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from twisted.internet.tcp import Connection
+from twisted.web.http import HTTPChannel
+from twisted.web.server import Request
 
-__all__ = ["sendAtOnce"]
+__all__ = ["bodyWriter", "sendAtOnce"]
 
 
 def sendAtOnce(transport: Any) -> bool:
@@ -67,3 +69,40 @@ def sendAtOnce(transport: Any) -> bool:
     transport.write = write  # type: ignore[method-assign]
     transport.writeSequence = writeSequence  # type: ignore[method-assign]
     return True
+
+
+def bodyWriter(request: Request) -> Callable[[bytes], None]:
+    """
+    What writes the pieces of a response body whose headers are sent.
+
+    That is C{request.write}, but for an HTTP/1.x connection it is the same
+    write without twisted.web's per-call bookkeeping (three methods and a
+    list per piece): each piece is framed as a chunk when the response is
+    chunked, counted in C{request.sentLength}, and handed to the transport
+    in one call. After the client has gone, the transport drops it, as
+    C{request.write} would.
+
+    @param request: A request whose response headers have been written.
+    @return: The writer.
+    """
+    channel = getattr(request, "channel", None)
+    if not isinstance(channel, HTTPChannel) or channel.transport is None:
+        # HTTP/2 (an H2Stream), or a request with no connection (a fake).
+        return request.write
+    if request.method == b"HEAD" or request.finished:
+        return request.write
+    send = channel.transport.write
+    if request.chunked:
+
+        def writeChunk(data: bytes) -> None:
+            if data:
+                request.sentLength += len(data)
+                send(b"%x\r\n%s\r\n" % (len(data), data))
+
+        return writeChunk
+
+    def writeRaw(data: bytes) -> None:
+        request.sentLength += len(data)
+        send(data)
+
+    return writeRaw

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hmac
 import re
-from typing import Any, Optional, Sequence, cast
+from typing import Any, Callable, Optional, Sequence, cast
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred, succeed
@@ -57,6 +57,7 @@ from zope.interface import implementer
 from twisted_stream._agent import UpstreamAgent
 from twisted_stream._http import PlainResource, textError
 from twisted_stream._wire import UpstreamProtocolError
+from twisted_stream._writenow import bodyWriter
 from twisted_stream.headers import forwardedRequestHeaders, forwardedResponseHeaders, headerProblem
 
 __all__ = ["DEFAULT_MAX_BODY", "StreamProxyResource", "targetProblem"]
@@ -197,14 +198,15 @@ class _UpstreamBody(Protocol):
     """
     Receives the upstream response body and writes it to the client.
 
-    Its C{dataReceived} I{is} the client request's C{write}: the per-chunk
-    path has no frame of this project's in it. Only an event stream with
-    heartbeats on gets one, to know where its events end.
+    Its C{dataReceived} I{is} the writer of the client's response body
+    (L{bodyWriter}): the per-chunk path has no frame of this project's in
+    it. Only an event stream with heartbeats on gets one, to know where its
+    events end.
     """
 
     def __init__(self, exchange: _Exchange, trackEvents: bool) -> None:
         self._exchange = exchange
-        self.dataReceived = exchange.request.write if not trackEvents else exchange.writeEvents  # type: ignore[method-assign]
+        self.dataReceived = exchange.write if not trackEvents else exchange.writeEvents  # type: ignore[method-assign,assignment]
 
     def connectionMade(self) -> None:
         # The transport is a producer over the upstream socket.
@@ -228,6 +230,8 @@ class _Exchange:
 
     def __init__(self, proxy: StreamProxyResource, request: Request, url: bytes, body: Optional[bytes]) -> None:
         self.request = request
+        # What writes the response body to the client, once it flows.
+        self.write: Callable[[bytes], None] = request.write
         self._proxy = proxy
         self._clock = proxy.clock
         self._url = url
@@ -320,6 +324,7 @@ class _Exchange:
         # write is looked up only after that: on a HEAD request Twisted
         # replaces it with a no-op once the headers are written.
         request.write(b"")
+        self.write = bodyWriter(request)
         response.deliverBody(_UpstreamBody(self, self._sse and self._proxy.heartbeat is not None))
 
     def _requestFailed(self, failure: Failure) -> None:
@@ -373,7 +378,7 @@ class _Exchange:
         @param data: A piece of the upstream body.
         """
         self._tail = (self._tail + data)[-4:]
-        self.request.write(data)
+        self.write(data)
 
     def bodyStarted(self, producer: IPushProducer) -> None:
         """
@@ -439,7 +444,7 @@ class _Exchange:
         ):
             heartbeat = b": keep-alive\n\n"
             self._heartbeatBytes += len(heartbeat)
-            self.request.write(heartbeat)
+            self.write(heartbeat)
             self._tail = heartbeat
             # The next heartbeat counts from this one, not from the tick
             # that would notice it.
