@@ -17,7 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from tests.support import Exchange, fetch, portOf, reactor
-from twisted_stream._writenow import bodyWriter, sendAtOnce
+from twisted_stream._writenow import bodyWriter, gathered, sendAtOnce
 
 
 class _Accepted(Protocol):
@@ -26,6 +26,23 @@ class _Accepted(Protocol):
 
     def connectionMade(self) -> None:
         self._made.callback(self)
+
+
+class _CountingSocket:
+    """
+    A socket that notes each C{send}.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.sends: list[bytes] = []
+
+    def send(self, data: bytes) -> int:
+        self.sends.append(bytes(data))
+        return self._sock.send(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 class SendAtOnceTests(TestCase):
@@ -43,6 +60,7 @@ class SendAtOnceTests(TestCase):
         self.addCleanup(client.close)
         server = yield made
         self.addCleanup(server.transport.loseConnection)
+        self.sock = server.transport.socket = _CountingSocket(server.transport.socket)
         self.assertTrue(sendAtOnce(server.transport))
         return server, client
 
@@ -80,6 +98,54 @@ class SendAtOnceTests(TestCase):
             except BlockingIOError:
                 yield Deferred.fromCoroutine(_turn())
         self.assertEqual(bytes(received), big + b"tail")
+
+    @inlineCallbacks
+    def test_gathered(self) -> Any:
+        """
+        The writes made inside L{gathered} leave in one send when it
+        returns, in order.
+        """
+        server, client = yield self.connected()
+
+        def writes() -> str:
+            server.transport.write(b"head ")
+            server.transport.writeSequence([b"body ", b"end"])
+            self.assertEqual(self.sock.sends, [])
+            return "done"
+
+        self.assertEqual(gathered(writes), "done")
+        self.assertEqual(self.sock.sends, [b"head body end"])
+        server.transport.write(b"!")
+        self.assertEqual(self.sock.sends, [b"head body end", b"!"])
+        received = b""
+        while len(received) < 14:
+            received += client.recv(100)
+        self.assertEqual(received, b"head body end!")
+
+    @inlineCallbacks
+    def test_closeSendsWhatIsHeld(self) -> Any:
+        """
+        A connection closed inside L{gathered} sends what it holds first.
+        """
+        server, client = yield self.connected()
+
+        def writeAndClose() -> None:
+            server.transport.write(b"last words")
+            server.transport.loseConnection()
+
+        gathered(writeAndClose)
+        received = b""
+        while len(received) < 10:
+            received += client.recv(100)
+        self.assertEqual(received, b"last words")
+        # Then the connection closes, once the reactor has turned.
+        client.setblocking(False)
+        while True:
+            try:
+                self.assertEqual(client.recv(100), b"")
+                break
+            except BlockingIOError:
+                yield Deferred.fromCoroutine(_turn())
 
     def test_onlyPlainTCP(self) -> None:
         self.assertFalse(sendAtOnce(StringTransport()))

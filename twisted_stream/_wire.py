@@ -37,7 +37,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
 from zope.interface import implementer
 
-from twisted_stream._writenow import sendAtOnce
+from twisted_stream._writenow import gathered, sendAtOnce
 from twisted_stream.headers import headerProblem, valueProblem
 
 __all__ = [
@@ -82,6 +82,9 @@ class _Refused(Exception):
 
 
 _IDLE, _WAITING, _BODY, _CLOSED = "IDLE", "WAITING", "BODY", "CLOSED"
+
+_PARSER_ERRORS = (httptools.HttpParserError, httptools.HttpParserUpgrade)
+"""What the parser raises (an upgrade is not an error to httptools)."""
 
 
 def _noBody(data: bytes) -> None:
@@ -315,11 +318,17 @@ class HTTP11UpstreamProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         state = self.state
         if state == _BODY:
-            self._feed(data)
+            # The path of every chunk: kept to one call into the parser.
+            try:
+                self._parser.feed_data(data)
+            except _PARSER_ERRORS as e:
+                self._parseFailed(e)
             return
         if state == _WAITING:
             self._received += len(data)
-            self._feed(data)
+            # A read that holds the head may hold the whole response: what
+            # it makes the gateway write to its client leaves in one send.
+            gathered(self._feed, data)
             if self.state == _WAITING and self._received > self._limits.maxHeaderBytes:
                 self._refuse(f"the response head is over {self._limits.maxHeaderBytes} bytes")
             return
@@ -331,14 +340,18 @@ class HTTP11UpstreamProtocol(Protocol):
     def _feed(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except _PARSER_ERRORS as e:
+            self._parseFailed(e)
+
+    def _parseFailed(self, error: Exception) -> None:
+        if isinstance(error, httptools.HttpParserUpgrade):
             self._refuse("the upstream switched protocols unasked")
-        except httptools.HttpParserError as e:
-            refused = e.__context__
-            if isinstance(refused, _Refused):
-                self._refuse(str(refused))
-            elif self.state != _CLOSED:
-                self._refuse("malformed response: " + str(e).split("\n")[0][:100])
+            return
+        refused = error.__context__
+        if isinstance(refused, _Refused):
+            self._refuse(str(refused))
+        elif self.state != _CLOSED:
+            self._refuse("malformed response: " + str(error).split("\n")[0][:100])
 
     def _refuse(self, reason: str) -> None:
         """

@@ -15,17 +15,56 @@ buffered, the usual way, so everything else holds as before: order (a write
 never overtakes buffered data), backpressure (a full socket buffers, and a
 registered producer is paused), and errors (a failed C{send} is left for the
 buffered path to meet and report).
+
+Sending at once costs a C{send} per write, where Twisted's buffering would
+have joined the writes of one reactor turn. When one event is known to make
+several writes (an upstream read that holds a response's head, its body and
+its end), L{gathered} runs it with the writes of each connection gathered,
+and sends them in one C{send} when it returns.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from twisted.internet.tcp import Connection
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 
-__all__ = ["bodyWriter", "sendAtOnce"]
+__all__ = ["bodyWriter", "gathered", "sendAtOnce"]
+
+_Result = TypeVar("_Result")
+
+
+class _Gathering:
+    """
+    The writes held back while L{gathered} runs, per connection, in order.
+    """
+
+    active = False
+    writes: dict[Any, list[bytes]] = {}
+
+
+def gathered(f: Callable[..., _Result], *args: Any) -> _Result:
+    """
+    Call C{f}, holding back the writes it makes to connections changed by
+    L{sendAtOnce}, and send each connection's in one C{send} when it
+    returns.
+
+    @param f: What to call.
+    @param args: Its arguments.
+    @return: What it returns.
+    """
+    if _Gathering.active:
+        return f(*args)
+    _Gathering.active = True
+    try:
+        return f(*args)
+    finally:
+        _Gathering.active = False
+        writes, _Gathering.writes = _Gathering.writes, {}
+        for transport, pieces in writes.items():
+            transport.write(b"".join(pieces))
 
 
 def sendAtOnce(transport: Any) -> bool:
@@ -40,8 +79,16 @@ def sendAtOnce(transport: Any) -> bool:
         return False
     buffered = transport.write
     send = transport.socket.send
+    close = transport.loseConnection
 
     def write(data: bytes) -> None:
+        if _Gathering.active:
+            held = _Gathering.writes.get(transport)
+            if held is None:
+                _Gathering.writes[transport] = [data]
+            else:
+                held.append(data)
+            return
         if (
             data
             and not transport._tempDataLen
@@ -66,8 +113,18 @@ def sendAtOnce(transport: Any) -> bool:
     def writeSequence(iovec: Iterable[bytes]) -> None:
         write(b"".join(iovec))
 
+    def loseConnection() -> None:
+        # What is held back goes first: a clean close sends what was written.
+        held = _Gathering.writes.pop(transport, None)
+        if held is not None:
+            active, _Gathering.active = _Gathering.active, False
+            write(b"".join(held))
+            _Gathering.active = active
+        close()
+
     transport.write = write  # type: ignore[method-assign]
     transport.writeSequence = writeSequence  # type: ignore[method-assign]
+    transport.loseConnection = loseConnection  # type: ignore[method-assign]
     return True
 
 
