@@ -214,7 +214,8 @@ error_log {workdir}/logs/error.log;
 pid {workdir}/nginx.pid;
 events {{ worker_connections 16000; }}
 http {{
-    access_log off;
+    # As nginx is deployed: an access log, written to a file.
+    access_log {workdir}/logs/access.log;
     client_body_temp_path {workdir}/body;
     proxy_temp_path {workdir}/proxy;
     fastcgi_temp_path {workdir}/fastcgi;
