@@ -240,6 +240,24 @@ http {{
     return server
 
 
+def chunkproxyAt(revision: str, upstream: str, workdir: Path) -> Process:
+    """
+    chunkproxy as it was at a git revision of this project, from an export
+    of it put first on C{PYTHONPATH} (its dependencies are this
+    virtualenv's), to measure a change in the same run as what it changed.
+    """
+    source = workdir / f"at-{revision}"
+    source.mkdir()
+    archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", revision], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+    return Process(
+        f"chunkproxy@{revision}",
+        pinned(PROXY_CORE, [str(BIN / "twistd"), "-n", "--pidfile=", "chunkproxy", "--listen", LISTEN,
+                            "--upstream", upstream + "stream"]),
+        env={"PYTHONPATH": str(source)},
+    )
+
+
 STARTERS: dict[str, Callable[[str, Path], Optional[Process]]] = {
     "chunkproxy": chunkproxy,
     "reverseproxy": reverseProxy,
@@ -380,6 +398,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--levels", help="the ladder's levels, comma-separated (to explore; default 100-4000)")
     parser.add_argument("--scenarios", default="S1,S2,S4,S5,S6", help="which scenarios (to explore)")
+    parser.add_argument("--also-at", metavar="REVISION",
+                        help="also measure chunkproxy as it was at this git revision, in the same run")
     args = parser.parse_args()
     if not 1 <= args.rounds <= 5:
         parser.error("keep it bounded: 1 to 5 rounds")
@@ -400,6 +420,9 @@ def main() -> None:
                 print(f"{name} is not installed: measuring without it", flush=True)
             else:
                 targets[name] = started
+        if args.also_at:
+            before = chunkproxyAt(args.also_at, upstream.url, workdir)
+            targets[before.name] = before
         # One small run each first, not counted: imports, pools, caches.
         for target in targets.values():
             runLoad(target, upstream, "streams", (target or upstream).url, "-c", "20", "-count", "5",
@@ -505,11 +528,18 @@ def capacity(samples: list[Sample]) -> int:
     return held
 
 
+def ordered(targets: set[str]) -> list[str]:
+    """
+    @return: The targets in the report's order: the known ones first.
+    """
+    return [t for t in ORDER if t in targets] + sorted(targets - set(ORDER))
+
+
 def report(samples: list[Sample]) -> str:
     """
     @return: The markdown tables: the summary per target, then the ladder.
     """
-    targets = [t for t in ORDER if any(s.target == t for s in samples)]
+    targets = ordered({s.target for s in samples})
     levels = sorted({s.level for s in samples if s.scenario == "S2"})
 
     def of(target: str, scenario: str, level: int = 0) -> list[Sample]:
@@ -581,7 +611,7 @@ def plot(samples: list[Sample], path: Path, stamp: str) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
-    for t in ORDER:
+    for t in ordered({s.target for s in samples}):
         ladder = [s for s in samples if s.target == t and s.scenario == "S2"]
         if not ladder:
             continue

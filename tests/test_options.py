@@ -12,7 +12,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_stream.formats import TEXT
 from twisted_stream.generator import StreamSpec
-from twisted_stream.options import GeneratorOptions, ProxyOptions
+from twisted_stream.tap.chunkgen import Options as GeneratorOptions
+from twisted_stream.tap.chunkproxy import Options as ProxyOptions
 
 
 def twistd(*argv: str) -> ServerOptions:

@@ -9,8 +9,6 @@ sees is the timing the generator chose, to the millisecond.
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass, replace
 from typing import Callable, Mapping, Optional, Sequence
 
@@ -23,6 +21,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from twisted_stream._http import STREAMING_HEADERS, PlainResource, textError
+from twisted_stream._numbers import decimalNumber, shown, wholeNumber
 from twisted_stream.formats import FORMATS, TEXT, ChunkFormat
 from twisted_stream.mockllm import MockLLMResource, Pace
 
@@ -49,23 +48,6 @@ MAX_INTERVAL = 60.0
 MAX_SIZE = 1024 * 1024
 """The largest padded chunk one stream may ask for, in bytes."""
 
-_WHOLE = re.compile(r"[0-9]+")
-_DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
-
-
-def _shown(text: str) -> str:
-    """Quote a value the client gave, short and printable, for a reason."""
-    return ascii(text if len(text) <= 40 else text[:40] + "...")
-
-
-def _parseWhole(name: str, text: str, limit: int) -> int:
-    # Only plain digits: int() would also take "+5", " 5", "1_000" and
-    # non-ASCII digits, none of which a client means.
-    if not _WHOLE.fullmatch(text) or int(text) > limit:
-        raise ValueError(f"{name} must be a whole number from 0 to {limit}, not {_shown(text)}")
-    return int(text)
-
-
 def parseCount(text: str) -> int:
     """
     Parse a number of chunks.
@@ -74,7 +56,7 @@ def parseCount(text: str) -> int:
     @return: The number.
     @raise ValueError: With a one-line reason, for anything else.
     """
-    return _parseWhole("count", text, MAX_COUNT)
+    return wholeNumber(text, "count", MAX_COUNT)
 
 
 def parseSize(text: str) -> int:
@@ -85,7 +67,7 @@ def parseSize(text: str) -> int:
     @return: The number.
     @raise ValueError: With a one-line reason, for anything else.
     """
-    return _parseWhole("size", text, MAX_SIZE)
+    return wholeNumber(text, "size", MAX_SIZE)
 
 
 def parseInterval(text: str) -> float:
@@ -97,13 +79,7 @@ def parseInterval(text: str) -> float:
     @raise ValueError: With a one-line reason, for anything else (negative
         numbers, exponents, C{nan} and C{inf} among them).
     """
-    if _DECIMAL.fullmatch(text):
-        seconds = float(text)
-        if math.isfinite(seconds) and seconds <= MAX_INTERVAL:
-            return seconds
-    raise ValueError(
-        f"interval must be a number of seconds from 0 to {MAX_INTERVAL:g}, not {_shown(text)}"
-    )
+    return decimalNumber(text, "interval", 0, MAX_INTERVAL, " of seconds")
 
 
 def parseFormat(text: str) -> ChunkFormat:
@@ -118,7 +94,7 @@ def parseFormat(text: str) -> ChunkFormat:
         return FORMATS[text]
     except KeyError:
         raise ValueError(
-            f"format must be one of {', '.join(FORMATS)}, not {_shown(text)}"
+            f"format must be one of {', '.join(FORMATS)}, not {shown(text)}"
         ) from None
 
 
@@ -163,7 +139,7 @@ def parseStreamSpec(args: Mapping[bytes, Sequence[bytes]], defaults: StreamSpec)
         name = rawName.decode("utf-8", "replace")
         if name not in _QUERY_PARSERS:
             raise ValueError(
-                f"unknown parameter {_shown(name)}; known: {', '.join(_QUERY_PARSERS)}"
+                f"unknown parameter {shown(name)}; known: {', '.join(_QUERY_PARSERS)}"
             )
         if len(values) != 1:
             raise ValueError(f"{name} given {len(values)} times")

@@ -1,6 +1,8 @@
 # -*- test-case-name: tests.test_options -*-
 """
-Command-line options of the C{chunkgen} and C{chunkproxy} twistd plugins.
+What the command lines of the C{chunkgen} and C{chunkproxy} twistd plugins
+(each plugin's C{Options} is in its own tap module) and C{chunkwatch} share:
+the parsers of their values, and the plugins' common base.
 
 Every bad value is refused when the options are parsed, with a one-line
 reason, before anything listens.
@@ -8,27 +10,25 @@ reason, before anything listens.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from hyperlink import URL
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
-from twisted_stream.generator import StreamSpec, parseCount, parseInterval
-from twisted_stream.mockllm import Pace
+from twisted_stream._numbers import decimalNumber, wholeNumber
 
 __all__ = [
-    "GeneratorOptions",
-    "ProxyOptions",
+    "PluginOptions",
     "RouteOptions",
     "parseHTTPURL",
     "parseHeader",
     "parseRoute",
     "parseTimeout",
+    "wholeNumberOption",
     "resolveSecret",
 ]
 
@@ -45,13 +45,7 @@ def parseTimeout(text: str) -> float:
     @return: The number.
     @raise ValueError: With a one-line reason, for anything else.
     """
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ValueError(f"a timeout must be a number of seconds above 0, not {text!r}")
-    return seconds
+    return decimalNumber(text, "a timeout", 0, unit=" of seconds", lowExcluded=True)
 
 
 def parseHTTPURL(text: str) -> bytes:
@@ -85,17 +79,7 @@ def _checkListen(description: str) -> str:
     return description
 
 
-def _bounded(text: str, name: str, low: float, high: float) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and low <= value <= high):
-        raise ValueError(f"{name} must be a number from {low:g} to {high:g}, not {text!r}")
-    return value
-
-
-class _PluginOptions(usage.Options):
+class PluginOptions(usage.Options):
     """
     What the two plugins' options share: a listening address, and defaults
     for twistd's pidfile and log file named after the plugin, so that
@@ -122,44 +106,6 @@ class _PluginOptions(usage.Options):
             parent["pidfile"] = f"{self.tapname}.pid"
         if not parent.get("nodaemon") and parent.get("logfile") is None:
             parent["logfile"] = f"{self.tapname}.log"
-
-
-class GeneratorOptions(_PluginOptions):
-    """
-    Options of C{twistd chunkgen}.
-    """
-
-    tapname = "chunkgen"
-    synopsis = "[options]"
-    longdesc = (
-        "Streams numbered chunks over HTTP at GET /generate, one per tick of a timer. "
-        "Query parameters count, interval, size and format override the defaults per request."
-    )
-    optParameters = [
-        ["listen", "l", "tcp:8081", "Endpoint description to listen on."],
-        ["count", "c", 100, "Chunks per stream, 0 to 1000000.", parseCount],
-        ["interval", "i", 0.1, "Seconds between chunks, 0 to 60.", parseInterval],
-        ["ttft", None, 0.3, "Mock LLM: seconds to the first token, 0 to 60.", lambda t: _bounded(t, "ttft", 0, 60)],
-        [
-            "tokens-per-second",
-            None,
-            30.0,
-            "Mock LLM: tokens a second after the first, 0.01 to 10000.",
-            lambda t: _bounded(t, "tokens-per-second", 0.01, 10000),
-        ],
-    ]
-
-    def pace(self) -> Pace:
-        """
-        @return: The mock LLM's default pace.
-        """
-        return Pace(self["ttft"], self["tokens-per-second"])
-
-    def spec(self) -> StreamSpec:
-        """
-        @return: The stream a request with no query parameters gets.
-        """
-        return StreamSpec(count=self["count"], interval=self["interval"])
 
 
 def parseHeader(text: str) -> tuple[bytes, bytes]:
@@ -218,15 +164,13 @@ def parseRoute(text: str) -> tuple[bytes, bytes]:
     return prefix.encode("ascii"), parseHTTPURL(url)
 
 
-def parseWholeNumber(text: str) -> int:
+def wholeNumberOption(name: str) -> Callable[[str], int]:
     """
-    Parse a whole number of at least 0.
-
-    @raise ValueError: With a one-line reason.
+    @param name: An option's name.
+    @return: What reads that option's value: a whole number of at least 0,
+        or a one-line reason that names the option.
     """
-    if not text.isdigit():
-        raise ValueError(f"need a whole number, not {text!r}")
-    return int(text)
+    return lambda text: wholeNumber(text, name)
 
 
 def parseOptionalSeconds(text: str) -> Optional[float]:
@@ -257,167 +201,3 @@ class RouteOptions:
     prefix: bytes
     upstream: bytes
     injectHeaders: list[tuple[bytes, bytes]] = field(default_factory=list)
-
-
-class ProxyOptions(_PluginOptions):
-    """
-    Options of C{twistd chunkproxy}.
-    """
-
-    tapname = "chunkproxy"
-    synopsis = "[options]"
-    longdesc = (
-        "Forwards requests to upstream URLs by path prefix (--route), any method with its body, "
-        "streaming each response back the moment each piece arrives; serves a live page at /. "
-        "--upstream is the route for /stream. --inject-header applies to the --route given before "
-        "it, or to every route when given before any --route."
-    )
-    optParameters = [
-        ["listen", "l", "tcp:8080", "Endpoint description to listen on."],
-        [
-            "upstream",
-            "u",
-            b"http://localhost:8081/generate",
-            "The URL that /stream forwards to.",
-            parseHTTPURL,
-        ],
-        [
-            "connect-timeout",
-            None,
-            10.0,
-            "Seconds until the upstream's response headers must have arrived"
-            " (502 if it could not be reached by then, 504 if it sent no headers).",
-            parseTimeout,
-        ],
-        [
-            "idle-timeout",
-            None,
-            300.0,
-            "Seconds the upstream may send no body bytes mid-stream before the client's"
-            " connection is closed as truncated; 0: never.",
-            parseOptionalSeconds,
-        ],
-        [
-            "heartbeat",
-            None,
-            15.0,
-            "Seconds of silence on a text/event-stream response (also before its first event)"
-            " after which ': keep-alive' is sent between events; 0: never.",
-            parseOptionalSeconds,
-        ],
-        [
-            "client-timeout",
-            None,
-            60.0,
-            "Seconds a client connection may send nothing (while no response streams to it)"
-            " before it is closed.",
-            parseTimeout,
-        ],
-        [
-            "retries",
-            None,
-            1,
-            "Times to try again a request whose connection failed before it was sent"
-            " (never one that reached the upstream).",
-            parseWholeNumber,
-        ],
-        ["max-body", None, 1024 * 1024, "Largest request body forwarded, in bytes (413 above).", parseWholeNumber],
-        [
-            "max-response-header-bytes",
-            None,
-            64 * 1024,
-            "Largest upstream response head (status line and headers), in bytes; 502 above.",
-            parseWholeNumber,
-        ],
-        [
-            "max-response-headers",
-            None,
-            100,
-            "Most header lines in an upstream response; 502 above.",
-            parseWholeNumber,
-        ],
-        [
-            "dns-ttl",
-            None,
-            60.0,
-            "Seconds an upstream host name's addresses are used before they are looked up again"
-            " (sooner after a connection to them fails).",
-            parseTimeout,
-        ],
-        [
-            "upstream-ca",
-            None,
-            None,
-            "PEM file of the CA certificates to trust for https:// upstreams, instead of the system's.",
-        ],
-        [
-            "require-token",
-            None,
-            None,
-            "env:VARNAME: answer 401 to requests without 'Authorization: Bearer <its value>'"
-            " (which is then not passed on).",
-        ],
-    ]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.routes: list[RouteOptions] = []
-        self.injectHeaders: list[tuple[bytes, bytes]] = []
-
-    def opt_route(self, text: str) -> None:
-        """
-        PREFIX=URL: forward paths that start with PREFIX to URL plus the rest
-        of the path plus the query string (repeatable; the longest prefix wins).
-        """
-        try:
-            prefix, url = parseRoute(text)
-        except ValueError as e:
-            raise usage.UsageError(str(e)) from None
-        if any(route.prefix == prefix for route in self.routes):
-            raise usage.UsageError(f"two routes for {prefix.decode()}")
-        self.routes.append(RouteOptions(prefix, url))
-
-    def opt_inject_header(self, text: str) -> None:
-        """
-        'NAME: VALUE' (VALUE may be env:VARNAME): set this header on every
-        upstream request of the --route before it (of every route, given
-        before any), replacing the client's (repeatable).
-        """
-        try:
-            header = parseHeader(text)
-        except ValueError as e:
-            raise usage.UsageError(str(e)) from None
-        (self.routes[-1].injectHeaders if self.routes else self.injectHeaders).append(header)
-
-    def postOptions(self) -> None:
-        """
-        Check the options, and resolve C{--require-token}.
-        """
-        super().postOptions()
-        if self["require-token"] is not None:
-            try:
-                self["require-token"] = resolveSecret(self["require-token"], "--require-token").encode("utf-8")
-            except ValueError as e:
-                raise usage.UsageError(str(e)) from None
-        if self["upstream-ca"] is not None and not os.path.isfile(self["upstream-ca"]):
-            raise usage.UsageError(f"--upstream-ca {self['upstream-ca']!r} is not a file")
-
-    def allRoutes(self) -> list[RouteOptions]:
-        """
-        @return: Every route: C{--upstream} as C{/stream} (unless a C{--route}
-            claims C{/stream}), then each C{--route} (or, when none is given,
-            C{/v1/} to the C{--upstream}'s origin, the generator's mock LLM),
-            each with the headers to inject into its requests.
-        """
-        routes = list(self.routes)
-        if not routes:
-            # No routes given: /v1/ goes to the generator's mock LLM, beside
-            # the generator's stream, so the page's chat mode works too.
-            origin = URL.from_text(self["upstream"].decode("ascii")).replace(path=("v1", ""), query=(), fragment="")
-            routes.append(RouteOptions(b"/v1/", origin.to_text().encode("ascii")))
-        if not any(route.prefix == b"/stream" for route in routes):
-            routes.insert(0, RouteOptions(b"/stream", self["upstream"]))
-        return [
-            RouteOptions(route.prefix, route.upstream, [*self.injectHeaders, *route.injectHeaders])
-            for route in routes
-        ]

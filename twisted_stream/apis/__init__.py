@@ -9,10 +9,11 @@ a new API is one module here that provides L{ChatAPI}, and one line there.
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, Optional, Protocol, Sequence
+
+from twisted_stream._numbers import inRange, rangeProblem
 
 __all__ = ["Answer", "ChatAPI", "ChatRequest", "Finish", "RequestError", "checkedNumber", "contentText", "jsonObject", "newId"]
 
@@ -166,8 +167,8 @@ def checkedNumber(value: Any, name: str, low: float, high: float) -> float:
 
     @raise RequestError: If it is not a number from C{low} to C{high}.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
-        raise RequestError(f"{name} must be a number from {low:g} to {high:g}", name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not inRange(value, low, high):
+        raise RequestError(rangeProblem(name, low, high), name)
     return float(value)
 
 

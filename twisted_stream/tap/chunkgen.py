@@ -8,16 +8,54 @@ from __future__ import annotations
 from twisted.application.service import IService
 from twisted.web.server import Site
 
+from twisted_stream._numbers import decimalNumber
 from twisted_stream._service import listeningService
-from twisted_stream.generator import GeneratorRoot
-from twisted_stream.options import GeneratorOptions
+from twisted_stream.generator import GeneratorRoot, StreamSpec, parseCount, parseInterval
+from twisted_stream.mockllm import Pace
+from twisted_stream.options import PluginOptions
 
 __all__ = ["Options", "makeService"]
 
-Options = GeneratorOptions
+
+class Options(PluginOptions):
+    """
+    Options of C{twistd chunkgen}.
+    """
+
+    tapname = "chunkgen"
+    synopsis = "[options]"
+    longdesc = (
+        "Streams numbered chunks over HTTP at GET /generate, one per tick of a timer. "
+        "Query parameters count, interval, size and format override the defaults per request."
+    )
+    optParameters = [
+        ["listen", "l", "tcp:8081", "Endpoint description to listen on."],
+        ["count", "c", 100, "Chunks per stream, 0 to 1000000.", parseCount],
+        ["interval", "i", 0.1, "Seconds between chunks, 0 to 60.", parseInterval],
+        ["ttft", None, 0.3, "Mock LLM: seconds to the first token, 0 to 60.", lambda t: decimalNumber(t, "ttft", 0, 60, " of seconds")],
+        [
+            "tokens-per-second",
+            None,
+            30.0,
+            "Mock LLM: tokens a second after the first, 0.01 to 10000.",
+            lambda t: decimalNumber(t, "tokens-per-second", 0.01, 10000),
+        ],
+    ]
+
+    def pace(self) -> Pace:
+        """
+        @return: The mock LLM's default pace.
+        """
+        return Pace(self["ttft"], self["tokens-per-second"])
+
+    def spec(self) -> StreamSpec:
+        """
+        @return: The stream a request with no query parameters gets.
+        """
+        return StreamSpec(count=self["count"], interval=self["interval"])
 
 
-def makeService(options: GeneratorOptions) -> IService:
+def makeService(options: Options) -> IService:
     """
     Build the generator's service.
 

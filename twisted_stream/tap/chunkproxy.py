@@ -5,12 +5,15 @@ C{twistd chunkproxy}: the streaming gateway and its page as a twistd plugin.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Optional
 
+from hyperlink import URL
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
+from twisted.python import usage
 from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IPolicyForHTTPS
 
@@ -19,13 +22,22 @@ from twisted_stream._gc import GarbageCollectionService
 from twisted_stream._service import listeningService
 from twisted_stream._wire import ResponseLimits
 from twisted_stream.gateway import GatewayResource, GatewaySite, Route
-from twisted_stream.options import ProxyOptions
+from twisted_stream.options import (
+    PluginOptions,
+    RouteOptions,
+    parseHeader,
+    parseHTTPURL,
+    parseOptionalSeconds,
+    parseRoute,
+    parseTimeout,
+    resolveSecret,
+    wholeNumberOption,
+)
 from twisted_stream.page import PageResource
 from twisted_stream.proxy import StreamProxyResource
 
 __all__ = ["Options", "makeService"]
 
-Options = ProxyOptions
 
 _PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
@@ -61,7 +73,177 @@ def tlsPolicy(caFile: Optional[str]) -> Optional[IPolicyForHTTPS]:
     return BrowserLikePolicyForHTTPS(trustRoot=trustRootFromCertificates(certificates))
 
 
-def makeService(options: ProxyOptions) -> IService:
+class Options(PluginOptions):
+    """
+    Options of C{twistd chunkproxy}.
+    """
+
+    tapname = "chunkproxy"
+    synopsis = "[options]"
+    longdesc = (
+        "Forwards requests to upstream URLs by path prefix (--route), any method with its body, "
+        "streaming each response back the moment each piece arrives; serves a live page at /. "
+        "--upstream is the route for /stream. --inject-header applies to the --route given before "
+        "it, or to every route when given before any --route."
+    )
+    optParameters = [
+        ["listen", "l", "tcp:8080", "Endpoint description to listen on."],
+        [
+            "upstream",
+            "u",
+            b"http://localhost:8081/generate",
+            "The URL that /stream forwards to.",
+            parseHTTPURL,
+        ],
+        [
+            "connect-timeout",
+            None,
+            10.0,
+            "Seconds until the upstream's response headers must have arrived"
+            " (502 if it could not be reached by then, 504 if it sent no headers).",
+            parseTimeout,
+        ],
+        [
+            "idle-timeout",
+            None,
+            300.0,
+            "Seconds the upstream may send no body bytes mid-stream before the client's"
+            " connection is closed as truncated; 0: never.",
+            parseOptionalSeconds,
+        ],
+        [
+            "heartbeat",
+            None,
+            15.0,
+            "Seconds of silence on a text/event-stream response (also before its first event)"
+            " after which ': keep-alive' is sent between events; 0: never.",
+            parseOptionalSeconds,
+        ],
+        [
+            "client-timeout",
+            None,
+            60.0,
+            "Seconds a client connection may send nothing (while no response streams to it)"
+            " before it is closed.",
+            parseTimeout,
+        ],
+        [
+            "retries",
+            None,
+            1,
+            "Times to try again a request whose connection failed before it was sent"
+            " (never one that reached the upstream).",
+            wholeNumberOption("retries"),
+        ],
+        [
+            "max-body",
+            None,
+            1024 * 1024,
+            "Largest request body forwarded, in bytes (413 above).",
+            wholeNumberOption("max-body"),
+        ],
+        [
+            "max-response-header-bytes",
+            None,
+            64 * 1024,
+            "Largest upstream response head (status line and headers), in bytes; 502 above.",
+            wholeNumberOption("max-response-header-bytes"),
+        ],
+        [
+            "max-response-headers",
+            None,
+            100,
+            "Most header lines in an upstream response; 502 above.",
+            wholeNumberOption("max-response-headers"),
+        ],
+        [
+            "dns-ttl",
+            None,
+            60.0,
+            "Seconds an upstream host name's addresses are used before they are looked up again"
+            " (sooner after a connection to them fails).",
+            parseTimeout,
+        ],
+        [
+            "upstream-ca",
+            None,
+            None,
+            "PEM file of the CA certificates to trust for https:// upstreams, instead of the system's.",
+        ],
+        [
+            "require-token",
+            None,
+            None,
+            "env:VARNAME: answer 401 to requests without 'Authorization: Bearer <its value>'"
+            " (which is then not passed on).",
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.routes: list[RouteOptions] = []
+        self.injectHeaders: list[tuple[bytes, bytes]] = []
+
+    def opt_route(self, text: str) -> None:
+        """
+        PREFIX=URL: forward paths that start with PREFIX to URL plus the rest
+        of the path plus the query string (repeatable; the longest prefix wins).
+        """
+        try:
+            prefix, url = parseRoute(text)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        if any(route.prefix == prefix for route in self.routes):
+            raise usage.UsageError(f"two routes for {prefix.decode()}")
+        self.routes.append(RouteOptions(prefix, url))
+
+    def opt_inject_header(self, text: str) -> None:
+        """
+        'NAME: VALUE' (VALUE may be env:VARNAME): set this header on every
+        upstream request of the --route before it (of every route, given
+        before any), replacing the client's (repeatable).
+        """
+        try:
+            header = parseHeader(text)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        (self.routes[-1].injectHeaders if self.routes else self.injectHeaders).append(header)
+
+    def postOptions(self) -> None:
+        """
+        Check the options, and resolve C{--require-token}.
+        """
+        super().postOptions()
+        if self["require-token"] is not None:
+            try:
+                self["require-token"] = resolveSecret(self["require-token"], "--require-token").encode("utf-8")
+            except ValueError as e:
+                raise usage.UsageError(str(e)) from None
+        if self["upstream-ca"] is not None and not os.path.isfile(self["upstream-ca"]):
+            raise usage.UsageError(f"--upstream-ca {self['upstream-ca']!r} is not a file")
+
+    def allRoutes(self) -> list[RouteOptions]:
+        """
+        @return: Every route: C{--upstream} as C{/stream} (unless a C{--route}
+            claims C{/stream}), then each C{--route} (or, when none is given,
+            C{/v1/} to the C{--upstream}'s origin, the generator's mock LLM),
+            each with the headers to inject into its requests.
+        """
+        routes = list(self.routes)
+        if not routes:
+            # No routes given: /v1/ goes to the generator's mock LLM, beside
+            # the generator's stream, so the page's chat mode works too.
+            origin = URL.from_text(self["upstream"].decode("ascii")).replace(path=("v1", ""), query=(), fragment="")
+            routes.append(RouteOptions(b"/v1/", origin.to_text().encode("ascii")))
+        if not any(route.prefix == b"/stream" for route in routes):
+            routes.insert(0, RouteOptions(b"/stream", self["upstream"]))
+        return [
+            RouteOptions(route.prefix, route.upstream, [*self.injectHeaders, *route.injectHeaders])
+            for route in routes
+        ]
+
+
+def makeService(options: Options) -> IService:
     """
     Build the gateway's service.
 
