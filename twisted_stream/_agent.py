@@ -18,6 +18,7 @@ TLS) handshake.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -33,6 +34,7 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory
+from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
@@ -42,7 +44,28 @@ from zope.interface import implementer
 
 from twisted_stream._wire import DEFAULT_LIMITS, HTTP11UpstreamProtocol, ResponseLimits
 
-__all__ = ["UpstreamAgent"]
+__all__ = ["UpstreamAgent", "tlsPolicy"]
+
+_PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def tlsPolicy(caFile: Optional[str]) -> Optional[IPolicyForHTTPS]:
+    """
+    How to check C{https://} upstreams.
+
+    @param caFile: A PEM file of CA certificates to trust instead of the
+        system's, or L{None} for the system's trust store.
+    @return: The policy, or L{None} for the agent's default (the system's
+        trust store, with host name checks).
+    """
+    if caFile is None:
+        return None
+    with open(caFile, "rb") as f:
+        certificates = [Certificate.loadPEM(pem) for pem in _PEM.findall(f.read())]
+    if not certificates:
+        raise ValueError(f"no PEM certificate in {caFile}")
+    return BrowserLikePolicyForHTTPS(trustRoot=trustRootFromCertificates(certificates))
+
 
 
 @dataclass(frozen=True)

@@ -39,23 +39,23 @@ from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import (
-    ConnectError,
     ConnectingCancelledError,
     ConnectionRefusedError,
     DNSLookupError,
 )
-from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web._newclient import RequestNotSent
 from twisted.web.client import PotentialDataLoss, ResponseDone
 from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from twisted_stream._agent import UpstreamAgent
+from twisted_stream._bodywatch import BodyWatch, WatchedProducer
 from twisted_stream._http import PlainResource, textError
+from twisted_stream._retry import DeadlineAgent, NoResponseInTime
 from twisted_stream._wire import UpstreamProtocolError
 from twisted_stream._writenow import bodyWriter
 from twisted_stream.headers import forwardedRequestHeaders, forwardedResponseHeaders, headerProblem
@@ -105,13 +105,12 @@ def targetProblem(target: bytes, rest: bytes, prefixEndsWithSlash: bool) -> Opti
     return None
 
 
-def _failureReason(failure: Failure, timedOut: bool, timeout: float) -> tuple[int, str]:
+def _failureReason(failure: Failure, timeout: float) -> tuple[int, str]:
     """
     Say why an upstream request failed before its response headers came.
 
     @param failure: What the request's Deferred failed with.
-    @param timedOut: Whether the proxy's own deadline cancelled it.
-    @param timeout: That deadline, in seconds.
+    @param timeout: The deadline for the response's head, in seconds.
     @return: The status code for the client (502 or 504) and a one-line
         reason. The upstream's address is left out: it is the operator's
         business, not the client's.
@@ -120,7 +119,7 @@ def _failureReason(failure: Failure, timedOut: bool, timeout: float) -> tuple[in
         return 502, f"upstream sent a bad response: {failure.value}"
     if failure.check(ConnectingCancelledError):
         return 502, f"upstream unreachable: no connection within {timeout:g} s"
-    if timedOut:
+    if failure.check(NoResponseInTime):
         return 504, f"upstream sent no response headers within {timeout:g} s"
     if failure.check(ConnectionRefusedError):
         return 502, "upstream refused the connection"
@@ -131,15 +130,6 @@ def _failureReason(failure: Failure, timedOut: bool, timeout: float) -> tuple[in
         if type(reason.value).__module__.startswith("OpenSSL") or "certificate" in str(reason.value).lower():
             return 502, "upstream TLS certificate did not verify"
     return 502, f"upstream failed before responding ({type(failure.value).__name__})"
-
-
-def _retriable(failure: Failure) -> bool:
-    # Only failures where the request cannot have reached the upstream: no
-    # connection was made, or the agent says it sent nothing. A POST that
-    # may have reached an LLM is never sent twice.
-    return bool(failure.check(ConnectError, DNSLookupError, RequestNotSent)) and not failure.check(
-        ConnectingCancelledError
-    )
 
 
 @implementer(IBodyProducer)
@@ -169,31 +159,6 @@ class _RequestBody:
         pass
 
 
-@implementer(IPushProducer)
-class _WatchedProducer:
-    """
-    The upstream's producer, registered with the client's request, noting
-    whether the client's connection has paused it (so that a slow client is
-    not taken for an idle upstream). Only pause, resume and stop pass through
-    here, never a chunk.
-    """
-
-    def __init__(self, producer: IPushProducer) -> None:
-        self.producer = producer
-        self.paused = False
-
-    def pauseProducing(self) -> None:
-        self.paused = True
-        self.producer.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self.paused = False
-        self.producer.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self.producer.stopProducing()
-
-
 class _UpstreamBody(Protocol):
     """
     Receives the upstream response body and writes it to the client.
@@ -204,9 +169,9 @@ class _UpstreamBody(Protocol):
     events end.
     """
 
-    def __init__(self, exchange: _Exchange, trackEvents: bool) -> None:
+    def __init__(self, exchange: _Exchange, write: Callable[[bytes], None]) -> None:
         self._exchange = exchange
-        self.dataReceived = exchange.write if not trackEvents else exchange.writeEvents  # type: ignore[method-assign,assignment]
+        self.dataReceived = write  # type: ignore[method-assign,assignment]
 
     def connectionMade(self) -> None:
         # The transport is a producer over the upstream socket.
@@ -216,12 +181,22 @@ class _UpstreamBody(Protocol):
         self._exchange.bodyEnded(reason)
 
 
-_EVENT_ENDS = (b"\n\n", b"\r\r", b"\r\n\r\n", b"\n\r\n", b"\r\n\n")
+_REQUESTING, _STREAMING, _DONE = "REQUESTING", "STREAMING", "DONE"
 
 
 class _Exchange:
     """
-    One client request and the upstream request that serves it.
+    One client request, followed through its phases:
+
+      - C{REQUESTING}: the upstream request is out (through the route's
+        L{DeadlineAgent}, which owns the deadline and the retries), its
+        response's head awaited. A failure becomes a 502 or 504 with a
+        one-line reason.
+      - C{STREAMING}: the head has been passed on; the body flows to the
+        client, paced by it (the upstream's producer is registered with the
+        request), watched by a L{BodyWatch}.
+      - C{DONE}: answered, broken off, or the client has gone. A client that
+        goes in any phase cancels the upstream request or stops its body.
 
     @ivar request: The client's request.
     """
@@ -230,29 +205,13 @@ class _Exchange:
 
     def __init__(self, proxy: StreamProxyResource, request: Request, url: bytes, body: Optional[bytes]) -> None:
         self.request = request
-        # What writes the response body to the client, once it flows.
-        self.write: Callable[[bytes], None] = request.write
         self._proxy = proxy
-        self._clock = proxy.clock
         self._url = url
         self._body = body
-        self._attempts = 0
-        self._clientGone = False
-        self._timedOut = False
-        self._pending: Optional[Deferred[Any]] = None
-        self._deadline: Optional[IDelayedCall] = None
-        self._retry: Optional[IDelayedCall] = None
-        self._lastFailure: Optional[Failure] = None
-        self._producer: Optional[_WatchedProducer] = None
-        # The body watch: idle timeout and heartbeats.
-        self._watch: Optional[IDelayedCall] = None
-        self._sse = False
-        self._tail = b""
-        self._heartbeatBytes = 0
-        self._seenBytes = 0
-        self._seenSent = 0
-        self._lastUpstream = 0.0
-        self._lastSent = 0.0
+        self.phase = _REQUESTING
+        self._pending: Optional[Deferred[IResponse]] = None
+        self._producer: Optional[WatchedProducer] = None
+        self._watch: Optional[BodyWatch] = None
 
     @property
     def _where(self) -> str:
@@ -262,47 +221,23 @@ class _Exchange:
         """
         Send the upstream request.
         """
-        self.request.notifyFinish().addErrback(self._lostClient)
-        self._deadline = self._clock.callLater(self._proxy.connectTimeout, self._timeIsUp)
-        self._attempt()
-
-    def _attempt(self) -> None:
-        self._retry = None
-        self._attempts += 1
         request = self.request
-        # The agent follows no redirect, keeps no cookie and decodes
-        # nothing: each of those is the client's business.
-        pending = self._proxy.agent.request(
+        proxy = self._proxy
+        request.notifyFinish().addErrback(self._clientGone)
+        self._pending = pending = proxy.requests.request(
             request.method,
             self._url,
-            forwardedRequestHeaders(request, self._proxy.dropHeaders, self._proxy.injectHeaders),
+            forwardedRequestHeaders(request, proxy.dropHeaders, proxy.injectHeaders),
             _RequestBody(self._body) if self._body is not None else None,
         )
-        self._pending = pending
-        pending.addCallbacks(self._gotResponse, self._requestFailed)
+        pending.addCallbacks(self._gotResponse, self._failed)
         pending.addErrback(self._bug)
 
-    def _timeIsUp(self) -> None:
-        self._deadline = None
-        self._timedOut = True
-        if self._pending is not None:
-            self._pending.cancel()
-        elif self._retry is not None and self._lastFailure is not None:
-            # Out of time between attempts: the client hears why the last
-            # attempt failed (it never connected, so not a 504).
-            self._retry.cancel()
-            self._retry = None
-            code, reason = _failureReason(self._lastFailure, False, self._proxy.connectTimeout)
-            self._fail(code, reason, self._lastFailure)
-
-    def _stopDeadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+    # REQUESTING
 
     def _gotResponse(self, response: IResponse) -> None:
         self._pending = None
-        self._stopDeadline()
+        self.phase = _STREAMING
         request = self.request
         request.setResponseCode(response.code, response.phrase)
         upstream = response.headers
@@ -318,47 +253,35 @@ class _Exchange:
             request.defaultContentType = None
         mediaType = contentType[0].split(b";")[0].strip().lower() if contentType else b""
         encoding = upstream.getRawHeaders(b"content-encoding", [b"identity"])[-1].strip().lower()
-        # A heartbeat is plain text: never put into a compressed stream.
-        self._sse = mediaType == b"text/event-stream" and encoding in (b"identity", b"")
         # The headers go out now, before the first piece of the body, and
-        # write is looked up only after that: on a HEAD request Twisted
-        # replaces it with a no-op once the headers are written.
+        # the body's writer is made only after that: on a HEAD request
+        # Twisted replaces write with a no-op once the headers are written.
         request.write(b"")
-        self.write = bodyWriter(request)
-        response.deliverBody(_UpstreamBody(self, self._sse and self._proxy.heartbeat is not None))
+        write = bodyWriter(request)
+        proxy = self._proxy
+        # A heartbeat is plain text: never put into a compressed stream.
+        events = mediaType == b"text/event-stream" and encoding in (b"identity", b"")
+        heartbeat = proxy.heartbeat if events else None
+        if proxy.idleTimeout or heartbeat:
+            self._watch = BodyWatch(proxy.clock, request, write, proxy.idleTimeout, heartbeat, self._upstreamIdle)
+            if heartbeat:
+                write = self._watch.trackEvents
+        response.deliverBody(_UpstreamBody(self, write))
 
-    def _requestFailed(self, failure: Failure) -> None:
+    def _failed(self, failure: Failure) -> None:
         self._pending = None
-        if self._clientGone:
-            # Cancelled by _lostClient, or failed while it was being
-            # cancelled: either way there is no one left to tell.
-            self._stopDeadline()
+        if self.phase == _DONE:
+            # The client has gone: there is no one left to tell.
             return
-        if _retriable(failure) and self._attempts <= self._proxy.retries and self._deadline is not None:
-            self._log.info(
-                "{method} {url}: attempt {attempt} failed before the request was sent"
-                " ({failure.value!r}); trying again",
-                method=self.request.method.decode("ascii"),
-                url=self._where,
-                attempt=self._attempts,
-                failure=failure,
-            )
-            self._lastFailure = failure
-            self._retry = self._clock.callLater(0.1 * self._attempts, self._attempt)
-            return
-        self._stopDeadline()
-        code, reason = _failureReason(failure, self._timedOut, self._proxy.connectTimeout)
-        self._fail(code, reason, failure)
-
-    def _fail(self, code: int, reason: str, failure: Failure) -> None:
+        self.phase = _DONE
+        code, reason = _failureReason(failure, self._proxy.connectTimeout)
         self._log.warn(
-            "{method} {url}: {code} {reason} ({failure.value!r}, after {attempts} attempts)",
+            "{method} {url}: {code} {reason} ({failure.value!r})",
             method=self.request.method.decode("ascii"),
             url=self._where,
             code=code,
             reason=reason,
             failure=failure,
-            attempts=self._attempts,
         )
         body = textError(self.request, code, reason)
         self.request.setHeader(b"Content-Length", b"%d" % (len(body),))
@@ -367,18 +290,11 @@ class _Exchange:
 
     def _bug(self, failure: Failure) -> None:
         self._log.failure("proxying {url} failed", failure, url=self._where)
-        if not self._clientGone:
+        if self.phase != _DONE:
+            self.phase = _DONE
             self.request.loseConnection()
 
-    def writeEvents(self, data: bytes) -> None:
-        """
-        Write a piece of an event stream, noting how it ends, so that a
-        heartbeat never goes into the middle of an event.
-
-        @param data: A piece of the upstream body.
-        """
-        self._tail = (self._tail + data)[-4:]
-        self.write(data)
+    # STREAMING
 
     def bodyStarted(self, producer: IPushProducer) -> None:
         """
@@ -387,75 +303,31 @@ class _Exchange:
 
         @param producer: A producer over the upstream socket.
         """
-        if self._clientGone:
+        if self.phase == _DONE:
             producer.stopProducing()
             return
-        self._producer = _WatchedProducer(producer)
+        self._producer = WatchedProducer(producer)
         self.request.registerProducer(self._producer, True)
-        proxy = self._proxy
-        periods = [p for p in (proxy.idleTimeout, proxy.heartbeat if self._sse else None) if p]
-        if periods:
-            now = self._clock.seconds()
-            self._lastUpstream = self._lastSent = now
-            # Checked eight times per period: activity is noticed at most a
-            # tick late, and acted on at most a tick late, so a heartbeat
-            # or an idle timeout comes at most a quarter of its period late.
-            self._watchEvery = min(periods) / 8
-            self._watch = self._clock.callLater(self._watchEvery, self._watchBody)
+        if self._watch is not None:
+            self._watch.start(self._producer)
 
-    def _watchBody(self) -> None:
-        """
-        Every so often while the body flows: abort it if the upstream has
-        been idle too long, send a heartbeat if the client has heard nothing
-        for too long.
-        """
-        self._watch = None
-        now = self._clock.seconds()
-        sent = self.request.sentLength
-        upstream = sent - self._heartbeatBytes
-        producer = self._producer
-        if producer is None:
-            return
-        if sent != self._seenSent:
-            self._seenSent = sent
-            self._lastSent = now
-        if upstream != self._seenBytes or producer.paused:
-            # A paused upstream is waiting for a slow client, not idle.
-            self._seenBytes = upstream
-            self._lastUpstream = now
-        proxy = self._proxy
-        if proxy.idleTimeout is not None and now - self._lastUpstream >= proxy.idleTimeout:
-            self._log.warn(
-                "{url}: no body bytes from upstream for {timeout:g} s; closing the client's connection",
-                url=self._where,
-                timeout=proxy.idleTimeout,
-            )
+    def _upstreamIdle(self) -> None:
+        self._log.warn(
+            "{url}: no body bytes from upstream for {timeout:g} s; closing the client's connection",
+            url=self._where,
+            timeout=self._proxy.idleTimeout,
+        )
+        self._endStreaming()
+        self.request.loseConnection()
+
+    def _endStreaming(self) -> None:
+        self.phase = _DONE
+        if self._watch is not None:
+            self._watch.stop()
+        producer, self._producer = self._producer, None
+        if producer is not None:
             producer.stopProducing()
             self.request.unregisterProducer()
-            self._producer = None
-            self.request.loseConnection()
-            return
-        if (
-            self._sse
-            and proxy.heartbeat is not None
-            and not producer.paused
-            and now - self._lastSent >= proxy.heartbeat
-            and (self._tail == b"" or self._tail.endswith(_EVENT_ENDS))
-        ):
-            heartbeat = b": keep-alive\n\n"
-            self._heartbeatBytes += len(heartbeat)
-            self.write(heartbeat)
-            self._tail = heartbeat
-            # The next heartbeat counts from this one, not from the tick
-            # that would notice it.
-            self._lastSent = now
-            self._seenSent = self.request.sentLength
-        self._watch = self._clock.callLater(self._watchEvery, self._watchBody)
-
-    def _stopWatch(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
 
     def bodyEnded(self, reason: Failure) -> None:
         """
@@ -466,10 +338,12 @@ class _Exchange:
             (which cannot be told from a truncated one), anything else for a
             broken one.
         """
-        self._stopWatch()
-        if self._producer is None or self._clientGone:
+        if self._watch is not None:
+            self._watch.stop()
+        if self.phase == _DONE or self._producer is None:
             # Stopped by the idle timeout, or the client has left.
             return
+        self.phase = _DONE
         self._producer = None
         self.request.unregisterProducer()
         if reason.check(ResponseDone, PotentialDataLoss):
@@ -485,16 +359,17 @@ class _Exchange:
         )
         self.request.loseConnection()
 
-    def _lostClient(self, reason: Failure) -> None:
-        # The client has gone: stop the upstream, whatever stage it is at.
-        self._clientGone = True
-        self._stopDeadline()
-        self._stopWatch()
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
+    # Any phase
+
+    def _clientGone(self, reason: Failure) -> None:
+        # The client has gone: stop the upstream, whatever phase it is in.
+        if self.phase == _DONE:
+            return
+        self.phase = _DONE
         if self._pending is not None:
             self._pending.cancel()
+        if self._watch is not None:
+            self._watch.stop()
         if self._producer is not None:
             self._producer.stopProducing()
 
@@ -573,6 +448,8 @@ class StreamProxyResource(PlainResource):
         self.idleTimeout = idleTimeout
         self.heartbeat = heartbeat
         self.retries = retries
+        # The route's requests: the deadline and the retry rule over the agent.
+        self.requests = DeadlineAgent(self.agent, reactor, connectTimeout, retries)
         self.maxBody = maxBody
         self.injectHeaders = list(injectHeaders)
         self._requireToken = requireToken

@@ -30,9 +30,10 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import react
 from twisted.python import usage
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, PotentialDataLoss, ResponseDone
+from twisted.web.client import PotentialDataLoss, ResponseDone
 from twisted.web.http_headers import Headers
 
+from twisted_stream._agent import UpstreamAgent
 from twisted_stream.options import parseHTTPURL, parseTimeout
 
 __all__ = ["WatchOptions", "Watcher", "main", "percentile", "sendTime"]
@@ -274,8 +275,7 @@ def watch(reactor: Any, options: WatchOptions, out: TextIO) -> Generator[Deferre
     @param out: Where to print.
     @return: The exit code.
     """
-    pool = HTTPConnectionPool(reactor, persistent=False)
-    client = HTTPClient(Agent(reactor, pool=pool))
+    client = HTTPClient(UpstreamAgent(reactor))
     url = options["url"]
     method = options["method"]
     out.write(f"chunkwatch: {method} {url.decode('ascii')}\n")

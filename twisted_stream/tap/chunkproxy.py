@@ -6,18 +6,13 @@ C{twistd chunkproxy}: the streaming gateway and its page as a twistd plugin.
 from __future__ import annotations
 
 import os
-import re
-from typing import Optional
 
 from hyperlink import URL
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
-from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.python import usage
-from twisted.web.client import BrowserLikePolicyForHTTPS
-from twisted.web.iweb import IPolicyForHTTPS
 
-from twisted_stream._agent import UpstreamAgent
+from twisted_stream._agent import UpstreamAgent, tlsPolicy
 from twisted_stream._gc import GarbageCollectionService
 from twisted_stream._service import listeningService
 from twisted_stream._wire import ResponseLimits
@@ -39,9 +34,6 @@ from twisted_stream.proxy import StreamProxyResource
 __all__ = ["Options", "makeService"]
 
 
-_PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
-
-
 class _PoolService(Service):
     """
     Closes the upstream agent's idle connections on shutdown.
@@ -53,24 +45,6 @@ class _PoolService(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         return self._agent.closeCachedConnections()
-
-
-def tlsPolicy(caFile: Optional[str]) -> Optional[IPolicyForHTTPS]:
-    """
-    How to check C{https://} upstreams.
-
-    @param caFile: A PEM file of CA certificates to trust instead of the
-        system's, or L{None} for the system's trust store.
-    @return: The policy, or L{None} for the agent's default (the system's
-        trust store, with host name checks).
-    """
-    if caFile is None:
-        return None
-    with open(caFile, "rb") as f:
-        certificates = [Certificate.loadPEM(pem) for pem in _PEM.findall(f.read())]
-    if not certificates:
-        raise ValueError(f"no PEM certificate in {caFile}")
-    return BrowserLikePolicyForHTTPS(trustRoot=trustRootFromCertificates(certificates))
 
 
 class Options(PluginOptions):
