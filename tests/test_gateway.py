@@ -7,6 +7,7 @@ fake clock.
 
 from __future__ import annotations
 
+import gc
 import json
 from typing import Any, Optional
 
@@ -18,7 +19,16 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from tests.support import RawUpstream, StreamingRequest, answerWith, fetch, portOf, reactor, render
+from tests.support import (
+    RawConnection,
+    RawUpstream,
+    StreamingRequest,
+    answerWith,
+    fetch,
+    portOf,
+    reactor,
+    render,
+)
 from twisted_stream.gateway import GatewayResource, GatewaySite, Route
 from twisted_stream.page import PageResource
 from twisted_stream.proxy import StreamProxyResource
@@ -481,3 +491,52 @@ class AccessLogTests(TestCase):
             {"client": "127.0.0.1", "method": "GET", "path": "/up/x", "code": 200, "sent": 2},
         )
         self.assertNotIn("sk-secret", repr(events))
+
+
+class NoCycleTests(TestCase):
+    """
+    What a stream leaves behind.
+    """
+
+    @inlineCallbacks
+    def test_finishedStreamsLeaveNoCycle(self) -> Any:
+        """
+        Streams that end (whole, or cut off by their upstream) leave none of
+        this project's objects for the cyclic garbage collector: reference
+        counting frees them the moment they are done. (The collector's
+        pauses delay every chunk in flight, and grow with what it finds.)
+        """
+
+        def script(connection: RawConnection, head: bytes) -> None:
+            if b"/cut" in head:
+                connection.tcp.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart")
+                connection.tcp.loseConnection()
+            else:
+                connection.tcp.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"9\r\ndata: a\n\n\r\n0\r\n\r\n"
+                )
+
+        upstream = RawUpstream(self, script)
+        # The gateway's defaults: every stream watched, event streams too.
+        proxy = StreamProxyResource(upstream.url, reactor=reactor, idleTimeout=300, heartbeat=15)
+        self.addCleanup(proxy.agent.closeCachedConnections)  # type: ignore[attr-defined]
+        port = reactor.listenTCP(0, GatewaySite(GatewayResource([Route(b"/up/", proxy)]), 1000, 10), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        url = f"http://127.0.0.1:{portOf(port)}/up/"
+        yield fetch(url + "warm")
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+        for path in ("a", "cut", "b"):
+            exchange = yield fetch(url + path)
+            self.assertEqual(exchange.body, b"part" if path == "cut" else b"data: a\n\n")
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            gc.collect()
+            garbage = list(gc.garbage)
+            gc.garbage.clear()
+        finally:
+            gc.set_debug(0)
+        ours = sorted({type(o).__qualname__ for o in garbage if type(o).__module__.startswith("twisted_stream")})
+        self.assertEqual(ours, [])

@@ -92,7 +92,12 @@ class _Attempts:
         bodyProducer: Optional[IBodyProducer],
     ) -> None:
         self._policy = policy
-        self._request = (method, uri, headers, bodyProducer)
+        self._request: tuple[bytes, bytes, Optional[Headers], Optional[IBodyProducer]] = (
+            method,
+            uri,
+            headers,
+            bodyProducer,
+        )
         self._made = 0
         self._pending: Optional[Deferred[IResponse]] = None
         self._retry: Optional[IDelayedCall] = None

@@ -83,6 +83,10 @@ class _Refused(Exception):
 
 _IDLE, _WAITING, _BODY, _CLOSED = "IDLE", "WAITING", "BODY", "CLOSED"
 
+_RESPONSE_DONE = Failure(ResponseDone())
+"""How every complete body ends: one shared failure, as Twisted shares
+C{connectionDone}, so that what its C{check} works out is worked out once."""
+
 _PARSER_ERRORS = (httptools.HttpParserError, httptools.HttpParserUpgrade)
 """What the parser raises (an upgrade is not an error to httptools)."""
 
@@ -427,7 +431,7 @@ class HTTP11UpstreamProtocol(Protocol):
         if self._head and self.state == _BODY:
             # The head is all there is; the connection is not used again
             # (a length the upstream declared would confuse the parser).
-            self._endBody(Failure(ResponseDone()))
+            self._endBody(_RESPONSE_DONE)
             self._abort()
 
     def on_body(self, body: bytes) -> None:
@@ -442,18 +446,18 @@ class HTTP11UpstreamProtocol(Protocol):
         if not self._parser.should_keep_alive():
             self.state = _CLOSED
             self._transport().loseConnection()
-            self._endBody(Failure(ResponseDone()))
+            self._endBody(_RESPONSE_DONE)
             return
         if self._bodyProtocol is None:
             # Nobody has taken the body yet: the connection stays with this
             # response (paused) until somebody does.
             self._idleAfterDelivery = True
-            self._endBody(Failure(ResponseDone()))
+            self._endBody(_RESPONSE_DONE)
             return
         # Free before the body's end is told: whoever hears of it may well
         # start the next request at once, and should find this connection.
         self._becomeIdle()
-        self._endBody(Failure(ResponseDone()))
+        self._endBody(_RESPONSE_DONE)
 
     def _becomeIdle(self) -> None:
         self.state = _IDLE
@@ -523,6 +527,9 @@ class HTTP11UpstreamProtocol(Protocol):
     # The connection's end.
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # The parser refers back to this protocol: let both go without the
+        # garbage collector.
+        self._parser = None
         state, self.state = self.state, _CLOSED
         if state == _WAITING:
             if self._received:

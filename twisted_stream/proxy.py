@@ -320,10 +320,15 @@ class _Exchange:
         self._endStreaming()
         self.request.loseConnection()
 
+    def _stopWatch(self) -> None:
+        # Dropped once stopped: it refers back to this exchange.
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.stop()
+
     def _endStreaming(self) -> None:
         self.phase = _DONE
-        if self._watch is not None:
-            self._watch.stop()
+        self._stopWatch()
         producer, self._producer = self._producer, None
         if producer is not None:
             producer.stopProducing()
@@ -338,8 +343,7 @@ class _Exchange:
             (which cannot be told from a truncated one), anything else for a
             broken one.
         """
-        if self._watch is not None:
-            self._watch.stop()
+        self._stopWatch()
         if self.phase == _DONE or self._producer is None:
             # Stopped by the idle timeout, or the client has left.
             return
@@ -368,8 +372,7 @@ class _Exchange:
         self.phase = _DONE
         if self._pending is not None:
             self._pending.cancel()
-        if self._watch is not None:
-            self._watch.stop()
+        self._stopWatch()
         if self._producer is not None:
             self._producer.stopProducing()
 
