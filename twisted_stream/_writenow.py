@@ -67,38 +67,32 @@ def gathered(f: Callable[..., _Result], *args: Any) -> _Result:
             transport.write(b"".join(pieces))
 
 
-def sendAtOnce(transport: Any) -> bool:
+class _SendsAtOnce(Connection):
     """
-    Make C{transport} send each write at once while nothing is buffered.
-
-    @param transport: A connection's transport. Only plain TCP connections
-        are changed: a TLS connection encrypts in its own buffer.
-    @return: Whether it was changed.
+    The behaviour L{sendAtOnce} gives a TCP connection, as a class to put
+    in front of the connection's own: methods, not closures, so that a
+    connection holds no reference to itself and is freed the moment it is
+    done with.
     """
-    if not isinstance(transport, Connection) or getattr(transport, "TLS", False):
-        return False
-    buffered = transport.write
-    send = transport.socket.send
-    close = transport.loseConnection
 
-    def write(data: bytes) -> None:
+    def write(self, data: bytes) -> None:
         if _Gathering.active:
-            held = _Gathering.writes.get(transport)
+            held = _Gathering.writes.get(self)
             if held is None:
-                _Gathering.writes[transport] = [data]
+                _Gathering.writes[self] = [data]
             else:
                 held.append(data)
             return
         if (
             data
-            and not transport._tempDataLen
-            and not transport.dataBuffer
-            and transport.connected
-            and not transport.disconnecting
-            and not transport._writeDisconnected
+            and not self._tempDataLen
+            and not self.dataBuffer
+            and self.connected
+            and not self.disconnecting
+            and not self._writeDisconnected
         ):
             try:
-                sent = send(data)
+                sent = self.socket.send(data)
             except BlockingIOError:
                 sent = 0
             except OSError:
@@ -108,23 +102,42 @@ def sendAtOnce(transport: Any) -> bool:
             if sent == len(data):
                 return
             data = data[sent:]
-        buffered(data)
+        super().write(data)
 
-    def writeSequence(iovec: Iterable[bytes]) -> None:
-        write(b"".join(iovec))
+    def writeSequence(self, iovec: Iterable[bytes]) -> None:
+        self.write(b"".join(iovec))
 
-    def loseConnection() -> None:
+    def loseConnection(self) -> None:
         # What is held back goes first: a clean close sends what was written.
-        held = _Gathering.writes.pop(transport, None)
+        held = _Gathering.writes.pop(self, None)
         if held is not None:
             active, _Gathering.active = _Gathering.active, False
-            write(b"".join(held))
+            self.write(b"".join(held))
             _Gathering.active = active
-        close()
+        super().loseConnection()
 
-    transport.write = write  # type: ignore[method-assign]
-    transport.writeSequence = writeSequence  # type: ignore[method-assign]
-    transport.loseConnection = loseConnection  # type: ignore[method-assign]
+
+_changed: dict[type, type] = {}
+
+
+def sendAtOnce(transport: Any) -> bool:
+    """
+    Make C{transport} send each write at once while nothing is buffered.
+
+    @param transport: A connection's transport. Only plain TCP connections
+        are changed (their class becomes a subclass of theirs with
+        L{_SendsAtOnce}'s methods): a TLS connection encrypts in its own
+        buffer.
+    @return: Whether it was changed.
+    """
+    if not isinstance(transport, Connection) or getattr(transport, "TLS", False):
+        return False
+    base = type(transport)
+    if not issubclass(base, _SendsAtOnce):
+        changed = _changed.get(base)
+        if changed is None:
+            changed = _changed[base] = type(base.__name__, (_SendsAtOnce, base), {})
+        transport.__class__ = changed
     return True
 
 
