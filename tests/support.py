@@ -24,9 +24,12 @@ from twisted.internet.interfaces import IListeningPort, IPushProducer, ITCPTrans
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from twisted.web.test.requesthelper import DummyRequest
+from zope.interface import implementer
 
 reactor: Any = _reactor
 
@@ -615,3 +618,26 @@ def answerWith(response: bytes) -> Callable[[RawConnection, bytes], None]:
         same bytes.
     """
     return lambda connection, head: connection.tcp.write(response)
+
+
+@implementer(IAgent)
+class FakeAgent:
+    """
+    An agent whose requests get the Deferreds the test gives, one each in
+    turn (the last one again once they run out), and that notes what it was
+    asked.
+    """
+
+    def __init__(self, *results: Deferred[IResponse]) -> None:
+        self.results = list(results)
+        self.requests: list[tuple[bytes, bytes]] = []
+
+    def request(
+        self,
+        method: bytes,
+        uri: bytes,
+        headers: Optional[Headers] = None,
+        bodyProducer: Optional[IBodyProducer] = None,
+    ) -> Deferred[IResponse]:
+        self.requests.append((method, uri))
+        return self.results.pop(0) if len(self.results) > 1 else self.results[0]

@@ -5,7 +5,7 @@ HTTP (a generator behind the proxy, both in C{treq.testing}).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import treq
 from treq.testing import RequestTraversalAgent, StubTreq
@@ -21,41 +21,17 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web._newclient import ResponseNeverReceived
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IBodyProducer, IRequest, IResponse
+from twisted.web.iweb import IAgent, IRequest, IResponse
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from zope.interface import implementer
 
-from tests.support import StreamingRequest, render
+from tests.support import FakeAgent, StreamingRequest, render
 from twisted_stream._http import PlainResource
 from twisted_stream.formats import TEXT
 from twisted_stream.generator import GeneratorRoot, StreamSpec
 from twisted_stream.proxy import StreamProxyResource
 
 UPSTREAM = b"http://upstream.example/generate"
-
-
-@implementer(IAgent)
-class _FakeAgent:
-    """
-    An agent whose requests get the Deferred the test gives, and that notes
-    what it was asked.
-    """
-
-    def __init__(self, *results: Deferred[IResponse]) -> None:
-        self.results = list(results)
-        self.requests: list[tuple[bytes, bytes]] = []
-
-    def request(
-        self,
-        method: bytes,
-        uri: bytes,
-        headers: Optional[Headers] = None,
-        bodyProducer: Optional[IBodyProducer] = None,
-    ) -> Deferred[IResponse]:
-        self.requests.append((method, uri))
-        return self.results.pop(0) if len(self.results) > 1 else self.results[0]
 
 
 class _URIEcho(Resource):
@@ -246,7 +222,7 @@ class URLTests(SynchronousTestCase):
         A query string with raw non-ASCII bytes gets 400.
         """
         request = StreamingRequest([], uri=b"/stream?q=\xe9")
-        body = render(StreamProxyResource(UPSTREAM, agent=_FakeAgent(Deferred()), reactor=self.clock), request)
+        body = render(StreamProxyResource(UPSTREAM, agent=FakeAgent(Deferred()), reactor=self.clock), request)
         self.assertEqual(request.responseCode, 400)
         self.assertEqual(body, b"the query string must be ASCII; percent-encode other bytes\n")
 
@@ -277,14 +253,14 @@ class FailureTests(SynchronousTestCase):
         """
         A refused connection gets 502 with a one-line reason.
         """
-        request, _ = self.render(_FakeAgent(fail(ConnectionRefusedError())))
+        request, _ = self.render(FakeAgent(fail(ConnectionRefusedError())))
         self.assertAnswer(request, 502, b"upstream refused the connection")
 
     def test_unresolvable(self) -> None:
         """
         A host name that does not resolve gets 502.
         """
-        request, _ = self.render(_FakeAgent(fail(DNSLookupError("nope"))))
+        request, _ = self.render(FakeAgent(fail(DNSLookupError("nope"))))
         self.assertAnswer(request, 502, b"upstream host name could not be resolved")
 
     def test_noHeadersInTime(self) -> None:
@@ -294,7 +270,7 @@ class FailureTests(SynchronousTestCase):
         """
         cancelled: list[bool] = []
         pending: Deferred[IResponse] = Deferred(lambda d: cancelled.append(True))
-        request, _ = self.render(_FakeAgent(pending), timeout=2.5)
+        request, _ = self.render(FakeAgent(pending), timeout=2.5)
         self.clock.advance(2.4)
         self.assertEqual(request.written, [])
         self.clock.advance(0.1)
@@ -310,7 +286,7 @@ class FailureTests(SynchronousTestCase):
         def cancel(d: Deferred[IResponse]) -> None:
             d.errback(ConnectingCancelledError(None))
 
-        request, _ = self.render(_FakeAgent(Deferred(cancel)), timeout=1)
+        request, _ = self.render(FakeAgent(Deferred(cancel)), timeout=1)
         self.clock.advance(1)
         self.assertAnswer(request, 502, b"upstream unreachable: no connection within 1 s")
 
@@ -321,7 +297,7 @@ class FailureTests(SynchronousTestCase):
         """
         cancelled: list[bool] = []
         pending: Deferred[IResponse] = Deferred(lambda d: cancelled.append(True))
-        request, _ = self.render(_FakeAgent(pending))
+        request, _ = self.render(FakeAgent(pending))
         request.processingFailed(Failure(ConnectionDone()))
         self.assertEqual(cancelled, [True])
         self.assertEqual(request.written, [])
@@ -332,7 +308,7 @@ class FailureTests(SynchronousTestCase):
         CONNECT and methods a proxy does not forward get 405, and nothing
         goes upstream.
         """
-        agent = _FakeAgent(Deferred())
+        agent = FakeAgent(Deferred())
         proxy = StreamProxyResource(UPSTREAM, agent=agent, reactor=self.clock)
         for method in (b"CONNECT", b"TRACE", b"BREW"):
             request = StreamingRequest([], method=method, uri=b"/stream")
@@ -348,7 +324,7 @@ class FailureTests(SynchronousTestCase):
         A connection that could not be made is tried again, up to
         C{retries} times, a little later each time.
         """
-        agent = _FakeAgent(fail(ConnectionRefusedError()), fail(ConnectionRefusedError()), Deferred())
+        agent = FakeAgent(fail(ConnectionRefusedError()), fail(ConnectionRefusedError()), Deferred())
         request, _ = self.render(agent, retries=2)
         self.assertEqual(len(agent.requests), 1)
         self.clock.advance(0.1)
@@ -358,7 +334,7 @@ class FailureTests(SynchronousTestCase):
         self.assertEqual(request.written, [])
 
     def test_retriesRunOut(self) -> None:
-        agent = _FakeAgent(fail(ConnectionRefusedError()), fail(ConnectionRefusedError()))
+        agent = FakeAgent(fail(ConnectionRefusedError()), fail(ConnectionRefusedError()))
         request, _ = self.render(agent, retries=1)
         self.clock.advance(0.1)
         self.assertEqual(len(agent.requests), 2)
@@ -369,7 +345,7 @@ class FailureTests(SynchronousTestCase):
         When the deadline passes while a retry waits, the client hears why
         the last attempt failed: it never connected, so not a 504.
         """
-        agent = _FakeAgent(*[fail(ConnectionRefusedError()) for _ in range(3)])
+        agent = FakeAgent(*[fail(ConnectionRefusedError()) for _ in range(3)])
         # The third failure is never asked for: handle it, or trial reports
         # an unhandled error in a Deferred.
         self.addCleanup(lambda: agent.results[-1].addErrback(lambda _: None))
@@ -384,7 +360,7 @@ class FailureTests(SynchronousTestCase):
         A request that may have reached the upstream (it failed after it was
         sent) is never sent again.
         """
-        agent = _FakeAgent(fail(ResponseNeverReceived([Failure(ConnectionLost())])))
+        agent = FakeAgent(fail(ResponseNeverReceived([Failure(ConnectionLost())])))
         request, _ = self.render(agent, retries=3)
         self.clock.advance(1)
         self.assertEqual(len(agent.requests), 1)
@@ -407,5 +383,5 @@ class UpstreamURLTests(SynchronousTestCase):
             (b"http://u/gen?f=sse", b"/x", b"a=1", b"http://u/gen/x?f=sse&a=1"),
         ]
         for upstream, rest, query, expected in cases:
-            proxy = StreamProxyResource(upstream, agent=_FakeAgent(Deferred()), reactor=clock)
+            proxy = StreamProxyResource(upstream, agent=FakeAgent(Deferred()), reactor=clock)
             self.assertEqual(proxy.upstreamURL(rest, query), expected, (upstream, rest))
