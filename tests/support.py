@@ -641,3 +641,34 @@ class FakeAgent:
     ) -> Deferred[IResponse]:
         self.requests.append((method, uri))
         return self.results.pop(0) if len(self.results) > 1 else self.results[0]
+
+
+class RawClient(Protocol):
+    """
+    Sends bytes as they are, hand-made, and collects the answer until the
+    connection closes.
+
+    @ivar closed: Fires with all that was received.
+    """
+
+    def __init__(self, request: bytes, closeAfterHead: bool = False) -> None:
+        """
+        @param request: What to send once connected.
+        @param closeAfterHead: Close the connection as soon as a response
+            head has come.
+        """
+        self.request = request
+        self.received = b""
+        self.closed: Deferred[bytes] = Deferred()
+        self._closeAfterHead = closeAfterHead
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.request)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if self._closeAfterHead and b"\r\n\r\n" in self.received:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.closed.callback(self.received)

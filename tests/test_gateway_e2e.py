@@ -25,6 +25,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from tests.support import (
     Exchange,
     LineProcess,
+    RawClient,
     Server,
     Upstream,
     fetch,
@@ -305,29 +306,6 @@ class _Silent(Protocol):
         self.closed.callback(reactor.seconds())
 
 
-class _Raw(Protocol):
-    """
-    Sends bytes as they are, and collects the answer until the connection
-    closes.
-    """
-
-    def __init__(self, request: bytes) -> None:
-        self.request = request
-        self.received = b""
-        self.closed: Deferred[bytes] = Deferred()
-
-    def connectionMade(self) -> None:
-        self.transport.write(self.request)  # type: ignore[union-attr]
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        if b"\r\n\r\n" in self.received:
-            self.transport.loseConnection()  # type: ignore[union-attr]
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.closed.callback(self.received)
-
-
 class _KeepAlive(Protocol):
     """
     Sends one request after another on the same connection, each once the
@@ -452,7 +430,7 @@ class EdgeTests(TestCase):
         restart an idle timer) is answered 408 and closed once
         C{--client-timeout} has passed since its first byte.
         """
-        raw = _Raw(b"GET /stream HTTP/1.1\r\nHost: gateway\r\nX-Slow: ")
+        raw = RawClient(b"GET /stream HTTP/1.1\r\nHost: gateway\r\nX-Slow: ", closeAfterHead=True)
         yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.proxy.port), raw)
         opened = reactor.seconds()
         trickle = LoopingCall(lambda: raw.transport.write(b"a"))  # type: ignore[union-attr]
@@ -489,7 +467,7 @@ class EdgeTests(TestCase):
             (b"GET http://other.example/v1/x HTTP/1.1\r\nHost: other.example\r\n\r\n", b"400"),
             (b"CONNECT other.example:443 HTTP/1.1\r\nHost: other.example:443\r\n\r\n", b"405"),
         ):
-            raw = _Raw(request)
+            raw = RawClient(request, closeAfterHead=True)
             yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", self.proxy.port), raw)
             answer = yield raw.closed
             self.assertTrue(answer.startswith(b"HTTP/1.1 " + status), answer[:80])

@@ -10,11 +10,12 @@ import zlib
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
 
-from tests.support import Exchange, RawConnection, RawUpstream, answerWith, fetch, portOf, reactor
+from tests.support import Exchange, RawClient, RawConnection, RawUpstream, answerWith, fetch, portOf, reactor
 from twisted_stream._agent import UpstreamAgent
 from twisted_stream.gateway import GatewayResource, Route
 from twisted_stream.proxy import StreamProxyResource
@@ -190,3 +191,28 @@ class HostileUpstreamTests(TestCase):
         self.assertEqual(exchange.status, 200)
         self.assertEqual(exchange.body, b"part")
         self.assertFalse(exchange.complete)
+
+
+class HostileClientHeaderTests(TestCase):
+    """
+    The header check in the other direction: what a client sends.
+    """
+
+    @inlineCallbacks
+    def test_controlByteInRequestHeader(self) -> Any:
+        """
+        A request header whose value holds a control byte gets 400 with a
+        one-line reason, and nothing reaches the upstream.
+        """
+        upstream = RawUpstream(self, answerWith(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))
+        agent = UpstreamAgent(reactor)
+        self.addCleanup(agent.closeCachedConnections)
+        proxy = StreamProxyResource(upstream.url, reactor=reactor, agent=agent)
+        port = reactor.listenTCP(0, Site(GatewayResource([Route(b"/up/", proxy)])), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        raw = RawClient(b"GET /up/x HTTP/1.1\r\nHost: gateway\r\nX-Evil: a\x01b\r\nConnection: close\r\n\r\n")
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", portOf(port)), raw)
+        answer = yield raw.closed
+        self.assertTrue(answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer[:60])
+        self.assertTrue(answer.endswith(b"\r\n\r\nrequest header b'X-Evil' holds a control character\n"), answer)
+        self.assertEqual(upstream.requests, [])

@@ -35,7 +35,6 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.http_headers import Headers
@@ -147,8 +146,6 @@ class UpstreamAgent:
         closed (short of the keep-alive time upstream servers commonly
         allow, so the pool rarely picks one the upstream is closing).
     """
-
-    _log = Logger()
 
     def __init__(
         self,
