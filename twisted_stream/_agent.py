@@ -226,6 +226,8 @@ class UpstreamAgent:
                 creator = self._tlsPolicy.creatorForNetloc(origin.host.encode("idna"), origin.port)
                 endpoint = wrapClientTLS(creator, endpoint)
             factory = Factory.forProtocol(lambda: self._newProtocol(origin))
+            # Not a line in the log for every upstream connection.
+            factory.noisy = False
             connecting: Deferred[HTTP11UpstreamProtocol] = endpoint.connect(factory)  # type: ignore[assignment]
             return connecting.addErrback(stale, resolved)
 
