@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ConnectionRefusedError, DNSLookupError
 from twisted.internet.interfaces import IHostnameResolver, IHostResolution, IResolutionReceiver
 from twisted.internet.task import deferLater
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseNeverReceived, readBody
 from twisted.web.iweb import IResponse
@@ -105,6 +106,20 @@ class AgentTests(TestCase):
         self.assertEqual(len(upstream.connections), 1)
         self.assertEqual(len(upstream.requests), 3)
         self.assertEqual(upstream.requests[0], b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:%d" % (portOf(upstream.port),))
+
+    @inlineCallbacks
+    def test_quietConnections(self) -> Any:
+        """
+        Opening and closing upstream connections puts nothing in the log.
+        """
+        upstream = RawUpstream(self, answerWith(OK.replace(b"OK\r\n", b"OK\r\nConnection: close\r\n")))
+        agent = self.agent()
+        with capturedLogs() as events:
+            for _ in range(2):
+                yield self.get(agent, upstream.url)
+            yield deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(len(upstream.closed), 2)
+        self.assertEqual([e.get("log_format") for e in events], [])
 
     @inlineCallbacks
     def test_noHiddenRetry(self) -> Any:
