@@ -450,7 +450,7 @@ def main() -> None:
     print(table)
     if not args.quick:
         args.out.mkdir(parents=True, exist_ok=True)
-        stamp = f"{datetime.date.today()}, {machine()}"
+        stamp = f"{datetime.date.today()}, {machine()}, {revision()}"
         (args.out / "latest.md").write_text(f"Measured {stamp}.\n\n{table}\n")
         (args.out / "latest.json").write_text(json.dumps([asdict(s) for s in samples], indent=1))
         plot(samples, args.out / "latest.png", stamp)
@@ -459,6 +459,21 @@ def main() -> None:
         for s in lost:
             print(f"LOST: {s.target} {s.scenario} {s.level or ''}: {s.load}", file=sys.stderr)
         sys.exit(1)
+
+
+def revision() -> str:
+    """
+    @return: The project's git revision measured, marked when the tree had
+        changes.
+    """
+    try:
+        head = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(HERE.parent), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "no git revision"
+    return f"chunkproxy at {head}" + (" with uncommitted changes" if dirty else "")
 
 
 def machine() -> str:

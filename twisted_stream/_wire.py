@@ -130,23 +130,41 @@ class UpstreamResponse:
     """
     An upstream's response, as L{IAgent} hands it over.
 
-    @ivar headers: Every header as it came, C{Connection},
-        C{Content-Length} and C{Transfer-Encoding} included, so that the
-        gateway can see what the upstream names as hop-by-hop.
+    @ivar fields: Every header line as it came, C{(name, value)}, in order,
+        C{Connection}, C{Content-Length} and C{Transfer-Encoding} included,
+        so that the gateway can see what the upstream names as hop-by-hop.
     """
 
     request = None
     previousResponse = None
 
     def __init__(
-        self, protocol: HTTP11UpstreamProtocol, code: int, phrase: bytes, headers: Headers, length: Any
+        self,
+        protocol: HTTP11UpstreamProtocol,
+        code: int,
+        phrase: bytes,
+        fields: list[tuple[bytes, bytes]],
+        length: Any,
     ) -> None:
         self.version = (b"HTTP", 1, 1)
         self.code = code
         self.phrase = phrase
-        self.headers = headers
+        self.fields = fields
         self.length = length
         self._protocol = protocol
+        self._headers: Optional[Headers] = None
+
+    @property
+    def headers(self) -> Headers:
+        """
+        The headers as a L{Headers}, made when first asked for: the gateway
+        reads L{fields} instead, and a stream's start is spared the cost.
+        """
+        if self._headers is None:
+            self._headers = Headers()
+            for name, value in self.fields:
+                self._headers.addRawHeader(name, value)
+        return self._headers
 
     def deliverBody(self, protocol: Protocol) -> None:
         """
@@ -399,14 +417,12 @@ class HTTP11UpstreamProtocol(Protocol):
         problem = valueProblem(self._reason)
         if problem is not None:
             raise _Refused("the status line's reason phrase " + problem)
-        raw = Headers()
         chunked = False
         length: Any = UNKNOWN_LENGTH
         for name, value in self._headers:
             problem = headerProblem(name, value)
             if problem is not None:
                 raise _Refused(f"response header {name[:40]!r} {problem}")
-            raw.addRawHeader(name, value)
             lowered = name.lower()
             if lowered == b"transfer-encoding":
                 chunked = True
@@ -427,7 +443,7 @@ class HTTP11UpstreamProtocol(Protocol):
         self.transport.pauseProducing()  # type: ignore[attr-defined]
         response, self._response = self._response, None
         assert response is not None
-        response.callback(UpstreamResponse(self, code, self._reason, raw, length))
+        response.callback(UpstreamResponse(self, code, self._reason, self._headers, length))
         if self._head and self.state == _BODY:
             # The head is all there is; the connection is not used again
             # (a length the upstream declared would confuse the parser).

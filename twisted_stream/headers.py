@@ -23,6 +23,8 @@ __all__ = [
     "HOP_BY_HOP",
     "VIA_NAME",
     "endToEnd",
+    "endToEndFields",
+    "fieldsOf",
     "forwardedRequestHeaders",
     "forwardedResponseHeaders",
     "headerProblem",
@@ -80,29 +82,50 @@ def headerProblem(name: bytes, value: bytes) -> Optional[str]:
     return valueProblem(value)
 
 
-def _connectionNamed(headers: Headers) -> set[bytes]:
-    named: set[bytes] = set()
-    for value in headers.getRawHeaders(b"connection", []):
-        named.update(token.strip().lower() for token in value.split(b",") if token.strip())
-    return named
+def endToEndFields(fields: Iterable[tuple[bytes, bytes]], drop: Iterable[bytes] = ()) -> dict[bytes, list[bytes]]:
+    """
+    The end-to-end fields of a message: the one home of the rule.
+
+    @param fields: A message's header lines, C{(name, value)}, in order,
+        C{Connection} among them.
+    @param drop: More header names to leave out (any case).
+    @return: Each lower-cased name kept with its values in order: not the
+        hop-by-hop ones, not those that C{Connection} names, not C{drop}.
+    """
+    fields = list(fields)
+    dropped = set(HOP_BY_HOP)
+    dropped.update(name.lower() for name in drop)
+    for name, value in fields:
+        if name.lower() == b"connection":
+            dropped.update(token.strip().lower() for token in value.split(b",") if token.strip())
+    kept: dict[bytes, list[bytes]] = {}
+    for name, value in fields:
+        lowered = name.lower()
+        if lowered not in dropped:
+            values = kept.get(lowered)
+            if values is None:
+                kept[lowered] = [value]
+            else:
+                values.append(value)
+    return kept
+
+
+def fieldsOf(headers: Headers) -> list[tuple[bytes, bytes]]:
+    """
+    @return: The header lines of a L{Headers}, C{(name, value)}.
+    """
+    return [(name, value) for name, values in headers.getAllRawHeaders() for value in values]
 
 
 def endToEnd(headers: Headers, drop: Iterable[bytes] = ()) -> Headers:
     """
-    The end-to-end headers of a message.
+    The end-to-end headers of a message (see L{endToEndFields}).
 
     @param headers: A message's headers.
     @param drop: More header names to leave out (any case).
-    @return: A new L{Headers} without the hop-by-hop ones, those that
-        C{Connection} names, and C{drop}; every other header as it was,
-        repeated values kept in order.
+    @return: A new L{Headers}; the original is left as it was.
     """
-    dropped = HOP_BY_HOP | _connectionNamed(headers) | {name.lower() for name in drop}
-    kept = Headers()
-    for name, values in headers.getAllRawHeaders():
-        if name.lower() not in dropped:
-            kept.setRawHeaders(name, list(values))
-    return kept
+    return Headers(endToEndFields(fieldsOf(headers), drop))
 
 
 def _appended(headers: Headers, name: bytes, value: bytes) -> None:
@@ -151,15 +174,18 @@ def forwardedRequestHeaders(
     return headers
 
 
-def forwardedResponseHeaders(upstream: Headers, request: Request) -> Headers:
+def forwardedResponseHeaders(fields: Iterable[tuple[bytes, bytes]], request: Request) -> dict[bytes, list[bytes]]:
     """
     The headers to send the client for an upstream's response.
 
-    @param upstream: The upstream response's headers, all of them as they
-        came (C{Connection} included, so that what it names is dropped).
+    @param fields: The upstream response's header lines as they came,
+        C{Connection} included (so that what it names is dropped).
     @param request: The client's request.
-    @return: The upstream's end-to-end headers, plus C{Via}.
+    @return: The upstream's end-to-end headers, plus C{Via}: each
+        lower-cased name with its values.
     """
-    headers = endToEnd(upstream)
-    _appended(headers, b"Via", _viaEntry(request))
-    return headers
+    kept = endToEndFields(fields)
+    via = kept.get(b"via")
+    entry = _viaEntry(request)
+    kept[b"via"] = [b", ".join([*via, entry])] if via else [entry]
+    return kept

@@ -58,7 +58,7 @@ from twisted_stream._http import PlainResource, textError
 from twisted_stream._retry import DeadlineAgent, NoResponseInTime
 from twisted_stream._wire import UpstreamProtocolError
 from twisted_stream._writenow import bodyWriter
-from twisted_stream.headers import forwardedRequestHeaders, forwardedResponseHeaders, headerProblem
+from twisted_stream.headers import fieldsOf, forwardedRequestHeaders, forwardedResponseHeaders, headerProblem
 
 __all__ = ["DEFAULT_MAX_BODY", "StreamProxyResource", "targetProblem"]
 
@@ -240,19 +240,23 @@ class _Exchange:
         self.phase = _STREAMING
         request = self.request
         request.setResponseCode(response.code, response.phrase)
-        upstream = response.headers
-        for name, values in forwardedResponseHeaders(upstream, request).getAllRawHeaders():
-            request.responseHeaders.setRawHeaders(name, list(values))
-        if not upstream.hasHeader(b"cache-control"):
-            request.setHeader(b"Cache-Control", b"no-cache")
+        # The header lines as they came where the agent keeps them (ours
+        # does): one pass from them to the client's headers.
+        fields = getattr(response, "fields", None)
+        forwarded = forwardedResponseHeaders(fields if fields is not None else fieldsOf(response.headers), request)
+        if b"cache-control" not in forwarded:
+            forwarded[b"cache-control"] = [b"no-cache"]
         # nginx buffers proxied responses unless told otherwise per response.
-        request.setHeader(b"X-Accel-Buffering", b"no")
-        contentType = upstream.getRawHeaders(b"content-type")
+        forwarded[b"x-accel-buffering"] = [b"no"]
+        setHeader = request.responseHeaders.setRawHeaders
+        for name, values in forwarded.items():
+            setHeader(name, values)
+        contentType = forwarded.get(b"content-type")
         if contentType is None:
             # Nothing is invented: Twisted would otherwise add text/html.
             request.defaultContentType = None
         mediaType = contentType[0].split(b";")[0].strip().lower() if contentType else b""
-        encoding = upstream.getRawHeaders(b"content-encoding", [b"identity"])[-1].strip().lower()
+        encoding = forwarded.get(b"content-encoding", [b"identity"])[-1].strip().lower()
         # The headers go out now, before the first piece of the body, and
         # the body's writer is made only after that: on a HEAD request
         # Twisted replaces write with a no-op once the headers are written.
