@@ -281,7 +281,7 @@ class HTTP11UpstreamProtocol(Protocol):
         self.state = _WAITING
         self._head = method == b"HEAD"
         self._reason = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._fields: list[tuple[bytes, bytes]] = []
         self._headBytes = 0
         self._received = 0
         self._informational = False
@@ -397,10 +397,10 @@ class HTTP11UpstreamProtocol(Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headBytes += len(name) + len(value) + 4
-        headers = self._headers
-        if len(headers) >= self._limits.maxHeaders:
+        fields = self._fields
+        if len(fields) >= self._limits.maxHeaders:
             raise _Refused(f"the response has over {self._limits.maxHeaders} header lines")
-        headers.append((name, value))
+        fields.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -410,7 +410,7 @@ class HTTP11UpstreamProtocol(Protocol):
             # The parser reads the final one next.
             self._informational = True
             self._reason = b""
-            self._headers = []
+            self._fields = []
             return
         if self._headBytes > self._limits.maxHeaderBytes:
             raise _Refused(f"the response head is over {self._limits.maxHeaderBytes} bytes")
@@ -419,7 +419,7 @@ class HTTP11UpstreamProtocol(Protocol):
             raise _Refused("the status line's reason phrase " + problem)
         chunked = False
         length: Any = UNKNOWN_LENGTH
-        for name, value in self._headers:
+        for name, value in self._fields:
             problem = headerProblem(name, value)
             if problem is not None:
                 raise _Refused(f"response header {name[:40]!r} {problem}")
@@ -443,7 +443,7 @@ class HTTP11UpstreamProtocol(Protocol):
         self.transport.pauseProducing()  # type: ignore[attr-defined]
         response, self._response = self._response, None
         assert response is not None
-        response.callback(UpstreamResponse(self, code, self._reason, self._headers, length))
+        response.callback(UpstreamResponse(self, code, self._reason, self._fields, length))
         if self._head and self.state == _BODY:
             # The head is all there is; the connection is not used again
             # (a length the upstream declared would confuse the parser).
