@@ -74,9 +74,7 @@ class SendAtOnceTests(TestCase):
         server.transport.write(b"one")
         server.transport.writeSequence([b"two", b"three"])
         self.assertNotIn(server.transport, reactor.getWriters())
-        received = b""
-        while len(received) < 11:
-            received += client.recv(100)
+        received = _receive(client, 11)
         self.assertEqual(received, b"onetwothree")
 
     @inlineCallbacks
@@ -117,9 +115,7 @@ class SendAtOnceTests(TestCase):
         self.assertEqual(self.sock.sends, [b"head body end"])
         server.transport.write(b"!")
         self.assertEqual(self.sock.sends, [b"head body end", b"!"])
-        received = b""
-        while len(received) < 14:
-            received += client.recv(100)
+        received = _receive(client, 14)
         self.assertEqual(received, b"head body end!")
 
     @inlineCallbacks
@@ -134,9 +130,7 @@ class SendAtOnceTests(TestCase):
             server.transport.loseConnection()
 
         gathered(writeAndClose)
-        received = b""
-        while len(received) < 10:
-            received += client.recv(100)
+        received = _receive(client, 10)
         self.assertEqual(received, b"last words")
         # Then the connection closes, once the reactor has turned.
         client.setblocking(False)
@@ -149,6 +143,17 @@ class SendAtOnceTests(TestCase):
 
     def test_onlyPlainTCP(self) -> None:
         self.assertFalse(sendAtOnce(StringTransport()))
+
+
+def _receive(client: socket.socket, size: int) -> bytes:
+    """
+    Read C{size} bytes from a blocking socket (its timeout fails the test
+    if they do not come without the reactor turning).
+    """
+    received = b""
+    while len(received) < size:
+        received += client.recv(100)
+    return received
 
 
 async def _turn() -> None:

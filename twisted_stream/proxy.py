@@ -4,8 +4,9 @@ L{StreamProxyResource}: forward HTTP requests to one upstream and stream
 each response back the moment each piece arrives.
 
 The upstream is requested through an L{IAgent} (by default the gateway's own
-L{UpstreamAgent}), and each piece of its body is pushed to C{request.write}
-as C{treq.collect} would push it to a collector. Unlike C{collect}, the body
+L{UpstreamAgent}), and each piece of its body is pushed to the client's
+response (by L{bodyWriter}: C{request.write} without twisted.web's per-write
+bookkeeping) as C{treq.collect} would push it to a collector. Unlike C{collect}, the body
 is taken with the response's C{deliverBody}, and the transport that hands it
 over (a producer over the upstream socket) is registered as the client
 request's producer. That one registration gives:
