@@ -10,20 +10,27 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import Optional, Sequence
 
-from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import connectionDone
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
-from twisted.web.http import HTTPChannel
+from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from twisted_stream._http import PlainResource, textError
-from twisted_stream._writenow import sendAtOnce
+from twisted_stream._accesslog import logAccess
+from twisted_stream._channel import GatewayChannel
+from twisted_stream._http import PlainResource
+from twisted_stream._refusal import Refusal, RequestLimits
 from twisted_stream.proxy import DEFAULT_MAX_BODY, FORWARDED_METHODS, NOT_ORIGIN_FORM, StreamProxyResource
 
-__all__ = ["ArrivalDeadlineChannel", "GatewayRequest", "GatewayResource", "GatewaySite", "Route"]
+__all__ = [
+    "DEFAULT_MAX_BODY_MEMORY",
+    "GatewayChannel",
+    "GatewayRequest",
+    "GatewayResource",
+    "GatewaySite",
+    "RequestLimits",
+    "Route",
+]
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,41 @@ class GatewayResource(PlainResource):
         self.routes = sorted(routes, key=lambda route: len(route.prefix), reverse=True)
         self._page = page
 
+    def _routeFor(self, path: bytes) -> Optional[tuple[Route, bytes]]:
+        for route in self.routes:
+            rest = route.rest(path)
+            if rest is not None:
+                return route, rest
+        return None
+
+    def refusal(
+        self, method: bytes, target: bytes, headers: Headers, length: Optional[int]
+    ) -> Optional[Refusal]:
+        """
+        Decide from a request's head alone whether it is refused: the one
+        place that knows what goes where, asked by the channel before the
+        request's body is read.
+
+        @param method: The request's method.
+        @param target: Its target, as the client sent it.
+        @param headers: Its headers.
+        @param length: The length its body declares, L{None} if chunked.
+        @return: Why it is refused, or L{None}.
+        """
+        if method == b"CONNECT":
+            return Refusal(405, "CONNECT is not supported: this is not a forward proxy", _ALLOW)
+        if not target.startswith(b"/"):
+            # Refused here, before routing: such a target matches no route.
+            return Refusal(400, NOT_ORIGIN_FORM)
+        path = target.split(b"?", 1)[0]
+        found = self._routeFor(path)
+        if found is not None:
+            route, rest = found
+            return route.proxy.refusal(method, target, rest, route.prefix.endswith(b"/"), headers, length)
+        if path == b"/" and self._page is not None:
+            return None
+        return Refusal(404, "no route for " + path.decode("latin-1"))
+
     def render(self, request: Request) -> bytes | int:
         """
         Route the request.
@@ -77,29 +119,59 @@ class GatewayResource(PlainResource):
         @param request: Any request.
         @return: What the route or the page answers, or an error.
         """
-        if request.method == b"CONNECT":
-            request.setHeader(b"Allow", b", ".join(FORWARDED_METHODS))
-            return textError(request, 405, "CONNECT is not supported: this is not a forward proxy")
-        if not request.uri.startswith(b"/"):
-            # Refused here, before routing: such a target matches no route.
-            return textError(request, 400, NOT_ORIGIN_FORM)
-        path = request.path
-        for route in self.routes:
-            rest = route.rest(path)
-            if rest is not None:
-                return route.proxy.forward(request, rest, route.prefix.endswith(b"/"))
-        if path == b"/" and self._page is not None:
-            result: bytes | int = self._page.render(request)
-            return result
-        return textError(request, 404, "no route for " + path.decode("latin-1"))
+        found = self._routeFor(request.path) if request.uri.startswith(b"/") else None
+        if found is not None and request.method != b"CONNECT":
+            route, rest = found
+            return route.proxy.forward(request, rest, route.prefix.endswith(b"/"))
+        refusal = self.refusal(request.method, request.uri, request.requestHeaders, None)
+        if refusal is not None:
+            return refusal.render(request)
+        assert self._page is not None
+        result: bytes | int = self._page.render(request)
+        return result
+
+
+_ALLOW = ((b"Allow", b", ".join(FORWARDED_METHODS)),)
+
+
+class _BodyMemory:
+    """
+    The bytes of request bodies held by all of a site's connections
+    together, against a limit.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        """
+        @return: Whether C{size} more bytes fit (then they are counted).
+        """
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        """
+        Count C{size} bytes as no longer held.
+        """
+        self.held -= size
 
 
 class GatewayRequest(Request):
     """
-    A request that keeps at most its site's C{maxBody} + 1 bytes of its body,
-    in memory: a larger body is read and dropped, and
-    L{StreamProxyResource} answers it with C{413}.
+    A request that keeps its body in memory, up to its site's C{maxBody}
+    bytes. One byte more, or more than the site's memory for bodies allows,
+    and the channel answers at once (C{413}, C{503}) and reads no more.
+
+    @ivar admitted: Whether the channel has checked the request's head
+        against the site's rules (then they need not be checked again).
     """
+
+    admitted = False
+    _held = 0
 
     def gotLength(self, length: Optional[int]) -> None:
         # Never a temporary file (blocking disk I/O in the reactor): the
@@ -107,90 +179,58 @@ class GatewayRequest(Request):
         self._kept = BytesIO()
         self.content = self._kept  # type: ignore[assignment]
         site = getattr(self.channel, "site", None)
-        self._room = getattr(site, "maxBody", DEFAULT_MAX_BODY) + 1
+        self._maxBody: int = getattr(site, "maxBody", DEFAULT_MAX_BODY)
+        self._bodies: Optional[_BodyMemory] = getattr(site, "bodies", None)
 
     def handleContentChunk(self, data: bytes) -> None:
-        if self._room > 0:
-            kept = data[: self._room]
-            self._room -= len(kept)
-            self._kept.write(kept)
+        refuse = getattr(self.channel, "refuse", None)
+        kept = self._kept.tell()
+        if kept + len(data) > self._maxBody:
+            if refuse is not None:
+                refuse(Refusal(413, f"the request body is over {self._maxBody} bytes"))
+                return
+            # Without a channel that refuses: keep one byte more, and let
+            # the resource answer 413.
+            data = data[: max(0, self._maxBody + 1 - kept)]
+        if self._bodies is not None:
+            if not self._bodies.take(len(data)):
+                if refuse is not None:
+                    refuse(_BUSY)
+                return
+            self._held += len(data)
+        self._kept.write(data)
 
+    def _letGo(self) -> None:
+        if self._held and self._bodies is not None:
+            self._bodies.give(self._held)
+            self._held = 0
 
-class ArrivalDeadlineChannel(HTTPChannel):
-    """
-    An HTTP channel that gives each request C{timeOut} seconds to arrive in
-    full, headers and body, from its first byte.
+    def finish(self) -> None:
+        self._letGo()
+        super().finish()
 
-    Twisted's own idle timeout starts again with every byte received, so a
-    client that trickles a request a byte at a time would hold a connection
-    for ever; this one is answered with C{408} and closed. The deadline is
-    off while a response is being sent, so streams of any length are spared.
-
-    Its writes go out at once while nothing is buffered (L{sendAtOnce}).
-    """
-
-    _arrival: Optional[IDelayedCall] = None
-    _responding = False
-
-    def connectionMade(self) -> None:
-        super().connectionMade()
-        # Each forwarded chunk is sent in the write that forwards it, not a
-        # reactor turn later.
-        sendAtOnce(self.transport)
-        self._secure = super().isSecure()
-
-    def isSecure(self) -> bool:
-        # Asked for every request (X-Forwarded-Proto), answered by adapting
-        # the transport to an interface: once per connection is enough.
-        return self._secure
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._arrival is None and not self._responding and self.timeOut:
-            self._arrival = self.callLater(self.timeOut, self._tooSlow)
-        super().dataReceived(data)
-
-    def allContentReceived(self) -> None:
-        self._stopDeadline()
-        self._responding = True
-        super().allContentReceived()
-
-    def requestDone(self, request: Request) -> None:
-        # Before the base class, which may go on to a pipelined request.
-        self._responding = False
-        super().requestDone(request)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._stopDeadline()
+    def connectionLost(self, reason: Failure) -> None:
+        self._letGo()
         super().connectionLost(reason)
 
-    def _stopDeadline(self) -> None:
-        if self._arrival is not None:
-            if self._arrival.active():
-                self._arrival.cancel()
-            self._arrival = None
 
-    def _tooSlow(self) -> None:
-        self._arrival = None
-        body = b"the request did not arrive in full within %g s\n" % (self.timeOut or 0,)
-        assert self.transport is not None
-        self.transport.write(
-            b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
-        )
-        self.transport.loseConnection()
+_BUSY = Refusal(
+    503, "the gateway holds as many request bodies as it may; try again shortly", ((b"Retry-After", b"1"),)
+)
 
-
-_accessLog = Logger(namespace="chunkproxy.access")
-"""The access log's events (a module's logger: as a class attribute, a
-L{Logger} would take the class's name as its namespace)."""
+DEFAULT_MAX_BODY_MEMORY = 128 * 1024 * 1024
+"""The most bytes of request bodies all connections hold at once, by
+default: 128 full bodies of the default C{--max-body}."""
 
 
 class GatewaySite(Site):
     """
     The gateway's site: L{GatewayRequest}s, no tracebacks to clients, a
     client timeout both for connections that send nothing and for requests
-    that take too long to arrive (L{ArrivalDeadlineChannel}), and an access
-    log of structured events without query strings (they may hold keys).
+    that take too long to arrive, requests refused as soon as their head has
+    arrived (L{GatewayChannel}), a bound on the memory all request bodies
+    together hold, and an access log of structured events without query
+    strings (they may hold keys).
 
     (Its channels speak HTTP/1.x: the HTTP/2 negotiation that Site's default
     protocol adds over TLS is not used.)
@@ -200,19 +240,52 @@ class GatewaySite(Site):
     # Twisted types this as its HTTP/2-negotiating wrapper, but any
     # HTTPChannel will do: buildProtocol only sets callLater, timeOut,
     # requestFactory and site on it.
-    protocol = ArrivalDeadlineChannel  # type: ignore[assignment]
+    protocol = GatewayChannel  # type: ignore[assignment]
     displayTracebacks = False
 
-    def __init__(self, resource: Resource, maxBody: int, clientTimeout: float) -> None:
+    def __init__(
+        self,
+        resource: Resource,
+        maxBody: int,
+        clientTimeout: float,
+        limits: Optional[RequestLimits] = None,
+        maxBodyMemory: int = DEFAULT_MAX_BODY_MEMORY,
+    ) -> None:
         """
-        @param resource: The root resource.
+        @param resource: The root resource; a L{GatewayResource} is asked
+            about each request as soon as its head has arrived.
         @param maxBody: The largest request body to keep.
         @param clientTimeout: Seconds a client connection may send nothing
             (while no response is being streamed to it), and seconds a
             request may take to arrive in full, before it is closed.
+        @param limits: How large a request's head may be (by default,
+            L{RequestLimits}' defaults).
+        @param maxBodyMemory: The most bytes of request bodies held at once
+            by all connections together (C{503} beyond).
         """
         super().__init__(resource, timeout=clientTimeout)
         self.maxBody = maxBody
+        self.limits = limits if limits is not None else RequestLimits()
+        self.bodies = _BodyMemory(maxBodyMemory)
+        self._admission = resource.refusal if isinstance(resource, GatewayResource) else None
+
+    def refusalOf(self, request: Request, target: bytes, length: Optional[int]) -> Optional[Refusal]:
+        """
+        Decide whether a request whose head has arrived is refused.
+
+        @param request: The request (its headers have arrived, nothing else).
+        @param target: Its target.
+        @param length: The length its body declares (L{None}: chunked).
+        @return: The refusal, or L{None} to read its body and serve it (the
+            request is then marked as admitted, if the root resource is a
+            L{GatewayResource} that could judge it).
+        """
+        if self._admission is None:
+            return None
+        refusal = self._admission(request.method, target, request.requestHeaders, length)
+        if refusal is None and isinstance(request, GatewayRequest):
+            request.admitted = True
+        return refusal
 
     def log(self, request: http.Request) -> None:
         """
@@ -226,13 +299,4 @@ class GatewaySite(Site):
 
         @param request: The request.
         """
-        client = request.getClientAddress()
-        _accessLog.info(
-            "{client} {method} {path} {code} {sent}",
-            client=getattr(client, "host", "-"),
-            method=request.method.decode("latin-1"),
-            path=request.path.decode("latin-1"),
-            code=request.code,
-            sent=request.sentLength,
-        )
-
+        logAccess(request.getClientAddress(), request.method, request.path, request.code, request.sentLength)

@@ -158,7 +158,7 @@ def forwardedRequestHeaders(
     names = [name for name, _ in add]
     headers = endToEnd(
         request.requestHeaders,
-        drop=[b"host", b"content-length", b"x-forwarded-proto", b"x-forwarded-host", *drop, *names],
+        drop=[b"host", b"content-length", b"expect", b"x-forwarded-proto", b"x-forwarded-host", *drop, *names],
     )
     client = request.getClientAddress()
     clientHost = getattr(client, "host", None)

@@ -49,6 +49,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import PotentialDataLoss, ResponseDone
+from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
@@ -56,6 +57,7 @@ from zope.interface import implementer
 from twisted_stream._agent import UpstreamAgent
 from twisted_stream._bodywatch import BodyWatch, WatchedProducer
 from twisted_stream._http import PlainResource, textError
+from twisted_stream._refusal import Refusal
 from twisted_stream._retry import DeadlineAgent, NoResponseInTime
 from twisted_stream._wire import UpstreamProtocolError
 from twisted_stream._writenow import bodyWriter
@@ -71,6 +73,13 @@ FORWARDED_METHODS = (b"DELETE", b"GET", b"HEAD", b"OPTIONS", b"PATCH", b"POST", 
 
 NOT_ORIGIN_FORM = "the request target must be a path (origin-form), not an absolute URL"
 """Why a request target such as C{http://other.host/} is refused."""
+
+_ALLOW = ((b"Allow", b", ".join(FORWARDED_METHODS)),)
+_UNAUTHORIZED = Refusal(
+    401,
+    "a valid Authorization: Bearer token is required",
+    ((b"WWW-Authenticate", b'Bearer realm="chunkproxy"'),),
+)
 
 _NO_BODY_UNLESS_SENT = {b"GET", b"HEAD", b"DELETE", b"OPTIONS"}
 
@@ -462,6 +471,7 @@ class StreamProxyResource(PlainResource):
         self.injectHeaders = list(injectHeaders)
         self._requireToken = requireToken
         self.dropHeaders = [b"authorization"] if requireToken is not None else []
+        self._tooLarge = Refusal(413, f"the request body is over {maxBody} bytes")
 
     def methodsAllowed(self) -> list[str]:
         """
@@ -507,40 +517,67 @@ class StreamProxyResource(PlainResource):
         @return: L{NOT_DONE_YET}, or an error body.
         """
         method = request.method
-        if method not in FORWARDED_METHODS:
-            request.setHeader(b"Allow", b", ".join(FORWARDED_METHODS))
-            return textError(request, 405, f"method {method.decode('latin-1')} is not forwarded")
         target = request.uri
-        problem = targetProblem(target, rest, prefixEndsWithSlash)
-        if problem is not None:
-            return textError(request, 400, problem)
-        _, _, query = target.partition(b"?")
-        if not query.isascii():
-            return textError(request, 400, "the query string must be ASCII; percent-encode other bytes")
-        for name, values in request.requestHeaders.getAllRawHeaders():
-            for value in values:
-                problem = headerProblem(name, value)
-                if problem is not None:
-                    return textError(request, 400, f"request header {name[:40]!r} {problem}")
-        if self._requireToken is not None and not self._authorized(request):
-            request.setHeader(b"WWW-Authenticate", b'Bearer realm="chunkproxy"')
-            return textError(request, 401, "a valid Authorization: Bearer token is required")
+        if not getattr(request, "admitted", False):
+            refusal = self.refusal(method, target, rest, prefixEndsWithSlash, request.requestHeaders, None)
+            if refusal is not None:
+                return refusal.render(request)
         content = request.content
         body = content.read() if content is not None else b""
         if len(body) > self.maxBody:
-            return textError(request, 413, f"the request body is over {self.maxBody} bytes")
-        if not body and method in _NO_BODY_UNLESS_SENT and not request.requestHeaders.hasHeader(
-            b"content-length"
-        ):
+            return self._tooLarge.render(request)
+        if not body and method in _NO_BODY_UNLESS_SENT and not request.requestHeaders.hasHeader(b"content-length"):
             sent: Optional[bytes] = None
         else:
             sent = body
+        query = target.partition(b"?")[2]
         _Exchange(self, request, self.upstreamURL(rest, query), sent).start()
         return NOT_DONE_YET
 
-    def _authorized(self, request: Request) -> bool:
+    def refusal(
+        self,
+        method: bytes,
+        target: bytes,
+        rest: bytes,
+        prefixEndsWithSlash: bool,
+        headers: Headers,
+        length: Optional[int],
+    ) -> Optional[Refusal]:
+        """
+        Decide from a request's head alone whether it is refused: the one
+        home of the rules that a request must pass to be forwarded. A
+        L{GatewayChannel} asks before the body is read; L{forward} asks
+        again where nothing has asked yet.
+
+        @param method: The request's method.
+        @param target: Its target, as the client sent it.
+        @param rest: Its path below the mount point, still percent-encoded.
+        @param prefixEndsWithSlash: Whether the mount point ends with C{/}.
+        @param headers: Its headers.
+        @param length: The length its body declares; L{None} if unknown.
+        @return: Why it is refused, or L{None}.
+        """
+        if method not in FORWARDED_METHODS:
+            return Refusal(405, f"method {method.decode('latin-1')} is not forwarded", _ALLOW)
+        problem = targetProblem(target, rest, prefixEndsWithSlash)
+        if problem is not None:
+            return Refusal(400, problem)
+        if not target.partition(b"?")[2].isascii():
+            return Refusal(400, "the query string must be ASCII; percent-encode other bytes")
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                problem = headerProblem(name, value)
+                if problem is not None:
+                    return Refusal(400, f"request header {name[:40]!r} {problem}")
+        if self._requireToken is not None and not self._authorized(headers):
+            return _UNAUTHORIZED
+        if length is not None and length > self.maxBody:
+            return self._tooLarge
+        return None
+
+    def _authorized(self, headers: Headers) -> bool:
         assert self._requireToken is not None
-        given = request.requestHeaders.getRawHeaders(b"authorization", [b""])[-1]
+        given = headers.getRawHeaders(b"authorization", [b""])[-1]
         scheme, _, token = given.partition(b" ")
         # Compared in constant time, so the timing tells nothing of the token.
         return hmac.compare_digest(token.strip(), self._requireToken) and scheme.lower() == b"bearer"

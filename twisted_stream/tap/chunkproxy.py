@@ -16,7 +16,13 @@ from twisted_stream._agent import UpstreamAgent, tlsPolicy
 from twisted_stream._gc import GarbageCollectionService
 from twisted_stream._service import listeningService
 from twisted_stream._wire import ResponseLimits
-from twisted_stream.gateway import GatewayResource, GatewaySite, Route
+from twisted_stream.gateway import (
+    DEFAULT_MAX_BODY_MEMORY,
+    GatewayResource,
+    GatewaySite,
+    RequestLimits,
+    Route,
+)
 from twisted_stream.options import (
     PluginOptions,
     RouteOptions,
@@ -115,6 +121,34 @@ class Options(PluginOptions):
             1024 * 1024,
             "Largest request body forwarded, in bytes (413 above).",
             wholeNumberOption("max-body"),
+        ],
+        [
+            "max-body-memory",
+            None,
+            DEFAULT_MAX_BODY_MEMORY,
+            "Most bytes of request bodies held at once by all connections together; 503 above.",
+            wholeNumberOption("max-body-memory"),
+        ],
+        [
+            "max-request-line-bytes",
+            None,
+            RequestLimits.maxLineBytes,
+            "Longest request line, and longest request header line, in bytes (414 and 431 above).",
+            wholeNumberOption("max-request-line-bytes"),
+        ],
+        [
+            "max-request-header-bytes",
+            None,
+            RequestLimits.maxHeaderBytes,
+            "Largest request head (request line and headers), in bytes; 431 above.",
+            wholeNumberOption("max-request-header-bytes"),
+        ],
+        [
+            "max-request-headers",
+            None,
+            RequestLimits.maxHeaders,
+            "Most header lines in a request; 431 above.",
+            wholeNumberOption("max-request-headers"),
         ],
         [
             "max-response-header-bytes",
@@ -250,7 +284,15 @@ def makeService(options: Options) -> IService:
         )
         for route in options.allRoutes()
     ]
-    site = GatewaySite(GatewayResource(routes, PageResource()), options["max-body"], options["client-timeout"])
+    site = GatewaySite(
+        GatewayResource(routes, PageResource()),
+        options["max-body"],
+        options["client-timeout"],
+        RequestLimits(
+            options["max-request-line-bytes"], options["max-request-header-bytes"], options["max-request-headers"]
+        ),
+        options["max-body-memory"],
+    )
     service = MultiService()
     _PoolService(agent).setServiceParent(service)
     GarbageCollectionService().setServiceParent(service)

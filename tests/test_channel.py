@@ -1,0 +1,363 @@
+"""
+Hostile clients, hand-made on raw sockets, against a real gateway channel on
+loopback, with an upstream that records what reaches it: the exact bytes
+each client receives, when, and that nothing of a refused request went
+upstream.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from tests.support import RawClient, RawConnection, RawUpstream, answerWith, portOf, reactor
+from twisted_stream._agent import UpstreamAgent
+from twisted_stream._channel import GatewayChannel
+from twisted_stream._refusal import Refusal
+from twisted_stream.gateway import GatewayResource, GatewaySite, RequestLimits, Route
+from twisted_stream.proxy import StreamProxyResource
+
+_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+_LIMITS = RequestLimits(maxLineBytes=1024, maxHeaderBytes=4096, maxHeaders=20)
+
+
+class HostileClientTests(TestCase):
+    timeout = 30
+
+    def gateway(self, token: Optional[bytes] = None, maxBodyMemory: int = 10**6, holdUpstream: bool = False) -> None:
+        """
+        Start a gateway (bodies up to 1000 bytes, requests given 5 s to
+        arrive) whose C{/up/} goes to a raw upstream.
+        """
+
+        def script(connection: RawConnection, head: bytes) -> None:
+            if not holdUpstream:
+                connection.tcp.write(_OK)
+
+        self.upstream = RawUpstream(self, script)
+        agent = UpstreamAgent(reactor)
+        self.addCleanup(agent.closeCachedConnections)
+        proxy = StreamProxyResource(self.upstream.url, reactor=reactor, agent=agent, maxBody=1000, requireToken=token)
+        site = GatewaySite(GatewayResource([Route(b"/up/", proxy)]), 1000, 5, _LIMITS, maxBodyMemory)
+        self.serverClosed: list[GatewayChannel] = []
+        closed = self.serverClosed
+
+        class Observed(GatewayChannel):
+            def connectionLost(self, reason: Failure = connectionDone) -> None:
+                super().connectionLost(reason)
+                closed.append(self)
+
+        site.protocol = Observed
+        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+
+    @inlineCallbacks
+    def send(self, request: bytes) -> Any:
+        """
+        Send C{request} on a new connection.
+
+        @return: A Deferred firing with what came back until the gateway
+            closed the connection, and how many seconds that took (once the
+            gateway's side has closed too).
+        """
+        raw = RawClient(request)
+        began = reactor.seconds()
+        closedBefore = len(self.serverClosed)
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", portOf(self.port)), raw)
+        answer = yield raw.closed
+        took = reactor.seconds() - began
+        while len(self.serverClosed) == closedBefore:
+            yield _turn()
+        return answer, took
+
+    @inlineCallbacks
+    def assertRefused(self, request: bytes, refusal: Refusal) -> Any:
+        """
+        C{request} gets exactly C{refusal} within a second (not after the
+        arrival deadline), and nothing reaches the upstream.
+        """
+        answer, took = yield self.send(request)
+        self.assertEqual(answer, refusal.response())
+        self.assertLess(took, 1.0)
+        self.assertEqual(self.upstream.requests, [])
+
+    @inlineCallbacks
+    def test_goodRequestPasses(self) -> Any:
+        """
+        The control case: a plain request is forwarded and answered.
+        """
+        self.gateway()
+        answer, _ = yield self.send(b"GET /up/x HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer)
+        self.assertTrue(answer.endswith(b"\r\n\r\nok"), answer)
+        self.assertEqual(len(self.upstream.requests), 1)
+
+    # 414 and 431
+
+    @inlineCallbacks
+    def test_longRequestLine(self) -> Any:
+        self.gateway()
+        yield self.assertRefused(
+            b"GET /up/" + b"a" * 1100 + b" HTTP/1.1\r\nHost: g\r\n\r\n", Refusal(414, "the request line is over 1024 bytes")
+        )
+
+    @inlineCallbacks
+    def test_endlessRequestLine(self) -> Any:
+        """
+        A request line that never ends (a megabyte, no line end) is refused
+        once the limit has passed, and the client reads the whole answer
+        although it sent much more: the gateway drops the rest before it
+        closes, instead of resetting the connection.
+        """
+        self.gateway()
+        yield self.assertRefused(b"GET /up/" + b"a" * 1024 * 1024, Refusal(414, "the request line is over 1024 bytes"))
+
+    @inlineCallbacks
+    def test_longHeaderLine(self) -> Any:
+        self.gateway()
+        yield self.assertRefused(
+            b"GET /up/x HTTP/1.1\r\nHost: g\r\nX-Big: " + b"a" * 1100 + b"\r\n\r\n",
+            Refusal(431, "a request header line is over 1024 bytes"),
+        )
+
+    @inlineCallbacks
+    def test_headTooLarge(self) -> Any:
+        self.gateway()
+        headers = b"".join(b"X-H%d: %s\r\n" % (i, b"a" * 300) for i in range(15))
+        yield self.assertRefused(
+            b"GET /up/x HTTP/1.1\r\nHost: g\r\n" + headers + b"\r\n",
+            Refusal(431, "the request's headers are over 4096 bytes in all"),
+        )
+
+    @inlineCallbacks
+    def test_tooManyHeaders(self) -> Any:
+        self.gateway()
+        headers = b"".join(b"X-H%d: a\r\n" % (i,) for i in range(20))
+        yield self.assertRefused(
+            b"GET /up/x HTTP/1.1\r\nHost: g\r\n" + headers + b"\r\n",
+            Refusal(431, "the request has more than 20 headers"),
+        )
+
+    # Refused as soon as the head has come
+
+    @inlineCallbacks
+    def test_tokenBeforeBody(self) -> Any:
+        """
+        A request without the token is answered 401 when its head has
+        come: the client that sends only the head (announcing a body) gets
+        it at once.
+        """
+        self.gateway(token=b"secret")
+        yield self.assertRefused(
+            b"POST /up/x HTTP/1.1\r\nHost: g\r\nContent-Length: 900\r\n\r\n",
+            Refusal(
+                401,
+                "a valid Authorization: Bearer token is required",
+                ((b"WWW-Authenticate", b'Bearer realm="chunkproxy"'),),
+            ),
+        )
+
+    @inlineCallbacks
+    def test_refusedWhileBodyComes(self) -> Any:
+        """
+        A client that sends a megabyte of body behind a refused head still
+        reads the whole answer.
+        """
+        self.gateway(token=b"secret")
+        answer, _ = yield self.send(
+            b"POST /up/x HTTP/1.1\r\nHost: g\r\nContent-Length: 1048576\r\n\r\n" + b"a" * 1048576
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 401 Unauthorized\r\n"), answer[:80])
+        self.assertTrue(answer.endswith(b"\r\n\r\na valid Authorization: Bearer token is required\n"), answer)
+
+    @inlineCallbacks
+    def test_lingeringClose(self) -> Any:
+        """
+        A client that reads nothing until the gateway has closed still
+        reads the whole answer: the gateway read and dropped the body it
+        refused before it closed (closing with unread bytes would send a
+        reset, and the client's kernel would throw the answer away).
+        """
+        self.gateway(token=b"secret")
+        raw = RawClient(b"POST /up/x HTTP/1.1\r\nHost: g\r\nContent-Length: 1048576\r\n\r\n" + b"a" * 1048576)
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", portOf(self.port)), raw)
+        raw.transport.pauseProducing()  # type: ignore[union-attr]
+        while not self.serverClosed:
+            yield _turn()
+        raw.transport.resumeProducing()  # type: ignore[union-attr]
+        answer = yield raw.closed
+        self.assertTrue(answer.startswith(b"HTTP/1.1 401 Unauthorized\r\n"), answer[:80])
+        self.assertTrue(answer.endswith(b"\r\n\r\na valid Authorization: Bearer token is required\n"), answer)
+
+    @inlineCallbacks
+    def test_declaredLengthTooLarge(self) -> Any:
+        self.gateway()
+        yield self.assertRefused(
+            b"POST /up/x HTTP/1.1\r\nHost: g\r\nContent-Length: 1001\r\n\r\n",
+            Refusal(413, "the request body is over 1000 bytes"),
+        )
+
+    @inlineCallbacks
+    def test_chunkedBodyCutOff(self) -> Any:
+        """
+        A chunked body is refused once its 1001st byte comes; the client
+        that goes on sending is not waited for.
+        """
+        self.gateway()
+        yield self.assertRefused(
+            b"POST /up/x HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"1f4\r\n" + b"a" * 500 + b"\r\n" + b"1f5\r\n" + b"a" * 501 + b"\r\n",
+            Refusal(413, "the request body is over 1000 bytes"),
+        )
+
+    @inlineCallbacks
+    def test_noRoute(self) -> Any:
+        self.gateway()
+        yield self.assertRefused(
+            b"POST /nowhere HTTP/1.1\r\nHost: g\r\nContent-Length: 900\r\n\r\n", Refusal(404, "no route for /nowhere")
+        )
+
+    @inlineCallbacks
+    def test_continueOnlyWhenAdmitted(self) -> Any:
+        """
+        C{Expect: 100-continue} gets no C{100 Continue} when refused; when
+        admitted it does, and the upstream, which gets the body the gateway
+        read, gets no C{Expect}.
+        """
+        self.gateway(token=b"secret")
+        head = b"POST /up/x HTTP/1.1\r\nHost: g\r\nExpect: 100-continue\r\nContent-Length: 2\r\n"
+        answer, _ = yield self.send(head + b"\r\n")
+        self.assertTrue(answer.startswith(b"HTTP/1.1 401 Unauthorized\r\n"), answer[:80])
+        raw = _Continuing(head + b"Authorization: Bearer secret\r\nConnection: close\r\n\r\n", b"hi")
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", portOf(self.port)), raw)
+        answer = yield raw.closed
+        self.assertTrue(answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"), answer[:80])
+        self.assertEqual(len(self.upstream.requests), 1)
+        self.assertNotIn(b"expect", self.upstream.requests[0].lower())
+
+    # What trusted proxies refuse
+
+    @inlineCallbacks
+    def test_noHost(self) -> Any:
+        self.gateway()
+        yield self.assertRefused(
+            b"GET /up/x HTTP/1.1\r\n\r\n", Refusal(400, "an HTTP/1.1 request must have a Host header")
+        )
+
+    @inlineCallbacks
+    def test_twoHosts(self) -> Any:
+        self.gateway()
+        yield self.assertRefused(
+            b"GET /up/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Refusal(400, "the request has more than one Host header")
+        )
+
+    @inlineCallbacks
+    def test_controlCharacterInValue(self) -> Any:
+        self.gateway()
+        yield self.assertRefused(
+            b"GET /up/x HTTP/1.1\r\nHost: g\r\nX-Evil: a\x1bb\r\n\r\n",
+            Refusal(400, "request header X-Evil holds a control character"),
+        )
+
+    @inlineCallbacks
+    def test_longChunkSize(self) -> Any:
+        """
+        A chunk size of 17 hex digits is refused at once, not waited for.
+        """
+        self.gateway()
+        yield self.assertRefused(
+            b"POST /up/x HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000001",
+            Refusal(400, "the chunked body is malformed: a chunk size has more than 16 hex digits"),
+        )
+
+    @inlineCallbacks
+    def test_twoAuthorizations(self) -> Any:
+        self.gateway(token=b"secret")
+        yield self.assertRefused(
+            b"GET /up/x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer secret\r\nAuthorization: Bearer other\r\n\r\n",
+            Refusal(400, "the request has more than one Authorization header"),
+        )
+
+    @inlineCallbacks
+    def test_transferEncodingNotChunked(self) -> Any:
+        self.gateway()
+        for coding in [b"gzip", b"identity", b"chunked, chunked"]:
+            yield self.assertRefused(
+                b"POST /up/x HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: " + coding + b"\r\n\r\n",
+                Refusal(501, "Transfer-Encoding must be exactly chunked"),
+            )
+
+    @inlineCallbacks
+    def test_lengthTwice(self) -> Any:
+        self.gateway()
+        yield self.assertRefused(
+            b"POST /up/x HTTP/1.1\r\nHost: g\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nhi",
+            Refusal(400, "the request gives its length twice (Content-Length or Transfer-Encoding)"),
+        )
+
+    @inlineCallbacks
+    def test_malformedRequestLine(self) -> Any:
+        """
+        What Twisted's parser refuses by itself gets a reason too.
+        """
+        self.gateway()
+        yield self.assertRefused(b"GET\r\n\r\n", Refusal(400, "the request is malformed"))
+
+    # Memory for bodies
+
+    @inlineCallbacks
+    def test_bodyMemoryBounded(self) -> Any:
+        """
+        With room for 1500 bytes of bodies in all, a second request of 1000
+        while the first is held upstream gets 503 with C{Retry-After}; once
+        the first has gone, the room is free again.
+        """
+        self.gateway(maxBodyMemory=1500, holdUpstream=True)
+        first = RawClient(b"POST /up/x HTTP/1.1\r\nHost: g\r\nContent-Length: 1000\r\n\r\n" + b"a" * 1000)
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", portOf(self.port)), first)
+        while not self.upstream.requests:
+            yield _turn()
+        answer, _ = yield self.send(b"POST /up/y HTTP/1.1\r\nHost: g\r\nContent-Length: 1000\r\n\r\n" + b"a" * 1000)
+        self.assertEqual(
+            answer,
+            Refusal(
+                503,
+                "the gateway holds as many request bodies as it may; try again shortly",
+                ((b"Retry-After", b"1"),),
+            ).response(),
+        )
+        first.transport.loseConnection()  # type: ignore[union-attr]
+        yield first.closed
+        yield _turn()
+        self.upstream.script = answerWith(_OK)
+        answer, _ = yield self.send(
+            b"POST /up/z HTTP/1.1\r\nHost: g\r\nConnection: close\r\nContent-Length: 1000\r\n\r\n" + b"a" * 1000
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:80])
+
+
+def _turn() -> Deferred[None]:
+    d: Deferred[None] = Deferred()
+    reactor.callLater(0.01, d.callback, None)
+    return d
+
+
+class _Continuing(RawClient):
+    """
+    Sends a head, and its body only after C{100 Continue}.
+    """
+
+    def __init__(self, head: bytes, body: bytes) -> None:
+        super().__init__(head)
+        self._body = body
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        if self._body and self.received.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"):
+            self.transport.write(self._body)  # type: ignore[union-attr]
+            self._body = b""

@@ -1,0 +1,257 @@
+# -*- test-case-name: tests.test_channel -*-
+"""
+L{GatewayChannel}: the gateway's HTTP/1.1 server channel, strict where
+attackers push.
+
+Twisted's L{HTTPChannel} parses requests well (no desync under conflicting
+lengths, bad chunked framing or pipelining), but answers what it refuses
+with a bare C{400} or a silent close, reads a whole request body before
+anyone may look at the request, and gives a request that trickles in a byte
+at a time for ever. This channel keeps its parser and adds, as named steps of
+a request's arrival:
+
+  - B{the line}: a request line over the limit is C{414}, a header line
+    C{431}, as soon as that many bytes have come without a line end;
+  - B{the head}: over the size or count limit, C{431}; each header line
+    checked as it comes (L{headerLineRefusal}); once all have come, the head
+    rules (L{headRefusal}) and the site's own admission (route, method,
+    token, declared length): a request refused there gets its answer
+    I{before} any byte of its body is read, and C{100 Continue} is sent only
+    to one that passed;
+  - B{the body}: a chunk size of more than 16 hex digits is refused at
+    once, not waited for;
+  - B{the deadline}: the whole request must arrive within C{timeOut}
+    seconds of its first byte (C{408}).
+
+Every refusal is a status with a one-line reason (a L{Refusal}), logged in
+the access log, and followed by a lingering close: the channel shuts its
+side, then reads and drops what the client still sends for a moment, so
+that the client reads the answer instead of a reset.
+
+Its writes go out at once while nothing is buffered (L{sendAtOnce}).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional, Protocol
+
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel, _ChunkedTransferDecoder, _MalformedChunkedDataError
+from twisted.web.server import Request
+
+from twisted_stream._accesslog import logAccess
+from twisted_stream._refusal import Refusal, RequestLimits, headerLineRefusal, headRefusal
+from twisted_stream._writenow import sendAtOnce
+
+__all__ = ["GatewayChannel", "LINGER_SECONDS"]
+
+LINGER_SECONDS = 2.0
+"""How long a refused client's further bytes are read and dropped before the
+connection is closed (nginx's C{lingering_close}, shorter)."""
+
+_LONG_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{17}")
+
+
+class _Admitting(Protocol):
+    """
+    What the channel asks of its site (L{GatewaySite} provides it).
+    """
+
+    limits: RequestLimits
+
+    def refusalOf(self, request: Request, target: bytes, length: Optional[int]) -> Optional[Refusal]:
+        """
+        @return: Why a request whose head has arrived is refused, or L{None}.
+        """
+
+
+class _ChunkSizeLimit(_ChunkedTransferDecoder):
+    """
+    Twisted's chunked decoder, refusing a chunk size of more than 16 hex
+    digits (more than 64 bits) as soon as the 17th arrives: Twisted's would
+    wait for the rest of a line of up to 1 KiB, then for that many bytes.
+    """
+
+    def _dataReceived_CHUNK_LENGTH(self) -> bool:
+        if _LONG_CHUNK_SIZE.match(self._buffer):
+            raise _MalformedChunkedDataError("a chunk size has more than 16 hex digits")
+        return super()._dataReceived_CHUNK_LENGTH()
+
+
+class GatewayChannel(HTTPChannel):
+    """
+    An HTTP/1.x channel that refuses early, with a status and a reason.
+
+    @ivar site: Its site, which gives the limits and the admission rule.
+    """
+
+    site: _Admitting
+    # The site's limits take over from Twisted's (which answer a bare 400).
+    totalHeadersSize = 2**31
+    maxHeaders = 2**31
+
+    _arrival: Optional[IDelayedCall] = None
+    _responding = False
+    _refused = False
+    _headLines = 0
+    _headBytes = 0
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # Each forwarded chunk is sent in the write that forwards it, not a
+        # reactor turn later.
+        sendAtOnce(self.transport)
+        self._secure = super().isSecure()
+        self._limits = self.site.limits
+        self.MAX_LENGTH = self._limits.maxLineBytes
+
+    def isSecure(self) -> bool:
+        # Asked for every request (X-Forwarded-Proto), answered by adapting
+        # the transport to an interface: once per connection is enough.
+        return self._secure
+
+    # The deadline
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._arrival is None and not self._responding and self.timeOut:
+            self._arrival = self.callLater(self.timeOut, self._tooSlow)
+        super().dataReceived(data)
+
+    def _stopDeadline(self) -> None:
+        if self._arrival is not None:
+            if self._arrival.active():
+                self._arrival.cancel()
+            self._arrival = None
+
+    def _tooSlow(self) -> None:
+        self._arrival = None
+        self.refuse(Refusal(408, f"the request did not arrive in full within {self.timeOut or 0:g} s"))
+
+    # The line and the head
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.refuse(self._limits.lineTooLong(firstLine=self._headLines == 0))
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._refused:
+            return
+        if line or self._headLines:
+            # (An empty line before the request line is left to Twisted,
+            # which forgives one, as old browsers sent one after a POST.)
+            self._headLines += 1
+            self._headBytes += len(line) + 2
+            if self._headBytes > self._limits.maxHeaderBytes:
+                self.refuse(self._limits.headTooLarge())
+                return
+            if line and self._headLines > self._limits.maxHeaders + 1:
+                self.refuse(self._limits.tooManyHeaders())
+                return
+        super().lineReceived(line)
+
+    def headerReceived(self, line: bytes) -> bool:
+        name, colon, value = line.partition(b":")
+        if colon:
+            refusal = headerLineRefusal(name, value.strip(b" \t"))
+            if (
+                refusal is None
+                and self._transferDecoder is not None
+                and name.lower() in (b"content-length", b"transfer-encoding")
+            ):
+                refusal = Refusal(
+                    400, "the request gives its length twice (Content-Length or Transfer-Encoding)"
+                )
+            if refusal is not None:
+                self.refuse(refusal)
+                return False
+        ok: bool = super().headerReceived(line)
+        return ok
+
+    def allHeadersReceived(self) -> None:
+        if self._refused:
+            return
+        request = self.requests[-1]
+        # (The method is the request's from now on, as Twisted would set it.)
+        request.method = self._command
+        refusal = headRefusal(self._version, request.requestHeaders) or self.site.refusalOf(
+            request, self._path, self.length
+        )
+        if refusal is not None:
+            self.refuse(refusal)
+            return
+        # Only now: 100 Continue, and the request's room for its body.
+        super().allHeadersReceived()
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        # Twisted's own refusals (a request line it cannot parse, a bad
+        # header name) come here: with a reason, as every other.
+        self.refuse(Refusal(400, "the request is malformed"))
+
+    # The body
+
+    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
+        ok: bool = super()._maybeChooseTransferDecoder(header, data)
+        decoder = self._transferDecoder
+        if ok and isinstance(decoder, _ChunkedTransferDecoder) and not isinstance(decoder, _ChunkSizeLimit):
+            self._transferDecoder = _ChunkSizeLimit(decoder.dataCallback, decoder.finishCallback)
+        return ok
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._handlingRequest:
+            super().rawDataReceived(data)
+            return
+        try:
+            self._transferDecoder.dataReceived(data)
+        except _MalformedChunkedDataError as e:
+            self.refuse(Refusal(400, f"the chunked body is malformed: {e}"))
+
+    def allContentReceived(self) -> None:
+        if self._refused:
+            return
+        self._stopDeadline()
+        self._responding = True
+        self._headLines = self._headBytes = 0
+        super().allContentReceived()
+
+    def requestDone(self, request: Request) -> None:
+        # Before the base class, which may go on to a pipelined request.
+        self._responding = False
+        super().requestDone(request)
+
+    # Refusing
+
+    def refuse(self, refusal: Refusal) -> None:
+        """
+        Answer the request that is arriving with C{refusal}, read no more of
+        it, and close the connection.
+
+        @param refusal: The answer.
+        """
+        if self._refused or self.transport is None:
+            return
+        self._refused = True
+        self._stopDeadline()
+        self.setTimeout(None)
+        command = getattr(self, "_command", b"-")
+        target = getattr(self, "_path", b"-")
+        logAccess(self.transport.getPeer(), command, target.split(b"?", 1)[0], refusal.code, 0)
+        self.transport.write(refusal.response())
+        # A lingering close: shut our side (the answer goes first), drop
+        # what still comes for a moment, then close.
+        transport = self.transport
+        shutWrites = getattr(transport, "loseWriteConnection", None)
+        if shutWrites is None:
+            transport.loseConnection()
+            return
+        shutWrites()
+        self._arrival = self.callLater(LINGER_SECONDS, transport.loseConnection)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._stopDeadline()
+        super().connectionLost(reason)
