@@ -21,7 +21,9 @@ a request's arrival:
   - B{the body}: a chunk size of more than 16 hex digits is refused at
     once, not waited for;
   - B{the deadline}: the whole request must arrive within C{timeOut}
-    seconds of its first byte (C{408}).
+    seconds of its first byte (C{408});
+  - B{the connection}: one accepted while the process's file descriptors
+    are nearly gone is answered C{503} at once (L{DescriptorGuard}).
 
 Every refusal is a status with a one-line reason (a L{Refusal}), logged in
 the access log, and followed by a lingering close: the channel shuts its
@@ -43,6 +45,7 @@ from twisted.web.http import HTTPChannel, _ChunkedTransferDecoder, _MalformedChu
 from twisted.web.server import Request
 
 from twisted_stream._accesslog import logAccess
+from twisted_stream._descriptors import OUT_OF_DESCRIPTORS, DescriptorGuard
 from twisted_stream._refusal import Refusal, RequestLimits, headerLineRefusal, headRefusal
 from twisted_stream._writenow import sendAtOnce
 
@@ -54,6 +57,8 @@ connection is closed (nginx's C{lingering_close}, shorter)."""
 
 _LONG_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{17}")
 
+_OUT_OF_DESCRIPTORS = Refusal(503, OUT_OF_DESCRIPTORS, ((b"Retry-After", b"1"),))
+
 
 class _Admitting(Protocol):
     """
@@ -61,6 +66,7 @@ class _Admitting(Protocol):
     """
 
     limits: RequestLimits
+    descriptors: DescriptorGuard
 
     def refusalOf(self, request: Request, target: bytes, length: Optional[int]) -> Optional[Refusal]:
         """
@@ -107,6 +113,9 @@ class GatewayChannel(HTTPChannel):
         self._secure = super().isSecure()
         self._limits = self.site.limits
         self.MAX_LENGTH = self._limits.maxLineBytes
+        if self.site.descriptors.exhausted(self.transport):
+            # Logged by the guard, once a second at most, not one by one.
+            self.refuse(_OUT_OF_DESCRIPTORS, logged=False)
 
     def isSecure(self) -> bool:
         # Asked for every request (X-Forwarded-Proto), answered by adapting
@@ -226,12 +235,13 @@ class GatewayChannel(HTTPChannel):
 
     # Refusing
 
-    def refuse(self, refusal: Refusal) -> None:
+    def refuse(self, refusal: Refusal, logged: bool = True) -> None:
         """
         Answer the request that is arriving with C{refusal}, read no more of
         it, and close the connection.
 
         @param refusal: The answer.
+        @param logged: Whether to log it in the access log.
         """
         if self._refused or self.transport is None:
             return
@@ -240,7 +250,8 @@ class GatewayChannel(HTTPChannel):
         self.setTimeout(None)
         command = getattr(self, "_command", b"-")
         target = getattr(self, "_path", b"-")
-        logAccess(self.transport.getPeer(), command, target.split(b"?", 1)[0], refusal.code, 0)
+        if logged:
+            logAccess(self.transport.getPeer(), command, target.split(b"?", 1)[0], refusal.code, 0)
         self.transport.write(refusal.response())
         # A lingering close: shut our side (the answer goes first), drop
         # what still comes for a moment, then close.

@@ -1,10 +1,13 @@
 # -*- test-case-name: tests.test_service -*-
 """
-A listening service that says, in the log, the URLs it can be reached at.
+A listening service that says, in the log, the URLs it can be reached at,
+listens with a production backlog, and says in one line why it cannot
+listen.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 from urllib.parse import quote
 
@@ -12,6 +15,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IListeningPort,
     IProtocolFactory,
@@ -73,12 +77,77 @@ class _AnnouncingEndpoint:
         return port
 
 
+def _somaxconn() -> int:
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 4096
+
+
+DEFAULT_BACKLOG = _somaxconn()
+"""The listen backlog by default: the kernel's own ceiling (C{somaxconn}),
+not Twisted's 50, which a crowd of clients connecting at once overflows
+(the kernel then drops their handshakes and they retry a second later)."""
+
+_BACKLOG_TYPES = ("tcp", "tcp6", "ssl", "unix")
+
+
+def withBacklog(description: str, backlog: int) -> str:
+    """
+    @param description: An endpoint description.
+    @param backlog: The listen backlog to give it.
+    @return: The description with C{backlog=} added where its type takes
+        one and it names none (one it names wins).
+    """
+    kind = description.split(":", 1)[0]
+    if kind not in _BACKLOG_TYPES or "backlog=" in description:
+        return description
+    return f"{description}:backlog={backlog}"
+
+
+class _ListeningService(StreamServerEndpointService):
+    """
+    Listens at start-up, and stops twistd with one line when it cannot.
+    """
+
+    _log = Logger()
+
+    def __init__(self, endpoint: _AnnouncingEndpoint, factory: IProtocolFactory, description: str) -> None:
+        super().__init__(endpoint, factory)
+        self._description = description
+        self._name = endpoint._name
+        # As twisted.application.strports.service does: a port that cannot
+        # be bound stops twistd at start-up, instead of being logged while
+        # the process runs on serving nothing.
+        self._raiseSynchronously = True
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            # One line on the terminal that started twistd (its stderr is the
+            # log by now), and exit 1; twistd would print a traceback.
+            line = f"{self._name}: cannot listen on {self._description}: {_why(e)}"
+            self._log.error("{line}", line=line)
+            if sys.__stderr__ is not None:
+                sys.__stderr__.write(line + "\n")
+            raise SystemExit(1) from None
+
+
+def _why(error: CannotListenError) -> str:
+    cause = error.socketError
+    text = getattr(cause, "strerror", None) or str(cause)
+    return text[:1].lower() + text[1:]
+
+
 def listeningService(
     reactor: IReactorCore,
     description: str,
     factory: IProtocolFactory,
     name: str,
     paths: Sequence[tuple[str, str]],
+    backlog: int = DEFAULT_BACKLOG,
 ) -> StreamServerEndpointService:
     """
     A service that listens on an endpoint and logs its URLs when it does.
@@ -88,15 +157,9 @@ def listeningService(
     @param factory: What serves the connections.
     @param name: What to call the server in the log.
     @param paths: What to announce, as C{(what, path)} pairs.
+    @param backlog: The listen backlog, where the description names none.
     @return: The service.
     """
-    endpoint = serverFromString(reactor, description)
+    endpoint = serverFromString(reactor, withBacklog(description, backlog))
     secure = description.split(":", 1)[0] in ("ssl", "tls")
-    service = StreamServerEndpointService(
-        _AnnouncingEndpoint(endpoint, name, paths, secure), factory
-    )
-    # As twisted.application.strports.service does: a port that cannot be
-    # bound stops twistd at start-up with the error, instead of being logged
-    # while the process runs on serving nothing.
-    service._raiseSynchronously = True
-    return service
+    return _ListeningService(_AnnouncingEndpoint(endpoint, name, paths, secure), factory, description)

@@ -18,6 +18,7 @@ from twisted.web.server import Request, Site
 
 from twisted_stream._accesslog import logAccess
 from twisted_stream._channel import GatewayChannel
+from twisted_stream._descriptors import DescriptorGuard
 from twisted_stream._http import PlainResource
 from twisted_stream._refusal import Refusal, RequestLimits
 from twisted_stream.proxy import DEFAULT_MAX_BODY, FORWARDED_METHODS, NOT_ORIGIN_FORM, StreamProxyResource
@@ -267,6 +268,7 @@ class GatewaySite(Site):
         self.maxBody = maxBody
         self.limits = limits if limits is not None else RequestLimits()
         self.bodies = _BodyMemory(maxBodyMemory)
+        self.descriptors = DescriptorGuard(self.reactor)
         self._admission = resource.refusal if isinstance(resource, GatewayResource) else None
 
     def refusalOf(self, request: Request, target: bytes, length: Optional[int]) -> Optional[Refusal]:

@@ -20,6 +20,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
 from twisted_stream._numbers import decimalNumber, wholeNumber
+from twisted_stream._service import DEFAULT_BACKLOG
 
 __all__ = [
     "PluginOptions",
@@ -89,6 +90,16 @@ class PluginOptions(usage.Options):
 
     tapname = ""
     parent: Optional[Any]
+    optParameters: list[list[Any]] = [
+        [
+            "backlog",
+            None,
+            DEFAULT_BACKLOG,
+            "Connections the kernel queues for accepting, where --listen names no backlog"
+            " (the kernel's somaxconn by default).",
+            lambda text: wholeNumber(text, "backlog"),
+        ],
+    ]
 
     def postOptions(self) -> None:
         """

@@ -35,11 +35,13 @@ from __future__ import annotations
 
 import hmac
 import re
+from errno import EMFILE, ENFILE
 from typing import Any, Callable, Optional, Sequence, cast
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import (
+    ConnectBindError,
     ConnectingCancelledError,
     ConnectionRefusedError,
     DNSLookupError,
@@ -56,6 +58,7 @@ from zope.interface import implementer
 
 from twisted_stream._agent import UpstreamAgent
 from twisted_stream._bodywatch import BodyWatch, WatchedProducer
+from twisted_stream._descriptors import OUT_OF_DESCRIPTORS, noteExhausted
 from twisted_stream._http import PlainResource, textError
 from twisted_stream._refusal import Refusal
 from twisted_stream._retry import DeadlineAgent, NoResponseInTime
@@ -131,6 +134,8 @@ def _failureReason(failure: Failure, timeout: float) -> tuple[int, str]:
         return 502, f"upstream unreachable: no connection within {timeout:g} s"
     if failure.check(NoResponseInTime):
         return 504, f"upstream sent no response headers within {timeout:g} s"
+    if failure.check(ConnectBindError) and getattr(failure.value, "osError", None) in (EMFILE, ENFILE):
+        return 503, OUT_OF_DESCRIPTORS
     if failure.check(ConnectionRefusedError):
         return 502, "upstream refused the connection"
     if failure.check(DNSLookupError):
@@ -289,14 +294,19 @@ class _Exchange:
             return
         self.phase = _DONE
         code, reason = _failureReason(failure, self._proxy.connectTimeout)
-        self._log.warn(
-            "{method} {url}: {code} {reason} ({failure.value!r})",
-            method=self.request.method.decode("ascii"),
-            url=self._where,
-            code=code,
-            reason=reason,
-            failure=failure,
-        )
+        if code == 503:
+            # Out of descriptors: logged once a second, not once a request.
+            noteExhausted(self._proxy.clock)
+            self.request.setHeader(b"Retry-After", b"1")
+        else:
+            self._log.warn(
+                "{method} {url}: {code} {reason} ({failure.value!r})",
+                method=self.request.method.decode("ascii"),
+                url=self._where,
+                code=code,
+                reason=reason,
+                failure=failure,
+            )
         body = textError(self.request, code, reason)
         self.request.setHeader(b"Content-Length", b"%d" % (len(body),))
         self.request.write(body)

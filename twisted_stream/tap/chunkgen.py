@@ -67,5 +67,10 @@ def makeService(options: Options) -> IService:
     site = Site(GeneratorRoot(options.spec(), reactor, options.pace()))
     site.displayTracebacks = False
     return listeningService(
-        reactor, options["listen"], site, "chunkgen", [("stream", "generate"), ("mock LLM", "v1/")]
+        reactor,
+        options["listen"],
+        site,
+        "chunkgen",
+        [("stream", "generate"), ("mock LLM", "v1/")],
+        options["backlog"],
     )

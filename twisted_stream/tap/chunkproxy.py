@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.python import usage
 
 from twisted_stream._agent import UpstreamAgent, tlsPolicy
+from twisted_stream._descriptors import FileLimitService
 from twisted_stream._gc import GarbageCollectionService
 from twisted_stream._service import listeningService
 from twisted_stream._wire import ResponseLimits
@@ -296,7 +297,8 @@ def makeService(options: Options) -> IService:
     service = MultiService()
     _PoolService(agent).setServiceParent(service)
     GarbageCollectionService().setServiceParent(service)
+    FileLimitService().setServiceParent(service)
     listeningService(
-        reactor, options["listen"], site, "chunkproxy", [("page", ""), ("stream", "stream")]
+        reactor, options["listen"], site, "chunkproxy", [("page", ""), ("stream", "stream")], options["backlog"]
     ).setServiceParent(service)
     return service

@@ -1,0 +1,153 @@
+# -*- test-case-name: tests.test_descriptors -*-
+"""
+File descriptors, which a gateway runs out of before anything else: each
+stream holds two sockets. At start the soft limit is raised to the hard one
+(L{FileLimitService}); while serving, a connection accepted when the
+descriptors are nearly gone is answered C{503} at once (L{DescriptorGuard})
+rather than left to fail in the middle of its request, so the streams
+already open go on.
+"""
+
+from __future__ import annotations
+
+import resource
+from typing import Any, Optional
+
+from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+__all__ = ["OUT_OF_DESCRIPTORS", "DescriptorGuard", "FileLimitService", "noteExhausted", "raiseFileLimit"]
+
+
+def raiseFileLimit() -> tuple[int, int]:
+    """
+    Raise the soft limit of open files to the hard one (the kernel's
+    C{nr_open} where the hard one is unlimited): each stream holds two
+    sockets, and the usual soft limit of 1024 would end a gateway at 500.
+
+    @return: The soft limit before and after.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                hard = int(f.read())
+        except (OSError, ValueError):
+            return soft, soft
+    if soft != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        except (OSError, ValueError):
+            return soft, soft
+        return soft, hard
+    return soft, soft
+
+
+class FileLimitService(Service):
+    """
+    Raises the open file limit as the process starts (before it listens:
+    put it first), and says so.
+    """
+
+    _log = Logger()
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        before, after = raiseFileLimit()
+        if after != before:
+            self._log.info("open file limit raised from {before} to {after}", before=before, after=after)
+
+
+OUT_OF_DESCRIPTORS = "the gateway is out of file descriptors; try again shortly"
+"""The reason a client gets with its C{503} when descriptors run out."""
+
+
+class _ExhaustionLog:
+    """
+    Logs that descriptors ran out, at most once a second with how many
+    requests were refused meanwhile. One per process, as the descriptors
+    are.
+    """
+
+    _log = Logger(namespace="chunkproxy.descriptors")
+
+    def __init__(self) -> None:
+        self._refused = 0
+        self._lastLog = -1.0
+
+    def refused(self, clock: IReactorTime, limit: int) -> None:
+        """
+        Count one refusal; log if a second has passed since the last line.
+        """
+        self._refused += 1
+        now = clock.seconds()
+        if now - self._lastLog >= 1.0:
+            self._log.warn(
+                "out of file descriptors (limit {limit}): refused {count} new request(s) with 503",
+                limit=limit,
+                count=self._refused,
+            )
+            self._lastLog = now
+            self._refused = 0
+
+
+_exhaustion = _ExhaustionLog()
+
+
+def noteExhausted(clock: IReactorTime) -> None:
+    """
+    Note that a request was refused because descriptors ran out (an
+    upstream connection could not be made), for the paced log.
+    """
+    _exhaustion.refused(clock, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+
+
+class DescriptorGuard:
+    """
+    Tells, from an accepted socket's descriptor number, whether the process
+    is about to run out of descriptors.
+
+    The kernel gives every new descriptor the lowest number free, so an
+    accepted socket numbered M{n} means that M{n} descriptors below it are
+    in use: a number within C{reserve} of the soft limit means that the
+    upstream connections of the streams already open, and the log, are
+    about to find none. (Checked in constant time, unlike counting
+    C{/proc/self/fd}.) Descriptors can still run out after a burst of
+    connections each of which then wants its upstream connection: that
+    request gets C{503} too (see L{noteExhausted}).
+    """
+
+    def __init__(
+        self, clock: IReactorTime, limit: Optional[int] = None, reserve: int = 32, log: Optional[_ExhaustionLog] = None
+    ) -> None:
+        """
+        @param clock: What tells the time, for the log's pace.
+        @param limit: The soft limit of open files (read from the process
+            when the first connection comes, after it was raised, if
+            L{None}).
+        @param reserve: Descriptors kept free for what is open already.
+        @param log: Where refusals are counted (the process's by default).
+        """
+        self._clock = clock
+        self._limit = limit
+        self._reserve = reserve
+        self._exhaustion = log if log is not None else _exhaustion
+
+    def exhausted(self, transport: Any) -> bool:
+        """
+        @param transport: A new connection's transport (TLS or not).
+        @return: Whether it should be refused (then it is counted, and
+            logged with the others at most once a second).
+        """
+        while not hasattr(transport, "fileno") and hasattr(transport, "transport"):
+            transport = transport.transport
+        fileno = getattr(transport, "fileno", None)
+        if fileno is None:
+            return False
+        if self._limit is None:
+            self._limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if fileno() < self._limit - self._reserve:
+            return False
+        self._exhaustion.refused(self._clock, self._limit)
+        return True
