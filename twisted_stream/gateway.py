@@ -6,7 +6,7 @@ L{StreamProxyResource}, and the page at C{/}.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from io import BytesIO
 from typing import Optional, Sequence
 
@@ -18,6 +18,7 @@ from twisted.web.server import Request, Site
 
 from twisted_stream._accesslog import logAccess
 from twisted_stream._channel import GatewayChannel
+from twisted_stream._cors import CorsPolicy
 from twisted_stream._descriptors import DescriptorGuard
 from twisted_stream._http import PlainResource
 from twisted_stream._refusal import Refusal, RequestLimits
@@ -69,14 +70,20 @@ class GatewayResource(PlainResource):
 
     isLeaf = True
 
-    def __init__(self, routes: Sequence[Route], page: Optional[Resource] = None) -> None:
+    def __init__(
+        self, routes: Sequence[Route], page: Optional[Resource] = None, cors: Optional[CorsPolicy] = None
+    ) -> None:
         """
         @param routes: The routes, in any order.
         @param page: What answers C{/} when no route matches it.
+        @param cors: Which other origins' pages may call the routes (none
+            by default): their preflight requests are answered here, and
+            every answer to them says they may read it.
         """
         super().__init__()
         self.routes = sorted(routes, key=lambda route: len(route.prefix), reverse=True)
         self._page = page
+        self._cors = cors
 
     def _routeFor(self, path: bytes) -> Optional[tuple[Route, bytes]]:
         for route in self.routes:
@@ -99,6 +106,21 @@ class GatewayResource(PlainResource):
         @param length: The length its body declares, L{None} if chunked.
         @return: Why it is refused, or L{None}.
         """
+        cors = self._cors
+        if cors is None:
+            return self._refusal(method, target, headers, length)
+        if cors.isPreflight(method, headers):
+            # Answered by render, whatever the route: never forwarded.
+            return None
+        refusal = self._refusal(method, target, headers, length)
+        origin = headers.getRawHeaders(b"origin", [None])[0]
+        if refusal is not None and origin is not None and cors.allows(origin):
+            # A page on an allowed origin may read why it was refused.
+            readable = cors.responseHeaders(origin, [name for name, _ in refusal.headers])
+            refusal = replace(refusal, headers=(*refusal.headers, *readable))
+        return refusal
+
+    def _refusal(self, method: bytes, target: bytes, headers: Headers, length: Optional[int]) -> Optional[Refusal]:
         if method == b"CONNECT":
             return Refusal(405, "CONNECT is not supported: this is not a forward proxy", _ALLOW)
         if not target.startswith(b"/"):
@@ -120,6 +142,13 @@ class GatewayResource(PlainResource):
         @param request: Any request.
         @return: What the route or the page answers, or an error.
         """
+        cors = self._cors
+        if cors is not None:
+            if cors.isPreflight(request.method, request.requestHeaders):
+                return self._preflight(cors, request)
+            origin = request.requestHeaders.getRawHeaders(b"origin", [None])[0]
+            if origin is not None and cors.allows(origin) and isinstance(request, GatewayRequest):
+                request.readableBy(cors, origin)
         found = self._routeFor(request.path) if request.uri.startswith(b"/") else None
         if found is not None and request.method != b"CONNECT":
             route, rest = found
@@ -130,6 +159,19 @@ class GatewayResource(PlainResource):
         assert self._page is not None
         result: bytes | int = self._page.render(request)
         return result
+
+
+    @staticmethod
+    def _preflight(cors: CorsPolicy, request: Request) -> bytes:
+        answer = cors.preflight(request.requestHeaders)
+        if answer.code != 204:
+            return Refusal(answer.code, answer.reason).render(request)
+        request.setResponseCode(204)
+        for name, value in answer.headers:
+            request.setHeader(name, value)
+        # Nothing is invented: a 204 has no body, and no Content-Type.
+        request.defaultContentType = None
+        return b""
 
 
 _ALLOW = ((b"Allow", b", ".join(FORWARDED_METHODS)),)
@@ -173,6 +215,33 @@ class GatewayRequest(Request):
 
     admitted = False
     _held = 0
+    _readableBy: Optional[tuple[CorsPolicy, bytes]] = None
+
+    def readableBy(self, cors: CorsPolicy, origin: bytes) -> None:
+        """
+        Let a page on C{origin} read the answer: the CORS headers go out
+        with the response's head, whatever answers (the upstream's own
+        C{Access-Control-*} headers are replaced).
+
+        @param cors: The policy that allows C{origin}.
+        @param origin: The request's C{Origin}.
+        """
+        self._readableBy = (cors, origin)
+
+    def write(self, data: bytes) -> None:
+        readable = self._readableBy
+        if readable is not None and not self.startedWriting:
+            self._readableBy = None
+            headers = self.responseHeaders
+            names = [name for name, _ in headers.getAllRawHeaders()]
+            for name in names:
+                if name.lower().startswith(b"access-control-"):
+                    headers.removeHeader(name)
+            for name, value in readable[0].responseHeaders(readable[1], names):
+                if name == b"Vary" and headers.hasHeader(b"vary"):
+                    value = b", ".join([*headers.getRawHeaders(b"vary", []), value])
+                headers.setRawHeaders(name, [value])
+        super().write(data)
 
     def gotLength(self, length: Optional[int]) -> None:
         # Never a temporary file (blocking disk I/O in the reactor): the

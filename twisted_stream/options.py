@@ -68,6 +68,26 @@ def parseHTTPURL(text: str) -> bytes:
     return url.to_uri().to_text().encode("ascii")
 
 
+def parseOrigin(text: str) -> bytes:
+    """
+    Parse an origin allowed to call the gateway from a browser.
+
+    @param text: C{scheme://host[:port]} as a browser sends it in
+        C{Origin}, or C{*}.
+    @return: It, as bytes.
+    @raise ValueError: With a one-line reason.
+    """
+    if text == "*":
+        return b"*"
+    try:
+        url = URL.from_text(text)
+    except Exception:
+        raise ValueError(f"--cors-origin needs scheme://host[:port], not {text!r}") from None
+    if url.scheme not in ("http", "https") or not url.host or url.path not in ((), ("",)) or url.query or url.fragment:
+        raise ValueError(f"--cors-origin needs scheme://host[:port] (no path), not {text!r}")
+    return text.rstrip("/").encode("ascii")
+
+
 def _checkListen(description: str) -> str:
     # serverFromString only builds the endpoint: nothing listens yet, but a
     # description it cannot read is refused here, before twistd starts.

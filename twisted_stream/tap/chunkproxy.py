@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred
 from twisted.python import usage
 
 from twisted_stream._agent import UpstreamAgent, tlsPolicy
+from twisted_stream._cors import CorsPolicy
 from twisted_stream._descriptors import FileLimitService
 from twisted_stream._gc import GarbageCollectionService
 from twisted_stream._service import listeningService
@@ -30,13 +31,14 @@ from twisted_stream.options import (
     parseHeader,
     parseHTTPURL,
     parseOptionalSeconds,
+    parseOrigin,
     parseRoute,
     parseTimeout,
     resolveSecret,
     wholeNumberOption,
 )
 from twisted_stream.page import PageResource
-from twisted_stream.proxy import StreamProxyResource
+from twisted_stream.proxy import FORWARDED_METHODS, StreamProxyResource
 
 __all__ = ["Options", "makeService"]
 
@@ -192,6 +194,18 @@ class Options(PluginOptions):
         super().__init__()
         self.routes: list[RouteOptions] = []
         self.injectHeaders: list[tuple[bytes, bytes]] = []
+        self.corsOrigins: list[bytes] = []
+
+    def opt_cors_origin(self, text: str) -> None:
+        """
+        ORIGIN: let pages on ORIGIN (such as https://app.example) call the
+        routes from the browser: preflight requests are answered here
+        (repeatable; * for any origin, not with --require-token).
+        """
+        try:
+            self.corsOrigins.append(parseOrigin(text))
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
 
     def opt_route(self, text: str) -> None:
         """
@@ -228,6 +242,10 @@ class Options(PluginOptions):
                 self["require-token"] = resolveSecret(self["require-token"], "--require-token").encode("utf-8")
             except ValueError as e:
                 raise usage.UsageError(str(e)) from None
+        if b"*" in self.corsOrigins and self["require-token"] is not None:
+            raise usage.UsageError(
+                "--cors-origin * would let any page spend the token: name the origins with --require-token"
+            )
         if self["upstream-ca"] is not None and not os.path.isfile(self["upstream-ca"]):
             raise usage.UsageError(f"--upstream-ca {self['upstream-ca']!r} is not a file")
 
@@ -285,8 +303,9 @@ def makeService(options: Options) -> IService:
         )
         for route in options.allRoutes()
     ]
+    cors = CorsPolicy(frozenset(options.corsOrigins), FORWARDED_METHODS) if options.corsOrigins else None
     site = GatewaySite(
-        GatewayResource(routes, PageResource()),
+        GatewayResource(routes, PageResource(), cors),
         options["max-body"],
         options["client-timeout"],
         RequestLimits(
