@@ -223,3 +223,54 @@ class GatewayOptionsTests(SynchronousTestCase):
                 ProxyOptions().parseOptions(["--inject-header", "Authorization: env:KEY"])
             self.assertNotIn("sk-secret", str(caught.exception))
             self.assertIn(reason, str(caught.exception))
+
+
+class HelpTests(SynchronousTestCase):
+    """
+    What a person reads: the help, and the answer to a mistyped option.
+    """
+
+    def test_defaultsAsTyped(self) -> None:
+        """
+        Defaults are shown as a person would type them, and read by the
+        option's own parser, as a typed value would be.
+        """
+        text = ProxyOptions().getUsage()
+        self.assertIn("[default: http://localhost:8081/generate]", " ".join(text.split()))
+        self.assertIn("[default: 60]", " ".join(text.split()))
+        self.assertNotIn("b'", text)
+        self.assertNotIn(".0]", text)
+        options = ProxyOptions()
+        options.parseOptions([])
+        self.assertEqual(
+            (options["upstream"], options["connect-timeout"], options["client-timeout"], options["heartbeat"]),
+            (b"http://localhost:8081/generate", 10.0, 60.0, 15.0),
+        )
+
+    def test_noRunsOfSpaces(self) -> None:
+        """
+        Sentences in the help have single spaces (the option docstrings'
+        indentation does not show).
+        """
+        for options in (ProxyOptions(), GeneratorOptions()):
+            for name, doc in options.docs.items():
+                self.assertNotIn("  ", doc, name)
+            # In the help as printed: after the option's column, no gaps.
+            for line in options.getUsage().splitlines():
+                self.assertNotIn("  ", line.strip().split("  ", 1)[-1].strip(), line)
+
+    def test_generatorNamesMockLLM(self) -> None:
+        self.assertIn("mock LLM", " ".join(GeneratorOptions().getUsage().split()))
+
+    def test_badOptionFirstAndLast(self) -> None:
+        """
+        twistd with a bad option prints the reason first, naming the option,
+        a pointer to --help, and twistd's own line last: not the whole help.
+        """
+        options = ServerOptions()
+        with self.assertRaises(UsageError) as caught:
+            options.parseOptions(["-n", "chunkproxy", "--connect-timeout", "0"])
+        printed = str(options).splitlines()
+        reason = "--connect-timeout: a timeout must be a number of seconds above 0, not '0'"
+        self.assertEqual(printed, [f"chunkproxy: {reason}", "(twistd chunkproxy --help lists the options.)"])
+        self.assertEqual(str(caught.exception), reason)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from hyperlink import URL
 from twisted.internet.endpoints import serverFromString
@@ -100,12 +100,36 @@ def _checkListen(description: str) -> str:
     return description
 
 
+class _NamedCoerce(usage.CoerceParameter):
+    """
+    Reads an option's value, and says which option a bad value was given
+    to (Twisted's says "Parameter type enforcement failed").
+    """
+
+    def dispatch(self, parameterName: str, value: Optional[str]) -> None:
+        if value is None:
+            raise usage.UsageError(f"--{parameterName} needs a value")
+        try:
+            self.options.opts[parameterName] = self.coerce(value)
+        except ValueError as e:
+            reason = str(e)
+            if reason.startswith(parameterName + " "):
+                raise usage.UsageError("--" + reason) from None
+            raise usage.UsageError(f"--{parameterName}: {reason}") from None
+
+
 class PluginOptions(usage.Options):
     """
     What the two plugins' options share: a listening address, and defaults
     for twistd's pidfile and log file named after the plugin, so that
     C{twistd -n chunkgen} and C{twistd -n chunkproxy} started from one
     directory do not both claim C{twistd.pid}.
+
+    Their help is written for people: each option's default as they would
+    type it (a default given as text is read by the option's own parser,
+    as a typed value is), sentences without runs of spaces; and a bad value
+    is one line that names the option, first, without the whole help
+    around it.
     """
 
     tapname = ""
@@ -121,11 +145,50 @@ class PluginOptions(usage.Options):
         ],
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._failure: Optional[str] = None
+        # An opt_ method's docstring keeps its indentation.
+        self.docs = {name: " ".join(doc.split()) for name, doc in self.docs.items()}
+        for name, dispatcher in self._dispatch.items():
+            if type(dispatcher) is usage.CoerceParameter:
+                self._dispatch[name] = _NamedCoerce(self, dispatcher.coerce)
+
+    def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            self._failure = str(e)
+            parent = getattr(self, "parent", None)
+            if parent is not None:
+                # twistd prints its synopsis, then ours: the reason goes
+                # first, in its place.
+                parent.getSynopsis = lambda: f"{self.tapname}: {self._failure}"
+            raise
+
+    def getUsage(self, width: Optional[int] = None) -> str:
+        """
+        @return: The help, or, after a bad option, only what was wrong (twistd
+            prints this, then its own line with the reason again).
+        """
+        if self._failure is not None:
+            return f"(twistd {self.tapname} --help lists the options.)"
+        text: str = super().getUsage(width)
+        return text
+
+    def _defaultsRead(self) -> None:
+        # A default written as the user would type it ("60", a URL) is read
+        # by the option's parser, as a value given would have been.
+        for name, dispatcher in self._dispatch.items():
+            if isinstance(dispatcher, _NamedCoerce) and isinstance(self.opts.get(name), str):
+                self.opts[name] = dispatcher.coerce(self.opts[name])
+
     def postOptions(self) -> None:
         """
-        Check the listening address, and name twistd's files after the
-        plugin where the user named none.
+        Read the defaults given as text, check the listening address, and
+        name twistd's files after the plugin where the user named none.
         """
+        self._defaultsRead()
         _checkListen(self["listen"])
         parent = getattr(self, "parent", None)
         if parent is None:

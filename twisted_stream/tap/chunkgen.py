@@ -25,8 +25,11 @@ class Options(PluginOptions):
     tapname = "chunkgen"
     synopsis = "[options]"
     longdesc = (
-        "Streams numbered chunks over HTTP at GET /generate, one per tick of a timer. "
-        "Query parameters count, interval, size and format override the defaults per request."
+        "Streams numbered chunks over HTTP at GET /generate, one per tick of a timer; "
+        "query parameters count, interval, size and format override the defaults per request. "
+        "Under /v1/ a mock LLM answers OpenAI's chat completions and Anthropic's Messages API "
+        "(models mock-passage and mock-echo), streamed token by token at the pace of --ttft "
+        "and --tokens-per-second."
     )
     optParameters = [
         ["listen", "l", "tcp:8081", "Endpoint description to listen on."],
@@ -36,7 +39,7 @@ class Options(PluginOptions):
         [
             "tokens-per-second",
             None,
-            30.0,
+            "30",
             "Mock LLM: tokens a second after the first, 0.01 to 10000.",
             lambda t: decimalNumber(t, "tokens-per-second", 0.01, 10000),
         ],

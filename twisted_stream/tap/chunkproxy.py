@@ -74,14 +74,14 @@ class Options(PluginOptions):
         [
             "upstream",
             "u",
-            b"http://localhost:8081/generate",
+            "http://localhost:8081/generate",
             "The URL that /stream forwards to.",
             parseHTTPURL,
         ],
         [
             "connect-timeout",
             None,
-            10.0,
+            "10",
             "Seconds until the upstream's response headers must have arrived"
             " (502 if it could not be reached by then, 504 if it sent no headers).",
             parseTimeout,
@@ -89,7 +89,7 @@ class Options(PluginOptions):
         [
             "idle-timeout",
             None,
-            300.0,
+            "300",
             "Seconds the upstream may send no body bytes mid-stream before the client's"
             " connection is closed as truncated; 0: never.",
             parseOptionalSeconds,
@@ -97,7 +97,7 @@ class Options(PluginOptions):
         [
             "heartbeat",
             None,
-            15.0,
+            "15",
             "Seconds of silence on a text/event-stream response (also before its first event)"
             " after which ': keep-alive' is sent between events; 0: never.",
             parseOptionalSeconds,
@@ -105,7 +105,7 @@ class Options(PluginOptions):
         [
             "client-timeout",
             None,
-            60.0,
+            "60",
             "Seconds a client connection may send nothing (while no response streams to it)"
             " before it is closed.",
             parseTimeout,
@@ -170,7 +170,7 @@ class Options(PluginOptions):
         [
             "dns-ttl",
             None,
-            60.0,
+            "60",
             "Seconds an upstream host name's addresses are used before they are looked up again"
             " (sooner after a connection to them fails).",
             parseTimeout,
