@@ -8,7 +8,17 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${VENV:-"$ROOT/.venv"}
 PYTHON=${PYTHON:-python3}
 
+# pip's lines worth hiding: this machine's pip may name local indexes that
+# are not there; every other line of pip's is kept.
+quiet_pip() {
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --root-user-action=ignore "$@" \
+        2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+
 if [ ! -x "$VENV/bin/python" ]; then
+    # The first install takes a while: say what it is.
+    echo "installing twisted-stream${EXTRAS:+ [$EXTRAS]} into $VENV: Twisted, treq, httptools and" \
+         "what they need (once; about 20 s) ..." >&2
     if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then
         # Debian's python3 ships venv's ensurepip separately.
         rm -rf "$VENV"
@@ -21,14 +31,11 @@ if [ ! -x "$VENV/bin/python" ]; then
             exit 1
         fi
     fi
-    "$VENV/bin/python" -m pip install -q --upgrade pip
+    quiet_pip --upgrade pip
 fi
 
 SPEC="$ROOT"
 [ -n "${EXTRAS:-}" ] && SPEC="$ROOT[$EXTRAS]"
-# This machine's pip may name local indexes that are not there; that warning
-# is noise, every other line of pip's is kept.
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$SPEC" \
-    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+quiet_pip -e "$SPEC"
 export PATH="$VENV/bin:$PATH"
 cd "$ROOT"

@@ -308,7 +308,11 @@ class FailureTests(TestCase):
         self.assertEqual(exchange.body, b"line 1\nline 2\n")
         self.assertFalse(exchange.complete)
         self.assertIsNotNone(exchange.error)
-        self.assertRegex(proxy.output, "upstream body broke off")
+        self.assertIn(
+            f"GET {upstream.url}: the upstream body broke off after 14 bytes (the upstream closed the connection);"
+            " the client's connection is closed before the end of the body",
+            proxy.output,
+        )
 
     @inlineCallbacks
     def test_brokenMidStreamCurl(self) -> Any:

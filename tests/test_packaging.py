@@ -106,3 +106,39 @@ class PluginDiscoveryTests(SynchronousTestCase):
         self.assertNotIn("chunkproxy", listed)
         self.pip("install", "--no-deps", "--no-build-isolation", "-e", str(self.source))
         self.assertPluginsWork()
+
+
+class LicenseTests(SynchronousTestCase):
+    def test_licenseFileMatches(self) -> None:
+        """
+        The LICENSE file is the license the package declares.
+        """
+        from importlib.metadata import metadata
+
+        self.assertEqual(metadata("twisted-stream")["License"], "MIT")
+        self.assertEqual((PROJECT / "LICENSE").read_text().splitlines()[0], "MIT License")
+
+
+class BootstrapTests(SynchronousTestCase):
+    def test_firstInstallSaysWhat(self) -> None:
+        """
+        The first run of the scripts' bootstrap, into a new virtual
+        environment, says what it installs before the wait, and nothing
+        else: no pip warnings. (A real install from the package index,
+        taken from pip's cache where it can.)
+        """
+        venv = Path(self.mktemp()).resolve() / "venv"
+        done = subprocess.run(
+            ["bash", "-c", f"source {PROJECT / 'scripts' / 'bootstrap.sh'}"],
+            env=dict(os.environ, VENV=str(venv)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertEqual(
+            done.stderr,
+            f"installing twisted-stream into {venv}: Twisted, treq, httptools and what they need (once; about 20 s) ...\n",
+        )
+        self.assertEqual(done.stdout, "")
+        self.assertTrue((venv / "bin" / "twistd").exists())

@@ -220,3 +220,74 @@ class PageInChromiumTests(TestCase):
         self.assertEqual(
             seen["status"], "error: HTTP 502 upstream host name could not be resolved"
         )
+
+    def measure(self, url: str) -> dict[str, Any]:
+        """
+        Stream a few chunks, then measure the page's layout in both modes.
+        """
+        profile = self.mktemp()
+        os.makedirs(profile)
+        driver = _browser(profile)
+        try:
+            driver.get(url)
+            driver.execute_script("document.getElementById('count').value = '3';"
+                                  "document.getElementById('interval').value = '0.01';")
+            driver.find_element("id", "start").click()
+            began = time.monotonic()
+            while driver.execute_script(_STATE, _ROWS)["state"] != "done" and time.monotonic() - began < 10:
+                time.sleep(0.05)
+            stream = driver.execute_script(_LAYOUT)
+            driver.execute_script(
+                "const m = document.getElementById('mode'); m.value = 'chat'; m.dispatchEvent(new Event('change'));"
+            )
+            chat = driver.execute_script(_LAYOUT)
+            driver.save_screenshot(os.path.abspath(self.mktemp() + ".png"))
+            return dict(stream=stream, chat=chat)
+        finally:
+            driver.quit()
+
+    @inlineCallbacks
+    def test_layout(self) -> Any:
+        """
+        In both modes the controls stand on one line, their bottoms level;
+        no select is narrower than its chosen option's text (clipped); and
+        each column's cells line up with its heading (numbers on the right
+        edge, text on the left).
+        """
+        generator: Server = yield startTwistd(self, "chunkgen")
+        proxy: Server = yield startTwistd(self, "chunkproxy", "--upstream", generator.url + "generate")
+        seen = yield deferToThread(self.measure, proxy.url)
+        for mode in ("stream", "chat"):
+            layout = seen[mode]
+            self.assertEqual(len(set(layout["bottoms"])), 1, (mode, layout["bottoms"]))
+            for text, room in layout["selects"]:
+                self.assertGreaterEqual(room, text, (mode, layout["selects"]))
+        misaligned = [(i, head, cell) for i, head, cell in seen["stream"]["columns"] if abs(head - cell) > 1]
+        self.assertEqual(misaligned, [])
+        self.assertEqual(len(seen["stream"]["columns"]), 6)
+
+
+_LAYOUT = """
+const visible = (e) => e.offsetParent !== null;
+const controls = Array.from(document.querySelectorAll("#controls select, #controls input, #controls textarea,"
+                                                      + " #controls button")).filter(visible);
+const canvas = document.createElement("canvas").getContext("2d");
+const selects = controls.filter((e) => e.tagName === "SELECT").map((s) => {
+  const style = getComputedStyle(s);
+  canvas.font = style.font;
+  const text = canvas.measureText(s.options[s.selectedIndex].text).width;
+  // Room for the text: the width less its padding and the arrow (about 20 px).
+  const room = s.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight) - 20;
+  return [Math.ceil(text), Math.floor(room)];
+});
+const heads = Array.from(document.querySelectorAll("thead th"));
+const row = document.querySelector("#chunks tr");
+const columns = row ? heads.map((th, i) => {
+  const cell = row.cells[i];
+  const right = th.classList.contains("num");
+  const a = th.getBoundingClientRect(), b = cell.getBoundingClientRect();
+  const edge = (r, el) => right ? r.right - parseFloat(getComputedStyle(el).paddingRight) : r.left;
+  return [i, Math.round(edge(a, th)), Math.round(edge(b, cell))];
+}) : [];
+return {bottoms: controls.map((e) => Math.round(e.getBoundingClientRect().bottom)), selects, columns};
+"""

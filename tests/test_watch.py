@@ -150,7 +150,9 @@ class WatcherTests(SynchronousTestCase):
         """
         self.feed()
         self.watcher.connectionLost(Failure(ResponseFailed([Failure(ConnectionLost())])))
-        self.assertIn("TRUNCATED: the stream broke off (ResponseFailed)", self.out.getvalue())
+        self.assertIn(
+            "TRUNCATED: the stream broke off (the connection to the upstream was lost)", self.out.getvalue()
+        )
         self.assertEqual(self.codes, [EXIT_TRUNCATED])
 
     def test_quiet(self) -> None:
@@ -228,6 +230,8 @@ class ChunkwatchTests(TestCase):
         self.assertEqual(code, 3)
         self.assertIn("HTTP 400 Bad Request", watched.text)
         self.assertIn("count must be a whole number", watched.text)
+        self.assertIn("   HTTP ERROR 400: the answer is an error (its body arrived whole)", watched.text)
+        self.assertNotIn("ended cleanly", watched.text)
 
     @inlineCallbacks
     def test_badCommandLineExitsTwo(self) -> Any:
@@ -237,4 +241,8 @@ class ChunkwatchTests(TestCase):
         watched = chunkwatch("ftp://example.com/")
         code = yield watched.exitCode
         self.assertEqual(code, 2)
-        self.assertIn(b"need an absolute http:// or https:// URL", watched.stderr)
+        self.assertEqual(
+            watched.stderr,
+            b"chunkwatch: need an absolute http:// or https:// URL, not 'ftp://example.com/'\n"
+            b"(chunkwatch --help lists the options.)\n",
+        )

@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 
 import httptools
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
@@ -559,3 +560,22 @@ class HTTP11UpstreamProtocol(Protocol):
                 self._endBody(Failure(ResponseFailed([reason])))
         self.whenGone(self)
 
+
+def whyBrokenOff(failure: Failure) -> str:
+    """
+    Say what broke a response body off, in words, for a log line or a
+    summary: the cause comes wrapped in L{ResponseFailed}, whose C{repr} is
+    a list of nested failures.
+
+    @param failure: Why the upstream's body ended early.
+    @return: The cause, as the end of a sentence.
+    """
+    causes = getattr(failure.value, "reasons", None) or [failure]
+    cause = causes[0]
+    if cause.check(ConnectionDone):
+        return "the upstream closed the connection"
+    if cause.check(ConnectionLost):
+        return "the connection to the upstream was lost"
+    if cause.check(UpstreamProtocolError):
+        return f"the upstream sent a bad body: {cause.value}"
+    return f"{type(cause.value).__name__}: {cause.value}" if str(cause.value) else type(cause.value).__name__

@@ -62,7 +62,7 @@ from twisted_stream._descriptors import OUT_OF_DESCRIPTORS, noteExhausted
 from twisted_stream._http import PlainResource, textError
 from twisted_stream._refusal import Refusal
 from twisted_stream._retry import DeadlineAgent, NoResponseInTime
-from twisted_stream._wire import UpstreamProtocolError
+from twisted_stream._wire import UpstreamProtocolError, whyBrokenOff
 from twisted_stream._writenow import bodyWriter
 from twisted_stream.headers import fieldsOf, forwardedRequestHeaders, forwardedResponseHeaders, headerProblem
 
@@ -300,7 +300,7 @@ class _Exchange:
             self.request.setHeader(b"Retry-After", b"1")
         else:
             self._log.warn(
-                "{method} {url}: {code} {reason} ({failure.value!r})",
+                "{method} {url}: {code} {reason}",
                 method=self.request.method.decode("ascii"),
                 url=self._where,
                 code=code,
@@ -337,7 +337,9 @@ class _Exchange:
 
     def _upstreamIdle(self) -> None:
         self._log.warn(
-            "{url}: no body bytes from upstream for {timeout:g} s; closing the client's connection",
+            "{method} {url}: no body bytes from the upstream for {timeout:g} s;"
+            " the client's connection is closed before the end of the body",
+            method=self.request.method.decode("ascii"),
             url=self._where,
             timeout=self._proxy.idleTimeout,
         )
@@ -380,10 +382,12 @@ class _Exchange:
         # Never pass a broken upstream off as a clean end: close without the
         # terminating chunk, so the client sees a truncated response.
         self._log.warn(
-            "{url}: upstream body broke off after the headers ({reason.value!r});"
-            " closing the client's connection",
+            "{method} {url}: the upstream body broke off after {sent} bytes ({why});"
+            " the client's connection is closed before the end of the body",
+            method=self.request.method.decode("ascii"),
             url=self._where,
-            reason=reason,
+            sent=self.request.sentLength,
+            why=whyBrokenOff(reason),
         )
         self.request.loseConnection()
 

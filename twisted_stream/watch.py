@@ -34,6 +34,7 @@ from twisted.web.client import PotentialDataLoss, ResponseDone
 from twisted.web.http_headers import Headers
 
 from twisted_stream._agent import UpstreamAgent
+from twisted_stream._wire import whyBrokenOff
 from twisted_stream.options import parseHTTPURL, parseTimeout
 
 __all__ = ["WatchOptions", "Watcher", "main", "percentile", "sendTime"]
@@ -136,8 +137,12 @@ class Watcher(Protocol):
         sent, in seconds.
     """
 
-    def __init__(self, started: float, clock: IReactorTime, out: TextIO, quiet: bool = False) -> None:
+    def __init__(
+        self, started: float, clock: IReactorTime, out: TextIO, quiet: bool = False, status: int = 200
+    ) -> None:
         """
+        @param status: The response's status code (an error one is said to
+            be so in the summary, however whole its body).
         @param started: When the request was sent (reactor seconds).
         @param clock: The reactor's clock.
         @param out: Where the lines go.
@@ -147,6 +152,7 @@ class Watcher(Protocol):
         self.clock = clock
         self.out = out
         self.quiet = quiet
+        self.status = status
         self.done: Deferred[int] = Deferred()
         self.gaps: list[float] = []
         self.delays: list[float] = []
@@ -193,10 +199,12 @@ class Watcher(Protocol):
         self.write(f"-- {self.count} chunks, {self.size} bytes in {elapsed:.3f} s; {firstByte}")
         self.write("   " + _spread("gap ms  ", self.gaps))
         self.write("   " + _spread("delay ms", self.delays))
-        if clean:
-            self.write("   ended cleanly")
+        if not clean:
+            self.write(f"   TRUNCATED: the stream broke off ({whyBrokenOff(reason)})")
+        elif self.status >= 400:
+            self.write(f"   HTTP ERROR {self.status}: the answer is an error (its body arrived whole)")
         else:
-            self.write(f"   TRUNCATED: the stream broke off ({type(reason.value).__name__})")
+            self.write("   ended cleanly")
         self.done.callback(EXIT_CLEAN if clean else EXIT_TRUNCATED)
 
 
@@ -298,7 +306,7 @@ def watch(reactor: Any, options: WatchOptions, out: TextIO) -> Generator[Deferre
     if not options["quiet"]:
         out.write(f"{'#':>5} {'arrived':>10} {'gap':>10} {'delay':>9} {'size':>8}  content\n")
     out.flush()
-    watcher = Watcher(started, reactor, out, options["quiet"])
+    watcher = Watcher(started, reactor, out, options["quiet"], response.code)
     response.deliverBody(watcher)
     code: int = yield watcher.done
     if code == EXIT_CLEAN and response.code >= 400:
@@ -316,7 +324,7 @@ def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
     try:
         options.parseOptions(sys.argv[1:] if argv is None else list(argv))
     except usage.UsageError as e:
-        sys.stderr.write(f"chunkwatch: {e}\n\n{options}")
+        sys.stderr.write(f"chunkwatch: {e}\n(chunkwatch --help lists the options.)\n")
         sys.exit(EXIT_USAGE)
 
     def run(reactor: Any) -> Deferred[None]:
