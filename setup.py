@@ -31,7 +31,8 @@ setup(
     packages=[*find_packages(include=["twisted_stream", "twisted_stream.*"]), "twisted.plugins"],
     package_data={"twisted_stream": ["py.typed", "page.html"]},
     install_requires=[
-        "twisted[tls]>=24.7.0",
+        # http2: HTTP/2 to browsers over TLS (h2 and priority).
+        "twisted[tls,http2]>=24.7.0",
         "treq>=23.11.0",
         "hyperlink>=21.0.0",
         # The upstream wire parses with llhttp, its C parser.
@@ -49,7 +50,7 @@ setup(
             "mypy>=1.10",
             "mypy-zope>=1.0.5",
             "aiohttp>=3.9",
-            "httpx>=0.27",
+            "httpx[http2]>=0.27",
             "httpx-sse>=0.4",
             "openai>=1.30",
             "anthropic>=0.30",

@@ -35,10 +35,12 @@ class PageHTMLTests(SynchronousTestCase):
         self.assertIn('fetch("stream?"', html)
 
 
-def _browser(profile: str) -> Any:
+def _browser(profile: str, *arguments: str) -> Any:
     """
     Start headless Chromium under chromedriver, with a fresh profile and
     none of its own network traffic.
+
+    @param arguments: More command-line arguments for Chromium.
     """
     if CHROMIUM is None or CHROMEDRIVER is None:
         raise SkipTest(
@@ -59,6 +61,7 @@ def _browser(profile: str) -> Any:
         "--disable-sync",
         "--window-size=1100,900",
         f"--user-data-dir={profile}",
+        *arguments,
     ):
         options.add_argument(argument)
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)

@@ -266,3 +266,7 @@ class GatewayChannel(HTTPChannel):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stopDeadline()
         super().connectionLost(reason)
+        # A request refused before it was served stays in the queue, and it
+        # and the channel refer to each other: a cycle per refused request
+        # for the garbage collector, unless broken here.
+        del self.requests[:]

@@ -20,6 +20,7 @@ from twisted_stream._accesslog import logAccess
 from twisted_stream._channel import GatewayChannel
 from twisted_stream._cors import CorsPolicy
 from twisted_stream._descriptors import DescriptorGuard
+from twisted_stream._h2 import negotiatingChannel
 from twisted_stream._http import PlainResource
 from twisted_stream._refusal import Refusal, RequestLimits
 from twisted_stream.proxy import DEFAULT_MAX_BODY, FORWARDED_METHODS, NOT_ORIGIN_FORM, StreamProxyResource
@@ -149,6 +150,8 @@ class GatewayResource(PlainResource):
             origin = request.requestHeaders.getRawHeaders(b"origin", [None])[0]
             if origin is not None and cors.allows(origin) and isinstance(request, GatewayRequest):
                 request.readableBy(cors, origin)
+        if isinstance(request, GatewayRequest) and request.bodyRefusal is not None:
+            return request.bodyRefusal.render(request)
         found = self._routeFor(request.path) if request.uri.startswith(b"/") else None
         if found is not None and request.method != b"CONNECT":
             route, rest = found
@@ -207,13 +210,17 @@ class GatewayRequest(Request):
     """
     A request that keeps its body in memory, up to its site's C{maxBody}
     bytes. One byte more, or more than the site's memory for bodies allows,
-    and the channel answers at once (C{413}, C{503}) and reads no more.
+    and the channel answers at once (C{413}, C{503}) and reads no more; a
+    channel that cannot answer early (HTTP/2) has the request answered so
+    when it has arrived (L{bodyRefusal}), its body no longer kept.
 
     @ivar admitted: Whether the channel has checked the request's head
         against the site's rules (then they need not be checked again).
+    @ivar bodyRefusal: How to answer a request whose body was not kept.
     """
 
     admitted = False
+    bodyRefusal: Optional[Refusal] = None
     _held = 0
     _readableBy: Optional[tuple[CorsPolicy, bytes]] = None
 
@@ -253,22 +260,27 @@ class GatewayRequest(Request):
         self._bodies: Optional[_BodyMemory] = getattr(site, "bodies", None)
 
     def handleContentChunk(self, data: bytes) -> None:
-        refuse = getattr(self.channel, "refuse", None)
-        kept = self._kept.tell()
-        if kept + len(data) > self._maxBody:
-            if refuse is not None:
-                refuse(Refusal(413, f"the request body is over {self._maxBody} bytes"))
-                return
-            # Without a channel that refuses: keep one byte more, and let
-            # the resource answer 413.
-            data = data[: max(0, self._maxBody + 1 - kept)]
+        if self.bodyRefusal is not None:
+            return
+        if self._kept.tell() + len(data) > self._maxBody:
+            self._refuseBody(Refusal(413, f"the request body is over {self._maxBody} bytes"))
+            return
         if self._bodies is not None:
             if not self._bodies.take(len(data)):
-                if refuse is not None:
-                    refuse(_BUSY)
+                self._refuseBody(_BUSY)
                 return
             self._held += len(data)
         self._kept.write(data)
+
+    def _refuseBody(self, refusal: Refusal) -> None:
+        refuse = getattr(self.channel, "refuse", None)
+        if refuse is not None:
+            refuse(refusal)
+            return
+        self.bodyRefusal = refusal
+        self._letGo()
+        self._kept = BytesIO()
+        self.content = self._kept  # type: ignore[assignment]
 
     def _letGo(self) -> None:
         if self._held and self._bodies is not None:
@@ -302,15 +314,17 @@ class GatewaySite(Site):
     together hold, and an access log of structured events without query
     strings (they may hold keys).
 
-    (Its channels speak HTTP/1.x: the HTTP/2 negotiation that Site's default
-    protocol adds over TLS is not used.)
+    Over TLS it speaks HTTP/2 where the client's ALPN offers it (L{_h2}),
+    HTTP/1.x otherwise.
     """
 
     requestFactory = GatewayRequest
     # Twisted types this as its HTTP/2-negotiating wrapper, but any
     # HTTPChannel will do: buildProtocol only sets callLater, timeOut,
     # requestFactory and site on it.
-    protocol = GatewayChannel  # type: ignore[assignment]
+    protocol = negotiatingChannel
+    channel: type[GatewayChannel] = GatewayChannel
+    """What speaks HTTP/1.x on each connection."""
     displayTracebacks = False
 
     def __init__(

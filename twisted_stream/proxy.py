@@ -59,6 +59,7 @@ from zope.interface import implementer
 from twisted_stream._agent import UpstreamAgent
 from twisted_stream._bodywatch import BodyWatch, WatchedProducer
 from twisted_stream._descriptors import OUT_OF_DESCRIPTORS, noteExhausted
+from twisted_stream._h2 import truncate
 from twisted_stream._http import PlainResource, textError
 from twisted_stream._refusal import Refusal
 from twisted_stream._retry import DeadlineAgent, NoResponseInTime
@@ -344,7 +345,7 @@ class _Exchange:
             timeout=self._proxy.idleTimeout,
         )
         self._endStreaming()
-        self.request.loseConnection()
+        truncate(self.request)
 
     def _stopWatch(self) -> None:
         # Dropped once stopped: it refers back to this exchange.
@@ -389,7 +390,7 @@ class _Exchange:
             sent=self.request.sentLength,
             why=whyBrokenOff(reason),
         )
-        self.request.loseConnection()
+        truncate(self.request)
 
     # Any phase
 

@@ -1,0 +1,307 @@
+"""
+Tests for L{twisted_stream._h2}: a real chunkproxy on an C{ssl:} listener,
+spoken to over HTTP/2 by httpx (h2) and by real Chromium, with a CA the
+test makes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import ssl
+import time
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from tests.support import (
+    BreaksOff,
+    RawConnection,
+    RawUpstream,
+    Server,
+    Upstream,
+    makeCertificates,
+    reactor,
+    startTwistd,
+)
+from tests.test_page import _browser
+
+
+class _H2Case(TestCase):
+    timeout = 90
+
+    @inlineCallbacks
+    def gateway(self, upstream: str, *options: str) -> Any:
+        """
+        Start chunkproxy over TLS (HTTP/2 by ALPN), C{/stream} going to
+        C{upstream}.
+
+        @return: Its base URL (C{https://127.0.0.1:PORT/}).
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        self.ca, self.cert, key = makeCertificates(directory)
+        proxy: Server = yield startTwistd(
+            self,
+            "chunkproxy",
+            "--listen", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={self.cert}",
+            "--upstream", upstream,
+            *options,
+        )
+        self.proxy = proxy
+        return proxy.url
+
+
+class HTTP2ClientTests(_H2Case):
+    """
+    An HTTP/2 client (httpx with h2) through the gateway.
+    """
+
+    def read(self, url: str) -> dict[str, Any]:
+        import httpx
+
+        with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=self.ca), timeout=10) as client:
+            began = time.monotonic()
+            arrivals = []
+            error = None
+            with client.stream("GET", url) as response:
+                try:
+                    for piece in response.iter_raw():
+                        arrivals.append((time.monotonic() - began, piece))
+                except httpx.HTTPError as e:
+                    error = f"{type(e).__name__}: {e}"
+                return dict(version=response.http_version, status=response.status_code, arrivals=arrivals, error=error)
+
+    @inlineCallbacks
+    def test_streamsLive(self) -> Any:
+        """
+        The gateway speaks HTTP/2 when the client offers it, and each chunk
+        arrives as it is sent: five chunks 0.2 s apart, not at once.
+        """
+        generator: Server = yield startTwistd(self, "chunkgen")
+        url = yield self.gateway(generator.url + "generate")
+        seen = yield deferToThread(self.read, url + "stream?count=5&interval=0.2")
+        self.assertEqual((seen["version"], seen["status"], seen["error"]), ("HTTP/2", 200, None))
+        body = b"".join(piece for _, piece in seen["arrivals"])
+        self.assertEqual(body.count(b"Chunk "), 5)
+        self.assertGreaterEqual(len(seen["arrivals"]), 5)
+        self.assertGreater(seen["arrivals"][-1][0] - seen["arrivals"][0][0], 0.6)
+
+    @inlineCallbacks
+    def test_truncatedIsAReset(self) -> Any:
+        """
+        An upstream that breaks off mid-body: the HTTP/2 client gets what
+        was sent, then a stream reset (an error), never a clean end.
+        """
+        upstream = Upstream(self, BreaksOff())
+        url = yield self.gateway(upstream.url)
+        seen = yield deferToThread(self.read, url + "stream")
+        self.assertEqual(seen["status"], 200)
+        self.assertEqual(b"".join(piece for _, piece in seen["arrivals"]), b"line 1\nline 2\n")
+        self.assertIsNotNone(seen["error"])
+        # error_code 2: INTERNAL_ERROR (RFC 9113, section 7).
+        self.assertIn("error_code:2,", seen["error"])
+
+    def readThenReset(self, url: str) -> float:
+        import httpx
+
+        with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=self.ca), timeout=10) as client:
+            with client.stream("GET", url) as response:
+                for _ in response.iter_raw():
+                    break
+                # Leaving the block with the body unread resets the stream.
+                resetAt = time.time()
+            return resetAt
+
+    @inlineCallbacks
+    def test_resetClosesUpstream(self) -> Any:
+        """
+        A client that resets its stream mid-body: the upstream connection is
+        closed within 100 ms.
+        """
+        sending: list[LoopingCall] = []
+
+        def script(connection: RawConnection, head: bytes) -> None:
+            connection.tcp.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+            def more() -> None:
+                if connection.closedAt is not None:
+                    loop.stop()
+                    return
+                connection.tcp.write(b"6\r\nchunk\n\r\n")
+
+            loop = LoopingCall(more)
+            sending.append(loop)
+            loop.start(0.05)
+
+        upstream = RawUpstream(self, script)
+
+        def stopSending() -> None:
+            for loop in sending:
+                if loop.running:
+                    loop.stop()
+
+        self.addCleanup(stopSending)
+        url = yield self.gateway(upstream.url)
+        resetAt = yield deferToThread(self.readThenReset, url + "stream")
+        yield deferLater(reactor, 0.3, lambda: None)
+        self.assertEqual(len(upstream.closed), 1)
+        self.assertLess(upstream.closed[0] - resetAt, 0.1)
+
+
+_EIGHT = """
+const began = performance.now();
+const firsts = [], arrivals = [], statuses = [];
+await Promise.all(Array.from({length: 8}, async (_, i) => {
+  const response = await fetch("stream?count=10&interval=0.15", {cache: "no-store"});
+  statuses[i] = response.status;
+  const reader = response.body.getReader();
+  const times = [];
+  for (;;) {
+    const {done} = await reader.read();
+    if (done) break;
+    times.push(performance.now() - began);
+  }
+  firsts[i] = times[0];
+  arrivals[i] = times;
+}));
+const protocols = performance.getEntriesByType("resource")
+  .filter((e) => e.name.includes("/stream")).map((e) => e.nextHopProtocol);
+return {firsts, arrivals, protocols, statuses};
+"""
+
+
+class ChromiumHTTP2Tests(_H2Case):
+    """
+    One tab, eight live streams, over HTTPS.
+    """
+
+    def drive(self, url: str) -> dict[str, Any]:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        with open(self.cert, "rb") as f:
+            certificate = x509.load_pem_x509_certificate(f.read())
+        spki = certificate.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        pin = base64.b64encode(hashlib.sha256(spki).digest()).decode()
+        profile = self.mktemp()
+        os.makedirs(profile)
+        # Chromium trusts exactly the test's server key (its CA store is
+        # not the system's here); everything else about TLS is as usual.
+        driver = _browser(profile, f"--ignore-certificate-errors-spki-list={pin}")
+        try:
+            driver.set_script_timeout(30)
+            driver.get(url)
+            return dict(driver.execute_async_script(
+                "const done = arguments[arguments.length - 1];"
+                f"(async () => {{ {_EIGHT} }})().then(done, (e) => done({{error: String(e)}}));"
+            ))
+        finally:
+            driver.quit()
+
+    @inlineCallbacks
+    def test_eightStreamsInOneTab(self) -> Any:
+        """
+        Eight streams started together in one tab all start within 100 ms
+        (over HTTP/1.1 the 7th and 8th would wait for a connection), over
+        HTTP/2, and each arrives live, chunk by chunk.
+        """
+        generator: Server = yield startTwistd(self, "chunkgen")
+        url = yield self.gateway(generator.url + "generate")
+        seen = yield deferToThread(self.drive, url)
+        self.assertNotIn("error", seen)
+        self.assertEqual(seen["protocols"], ["h2"] * 8)
+        self.assertEqual(seen["statuses"], [200] * 8)
+        firsts = seen["firsts"]
+        self.assertLess(max(firsts) - min(firsts), 100, firsts)
+        for times in seen["arrivals"]:
+            self.assertGreaterEqual(len(times), 10)
+            self.assertGreater(times[-1] - times[0], 9 * 150 * 0.8)
+
+
+class HTTP2LimitsTests(_H2Case):
+    """
+    The HTTP/1.1 channel's limits, over HTTP/2.
+    """
+
+    def post(self, url: str, body: bytes) -> tuple[str, int, bytes]:
+        import httpx
+
+        with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=self.ca), timeout=10) as client:
+            response = client.post(url, content=body)
+            return response.http_version, response.status_code, response.content
+
+    @inlineCallbacks
+    def test_bodyLimit(self) -> Any:
+        """
+        A body over C{--max-body} is answered 413, and nothing reaches the
+        upstream.
+        """
+        upstream = RawUpstream(self, lambda connection, head: None)
+        url = yield self.gateway(upstream.url, "--max-body", "1000")
+        seen = yield deferToThread(self.post, url + "stream", b"x" * 5000)
+        self.assertEqual(seen, ("HTTP/2", 413, b"the request body is over 1000 bytes\n"))
+        self.assertEqual(upstream.requests, [])
+
+    def trickle(self, port: int) -> list[Any]:
+        """
+        Open an HTTP/2 stream whose request never ends, and return the
+        events the gateway sends until the connection is quiet for 3 s.
+        """
+        import socket
+
+        import h2.config
+        import h2.connection
+
+        context = ssl.create_default_context(cafile=self.ca)
+        context.set_alpn_protocols(["h2"])
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                assert tls.selected_alpn_protocol() == "h2"
+                connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+                connection.initiate_connection()
+                connection.send_headers(
+                    1,
+                    [(":method", "POST"), (":path", "/stream"), (":authority", "localhost"), (":scheme", "https")],
+                )
+                connection.send_data(1, b"a few bytes, and never the rest")
+                tls.sendall(connection.data_to_send())
+                tls.settimeout(3)
+                events: list[Any] = []
+                began = time.monotonic()
+                try:
+                    while True:
+                        data = tls.recv(65536)
+                        if not data:
+                            break
+                        for event in connection.receive_data(data):
+                            events.append((time.monotonic() - began, event))
+                        tls.sendall(connection.data_to_send())
+                except socket.timeout:
+                    pass
+                return events
+
+    @inlineCallbacks
+    def test_arrivalDeadline(self) -> Any:
+        """
+        A stream whose request does not arrive in full within
+        C{--client-timeout} is reset (CANCEL), and nothing reaches the
+        upstream.
+        """
+        import h2.events
+
+        upstream = RawUpstream(self, lambda connection, head: None)
+        yield self.gateway(upstream.url, "--client-timeout", "0.5")
+        events = yield deferToThread(self.trickle, self.proxy.port)
+        resets = [(when, event) for when, event in events if isinstance(event, h2.events.StreamReset)]
+        self.assertEqual(len(resets), 1, events)
+        when, reset = resets[0]
+        self.assertEqual((reset.stream_id, reset.error_code), (1, 8))  # 8: CANCEL
+        self.assertTrue(0.4 < when < 1.5, when)
+        self.assertEqual(upstream.requests, [])

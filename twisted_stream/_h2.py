@@ -1,0 +1,181 @@
+# -*- test-case-name: tests.test_h2 -*-
+"""
+HTTP/2 to browsers, on a TLS listener, by ALPN: Twisted's own HTTP/2 server
+(C{twisted.web._http2}, on the h2 library), with what the gateway's
+HTTP/1.1 channel has besides.
+
+A browser keeps at most six HTTP/1.1 connections per origin, so a tab with
+eight live streams makes the last two wait for the first to end; over
+HTTP/2 they share one connection. Twisted's HTTP/2 already streams with
+backpressure per stream (the stream's flow-control window pauses the
+producer, so the upstream is read no faster than the client reads) and
+cancels a request whose stream the client resets. This module adds:
+
+  - B{honest truncation}: a response that breaks off is ended with
+    C{RST_STREAM(INTERNAL_ERROR)} after what was written, never with the
+    clean C{END_STREAM} that Twisted's C{loseConnection} sends on a stream
+    (see L{truncate});
+  - B{the arrival deadline}: each stream's request must arrive in full
+    within the site's timeout of its headers, or the stream is reset with
+    C{CANCEL} (Twisted's own timeout is per connection, and any frame on any
+    stream starts it again);
+  - B{the choice}: L{negotiatingChannel}, a site's protocol that speaks
+    HTTP/2 where ALPN picked it and the gateway's HTTP/1.1 channel
+    elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import h2.errors
+import h2.events
+from twisted.internet.error import ConnectionLost
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web._http2 import H2Connection, H2Stream
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+from twisted.web.server import Request
+
+__all__ = ["GatewayH2Connection", "negotiatingChannel", "truncate"]
+
+
+class GatewayH2Connection(H2Connection):
+    """
+    Twisted's HTTP/2 server connection, with the arrival deadline per stream
+    and truncation that says so.
+    """
+
+    _log = Logger()
+
+    def __init__(self, reactor: Any = None) -> None:
+        super().__init__(reactor)
+        self._deadlines: dict[int, IDelayedCall] = {}
+        self._truncated: set[int] = set()
+        # The one place a stream ends cleanly: where it was truncated, it
+        # is reset instead, after the data queued before it.
+        endStream = self.conn.end_stream
+
+        def endOrReset(streamID: int) -> None:
+            if streamID in self._truncated:
+                self._truncated.discard(streamID)
+                self.conn.reset_stream(streamID, error_code=h2.errors.ErrorCodes.INTERNAL_ERROR)
+            else:
+                endStream(streamID)
+
+        self.conn.end_stream = endOrReset
+
+    def truncateAfterWrites(self, streamID: int) -> None:
+        """
+        End a stream's response as broken off: the data written so far goes
+        out, then C{RST_STREAM(INTERNAL_ERROR)} instead of C{END_STREAM}.
+
+        @param streamID: The stream.
+        """
+        if streamID in self.streams:
+            self._truncated.add(streamID)
+            self.endRequest(streamID)
+
+    def _requestReceived(self, event: h2.events.RequestReceived) -> None:
+        super()._requestReceived(event)
+        if self.timeOut and not event.stream_ended:
+            self._deadlines[event.stream_id] = self._reactor.callLater(self.timeOut, self._tooSlow, event.stream_id)
+
+    def _requestEnded(self, event: h2.events.StreamEnded) -> None:
+        self._stopDeadline(event.stream_id)
+        super()._requestEnded(event)
+
+    def _requestDone(self, streamID: int) -> None:
+        self._stopDeadline(streamID)
+        self._truncated.discard(streamID)
+        super()._requestDone(streamID)
+
+    def connectionLost(self, reason: Failure = connectionDone, _cancelTimeouts: bool = True) -> None:
+        for streamID in list(self._deadlines):
+            self._stopDeadline(streamID)
+        super().connectionLost(reason, _cancelTimeouts)
+
+    def _stopDeadline(self, streamID: int) -> None:
+        deadline = self._deadlines.pop(streamID, None)
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+
+    def _tooSlow(self, streamID: int) -> None:
+        self._deadlines.pop(streamID, None)
+        stream: Optional[H2Stream] = self.streams.get(streamID)
+        if stream is None:
+            return
+        self._log.info(
+            "HTTP/2 stream {stream}: the request did not arrive in full within {timeout:g} s; reset",
+            stream=streamID,
+            timeout=self.timeOut,
+        )
+        self.conn.reset_stream(streamID, error_code=h2.errors.ErrorCodes.CANCEL)
+        stillActive = self._tryToWriteControlData()
+        stream.connectionLost(Failure(ConnectionLost("the request did not arrive in time")))
+        if stillActive:
+            self._requestDone(streamID)
+
+
+def truncate(request: Request) -> None:
+    """
+    End a response so that the client sees it broke off, after what was
+    written: over HTTP/1.x the connection closes without the terminating
+    chunk; over HTTP/2 the stream is reset.
+
+    @param request: The request whose response broke off.
+    """
+    channel = getattr(request, "channel", None)
+    if isinstance(channel, H2Stream):
+        connection = channel._conn
+        if isinstance(connection, GatewayH2Connection):
+            connection.truncateAfterWrites(channel.streamID)
+        else:
+            # Another site's HTTP/2: a reset now (losing what is queued)
+            # rather than a clean end.
+            channel.abortConnection()
+        return
+    request.loseConnection()
+
+
+class _Negotiating(_GenericHTTPChannelProtocol):
+    """
+    Twisted's protocol that picks HTTP/2 or HTTP/1.1 by what TLS negotiated
+    (ALPN), picking the gateway's classes for both.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._negotiatedProtocol is None:
+            negotiated = getattr(self._channel.transport, "negotiatedProtocol", None) or b"http/1.1"
+            if negotiated == b"h2":
+                # As Twisted's own switch, with the gateway's connection.
+                old = self._channel
+                networkProducer = old._networkProducer
+                networkProducer.unregisterProducer()
+                old.setTimeout(None)
+                transport = old.transport
+                self._channel = GatewayH2Connection()
+                self._channel.requestFactory = self._requestFactory
+                self._channel.site = self._site
+                self._channel.factory = self._factory
+                self._channel.timeOut = self._timeOut
+                self._channel.callLater = self._callLater
+                self._channel.makeConnection(transport)
+                networkProducer.registerProducer(self._channel, True)
+            self._negotiatedProtocol = negotiated  # type: ignore[assignment]
+        self._channel.dataReceived(data)
+
+
+def negotiatingChannel(site: Any) -> _GenericHTTPChannelProtocol:
+    """
+    A site's C{protocol} (as Twisted's own, called with the site) that
+    speaks HTTP/2 where TLS negotiated it, and otherwise HTTP/1.x on the
+    site's C{channel}.
+
+    @param site: The site; its C{channel} makes the HTTP/1.x channel.
+    @return: The protocol for one connection.
+    """
+    channel: Callable[[], HTTPChannel] = site.channel
+    return _Negotiating(channel())
