@@ -22,6 +22,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IListeningPort, IPushProducer, ITCPTransport
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
+from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.http_headers import Headers
@@ -672,3 +673,19 @@ class RawClient(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.closed.callback(self.received)
+
+
+def loopsStoppedAtCleanup(case: SynchronousTestCase) -> list[LoopingCall]:
+    """
+    @return: A list for a test's L{LoopingCall}s (a hand-made upstream's
+        senders): those still running when the test ends are stopped.
+    """
+    loops: list[LoopingCall] = []
+
+    def stop() -> None:
+        for loop in loops:
+            if loop.running:
+                loop.stop()
+
+    case.addCleanup(stop)
+    return loops

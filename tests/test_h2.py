@@ -24,6 +24,7 @@ from tests.support import (
     RawUpstream,
     Server,
     Upstream,
+    loopsStoppedAtCleanup,
     makeCertificates,
     reactor,
     startTwistd,
@@ -123,7 +124,7 @@ class HTTP2ClientTests(_H2Case):
         A client that resets its stream mid-body: the upstream connection is
         closed within 100 ms.
         """
-        sending: list[LoopingCall] = []
+        sending = loopsStoppedAtCleanup(self)
 
         def script(connection: RawConnection, head: bytes) -> None:
             connection.tcp.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -140,12 +141,6 @@ class HTTP2ClientTests(_H2Case):
 
         upstream = RawUpstream(self, script)
 
-        def stopSending() -> None:
-            for loop in sending:
-                if loop.running:
-                    loop.stop()
-
-        self.addCleanup(stopSending)
         url = yield self.gateway(upstream.url)
         resetAt = yield deferToThread(self.readThenReset, url + "stream")
         yield deferLater(reactor, 0.3, lambda: None)

@@ -15,7 +15,17 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
 
-from tests.support import Exchange, RawClient, RawConnection, RawUpstream, answerWith, fetch, portOf, reactor
+from tests.support import (
+    Exchange,
+    RawClient,
+    RawConnection,
+    RawUpstream,
+    answerWith,
+    fetch,
+    loopsStoppedAtCleanup,
+    portOf,
+    reactor,
+)
 from twisted_stream._agent import UpstreamAgent
 from twisted_stream.gateway import GatewayResource, Route
 from twisted_stream.proxy import StreamProxyResource
@@ -48,7 +58,7 @@ class HostileUpstreamTests(TestCase):
         while it is still sending (it managed only the kernel's buffers
         more).
         """
-        sending: list[LoopingCall] = []
+        sending = loopsStoppedAtCleanup(self)
 
         def script(connection: RawConnection, head: bytes) -> None:
             connection.tcp.write(b"HTTP/1.1 200 OK\r\n")
@@ -66,12 +76,6 @@ class HostileUpstreamTests(TestCase):
             loop.start(0.0001)
 
         upstream = RawUpstream(self, script)
-        def stopSending() -> None:
-            for loop in sending:
-                if loop.running:
-                    loop.stop()
-
-        self.addCleanup(stopSending)
         exchange = yield fetch(self.gateway(upstream) + "x")
         self.assertRefused(exchange, b"the response head is over 65536 bytes")
         yield deferLater(reactor, 0.2, lambda: None)
