@@ -244,10 +244,10 @@ class HTTP2LimitsTests(_H2Case):
         self.assertEqual(seen, ("HTTP/2", 413, b"the request body is over 1000 bytes\n"))
         self.assertEqual(upstream.requests, [])
 
-    def trickle(self, port: int) -> list[Any]:
+    def h2Connection(self, port: int) -> Any:
         """
-        Open an HTTP/2 stream whose request never ends, and return the
-        events the gateway sends until the connection is quiet for 3 s.
+        @return: A TLS socket that negotiated h2 with the gateway, and an h2
+            client connection on it.
         """
         import socket
 
@@ -256,31 +256,92 @@ class HTTP2LimitsTests(_H2Case):
 
         context = ssl.create_default_context(cafile=self.ca)
         context.set_alpn_protocols(["h2"])
-        with socket.create_connection(("127.0.0.1", port)) as raw:
-            with context.wrap_socket(raw, server_hostname="localhost") as tls:
-                assert tls.selected_alpn_protocol() == "h2"
-                connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-                connection.initiate_connection()
-                connection.send_headers(
-                    1,
-                    [(":method", "POST"), (":path", "/stream"), (":authority", "localhost"), (":scheme", "https")],
-                )
-                connection.send_data(1, b"a few bytes, and never the rest")
-                tls.sendall(connection.data_to_send())
-                tls.settimeout(3)
-                events: list[Any] = []
-                began = time.monotonic()
+        tls = context.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+        assert tls.selected_alpn_protocol() == "h2"
+        connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        connection.initiate_connection()
+        return tls, connection
+
+    def neverAcknowledge(self, port: int, rss: Any) -> dict[str, Any]:
+        """
+        Ask for a fast 256 MiB stream and read it without ever opening the
+        flow-control window again, for 3 s, sampling the gateway's memory.
+        """
+        import socket
+
+        import h2.events
+
+        tls, connection = self.h2Connection(port)
+        with tls:
+            connection.send_headers(
+                1,
+                [
+                    (":method", "GET"),
+                    (":path", "/stream?count=256&size=1048576&interval=0"),
+                    (":authority", "localhost"),
+                    (":scheme", "https"),
+                ],
+                end_stream=True,
+            )
+            tls.sendall(connection.data_to_send())
+            tls.settimeout(0.25)
+            received = 0
+            peak = baseline = rss()
+            began = time.monotonic()
+            while time.monotonic() - began < 3:
                 try:
-                    while True:
-                        data = tls.recv(65536)
-                        if not data:
-                            break
-                        for event in connection.receive_data(data):
-                            events.append((time.monotonic() - began, event))
-                        tls.sendall(connection.data_to_send())
+                    data = tls.recv(65536)
                 except socket.timeout:
-                    pass
-                return events
+                    data = b""
+                for event in connection.receive_data(data) if data else []:
+                    if isinstance(event, h2.events.DataReceived):
+                        received += len(event.data)
+                tls.sendall(connection.data_to_send())
+                peak = max(peak, rss())
+            return dict(received=received, grewKiB=peak - baseline)
+
+    @inlineCallbacks
+    def test_flowControlPausesUpstream(self) -> Any:
+        """
+        A client that never opens its stream's window again gets the initial
+        64 KiB and no more, and the gateway's memory does not grow with the
+        fast upstream's 256 MiB: HTTP/2 flow control pauses the upstream.
+        """
+        generator: Server = yield startTwistd(self, "chunkgen")
+        yield self.gateway(generator.url + "generate")
+        seen = yield deferToThread(self.neverAcknowledge, self.proxy.port, self.proxy.rssKiB)
+        self.assertGreater(seen["received"], 0)
+        self.assertLessEqual(seen["received"], 65535)
+        self.assertLess(seen["grewKiB"], 32 * 1024, seen)
+
+    def trickle(self, port: int) -> list[Any]:
+        """
+        Open an HTTP/2 stream whose request never ends, and return the
+        events the gateway sends until the connection is quiet for 3 s.
+        """
+        import socket
+
+        tls, connection = self.h2Connection(port)
+        with tls:
+            connection.send_headers(
+                1, [(":method", "POST"), (":path", "/stream"), (":authority", "localhost"), (":scheme", "https")]
+            )
+            connection.send_data(1, b"a few bytes, and never the rest")
+            tls.sendall(connection.data_to_send())
+            tls.settimeout(3)
+            events: list[Any] = []
+            began = time.monotonic()
+            try:
+                while True:
+                    data = tls.recv(65536)
+                    if not data:
+                        break
+                    for event in connection.receive_data(data):
+                        events.append((time.monotonic() - began, event))
+                    tls.sendall(connection.data_to_send())
+            except socket.timeout:
+                pass
+            return events
 
     @inlineCallbacks
     def test_arrivalDeadline(self) -> Any:
