@@ -373,3 +373,37 @@ class _Continuing(RawClient):
         if self._body and self.received.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"):
             self.transport.write(self._body)  # type: ignore[union-attr]
             self._body = b""
+
+
+class UnauthenticatedBodiesTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_bodiesNotHeld(self) -> Any:
+        """
+        100 clients each sending a 1 MiB body without the token, at once, to
+        a real chunkproxy: each gets 401 as soon as its head has come, and
+        the gateway's memory does not grow with their bodies (before, it
+        read and held each body until it could check the token).
+        """
+        from tests.support import Server, startTwistd
+
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--require-token", "env:TOKEN", env={"TOKEN": "secret"}
+        )
+        baseline = proxy.rssKiB()
+        clients = [
+            RawClient(b"POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\nContent-Length: 1048576\r\n\r\n" + b"a" * 1048576)
+            for _ in range(100)
+        ]
+        for client in clients:
+            yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", proxy.port), client)
+        peak = baseline
+        began = reactor.seconds()
+        while not all(client.closed.called for client in clients) and reactor.seconds() - began < 10:
+            peak = max(peak, proxy.rssKiB())
+            yield _turn()
+        for client in clients:
+            self.assertTrue(client.received.startswith(b"HTTP/1.1 401 Unauthorized\r\n"), client.received[:60])
+            self.assertTrue(client.closed.called, "the gateway closes each refused connection")
+        self.assertLess((peak - baseline) / 1024, 16, f"grew {(peak - baseline) / 1024:.1f} MiB")
