@@ -36,7 +36,7 @@ class _H2Case(TestCase):
     timeout = 90
 
     @inlineCallbacks
-    def gateway(self, upstream: str, *options: str) -> Any:
+    def gateway(self, upstream: str, *options: str, env: dict[str, str] | None = None) -> Any:
         """
         Start chunkproxy over TLS (HTTP/2 by ALPN), C{/stream} going to
         C{upstream}.
@@ -52,6 +52,7 @@ class _H2Case(TestCase):
             "--listen", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={self.cert}",
             "--upstream", upstream,
             *options,
+            env=env,
         )
         self.proxy = proxy
         return proxy.url
@@ -361,3 +362,67 @@ class HTTP2LimitsTests(_H2Case):
         self.assertEqual((reset.stream_id, reset.error_code), (1, 8))  # 8: CANCEL
         self.assertTrue(0.4 < when < 1.5, when)
         self.assertEqual(upstream.requests, [])
+
+    def refusedAtHead(self, port: int) -> list[Any]:
+        """
+        On one HTTP/2 connection: a POST announcing 1 MiB, without the token
+        and with C{Expect: 100-continue}, of which only the headers are
+        sent; then a GET with the token. The events that come back in 2 s.
+        """
+        import socket
+
+        tls, connection = self.h2Connection(port)
+        with tls:
+            common = [(":authority", "localhost"), (":scheme", "https")]
+            connection.send_headers(
+                1,
+                [(":method", "POST"), (":path", "/stream"), *common, ("content-length", "1048576"),
+                 ("expect", "100-continue")],
+            )
+            connection.send_headers(
+                3, [(":method", "GET"), (":path", "/stream"), *common, ("authorization", "Bearer secret")],
+                end_stream=True,
+            )
+            tls.sendall(connection.data_to_send())
+            tls.settimeout(2)
+            events: list[Any] = []
+            began = time.monotonic()
+            try:
+                while True:
+                    data = tls.recv(65536)
+                    if not data:
+                        break
+                    events.extend((time.monotonic() - began, event) for event in connection.receive_data(data))
+                    tls.sendall(connection.data_to_send())
+            except socket.timeout:
+                pass
+            return events
+
+    @inlineCallbacks
+    def test_refusedAtHead(self) -> Any:
+        """
+        A stream refused at its head (no token) is answered 401 with the
+        reason as soon as its headers have come, with no C{100 Continue},
+        then reset with C{NO_ERROR} (send no more); another stream on the
+        same connection is served; the refused one never reaches the
+        upstream.
+        """
+        import h2.events
+
+        upstream = RawUpstream(self, lambda connection, head: connection.tcp.write(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+        yield self.gateway(upstream.url, "--require-token", "env:TOKEN", env={"TOKEN": "secret"})
+        events = yield deferToThread(self.refusedAtHead, self.proxy.port)
+        first = [event for _, event in events if getattr(event, "stream_id", None) == 1]
+        self.assertEqual(
+            [type(event).__name__ for event in first],
+            ["ResponseReceived", "DataReceived", "StreamEnded", "StreamReset"],
+        )
+        self.assertEqual(dict(first[0].headers)[b":status"], b"401")
+        self.assertEqual(first[1].data, b"a valid Authorization: Bearer token is required\n")
+        self.assertEqual(first[3].error_code, 0)
+        self.assertLess(max(when for when, event in events if getattr(event, "stream_id", None) == 1), 1.0)
+        served = [event for _, event in events if isinstance(event, h2.events.ResponseReceived) and event.stream_id == 3]
+        self.assertEqual(dict(served[0].headers)[b":status"], b"200")
+        self.assertEqual(len(upstream.requests), 1)
+        self.assertNotIn(b"POST", upstream.requests[0])

@@ -15,6 +15,11 @@ cancels a request whose stream the client resets. This module adds:
     C{RST_STREAM(INTERNAL_ERROR)} after what was written, never with the
     clean C{END_STREAM} that Twisted's C{loseConnection} sends on a stream
     (see L{truncate});
+  - B{refusal at the head}: a stream whose request the site refuses (route,
+    method, token, declared length, the head rules) is answered as soon as
+    its headers have come, before Twisted makes a request of it (so no
+    C{100 Continue} either), and then reset with C{NO_ERROR}, which tells
+    the client to send no more of its body (RFC 9113, section 8.1);
   - B{the arrival deadline}: each stream's request must arrive in full
     within the site's timeout of its headers, or the stream is reset with
     C{CANCEL} (Twisted's own timeout is per connection, and any frame on any
@@ -37,7 +42,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web._http2 import H2Connection, H2Stream
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+from twisted.web.http_headers import Headers
 from twisted.web.server import Request
+
+from twisted_stream._accesslog import logAccess
+from twisted_stream._refusal import Refusal, headRefusal
 
 __all__ = ["GatewayH2Connection", "negotiatingChannel", "truncate"]
 
@@ -79,13 +88,50 @@ class GatewayH2Connection(H2Connection):
             self.endRequest(streamID)
 
     def _requestReceived(self, event: h2.events.RequestReceived) -> None:
+        method, target, headers = _head(event.headers)
+        length = headers.getRawHeaders(b"content-length", [None])[-1]
+        declared = int(length) if length is not None and length.isdigit() else None
+        site: Any = self.site
+        admission = getattr(site, "admission", None)
+        refusal = headRefusal(b"HTTP/2", headers) or (
+            admission(method, target, headers, declared) if admission is not None else None
+        )
+        if refusal is not None:
+            self._refuse(event, method, target, refusal)
+            return
         super()._requestReceived(event)
+        if admission is not None:
+            site.admitted(self.streams[event.stream_id]._request)
         if self.timeOut and not event.stream_ended:
             self._deadlines[event.stream_id] = self._reactor.callLater(self.timeOut, self._tooSlow, event.stream_id)
 
+    def _refuse(self, event: h2.events.RequestReceived, method: bytes, target: bytes, refusal: Refusal) -> None:
+        streamID = event.stream_id
+        logAccess(self.getPeer(), method, target.split(b"?", 1)[0], refusal.code, 0)
+        self.conn.send_headers(streamID, [(b":status", b"%d" % (refusal.code,)), *refusal.fields()])
+        self.conn.send_data(streamID, refusal.body, end_stream=True)
+        if not event.stream_ended:
+            self.conn.reset_stream(streamID, error_code=h2.errors.ErrorCodes.NO_ERROR)
+        self._tryToWriteControlData()
+
+    # Frames that arrive, in the same read, for a stream refused at its
+    # head: there is no stream to give them to.
+
+    def _requestDataReceived(self, event: h2.events.DataReceived) -> None:
+        if event.stream_id not in self.streams:
+            # Its bytes still count against the connection's window.
+            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            return
+        super()._requestDataReceived(event)
+
+    def _requestAborted(self, event: h2.events.StreamReset) -> None:
+        if event.stream_id in self.streams:
+            super()._requestAborted(event)
+
     def _requestEnded(self, event: h2.events.StreamEnded) -> None:
         self._stopDeadline(event.stream_id)
-        super()._requestEnded(event)
+        if event.stream_id in self.streams:
+            super()._requestEnded(event)
 
     def _requestDone(self, streamID: int) -> None:
         self._stopDeadline(streamID)
@@ -117,6 +163,25 @@ class GatewayH2Connection(H2Connection):
         stream.connectionLost(Failure(ConnectionLost("the request did not arrive in time")))
         if stillActive:
             self._requestDone(streamID)
+
+
+def _head(fields: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes, Headers]:
+    """
+    @return: An HTTP/2 request's method, target and headers (with
+        C{:authority} as C{Host}), as Twisted's L{H2Stream} reads them.
+    """
+    method = target = b""
+    headers = Headers()
+    for name, value in fields:
+        if name == b":method":
+            method = value
+        elif name == b":path":
+            target = value
+        elif name == b":authority":
+            headers.addRawHeader(b"host", value)
+        elif not name.startswith(b":"):
+            headers.addRawHeader(name, value)
+    return method, target, headers
 
 
 def truncate(request: Request) -> None:

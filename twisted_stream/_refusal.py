@@ -60,6 +60,25 @@ class Refusal:
             request.setHeader(name, value)
         return textError(request, self.code, self.reason)
 
+    @property
+    def body(self) -> bytes:
+        """
+        @return: The one-line reason, as the response body.
+        """
+        return (oneLine(self.reason) + "\n").encode("utf-8")
+
+    def fields(self) -> list[tuple[bytes, bytes]]:
+        """
+        @return: The response's header fields (lower-case names, as HTTP/2
+            has them; nothing about the connection).
+        """
+        return [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            *((name.lower(), value) for name, value in self.headers),
+            (b"content-length", b"%d" % (len(self.body),)),
+        ]
+
     def response(self) -> bytes:
         """
         This refusal as a whole HTTP/1.1 response that closes the
@@ -67,9 +86,9 @@ class Refusal:
 
         @return: The status line, headers and body.
         """
-        body = (oneLine(self.reason) + "\n").encode("utf-8")
         phrase = _PHRASES.get(self.code) or RESPONSES.get(self.code, b"Error")
         extra = b"".join(name + b": " + value + b"\r\n" for name, value in self.headers)
+        body = self.body
         return (
             b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-cache\r\n"
             b"%sContent-Length: %d\r\nConnection: close\r\n\r\n%s"

@@ -354,6 +354,21 @@ class GatewaySite(Site):
         self.descriptors = DescriptorGuard(self.reactor)
         self._admission = resource.refusal if isinstance(resource, GatewayResource) else None
 
+    def admission(self, method: bytes, target: bytes, headers: Headers, length: Optional[int]) -> Optional[Refusal]:
+        """
+        Decide whether a request whose head has arrived is refused (over
+        HTTP/2, before Twisted makes a request of it).
+
+        @param method: Its method.
+        @param target: Its target.
+        @param headers: Its headers.
+        @param length: The length its body declares (L{None}: unknown).
+        @return: The refusal, or L{None} to read its body and serve it.
+        """
+        if self._admission is None:
+            return None
+        return self._admission(method, target, headers, length)
+
     def refusalOf(self, request: Request, target: bytes, length: Optional[int]) -> Optional[Refusal]:
         """
         Decide whether a request whose head has arrived is refused.
@@ -365,12 +380,20 @@ class GatewaySite(Site):
             request is then marked as admitted, if the root resource is a
             L{GatewayResource} that could judge it).
         """
-        if self._admission is None:
-            return None
-        refusal = self._admission(request.method, target, request.requestHeaders, length)
-        if refusal is None and isinstance(request, GatewayRequest):
-            request.admitted = True
+        refusal = self.admission(request.method, target, request.requestHeaders, length)
+        if refusal is None and self._admission is not None:
+            self.admitted(request)
         return refusal
+
+    @staticmethod
+    def admitted(request: Request) -> None:
+        """
+        Mark a request as having passed the site's checks at its head.
+
+        @param request: The request.
+        """
+        if isinstance(request, GatewayRequest):
+            request.admitted = True
 
     def log(self, request: http.Request) -> None:
         """
