@@ -320,7 +320,6 @@ class HTTP2LimitsTests(_H2Case):
         Open an HTTP/2 stream whose request never ends, and return the
         events the gateway sends until the connection is quiet for 3 s.
         """
-        import socket
 
         tls, connection = self.h2Connection(port)
         with tls:
@@ -328,21 +327,7 @@ class HTTP2LimitsTests(_H2Case):
                 1, [(":method", "POST"), (":path", "/stream"), (":authority", "localhost"), (":scheme", "https")]
             )
             connection.send_data(1, b"a few bytes, and never the rest")
-            tls.sendall(connection.data_to_send())
-            tls.settimeout(3)
-            events: list[Any] = []
-            began = time.monotonic()
-            try:
-                while True:
-                    data = tls.recv(65536)
-                    if not data:
-                        break
-                    for event in connection.receive_data(data):
-                        events.append((time.monotonic() - began, event))
-                    tls.sendall(connection.data_to_send())
-            except socket.timeout:
-                pass
-            return events
+            return _eventsUntilQuiet(tls, connection, 3)
 
     @inlineCallbacks
     def test_arrivalDeadline(self) -> Any:
@@ -369,7 +354,6 @@ class HTTP2LimitsTests(_H2Case):
         and with C{Expect: 100-continue}, of which only the headers are
         sent; then a GET with the token. The events that come back in 2 s.
         """
-        import socket
 
         tls, connection = self.h2Connection(port)
         with tls:
@@ -383,20 +367,7 @@ class HTTP2LimitsTests(_H2Case):
                 3, [(":method", "GET"), (":path", "/stream"), *common, ("authorization", "Bearer secret")],
                 end_stream=True,
             )
-            tls.sendall(connection.data_to_send())
-            tls.settimeout(2)
-            events: list[Any] = []
-            began = time.monotonic()
-            try:
-                while True:
-                    data = tls.recv(65536)
-                    if not data:
-                        break
-                    events.extend((time.monotonic() - began, event) for event in connection.receive_data(data))
-                    tls.sendall(connection.data_to_send())
-            except socket.timeout:
-                pass
-            return events
+            return _eventsUntilQuiet(tls, connection, 2)
 
     @inlineCallbacks
     def test_refusedAtHead(self) -> Any:
@@ -426,3 +397,27 @@ class HTTP2LimitsTests(_H2Case):
         self.assertEqual(dict(served[0].headers)[b":status"], b"200")
         self.assertEqual(len(upstream.requests), 1)
         self.assertNotIn(b"POST", upstream.requests[0])
+
+
+def _eventsUntilQuiet(tls: Any, connection: Any, quiet: float) -> list[Any]:
+    """
+    Send what an h2 client connection has to send, then collect the events
+    the gateway sends back, each with its time, until it is quiet for
+    C{quiet} seconds or closes.
+    """
+    import socket
+
+    tls.sendall(connection.data_to_send())
+    tls.settimeout(quiet)
+    events: list[Any] = []
+    began = time.monotonic()
+    try:
+        while True:
+            data = tls.recv(65536)
+            if not data:
+                break
+            events.extend((time.monotonic() - began, event) for event in connection.receive_data(data))
+            tls.sendall(connection.data_to_send())
+    except socket.timeout:
+        pass
+    return events
