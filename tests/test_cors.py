@@ -118,7 +118,7 @@ _UPSTREAM_ANSWER = (
 class GatewayCorsTests(TestCase):
     timeout = 30
 
-    def gateway(self, token: bytes | None = None) -> None:
+    def gateway(self, token: bytes | None = None, cors: CorsPolicy | None = _POLICY) -> None:
         def script(connection: RawConnection, head: bytes) -> None:
             connection.tcp.write(_UPSTREAM_ANSWER)
 
@@ -126,7 +126,7 @@ class GatewayCorsTests(TestCase):
         agent = UpstreamAgent(reactor)
         self.addCleanup(agent.closeCachedConnections)
         proxy = StreamProxyResource(self.upstream.url, reactor=reactor, agent=agent, requireToken=token)
-        site = GatewaySite(GatewayResource([Route(b"/up/", proxy)], cors=_POLICY), 1000, 5)
+        site = GatewaySite(GatewayResource([Route(b"/up/", proxy)], cors=cors), 1000, 5)
         self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
 
@@ -188,6 +188,24 @@ class GatewayCorsTests(TestCase):
         self.assertTrue(answer.startswith(b"HTTP/1.1 401 Unauthorized\r\n"), answer[:60])
         self.assertIn(b"\r\nAccess-Control-Allow-Origin: https://app.example\r\n", answer)
         self.assertIn(b"\r\nAccess-Control-Expose-Headers: www-authenticate\r\n", answer)
+
+    @inlineCallbacks
+    def test_withoutPolicyNothingChanges(self) -> Any:
+        """
+        Without C{--cors-origin}: a preflight is forwarded like any OPTIONS,
+        and answers carry only the upstream's own headers.
+        """
+        self.gateway(cors=None)
+        answer = yield self.send(
+            b"OPTIONS /up/v1/chat HTTP/1.1\r\nHost: g\r\nOrigin: https://app.example\r\n"
+            b"Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n"
+        )
+        self.assertEqual(len(self.upstream.requests), 1)
+        self.assertTrue(self.upstream.requests[0].startswith(b"OPTIONS /v1/chat HTTP/1.1\r\n"))
+        head = answer.partition(b"\r\n\r\n")[0]
+        self.assertIn(b"\r\nAccess-Control-Allow-Origin: *\r\n", head)
+        self.assertNotIn(b"Vary: Origin", head)
+        self.assertNotIn(b"Expose", head)
 
     @inlineCallbacks
     def test_otherOriginNotReadable(self) -> Any:
