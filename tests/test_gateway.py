@@ -15,7 +15,6 @@ from treq.testing import RequestTraversalAgent
 from twisted.internet import tcp
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
-from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -24,7 +23,6 @@ from tests.support import (
     RawConnection,
     RawUpstream,
     StreamingRequest,
-    answerWith,
     fetch,
     portOf,
     reactor,
@@ -463,35 +461,6 @@ class StreamWatchTests(SynchronousTestCase):
         request.producer.resumeProducing()
         gw.clock.pump([0.25] * 9)
         self.assertTrue(request.connectionClosed)
-
-
-class AccessLogTests(TestCase):
-    """
-    The access log: one structured event per answered request.
-    """
-
-    @inlineCallbacks
-    def test_eventWithoutQuery(self) -> Any:
-        """
-        Each answered request is one event with its fields; the query
-        string (it may hold a key) is never in it.
-        """
-        upstream = RawUpstream(self, answerWith(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
-        proxy = StreamProxyResource(upstream.url, reactor=reactor)
-        self.addCleanup(proxy.agent.closeCachedConnections)  # type: ignore[attr-defined]
-        site = GatewaySite(GatewayResource([Route(b"/up/", proxy)]), 1000, 10)
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        with capturedLogs() as events:
-            exchange = yield fetch(f"http://127.0.0.1:{portOf(port)}/up/x?key=sk-secret")
-        self.assertEqual(exchange.body, b"ok")
-        access = [e for e in events if e.get("log_namespace") == "chunkproxy.access"]
-        self.assertEqual(len(access), 1)
-        self.assertEqual(
-            {k: access[0][k] for k in ("client", "method", "path", "code", "sent")},
-            {"client": "127.0.0.1", "method": "GET", "path": "/up/x", "code": 200, "sent": 2},
-        )
-        self.assertNotIn("sk-secret", repr(events))
 
 
 class NoCycleTests(TestCase):

@@ -28,13 +28,15 @@ class WatchedProducer:
     """
     The upstream's producer, registered with the client's request, noting
     whether the client's connection has paused it (so that a slow client is
-    not taken for an idle upstream). Only pause, resume and stop pass
-    through here, never a chunk.
+    not taken for an idle upstream) or stopped it (so that a client that
+    left is not taken for an upstream that broke off). Only pause, resume
+    and stop pass through here, never a chunk.
     """
 
     def __init__(self, producer: IPushProducer) -> None:
         self.producer = producer
         self.paused = False
+        self.stopped = False
 
     def pauseProducing(self) -> None:
         self.paused = True
@@ -45,6 +47,10 @@ class WatchedProducer:
         self.producer.resumeProducing()
 
     def stopProducing(self) -> None:
+        # Stopped by the client's connection as it closes (before the
+        # request hears of it), or by the exchange: either way, what ends
+        # the body next is this stop, not the upstream.
+        self.stopped = True
         self.producer.stopProducing()
 
 

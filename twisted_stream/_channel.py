@@ -36,7 +36,7 @@ Its writes go out at once while nothing is buffered (L{sendAtOnce}).
 from __future__ import annotations
 
 import re
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
@@ -44,9 +44,9 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, _ChunkedTransferDecoder, _MalformedChunkedDataError
 from twisted.web.server import Request
 
-from twisted_stream._accesslog import logAccess
 from twisted_stream._descriptors import OUT_OF_DESCRIPTORS, DescriptorGuard
 from twisted_stream._refusal import Refusal, RequestLimits, headerLineRefusal, headRefusal
+from twisted_stream._streamlog import logAnswered
 from twisted_stream._writenow import sendAtOnce
 
 __all__ = ["GatewayChannel", "LINGER_SECONDS"]
@@ -67,6 +67,7 @@ class _Admitting(Protocol):
 
     limits: RequestLimits
     descriptors: DescriptorGuard
+    reactor: Any
 
     def refusalOf(self, request: Request, target: bytes, length: Optional[int]) -> Optional[Refusal]:
         """
@@ -251,7 +252,7 @@ class GatewayChannel(HTTPChannel):
         command = getattr(self, "_command", b"-")
         target = getattr(self, "_path", b"-")
         if logged:
-            logAccess(self.transport.getPeer(), command, target.split(b"?", 1)[0], refusal.code, 0)
+            logAnswered(self.transport.getPeer(), command, target, refusal.code, 0, self.site.reactor.seconds())
         self.transport.write(refusal.response())
         # A lingering close: shut our side (the answer goes first), drop
         # what still comes for a moment, then close.

@@ -45,8 +45,8 @@ from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
-from twisted_stream._accesslog import logAccess
 from twisted_stream._refusal import Refusal, headRefusal
+from twisted_stream._streamlog import logAnswered
 
 __all__ = ["GatewayH2Connection", "negotiatingChannel", "truncate"]
 
@@ -107,7 +107,7 @@ class GatewayH2Connection(H2Connection):
 
     def _refuse(self, event: h2.events.RequestReceived, method: bytes, target: bytes, refusal: Refusal) -> None:
         streamID = event.stream_id
-        logAccess(self.getPeer(), method, target.split(b"?", 1)[0], refusal.code, 0)
+        logAnswered(self.getPeer(), method, target, refusal.code, 0, self._reactor.seconds())
         self.conn.send_headers(streamID, [(b":status", b"%d" % (refusal.code,)), *refusal.fields()])
         self.conn.send_data(streamID, refusal.body, end_stream=True)
         if not event.stream_ended:

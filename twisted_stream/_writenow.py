@@ -25,11 +25,13 @@ and sends them in one C{send} when it returns.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Optional, TypeVar
 
 from twisted.internet.tcp import Connection
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
+
+from twisted_stream._streamlog import StreamRecord
 
 __all__ = ["bodyWriter", "gathered", "sendAtOnce"]
 
@@ -141,7 +143,7 @@ def sendAtOnce(transport: Any) -> bool:
     return True
 
 
-def bodyWriter(request: Request) -> Callable[[bytes], None]:
+def bodyWriter(request: Request, record: Optional[StreamRecord] = None) -> Callable[[bytes], None]:
     """
     What writes the pieces of a response body whose headers are sent.
 
@@ -153,26 +155,41 @@ def bodyWriter(request: Request) -> Callable[[bytes], None]:
     C{request.write} would.
 
     @param request: A request whose response headers have been written.
+    @param record: Where to count the pieces written, if anywhere.
     @return: The writer.
     """
     channel = getattr(request, "channel", None)
-    if not isinstance(channel, HTTPChannel) or channel.transport is None:
-        # HTTP/2 (an H2Stream), or a request with no connection (a fake).
-        return request.write
-    if request.method == b"HEAD" or request.finished:
-        return request.write
+    if (
+        not isinstance(channel, HTTPChannel)
+        or channel.transport is None
+        or request.method == b"HEAD"
+        or request.finished
+    ):
+        # HTTP/2 (an H2Stream), a request with no connection (a fake), HEAD.
+        if record is None:
+            return request.write
+        write = request.write
+
+        def countedWrite(data: bytes) -> None:
+            record.chunks += 1
+            write(data)
+
+        return countedWrite
     send = channel.transport.write
+    counts = record if record is not None else StreamRecord(b"", b"", "", 0.0)
     if request.chunked:
 
         def writeChunk(data: bytes) -> None:
             if data:
                 request.sentLength += len(data)
+                counts.chunks += 1
                 send(b"%x\r\n%s\r\n" % (len(data), data))
 
         return writeChunk
 
     def writeRaw(data: bytes) -> None:
         request.sentLength += len(data)
+        counts.chunks += 1
         send(data)
 
     return writeRaw

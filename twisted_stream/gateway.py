@@ -16,13 +16,13 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from twisted_stream._accesslog import logAccess
 from twisted_stream._channel import GatewayChannel
 from twisted_stream._cors import CorsPolicy
 from twisted_stream._descriptors import DescriptorGuard
 from twisted_stream._h2 import negotiatingChannel
 from twisted_stream._http import PlainResource
 from twisted_stream._refusal import Refusal, RequestLimits
+from twisted_stream._streamlog import logAnswered
 from twisted_stream.proxy import DEFAULT_MAX_BODY, FORWARDED_METHODS, NOT_ORIGIN_FORM, StreamProxyResource
 
 __all__ = [
@@ -155,6 +155,8 @@ class GatewayResource(PlainResource):
         found = self._routeFor(request.path) if request.uri.startswith(b"/") else None
         if found is not None and request.method != b"CONNECT":
             route, rest = found
+            if isinstance(request, GatewayRequest):
+                request.route = route.prefix
             return route.proxy.forward(request, rest, route.prefix.endswith(b"/"))
         refusal = self.refusal(request.method, request.uri, request.requestHeaders, None)
         if refusal is not None:
@@ -217,10 +219,12 @@ class GatewayRequest(Request):
     @ivar admitted: Whether the channel has checked the request's head
         against the site's rules (then they need not be checked again).
     @ivar bodyRefusal: How to answer a request whose body was not kept.
+    @ivar route: The prefix of the route that took it, once routed.
     """
 
     admitted = False
     bodyRefusal: Optional[Refusal] = None
+    route: Optional[bytes] = None
     _held = 0
     _readableBy: Optional[tuple[CorsPolicy, bytes]] = None
 
@@ -407,4 +411,9 @@ class GatewaySite(Site):
 
         @param request: The request.
         """
-        logAccess(request.getClientAddress(), request.method, request.path, request.code, request.sentLength)
+        if getattr(request, "streamRecord", None) is not None:
+            # A stream logs itself when it ends, however it ends.
+            return
+        logAnswered(
+            request.getClientAddress(), request.method, request.uri, request.code, request.sentLength, self.reactor.seconds()
+        )

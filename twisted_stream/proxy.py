@@ -63,6 +63,7 @@ from twisted_stream._h2 import truncate
 from twisted_stream._http import PlainResource, textError
 from twisted_stream._refusal import Refusal
 from twisted_stream._retry import DeadlineAgent, NoResponseInTime
+from twisted_stream._streamlog import StreamRecord, clientOf
 from twisted_stream._wire import UpstreamProtocolError, whyBrokenOff
 from twisted_stream._writenow import bodyWriter
 from twisted_stream.headers import fieldsOf, forwardedRequestHeaders, forwardedResponseHeaders, headerProblem
@@ -187,7 +188,14 @@ class _UpstreamBody(Protocol):
 
     def __init__(self, exchange: _Exchange, write: Callable[[bytes], None]) -> None:
         self._exchange = exchange
-        self.dataReceived = write  # type: ignore[method-assign,assignment]
+        self._write = write
+
+    def dataReceived(self, data: bytes) -> None:
+        # The first piece only: its time is the stream's first byte; then
+        # the writer itself takes over.
+        self._exchange.record.firstByteAt = self._exchange.clock.seconds()
+        self.dataReceived = self._write  # type: ignore[method-assign,assignment]
+        self._write(data)
 
     def connectionMade(self) -> None:
         # The transport is a producer over the upstream socket.
@@ -214,7 +222,11 @@ class _Exchange:
       - C{DONE}: answered, broken off, or the client has gone. A client that
         goes in any phase cancels the upstream request or stops its body.
 
+    It ends by logging the stream's one event (L{StreamRecord}), with the
+    outcome its phase and cause say.
+
     @ivar request: The client's request.
+    @ivar record: What the stream did, for its log event.
     """
 
     _log = Logger()
@@ -222,9 +234,19 @@ class _Exchange:
     def __init__(self, proxy: StreamProxyResource, request: Request, url: bytes, body: Optional[bytes]) -> None:
         self.request = request
         self._proxy = proxy
+        self.clock = proxy.clock
         self._url = url
         self._body = body
         self.phase = _REQUESTING
+        self.record = StreamRecord(
+            request.method,
+            request.uri,
+            clientOf(request.getClientAddress()),
+            self.clock.seconds(),
+            getattr(request, "route", None),
+        )
+        # Logged here, at the stream's end, not by the site.
+        request.streamRecord = self.record  # type: ignore[attr-defined]
         self._pending: Optional[Deferred[IResponse]] = None
         self._producer: Optional[WatchedProducer] = None
         self._watch: Optional[BodyWatch] = None
@@ -251,9 +273,20 @@ class _Exchange:
 
     # REQUESTING
 
+    def _ended(self, outcome: str) -> None:
+        self.phase = _DONE
+        request = self.request
+        # (Read with defaults: any IRequest may come, test doubles too.)
+        answered = getattr(request, "startedWriting", True)
+        code = getattr(request, "code", None) or getattr(request, "responseCode", None) or 200
+        # A client gone before any answer: nginx's 499, as log readers know it.
+        status = code if answered or outcome != "client_gone" else 499
+        self.record.emit(self.clock.seconds(), status, outcome, getattr(request, "sentLength", 0))
+
     def _gotResponse(self, response: IResponse) -> None:
         self._pending = None
         self.phase = _STREAMING
+        self.record.upstreamStatus = response.code
         request = self.request
         request.setResponseCode(response.code, response.phrase)
         # The header lines as they came where the agent keeps them (ours
@@ -277,7 +310,7 @@ class _Exchange:
         # the body's writer is made only after that: on a HEAD request
         # Twisted replaces write with a no-op once the headers are written.
         request.write(b"")
-        write = bodyWriter(request)
+        write = bodyWriter(request, self.record)
         proxy = self._proxy
         # A heartbeat is plain text: never put into a compressed stream.
         events = mediaType == b"text/event-stream" and encoding in (b"identity", b"")
@@ -312,11 +345,12 @@ class _Exchange:
         self.request.setHeader(b"Content-Length", b"%d" % (len(body),))
         self.request.write(body)
         self.request.finish()
+        self._ended("upstream_timeout" if code == 504 else "rejected" if code == 503 else "upstream_error")
 
     def _bug(self, failure: Failure) -> None:
         self._log.failure("proxying {url} failed", failure, url=self._where)
         if self.phase != _DONE:
-            self.phase = _DONE
+            self._ended("upstream_error")
             self.request.loseConnection()
 
     # STREAMING
@@ -346,6 +380,7 @@ class _Exchange:
         )
         self._endStreaming()
         truncate(self.request)
+        self._ended("idle_timeout")
 
     def _stopWatch(self) -> None:
         # Dropped once stopped: it refers back to this exchange.
@@ -374,11 +409,18 @@ class _Exchange:
         if self.phase == _DONE or self._producer is None:
             # Stopped by the idle timeout, or the client has left.
             return
+        if self._producer.stopped:
+            # The client's connection stopped it as it closed: the request
+            # hears of that next. The client is gone, the upstream is fine.
+            self._producer = None
+            self._ended("client_gone")
+            return
         self.phase = _DONE
         self._producer = None
         self.request.unregisterProducer()
         if reason.check(ResponseDone, PotentialDataLoss):
             self.request.finish()
+            self._ended("complete")
             return
         # Never pass a broken upstream off as a clean end: close without the
         # terminating chunk, so the client sees a truncated response.
@@ -391,6 +433,7 @@ class _Exchange:
             why=whyBrokenOff(reason),
         )
         truncate(self.request)
+        self._ended("truncated")
 
     # Any phase
 
@@ -398,7 +441,7 @@ class _Exchange:
         # The client has gone: stop the upstream, whatever phase it is in.
         if self.phase == _DONE:
             return
-        self.phase = _DONE
+        self._ended("client_gone")
         if self._pending is not None:
             self._pending.cancel()
         self._stopWatch()

@@ -1,0 +1,131 @@
+# -*- test-case-name: tests.test_streamlog -*-
+"""
+One log event per stream: what each request to the gateway did, in the
+C{chunkproxy.stream} namespace, written once, when it has ended.
+
+The event's fields are the record's (L{StreamRecord}): what a log shipper
+indexes, what the metrics count. Credentials never appear, nor query
+strings (they may hold keys): the path is cut at C{?}.
+
+Outcomes:
+
+  - C{complete}: answered whole (an error status from the upstream too);
+  - C{client_gone}: the client left before the end;
+  - C{upstream_error}: the upstream could not be reached, or answered
+    with something that is not HTTP (C{502});
+  - C{upstream_timeout}: no response head in time (C{504});
+  - C{idle_timeout}: the upstream went silent mid-body;
+  - C{truncated}: the upstream broke off mid-body;
+  - C{rejected}: refused by the gateway itself (4xx, 503);
+  - C{drained}: cut off when a draining gateway's time ran out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from twisted.logger import Logger
+
+__all__ = ["OUTCOMES", "StreamRecord", "clientOf", "logAnswered"]
+
+OUTCOMES = (
+    "complete",
+    "client_gone",
+    "upstream_error",
+    "upstream_timeout",
+    "idle_timeout",
+    "truncated",
+    "rejected",
+    "drained",
+)
+
+_log = Logger(namespace="chunkproxy.stream")
+# (A module's logger: as a class attribute, a Logger would take the class's
+# name as its namespace.)
+
+_TEXT = "{client} {method} {path} {status} {outcome}: {bytes_sent} bytes in {chunks_sent} chunks in {duration_ms} ms"
+_TEXT_TTFB = (
+    "{client} {method} {path} {status} {outcome}: {bytes_sent} bytes in {chunks_sent} chunks in {duration_ms} ms,"
+    " the first after {ttfb_ms} ms"
+)
+
+
+@dataclass(slots=True)
+class StreamRecord:
+    """
+    What one request did, filled in as it goes.
+
+    @ivar started: When it began (reactor seconds).
+    @ivar route: The prefix of the route that took it, if any.
+    @ivar upstreamStatus: The upstream's status, once its head came.
+    @ivar firstByteAt: When the first byte of body went to the client.
+    @ivar chunks: Pieces of body sent to the client.
+    """
+
+    method: bytes
+    path: bytes
+    client: str
+    started: float
+    route: Optional[bytes] = None
+    upstreamStatus: Optional[int] = None
+    firstByteAt: Optional[float] = None
+    chunks: int = 0
+    fields: dict[str, Any] = field(default_factory=dict)
+    done: bool = False
+
+    def emit(self, now: float, status: int, outcome: str, sent: int) -> None:
+        """
+        Log the stream's one event (later calls do nothing).
+
+        @param now: When it ended (reactor seconds).
+        @param status: The status the client got.
+        @param outcome: One of L{OUTCOMES}.
+        @param sent: Bytes of body sent to the client.
+        """
+        if self.done:
+            return
+        self.done = True
+        ttfb = round((self.firstByteAt - self.started) * 1000, 1) if self.firstByteAt is not None else None
+        _log.info(
+            _TEXT if ttfb is None else _TEXT_TTFB,
+            method=self.method.decode("latin-1"),
+            path=self.path.split(b"?", 1)[0].decode("latin-1"),
+            route=self.route.decode("latin-1") if self.route is not None else None,
+            client=self.client,
+            status=status,
+            upstream_status=self.upstreamStatus,
+            ttfb_ms=ttfb,
+            duration_ms=round((now - self.started) * 1000, 1),
+            bytes_sent=sent,
+            chunks_sent=self.chunks,
+            outcome=outcome,
+            **self.fields,
+        )
+
+
+def clientOf(address: Any) -> str:
+    """
+    @param address: A connection's peer (an L{IAddress}).
+    @return: Its host, or C{-}.
+    """
+    host = getattr(address, "host", None)
+    return host if isinstance(host, str) else "-"
+
+
+def logAnswered(address: Any, method: bytes, path: bytes, status: int, sent: int, now: float) -> None:
+    """
+    Log a request that was answered without a stream of its own (the page,
+    a preflight, a refusal): C{complete}, or C{rejected} for an error
+    status.
+
+    @param address: The client's address.
+    @param method: Its method.
+    @param path: Its target (the query string is dropped).
+    @param status: The status it got.
+    @param sent: Bytes of body sent.
+    @param now: When (reactor seconds); it took no time worth timing.
+    """
+    StreamRecord(method, path, clientOf(address), now).emit(
+        now, status, "rejected" if status >= 400 else "complete", sent
+    )
