@@ -211,6 +211,7 @@ class GatewayOptionsTests(SynchronousTestCase):
             (["--max-body", "-1"], "whole number"),
             (["--retries", "x"], "whole number"),
             (["--heartbeat", "-5"], "above 0"),
+            (["--log-format", "xml"], "--log-format: must be text or json, not 'xml'"),
         ):
             with self.assertRaises(UsageError, msg=argv) as caught:
                 ProxyOptions().parseOptions(argv)

@@ -44,13 +44,6 @@ _log = Logger(namespace="chunkproxy.stream")
 # (A module's logger: as a class attribute, a Logger would take the class's
 # name as its namespace.)
 
-_TEXT = "{client} {method} {path} {status} {outcome}: {bytes_sent} bytes in {chunks_sent} chunks in {duration_ms} ms"
-_TEXT_TTFB = (
-    "{client} {method} {path} {status} {outcome}: {bytes_sent} bytes in {chunks_sent} chunks in {duration_ms} ms,"
-    " the first after {ttfb_ms} ms"
-)
-
-
 @dataclass(slots=True)
 class StreamRecord:
     """
@@ -87,16 +80,26 @@ class StreamRecord:
             return
         self.done = True
         ttfb = round((self.firstByteAt - self.started) * 1000, 1) if self.firstByteAt is not None else None
+        duration = round((now - self.started) * 1000, 1)
+        method = self.method.decode("latin-1")
+        path = self.path.split(b"?", 1)[0].decode("latin-1")
+        # The text made here, in one f-string, rather than by the logger's
+        # str.format over a dozen fields at every stream's end; braces a
+        # path may hold are doubled, as the logger formats it once more.
+        text = (
+            f"{self.client} {method} {path} {status} {outcome}: {sent} bytes in {self.chunks} chunks"
+            f" in {duration} ms" + (f", the first after {ttfb} ms" if ttfb is not None else "")
+        ).replace("{", "{{").replace("}", "}}")
         _log.info(
-            _TEXT if ttfb is None else _TEXT_TTFB,
-            method=self.method.decode("latin-1"),
-            path=self.path.split(b"?", 1)[0].decode("latin-1"),
+            text,
+            method=method,
+            path=path,
             route=self.route.decode("latin-1") if self.route is not None else None,
             client=self.client,
             status=status,
             upstream_status=self.upstreamStatus,
             ttfb_ms=ttfb,
-            duration_ms=round((now - self.started) * 1000, 1),
+            duration_ms=duration,
             bytes_sent=sent,
             chunks_sent=self.chunks,
             outcome=outcome,

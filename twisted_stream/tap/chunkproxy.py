@@ -16,6 +16,7 @@ from twisted_stream._agent import UpstreamAgent, tlsPolicy
 from twisted_stream._cors import CorsPolicy
 from twisted_stream._descriptors import FileLimitService
 from twisted_stream._gc import GarbageCollectionService
+from twisted_stream._logformat import LOG_FORMATS, select
 from twisted_stream._service import listeningService
 from twisted_stream._wire import ResponseLimits
 from twisted_stream.gateway import (
@@ -41,6 +42,16 @@ from twisted_stream.page import PageResource
 from twisted_stream.proxy import FORWARDED_METHODS, StreamProxyResource
 
 __all__ = ["Options", "makeService"]
+
+
+def parseLogFormat(text: str) -> str:
+    """
+    @return: C{text} or C{json}.
+    @raise ValueError: For anything else.
+    """
+    if text not in LOG_FORMATS:
+        raise ValueError(f"must be text or json, not {text!r}")
+    return text
 
 
 class _PoolService(Service):
@@ -182,6 +193,14 @@ class Options(PluginOptions):
             "PEM file of the CA certificates to trust for https:// upstreams, instead of the system's.",
         ],
         [
+            "log-format",
+            None,
+            "text",
+            "How the log is written: text (twistd's lines) or json (one JSON object per line,"
+            " each stream's event with its fields).",
+            parseLogFormat,
+        ],
+        [
             "require-token",
             None,
             None,
@@ -242,6 +261,10 @@ class Options(PluginOptions):
                 self["require-token"] = resolveSecret(self["require-token"], "--require-token").encode("utf-8")
             except ValueError as e:
                 raise usage.UsageError(str(e)) from None
+        parent = getattr(self, "parent", None)
+        if parent is not None:
+            # twistd starts logging only after the plugin's options are read.
+            select(parent, self["log-format"])
         if b"*" in self.corsOrigins and self["require-token"] is not None:
             raise usage.UsageError(
                 "--cors-origin * would let any page spend the token: name the origins with --require-token"

@@ -1,0 +1,118 @@
+"""
+Tests for L{twisted_stream._logformat}: lines byte for byte without a
+process, and a real chunkproxy writing JSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.logger import LogLevel, formatEventAsClassicLogText
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tests.support import Server, fetch, reactor, startTwistd
+from twisted_stream._logformat import jsonLine, textLine
+
+
+def _event(**fields: Any) -> dict[str, Any]:
+    return dict(
+        log_time=1764653400.25, log_level=LogLevel.info, log_namespace="chunkproxy.stream", log_format="{a} {b}",
+        **fields,
+    )
+
+
+def _failed() -> Failure:
+    try:
+        int("not a number")
+    except ValueError:
+        return Failure()
+    raise AssertionError("unreachable")
+
+
+class TextLineTests(SynchronousTestCase):
+    def test_sameAsTwistd(self) -> None:
+        """
+        The text is twistd's own, line for line, for events plain, with a
+        failure, with more lines, and for one with nothing to say.
+        """
+        for event in (
+            _event(a=1, b="x"),
+            _event(a="two\nlines", b=""),
+            dict(_event(a=1, b=2), log_failure=_failed()),
+            dict(_event(a=1, b=2), log_system="custom"),
+            {"log_time": 1764653400.0},
+        ):
+            self.assertEqual(textLine(event), formatEventAsClassicLogText(event), event)
+
+    def test_timeOncePerSecond(self) -> None:
+        first = textLine(_event(a=1, b=2))
+        later = textLine(dict(_event(a=1, b=2), log_time=1764653400.9))
+        self.assertEqual(first, later)
+
+
+class JSONLineTests(SynchronousTestCase):
+    def test_fields(self) -> None:
+        """
+        One JSON object on one line: time in UTC to the millisecond, level,
+        namespace, the message, and the event's own fields; a value JSON
+        cannot hold is its text.
+        """
+        line = jsonLine(_event(a="two\nlines", b=None, status=200, ratio=0.5, obj=object))
+        assert line is not None
+        self.assertTrue(line.endswith("}\n"))
+        self.assertEqual(line.count("\n"), 1)
+        record = json.loads(line)
+        self.assertEqual(
+            record,
+            {
+                "time": "2025-12-02T05:30:00.250+00:00",
+                "level": "info",
+                "namespace": "chunkproxy.stream",
+                "message": "two\nlines None",
+                "a": "two\nlines",
+                "b": None,
+                "status": 200,
+                "ratio": 0.5,
+                "obj": "<class 'object'>",
+            },
+        )
+
+    def test_failure(self) -> None:
+        line = jsonLine(dict(_event(a=1, b=2), log_failure=_failed()))
+        assert line is not None
+        self.assertIn("ValueError", json.loads(line)["traceback"])
+
+    def test_nothingToSay(self) -> None:
+        self.assertIsNone(jsonLine({"log_time": 1764653400.0}))
+
+
+class JSONLogTests(TestCase):
+    timeout = 30
+
+    @inlineCallbacks
+    def test_everyLineIsJSON(self) -> Any:
+        """
+        C{--log-format json}: every line the process writes is one JSON
+        object, twistd's own among them; each request is one stream event
+        with its fields, and no query string anywhere.
+        """
+        generator: Server = yield startTwistd(self, "chunkgen")
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--upstream", generator.url + "generate", "--log-format", "json"
+        )
+        yield fetch(proxy.url + "stream?count=3&interval=0.0123")
+        yield fetch(proxy.url + "nowhere")
+        yield deferLater(reactor, 0.3, lambda: None)
+        lines = proxy.output.splitlines()
+        records = [json.loads(line) for line in lines]
+        streams = [r for r in records if r["namespace"] == "chunkproxy.stream"]
+        self.assertEqual(
+            [(r["path"], r["status"], r["outcome"], r["chunks_sent"]) for r in streams],
+            [("/stream", 200, "complete", 3), ("/nowhere", 404, "rejected", 0)],
+        )
+        self.assertTrue(any("listening on" in r["message"] for r in records))
+        self.assertNotIn("0.0123", proxy.output)
