@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal as signals
 import socket
 import sys
 from dataclasses import dataclass, field
@@ -111,6 +112,24 @@ class Server:
         port = URL.from_text(self.url).port
         assert port is not None
         return port
+
+    def stopWith(self, name: str) -> Deferred[tuple[float, Optional[int]]]:
+        """
+        Send it a signal.
+
+        @param name: C{TERM}, C{INT}, ...
+        @return: A Deferred that fires, once it has exited, with when it
+            exited (reactor seconds) and its exit code.
+        """
+        os.kill(self.pid, getattr(signals, "SIG" + name))
+        ended: Deferred[tuple[float, Optional[int]]] = Deferred()
+
+        def exited(_: object) -> None:
+            reason = self._protocol.endReason
+            ended.callback((reactor.seconds(), getattr(reason.value, "exitCode", None) if reason else None))
+
+        self._protocol.ended.addCallback(exited)
+        return ended
 
     def rssKiB(self) -> int:
         """

@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 from twisted.python.failure import Failure
 from twisted.web import http
+from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -19,6 +20,7 @@ from twisted.web.server import Request, Site
 from twisted_stream._channel import GatewayChannel
 from twisted_stream._cors import CorsPolicy
 from twisted_stream._descriptors import DescriptorGuard
+from twisted_stream._drain import DRAINING, Drain
 from twisted_stream._h2 import negotiatingChannel
 from twisted_stream._http import PlainResource
 from twisted_stream._refusal import Refusal, RequestLimits
@@ -143,6 +145,17 @@ class GatewayResource(PlainResource):
         @param request: Any request.
         @return: What the route or the page answers, or an error.
         """
+        path = request.path
+        drain: Optional[Drain] = getattr(getattr(request, "site", None), "drain", None)
+        if path in HEALTH_PATHS:
+            return _health(request, drain)
+        if drain is not None and drain.draining:
+            # Arrived on a connection opened before the drain began.
+            channel = getattr(request, "channel", None)
+            if isinstance(channel, HTTPChannel):
+                channel.persistent = False
+                request.setHeader(b"Connection", b"close")
+            return DRAINING.render(request)
         cors = self._cors
         if cors is not None:
             if cors.isPreflight(request.method, request.requestHeaders):
@@ -152,11 +165,13 @@ class GatewayResource(PlainResource):
                 request.readableBy(cors, origin)
         if isinstance(request, GatewayRequest) and request.bodyRefusal is not None:
             return request.bodyRefusal.render(request)
-        found = self._routeFor(request.path) if request.uri.startswith(b"/") else None
+        found = self._routeFor(path) if request.uri.startswith(b"/") else None
         if found is not None and request.method != b"CONNECT":
             route, rest = found
             if isinstance(request, GatewayRequest):
                 request.route = route.prefix
+                if drain is not None:
+                    request.inFlightOf(drain)
             return route.proxy.forward(request, rest, route.prefix.endswith(b"/"))
         refusal = self.refusal(request.method, request.uri, request.requestHeaders, None)
         if refusal is not None:
@@ -180,6 +195,19 @@ class GatewayResource(PlainResource):
 
 
 _ALLOW = ((b"Allow", b", ".join(FORWARDED_METHODS)),)
+
+HEALTH_PATHS = (b"/healthz", b"/readyz")
+"""Answered by the gateway for load balancers, whatever the routes; never
+forwarded, never logged as streams, no token asked."""
+
+
+def _health(request: Request, drain: Optional[Drain]) -> bytes:
+    request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+    request.setHeader(b"Cache-Control", b"no-cache")
+    if request.path == b"/readyz" and drain is not None and drain.draining:
+        request.setResponseCode(503)
+        return b"draining\n"
+    return b"ok\n"
 
 
 class _BodyMemory:
@@ -225,6 +253,16 @@ class GatewayRequest(Request):
     admitted = False
     bodyRefusal: Optional[Refusal] = None
     route: Optional[bytes] = None
+    _drain: Optional[Drain] = None
+
+    def inFlightOf(self, drain: Drain) -> None:
+        """
+        Count this request as in flight until its answer ends.
+
+        @param drain: The gateway's drain.
+        """
+        self._drain = drain
+        drain.started(self)
     _held = 0
     _readableBy: Optional[tuple[CorsPolicy, bytes]] = None
 
@@ -290,10 +328,15 @@ class GatewayRequest(Request):
         if self._held and self._bodies is not None:
             self._bodies.give(self._held)
             self._held = 0
+        drain, self._drain = self._drain, None
+        if drain is not None:
+            drain.ended(self)
 
     def finish(self) -> None:
-        self._letGo()
+        # After the end is written: a drain waiting for this request lets
+        # the process exit next.
         super().finish()
+        self._letGo()
 
     def connectionLost(self, reason: Failure) -> None:
         self._letGo()
@@ -355,6 +398,7 @@ class GatewaySite(Site):
         self.maxBody = maxBody
         self.limits = limits if limits is not None else RequestLimits()
         self.bodies = _BodyMemory(maxBodyMemory)
+        self.drain = Drain(self.reactor)
         self.descriptors = DescriptorGuard(self.reactor)
         self._admission = resource.refusal if isinstance(resource, GatewayResource) else None
 
@@ -369,6 +413,10 @@ class GatewaySite(Site):
         @param length: The length its body declares (L{None}: unknown).
         @return: The refusal, or L{None} to read its body and serve it.
         """
+        if target.split(b"?", 1)[0] in HEALTH_PATHS:
+            return None
+        if self.drain.draining:
+            return DRAINING
         if self._admission is None:
             return None
         return self._admission(method, target, headers, length)
@@ -411,8 +459,9 @@ class GatewaySite(Site):
 
         @param request: The request.
         """
-        if getattr(request, "streamRecord", None) is not None:
-            # A stream logs itself when it ends, however it ends.
+        if getattr(request, "streamRecord", None) is not None or request.path in HEALTH_PATHS:
+            # A stream logs itself when it ends, however it ends; health
+            # checks every few seconds are not worth a line each.
             return
         logAnswered(
             request.getClientAddress(), request.method, request.uri, request.code, request.sentLength, self.reactor.seconds()

@@ -59,6 +59,7 @@ from zope.interface import implementer
 from twisted_stream._agent import UpstreamAgent
 from twisted_stream._bodywatch import BodyWatch, WatchedProducer
 from twisted_stream._descriptors import OUT_OF_DESCRIPTORS, noteExhausted
+from twisted_stream._drain import DRAINING
 from twisted_stream._h2 import truncate
 from twisted_stream._http import PlainResource, textError
 from twisted_stream._refusal import Refusal
@@ -245,8 +246,10 @@ class _Exchange:
             self.clock.seconds(),
             getattr(request, "route", None),
         )
-        # Logged here, at the stream's end, not by the site.
+        # Logged here, at the stream's end, not by the site; cut off here
+        # when a draining gateway's time runs out.
         request.streamRecord = self.record  # type: ignore[attr-defined]
+        request.cutOff = self.cutOff  # type: ignore[attr-defined]
         self._pending: Optional[Deferred[IResponse]] = None
         self._producer: Optional[WatchedProducer] = None
         self._watch: Optional[BodyWatch] = None
@@ -276,6 +279,8 @@ class _Exchange:
     def _ended(self, outcome: str) -> None:
         self.phase = _DONE
         request = self.request
+        # It and this exchange refer to each other until here.
+        request.cutOff = None  # type: ignore[attr-defined]
         # (Read with defaults: any IRequest may come, test doubles too.)
         answered = getattr(request, "startedWriting", True)
         code = getattr(request, "code", None) or getattr(request, "responseCode", None) or 200
@@ -436,6 +441,29 @@ class _Exchange:
         self._ended("truncated")
 
     # Any phase
+
+    def cutOff(self) -> None:
+        """
+        End the stream now, as a draining gateway's time has run out: a
+        stream under way ends truncated (never a clean end), a request still
+        waiting for its upstream gets 503; either way the upstream request
+        is cancelled, and the outcome is C{drained}.
+        """
+        if self.phase == _DONE:
+            return
+        if self.phase == _STREAMING:
+            self._endStreaming()
+            truncate(self.request)
+            self._ended("drained")
+            return
+        self.phase = _DONE
+        pending, self._pending = self._pending, None
+        body = DRAINING.render(self.request)
+        self.request.write(body)
+        self.request.finish()
+        self._ended("drained")
+        if pending is not None:
+            pending.cancel()
 
     def _clientGone(self, reason: Failure) -> None:
         # The client has gone: stop the upstream, whatever phase it is in.

@@ -15,6 +15,7 @@ from twisted.python import usage
 from twisted_stream._agent import UpstreamAgent, tlsPolicy
 from twisted_stream._cors import CorsPolicy
 from twisted_stream._descriptors import FileLimitService
+from twisted_stream._drain import DrainService
 from twisted_stream._gc import GarbageCollectionService
 from twisted_stream._logformat import LOG_FORMATS, select
 from twisted_stream._service import listeningService
@@ -119,6 +120,14 @@ class Options(PluginOptions):
             "60",
             "Seconds a client connection may send nothing (while no response streams to it)"
             " before it is closed.",
+            parseTimeout,
+        ],
+        [
+            "drain-timeout",
+            None,
+            "30",
+            "On SIGTERM or SIGINT: seconds the streams in flight may run on (no new ones are"
+            " accepted) before they are cut off and the process exits.",
             parseTimeout,
         ],
         [
@@ -340,6 +349,7 @@ def makeService(options: Options) -> IService:
     _PoolService(agent).setServiceParent(service)
     GarbageCollectionService().setServiceParent(service)
     FileLimitService().setServiceParent(service)
+    DrainService(site.drain, options["drain-timeout"]).setServiceParent(service)
     listeningService(
         reactor, options["listen"], site, "chunkproxy", [("page", ""), ("stream", "stream")], options["backlog"]
     ).setServiceParent(service)

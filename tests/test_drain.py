@@ -1,0 +1,151 @@
+"""
+Tests for L{twisted_stream._drain}: the drain on a clock, and a real
+chunkproxy stopped with SIGTERM while it streams.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.test.requesthelper import DummyRequest
+
+from tests.support import RawClient, Server, fetch, reactor, startTwistd
+from tests.test_integration import curl
+from twisted_stream._drain import Drain
+
+
+class DrainTests(SynchronousTestCase):
+    def test_nothingInFlight(self) -> None:
+        drain = Drain(Clock())
+        self.assertIsNone(self.successResultOf(drain.start(30)))
+        self.assertTrue(drain.draining)
+
+    def test_waitsForTheLast(self) -> None:
+        clock = Clock()
+        drain = Drain(clock)
+        first, second = DummyRequest([b""]), DummyRequest([b""])
+        drain.started(first)
+        drain.started(second)
+        drained = drain.start(30)
+        drain.ended(first)
+        self.assertNoResult(drained)
+        clock.advance(10)
+        drain.ended(second)
+        # A turn later, so that the last answer's bytes go out first.
+        self.assertNoResult(drained)
+        clock.advance(0)
+        self.successResultOf(drained)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_cutOffAtTimeout(self) -> None:
+        """
+        What is still in flight when the time is up is cut off, by its own
+        C{cutOff} where it has one.
+        """
+        clock = Clock()
+        drain = Drain(clock)
+        request = DummyRequest([b""])
+        cut: list[bool] = []
+        request.cutOff = lambda: cut.append(True)  # type: ignore[attr-defined]
+        drain.started(request)
+        drained = drain.start(5)
+        clock.advance(4.9)
+        self.assertNoResult(drained)
+        clock.advance(0.1)
+        self.successResultOf(drained)
+        self.assertEqual(cut, [True])
+        self.assertEqual(drain.inFlight, 0)
+
+
+class SIGTERMTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def startBoth(self, *options: str) -> Any:
+        generator: Server = yield startTwistd(self, "chunkgen")
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--upstream", generator.url + "generate", "--log-format", "json", *options
+        )
+        return proxy
+
+    @inlineCallbacks
+    def test_streamCompletesWhole(self) -> Any:
+        """
+        A 3-second stream, SIGTERM after 1 s: the stream completes whole
+        (curl exits 0), a new connection is refused, a request on a
+        connection opened before gets 503 with C{Connection: close}, and
+        the process exits 0 within a second of the stream's end.
+        """
+        proxy = yield self.startBoth()
+        waiting = RawClient(b"")
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", proxy.port), waiting)
+        client = curl(proxy.url + "stream?count=30&interval=0.1")
+        yield deferLater(reactor, 1.0, lambda: None)
+        exited = proxy.stopWith("TERM")
+        yield deferLater(reactor, 0.3, lambda: None)
+        yield self.assertFailure(
+            connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", proxy.port), RawClient(b"")),
+            ConnectionRefusedError,
+        )
+        waiting.transport.write(b"GET /stream HTTP/1.1\r\nHost: g\r\n\r\n")  # type: ignore[union-attr]
+        answer = yield waiting.closed
+        self.assertTrue(answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), answer[:60])
+        self.assertIn(b"\r\nConnection: close\r\n", answer)
+        self.assertTrue(answer.endswith(b"\r\n\r\nthe gateway is shutting down; send the request again\n"), answer)
+        code = yield client.exitCode
+        streamEnded = reactor.seconds()
+        self.assertEqual(code, 0, client.stderr)
+        self.assertEqual(len([line for _, line in client.lines if line.startswith(b"Chunk ")]), 30)
+        when, exitCode = yield exited
+        self.assertEqual(exitCode, 0)
+        self.assertLess(when - streamEnded, 1.0)
+
+    @inlineCallbacks
+    def test_drainTimeoutCutsOff(self) -> Any:
+        """
+        With C{--drain-timeout 1}, a 5-second stream is cut off a second
+        after SIGTERM, as truncated (curl exits 18), logged as C{drained};
+        the process exits 0.
+        """
+        proxy = yield self.startBoth("--drain-timeout", "1")
+        client = curl(proxy.url + "stream?count=50&interval=0.1")
+        yield deferLater(reactor, 0.5, lambda: None)
+        signalled = reactor.seconds()
+        exited = proxy.stopWith("TERM")
+        code = yield client.exitCode
+        self.assertEqual(code, 18, client.stderr)
+        when, exitCode = yield exited
+        self.assertEqual(exitCode, 0)
+        self.assertTrue(0.9 < when - signalled < 2.5, when - signalled)
+        streams = [
+            record
+            for record in (json.loads(line) for line in proxy.output.splitlines())
+            if record["namespace"] == "chunkproxy.stream"
+        ]
+        self.assertEqual([(r["path"], r["outcome"]) for r in streams], [("/stream", "drained")])
+
+
+class HealthTests(TestCase):
+    timeout = 30
+
+    @inlineCallbacks
+    def test_healthAndReady(self) -> Any:
+        """
+        C{/healthz} and C{/readyz} answer 200 without a token, are neither
+        forwarded nor logged as streams.
+        """
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--upstream", "http://127.0.0.1:9/none", "--require-token", "env:T",
+            "--log-format", "json", env={"T": "secret"},
+        )
+        for path, body in (("healthz", b"ok\n"), ("readyz", b"ok\n")):
+            exchange = yield fetch(proxy.url + path)
+            self.assertEqual((exchange.status, exchange.body), (200, body))
+        yield deferLater(reactor, 0.2, lambda: None)
+        self.assertNotIn("chunkproxy.stream", proxy.output)
