@@ -46,7 +46,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from twisted_stream._refusal import Refusal, headRefusal
-from twisted_stream._streamlog import logAnswered
+from twisted_stream._streamlog import clientOf, logAnswered
 
 __all__ = ["GatewayH2Connection", "negotiatingChannel", "truncate"]
 
@@ -94,7 +94,7 @@ class GatewayH2Connection(H2Connection):
         site: Any = self.site
         admission = getattr(site, "admission", None)
         refusal = headRefusal(b"HTTP/2", headers) or (
-            admission(method, target, headers, declared) if admission is not None else None
+            admission(method, target, headers, declared, clientOf(self.getPeer())) if admission is not None else None
         )
         if refusal is not None:
             self._refuse(event, method, target, refusal)

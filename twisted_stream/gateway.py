@@ -24,7 +24,8 @@ from twisted_stream._drain import DRAINING, Drain
 from twisted_stream._h2 import negotiatingChannel
 from twisted_stream._http import PlainResource
 from twisted_stream._refusal import Refusal, RequestLimits
-from twisted_stream._streamlog import logAnswered
+from twisted_stream._streamlimits import StreamLimits
+from twisted_stream._streamlog import clientOf, logAnswered
 from twisted_stream.proxy import DEFAULT_MAX_BODY, FORWARDED_METHODS, NOT_ORIGIN_FORM, StreamProxyResource
 
 __all__ = [
@@ -254,6 +255,14 @@ class GatewayRequest(Request):
     bodyRefusal: Optional[Refusal] = None
     route: Optional[bytes] = None
     _drain: Optional[Drain] = None
+    _counted: Optional[tuple[StreamLimits, str]] = None
+
+    def countedBy(self, streams: StreamLimits, client: str) -> None:
+        """
+        Count this request among C{client}'s streams until its answer ends.
+        """
+        self._counted = (streams, client)
+        streams.started(client)
 
     def inFlightOf(self, drain: Drain) -> None:
         """
@@ -328,6 +337,9 @@ class GatewayRequest(Request):
         if self._held and self._bodies is not None:
             self._bodies.give(self._held)
             self._held = 0
+        counted, self._counted = self._counted, None
+        if counted is not None:
+            counted[0].ended(counted[1])
         drain, self._drain = self._drain, None
         if drain is not None:
             drain.ended(self)
@@ -381,6 +393,7 @@ class GatewaySite(Site):
         clientTimeout: float,
         limits: Optional[RequestLimits] = None,
         maxBodyMemory: int = DEFAULT_MAX_BODY_MEMORY,
+        streams: Optional[StreamLimits] = None,
     ) -> None:
         """
         @param resource: The root resource; a L{GatewayResource} is asked
@@ -393,16 +406,21 @@ class GatewaySite(Site):
             L{RequestLimits}' defaults).
         @param maxBodyMemory: The most bytes of request bodies held at once
             by all connections together (C{503} beyond).
+        @param streams: How many streams at once, in all and per client (no
+            limit by default).
         """
         super().__init__(resource, timeout=clientTimeout)
         self.maxBody = maxBody
         self.limits = limits if limits is not None else RequestLimits()
         self.bodies = _BodyMemory(maxBodyMemory)
         self.drain = Drain(self.reactor)
+        self.streams = streams if streams is not None else StreamLimits()
         self.descriptors = DescriptorGuard(self.reactor)
         self._admission = resource.refusal if isinstance(resource, GatewayResource) else None
 
-    def admission(self, method: bytes, target: bytes, headers: Headers, length: Optional[int]) -> Optional[Refusal]:
+    def admission(
+        self, method: bytes, target: bytes, headers: Headers, length: Optional[int], client: str = "-"
+    ) -> Optional[Refusal]:
         """
         Decide whether a request whose head has arrived is refused (over
         HTTP/2, before Twisted makes a request of it).
@@ -411,15 +429,18 @@ class GatewaySite(Site):
         @param target: Its target.
         @param headers: Its headers.
         @param length: The length its body declares (L{None}: unknown).
+        @param client: The client's address.
         @return: The refusal, or L{None} to read its body and serve it.
         """
         if target.split(b"?", 1)[0] in HEALTH_PATHS:
             return None
         if self.drain.draining:
             return DRAINING
-        if self._admission is None:
-            return None
-        return self._admission(method, target, headers, length)
+        if self._admission is not None:
+            refusal = self._admission(method, target, headers, length)
+            if refusal is not None:
+                return refusal
+        return self.streams.refusal(self.streams.clientOf(client, headers))
 
     def refusalOf(self, request: Request, target: bytes, length: Optional[int]) -> Optional[Refusal]:
         """
@@ -432,20 +453,22 @@ class GatewaySite(Site):
             request is then marked as admitted, if the root resource is a
             L{GatewayResource} that could judge it).
         """
-        refusal = self.admission(request.method, target, request.requestHeaders, length)
-        if refusal is None and self._admission is not None:
+        client = clientOf(request.getClientAddress())
+        refusal = self.admission(request.method, target, request.requestHeaders, length, client)
+        if refusal is None and target.split(b"?", 1)[0] not in HEALTH_PATHS:
             self.admitted(request)
         return refusal
 
-    @staticmethod
-    def admitted(request: Request) -> None:
+    def admitted(self, request: Request) -> None:
         """
-        Mark a request as having passed the site's checks at its head.
+        Note a request that passed the site's checks at its head: counted
+        among the streams in flight until its answer ends.
 
         @param request: The request.
         """
         if isinstance(request, GatewayRequest):
-            request.admitted = True
+            request.admitted = self._admission is not None
+            request.countedBy(self.streams, self.streams.clientOf(clientOf(request.getClientAddress()), request.requestHeaders))
 
     def log(self, request: http.Request) -> None:
         """

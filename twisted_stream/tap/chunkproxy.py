@@ -19,6 +19,7 @@ from twisted_stream._drain import DrainService
 from twisted_stream._gc import GarbageCollectionService
 from twisted_stream._logformat import LOG_FORMATS, select
 from twisted_stream._service import listeningService
+from twisted_stream._streamlimits import StreamLimits
 from twisted_stream._wire import ResponseLimits
 from twisted_stream.gateway import (
     DEFAULT_MAX_BODY_MEMORY,
@@ -121,6 +122,21 @@ class Options(PluginOptions):
             "Seconds a client connection may send nothing (while no response streams to it)"
             " before it is closed.",
             parseTimeout,
+        ],
+        [
+            "max-streams",
+            None,
+            0,
+            "Most streams at once; beyond, 503 with Retry-After at once (0: no limit).",
+            wholeNumberOption("max-streams"),
+        ],
+        [
+            "max-streams-per-client",
+            None,
+            0,
+            "Most streams at once per client address (per bearer token with --require-token);"
+            " beyond, 503 with Retry-After at once (0: no limit).",
+            wholeNumberOption("max-streams-per-client"),
         ],
         [
             "drain-timeout",
@@ -344,6 +360,11 @@ def makeService(options: Options) -> IService:
             options["max-request-line-bytes"], options["max-request-header-bytes"], options["max-request-headers"]
         ),
         options["max-body-memory"],
+        StreamLimits(
+            options["max-streams"] or None,
+            options["max-streams-per-client"] or None,
+            byToken=options["require-token"] is not None,
+        ),
     )
     service = MultiService()
     _PoolService(agent).setServiceParent(service)
