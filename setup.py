@@ -37,6 +37,8 @@ setup(
         "hyperlink>=21.0.0",
         # The upstream wire parses with llhttp, its C parser.
         "httptools>=0.6.0",
+        # /metrics.
+        "prometheus-client>=0.17",
     ],
     entry_points={"console_scripts": ["chunkwatch = twisted_stream.watch:main"]},
     extras_require={

@@ -45,6 +45,7 @@ from twisted.web.http import HTTPChannel, _ChunkedTransferDecoder, _MalformedChu
 from twisted.web.server import Request
 
 from twisted_stream._descriptors import OUT_OF_DESCRIPTORS, DescriptorGuard
+from twisted_stream._metrics import Metrics
 from twisted_stream._refusal import Refusal, RequestLimits, headerLineRefusal, headRefusal
 from twisted_stream._streamlog import logAnswered
 from twisted_stream._writenow import sendAtOnce
@@ -68,6 +69,7 @@ class _Admitting(Protocol):
     limits: RequestLimits
     descriptors: DescriptorGuard
     reactor: Any
+    metrics: Metrics
 
     def refusalOf(self, request: Request, target: bytes, length: Optional[int]) -> Optional[Refusal]:
         """
@@ -252,7 +254,9 @@ class GatewayChannel(HTTPChannel):
         command = getattr(self, "_command", b"-")
         target = getattr(self, "_path", b"-")
         if logged:
-            logAnswered(self.transport.getPeer(), command, target, refusal.code, 0, self.site.reactor.seconds())
+            logAnswered(
+                self.transport.getPeer(), command, target, refusal.code, 0, self.site.reactor.seconds(), self.site.metrics
+            )
         self.transport.write(refusal.response())
         # A lingering close: shut our side (the answer goes first), drop
         # what still comes for a moment, then close.

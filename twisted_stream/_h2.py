@@ -107,7 +107,7 @@ class GatewayH2Connection(H2Connection):
 
     def _refuse(self, event: h2.events.RequestReceived, method: bytes, target: bytes, refusal: Refusal) -> None:
         streamID = event.stream_id
-        logAnswered(self.getPeer(), method, target, refusal.code, 0, self._reactor.seconds())
+        logAnswered(self.getPeer(), method, target, refusal.code, 0, self._reactor.seconds(), getattr(self.site, "metrics", None))
         self.conn.send_headers(streamID, [(b":status", b"%d" % (refusal.code,)), *refusal.fields()])
         self.conn.send_data(streamID, refusal.body, end_stream=True)
         if not event.stream_ended:

@@ -13,6 +13,7 @@ arrived, before any byte of its body is read.
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from typing import Optional
 
@@ -23,7 +24,7 @@ from twisted.web.server import Request
 from twisted_stream._http import oneLine, textError
 from twisted_stream.headers import headerProblem
 
-__all__ = ["Refusal", "RequestLimits", "headRefusal", "headerLineRefusal"]
+__all__ = ["Refusal", "RequestLimits", "headRefusal", "headerLineRefusal", "tokenRefusal"]
 
 
 _PHRASES = {
@@ -175,3 +176,26 @@ def headRefusal(version: bytes, headers: Headers) -> Optional[Refusal]:
         # Never "the last one wins": two parties would read two tokens.
         return Refusal(400, "the request has more than one Authorization header")
     return None
+
+
+_UNAUTHORIZED = Refusal(
+    401, "a valid Authorization: Bearer token is required", ((b"WWW-Authenticate", b'Bearer realm="chunkproxy"'),)
+)
+
+
+def tokenRefusal(headers: Headers, token: bytes) -> Optional[Refusal]:
+    """
+    Check a request's bearer token: the one home of the rule, for the
+    routes and for C{/metrics}.
+
+    @param headers: The request's headers.
+    @param token: The token it must carry.
+    @return: C{401} if its C{Authorization} is not C{Bearer <token>}, else
+        L{None}.
+    """
+    given = headers.getRawHeaders(b"authorization", [b""])[-1]
+    scheme, _, presented = given.partition(b" ")
+    # Compared in constant time, so the timing tells nothing of the token.
+    if hmac.compare_digest(presented.strip(), token) and scheme.lower() == b"bearer":
+        return None
+    return _UNAUTHORIZED

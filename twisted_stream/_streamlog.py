@@ -27,6 +27,8 @@ from typing import Any, Optional
 
 from twisted.logger import Logger
 
+from twisted_stream._metrics import Metrics
+
 __all__ = ["OUTCOMES", "StreamRecord", "clientOf", "logAnswered"]
 
 OUTCOMES = (
@@ -66,6 +68,15 @@ class StreamRecord:
     chunks: int = 0
     fields: dict[str, Any] = field(default_factory=dict)
     done: bool = False
+    metrics: Optional[Metrics] = None
+
+    def __post_init__(self) -> None:
+        if self.metrics is not None:
+            self.metrics.started(self._route)
+
+    @property
+    def _route(self) -> str:
+        return self.route.decode("latin-1") if self.route is not None else ""
 
     def emit(self, now: float, status: int, outcome: str, sent: int) -> None:
         """
@@ -105,6 +116,16 @@ class StreamRecord:
             outcome=outcome,
             **self.fields,
         )
+        if self.metrics is not None:
+            self.metrics.ended(
+                self._route,
+                status,
+                outcome,
+                sent,
+                ttfb / 1000 if ttfb is not None else None,
+                now - self.started,
+                streamed=True,
+            )
 
 
 def clientOf(address: Any) -> str:
@@ -116,7 +137,9 @@ def clientOf(address: Any) -> str:
     return host if isinstance(host, str) else "-"
 
 
-def logAnswered(address: Any, method: bytes, path: bytes, status: int, sent: int, now: float) -> None:
+def logAnswered(
+    address: Any, method: bytes, path: bytes, status: int, sent: int, now: float, metrics: Optional[Metrics] = None
+) -> None:
     """
     Log a request that was answered without a stream of its own (the page,
     a preflight, a refusal): C{complete}, or C{rejected} for an error
@@ -128,7 +151,9 @@ def logAnswered(address: Any, method: bytes, path: bytes, status: int, sent: int
     @param status: The status it got.
     @param sent: Bytes of body sent.
     @param now: When (reactor seconds); it took no time worth timing.
+    @param metrics: Where to count it too, if anywhere.
     """
-    StreamRecord(method, path, clientOf(address), now).emit(
-        now, status, "rejected" if status >= 400 else "complete", sent
-    )
+    outcome = "rejected" if status >= 400 else "complete"
+    StreamRecord(method, path, clientOf(address), now).emit(now, status, outcome, sent)
+    if metrics is not None:
+        metrics.ended("", status, outcome, sent, None, None, streamed=False)

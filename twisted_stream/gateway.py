@@ -23,7 +23,8 @@ from twisted_stream._descriptors import DescriptorGuard
 from twisted_stream._drain import DRAINING, Drain
 from twisted_stream._h2 import negotiatingChannel
 from twisted_stream._http import PlainResource
-from twisted_stream._refusal import Refusal, RequestLimits
+from twisted_stream._metrics import Metrics, MetricsResource
+from twisted_stream._refusal import Refusal, RequestLimits, tokenRefusal
 from twisted_stream._streamlimits import StreamLimits
 from twisted_stream._streamlog import clientOf, logAnswered
 from twisted_stream.proxy import DEFAULT_MAX_BODY, FORWARDED_METHODS, NOT_ORIGIN_FORM, StreamProxyResource
@@ -75,7 +76,12 @@ class GatewayResource(PlainResource):
     isLeaf = True
 
     def __init__(
-        self, routes: Sequence[Route], page: Optional[Resource] = None, cors: Optional[CorsPolicy] = None
+        self,
+        routes: Sequence[Route],
+        page: Optional[Resource] = None,
+        cors: Optional[CorsPolicy] = None,
+        metricsHere: bool = True,
+        metricsToken: Optional[bytes] = None,
     ) -> None:
         """
         @param routes: The routes, in any order.
@@ -83,11 +89,16 @@ class GatewayResource(PlainResource):
         @param cors: Which other origins' pages may call the routes (none
             by default): their preflight requests are answered here, and
             every answer to them says they may read it.
+        @param metricsHere: Whether C{/metrics} answers here (not when the
+            metrics have a listener of their own).
+        @param metricsToken: The bearer token C{/metrics} asks for, if any.
         """
         super().__init__()
         self.routes = sorted(routes, key=lambda route: len(route.prefix), reverse=True)
         self._page = page
         self._cors = cors
+        self._metricsHere = metricsHere
+        self._metricsToken = metricsToken
 
     def _routeFor(self, path: bytes) -> Optional[tuple[Route, bytes]]:
         for route in self.routes:
@@ -110,6 +121,8 @@ class GatewayResource(PlainResource):
         @param length: The length its body declares, L{None} if chunked.
         @return: Why it is refused, or L{None}.
         """
+        if self._metricsHere and target.split(b"?", 1)[0] == b"/metrics":
+            return tokenRefusal(headers, self._metricsToken) if self._metricsToken is not None else None
         cors = self._cors
         if cors is None:
             return self._refusal(method, target, headers, length)
@@ -150,6 +163,8 @@ class GatewayResource(PlainResource):
         drain: Optional[Drain] = getattr(getattr(request, "site", None), "drain", None)
         if path in HEALTH_PATHS:
             return _health(request, drain)
+        if path == b"/metrics" and self._metricsHere:
+            return self._metricsPage(request)
         if drain is not None and drain.draining:
             # Arrived on a connection opened before the drain began.
             channel = getattr(request, "channel", None)
@@ -182,6 +197,16 @@ class GatewayResource(PlainResource):
         return result
 
 
+    def _metricsPage(self, request: Request) -> bytes:
+        if self._metricsToken is not None and not getattr(request, "admitted", False):
+            refusal = tokenRefusal(request.requestHeaders, self._metricsToken)
+            if refusal is not None:
+                return refusal.render(request)
+        metrics: Optional[Metrics] = getattr(getattr(request, "site", None), "metrics", None)
+        if metrics is None:
+            return Refusal(404, "no metrics here").render(request)
+        return MetricsResource(metrics).render_GET(request)
+
     @staticmethod
     def _preflight(cors: CorsPolicy, request: Request) -> bytes:
         answer = cors.preflight(request.requestHeaders)
@@ -200,6 +225,9 @@ _ALLOW = ((b"Allow", b", ".join(FORWARDED_METHODS)),)
 HEALTH_PATHS = (b"/healthz", b"/readyz")
 """Answered by the gateway for load balancers, whatever the routes; never
 forwarded, never logged as streams, no token asked."""
+
+
+_UNLOGGED = (*HEALTH_PATHS, b"/metrics")
 
 
 def _health(request: Request, drain: Optional[Drain]) -> bytes:
@@ -394,6 +422,7 @@ class GatewaySite(Site):
         limits: Optional[RequestLimits] = None,
         maxBodyMemory: int = DEFAULT_MAX_BODY_MEMORY,
         streams: Optional[StreamLimits] = None,
+        metrics: Optional[Metrics] = None,
     ) -> None:
         """
         @param resource: The root resource; a L{GatewayResource} is asked
@@ -408,6 +437,8 @@ class GatewaySite(Site):
             by all connections together (C{503} beyond).
         @param streams: How many streams at once, in all and per client (no
             limit by default).
+        @param metrics: Where its streams are counted (metrics of its own by
+            default).
         """
         super().__init__(resource, timeout=clientTimeout)
         self.maxBody = maxBody
@@ -415,6 +446,7 @@ class GatewaySite(Site):
         self.bodies = _BodyMemory(maxBodyMemory)
         self.drain = Drain(self.reactor)
         self.streams = streams if streams is not None else StreamLimits()
+        self.metrics = metrics if metrics is not None else Metrics()
         self.descriptors = DescriptorGuard(self.reactor)
         self._admission = resource.refusal if isinstance(resource, GatewayResource) else None
 
@@ -482,10 +514,16 @@ class GatewaySite(Site):
 
         @param request: The request.
         """
-        if getattr(request, "streamRecord", None) is not None or request.path in HEALTH_PATHS:
+        if getattr(request, "streamRecord", None) is not None or request.path in _UNLOGGED:
             # A stream logs itself when it ends, however it ends; health
             # checks every few seconds are not worth a line each.
             return
         logAnswered(
-            request.getClientAddress(), request.method, request.uri, request.code, request.sentLength, self.reactor.seconds()
+            request.getClientAddress(),
+            request.method,
+            request.uri,
+            request.code,
+            request.sentLength,
+            self.reactor.seconds(),
+            self.metrics,
         )

@@ -88,7 +88,7 @@ def parseOrigin(text: str) -> bytes:
     return text.rstrip("/").encode("ascii")
 
 
-def _checkListen(description: str) -> str:
+def checkEndpoint(description: str, option: str = "--listen") -> str:
     # serverFromString only builds the endpoint: nothing listens yet, but a
     # description it cannot read is refused here, before twistd starts.
     from twisted.internet import reactor
@@ -96,7 +96,7 @@ def _checkListen(description: str) -> str:
     try:
         serverFromString(reactor, description)
     except Exception as e:
-        raise usage.UsageError(f"--listen {description!r}: {e}") from None
+        raise usage.UsageError(f"{option} {description!r}: {e}") from None
     return description
 
 
@@ -189,7 +189,7 @@ class PluginOptions(usage.Options):
         name twistd's files after the plugin where the user named none.
         """
         self._defaultsRead()
-        _checkListen(self["listen"])
+        checkEndpoint(self["listen"])
         parent = getattr(self, "parent", None)
         if parent is None:
             return

@@ -33,7 +33,6 @@ their path and their query string::
 
 from __future__ import annotations
 
-import hmac
 import re
 from errno import EMFILE, ENFILE
 from typing import Any, Callable, Optional, Sequence, cast
@@ -62,7 +61,7 @@ from twisted_stream._descriptors import OUT_OF_DESCRIPTORS, noteExhausted
 from twisted_stream._drain import DRAINING
 from twisted_stream._h2 import truncate
 from twisted_stream._http import PlainResource, textError
-from twisted_stream._refusal import Refusal
+from twisted_stream._refusal import Refusal, tokenRefusal
 from twisted_stream._retry import DeadlineAgent, NoResponseInTime
 from twisted_stream._streamlog import StreamRecord, clientOf
 from twisted_stream._wire import UpstreamProtocolError, whyBrokenOff
@@ -81,11 +80,6 @@ NOT_ORIGIN_FORM = "the request target must be a path (origin-form), not an absol
 """Why a request target such as C{http://other.host/} is refused."""
 
 _ALLOW = ((b"Allow", b", ".join(FORWARDED_METHODS)),)
-_UNAUTHORIZED = Refusal(
-    401,
-    "a valid Authorization: Bearer token is required",
-    ((b"WWW-Authenticate", b'Bearer realm="chunkproxy"'),),
-)
 
 _NO_BODY_UNLESS_SENT = {b"GET", b"HEAD", b"DELETE", b"OPTIONS"}
 
@@ -245,6 +239,7 @@ class _Exchange:
             clientOf(request.getClientAddress()),
             self.clock.seconds(),
             getattr(request, "route", None),
+            metrics=getattr(getattr(request, "site", None), "metrics", None),
         )
         # Logged here, at the stream's end, not by the site; cut off here
         # when a draining gateway's time runs out.
@@ -655,15 +650,10 @@ class StreamProxyResource(PlainResource):
                 problem = headerProblem(name, value)
                 if problem is not None:
                     return Refusal(400, f"request header {name[:40]!r} {problem}")
-        if self._requireToken is not None and not self._authorized(headers):
-            return _UNAUTHORIZED
+        if self._requireToken is not None:
+            refusal = tokenRefusal(headers, self._requireToken)
+            if refusal is not None:
+                return refusal
         if length is not None and length > self.maxBody:
             return self._tooLarge
         return None
-
-    def _authorized(self, headers: Headers) -> bool:
-        assert self._requireToken is not None
-        given = headers.getRawHeaders(b"authorization", [b""])[-1]
-        scheme, _, token = given.partition(b" ")
-        # Compared in constant time, so the timing tells nothing of the token.
-        return hmac.compare_digest(token.strip(), self._requireToken) and scheme.lower() == b"bearer"

@@ -11,6 +11,7 @@ from hyperlink import URL
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.python import usage
+from twisted.web.server import Site
 
 from twisted_stream._agent import UpstreamAgent, tlsPolicy
 from twisted_stream._cors import CorsPolicy
@@ -18,6 +19,7 @@ from twisted_stream._descriptors import FileLimitService
 from twisted_stream._drain import DrainService
 from twisted_stream._gc import GarbageCollectionService
 from twisted_stream._logformat import LOG_FORMATS, select
+from twisted_stream._metrics import Metrics, MetricsResource
 from twisted_stream._service import listeningService
 from twisted_stream._streamlimits import StreamLimits
 from twisted_stream._wire import ResponseLimits
@@ -31,6 +33,7 @@ from twisted_stream.gateway import (
 from twisted_stream.options import (
     PluginOptions,
     RouteOptions,
+    checkEndpoint,
     parseHeader,
     parseHTTPURL,
     parseOptionalSeconds,
@@ -218,6 +221,13 @@ class Options(PluginOptions):
             "PEM file of the CA certificates to trust for https:// upstreams, instead of the system's.",
         ],
         [
+            "metrics-listen",
+            None,
+            None,
+            "Endpoint description for Prometheus metrics at /metrics on a listener of their own"
+            " (by default they are at /metrics on --listen, behind --require-token).",
+        ],
+        [
             "log-format",
             None,
             "text",
@@ -281,6 +291,8 @@ class Options(PluginOptions):
         Check the options, and resolve C{--require-token}.
         """
         super().postOptions()
+        if self["metrics-listen"] is not None:
+            checkEndpoint(self["metrics-listen"], "--metrics-listen")
         if self["require-token"] is not None:
             try:
                 self["require-token"] = resolveSecret(self["require-token"], "--require-token").encode("utf-8")
@@ -352,8 +364,12 @@ def makeService(options: Options) -> IService:
         for route in options.allRoutes()
     ]
     cors = CorsPolicy(frozenset(options.corsOrigins), FORWARDED_METHODS) if options.corsOrigins else None
+    metrics = Metrics()
+    metricsListen = options["metrics-listen"]
     site = GatewaySite(
-        GatewayResource(routes, PageResource(), cors),
+        GatewayResource(
+            routes, PageResource(), cors, metricsHere=metricsListen is None, metricsToken=options["require-token"]
+        ),
         options["max-body"],
         options["client-timeout"],
         RequestLimits(
@@ -365,6 +381,7 @@ def makeService(options: Options) -> IService:
             options["max-streams-per-client"] or None,
             byToken=options["require-token"] is not None,
         ),
+        metrics,
     )
     service = MultiService()
     _PoolService(agent).setServiceParent(service)
@@ -374,4 +391,10 @@ def makeService(options: Options) -> IService:
     listeningService(
         reactor, options["listen"], site, "chunkproxy", [("page", ""), ("stream", "stream")], options["backlog"]
     ).setServiceParent(service)
+    if metricsListen is not None:
+        metricsSite = Site(MetricsResource(metrics))
+        metricsSite.displayTracebacks = False
+        listeningService(
+            reactor, metricsListen, metricsSite, "chunkproxy metrics", [("metrics", "")], options["backlog"]
+        ).setServiceParent(service)
     return service

@@ -1,0 +1,111 @@
+# -*- test-case-name: tests.test_metrics -*-
+"""
+Prometheus metrics, with prometheus-client, fed by the stream records as
+each stream ends (never from the per-chunk path), and served at
+C{/metrics} (see L{MetricsResource}).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+__all__ = ["BUCKETS", "Metrics", "MetricsResource"]
+
+BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+)  # fmt: skip
+"""Histogram buckets from 1 ms (a chunk's delay) to 10 min (a long answer)."""
+
+_UPSTREAM_ERRORS = {
+    "upstream_error": "unreachable_or_bad_response",
+    "upstream_timeout": "no_response_in_time",
+    "idle_timeout": "idle_mid_body",
+    "truncated": "broke_off_mid_body",
+}
+
+
+class Metrics:
+    """
+    The gateway's metrics, in a registry of their own (one per gateway, so
+    that tests and libraries do not share the process's global one).
+    """
+
+    def __init__(self, registry: Optional[CollectorRegistry] = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.inFlight = Gauge("chunkproxy_streams_in_flight", "Streams being answered now.", ["route"], registry=r)
+        self.requests = Counter(
+            "chunkproxy_requests", "Requests answered, by status and outcome.", ["route", "status", "outcome"], registry=r
+        )
+        self.ttfb = Histogram(
+            "chunkproxy_ttfb_seconds", "From the request to the first byte of body sent.", ["route"],
+            buckets=BUCKETS, registry=r,
+        )  # fmt: skip
+        self.duration = Histogram(
+            "chunkproxy_stream_duration_seconds", "From the request to the stream's end.", ["route"],
+            buckets=BUCKETS, registry=r,
+        )  # fmt: skip
+        self.bytesSent = Counter("chunkproxy_bytes_sent", "Bytes of body sent to clients.", ["route"], registry=r)
+        self.upstreamErrors = Counter(
+            "chunkproxy_upstream_errors", "Streams the upstream failed, by kind.", ["kind"], registry=r
+        )
+
+    def started(self, route: str) -> None:
+        """
+        A stream has begun.
+
+        @param route: Its route's prefix (empty for none).
+        """
+        self.inFlight.labels(route).inc()
+
+    def ended(
+        self, route: str, status: int, outcome: str, sent: int, ttfb: Optional[float], duration: Optional[float],
+        streamed: bool,
+    ) -> None:
+        """
+        A request has been answered.
+
+        @param route: Its route's prefix (empty for none).
+        @param status: The status the client got.
+        @param outcome: How it ended.
+        @param sent: Bytes of body sent.
+        @param ttfb: Seconds to its first byte of body, if any went.
+        @param duration: Seconds it took, for a stream.
+        @param streamed: Whether it was counted by L{started}.
+        """
+        if streamed:
+            self.inFlight.labels(route).dec()
+        self.requests.labels(route, str(status), outcome).inc()
+        if sent:
+            self.bytesSent.labels(route).inc(sent)
+        if ttfb is not None:
+            self.ttfb.labels(route).observe(ttfb)
+        if duration is not None:
+            self.duration.labels(route).observe(duration)
+        kind = _UPSTREAM_ERRORS.get(outcome)
+        if kind is not None:
+            self.upstreamErrors.labels(kind).inc()
+
+
+class MetricsResource(Resource):
+    """
+    The metrics in Prometheus's text format.
+    """
+
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
+        request.setHeader(b"Cache-Control", b"no-cache")
+        body: bytes = generate_latest(self._metrics.registry)
+        return body
