@@ -38,14 +38,19 @@ class _TLS:
 class GuardTests(SynchronousTestCase):
     def test_reserve(self) -> None:
         """
-        A descriptor within the reserve of the limit is refused, one below
-        is not; a TLS transport is judged by the socket under it; one
-        without a socket never.
+        With 5 descriptors held before the first client, a limit of 100 and
+        a reserve of 10: 42 clients fit (5 + 2 x 42 = 89, each may soon
+        hold an upstream connection too), the 43rd does not; one that
+        closes makes room again. A descriptor number within the reserve is
+        refused whatever the count; a TLS transport is judged by the socket
+        under it; one without a socket never.
         """
         guard = DescriptorGuard(Clock(), limit=100, reserve=10, log=_ExhaustionLog())
-        self.assertFalse(guard.exhausted(_Socket(89)))
+        admitted = [guard.exhausted(_Socket(5 + i)) for i in range(43)]
+        self.assertEqual(admitted, [False] * 42 + [True])
+        guard.closed()
+        self.assertFalse(guard.exhausted(_TLS(_Socket(47))))
         self.assertTrue(guard.exhausted(_Socket(90)))
-        self.assertTrue(guard.exhausted(_TLS(_Socket(99))))
         self.assertFalse(guard.exhausted(object()))
 
     def test_loggedOnceASecond(self) -> None:
@@ -54,6 +59,7 @@ class GuardTests(SynchronousTestCase):
         """
         clock = Clock()
         guard = DescriptorGuard(clock, limit=100, reserve=10, log=_ExhaustionLog())
+        guard.exhausted(_Socket(5))
         with capturedLogs() as events:
             for _ in range(5):
                 guard.exhausted(_Socket(95))

@@ -103,6 +103,7 @@ class GatewayChannel(HTTPChannel):
     maxHeaders = 2**31
 
     _arrival: Optional[IDelayedCall] = None
+    _counted = False
     _responding = False
     _refused = False
     _headLines = 0
@@ -119,6 +120,8 @@ class GatewayChannel(HTTPChannel):
         if self.site.descriptors.exhausted(self.transport):
             # Logged by the guard, once a second at most, not one by one.
             self.refuse(_OUT_OF_DESCRIPTORS, logged=False)
+        else:
+            self._counted = True
 
     def isSecure(self) -> bool:
         # Asked for every request (X-Forwarded-Proto), answered by adapting
@@ -270,6 +273,9 @@ class GatewayChannel(HTTPChannel):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stopDeadline()
+        if self._counted:
+            self._counted = False
+            self.site.descriptors.closed()
         super().connectionLost(reason)
         # A request refused before it was served stays in the queue, and it
         # and the channel refer to each other: a cycle per refused request

@@ -110,12 +110,13 @@ class DescriptorGuard:
 
     The kernel gives every new descriptor the lowest number free, so an
     accepted socket numbered M{n} means that M{n} descriptors below it are
-    in use: a number within C{reserve} of the soft limit means that the
-    upstream connections of the streams already open, and the log, are
-    about to find none. (Checked in constant time, unlike counting
-    C{/proc/self/fd}.) Descriptors can still run out after a burst of
-    connections each of which then wants its upstream connection: that
-    request gets C{503} too (see L{noteExhausted}).
+    in use; and each client connection open may soon want an upstream
+    connection as well. A new connection is refused when either count comes
+    within C{reserve} of the soft limit, so that the streams already open,
+    and the log, still find descriptors. (Checked in constant time, unlike
+    counting C{/proc/self/fd}.) Should they run out all the same (idle
+    upstream connections kept for reuse hold some), an upstream connection
+    that cannot be made gets C{503} too (see L{noteExhausted}).
     """
 
     def __init__(
@@ -133,12 +134,15 @@ class DescriptorGuard:
         self._limit = limit
         self._reserve = reserve
         self._exhaustion = log if log is not None else _exhaustion
+        self._base: Optional[int] = None
+        self.connections = 0
 
     def exhausted(self, transport: Any) -> bool:
         """
         @param transport: A new connection's transport (TLS or not).
         @return: Whether it should be refused (then it is counted, and
-            logged with the others at most once a second).
+            logged with the others at most once a second); if not, it is
+            counted among the open connections until L{closed}.
         """
         while not hasattr(transport, "fileno") and hasattr(transport, "transport"):
             transport = transport.transport
@@ -147,7 +151,22 @@ class DescriptorGuard:
             return False
         if self._limit is None:
             self._limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        if fileno() < self._limit - self._reserve:
+        number = fileno()
+        if self._base is None:
+            # What the process held before its first client.
+            self._base = number
+        # Each open client may soon hold an upstream connection too: a
+        # burst of clients accepted before their upstreams are connected
+        # must not find the descriptors gone then.
+        needed = max(number + 1, self._base + 2 * (self.connections + 1))
+        if needed <= self._limit - self._reserve:
+            self.connections += 1
             return False
         self._exhaustion.refused(self._clock, self._limit)
         return True
+
+    def closed(self) -> None:
+        """
+        A connection L{exhausted} let in has closed.
+        """
+        self.connections -= 1
