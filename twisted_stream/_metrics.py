@@ -55,6 +55,29 @@ class Metrics:
         self.upstreamErrors = Counter(
             "chunkproxy_upstream_errors", "Streams the upstream failed, by kind.", ["kind"], registry=r
         )
+        self.llmDeltas = Counter(
+            "chunkproxy_llm_deltas", "Content deltas of LLM answers forwarded.", ["route", "model"], registry=r
+        )
+        self.llmTokens = Counter(
+            "chunkproxy_llm_tokens", "Tokens LLM streams reported, by kind (prompt, completion).",
+            ["route", "model", "kind"], registry=r,
+        )  # fmt: skip
+
+    def llm(self, route: str, model: str, deltas: int, prompt: Optional[int], completion: Optional[int]) -> None:
+        """
+        Count what an LLM stream delivered.
+
+        @param route: Its route's prefix.
+        @param model: The model that answered.
+        @param deltas: Content deltas forwarded.
+        @param prompt: Prompt tokens it reported, if it did.
+        @param completion: Completion tokens it reported, if it did.
+        """
+        self.llmDeltas.labels(route, model).inc(deltas)
+        if prompt is not None:
+            self.llmTokens.labels(route, model, "prompt").inc(prompt)
+        if completion is not None:
+            self.llmTokens.labels(route, model, "completion").inc(completion)
 
     def started(self, route: str) -> None:
         """

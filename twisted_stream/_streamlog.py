@@ -116,6 +116,15 @@ class StreamRecord:
             outcome=outcome,
             **self.fields,
         )
+        if self.metrics is not None and "model" in self.fields:
+            fields = self.fields
+            self.metrics.llm(
+                self._route,
+                fields["model"] or "-",
+                fields["llm_deltas"],
+                fields["prompt_tokens"],
+                fields["completion_tokens"],
+            )
         if self.metrics is not None:
             self.metrics.ended(
                 self._route,

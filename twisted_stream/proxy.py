@@ -61,6 +61,7 @@ from twisted_stream._descriptors import OUT_OF_DESCRIPTORS, noteExhausted
 from twisted_stream._drain import DRAINING
 from twisted_stream._h2 import truncate
 from twisted_stream._http import PlainResource, textError
+from twisted_stream._llmusage import UsageReader
 from twisted_stream._refusal import Refusal, tokenRefusal
 from twisted_stream._retry import DeadlineAgent, NoResponseInTime
 from twisted_stream._streamlog import StreamRecord, clientOf
@@ -248,6 +249,7 @@ class _Exchange:
         self._pending: Optional[Deferred[IResponse]] = None
         self._producer: Optional[WatchedProducer] = None
         self._watch: Optional[BodyWatch] = None
+        self._usage: Optional[UsageReader] = None
 
     @property
     def _where(self) -> str:
@@ -273,6 +275,8 @@ class _Exchange:
 
     def _ended(self, outcome: str) -> None:
         self.phase = _DONE
+        if self._usage is not None:
+            self.record.fields.update(self._usage.fields())
         request = self.request
         # It and this exchange refer to each other until here.
         request.cutOff = None  # type: ignore[attr-defined]
@@ -319,6 +323,16 @@ class _Exchange:
             self._watch = BodyWatch(proxy.clock, request, write, proxy.idleTimeout, heartbeat, self._upstreamIdle)
             if heartbeat:
                 write = self._watch.trackEvents
+        if events:
+            # An LLM's answer, perhaps: read as it passes, after each piece
+            # has been written (never delaying one).
+            self._usage = reader = UsageReader()
+            forward = write
+
+            def write(data: bytes) -> None:
+                forward(data)
+                reader.feed(data)
+
         response.deliverBody(_UpstreamBody(self, write))
 
     def _failed(self, failure: Failure) -> None:
