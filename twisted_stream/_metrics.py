@@ -7,7 +7,7 @@ C{/metrics} (see L{MetricsResource}).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -39,6 +39,10 @@ class Metrics:
     def __init__(self, registry: Optional[CollectorRegistry] = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # Each labelled child, looked up once: prometheus-client's labels()
+        # takes a lock and builds a key at every call, at every stream's
+        # start and end.
+        self._children: dict[tuple[object, ...], Any] = {}
         self.inFlight = Gauge("chunkproxy_streams_in_flight", "Streams being answered now.", ["route"], registry=r)
         self.requests = Counter(
             "chunkproxy_requests", "Requests answered, by status and outcome.", ["route", "status", "outcome"], registry=r
@@ -73,11 +77,18 @@ class Metrics:
         @param prompt: Prompt tokens it reported, if it did.
         @param completion: Completion tokens it reported, if it did.
         """
-        self.llmDeltas.labels(route, model).inc(deltas)
+        self._child(self.llmDeltas, route, model).inc(deltas)
         if prompt is not None:
-            self.llmTokens.labels(route, model, "prompt").inc(prompt)
+            self._child(self.llmTokens, route, model, "prompt").inc(prompt)
         if completion is not None:
-            self.llmTokens.labels(route, model, "completion").inc(completion)
+            self._child(self.llmTokens, route, model, "completion").inc(completion)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def started(self, route: str) -> None:
         """
@@ -85,7 +96,7 @@ class Metrics:
 
         @param route: Its route's prefix (empty for none).
         """
-        self.inFlight.labels(route).inc()
+        self._child(self.inFlight, route).inc()
 
     def ended(
         self, route: str, status: int, outcome: str, sent: int, ttfb: Optional[float], duration: Optional[float],
@@ -102,18 +113,19 @@ class Metrics:
         @param duration: Seconds it took, for a stream.
         @param streamed: Whether it was counted by L{started}.
         """
+        child = self._child
         if streamed:
-            self.inFlight.labels(route).dec()
-        self.requests.labels(route, str(status), outcome).inc()
+            child(self.inFlight, route).dec()
+        child(self.requests, route, str(status), outcome).inc()
         if sent:
-            self.bytesSent.labels(route).inc(sent)
+            child(self.bytesSent, route).inc(sent)
         if ttfb is not None:
-            self.ttfb.labels(route).observe(ttfb)
+            child(self.ttfb, route).observe(ttfb)
         if duration is not None:
-            self.duration.labels(route).observe(duration)
+            child(self.duration, route).observe(duration)
         kind = _UPSTREAM_ERRORS.get(outcome)
         if kind is not None:
-            self.upstreamErrors.labels(kind).inc()
+            child(self.upstreamErrors, kind).inc()
 
 
 class MetricsResource(Resource):
