@@ -75,6 +75,24 @@ class StreamEventTests(TestCase):
         self.assertNotIn("sk-token", repr(events))
 
     @inlineCallbacks
+    def test_timeToFirstByte(self) -> Any:
+        """
+        The time to the first byte is the first piece's, not the last's: a
+        piece at once and one 0.4 s later give a TTFB well under the
+        duration.
+        """
+
+        def script(connection: RawConnection, head: bytes) -> None:
+            connection.tcp.write(_CHUNKED + b"2\r\nab\r\n")
+            reactor.callLater(0.4, connection.tcp.write, b"3\r\ncde\r\n0\r\n\r\n")
+
+        url = self.gateway(script)
+        events = yield self.streamEvents(lambda: fetch(url + "up/x"))
+        self.assertEqual([(e["chunks_sent"], e["bytes_sent"]) for e in events], [(2, 5)])
+        self.assertLess(events[0]["ttfb_ms"], 200)
+        self.assertGreaterEqual(events[0]["duration_ms"], 400)
+
+    @inlineCallbacks
     def test_upstreamError(self) -> Any:
         url = self.gateway(answerWith(b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n"))
         events = yield self.streamEvents(lambda: fetch(url + "up/x"))

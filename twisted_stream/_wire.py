@@ -504,8 +504,18 @@ class HTTP11UpstreamProtocol(Protocol):
             protocol.connectionLost(ended)
             return
         if self.state == _BODY:
-            self._deliver = protocol.dataReceived
+            self._deliver = self._deliverFirst
             self.resumeBody()
+
+    def _deliverFirst(self, data: bytes) -> None:
+        protocol = self._bodyProtocol
+        assert protocol is not None
+        protocol.dataReceived(data)
+        # Looked up once more, after the first piece, then kept: a body
+        # protocol may hand the rest to another callable on its first (the
+        # proxy's notes the first byte's time, then steps out of the path).
+        if self._deliver == self._deliverFirst and self._bodyProtocol is protocol:
+            self._deliver = protocol.dataReceived
 
     def _endBody(self, reason: Failure) -> None:
         protocol = self._bodyProtocol
