@@ -189,6 +189,18 @@ def chunkproxy(upstream: str, workdir: Path) -> Process:
     )
 
 
+def chunkproxyWorkers(upstream: str, workdir: Path) -> Process:
+    """
+    chunkproxy with C{--workers 2}, on both cores: this machine has two, so
+    the load shares one of them with it (say so beside its figures).
+    """
+    return Process(
+        "chunkproxy-w2",
+        pinned(f"{PROXY_CORE},{LOAD_CORE}", [str(BIN / "twistd"), "-n", "--pidfile=", "chunkproxy", "--listen", LISTEN,
+                                             "--upstream", upstream + "stream", "--workers", "2"]),
+    )
+
+
 def reverseProxy(upstream: str, workdir: Path) -> Process:
     port = int(upstream.rsplit(":", 1)[1].strip("/"))
     return Process("reverseproxy", pinned(PROXY_CORE, [sys.executable, str(HERE / "reverseproxy.py"), str(port)]))
@@ -260,11 +272,15 @@ def chunkproxyAt(revision: str, upstream: str, workdir: Path) -> Process:
 
 STARTERS: dict[str, Callable[[str, Path], Optional[Process]]] = {
     "chunkproxy": chunkproxy,
+    "chunkproxy-w2": chunkproxyWorkers,
     "reverseproxy": reverseProxy,
     "nginx": nginx,
     "goproxy": goproxy,
 }
-ORDER = ["direct", "chunkproxy", "reverseproxy", "nginx", "goproxy"]
+ORDER = ["direct", "chunkproxy", "chunkproxy-w2", "reverseproxy", "nginx", "goproxy"]
+DEFAULT_TARGETS = ["chunkproxy", "reverseproxy", "nginx", "goproxy"]
+"""What runs unless --targets says otherwise (chunkproxy-w2 is asked for by
+name: it needs the load's core too)."""
 
 
 # The load.
@@ -397,7 +413,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="every scenario small; exit 1 if a byte is lost")
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--targets", default=",".join(ORDER[1:]), help="comma-separated, besides direct")
+    parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
+                        help="comma-separated, besides direct; known: " + ", ".join(ORDER[1:]))
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--levels", help="the ladder's levels, comma-separated (to explore; default 100-4000)")
     parser.add_argument("--scenarios", default="S1,S2,S4,S5,S6", help="which scenarios (to explore)")
@@ -566,10 +583,10 @@ def report(samples: list[Sample]) -> str:
     direct = {s.round: s for s in samples if s.target == "direct" and s.scenario == "S1"}
     mid = 1000 if 1000 in levels or not levels else levels[-1]
     lines = [
-        f"| one core | capacity (streams) | p99 at {mid:,} | CPU at {mid:,} | CPU µs per chunk at {mid:,}"
-        " | CPU µs per new short stream (S6) | S6 TTFB p99 | S1 added delay p50 / p99"
+        f"| target | capacity (streams) | p99 at {mid:,} | CPU at {mid:,} | CPU µs per chunk at {mid:,}"
+        " | CPU µs per new short stream (S6) | S6 short streams/s | S6 TTFB p99 | S1 added delay p50 / p99"
         " | S4 RSS growth | S5 upstream closed after (p99) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t in targets:
         ladder = [s for s in samples if s.target == t and s.scenario == "S2"]
@@ -581,6 +598,7 @@ def report(samples: list[Sample]) -> str:
         cpu = [s.cpuSeconds / s.wallSeconds * 100 for s in atMid if s.cpuSeconds is not None]
         perChunk = [s.cpuSeconds * 1e6 / max(1, s.load["chunksReceived"]) for s in atMid if s.cpuSeconds is not None]
         perStream = [s.cpuSeconds * 1e6 / max(1, s.load["streams"]) for s in s6 if s.cpuSeconds is not None]
+        rate = [s.load["streams"] / s.wallSeconds for s in s6]
         added = [
             (s.load["delayP50Ms"] - direct[s.round].load["delayP50Ms"], s.load["delayP99Ms"] - direct[s.round].load[
                 "delayP99Ms"]) for s in s1 if s.round in direct
@@ -589,12 +607,12 @@ def report(samples: list[Sample]) -> str:
         lines.append(
             f"| **{t}** | {capacity(ladder):,} | {spread([s.load['delayP99Ms'] for s in atMid], '.1f')} ms"
             f" | {spread(cpu, '.0f')} % | {spread(perChunk, '.0f')} | {spread(perStream, '.0f')}"
-            f" | {spread([s.load['ttfbP99Ms'] for s in s6], '.1f')} ms"
+            f" | {spread(rate, '.0f')} | {spread([s.load['ttfbP99Ms'] for s in s6], '.1f')} ms"
             f" | {spread([a * 1000 for a, _ in added], '.0f')} / {spread([b * 1000 for _, b in added], '.0f')} µs"
             f" | {spread(growth, '.1f')} MiB | {', '.join(closed(s) for s in s5)} |"
             if t != "direct" else
             f"| direct (the load side alone) | {capacity(ladder):,} | {spread([s.load['delayP99Ms'] for s in atMid], '.1f')}"
-            f" ms | – | – | – | {spread([s.load['ttfbP99Ms'] for s in s6], '.1f')} ms | – | – |"
+            f" ms | – | – | – | {spread(rate, '.0f')} | {spread([s.load['ttfbP99Ms'] for s in s6], '.1f')} ms | – | – |"
             f" {', '.join(closed(s) for s in s5)} |"
         )
     lines += ["", "The ladder (S2): delay p50 / p99, TTFB p99, chunks delivered of sent, proxy CPU, RSS.", "",

@@ -6,6 +6,7 @@ process, and a real chunkproxy writing JSON lines.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
@@ -58,7 +59,7 @@ class JSONLineTests(SynchronousTestCase):
     def test_fields(self) -> None:
         """
         One JSON object on one line: time in UTC to the millisecond, level,
-        namespace, the message, and the event's own fields; a value JSON
+        namespace, the process id, the message, and the event's own fields; a value JSON
         cannot hold is its text.
         """
         line = jsonLine(_event(a="two\nlines", b=None, status=200, ratio=0.5, obj=object))
@@ -72,6 +73,7 @@ class JSONLineTests(SynchronousTestCase):
                 "time": "2025-12-02T05:30:00.250+00:00",
                 "level": "info",
                 "namespace": "chunkproxy.stream",
+                "pid": os.getpid(),
                 "message": "two\nlines None",
                 "a": "two\nlines",
                 "b": None,

@@ -19,12 +19,13 @@ from typing import Any, Callable, Optional
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from twisted_stream._refusal import Refusal
 
-__all__ = ["DRAINING", "Drain", "DrainService"]
+__all__ = ["DRAINING", "Drain", "DrainService", "exitCleanlyOnSignals"]
 
 DRAINING = Refusal(503, "the gateway is shutting down; send the request again", ((b"Retry-After", b"1"),))
 """The answer to a request that arrives while the gateway drains."""
@@ -115,15 +116,44 @@ class Drain:
             drained.callback(None)
 
 
+def exitCleanlyOnSignals() -> None:
+    """
+    Make SIGTERM and SIGINT stop the reactor (and so twistd's services)
+    with exit status 0: twistd's own handlers stop it too, but then the
+    process exits with the signal (status 143 for SIGTERM), which a
+    supervisor takes for a crash; a drained gateway exits 0.
+
+    Call it when the services start: the handlers are installed a turn
+    later, after the reactor has installed its own, which they replace.
+    """
+    from twisted.internet import reactor
+
+    def stop(number: int, frame: Any) -> None:
+        _log.info("received {signal}: draining, then stopping", signal=signal.Signals(number).name)
+        reactor.callFromThread(stopOnce)  # type: ignore[attr-defined]
+
+    def stopOnce() -> None:
+        # A second signal (a terminal sends SIGINT to the whole process
+        # group, which a supervisor may follow with SIGTERM) while stopping.
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            pass
+
+    def install() -> None:
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, stop)
+
+    reactor.callLater(0, install)
+
+
+_log = Logger()
+
+
 class DrainService(Service):
     """
-    Drains the gateway when twistd stops it, and makes SIGTERM and SIGINT
-    stop it: twistd's own handlers do too, but then the process exits with
-    the signal (status 143 for SIGTERM), which a supervisor takes for a
-    crash; a drained gateway exits 0.
+    Drains the gateway when twistd stops it (see L{exitCleanlyOnSignals}).
     """
-
-    _log = Logger()
 
     def __init__(self, drain: Drain, timeout: float) -> None:
         """
@@ -135,19 +165,7 @@ class DrainService(Service):
 
     def startService(self) -> None:
         super().startService()
-        from twisted.internet import reactor
-
-        def stop(number: int, frame: Any) -> None:
-            self._log.info("received {signal}: draining, then stopping", signal=signal.Signals(number).name)
-            reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
-
-        def install() -> None:
-            for number in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(number, stop)
-
-        # A turn later: the reactor installs its own handlers after the
-        # services have started, and these replace them.
-        reactor.callLater(0, install)
+        exitCleanlyOnSignals()
 
     def stopService(self) -> Any:
         super().stopService()

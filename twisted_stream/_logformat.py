@@ -13,6 +13,7 @@ one formats it once a second, to the same text.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, TextIO
@@ -68,7 +69,8 @@ _PLAIN = (str, int, float, bool, type(None))
 def jsonLine(event: LogEvent) -> Optional[str]:
     """
     An event as one JSON object on one line: C{time} (ISO 8601, UTC,
-    milliseconds), C{level}, C{namespace}, C{message} (the text), the
+    milliseconds), C{level}, C{namespace}, C{pid} (which of C{--workers}
+    wrote it), C{message} (the text), the
     event's own fields (values that are not JSON numbers, strings, booleans
     or null as their text), and C{traceback} for a failure.
 
@@ -86,6 +88,7 @@ def jsonLine(event: LogEvent) -> Optional[str]:
         ),
         "level": level.name if level is not None else None,
         "namespace": event.get("log_namespace"),
+        "pid": os.getpid(),
         "message": message,
     }
     for key, value in event.items():

@@ -3,6 +3,12 @@
 Prometheus metrics, with prometheus-client, fed by the stream records as
 each stream ends (never from the per-chunk path), and served at
 C{/metrics} (see L{MetricsResource}).
+
+Under C{--workers}, each worker keeps its metrics in files of its own in a
+folder the group shares (prometheus-client's multiprocess mode, chosen by
+C{PROMETHEUS_MULTIPROC_DIR} in the worker's environment), and whichever
+process answers C{/metrics} reads them all (L{groupRegistry}): the
+numbers are the whole group's, not one random worker's.
 """
 
 from __future__ import annotations
@@ -11,10 +17,11 @@ from typing import Any, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-__all__ = ["BUCKETS", "Metrics", "MetricsResource"]
+__all__ = ["BUCKETS", "Metrics", "MetricsResource", "groupRegistry"]
 
 BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -30,20 +37,41 @@ _UPSTREAM_ERRORS = {
 }
 
 
+def groupRegistry(path: str) -> CollectorRegistry:
+    """
+    @param path: The folder a group of workers keeps its metrics in.
+    @return: A registry that reads every worker's metrics from it, each
+        time it is collected: counters and histograms summed, the streams
+        in flight summed over the workers alive.
+    """
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=path)
+    return registry
+
+
 class Metrics:
     """
     The gateway's metrics, in a registry of their own (one per gateway, so
     that tests and libraries do not share the process's global one).
+
+    @ivar exposed: The registry that C{/metrics} shows: L{registry}, or a
+        group's (see L{groupRegistry}).
     """
 
-    def __init__(self, registry: Optional[CollectorRegistry] = None) -> None:
+    def __init__(
+        self, registry: Optional[CollectorRegistry] = None, exposed: Optional[CollectorRegistry] = None
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.exposed = exposed if exposed is not None else self.registry
         r = self.registry
         # Each labelled child, looked up once: prometheus-client's labels()
         # takes a lock and builds a key at every call, at every stream's
         # start and end.
         self._children: dict[tuple[object, ...], Any] = {}
-        self.inFlight = Gauge("chunkproxy_streams_in_flight", "Streams being answered now.", ["route"], registry=r)
+        self.inFlight = Gauge(
+            "chunkproxy_streams_in_flight", "Streams being answered now.", ["route"], registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
         self.requests = Counter(
             "chunkproxy_requests", "Requests answered, by status and outcome.", ["route", "status", "outcome"], registry=r
         )
@@ -135,12 +163,15 @@ class MetricsResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        """
+        @param registry: What to show (a L{Metrics}'s C{exposed}).
+        """
         super().__init__()
-        self._metrics = metrics
+        self._registry = registry
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"Content-Type", CONTENT_TYPE_LATEST.encode("ascii"))
         request.setHeader(b"Cache-Control", b"no-cache")
-        body: bytes = generate_latest(self._metrics.registry)
+        body: bytes = generate_latest(self._registry)
         return body

@@ -8,7 +8,7 @@ listen.
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 from urllib.parse import quote
 
 from twisted.application.internet import StreamServerEndpointService
@@ -60,12 +60,18 @@ class _AnnouncingEndpoint:
     _log = Logger()
 
     def __init__(
-        self, endpoint: IStreamServerEndpoint, name: str, paths: Sequence[tuple[str, str]], secure: bool
+        self,
+        endpoint: IStreamServerEndpoint,
+        name: str,
+        paths: Sequence[tuple[str, str]],
+        secure: bool,
+        then: Optional[Callable[[IListeningPort], object]],
     ) -> None:
         self._endpoint = endpoint
         self._name = name
         self._paths = paths
         self._secure = secure
+        self._then = then
 
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
         return self._endpoint.listen(factory).addCallback(self._announce)
@@ -74,6 +80,8 @@ class _AnnouncingEndpoint:
         url = baseURL(port, self._secure)
         where = ", ".join(f"{what}: {url}{path}" for what, path in self._paths)
         self._log.info("{name} listening on {url} ({where})", name=self._name, url=url, where=where)
+        if self._then is not None:
+            self._then(port)
         return port
 
 
@@ -148,6 +156,8 @@ def listeningService(
     name: str,
     paths: Sequence[tuple[str, str]],
     backlog: int = DEFAULT_BACKLOG,
+    then: Optional[Callable[[IListeningPort], object]] = None,
+    reactorForEndpoint: Optional[object] = None,
 ) -> StreamServerEndpointService:
     """
     A service that listens on an endpoint and logs its URLs when it does.
@@ -158,8 +168,11 @@ def listeningService(
     @param name: What to call the server in the log.
     @param paths: What to announce, as C{(what, path)} pairs.
     @param backlog: The listen backlog, where the description names none.
+    @param then: Called with the listening port, once it listens.
+    @param reactorForEndpoint: What the endpoint listens with, when not the
+        reactor itself (see L{twisted_stream._workers.inheritedListener}).
     @return: The service.
     """
-    endpoint = serverFromString(reactor, withBacklog(description, backlog))
+    endpoint = serverFromString(reactorForEndpoint or reactor, withBacklog(description, backlog))
     secure = description.split(":", 1)[0] in ("ssl", "tls")
-    return _ListeningService(_AnnouncingEndpoint(endpoint, name, paths, secure), factory, description)
+    return _ListeningService(_AnnouncingEndpoint(endpoint, name, paths, secure, then), factory, description)

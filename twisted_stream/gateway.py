@@ -205,7 +205,7 @@ class GatewayResource(PlainResource):
         metrics: Optional[Metrics] = getattr(getattr(request, "site", None), "metrics", None)
         if metrics is None:
             return Refusal(404, "no metrics here").render(request)
-        return MetricsResource(metrics).render_GET(request)
+        return MetricsResource(metrics.exposed).render_GET(request)
 
     @staticmethod
     def _preflight(cors: CorsPolicy, request: Request) -> bytes:

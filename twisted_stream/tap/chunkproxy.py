@@ -6,8 +6,12 @@ C{twistd chunkproxy}: the streaming gateway and its page as a twistd plugin.
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
+from typing import Any, Optional, Sequence
 
 from hyperlink import URL
+from prometheus_client import CollectorRegistry
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.python import usage
@@ -19,10 +23,19 @@ from twisted_stream._descriptors import FileLimitService
 from twisted_stream._drain import DrainService
 from twisted_stream._gc import GarbageCollectionService
 from twisted_stream._logformat import LOG_FORMATS, select
-from twisted_stream._metrics import Metrics, MetricsResource
+from twisted_stream._metrics import Metrics, MetricsResource, groupRegistry
 from twisted_stream._service import listeningService
 from twisted_stream._streamlimits import StreamLimits
 from twisted_stream._wire import ResponseLimits
+from twisted_stream._workers import (
+    NotAccepting,
+    ParentWatch,
+    WorkerPool,
+    inheritedListener,
+    parseWorkers,
+    workerCommand,
+    workerNumber,
+)
 from twisted_stream.gateway import (
     DEFAULT_MAX_BODY_MEMORY,
     GatewayResource,
@@ -125,6 +138,14 @@ class Options(PluginOptions):
             "Seconds a client connection may send nothing (while no response streams to it)"
             " before it is closed.",
             parseTimeout,
+        ],
+        [
+            "workers",
+            None,
+            "1",
+            "Processes serving --listen together, each on a core of its own (auto: one per core);"
+            " one that dies is replaced. Limits below hold per worker.",
+            parseWorkers,
         ],
         [
             "max-streams",
@@ -249,6 +270,12 @@ class Options(PluginOptions):
         self.routes: list[RouteOptions] = []
         self.injectHeaders: list[tuple[bytes, bytes]] = []
         self.corsOrigins: list[bytes] = []
+        self.arguments: list[str] = []
+
+    def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
+        # Kept as given: each of --workers runs with them again.
+        self.arguments = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def opt_cors_origin(self, text: str) -> None:
         """
@@ -330,15 +357,62 @@ class Options(PluginOptions):
         ]
 
 
+_PATHS = [("page", ""), ("stream", "stream")]
+
+
 def makeService(options: Options) -> IService:
     """
-    Build the gateway's service.
+    Build the gateway's service: the gateway itself, or, with
+    C{--workers} above 1, the parent of that many (each, run again with the
+    same options, a gateway serving the parent's listening socket).
 
     @param options: The parsed command line.
     @return: A service that serves the routes and the page on C{--listen}.
     """
     from twisted.internet import reactor
 
+    worker = workerNumber()
+    if worker is None and options["workers"] > 1:
+        return _groupService(reactor, options)
+    return _gatewayService(reactor, options, worker)
+
+
+def _groupService(reactor: Any, options: Options) -> IService:
+    folder = tempfile.mkdtemp(prefix="chunkproxy-metrics-")
+    twistdConfig = getattr(options, "parent", None) or {}
+    pool = WorkerPool(
+        reactor,
+        options["workers"],
+        lambda number: workerCommand(options.tapname, options.arguments, twistdConfig, number),
+        folder,
+        grace=options["drain-timeout"] + 5,
+    )
+    service = MultiService()
+    listeningService(
+        reactor,
+        options["listen"],
+        NotAccepting(),
+        "chunkproxy",
+        _PATHS,
+        options["backlog"],
+        then=pool.adopt,
+        reactorForEndpoint=pool.binding,
+    ).setServiceParent(service)
+    pool.setServiceParent(service)
+    if options["metrics-listen"] is not None:
+        _metricsService(reactor, options, groupRegistry(folder)).setServiceParent(service)
+    return service
+
+
+def _metricsService(reactor: Any, options: Options, registry: CollectorRegistry) -> IService:
+    metricsSite = Site(MetricsResource(registry))
+    metricsSite.displayTracebacks = False
+    return listeningService(
+        reactor, options["metrics-listen"], metricsSite, "chunkproxy metrics", [("metrics", "")], options["backlog"]
+    )
+
+
+def _gatewayService(reactor: Any, options: Options, worker: Optional[int]) -> IService:
     agent = UpstreamAgent(
         reactor,
         tlsPolicy(options["upstream-ca"]),
@@ -364,8 +438,9 @@ def makeService(options: Options) -> IService:
         for route in options.allRoutes()
     ]
     cors = CorsPolicy(frozenset(options.corsOrigins), FORWARDED_METHODS) if options.corsOrigins else None
-    metrics = Metrics()
-    metricsListen = options["metrics-listen"]
+    # A worker's metrics are the group's; the parent serves --metrics-listen.
+    metrics = Metrics(exposed=groupRegistry(os.environ["PROMETHEUS_MULTIPROC_DIR"])) if worker else Metrics()
+    metricsListen = None if worker else options["metrics-listen"]
     site = GatewaySite(
         GatewayResource(
             routes, PageResource(), cors, metricsHere=metricsListen is None, metricsToken=options["require-token"]
@@ -389,12 +464,16 @@ def makeService(options: Options) -> IService:
     FileLimitService().setServiceParent(service)
     DrainService(site.drain, options["drain-timeout"]).setServiceParent(service)
     listeningService(
-        reactor, options["listen"], site, "chunkproxy", [("page", ""), ("stream", "stream")], options["backlog"]
+        reactor,
+        options["listen"],
+        site,
+        f"chunkproxy worker {worker}" if worker else "chunkproxy",
+        _PATHS,
+        options["backlog"],
+        reactorForEndpoint=inheritedListener(reactor) if worker else None,
     ).setServiceParent(service)
+    if worker:
+        ParentWatch().setServiceParent(service)
     if metricsListen is not None:
-        metricsSite = Site(MetricsResource(metrics))
-        metricsSite.displayTracebacks = False
-        listeningService(
-            reactor, metricsListen, metricsSite, "chunkproxy metrics", [("metrics", "")], options["backlog"]
-        ).setServiceParent(service)
+        _metricsService(reactor, options, metrics.exposed).setServiceParent(service)
     return service

@@ -1,0 +1,334 @@
+"""
+Tests for L{twisted_stream._workers}: the pool's supervision on a clock,
+and real C{twistd chunkproxy --workers 2} groups serving, replacing a
+killed worker, draining on SIGTERM, and reporting their metrics together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from typing import Any, Optional
+
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectionRefusedError, ProcessDone, ProcessTerminated
+from twisted.internet.task import Clock, deferLater
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tests.support import RawClient, Server, fetch, reactor, startTwistd
+from tests.test_integration import curl
+from twisted_stream._workers import WORKER_VARIABLE, WorkerPool, parseWorkers, workerCommand, workerNumber
+
+
+class ParseWorkersTests(SynchronousTestCase):
+    def test_auto(self) -> None:
+        """
+        C{auto} is the number of cores the process may run on.
+        """
+        self.assertEqual(parseWorkers("auto"), len(os.sched_getaffinity(0)))
+
+    def test_number(self) -> None:
+        self.assertEqual(parseWorkers("3"), 3)
+
+    def test_bad(self) -> None:
+        for text in ("0", "-1", "two", "1.5", ""):
+            with self.assertRaises(ValueError):
+                parseWorkers(text)
+
+
+class WorkerCommandTests(SynchronousTestCase):
+    def test_logsWhereTheParentDoes(self) -> None:
+        """
+        A worker is twistd in the foreground with the parent's plugin
+        options, without a pidfile; it logs to standard output when the
+        parent does, else to a file of its own beside the parent's.
+        """
+        command = workerCommand("chunkproxy", ["--workers", "2"], {"nodaemon": True, "logfile": None}, 1)
+        self.assertEqual(command[-5:], ["--pidfile=", "--logfile=-", "chunkproxy", "--workers", "2"])
+        self.assertIn("--nodaemon", command)
+        command = workerCommand("chunkproxy", [], {"nodaemon": False, "logfile": "/var/log/cp.log"}, 2)
+        self.assertIn("--logfile=/var/log/cp.worker2.log", command)
+        command = workerCommand("chunkproxy", [], {"syslog": True, "prefix": "gw"}, 2)
+        self.assertIn("--syslog", command)
+        self.assertIn("--prefix=gw", command)
+
+    def test_workerNumber(self) -> None:
+        self.assertIsNone(workerNumber({}))
+        self.assertEqual(workerNumber({WORKER_VARIABLE: "2"}), 2)
+
+
+class _FakeTransport:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.signals: list[str] = []
+
+    def closeStdin(self) -> None:
+        pass
+
+    def signalProcess(self, name: str) -> None:
+        self.signals.append(name)
+
+
+class _ProcessReactor(Clock):
+    """
+    A clock that spawns fake processes and remembers them.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spawned: list[tuple[Any, list[str], dict[int, Any], _FakeTransport]] = []
+
+    def spawnProcess(self, protocol: Any, executable: str, args: list[str], env: Any, path: str,
+                     childFDs: dict[int, Any]) -> _FakeTransport:  # fmt: skip
+        transport = _FakeTransport(1000 + len(self.spawned))
+        self.spawned.append((protocol, args, childFDs, transport))
+        return transport
+
+
+class _Port:
+    def __init__(self, descriptor: int) -> None:
+        self.descriptor = descriptor
+        self.reading = True
+        self.listening = True
+
+    def stopReading(self) -> None:
+        self.reading = False
+
+    def stopListening(self) -> None:
+        self.listening = False
+
+    def fileno(self) -> int:
+        return self.descriptor
+
+
+def _died(code: Optional[int] = None, signal: Optional[int] = None) -> Failure:
+    if code == 0:
+        return Failure(ProcessDone(0))
+    return Failure(ProcessTerminated(code, signal))
+
+
+class WorkerPoolTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.reactor = _ProcessReactor()
+        self.folder = self.mktemp()
+        os.makedirs(self.folder)
+        self.pool = WorkerPool(self.reactor, 2, lambda n: ["twistd", f"w{n}"], self.folder, grace=10)
+        # As the parent's listening service would have bound them.
+        self.ports = [_Port(7), _Port(8)]
+        self.pool.binding.ports.extend(self.ports)
+        self.pool.adopt(self.ports[0])  # type: ignore[arg-type]
+        self.pool.startService()
+
+    def test_startsEach(self) -> None:
+        """
+        The parent's sockets stop accepting; each worker gets one of them as
+        its descriptor 3, and a command of its own.
+        """
+        self.assertEqual([port.reading for port in self.ports], [False, False])
+        self.assertEqual([args for _, args, _, _ in self.reactor.spawned], [["twistd", "w1"], ["twistd", "w2"]])
+        self.assertEqual([fds[3] for _, _, fds, _ in self.reactor.spawned], [7, 8])
+
+    def test_replacedAtOnce(self) -> None:
+        """
+        A worker that dies after its first second is replaced at once, with
+        its number and its socket.
+        """
+        self.reactor.advance(5)
+        protocol, _, _, _ = self.reactor.spawned[0]
+        protocol.processEnded(_died(signal=signal.SIGKILL))
+        self.reactor.advance(0)
+        self.assertEqual(len(self.reactor.spawned), 3)
+        self.assertEqual(self.reactor.spawned[2][1], ["twistd", "w1"])
+        self.assertEqual(self.reactor.spawned[2][2][3], 7)
+
+    def test_crashLoopSlowed(self) -> None:
+        """
+        One that dies within its first second is replaced a second later,
+        not at once: a worker that cannot start does not spin.
+        """
+        protocol, _, _, _ = self.reactor.spawned[1]
+        protocol.processEnded(_died(code=1))
+        self.reactor.advance(0.9)
+        self.assertEqual(len(self.reactor.spawned), 2)
+        self.reactor.advance(0.1)
+        self.assertEqual(self.reactor.spawned[2][1], ["twistd", "w2"])
+
+    def test_stopDrainsEach(self) -> None:
+        """
+        Stopping sends each worker SIGTERM and fires once the last has
+        exited; none is replaced meanwhile, and the metrics folder goes.
+        The sockets close (the first is the listening service's to close).
+        """
+        stopped = self.pool.stopService()
+        self.assertEqual([port.listening for port in self.ports], [True, False])
+        self.assertEqual([t.signals for _, _, _, t in self.reactor.spawned], [["TERM"], ["TERM"]])
+        self.reactor.spawned[0][0].processEnded(_died(code=0))
+        self.assertNoResult(stopped)
+        self.reactor.spawned[1][0].processEnded(_died(code=0))
+        self.successResultOf(stopped)
+        self.reactor.advance(5)
+        self.assertEqual(len(self.reactor.spawned), 2)
+        self.assertFalse(os.path.exists(self.folder))
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_killedAfterGrace(self) -> None:
+        """
+        A worker still running C{grace} seconds after SIGTERM is killed.
+        """
+        stopped = self.pool.stopService()
+        self.reactor.spawned[0][0].processEnded(_died(code=0))
+        self.reactor.advance(10)
+        self.assertEqual(self.reactor.spawned[1][3].signals, ["TERM", "KILL"])
+        self.reactor.spawned[1][0].processEnded(_died(signal=signal.SIGKILL))
+        self.successResultOf(stopped)
+
+
+def _streamEvents(server: Server) -> list[dict[str, Any]]:
+    return [
+        record
+        for record in (json.loads(line) for line in server.output.splitlines() if line.startswith("{"))
+        if record["namespace"] == "chunkproxy.stream"
+    ]
+
+
+def _workerPids(server: Server) -> list[int]:
+    found = re.findall(r"workers started \(pids ([\d ]+)\)", server.output)
+    assert found, server.output
+    return [int(pid) for pid in found[0].split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped) is gone too.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+class GroupTests(TestCase):
+    """
+    A real C{chunkproxy --workers 2} before a real C{chunkgen}.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def startGroup(self, *options: str) -> Any:
+        generator: Server = yield startTwistd(self, "chunkgen")
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--upstream", generator.url + "generate", "--workers", "2", "--log-format", "json",
+            *options,
+        )  # fmt: skip
+        # The parent listens first, then starts the workers.
+        while "workers started" not in proxy.output:
+            yield deferLater(reactor, 0.05, lambda: None)
+        return proxy
+
+    @inlineCallbacks
+    def streams(self, proxy: Server, count: int, path: str = "stream?count=5&interval=0.05") -> Any:
+        exchanges = yield gatherResults([fetch(proxy.url + path) for _ in range(count)])
+        return exchanges
+
+    @inlineCallbacks
+    def test_bothServeOneSocket(self) -> Any:
+        """
+        Streams made at once are served by both workers (the stream events
+        carry two process ids, neither the parent's), each whole; C{/metrics},
+        from whichever worker answers, counts every stream of the group.
+        """
+        proxy = yield self.startGroup()
+        workers = set(_workerPids(proxy))
+        total = 0
+        for _ in range(10):
+            exchanges = yield self.streams(proxy, 20)
+            total += len(exchanges)
+            for exchange in exchanges:
+                self.assertEqual(exchange.status, 200)
+                self.assertEqual(exchange.body.count(b"Chunk "), 5)
+            yield deferLater(reactor, 0.1, lambda: None)
+            if len({event["pid"] for event in _streamEvents(proxy)}) == 2:
+                break
+        self.assertEqual({event["pid"] for event in _streamEvents(proxy)}, workers)
+        for _ in range(4):
+            scraped = yield fetch(proxy.url + "metrics")
+            families = {f.name: f for f in text_string_to_metric_families(scraped.body.decode("utf-8"))}
+            requests = [s for s in families["chunkproxy_requests"].samples if s.name.endswith("_total")]
+            self.assertEqual(
+                [(s.labels, s.value) for s in requests],
+                [({"route": "/stream", "status": "200", "outcome": "complete"}, float(total))],
+            )
+            inFlight = families["chunkproxy_streams_in_flight"].samples
+            self.assertEqual([(s.labels, s.value) for s in inFlight], [({"route": "/stream"}, 0.0)])
+
+    @inlineCallbacks
+    def test_deadWorkerReplaced(self) -> Any:
+        """
+        A worker killed with SIGKILL is replaced within a second, logged with
+        how it died; streams asked for meanwhile are all served whole (they
+        wait in the socket's queue, which the parent keeps).
+        """
+        proxy = yield self.startGroup()
+        first, second = _workerPids(proxy)
+        # Past the first second of its life, which is slowed down as a
+        # crash loop's would be.
+        yield deferLater(reactor, 1.2, lambda: None)
+        killed = reactor.seconds()
+        os.kill(first, signal.SIGKILL)
+        exchanges = yield self.streams(proxy, 10)
+        self.assertEqual([e.body.count(b"Chunk ") for e in exchanges], [5] * 10)
+        while proxy.output.count("chunkproxy worker 1 listening on") < 2:
+            self.assertLess(reactor.seconds() - killed, 1.0, proxy.output[-2000:])
+            yield deferLater(reactor, 0.02, lambda: None)
+        self.assertIn(f"worker 1 (pid {first}) was killed by SIGKILL; starting another", proxy.output)
+        self.assertTrue(_alive(second))
+
+    @inlineCallbacks
+    def test_SIGTERMDrainsEveryWorker(self) -> Any:
+        """
+        SIGTERM to the parent while each worker streams: every stream
+        completes whole, new connections are refused, the parent exits 0
+        within a second of the last stream's end, and no worker is left.
+        """
+        proxy = yield self.startGroup()
+        workers = _workerPids(proxy)
+        clients = [curl(proxy.url + "stream?count=30&interval=0.1") for _ in range(12)]
+        yield deferLater(reactor, 1.0, lambda: None)
+        exited = proxy.stopWith("TERM")
+        yield deferLater(reactor, 0.3, lambda: None)
+        yield self.assertFailure(
+            connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", proxy.port), RawClient(b"")),
+            ConnectionRefusedError,
+        )
+        codes = yield gatherResults([client.exitCode for client in clients])
+        streamsEnded = reactor.seconds()
+        self.assertEqual(codes, [0] * 12, [c.stderr for c in clients])
+        for client in clients:
+            self.assertEqual(len([line for _, line in client.lines if line.startswith(b"Chunk ")]), 30)
+        when, exitCode = yield exited
+        self.assertEqual(exitCode, 0)
+        self.assertLess(when - streamsEnded, 1.0)
+        self.assertEqual([pid for pid in workers if _alive(pid)], [])
+        self.assertEqual({event["pid"] for event in _streamEvents(proxy)}, set(workers))
+
+    @inlineCallbacks
+    def test_orphanedWorkersStop(self) -> Any:
+        """
+        A parent killed with SIGKILL (no chance to stop its workers): they
+        notice within a couple of seconds and stop, rather than serve on
+        unsupervised.
+        """
+        proxy = yield self.startGroup()
+        workers = _workerPids(proxy)
+        os.kill(proxy.pid, signal.SIGKILL)
+        deadline = reactor.seconds() + 3
+        while any(_alive(pid) for pid in workers):
+            self.assertLess(reactor.seconds(), deadline, "workers outlived their parent")
+            yield deferLater(reactor, 0.1, lambda: None)
+

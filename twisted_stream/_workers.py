@@ -1,0 +1,431 @@
+# -*- test-case-name: tests.test_workers -*-
+"""
+C{--workers N}: one listening address, served by N worker processes, each a
+reactor of its own, kept at N by their parent.
+
+The parent binds N sockets on the address with C{SO_REUSEPORT} (the
+kernel spreads new connections over them by a hash of each connection's
+addresses, so long-lived streams are shared out evenly, where workers
+accepting from one shared socket leave most to whichever wakes first),
+never accepts on them, and hands worker I{i} the I{i}-th as its
+descriptor 3; a worker adopts it (L{inheritedListener}) and serves it as a
+single gateway would. The parent keeps every socket open: connections
+queued on the socket of a worker that died wait there for the one started
+in its place (within a second), instead of being reset with it. (A UNIX
+socket cannot be shared out so: its workers share the one socket.)
+
+A worker is C{twistd -n chunkproxy} run again with the parent's plugin
+options (L{workerCommand}); C{CHUNKPROXY_WORKER} in its environment tells it
+that it is one. Its metrics go to files in a folder the group shares
+(prometheus-client's multiprocess mode), so that C{/metrics}, from any
+worker or the parent's C{--metrics-listen}, is the whole group's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import sys
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from prometheus_client.multiprocess import mark_process_dead
+from twisted.application.service import Service
+from twisted.internet import tcp
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+
+from twisted_stream._drain import exitCleanlyOnSignals
+
+__all__ = [
+    "LISTENING_DESCRIPTOR",
+    "WORKER_VARIABLE",
+    "NotAccepting",
+    "ParentWatch",
+    "WorkerPool",
+    "inheritedListener",
+    "parseWorkers",
+    "workerCommand",
+    "workerNumber",
+]
+
+WORKER_VARIABLE = "CHUNKPROXY_WORKER"
+"""Set, to its number (from 1), in a worker's environment."""
+
+_PARENT_VARIABLE = "CHUNKPROXY_PARENT"
+"""Set, to its parent's process id, in a worker's environment: a parent that
+died while the worker started would otherwise go unnoticed."""
+
+LISTENING_DESCRIPTOR = 3
+"""The descriptor a worker finds the listening socket on."""
+
+_log = Logger()
+
+
+def parseWorkers(text: str) -> int:
+    """
+    @param text: C{auto}, or a whole number from 1.
+    @return: How many workers: C{auto} is the number of cores this process
+        may run on (its CPU affinity, as C{taskset} sets it).
+    @raise ValueError: For anything else.
+    """
+    if text == "auto":
+        return len(os.sched_getaffinity(0))
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"must be auto or a whole number from 1, not {text!r}")
+    return int(text)
+
+
+def workerNumber(environ: Mapping[str, str] = os.environ) -> Optional[int]:
+    """
+    @return: This process's number as a worker, or L{None} when it is not one.
+    """
+    value = environ.get(WORKER_VARIABLE)
+    return int(value) if value else None
+
+
+def workerCommand(
+    tapname: str, pluginArguments: Sequence[str], twistdConfig: Mapping[str, Any], number: int
+) -> list[str]:
+    """
+    The command line of a worker.
+
+    @param tapname: The plugin, such as C{chunkproxy}.
+    @param pluginArguments: The parent's plugin options, as given.
+    @param twistdConfig: The parent's twistd options.
+    @param number: The worker's number.
+    @return: C{twistd} again, in the foreground, without a pidfile, logging
+        where the parent logs: to standard output (shared) when the parent
+        does, else to a file of its own beside the parent's, C{NAME.log}
+        becoming C{NAME.worker2.log} (one log file cannot be rotated by
+        several processes).
+    """
+    logfile = twistdConfig.get("logfile")
+    if logfile == "-" or (twistdConfig.get("nodaemon") and not logfile):
+        where = "-"
+    else:
+        root, extension = os.path.splitext(logfile or f"{tapname}.log")
+        where = f"{root}.worker{number}{extension}"
+    command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile="]
+    if twistdConfig.get("syslog"):
+        command += ["--syslog", f"--prefix={twistdConfig.get('prefix') or tapname}"]
+    else:
+        command.append(f"--logfile={where}")
+    return [*command, tapname, *pluginArguments]
+
+
+class NotAccepting(Factory):
+    """
+    The factory of the socket the parent binds for its workers: it is never
+    asked for a protocol (the parent does not accept), and says nothing.
+    """
+
+    noisy = False
+
+
+class _ReusePort(tcp.Port):
+    """
+    A TCP port bound with C{SO_REUSEPORT}: several bound to one address
+    share its new connections.
+    """
+
+    def createInternetSocket(self) -> socket.socket:
+        skt: socket.socket = super().createInternetSocket()
+        skt.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        return skt
+
+
+class _Binding:
+    """
+    A reactor whose C{listenTCP} and C{listenSSL} bind one socket per
+    worker, with C{SO_REUSEPORT}, on the address an endpoint description
+    names (the port the first was given, for port 0); C{listenUNIX} binds
+    one. TLS is the workers' business: the parent never accepts.
+
+    @ivar ports: What was bound.
+    """
+
+    def __init__(self, reactor: Any, count: int) -> None:
+        self._reactor = reactor
+        self._count = count
+        self.ports: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def listenTCP(self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = "") -> IListeningPort:
+        for _ in range(self._count):
+            bound = _ReusePort(port, factory, backlog, interface, self._reactor)
+            bound.startListening()
+            self.ports.append(bound)
+            port = bound.getHost().port
+        first: IListeningPort = self.ports[0]
+        return first
+
+    def listenSSL(
+        self, port: int, factory: IProtocolFactory, contextFactory: Any, backlog: int = 50, interface: str = ""
+    ) -> IListeningPort:
+        return self.listenTCP(port, factory, backlog, interface)
+
+    def listenUNIX(
+        self, address: str, factory: IProtocolFactory, backlog: int = 50, mode: int = 0o666, wantPID: int = 0
+    ) -> IListeningPort:
+        bound: IListeningPort = self._reactor.listenUNIX(address, factory, backlog, mode, wantPID)
+        self.ports.append(bound)
+        return bound
+
+
+class _InheritedSocket:
+    """
+    A reactor whose C{listenTCP}, C{listenSSL} and C{listenUNIX} adopt an
+    inherited listening socket instead of binding one: an endpoint parsed
+    from the same description as the parent's listens on the parent's
+    socket, TLS and all.
+    """
+
+    def __init__(self, reactor: Any, descriptor: int) -> None:
+        self._reactor = reactor
+        self._descriptor = descriptor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def _adopt(self, factory: IProtocolFactory) -> IListeningPort:
+        inherited = socket.socket(fileno=self._descriptor)
+        family = inherited.family
+        inherited.detach()
+        port: IListeningPort = self._reactor.adoptStreamPort(self._descriptor, family, factory)
+        # Twisted listens on a duplicate.
+        os.close(self._descriptor)
+        return port
+
+    def listenTCP(self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = "") -> IListeningPort:
+        return self._adopt(factory)
+
+    def listenSSL(
+        self, port: int, factory: IProtocolFactory, contextFactory: Any, backlog: int = 50, interface: str = ""
+    ) -> IListeningPort:
+        # As the reactor's own listenSSL does.
+        return self._adopt(TLSMemoryBIOFactory(contextFactory, False, factory))
+
+    def listenUNIX(
+        self, address: str, factory: IProtocolFactory, backlog: int = 50, mode: int = 0o666, wantPID: int = 0
+    ) -> IListeningPort:
+        return self._adopt(factory)
+
+
+def inheritedListener(reactor: Any, descriptor: int = LISTENING_DESCRIPTOR) -> Any:
+    """
+    @param reactor: The reactor.
+    @param descriptor: The inherited listening socket.
+    @return: What an endpoint should listen with to serve that socket.
+    """
+    return _InheritedSocket(reactor, descriptor)
+
+
+class _Worker(ProcessProtocol):
+    """
+    One worker process, as its parent sees it.
+    """
+
+    def __init__(self, number: int, startedAt: float, exited: Callable[[_Worker, Failure], None]) -> None:
+        self.number = number
+        self.startedAt = startedAt
+        self.pid: Optional[int] = None
+        self.ended: Deferred[None] = Deferred()
+        self._exited = exited
+
+    def processEnded(self, reason: Failure) -> None:
+        self._exited(self, reason)
+        self.ended.callback(None)
+
+
+class WorkerPool(Service):
+    """
+    N worker processes serving one listening socket, kept at N.
+
+    Its phases:
+
+      - I{binding}: the parent's listening service binds the sockets with
+        L{binding} and hands them over (L{adopt}); the parent never
+        accepts on them;
+      - I{running}: a worker that exits, whatever the reason, is logged
+        and replaced: at once, or a second after it started if it lived
+        less than that (one that cannot start must not spin);
+      - I{stopping}: each worker is sent SIGTERM and drains as a single
+        gateway does; the pool has stopped when the last has exited (any
+        still running C{grace} seconds later are killed).
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        count: int,
+        command: Callable[[int], list[str]],
+        metricsFolder: str,
+        grace: float,
+    ) -> None:
+        """
+        @param reactor: The reactor.
+        @param count: How many workers.
+        @param command: A worker's command line, given its number.
+        @param metricsFolder: Where the workers keep their metrics; removed
+            when the pool has stopped.
+        @param grace: Seconds the workers may take to stop before they are
+            killed.
+        """
+        self._reactor = reactor
+        self._count = count
+        self._command = command
+        self._metricsFolder = metricsFolder
+        self._grace = grace
+        self._binding = _Binding(reactor, count)
+        self._descriptors: list[int] = []
+        self._workers: dict[int, tuple[_Worker, Any]] = {}
+        self._stopping = False
+
+    @property
+    def binding(self) -> Any:
+        """
+        @return: What the parent's endpoint should listen with: it binds a
+            socket for each worker.
+        """
+        return self._binding
+
+    def adopt(self, port: IListeningPort) -> None:
+        """
+        Take the sockets the parent has just bound with L{binding}, to hand
+        them to the workers; they stop accepting here, before the reactor
+        could let them.
+
+        @param port: The first of them.
+        """
+        for bound in self._binding.ports:
+            bound.stopReading()
+            self._descriptors.append(bound.fileno())
+
+    def startService(self) -> None:
+        super().startService()
+        exitCleanlyOnSignals()
+        for number in range(1, self._count + 1):
+            self._spawn(number)
+        _log.info(
+            "{count} workers started (pids {pids})",
+            count=self._count,
+            pids=" ".join(str(worker.pid) for worker, _ in self._workers.values()),
+        )
+
+    def _spawn(self, number: int) -> None:
+        if self._stopping:
+            return
+        assert self._descriptors, "no listening socket adopted"
+        descriptor = self._descriptors[(number - 1) % len(self._descriptors)]
+        worker = _Worker(number, self._reactor.seconds(), self._exited)
+        command = self._command(number)
+        env = dict(
+            os.environ,
+            **{
+                WORKER_VARIABLE: str(number),
+                _PARENT_VARIABLE: str(os.getpid()),
+                "PROMETHEUS_MULTIPROC_DIR": self._metricsFolder,
+            },
+        )
+        transport = self._reactor.spawnProcess(
+            worker, command[0], command, env=env, path=os.getcwd(),
+            childFDs={0: "w", 1: 1, 2: 2, LISTENING_DESCRIPTOR: descriptor},
+        )  # fmt: skip
+        transport.closeStdin()
+        worker.pid = transport.pid
+        self._workers[number] = (worker, transport)
+
+    def _exited(self, worker: _Worker, reason: Failure) -> None:
+        self._workers.pop(worker.number, None)
+        if worker.pid is not None:
+            # Its gauges (streams in flight) no longer count; its counters do.
+            mark_process_dead(worker.pid, self._metricsFolder)
+        if self._stopping:
+            return
+        how = _exitOf(reason)
+        lived = self._reactor.seconds() - worker.startedAt
+        _log.warn(
+            "worker {number} (pid {pid}) {how}; starting another",
+            number=worker.number,
+            pid=worker.pid,
+            how=how,
+        )
+        self._reactor.callLater(0 if lived >= 1 else 1, self._spawn, worker.number)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        self._stopping = True
+        # The first is the listening service's to close.
+        for bound in self._binding.ports[1:]:
+            bound.stopListening()
+        workers = list(self._workers.values())
+        for _, transport in workers:
+            _signal(transport, "TERM")
+        killer = self._reactor.callLater(self._grace, self._kill)
+        stopped: Deferred[Any] = DeferredList([worker.ended for worker, _ in workers])
+
+        def done(_: object) -> None:
+            if killer.active():
+                killer.cancel()
+            shutil.rmtree(self._metricsFolder, ignore_errors=True)
+
+        return stopped.addCallback(done)
+
+    def _kill(self) -> None:
+        for worker, transport in list(self._workers.values()):
+            _log.warn("worker {number} (pid {pid}) did not stop in time: killed", number=worker.number, pid=worker.pid)
+            _signal(transport, "KILL")
+
+
+def _signal(transport: Any, name: str) -> None:
+    try:
+        transport.signalProcess(name)
+    except ProcessExitedAlready:
+        # Its end is on its way.
+        pass
+
+
+def _exitOf(reason: Failure) -> str:
+    number = getattr(reason.value, "signal", None)
+    if number:
+        return f"was killed by {signal.Signals(number).name}"
+    return f"exited with status {getattr(reason.value, 'exitCode', None)}"
+
+
+class ParentWatch(Service):
+    """
+    Stops a worker whose parent has gone (killed without the chance to stop
+    it): the worker drains and exits, rather than serve on alone, unsupervised.
+    """
+
+    def __init__(self, interval: float = 1.0, environ: Mapping[str, str] = os.environ) -> None:
+        self._parent = int(environ.get(_PARENT_VARIABLE) or os.getppid())
+        self._loop = LoopingCall(self._check)
+        self._interval = interval
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start(self._interval, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+
+    def _check(self) -> None:
+        if os.getppid() != self._parent:
+            _log.warn("the parent (pid {pid}) has gone: stopping", pid=self._parent)
+            from twisted.internet import reactor
+
+            self._loop.stop()
+            reactor.stop()
