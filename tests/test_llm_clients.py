@@ -55,6 +55,21 @@ class SDKThroughProxyTests(TestCase):
         gaps = [b - a for a, b in zip(times[:-1], times[1:], strict=True)]
         self.assertLess(abs(statistics.median(gaps) - 1 / RATE), 0.5 / RATE, gaps)
 
+    @inlineCallbacks
+    def pacedAnswer(self, client: LineProcess) -> Any:
+        """
+        The client exits 0 having printed every delta (C{SECONDS JSON}
+        lines), which join into PROMPT, at the pace.
+
+        @return: Its output's lines.
+        """
+        code = yield client.exitCode
+        self.assertEqual(code, 0, client.stderr.decode())
+        deltas = [line.split(b" ", 1) for _, line in client.lines if line[:1].isdigit()]
+        self.assertEqual("".join(json.loads(text) for _, text in deltas), PROMPT)
+        self.assertPaced([float(when) for when, _ in deltas])
+        return [line for _, line in client.lines]
+
     def peer(self, script: str, url: str, **env: str) -> LineProcess:
         """
         Start a client in tests/peers against the proxy, asking mock-echo
@@ -86,6 +101,22 @@ class SDKThroughProxyTests(TestCase):
         self.assertEqual(client.lines[-1][1], b"done")
 
     @inlineCallbacks
+    def test_openaiResponsesAPI(self) -> Any:
+        """
+        The openai SDK's Responses API (C{client.responses.stream}, then
+        C{responses.create} without streaming), through the proxy: every
+        text delta at the pace, the final response whole and completed,
+        with its usage; the plain answer the same text.
+        """
+        client = self.peer("openai_responses.py", self.proxy.url + "v1", OPENAI_API_KEY=TOKEN)
+        lines = yield self.pacedAnswer(client)
+        self.assertIn(b"final " + json.dumps(PROMPT).encode(), lines)
+        self.assertIn(b"status completed", lines)
+        self.assertIn(b"usage %d" % (len(tokens(PROMPT)),), lines)
+        self.assertIn(b"whole " + json.dumps(PROMPT).encode() + b" completed", lines)
+        self.assertEqual(lines[-1], b"done")
+
+    @inlineCallbacks
     def test_anthropicSDK(self) -> Any:
         """
         The anthropic SDK, with the proxy as its base_url, streams a message
@@ -93,12 +124,7 @@ class SDKThroughProxyTests(TestCase):
         at the pace, with the stop reason and usage.
         """
         client = self.peer("anthropic_chat.py", self.proxy.url.rstrip("/"), GATEWAY_TOKEN=TOKEN)
-        code = yield client.exitCode
-        self.assertEqual(code, 0, client.stderr.decode())
-        deltas = [line.split(b" ", 1) for _, line in client.lines if line[:1].isdigit()]
-        self.assertEqual("".join(json.loads(text) for _, text in deltas), PROMPT)
-        self.assertPaced([float(when) for when, _ in deltas])
-        lines = [line for _, line in client.lines]
+        lines = yield self.pacedAnswer(client)
         self.assertIn(b"stop end_turn", lines)
         self.assertIn(b"usage %d" % (len(tokens(PROMPT)),), lines)
 

@@ -18,6 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tests.support import RawClient, Server, fetch, reactor, startTwistd
 from tests.test_metrics import samples
 from twisted_stream._llmusage import MAX_LINE, UsageReader
+from twisted_stream.apis import Answer, ChatRequest
+from twisted_stream.apis.responses import OpenAIResponses
 from twisted_stream.mockllm import PASSAGE, tokens
 
 _OPENAI = (
@@ -66,6 +68,22 @@ class ReaderTests(SynchronousTestCase):
             self.assertEqual(
                 _read(_ANTHROPIC, piece).fields(),
                 {"model": "claude-x", "llm_deltas": 1, "prompt_tokens": 11, "completion_tokens": 3},
+            )
+
+    def test_responsesAPI(self) -> None:
+        """
+        OpenAI's Responses API events, as the mock streams them: the model
+        from C{response.created}, a delta per text delta, the usage from
+        C{response.completed}.
+        """
+        api = OpenAIResponses()
+        chat = ChatRequest("gpt-r", [("user", "a b c")], True, True, None, {})
+        answer = Answer("resp_1", 0, chat, 9)
+        stream = api.opening(answer) + api.token(answer, "a") + api.token(answer, " b") + api.closing(answer, "complete", 2)
+        for piece in (1, 17, len(stream)):
+            self.assertEqual(
+                _read(stream, piece).fields(),
+                {"model": "gpt-r", "llm_deltas": 2, "prompt_tokens": 9, "completion_tokens": 2},
             )
 
     def test_notAnLLM(self) -> None:

@@ -328,3 +328,91 @@ class AnthropicTests(SynchronousTestCase):
         self.assertEqual(models["data"][0]["type"], "model")
         response = self.successResultOf(self.client.get("http://gen/v1/nope", headers={"anthropic-version": "2023-06-01"}))
         self.assertEqual(json.loads(self.successResultOf(treq.content(response)))["error"]["type"], "not_found_error")
+
+
+class ResponsesTests(SynchronousTestCase):
+    """
+    The same mock, in OpenAI's Responses API shape at C{/v1/responses}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.client: Any = StubTreq(GeneratorRoot(StreamSpec(), self.clock, Pace(ttft=0.5, tokensPerSecond=10)))
+
+    def post(self, body: Any) -> tuple[int, bytes]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        requested = self.client.post("http://gen/v1/responses", data=data)
+        self.clock.advance(60)
+        self.client.flush()
+        response = self.successResultOf(requested)
+        return response.code, self.successResultOf(treq.content(response))
+
+    def test_streamedEvents(self) -> None:
+        """
+        A stream is created, in_progress, output_item.added,
+        content_part.added, a text delta per token, then output_text.done,
+        content_part.done, output_item.done (each with the whole text) and
+        completed with the usage; every event named by its type, numbered
+        from 0 in order.
+        """
+        code, body = self.post(
+            {"model": "mock-echo", "stream": True, "instructions": "be brief",
+             "input": [{"role": "user", "content": [{"type": "input_text", "text": "one two three"}]}]}
+        )  # fmt: skip
+        self.assertEqual(code, 200)
+        events = _typedEvents(body)
+        self.assertEqual(
+            [kind for kind, _ in events],
+            ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"]
+            + ["response.output_text.delta"] * 3
+            + ["response.output_text.done", "response.content_part.done", "response.output_item.done",
+               "response.completed"],
+        )  # fmt: skip
+        self.assertEqual([data["sequence_number"] for _, data in events], list(range(len(events))))
+        for kind, data in events:
+            self.assertEqual(data["type"], kind)
+        created = events[0][1]["response"]
+        self.assertTrue(created["id"].startswith("resp_"))
+        self.assertEqual((created["status"], created["model"], created["instructions"]), ("in_progress", "mock-echo", "be brief"))
+        item = events[2][1]["item"]["id"]
+        self.assertEqual({data["item_id"] for kind, data in events[3:-2]}, {item})
+        self.assertEqual("".join(d["delta"] for k, d in events if k == "response.output_text.delta"), "one two three")
+        self.assertEqual(events[7][1]["text"], "one two three")
+        completed = events[-1][1]["response"]
+        self.assertEqual(completed["status"], "completed")
+        self.assertEqual(completed["output"][0]["content"][0]["text"], "one two three")
+        self.assertEqual(completed["usage"]["output_tokens"], 3)
+        self.assertEqual(completed["usage"]["input_tokens"], 5)
+
+    def test_cutShort(self) -> None:
+        """
+        C{max_output_tokens} cuts the answer short: the stream ends with
+        C{response.incomplete} and the reason.
+        """
+        code, body = self.post({"model": "mock-echo", "stream": True, "input": "one two three four",
+                                "max_output_tokens": 2})  # fmt: skip
+        events = _typedEvents(body)
+        self.assertEqual(events[-1][0], "response.incomplete")
+        self.assertEqual(events[-1][1]["response"]["incomplete_details"], {"reason": "max_output_tokens"})
+        self.assertEqual(events[-1][1]["response"]["output"][0]["content"][0]["text"], "one two")
+
+    def test_wholeResponse(self) -> None:
+        code, body = self.post({"model": "mock-echo", "input": "hi there"})
+        response = json.loads(body)
+        self.assertEqual((code, response["object"], response["status"]), (200, "response", "completed"))
+        self.assertEqual(response["output"][0]["content"][0]["text"], "hi there")
+        self.assertEqual(response["usage"]["total_tokens"], 4)
+
+    def test_errorsInOpenAIsShape(self) -> None:
+        for body, status, param in (
+            (b"{", 400, None),
+            ({"model": "mock-echo"}, 400, "input"),
+            ({"model": "mock-echo", "input": []}, 400, "input"),
+            ({"model": "mock-echo", "input": [{"role": "robot", "content": "x"}]}, 400, "input[0].role"),
+            ({"model": "mock-echo", "input": "x", "max_output_tokens": 0}, 400, "max_output_tokens"),
+            ({"model": "gpt-9", "input": "x"}, 404, "model"),
+        ):
+            code, answer = self.post(body)
+            self.assertEqual(code, status, body)
+            self.assertEqual(json.loads(answer)["error"]["param"], param, body)
+

@@ -3,8 +3,10 @@
 What an LLM delivered, read from its event stream as it passes: the model,
 the content deltas forwarded, and the token counts when the stream carries
 them (OpenAI's chat completion chunks, with C{stream_options.include_usage}
-a last chunk with C{usage}; Anthropic's Messages events, C{message_start}
-and C{message_delta} with C{usage}).
+a last chunk with C{usage}; OpenAI's Responses API events, the response in
+C{response.created} and, with C{usage}, in C{response.completed} or
+C{response.incomplete}; Anthropic's Messages events, C{message_start} and
+C{message_delta} with C{usage}).
 
 It reads each piece after the piece has been written to the client, so it
 never delays a byte; a stream the client abandons keeps what was counted
@@ -79,6 +81,13 @@ class UsageReader:
             self.deltas += 1
         elif kind == "message_delta":
             self._usage(event.get("usage"), "input_tokens", "output_tokens")
+        elif kind == "response.output_text.delta":
+            self.deltas += 1
+        elif kind in ("response.created", "response.completed", "response.incomplete"):
+            response = event.get("response") or {}
+            if isinstance(response, dict):
+                self._named(response.get("model"))
+                self._usage(response.get("usage"), "input_tokens", "output_tokens")
         elif event.get("object") == "chat.completion.chunk":
             self._named(event.get("model"))
             for choice in event.get("choices") or ():

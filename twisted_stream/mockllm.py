@@ -38,6 +38,7 @@ from twisted_stream.apis import (
     openai,
 )
 from twisted_stream.apis.anthropic import AnthropicMessages
+from twisted_stream.apis.responses import OpenAIResponses
 
 __all__ = ["MODELS", "PASSAGE", "ChatResource", "MockLLMResource", "Pace", "answerFor", "tokens"]
 
@@ -339,7 +340,7 @@ class ModelsResource(PlainResource):
 
 class MockLLMResource(PlainResource):
     """
-    C{/v1}: OpenAI's C{chat/completions} and Anthropic's C{messages}, the
+    C{/v1}: OpenAI's C{chat/completions} and C{responses}, Anthropic's C{messages}, the
     models, and each API's JSON error for anything else.
     """
 
@@ -354,6 +355,7 @@ class MockLLMResource(PlainResource):
         chat.getChild = self.getChild  # type: ignore[method-assign]
         self.putChild(b"chat", chat)
         self.putChild(b"messages", ChatResource(AnthropicMessages(), pace, clock))
+        self.putChild(b"responses", ChatResource(OpenAIResponses(), pace, clock))
         self.putChild(b"models", ModelsResource(clock))
 
     def getChild(self, path: bytes, request: Request) -> IResource:

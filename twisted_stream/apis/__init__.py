@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping, Optional, Protocol, Sequence
 
 from twisted_stream._numbers import inRange, rangeProblem
@@ -69,12 +69,15 @@ class Answer:
     @ivar created: When it was made, in whole seconds since the epoch.
     @ivar request: What it answers.
     @ivar promptTokens: How many tokens the request's messages count.
+    @ivar state: What an API keeps while it streams this answer (the
+        Responses API: its events' sequence numbers, the text so far).
     """
 
     id: str
     created: int
     request: ChatRequest
     promptTokens: int
+    state: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 class ChatAPI(Protocol):
