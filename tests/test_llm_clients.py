@@ -15,6 +15,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from tests.support import LineProcess, Server, startTwistd
+from twisted_stream.apis.embeddings import vector
 from twisted_stream.mockllm import tokens
 
 PEERS = Path(__file__).resolve().parent / "peers"
@@ -115,6 +116,31 @@ class SDKThroughProxyTests(TestCase):
         self.assertIn(b"usage %d" % (len(tokens(PROMPT)),), lines)
         self.assertIn(b"whole " + json.dumps(PROMPT).encode() + b" completed", lines)
         self.assertEqual(lines[-1], b"done")
+
+    @inlineCallbacks
+    def test_openaiEmbeddings(self) -> Any:
+        """
+        The openai SDK's C{embeddings.create} through the proxy, as it asks
+        by default (base64, which it decodes) and as floats with 256
+        dimensions: unit vectors, the same text's the same under either
+        encoding and in any request, different texts' different.
+        """
+        client = LineProcess.spawn(
+            sys.executable, str(PEERS / "openai_embeddings.py"), self.proxy.url + "v1", "mock-embed",
+            "a cat sat", "a dog ran", env={"OPENAI_API_KEY": TOKEN, "PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+        code = yield client.exitCode
+        self.assertEqual(code, 0, client.stderr.decode())
+        rows = {(row["as"], row["index"]): row for row in (json.loads(line) for _, line in client.lines)}
+        self.assertEqual(sorted(rows), [("default", 0), ("default", 1), ("float256", 0), ("float256", 1)])
+        self.assertEqual([rows["default", i]["length"] for i in (0, 1)], [1536, 1536])
+        self.assertEqual([rows["float256", i]["length"] for i in (0, 1)], [256, 256])
+        expected = vector("a cat sat", 1536)
+        for got, want in zip(rows["default", 0]["vector"], expected, strict=True):
+            self.assertAlmostEqual(got, want, places=6)
+        self.assertEqual(rows["float256", 1]["vector"], vector("a dog ran", 256))
+        self.assertNotEqual(rows["float256", 0]["vector"], rows["float256", 1]["vector"])
+        self.assertEqual(rows["default", 0]["tokens"], 6)
 
     @inlineCallbacks
     def test_anthropicSDK(self) -> Any:

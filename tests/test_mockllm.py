@@ -5,7 +5,9 @@ mock LLM's answers, shapes and exact timing, on a fake clock over StubTreq.
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from typing import Any
 
 import treq
@@ -199,7 +201,7 @@ class ChatTests(SynchronousTestCase):
     def test_modelsAndUnknownURLs(self) -> None:
         response = self.successResultOf(self.client.get("http://gen/v1/models"))
         models = json.loads(self.successResultOf(treq.content(response)))
-        self.assertEqual([m["id"] for m in models["data"]], ["mock-passage", "mock-echo"])
+        self.assertEqual([m["id"] for m in models["data"]], ["mock-passage", "mock-echo", "mock-embed"])
         for method, url, status in (("GET", "http://gen/v1/nope", 404), ("GET", URL, 405), ("POST", "http://gen/v1/chat/x", 404)):
             response = self.successResultOf(self.client.request(method, url))
             self.assertEqual(response.code, status, url)
@@ -324,7 +326,7 @@ class AnthropicTests(SynchronousTestCase):
     def test_modelsForAnthropicClients(self) -> None:
         response = self.successResultOf(self.client.get("http://gen/v1/models", headers={"anthropic-version": "2023-06-01"}))
         models = json.loads(self.successResultOf(treq.content(response)))
-        self.assertEqual([m["id"] for m in models["data"]], ["mock-passage", "mock-echo"])
+        self.assertEqual([m["id"] for m in models["data"]], ["mock-passage", "mock-echo", "mock-embed"])
         self.assertEqual(models["data"][0]["type"], "model")
         response = self.successResultOf(self.client.get("http://gen/v1/nope", headers={"anthropic-version": "2023-06-01"}))
         self.assertEqual(json.loads(self.successResultOf(treq.content(response)))["error"]["type"], "not_found_error")
@@ -415,4 +417,65 @@ class ResponsesTests(SynchronousTestCase):
             code, answer = self.post(body)
             self.assertEqual(code, status, body)
             self.assertEqual(json.loads(answer)["error"]["param"], param, body)
+
+
+class EmbeddingsTests(SynchronousTestCase):
+    """
+    Deterministic embeddings at C{/v1/embeddings}.
+    """
+
+    def setUp(self) -> None:
+        self.client: Any = StubTreq(GeneratorRoot(StreamSpec(), Clock(), Pace()))
+
+    def post(self, body: Any) -> tuple[int, Any]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        response = self.successResultOf(self.client.post("http://gen/v1/embeddings", data=data))
+        return response.code, json.loads(self.successResultOf(treq.content(response)))
+
+    def test_sameTextSameVector(self) -> None:
+        """
+        A text's vector depends on the text alone, the same on any machine
+        (these numbers are SHAKE-256's of C{hello}): unit length, as many
+        numbers as C{dimensions} asks, in the request's order.
+        """
+        code, answer = self.post({"model": "anything", "input": ["hello", "world", "hello"], "dimensions": 4})
+        self.assertEqual(code, 200)
+        vectors = [item["embedding"] for item in answer["data"]]
+        self.assertEqual([item["index"] for item in answer["data"]], [0, 1, 2])
+        self.assertEqual(vectors[0], vectors[2])
+        self.assertNotEqual(vectors[0], vectors[1])
+        self.assertEqual(
+            vectors[0], [-0.9523353557338174, -0.30334760309837444, 0.0044878493204636724, 0.03189766640824217]
+        )
+        self.assertAlmostEqual(sum(v * v for v in vectors[1]), 1.0)
+        self.assertEqual((answer["object"], answer["model"], answer["usage"]["prompt_tokens"]), ("list", "anything", 3))
+        code, answer = self.post({"model": "mock-embed", "input": "hello"})
+        self.assertEqual(len(answer["data"][0]["embedding"]), 1536)
+
+    def test_base64(self) -> None:
+        """
+        C{encoding_format: base64}: the same vector, as little-endian
+        float32, base64-encoded.
+        """
+        _, floats = self.post({"model": "m", "input": "hello", "dimensions": 8})
+        _, packed = self.post({"model": "m", "input": "hello", "dimensions": 8, "encoding_format": "base64"})
+        decoded = struct.unpack("<8f", base64.b64decode(packed["data"][0]["embedding"]))
+        for a, b in zip(decoded, floats["data"][0]["embedding"], strict=True):
+            self.assertAlmostEqual(a, b, places=6)
+
+    def test_errorsInOpenAIsShape(self) -> None:
+        for body, param in (
+            (b"[]", None),
+            ({"input": "x"}, "model"),
+            ({"model": "m"}, "input"),
+            ({"model": "m", "input": ""}, "input"),
+            ({"model": "m", "input": ["ok", 3]}, "input"),
+            ({"model": "m", "input": "x", "dimensions": 0}, "dimensions"),
+            ({"model": "m", "input": "x", "dimensions": 5000}, "dimensions"),
+            ({"model": "m", "input": "x", "encoding_format": "int8"}, "encoding_format"),
+        ):
+            code, answer = self.post(body)
+            self.assertEqual((code, answer["error"]["param"]), (400, param), body)
+        response = self.successResultOf(self.client.get("http://gen/v1/embeddings"))
+        self.assertEqual(response.code, 405)
 

@@ -34,13 +34,14 @@ from twisted_stream.apis import (
     Finish,
     RequestError,
     checkedNumber,
+    embeddings,
     newId,
     openai,
 )
 from twisted_stream.apis.anthropic import AnthropicMessages
 from twisted_stream.apis.responses import OpenAIResponses
 
-__all__ = ["MODELS", "PASSAGE", "ChatResource", "MockLLMResource", "Pace", "answerFor", "tokens"]
+__all__ = ["EMBEDDING_MODEL", "MODELS", "PASSAGE", "ChatResource", "MockLLMResource", "Pace", "answerFor", "tokens"]
 
 PASSAGE = (
     "A stream is a promise kept one token at a time. The proxy in the middle holds nothing back: "
@@ -51,7 +52,12 @@ PASSAGE = (
 """What C{mock-passage} answers."""
 
 MODELS = ("mock-passage", "mock-echo")
-"""The models the mock serves."""
+"""The chat models the mock serves."""
+
+EMBEDDING_MODEL = "mock-embed"
+"""The embedding model it lists (it embeds with any name)."""
+
+_LISTED = (*MODELS, EMBEDDING_MODEL)
 
 MAX_TTFT = 60.0
 MAX_TOKENS_PER_SECOND = 10_000.0
@@ -316,6 +322,27 @@ class ChatResource(PlainResource):
         request.notifyFinish().addErrback(lambda _: call.cancel() if call.active() else None)
 
 
+class EmbeddingsResource(PlainResource):
+    """
+    C{POST /v1/embeddings}: deterministic vectors, answered at once.
+    """
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        api = openai.OpenAIChat()
+        if request.method != b"POST":
+            request.setHeader(b"Allow", b"POST")
+            return _jsonError(request, api, RequestError(f"use POST for {request.path.decode('latin-1')}", status=405))
+        content = request.content
+        try:
+            asked = embeddings.parseEmbeddingsRequest(content.read() if content is not None else b"")
+        except RequestError as problem:
+            return _jsonError(request, api, problem)
+        request.setHeader(b"Content-Type", b"application/json")
+        return embeddings.answer(asked)
+
+
 class ModelsResource(PlainResource):
     """
     C{GET /v1/models}.
@@ -332,15 +359,16 @@ class ModelsResource(PlainResource):
         if request.getHeader(b"anthropic-version") is not None:
             # Anthropic's clients send this header with every request.
             data = [
-                {"type": "model", "id": m, "display_name": m, "created_at": "2026-01-01T00:00:00Z"} for m in MODELS
+                {"type": "model", "id": m, "display_name": m, "created_at": "2026-01-01T00:00:00Z"} for m in _LISTED
             ]
-            return openai.encode({"data": data, "has_more": False, "first_id": MODELS[0], "last_id": MODELS[-1]})
-        return openai.modelList(MODELS, int(self._clock.seconds()))
+            return openai.encode({"data": data, "has_more": False, "first_id": _LISTED[0], "last_id": _LISTED[-1]})
+        return openai.modelList(_LISTED, int(self._clock.seconds()))
 
 
 class MockLLMResource(PlainResource):
     """
-    C{/v1}: OpenAI's C{chat/completions} and C{responses}, Anthropic's C{messages}, the
+    C{/v1}: OpenAI's C{chat/completions}, C{responses} and C{embeddings},
+    Anthropic's C{messages}, the
     models, and each API's JSON error for anything else.
     """
 
@@ -356,6 +384,7 @@ class MockLLMResource(PlainResource):
         self.putChild(b"chat", chat)
         self.putChild(b"messages", ChatResource(AnthropicMessages(), pace, clock))
         self.putChild(b"responses", ChatResource(OpenAIResponses(), pace, clock))
+        self.putChild(b"embeddings", EmbeddingsResource())
         self.putChild(b"models", ModelsResource(clock))
 
     def getChild(self, path: bytes, request: Request) -> IResource:
