@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.task import LoopingCall
@@ -27,6 +27,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from twisted_stream._http import STREAMING_HEADERS, PlainResource
+from twisted_stream._mockfaults import STATUS_FAULTS, Fault, faultOf
 from twisted_stream.apis import (
     Answer,
     ChatAPI,
@@ -58,6 +59,8 @@ EMBEDDING_MODEL = "mock-embed"
 """The embedding model it lists (it embeds with any name)."""
 
 _LISTED = (*MODELS, EMBEDDING_MODEL)
+
+_MID_STREAM = ("disconnect", "stall", "error_event")
 
 MAX_TTFT = 60.0
 MAX_TOKENS_PER_SECOND = 10_000.0
@@ -150,10 +153,12 @@ class _TokenStream:
         finish: Finish,
         pace: Pace,
         clock: IReactorTime,
+        fault: Optional[Fault] = None,
     ) -> None:
         self._request = request
         self._api = api
         self._answer = answer
+        self._fault = fault if fault is not None and fault.kind in _MID_STREAM else None
         self._pieces = pieces
         self._finish = finish
         self._pace = pace
@@ -197,10 +202,36 @@ class _TokenStream:
         # times this far from the epoch round by tenths of a microsecond.)
         due = min(len(self._pieces), int(elapsed * self._pace.tokensPerSecond + 1e-3) + 1)
         while self._sent < due and not (self._paused or self._done):
+            if self._fault is not None and self._fault.after == self._sent:
+                self._strike(self._fault)
+                return
             self._request.write(self._api.token(self._answer, self._pieces[self._sent]))
             self._sent += 1
         if self._sent == len(self._pieces) and not self._done:
             self._end()
+
+    def _strike(self, fault: Fault) -> None:
+        # Once: a stall goes on afterwards.
+        self._fault = None
+        if fault.kind == "disconnect":
+            self._stop()
+            self._request.loseConnection()
+        elif fault.kind == "error_event":
+            self._stop()
+            self._request.write(self._api.errorEvent(self._answer, RequestError("mock fault error_event", status=500)))
+            self._request.unregisterProducer()
+            self._request.finish()
+        else:
+            # A stall: the loop stops, and the pace resumes from its end.
+            if self._loop is not None and self._loop.running:
+                self._loop.stop()
+            self._origin += fault.seconds
+            self._first = self._clock.callLater(fault.seconds, self._afterStall)
+
+    def _afterStall(self) -> None:
+        self._first = None
+        if not (self._paused or self._done):
+            self._startLoop()
 
     def _stop(self) -> None:
         self._done = True
@@ -288,8 +319,12 @@ class ChatResource(PlainResource):
                     "model_not_found",
                 )
             pace = self._pace.forRequest(request, chat)
+            fault = faultOf(chat.extra, request.getHeader(b"x-mock-fault"))
         except RequestError as problem:
             return _jsonError(request, self._api, problem)
+        if fault is not None and fault.kind in STATUS_FAULTS:
+            return self._statusFault(request, fault)
+        wait = fault.seconds if fault is not None and fault.kind == "slow_headers" else 0.0
         pieces = tokens(answerFor(chat))
         finish: Finish = "complete"
         if chat.maxTokens is not None and len(pieces) > chat.maxTokens:
@@ -304,15 +339,40 @@ class ChatResource(PlainResource):
             request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
             for name, value in STREAMING_HEADERS:
                 request.setHeader(name, value)
-            _TokenStream(request, self._api, answer, pieces, finish, pace, self._clock).start()
+            stream = _TokenStream(request, self._api, answer, pieces, finish, pace, self._clock, fault)
+            self._afterWait(request, wait, stream.start)
             return NOT_DONE_YET
         body = self._api.whole(answer, "".join(pieces), finish, len(pieces))
-        delay = pace.ttft + max(0, len(pieces) - 1) / pace.tokensPerSecond
-        self._later(request, delay, body)
+        delay = pace.ttft + max(0, len(pieces) - 1) / pace.tokensPerSecond + wait
+        if fault is not None and fault.kind == "stall":
+            delay += fault.seconds
+        if fault is not None and fault.kind == "error_event":
+            return self._statusFault(request, Fault("server_error"))
+        self._later(request, delay, body, drop=fault is not None and fault.kind == "disconnect")
         return NOT_DONE_YET
 
-    def _later(self, request: Request, delay: float, body: bytes) -> None:
+    def _statusFault(self, request: Request, fault: Fault) -> bytes:
+        status, message = STATUS_FAULTS[fault.kind]
+        if fault.kind == "overloaded":
+            status = self._api.overloadedStatus
+        if fault.kind == "rate_limit":
+            request.setHeader(b"Retry-After", b"1")
+            for name, value in self._api.rateLimitHeaders:
+                request.setHeader(name, value)
+        return _jsonError(request, self._api, RequestError(message, status=status, code=fault.kind))
+
+    def _afterWait(self, request: Request, wait: float, then: Callable[[], None]) -> None:
+        if not wait:
+            then()
+            return
+        call = self._clock.callLater(wait, then)
+        request.notifyFinish().addErrback(lambda _: call.cancel() if call.active() else None)
+
+    def _later(self, request: Request, delay: float, body: bytes, drop: bool = False) -> None:
         def answer() -> None:
+            if drop:
+                request.loseConnection()
+                return
             request.setHeader(b"Content-Type", b"application/json")
             request.setHeader(b"Content-Length", b"%d" % (len(body),))
             request.write(body)

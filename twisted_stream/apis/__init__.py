@@ -88,6 +88,14 @@ class ChatAPI(Protocol):
     idPrefix: str
     """What its answer identifiers start with."""
 
+    @property
+    def rateLimitHeaders(self) -> Sequence[tuple[bytes, bytes]]:
+        """The headers it sends with a C{429}, besides C{Retry-After}."""
+
+    @property
+    def overloadedStatus(self) -> int:
+        """Its status for "overloaded, try later" (OpenAI C{503}, Anthropic C{529})."""
+
     def parse(self, body: bytes) -> ChatRequest:
         """
         Read and check a request.
@@ -119,6 +127,11 @@ class ChatAPI(Protocol):
     def error(self, problem: RequestError) -> bytes:
         """
         @return: The body of a refused request.
+        """
+
+    def errorEvent(self, answer: Answer, problem: RequestError) -> bytes:
+        """
+        @return: The event that reports an error in the middle of a stream.
         """
 
 

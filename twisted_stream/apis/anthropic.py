@@ -19,7 +19,14 @@ from twisted_stream.apis import Answer, ChatRequest, Finish, RequestError, conte
 __all__ = ["AnthropicMessages", "parseMessagesRequest"]
 
 _STOP_REASONS: Mapping[Finish, str] = {"complete": "end_turn", "length": "max_tokens"}
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
 
 
 def _text(content: Any, where: str) -> str:
@@ -72,6 +79,11 @@ class AnthropicMessages:
     """
 
     idPrefix = "msg_"
+    rateLimitHeaders = (
+        (b"anthropic-ratelimit-requests-limit", b"60"),
+        (b"anthropic-ratelimit-requests-remaining", b"0"),
+    )
+    overloadedStatus = 529
 
     def parse(self, body: bytes) -> ChatRequest:
         return parseMessagesRequest(body)
@@ -118,5 +130,10 @@ class AnthropicMessages:
         return json.dumps(self._message(answer, content, _STOP_REASONS[finish], completionTokens)).encode()
 
     def error(self, problem: RequestError) -> bytes:
-        kind = _ERROR_TYPES.get(problem.status, "api_error")
-        return json.dumps({"type": "error", "error": {"type": kind, "message": problem.message}}).encode()
+        return json.dumps(self._error(problem)).encode()
+
+    def _error(self, problem: RequestError) -> dict[str, Any]:
+        return {"type": "error", "error": {"type": _ERROR_TYPES.get(problem.status, "api_error"), "message": problem.message}}
+
+    def errorEvent(self, answer: Answer, problem: RequestError) -> bytes:
+        return _event("error", self._error(problem))

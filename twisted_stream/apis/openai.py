@@ -183,8 +183,20 @@ def error(problem: RequestError) -> bytes:
     """
     @return: OpenAI's error body for a refused request.
     """
-    kind = "invalid_request_error" if problem.status < 500 else "server_error"
-    return encode({"error": {"message": problem.message, "type": kind, "param": problem.param, "code": problem.code}})
+    return encode({"error": _errorFields(problem)})
+
+
+def _errorFields(problem: RequestError) -> dict[str, Any]:
+    kind = "requests" if problem.status == 429 else "invalid_request_error" if problem.status < 500 else "server_error"
+    return {"message": problem.message, "type": kind, "param": problem.param, "code": problem.code}
+
+
+RATE_LIMIT_HEADERS = (
+    (b"x-ratelimit-limit-requests", b"60"),
+    (b"x-ratelimit-remaining-requests", b"0"),
+    (b"x-ratelimit-reset-requests", b"1s"),
+)
+"""OpenAI's rate-limit headers, as on a 429."""
 
 
 def modelList(models: Sequence[str], created: int) -> bytes:
@@ -230,6 +242,13 @@ class OpenAIChat:
         used = usage(answer.promptTokens, completionTokens)
         return encode(completion(answer.id, answer.created, answer.request.model, text, _FINISH_REASONS[finish], used))
 
+    rateLimitHeaders = RATE_LIMIT_HEADERS
+    overloadedStatus = 503
+
     def error(self, problem: RequestError) -> bytes:
         return error(problem)
+
+    def errorEvent(self, answer: Answer, problem: RequestError) -> bytes:
+        # A data line with an "error" member, which the SDKs raise as an error.
+        return event({"error": _errorFields(problem)})
 

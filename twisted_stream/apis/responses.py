@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from twisted_stream.apis import Answer, ChatRequest, Finish, RequestError, contentText, jsonObject, newId
-from twisted_stream.apis.openai import encode, error
+from twisted_stream.apis.openai import RATE_LIMIT_HEADERS, encode, error
 
 __all__ = ["OpenAIResponses", "parseResponsesRequest"]
 
@@ -103,6 +103,8 @@ class OpenAIResponses:
     """
 
     idPrefix = "resp_"
+    rateLimitHeaders = RATE_LIMIT_HEADERS
+    overloadedStatus = 503
 
     def parse(self, body: bytes) -> ChatRequest:
         return parseResponsesRequest(body)
@@ -195,3 +197,6 @@ class OpenAIResponses:
 
     def error(self, problem: RequestError) -> bytes:
         return error(problem)
+
+    def errorEvent(self, answer: Answer, problem: RequestError) -> bytes:
+        return _event(answer, "error", {"code": "server_error", "message": problem.message, "param": None})

@@ -1,0 +1,190 @@
+"""
+Tests for L{twisted_stream._mockfaults}: faults read from a request, each
+served by the mock on a clock in the API's own shapes, and each reaching
+the openai SDK through a real chunkproxy as the exception it raises for
+the real thing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tests.support import LineProcess, Server, StreamingRequest, render, startTwistd
+from tests.test_llm_clients import PEERS
+from tests.test_mockllm import _chat, _events, _typedEvents
+from twisted_stream._mockfaults import Fault, parseFault
+from twisted_stream.apis import ChatAPI, RequestError
+from twisted_stream.apis.anthropic import AnthropicMessages
+from twisted_stream.apis.openai import OpenAIChat
+from twisted_stream.apis.responses import OpenAIResponses
+from twisted_stream.mockllm import ChatResource, Pace
+
+
+class ParseTests(SynchronousTestCase):
+    def test_forms(self) -> None:
+        self.assertEqual(parseFault("rate_limit"), Fault("rate_limit"))
+        self.assertEqual(parseFault("disconnect:3"), Fault("disconnect", 3))
+        self.assertEqual(parseFault("stall:2:1.5"), Fault("stall", 2, 1.5))
+        self.assertEqual(parseFault("slow_headers:4"), Fault("slow_headers", 0, 4.0))
+        self.assertEqual(parseFault("error_event:0"), Fault("error_event", 0))
+
+    def test_bad(self) -> None:
+        for text in ("", "rate_limit:2", "disconnect", "stall:2", "stall:1:9999", "explode", 3, None):
+            with self.assertRaises(RequestError) as caught:
+                parseFault(text)
+            self.assertEqual(caught.exception.param, "mock_fault")
+
+
+class ServedTests(SynchronousTestCase):
+    """
+    The mock's chat endpoint (10 tokens a second, the first at 0.5 s) asked
+    for faults, in memory.
+    """
+
+    def serve(self, api: ChatAPI, body: dict[str, Any], fault: str | None = None) -> StreamingRequest:
+        self.clock = Clock()
+        resource = ChatResource(api, Pace(ttft=0.5, tokensPerSecond=10), self.clock)
+        request = StreamingRequest([], method=b"POST", uri=b"/v1/x", body=json.dumps(body).encode())
+        if fault is not None:
+            request.requestHeaders.setRawHeaders(b"x-mock-fault", [fault.encode()])
+        result = render(resource, request)
+        if isinstance(result, bytes):
+            request.write(result)
+            request.finish()
+        return request
+
+    def head(self, request: StreamingRequest, name: bytes) -> Any:
+        return request.responseHeaders.getRawHeaders(name, [None])[0]
+
+    def test_rateLimit(self) -> None:
+        """
+        C{429} at once, with C{Retry-After} and the API's rate-limit headers,
+        in its error shape; the body field works as the header does.
+        """
+        request = self.serve(OpenAIChat(), _chat(stream=True, mock_fault="rate_limit"))
+        self.assertEqual((request.responseCode, self.head(request, b"retry-after")), (429, b"1"))
+        self.assertEqual(self.head(request, b"x-ratelimit-remaining-requests"), b"0")
+        error = json.loads(b"".join(request.written))["error"]
+        self.assertEqual((error["type"], error["code"]), ("requests", "rate_limit"))
+        request = self.serve(AnthropicMessages(), {**_chat(), "max_tokens": 9}, "rate_limit")
+        self.assertEqual(self.head(request, b"anthropic-ratelimit-requests-remaining"), b"0")
+        self.assertEqual(json.loads(b"".join(request.written))["error"]["type"], "rate_limit_error")
+
+    def test_overloadedAndServerError(self) -> None:
+        for api, fault, status, kind in (
+            (OpenAIChat(), "overloaded", 503, "server_error"),
+            (AnthropicMessages(), "overloaded", 529, "overloaded_error"),
+            (OpenAIChat(), "server_error", 500, "server_error"),
+            (AnthropicMessages(), "server_error", 500, "api_error"),
+        ):
+            request = self.serve(api, {**_chat(stream=True), "max_tokens": 9}, fault)
+            self.assertEqual(request.responseCode, status)
+            body = json.loads(b"".join(request.written))
+            self.assertEqual(body["error"]["type"], kind, (api, fault))
+
+    def test_disconnect(self) -> None:
+        """
+        C{disconnect:2}: two tokens, then the connection closes, without the
+        stream's end.
+        """
+        request = self.serve(OpenAIChat(), _chat(stream=True), "disconnect:2")
+        self.clock.advance(10)
+        contents = [e["choices"][0]["delta"].get("content") for e in _events(b"".join(request.written))]
+        self.assertEqual(contents, ["", "one", " two"])
+        self.assertTrue(request.connectionClosed)
+        self.assertEqual(request.finished, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stall(self) -> None:
+        """
+        C{stall:1:3}: a token, three seconds of silence, then the rest at the
+        pace.
+        """
+        request = self.serve(OpenAIChat(), _chat(stream=True), "stall:1:3")
+        self.clock.advance(0.5)
+        self.assertEqual(len(_events(b"".join(request.written))), 2)
+        # In steps, as a reactor's clock moves: the second token was due at
+        # 0.6 s, and is 3 s late.
+        self.clock.pump([0.1] * 30)
+        self.assertEqual(len(_events(b"".join(request.written))), 2)
+        self.clock.advance(0.11)
+        self.assertEqual(_events(b"".join(request.written))[-1]["choices"][0]["delta"], {"content": " two"})
+        self.clock.pump([0.1] * 10)
+        self.assertEqual(_events(b"".join(request.written))[-1], "[DONE]")
+
+    def test_slowHeaders(self) -> None:
+        """
+        C{slow_headers:2}: not even the head for two seconds, then the
+        answer at its pace.
+        """
+        request = self.serve(OpenAIChat(), _chat(stream=True), "slow_headers:2")
+        self.clock.advance(1.99)
+        self.assertEqual(request.written, [])
+        self.clock.advance(0.01)
+        self.assertEqual(request.written, [b""])
+        self.clock.advance(0.5)
+        self.assertEqual(len(_events(b"".join(request.written))), 2)
+
+    def test_errorEvent(self) -> None:
+        """
+        C{error_event:1}: a token, then the API's error event, and the
+        stream ends there.
+        """
+        request = self.serve(OpenAIChat(), _chat(stream=True), "error_event:1")
+        self.clock.advance(10)
+        events = _events(b"".join(request.written))
+        self.assertEqual(events[-1]["error"]["type"], "server_error")
+        self.assertEqual(len(events), 3)
+        self.assertEqual(request.finished, 1)
+        request = self.serve(AnthropicMessages(), {**_chat(stream=True), "max_tokens": 9}, "error_event:1")
+        self.clock.advance(10)
+        kinds = [kind for kind, _ in _typedEvents(b"".join(request.written))]
+        self.assertEqual(kinds, ["message_start", "content_block_start", "content_block_delta", "error"])
+        request = self.serve(OpenAIResponses(), {"model": "mock-echo", "input": "a b", "stream": True}, "error_event:0")
+        self.clock.advance(10)
+        self.assertEqual(_typedEvents(b"".join(request.written))[-1][0], "error")
+
+    def test_badFault(self) -> None:
+        request = self.serve(OpenAIChat(), _chat(stream=True), "explode")
+        self.assertEqual(request.responseCode, 400)
+        self.assertEqual(json.loads(b"".join(request.written))["error"]["param"], "mock_fault")
+
+
+class SDKTests(TestCase):
+    """
+    Each fault through chunkproxy to the openai SDK (no retries), which
+    raises what it raises for the real API's.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_openaiSDKExceptions(self) -> Any:
+        generator: Server = yield startTwistd(self, "chunkgen", "--ttft", "0.05", "--tokens-per-second", "50")
+        proxy: Server = yield startTwistd(self, "chunkproxy", "--route", f"/v1/={generator.url}v1/")
+        client = LineProcess.spawn(
+            sys.executable, str(PEERS / "openai_faults.py"), proxy.url + "v1",
+            "rate_limit", "overloaded", "server_error", "disconnect:2", "error_event:2", "stall:2:3", "slow_headers:3",
+            env={"PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+        code = yield client.exitCode
+        self.assertEqual(code, 0, client.stderr.decode())
+        raised = dict(line.decode().split(" ", 1) for _, line in client.lines)
+        self.assertEqual(
+            raised,
+            {
+                "rate_limit": "RateLimitError 429 retry-after=1",
+                "overloaded": "InternalServerError 503 retry-after=None",
+                "server_error": "InternalServerError 500 retry-after=None",
+                "disconnect:2": "APIConnectionError after 2 deltas: Connection error.",
+                "error_event:2": "APIError after 2 deltas: mock fault error_event",
+                "stall:2:3": "APITimeoutError after 2 deltas: Request timed out.",
+                "slow_headers:3": "APITimeoutError after 0 deltas: Request timed out.",
+            },
+        )
