@@ -56,6 +56,7 @@ setup(
             "httpx-sse>=0.4",
             "openai>=1.30",
             "anthropic>=0.30",
+            "google-genai>=1.0",
             "ruff>=0.5",
         ],
     },

@@ -39,6 +39,7 @@ class SDKThroughProxyTests(TestCase):
             self,
             "chunkproxy",
             "--route", f"/v1/={generator.url}v1/",
+            "--route", f"/v1beta/={generator.url}v1beta/",
             "--require-token", "env:TOKEN",
             env={"TOKEN": TOKEN},
         )
@@ -141,6 +142,23 @@ class SDKThroughProxyTests(TestCase):
         self.assertEqual(rows["float256", 1]["vector"], vector("a dog ran", 256))
         self.assertNotEqual(rows["float256", 0]["vector"], rows["float256", 1]["vector"])
         self.assertEqual(rows["default", 0]["tokens"], 6)
+
+    @inlineCallbacks
+    def test_geminiSDK(self) -> Any:
+        """
+        Google's google-genai SDK, with the proxy as its base_url, as it
+        calls by default (C{/v1/models/MODEL:...}) and with the beta API
+        version (C{/v1beta/...}): a whole answer, then a stream, every text
+        chunk at the pace, with the finish reason and usage.
+        """
+        for version in ("", "beta"):
+            env = {"GOOGLE_GENAI_API_VERSION": version} if version else {}
+            client = self.peer("gemini_chat.py", self.proxy.url, GATEWAY_TOKEN=TOKEN, **env)
+            lines = yield self.pacedAnswer(client)
+            self.assertIn(b"whole " + json.dumps(PROMPT).encode(), lines)
+            self.assertIn(b"usage %d" % (len(tokens(PROMPT)),), lines)
+            self.assertIn(b"finish FinishReason.STOP", lines)
+            self.assertEqual(lines[-1], b"done")
 
     @inlineCallbacks
     def test_anthropicSDK(self) -> Any:

@@ -19,6 +19,7 @@ from tests.support import RawClient, Server, fetch, reactor, startTwistd
 from tests.test_metrics import samples
 from twisted_stream._llmusage import MAX_LINE, UsageReader
 from twisted_stream.apis import Answer, ChatRequest
+from twisted_stream.apis.gemini import GeminiGenerate
 from twisted_stream.apis.responses import OpenAIResponses
 from twisted_stream.mockllm import PASSAGE, tokens
 
@@ -84,6 +85,17 @@ class ReaderTests(SynchronousTestCase):
             self.assertEqual(
                 _read(stream, piece).fields(),
                 {"model": "gpt-r", "llm_deltas": 2, "prompt_tokens": 9, "completion_tokens": 2},
+            )
+
+    def test_gemini(self) -> None:
+        api = GeminiGenerate("gemini-x", True)
+        chat = ChatRequest("gemini-x", [("user", "a b")], True, True, None, {})
+        answer = Answer("r1", 0, chat, 4)
+        stream = api.token(answer, "a") + api.token(answer, " b") + api.closing(answer, "complete", 2)
+        for piece in (1, 9, len(stream)):
+            self.assertEqual(
+                _read(stream, piece).fields(),
+                {"model": "gemini-x", "llm_deltas": 2, "prompt_tokens": 4, "completion_tokens": 2},
             )
 
     def test_notAnLLM(self) -> None:

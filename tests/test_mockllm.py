@@ -479,3 +479,64 @@ class EmbeddingsTests(SynchronousTestCase):
         response = self.successResultOf(self.client.get("http://gen/v1/embeddings"))
         self.assertEqual(response.code, 405)
 
+
+class GeminiTests(SynchronousTestCase):
+    """
+    Gemini's C{generateContent} and C{streamGenerateContent}, at C{/v1beta}
+    and at C{/v1/models} (the google-genai SDK's default version).
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.client: Any = StubTreq(GeneratorRoot(StreamSpec(), self.clock, Pace(ttft=0.5, tokensPerSecond=10)))
+
+    def post(self, path: str, body: Any) -> tuple[int, bytes]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        requested = self.client.post("http://gen" + path, data=data)
+        self.clock.advance(60)
+        self.client.flush()
+        response = self.successResultOf(requested)
+        return response.code, self.successResultOf(treq.content(response))
+
+    def test_stream(self) -> None:
+        """
+        One C{GenerateContentResponse} per token, then one with the finish
+        reason and the usage.
+        """
+        code, body = self.post(
+            "/v1beta/models/mock-echo:streamGenerateContent?alt=sse",
+            {"contents": [{"role": "user", "parts": [{"text": "one two three"}]}],
+             "systemInstruction": {"parts": [{"text": "be brief"}]}},
+        )  # fmt: skip
+        self.assertEqual(code, 200)
+        chunks = [json.loads(block[len(b"data: ") :]) for block in body.split(b"\r\n\r\n") if block]
+        texts = [c["candidates"][0]["content"]["parts"][0]["text"] for c in chunks]
+        self.assertEqual(texts, ["one", " two", " three", ""])
+        self.assertEqual(chunks[-1]["candidates"][0]["finishReason"], "STOP")
+        self.assertEqual(
+            chunks[-1]["usageMetadata"], {"promptTokenCount": 5, "candidatesTokenCount": 3, "totalTokenCount": 8}
+        )
+        self.assertEqual({c["modelVersion"] for c in chunks}, {"mock-echo"})
+
+    def test_whole(self) -> None:
+        for path in ("/v1beta/models/mock-echo:generateContent", "/v1/models/mock-echo:generateContent"):
+            code, body = self.post(path, {"contents": [{"parts": [{"text": "hi you"}]}],
+                                          "generationConfig": {"maxOutputTokens": 1}})  # fmt: skip
+            candidate = json.loads(body)["candidates"][0]
+            self.assertEqual((code, candidate["content"]["parts"][0]["text"], candidate["finishReason"]),
+                             (200, "hi", "MAX_TOKENS"))  # fmt: skip
+
+    def test_errorsInGooglesShape(self) -> None:
+        for path, body, status in (
+            ("/v1beta/models/mock-echo:generateContent", b"{", 400),
+            ("/v1beta/models/mock-echo:generateContent", {"contents": []}, 400),
+            ("/v1beta/models/mock-echo:generateContent", {"contents": [{"role": "robot", "parts": []}]}, 400),
+            ("/v1beta/models/gemini-9:generateContent", {"contents": [{"parts": [{"text": "x"}]}]}, 404),
+            ("/v1beta/models/mock-echo:explode", {}, 404),
+            ("/v1beta/files", {}, 404),
+        ):
+            code, answer = self.post(path, body)
+            error = json.loads(answer)["error"]
+            self.assertEqual((code, error["code"]), (status, status), path)
+            self.assertEqual(error["status"], "INVALID_ARGUMENT" if status == 400 else "NOT_FOUND")
+

@@ -6,7 +6,8 @@ them (OpenAI's chat completion chunks, with C{stream_options.include_usage}
 a last chunk with C{usage}; OpenAI's Responses API events, the response in
 C{response.created} and, with C{usage}, in C{response.completed} or
 C{response.incomplete}; Anthropic's Messages events, C{message_start} and
-C{message_delta} with C{usage}).
+C{message_delta} with C{usage}; Gemini's C{GenerateContentResponse}
+chunks, with C{usageMetadata}).
 
 It reads each piece after the piece has been written to the client, so it
 never delays a byte; a stream the client abandons keeps what was counted
@@ -88,6 +89,13 @@ class UsageReader:
             if isinstance(response, dict):
                 self._named(response.get("model"))
                 self._usage(response.get("usage"), "input_tokens", "output_tokens")
+        elif "candidates" in event:
+            self._named(event.get("modelVersion"))
+            for candidate in event.get("candidates") or ():
+                parts = ((candidate.get("content") or {}).get("parts") or ()) if isinstance(candidate, dict) else ()
+                if any(isinstance(part, dict) and (part.get("text") or part.get("functionCall")) for part in parts):
+                    self.deltas += 1
+            self._usage(event.get("usageMetadata"), "promptTokenCount", "candidatesTokenCount")
         elif event.get("object") == "chat.completion.chunk":
             self._named(event.get("model"))
             for choice in event.get("choices") or ():

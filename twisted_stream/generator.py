@@ -23,7 +23,7 @@ from zope.interface import implementer
 from twisted_stream._http import STREAMING_HEADERS, PlainResource, textError
 from twisted_stream._numbers import decimalNumber, shown, wholeNumber
 from twisted_stream.formats import FORMATS, TEXT, ChunkFormat
-from twisted_stream.mockllm import MockLLMResource, Pace
+from twisted_stream.mockllm import GeminiResource, MockLLMResource, Pace
 
 __all__ = [
     "GenerateResource",
@@ -317,7 +317,7 @@ GET  /v1/models
 class GeneratorRoot(PlainResource):
     """
     The generator's site: a usage text at C{/}, the stream at C{/generate},
-    and the mock LLM at C{/v1}.
+    and the mock LLM at C{/v1} (Gemini's at C{/v1beta}).
     """
 
     def __init__(self, defaults: StreamSpec, clock: IReactorTime, pace: Optional[Pace] = None) -> None:
@@ -341,6 +341,7 @@ class GeneratorRoot(PlainResource):
         ).encode("utf-8")
         self.putChild(b"generate", GenerateResource(defaults, clock))
         self.putChild(b"v1", MockLLMResource(pace, clock))
+        self.putChild(b"v1beta", GeminiResource(pace, clock))
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         """

@@ -36,6 +36,7 @@ from twisted_stream.apis import (
     RequestError,
     checkedNumber,
     embeddings,
+    gemini,
     newId,
     openai,
 )
@@ -405,14 +406,19 @@ class EmbeddingsResource(PlainResource):
 
 class ModelsResource(PlainResource):
     """
-    C{GET /v1/models}.
+    C{GET /v1/models}; and Gemini's C{POST /v1/models/MODEL:ACTION}, the
+    API version the google-genai SDK calls by default.
     """
 
     isLeaf = True
 
-    def __init__(self, clock: IReactorTime) -> None:
+    def __init__(self, clock: IReactorTime, gemini: GeminiResource) -> None:
         super().__init__()
         self._clock = clock
+        self._gemini = gemini
+
+    def render_POST(self, request: Request) -> bytes | int:
+        return self._gemini.serve(request, b"/".join(request.postpath or []).decode("utf-8", "replace"))
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"Content-Type", b"application/json")
@@ -445,7 +451,7 @@ class MockLLMResource(PlainResource):
         self.putChild(b"messages", ChatResource(AnthropicMessages(), pace, clock))
         self.putChild(b"responses", ChatResource(OpenAIResponses(), pace, clock))
         self.putChild(b"embeddings", EmbeddingsResource())
-        self.putChild(b"models", ModelsResource(clock))
+        self.putChild(b"models", ModelsResource(clock, GeminiResource(pace, clock)))
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         """
@@ -456,6 +462,38 @@ class MockLLMResource(PlainResource):
 
     def render(self, request: Request) -> bytes:
         return _UnknownURL().render(request)
+
+
+class GeminiResource(PlainResource):
+    """
+    C{/v1beta}: Gemini's C{models/MODEL:generateContent} and
+    C{models/MODEL:streamGenerateContent}; Google's JSON error for anything
+    else.
+    """
+
+    isLeaf = True
+
+    def __init__(self, pace: Pace, clock: IReactorTime) -> None:
+        super().__init__()
+        self._pace = pace
+        self._clock = clock
+
+    def render(self, request: Request) -> bytes | int:
+        where = b"/".join(request.postpath or []).decode("utf-8", "replace")
+        if not where.startswith("models/"):
+            problem = RequestError(f"Unknown request URL: {request.path.decode('latin-1')}", status=404)
+            return _jsonError(request, gemini.GeminiGenerate("", False), problem)
+        return self.serve(request, where[len("models/") :])
+
+    def serve(self, request: Request, rest: str) -> bytes | int:
+        """
+        Answer C{models/REST} (C{MODEL:ACTION}).
+        """
+        try:
+            api = gemini.forURL(rest)
+        except RequestError as problem:
+            return _jsonError(request, gemini.GeminiGenerate("", False), problem)
+        return ChatResource(api, self._pace, self._clock).render(request)
 
 
 class _UnknownURL(PlainResource):
