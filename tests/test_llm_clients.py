@@ -161,6 +161,31 @@ class SDKThroughProxyTests(TestCase):
             self.assertEqual(lines[-1], b"done")
 
     @inlineCallbacks
+    def test_openaiToolCalls(self) -> Any:
+        """
+        The openai SDK through the proxy, offering tools to C{mock-tools}:
+        the streamed call to the first tool, its arguments in several
+        pieces that join into JSON the schema accepts, C{tool_calls} as the
+        finish reason; the tool's result sent back is quoted in the answer;
+        a forced C{tool_choice} gets a call to the tool it names.
+        """
+        client = LineProcess.spawn(
+            sys.executable, str(PEERS / "openai_tools.py"), self.proxy.url + "v1", "mock-tools",
+            env={"OPENAI_API_KEY": TOKEN, "PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+        code = yield client.exitCode
+        self.assertEqual(code, 0, client.stderr.decode())
+        lines = dict(line.decode().split(" ", 1) for _, line in client.lines)
+        self.assertGreater(int(lines["pieces"]), 3)
+        self.assertEqual(
+            lines["call"],
+            'get_weather {"city": "example", "days": 1, "tags": ["example"], "unit": "celsius", "where": {"lat": 1.5}}',
+        )
+        self.assertEqual(lines["finish"], "tool_calls")
+        self.assertEqual(lines["answer"], "The tool returned: 18 degrees and sunny")
+        self.assertEqual(lines["forced"], "other {}")
+
+    @inlineCallbacks
     def test_anthropicSDK(self) -> Any:
         """
         The anthropic SDK, with the proxy as its base_url, streams a message

@@ -201,7 +201,7 @@ class ChatTests(SynchronousTestCase):
     def test_modelsAndUnknownURLs(self) -> None:
         response = self.successResultOf(self.client.get("http://gen/v1/models"))
         models = json.loads(self.successResultOf(treq.content(response)))
-        self.assertEqual([m["id"] for m in models["data"]], ["mock-passage", "mock-echo", "mock-embed"])
+        self.assertEqual([m["id"] for m in models["data"]], ["mock-passage", "mock-echo", "mock-tools", "mock-embed"])
         for method, url, status in (("GET", "http://gen/v1/nope", 404), ("GET", URL, 405), ("POST", "http://gen/v1/chat/x", 404)):
             response = self.successResultOf(self.client.request(method, url))
             self.assertEqual(response.code, status, url)
@@ -326,7 +326,7 @@ class AnthropicTests(SynchronousTestCase):
     def test_modelsForAnthropicClients(self) -> None:
         response = self.successResultOf(self.client.get("http://gen/v1/models", headers={"anthropic-version": "2023-06-01"}))
         models = json.loads(self.successResultOf(treq.content(response)))
-        self.assertEqual([m["id"] for m in models["data"]], ["mock-passage", "mock-echo", "mock-embed"])
+        self.assertEqual([m["id"] for m in models["data"]], ["mock-passage", "mock-echo", "mock-tools", "mock-embed"])
         self.assertEqual(models["data"][0]["type"], "model")
         response = self.successResultOf(self.client.get("http://gen/v1/nope", headers={"anthropic-version": "2023-06-01"}))
         self.assertEqual(json.loads(self.successResultOf(treq.content(response)))["error"]["type"], "not_found_error")

@@ -41,7 +41,9 @@ from twisted_stream.apis import (
     openai,
 )
 from twisted_stream.apis.anthropic import AnthropicMessages
+from twisted_stream.apis.openai import TOOLS_MODEL
 from twisted_stream.apis.responses import OpenAIResponses
+from twisted_stream.apis.tools import pieces as toolPieces
 
 __all__ = ["EMBEDDING_MODEL", "MODELS", "PASSAGE", "ChatResource", "MockLLMResource", "Pace", "answerFor", "tokens"]
 
@@ -53,7 +55,7 @@ PASSAGE = (
 )
 """What C{mock-passage} answers."""
 
-MODELS = ("mock-passage", "mock-echo")
+MODELS = ("mock-passage", "mock-echo", TOOLS_MODEL)
 """The chat models the mock serves."""
 
 EMBEDDING_MODEL = "mock-embed"
@@ -83,8 +85,12 @@ def answerFor(request: ChatRequest) -> str:
     The mock's answer to a request.
 
     @param request: A checked request for one of L{MODELS}.
-    @return: The fixed passage, or the last user message.
+    @return: A sentence quoting the tool's result, for a conversation that
+        ends with one; else the fixed passage, or (C{mock-echo}) the last
+        user message.
     """
+    if request.toolResult is not None:
+        return f"The tool returned: {request.toolResult}"
     if request.model == "mock-echo":
         return next((text for role, text in reversed(request.messages) if role == "user"), "")
     return PASSAGE
@@ -326,9 +332,13 @@ class ChatResource(PlainResource):
         if fault is not None and fault.kind in STATUS_FAULTS:
             return self._statusFault(request, fault)
         wait = fault.seconds if fault is not None and fault.kind == "slow_headers" else 0.0
-        pieces = tokens(answerFor(chat))
         finish: Finish = "complete"
-        if chat.maxTokens is not None and len(pieces) > chat.maxTokens:
+        if chat.toolCall is not None:
+            # The arguments, streamed in pieces at the pace of tokens.
+            pieces, finish = toolPieces(chat.toolCall), "tool_call"
+        else:
+            pieces = tokens(answerFor(chat))
+        if chat.maxTokens is not None and len(pieces) > chat.maxTokens and finish != "tool_call":
             pieces, finish = pieces[: chat.maxTokens], "length"
         answer = Answer(
             newId(self._api.idPrefix),

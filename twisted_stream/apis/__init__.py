@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping, Optional, Protocol, Sequence
 
 from twisted_stream._numbers import inRange, rangeProblem
+from twisted_stream.apis.tools import ToolCall
 
 __all__ = ["Answer", "ChatAPI", "ChatRequest", "Finish", "RequestError", "checkedNumber", "contentText", "jsonObject", "newId"]
 
-Finish = Literal["complete", "length"]
-"""Why an answer ended: it was whole, or it reached the token limit."""
+Finish = Literal["complete", "length", "tool_call"]
+"""Why an answer ended: it was whole, it reached the token limit, or it is
+a call to a tool."""
 
 
 class RequestError(Exception):
@@ -50,6 +52,8 @@ class ChatRequest:
     @ivar includeUsage: Whether a streamed answer reports its usage.
     @ivar maxTokens: The most tokens to answer with, if limited.
     @ivar extra: The request's other fields (where a mock finds its own).
+    @ivar toolCall: The call to answer with, when the request gets one.
+    @ivar toolResult: The result of a tool the conversation ends with.
     """
 
     model: str
@@ -58,6 +62,8 @@ class ChatRequest:
     includeUsage: bool
     maxTokens: Optional[int]
     extra: Mapping[str, Any]
+    toolCall: Optional[ToolCall] = None
+    toolResult: Optional[str] = None
 
 
 @dataclass(frozen=True)

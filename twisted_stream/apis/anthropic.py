@@ -18,7 +18,7 @@ from twisted_stream.apis import Answer, ChatRequest, Finish, RequestError, conte
 
 __all__ = ["AnthropicMessages", "parseMessagesRequest"]
 
-_STOP_REASONS: Mapping[Finish, str] = {"complete": "end_turn", "length": "max_tokens"}
+_STOP_REASONS: Mapping[Finish, str] = {"complete": "end_turn", "length": "max_tokens", "tool_call": "tool_use"}
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",

@@ -22,7 +22,7 @@ from twisted_stream.apis.openai import encode
 
 __all__ = ["GeminiGenerate", "forURL"]
 
-_FINISH: Mapping[Finish, str] = {"complete": "STOP", "length": "MAX_TOKENS"}
+_FINISH: Mapping[Finish, str] = {"complete": "STOP", "length": "MAX_TOKENS", "tool_call": "STOP"}
 _STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED",
            500: "INTERNAL", 503: "UNAVAILABLE"}  # fmt: skip
 

@@ -16,6 +16,7 @@ import json
 from typing import Any, Mapping, Optional, Sequence
 
 from twisted_stream.apis import Answer, ChatRequest, Finish, RequestError, contentText, jsonObject
+from twisted_stream.apis.tools import ToolCall, callTo
 
 __all__ = [
     "OpenAIChat",
@@ -76,7 +77,37 @@ def parseChatRequest(body: bytes) -> ChatRequest:
     maxTokens = request.get("max_completion_tokens", request.get("max_tokens"))
     if maxTokens is not None and (isinstance(maxTokens, bool) or not isinstance(maxTokens, int) or maxTokens < 1):
         raise RequestError("max_tokens must be a positive integer", "max_tokens")
-    return ChatRequest(model, conversation, bool(stream), includeUsage, maxTokens, request)
+    last = messages[-1]
+    toolResult = _text(last.get("content"), "content") if last.get("role") == "tool" else None
+    return ChatRequest(model, conversation, bool(stream), includeUsage, maxTokens, request,
+                       _toolCall(model, request, toolResult is not None), toolResult)  # fmt: skip
+
+
+def _toolCall(model: str, request: Mapping[str, Any], answered: bool) -> Optional[ToolCall]:
+    """
+    The call a request gets: to the tool C{tool_choice} names, to the first
+    offered when it is C{required}, or, for the model C{mock-tools}, to the
+    first offered unless the conversation ends with a tool's result.
+    """
+    tools = request.get("tools")
+    if not isinstance(tools, list) or not tools:
+        return None
+    functions: dict[str, Any] = {}
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise RequestError(f"tools[{i}].function.name is required", f"tools[{i}].function.name")
+        functions.setdefault(function["name"], function.get("parameters"))
+    choice = request.get("tool_choice", "auto")
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        if not isinstance(name, str) or name not in functions:
+            raise RequestError(f"tool_choice names no offered tool: {name!r}", "tool_choice")
+        return callTo(name, functions[name])
+    first = next(iter(functions))
+    if choice == "required" or (choice == "auto" and model == TOOLS_MODEL and not answered):
+        return callTo(first, functions[first])
+    return None
 
 
 def encode(value: Any) -> bytes:
@@ -208,7 +239,15 @@ def modelList(models: Sequence[str], created: int) -> bytes:
     )
 
 
-_FINISH_REASONS: Mapping[Finish, str] = {"complete": "stop", "length": "length"}
+_FINISH_REASONS: Mapping[Finish, str] = {"complete": "stop", "length": "length", "tool_call": "tool_calls"}
+
+
+def _callId(answer: Answer) -> str:
+    return "call_" + answer.id[-24:]
+
+
+TOOLS_MODEL = "mock-tools"
+"""The model that calls the first tool offered."""
 
 
 class OpenAIChat:
@@ -226,9 +265,15 @@ class OpenAIChat:
         return event(chunk(answer.id, answer.created, request.model, delta, finishReason, request.includeUsage))
 
     def opening(self, answer: Answer) -> bytes:
+        call = answer.request.toolCall
+        if call is not None:
+            first = {"index": 0, "id": _callId(answer), "type": "function", "function": {"name": call.name, "arguments": ""}}
+            return self._chunk(answer, {"role": "assistant", "content": None, "tool_calls": [first]})
         return self._chunk(answer, {"role": "assistant", "content": ""})
 
     def token(self, answer: Answer, text: str) -> bytes:
+        if answer.request.toolCall is not None:
+            return self._chunk(answer, {"tool_calls": [{"index": 0, "function": {"arguments": text}}]})
         return self._chunk(answer, {"content": text})
 
     def closing(self, answer: Answer, finish: Finish, completionTokens: int) -> bytes:
@@ -240,7 +285,15 @@ class OpenAIChat:
 
     def whole(self, answer: Answer, text: str, finish: Finish, completionTokens: int) -> bytes:
         used = usage(answer.promptTokens, completionTokens)
-        return encode(completion(answer.id, answer.created, answer.request.model, text, _FINISH_REASONS[finish], used))
+        whole = completion(answer.id, answer.created, answer.request.model, text, _FINISH_REASONS[finish], used)
+        call = answer.request.toolCall
+        if call is not None:
+            whole["choices"][0]["message"].update(
+                content=None,
+                tool_calls=[{"id": _callId(answer), "type": "function",
+                             "function": {"name": call.name, "arguments": call.arguments}}],
+            )  # fmt: skip
+        return encode(whole)
 
     rateLimitHeaders = RATE_LIMIT_HEADERS
     overloadedStatus = 503

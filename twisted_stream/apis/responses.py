@@ -180,7 +180,7 @@ class OpenAIResponses:
 
     def closing(self, answer: Answer, finish: Finish, completionTokens: int) -> bytes:
         text = "".join(answer.state.get("text", []))
-        status = "completed" if finish == "complete" else "incomplete"
+        status = "incomplete" if finish == "length" else "completed"
         where = {"item_id": self._itemId(answer), "output_index": 0, "content_index": 0}
         message = self._message(answer, text, status)
         return (
@@ -192,7 +192,7 @@ class OpenAIResponses:
         )  # fmt: skip
 
     def whole(self, answer: Answer, text: str, finish: Finish, completionTokens: int) -> bytes:
-        status = "completed" if finish == "complete" else "incomplete"
+        status = "incomplete" if finish == "length" else "completed"
         return encode(self._response(answer, status, [self._message(answer, text, status)], completionTokens))
 
     def error(self, problem: RequestError) -> bytes:

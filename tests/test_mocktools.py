@@ -1,0 +1,110 @@
+"""
+Tests for L{twisted_stream.apis.tools}: arguments from JSON Schemas, and
+the chat completions mock answering with a call, byte for byte, on a clock.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support import StreamingRequest, render
+from tests.test_mockllm import _events
+from twisted_stream.apis.openai import OpenAIChat
+from twisted_stream.apis.tools import ToolCall, argumentsFor, callTo, pieces
+from twisted_stream.mockllm import ChatResource, Pace
+
+_WEATHER = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string"},
+        "when": {"type": "string", "format": "date"},
+        "unit": {"enum": ["celsius", "fahrenheit"]},
+        "days": {"type": "integer", "minimum": 3},
+        "ratio": {"type": "number"},
+        "fine": {"type": "boolean"},
+        "where": {"type": "object", "properties": {"lat": {"type": "number", "minimum": -90}}},
+        "tags": {"type": "array", "items": {"type": ["string", "null"]}},
+        "either": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+        "fixed": {"const": "x"},
+        "optional": {"type": "string"},
+    },
+    "required": ["city", "when", "unit", "days", "ratio", "fine", "where", "tags", "either", "fixed"],
+}
+
+
+class ArgumentsTests(SynchronousTestCase):
+    def test_fromSchema(self) -> None:
+        """
+        The required properties (all, where none are named required), each
+        by its type, enum, const, format or minimum; nested objects and
+        arrays likewise.
+        """
+        self.assertEqual(
+            argumentsFor(_WEATHER),
+            {"city": "example", "when": "2026-01-01", "unit": "celsius", "days": 3, "ratio": 1.5, "fine": True,
+             "where": {"lat": -90}, "tags": ["example"], "either": 1, "fixed": "x"},
+        )  # fmt: skip
+
+    def test_hostileSchemas(self) -> None:
+        self.assertEqual(argumentsFor(None), {})
+        self.assertEqual(argumentsFor({"type": "object", "properties": "nope", "required": [3]}), {})
+        deep: dict[str, Any] = {"type": "object", "properties": {}, "required": ["a"]}
+        deep["properties"]["a"] = deep
+        self.assertIsInstance(json.dumps(argumentsFor(deep)), str)
+
+    def test_pieces(self) -> None:
+        call = callTo("f", _WEATHER)
+        self.assertEqual("".join(pieces(call)), call.arguments)
+        self.assertTrue(all(len(piece) <= 8 for piece in pieces(call)))
+        self.assertEqual(pieces(ToolCall("f", "")), [""])
+
+
+class ChatToolCallTests(SynchronousTestCase):
+    def answer(self, asked: dict[str, Any]) -> tuple[StreamingRequest, list[Any]]:
+        clock = Clock()
+        resource = ChatResource(OpenAIChat(), Pace(ttft=0.1, tokensPerSecond=100), clock)
+        request = StreamingRequest([], method=b"POST", uri=b"/v1/chat/completions", body=json.dumps(asked).encode())
+        result = render(resource, request)
+        if isinstance(result, bytes):
+            request.write(result)
+        clock.advance(60)
+        clock.pump([0.01] * 100)
+        body = b"".join(request.written)
+        # A stream's events, or the one JSON of an answer that was not streamed.
+        return request, _events(body) if body.startswith(b"data: ") else [json.loads(body)]
+
+    def test_streamedCall(self) -> None:
+        """
+        The first chunk names the call (id, type, function name, empty
+        arguments); the next carry the arguments in pieces; the last says
+        C{tool_calls}.
+        """
+        tools = [{"type": "function", "function": {"name": "get_weather", "parameters": _WEATHER}}]
+        _, events = self.answer({"model": "mock-tools", "stream": True, "tools": tools,
+                                 "messages": [{"role": "user", "content": "weather?"}]})  # fmt: skip
+        first = events[0]["choices"][0]["delta"]["tool_calls"][0]
+        self.assertEqual((first["index"], first["type"], first["function"]), (0, "function", {"name": "get_weather", "arguments": ""}))
+        self.assertTrue(first["id"].startswith("call_"))
+        arguments = "".join(e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] for e in events[1:-2])
+        self.assertEqual(json.loads(arguments), argumentsFor(_WEATHER))
+        self.assertEqual(events[-2]["choices"][0]["finish_reason"], "tool_calls")
+        self.assertEqual(events[-1], "[DONE]")
+
+    def test_choices(self) -> None:
+        """
+        C{tool_choice} C{none} answers in text even for C{mock-tools};
+        C{required} calls the first tool for any model; a name no tool has
+        is a 400.
+        """
+        tools = [{"type": "function", "function": {"name": "a"}}, {"type": "function", "function": {"name": "b"}}]
+        base = {"messages": [{"role": "user", "content": "hi"}], "tools": tools}
+        _, events = self.answer({**base, "model": "mock-tools", "tool_choice": "none"})
+        self.assertEqual(events[0]["choices"][0]["finish_reason"], "stop")
+        _, events = self.answer({**base, "model": "mock-echo", "tool_choice": "required"})
+        self.assertEqual(events[0]["choices"][0]["message"]["tool_calls"][0]["function"], {"name": "a", "arguments": "{}"})
+        request, events = self.answer({**base, "model": "mock-echo", "tool_choice": {"type": "function", "function": {"name": "z"}}})
+        self.assertEqual((request.responseCode, events[0]["error"]["param"]), (400, "tool_choice"))
