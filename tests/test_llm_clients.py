@@ -186,6 +186,26 @@ class SDKThroughProxyTests(TestCase):
         self.assertEqual(lines["forced"], "other {}")
 
     @inlineCallbacks
+    def test_anthropicToolUse(self) -> Any:
+        """
+        The anthropic SDK through the proxy, offering tools to
+        C{mock-tools}: its final message from the stream holds the
+        C{tool_use} block, its input from the schema; the tool's result
+        sent back is quoted; a forced C{tool_choice} gets the tool it names.
+        """
+        client = LineProcess.spawn(
+            sys.executable, str(PEERS / "anthropic_tools.py"), self.proxy.url.rstrip("/"), "mock-tools",
+            env={"GATEWAY_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
+        )  # fmt: skip
+        code = yield client.exitCode
+        self.assertEqual(code, 0, client.stderr.decode())
+        lines = dict(line.decode().split(" ", 1) for _, line in client.lines)
+        self.assertEqual(lines["block"], 'tool_use get_weather {"city": "example", "days": 2, "unit": "celsius"}')
+        self.assertEqual(lines["stop"], "tool_use")
+        self.assertEqual(lines["answer"], "The tool returned: 18 degrees and sunny")
+        self.assertEqual(lines["forced"], 'other {"n": 1.5}')
+
+    @inlineCallbacks
     def test_anthropicSDK(self) -> Any:
         """
         The anthropic SDK, with the proxy as its base_url, streams a message

@@ -12,7 +12,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import StreamingRequest, render
-from tests.test_mockllm import _events
+from tests.test_mockllm import _events, _typedEvents
+from twisted_stream.apis.anthropic import AnthropicMessages
 from twisted_stream.apis.openai import OpenAIChat
 from twisted_stream.apis.tools import ToolCall, argumentsFor, callTo, pieces
 from twisted_stream.mockllm import ChatResource, Pace
@@ -108,3 +109,35 @@ class ChatToolCallTests(SynchronousTestCase):
         self.assertEqual(events[0]["choices"][0]["message"]["tool_calls"][0]["function"], {"name": "a", "arguments": "{}"})
         request, events = self.answer({**base, "model": "mock-echo", "tool_choice": {"type": "function", "function": {"name": "z"}}})
         self.assertEqual((request.responseCode, events[0]["error"]["param"]), (400, "tool_choice"))
+
+
+class AnthropicToolUseTests(SynchronousTestCase):
+    def test_streamedToolUse(self) -> None:
+        """
+        A C{tool_use} block opened with its id and name, its input as
+        C{input_json_delta} pieces that join into the schema's arguments,
+        and C{stop_reason: tool_use}; a C{tool_result} block is quoted.
+        """
+        clock = Clock()
+        resource = ChatResource(AnthropicMessages(), Pace(ttft=0.1, tokensPerSecond=100), clock)
+        tools = [{"name": "get_weather", "input_schema": _WEATHER}]
+        body = {"model": "mock-tools", "max_tokens": 50, "stream": True, "tools": tools,
+                "messages": [{"role": "user", "content": "weather?"}]}  # fmt: skip
+        request = StreamingRequest([], method=b"POST", uri=b"/v1/messages", body=json.dumps(body).encode())
+        render(resource, request)
+        clock.pump([0.01] * 200)
+        events = _typedEvents(b"".join(request.written))
+        block = events[1][1]["content_block"]
+        self.assertEqual((block["type"], block["name"], block["input"]), ("tool_use", "get_weather", {}))
+        self.assertTrue(block["id"].startswith("toolu_"))
+        partial = "".join(d["delta"]["partial_json"] for k, d in events if k == "content_block_delta")
+        self.assertEqual(json.loads(partial), argumentsFor(_WEATHER))
+        self.assertEqual(events[-2][1]["delta"]["stop_reason"], "tool_use")
+        follow = {"model": "mock-tools", "max_tokens": 50, "tools": tools, "messages": [
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block["id"],
+                                          "content": [{"type": "text", "text": "sunny"}]}]}]}  # fmt: skip
+        request = StreamingRequest([], method=b"POST", uri=b"/v1/messages", body=json.dumps(follow).encode())
+        render(resource, request)
+        clock.pump([0.1] * 20)
+        self.assertEqual(json.loads(b"".join(request.written))["content"][0]["text"], "The tool returned: sunny")
+

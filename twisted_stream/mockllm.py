@@ -41,8 +41,8 @@ from twisted_stream.apis import (
     openai,
 )
 from twisted_stream.apis.anthropic import AnthropicMessages
-from twisted_stream.apis.openai import TOOLS_MODEL
 from twisted_stream.apis.responses import OpenAIResponses
+from twisted_stream.apis.tools import TOOLS_MODEL
 from twisted_stream.apis.tools import pieces as toolPieces
 
 __all__ = ["EMBEDDING_MODEL", "MODELS", "PASSAGE", "ChatResource", "MockLLMResource", "Pace", "answerFor", "tokens"]

@@ -12,9 +12,10 @@ the output token count) and C{message_stop}.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from twisted_stream.apis import Answer, ChatRequest, Finish, RequestError, contentText, jsonObject
+from twisted_stream.apis.tools import ToolCall, chosenCall
 
 __all__ = ["AnthropicMessages", "parseMessagesRequest"]
 
@@ -65,8 +66,50 @@ def parseMessagesRequest(body: bytes) -> ChatRequest:
     stream = request.get("stream", False)
     if not isinstance(stream, bool):
         raise RequestError("stream: must be a boolean", "stream")
+    toolResult = _toolResult(messages[-1])
     # A streamed answer always ends with its usage in this API.
-    return ChatRequest(model, conversation, stream, True, maxTokens, request)
+    return ChatRequest(model, conversation, stream, True, maxTokens, request,
+                       _toolCall(model, request, toolResult is not None), toolResult)  # fmt: skip
+
+
+def _toolResult(message: Any) -> Optional[str]:
+    """
+    @return: The text of the C{tool_result} block a user message carries.
+    """
+    content = message.get("content") if isinstance(message, dict) else None
+    for block in content if isinstance(content, list) else ():
+        if isinstance(block, dict) and block.get("type") == "tool_result":
+            result = block.get("content", "")
+            return result if isinstance(result, str) else _text(result, "tool_result.content")
+    return None
+
+
+def _toolCall(model: str, request: Mapping[str, Any], answered: bool) -> Optional[ToolCall]:
+    """
+    The call a request gets (see L{chosenCall}), from its C{tools} and
+    C{tool_choice} (C{auto}, C{any}, C{tool} with a C{name}, C{none}).
+    """
+    tools = request.get("tools")
+    if not isinstance(tools, list) or not tools:
+        return None
+    offered: dict[str, Any] = {}
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            raise RequestError(f"tools.{i}.name: Field required", f"tools.{i}.name")
+        offered.setdefault(tool["name"], tool.get("input_schema"))
+    given = request.get("tool_choice") or {"type": "auto"}
+    kind = given.get("type") if isinstance(given, dict) else None
+    choice = {"auto": "auto", "any": "required", "tool": "named", "none": "none"}.get(kind or "")
+    if choice is None:
+        raise RequestError("tool_choice.type: must be auto, any, tool or none", "tool_choice")
+    try:
+        return chosenCall(model, offered, choice, given.get("name"), answered)
+    except ValueError as e:
+        raise RequestError(f"tool_choice.name {e}", "tool_choice") from None
+
+
+def _useId(answer: Answer) -> str:
+    return "toolu_" + answer.id[-24:]
 
 
 def _event(kind: str, data: Mapping[str, Any]) -> bytes:
@@ -101,15 +144,21 @@ class AnthropicMessages:
         }
 
     def opening(self, answer: Answer) -> bytes:
+        call = answer.request.toolCall
+        block: dict[str, Any] = (
+            {"type": "text", "text": ""} if call is None else {"type": "tool_use", "id": _useId(answer), "name": call.name, "input": {}}
+        )
         return _event("message_start", {"type": "message_start", "message": self._message(answer, [], None, 1)}) + _event(
-            "content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+            "content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}
         )
 
     def token(self, answer: Answer, text: str) -> bytes:
-        return _event(
-            "content_block_delta",
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+        delta = (
+            {"type": "text_delta", "text": text}
+            if answer.request.toolCall is None
+            else {"type": "input_json_delta", "partial_json": text}
         )
+        return _event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
 
     def closing(self, answer: Answer, finish: Finish, completionTokens: int) -> bytes:
         return (
@@ -126,7 +175,12 @@ class AnthropicMessages:
         )
 
     def whole(self, answer: Answer, text: str, finish: Finish, completionTokens: int) -> bytes:
-        content = [{"type": "text", "text": text}]
+        call = answer.request.toolCall
+        content: list[dict[str, Any]] = (
+            [{"type": "text", "text": text}]
+            if call is None
+            else [{"type": "tool_use", "id": _useId(answer), "name": call.name, "input": json.loads(call.arguments)}]
+        )
         return json.dumps(self._message(answer, content, _STOP_REASONS[finish], completionTokens)).encode()
 
     def error(self, problem: RequestError) -> bytes:

@@ -16,7 +16,7 @@ import json
 from typing import Any, Mapping, Optional, Sequence
 
 from twisted_stream.apis import Answer, ChatRequest, Finish, RequestError, contentText, jsonObject
-from twisted_stream.apis.tools import ToolCall, callTo
+from twisted_stream.apis.tools import ToolCall, chosenCall
 
 __all__ = [
     "OpenAIChat",
@@ -85,29 +85,24 @@ def parseChatRequest(body: bytes) -> ChatRequest:
 
 def _toolCall(model: str, request: Mapping[str, Any], answered: bool) -> Optional[ToolCall]:
     """
-    The call a request gets: to the tool C{tool_choice} names, to the first
-    offered when it is C{required}, or, for the model C{mock-tools}, to the
-    first offered unless the conversation ends with a tool's result.
+    The call a request gets (see L{chosenCall}), from its C{tools} and
+    C{tool_choice}.
     """
     tools = request.get("tools")
     if not isinstance(tools, list) or not tools:
         return None
-    functions: dict[str, Any] = {}
+    offered: dict[str, Any] = {}
     for i, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise RequestError(f"tools[{i}].function.name is required", f"tools[{i}].function.name")
-        functions.setdefault(function["name"], function.get("parameters"))
-    choice = request.get("tool_choice", "auto")
-    if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
-        if not isinstance(name, str) or name not in functions:
-            raise RequestError(f"tool_choice names no offered tool: {name!r}", "tool_choice")
-        return callTo(name, functions[name])
-    first = next(iter(functions))
-    if choice == "required" or (choice == "auto" and model == TOOLS_MODEL and not answered):
-        return callTo(first, functions[first])
-    return None
+        offered.setdefault(function["name"], function.get("parameters"))
+    given = request.get("tool_choice", "auto")
+    choice, forced = ("named", (given.get("function") or {}).get("name")) if isinstance(given, dict) else (given, None)
+    try:
+        return chosenCall(model, offered, choice, forced, answered)
+    except ValueError as e:
+        raise RequestError(f"tool_choice {e}", "tool_choice") from None
 
 
 def encode(value: Any) -> bytes:
@@ -244,10 +239,6 @@ _FINISH_REASONS: Mapping[Finish, str] = {"complete": "stop", "length": "length",
 
 def _callId(answer: Answer) -> str:
     return "call_" + answer.id[-24:]
-
-
-TOOLS_MODEL = "mock-tools"
-"""The model that calls the first tool offered."""
 
 
 class OpenAIChat:

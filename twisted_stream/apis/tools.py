@@ -19,7 +19,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-__all__ = ["PIECE", "ToolCall", "argumentsFor", "callTo", "pieces"]
+__all__ = ["PIECE", "TOOLS_MODEL", "ToolCall", "argumentsFor", "callTo", "chosenCall", "pieces"]
+
+TOOLS_MODEL = "mock-tools"
+"""The model that calls the first tool offered."""
 
 PIECE = 8
 """Characters of the arguments' JSON text per streamed piece."""
@@ -87,6 +90,36 @@ def callTo(name: str, schema: Any) -> ToolCall:
     @return: The call to tool C{name} whose parameters C{schema} describes.
     """
     return ToolCall(name, json.dumps(argumentsFor(schema), separators=(",", ":"), ensure_ascii=False))
+
+
+def chosenCall(
+    model: str, offered: Mapping[str, Any], choice: str, forced: Any = None, answered: bool = False
+) -> ToolCall | None:
+    """
+    The one rule, in every API's terms, of which call a request gets.
+
+    @param model: The model asked for.
+    @param offered: The tools offered, by name, with their parameters'
+        schemas, in the order offered.
+    @param choice: C{auto}, C{none}, C{required} (any tool, the API's
+        C{any}) or C{named}.
+    @param forced: The tool's name, for C{named}.
+    @param answered: Whether the conversation ends with a tool's result.
+    @return: The call to the named tool; to the first offered for
+        C{required}, or for C{auto} with L{TOOLS_MODEL} until a result
+        has come; else none.
+    @raise ValueError: When C{forced} names no tool offered.
+    """
+    if not offered or choice == "none":
+        return None
+    if choice == "named":
+        if not isinstance(forced, str) or forced not in offered:
+            raise ValueError(f"names no tool offered: {forced!r}")
+        return callTo(forced, offered[forced])
+    first = next(iter(offered))
+    if choice == "required" or (model == TOOLS_MODEL and not answered):
+        return callTo(first, offered[first])
+    return None
 
 
 def pieces(call: ToolCall) -> list[str]:
