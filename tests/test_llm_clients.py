@@ -167,7 +167,10 @@ class SDKThroughProxyTests(TestCase):
         the streamed call to the first tool, its arguments in several
         pieces that join into JSON the schema accepts, C{tool_calls} as the
         finish reason; the tool's result sent back is quoted in the answer;
-        a forced C{tool_choice} gets a call to the tool it names.
+        a forced C{tool_choice} gets a call to the tool it names. The same
+        through the Responses API: a streamed C{function_call} item whose
+        argument deltas join into its arguments, and the C{function_call_output}
+        quoted.
         """
         client = LineProcess.spawn(
             sys.executable, str(PEERS / "openai_tools.py"), self.proxy.url + "v1", "mock-tools",
@@ -184,6 +187,12 @@ class SDKThroughProxyTests(TestCase):
         self.assertEqual(lines["finish"], "tool_calls")
         self.assertEqual(lines["answer"], "The tool returned: 18 degrees and sunny")
         self.assertEqual(lines["forced"], "other {}")
+        self.assertEqual(
+            lines["rcall"],
+            'function_call get_weather {"city": "example", "days": 1, "tags": ["example"], "unit": "celsius",'
+            ' "where": {"lat": 1.5}} True',
+        )
+        self.assertEqual(lines["ranswer"], "The tool returned: 18 degrees and sunny")
 
     @inlineCallbacks
     def test_anthropicToolUse(self) -> Any:

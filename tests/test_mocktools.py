@@ -15,6 +15,7 @@ from tests.support import StreamingRequest, render
 from tests.test_mockllm import _events, _typedEvents
 from twisted_stream.apis.anthropic import AnthropicMessages
 from twisted_stream.apis.openai import OpenAIChat
+from twisted_stream.apis.responses import OpenAIResponses
 from twisted_stream.apis.tools import ToolCall, argumentsFor, callTo, pieces
 from twisted_stream.mockllm import ChatResource, Pace
 
@@ -140,4 +141,33 @@ class AnthropicToolUseTests(SynchronousTestCase):
         render(resource, request)
         clock.pump([0.1] * 20)
         self.assertEqual(json.loads(b"".join(request.written))["content"][0]["text"], "The tool returned: sunny")
+
+
+class ResponsesFunctionCallTests(SynchronousTestCase):
+    def test_streamedFunctionCall(self) -> None:
+        """
+        A C{function_call} item added, C{function_call_arguments.delta}
+        pieces, C{.done} with the whole arguments, the item done, and the
+        response completed with it as its output; numbered in order.
+        """
+        clock = Clock()
+        resource = ChatResource(OpenAIResponses(), Pace(ttft=0.1, tokensPerSecond=100), clock)
+        body = {"model": "mock-tools", "stream": True, "input": "weather?",
+                "tools": [{"type": "function", "name": "get_weather", "parameters": _WEATHER}]}  # fmt: skip
+        request = StreamingRequest([], method=b"POST", uri=b"/v1/responses", body=json.dumps(body).encode())
+        render(resource, request)
+        clock.pump([0.01] * 200)
+        events = _typedEvents(b"".join(request.written))
+        kinds = [kind for kind, _ in events]
+        self.assertEqual(kinds[:3], ["response.created", "response.in_progress", "response.output_item.added"])
+        self.assertEqual(kinds[-3:], ["response.function_call_arguments.done", "response.output_item.done",
+                                      "response.completed"])  # fmt: skip
+        self.assertEqual(set(kinds[3:-3]), {"response.function_call_arguments.delta"})
+        self.assertEqual([data["sequence_number"] for _, data in events], list(range(len(events))))
+        arguments = "".join(data["delta"] for kind, data in events if kind.endswith(".delta"))
+        self.assertEqual(json.loads(arguments), argumentsFor(_WEATHER))
+        item = events[-1][1]["response"]["output"][0]
+        self.assertEqual((item["type"], item["name"], item["arguments"], item["status"]),
+                         ("function_call", "get_weather", arguments, "completed"))  # fmt: skip
+        self.assertTrue(item["id"].startswith("fc_") and item["call_id"].startswith("call_"))
 

@@ -7,6 +7,10 @@ then sends the tool's result back and prints 'answer TEXT'; then forces
 the tool with tool_choice on mock-echo, without streaming, and prints
 'forced NAME ARGUMENTS-JSON'.
 
+Then the same with the Responses API: 'rcall TYPE NAME ARGUMENTS-JSON
+SAME' (SAME: whether the streamed pieces join into the final item's
+arguments) and 'ranswer TEXT'.
+
     python openai_tools.py BASE_URL MODEL
 """
 
@@ -72,3 +76,22 @@ forced: Any = client.chat.completions.create(
 )
 call = forced.choices[0].message.tool_calls[0]
 print(f"forced {call.function.name} {call.function.arguments}", flush=True)
+# The Responses API: function tools are flat, results are input items.
+rtools: Any = [{"type": "function", **tool["function"]} for tool in tools]
+rarguments, completed = "", None
+rstream: Any = client.responses.create(model=model, input="What is the weather in Paris?", tools=rtools, stream=True)
+for event in rstream:
+    if event.type == "response.function_call_arguments.delta":
+        rarguments += event.delta
+    elif event.type == "response.completed":
+        completed = event.response
+assert completed is not None
+item: Any = completed.output[0]
+print(f"rcall {item.type} {item.name} {json.dumps(json.loads(rarguments), sort_keys=True)} {rarguments == item.arguments}", flush=True)
+rinput: Any = [
+    {"role": "user", "content": "What is the weather in Paris?"},
+    {"type": "function_call", "call_id": item.call_id, "name": item.name, "arguments": item.arguments},
+    {"type": "function_call_output", "call_id": item.call_id, "output": "18 degrees and sunny"},
+]
+ranswer: Any = client.responses.create(model=model, input=rinput, tools=rtools)
+print(f"ranswer {ranswer.output_text}", flush=True)

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Optional
 
 from twisted_stream.apis import Answer, ChatRequest, Finish, RequestError, contentText, jsonObject, newId
 from twisted_stream.apis.openai import RATE_LIMIT_HEADERS, encode, error
+from twisted_stream.apis.tools import ToolCall, chosenCall
 
 __all__ = ["OpenAIResponses", "parseResponsesRequest"]
 
@@ -60,6 +61,7 @@ def parseResponsesRequest(body: bytes) -> ChatRequest:
             raise RequestError("Invalid type for 'instructions': expected a string.", "instructions")
         conversation.append(("system", instructions))
     given = request.get("input")
+    toolResult: Optional[str] = None
     if isinstance(given, str):
         conversation.append(("user", given))
     elif isinstance(given, list) and given:
@@ -68,9 +70,12 @@ def parseResponsesRequest(body: bytes) -> ChatRequest:
             if not isinstance(item, dict):
                 raise RequestError(f"Invalid type for '{where}': expected an object.", where)
             kind = item.get("type", "message")
+            if kind == "function_call_output" and i == len(given) - 1:
+                output = item.get("output", "")
+                toolResult = output if isinstance(output, str) else encode(output).decode("utf-8")
             if kind != "message":
-                # Items other than messages (a tool's output, reasoning)
-                # carry no text the mock answers to.
+                # Other items (a call, a tool's output, reasoning) carry no
+                # text the mock answers to.
                 continue
             role = item.get("role")
             if role not in _ROLES:
@@ -86,7 +91,31 @@ def parseResponsesRequest(body: bytes) -> ChatRequest:
     if not isinstance(stream, bool):
         raise RequestError("Invalid type for 'stream': expected a boolean.", "stream")
     # A streamed answer always ends with its usage in this API.
-    return ChatRequest(model, conversation, stream, True, maxTokens, request)
+    return ChatRequest(model, conversation, stream, True, maxTokens, request,
+                       _toolCall(model, request, toolResult is not None), toolResult)  # fmt: skip
+
+
+def _toolCall(model: str, request: Mapping[str, Any], answered: bool) -> Optional[ToolCall]:
+    """
+    The call a request gets (see L{chosenCall}), from its C{tools} (of
+    type C{function}; others are not the mock's to call) and
+    C{tool_choice}.
+    """
+    tools = request.get("tools")
+    if not isinstance(tools, list):
+        return None
+    offered: dict[str, Any] = {}
+    for i, tool in enumerate(tools):
+        if isinstance(tool, dict) and tool.get("type") == "function":
+            if not isinstance(tool.get("name"), str):
+                raise RequestError(f"Missing required parameter: 'tools[{i}].name'.", f"tools[{i}].name")
+            offered.setdefault(tool["name"], tool.get("parameters"))
+    given = request.get("tool_choice", "auto")
+    choice, forced = ("named", given.get("name")) if isinstance(given, dict) else (given, None)
+    try:
+        return chosenCall(model, offered, choice, forced, answered)
+    except ValueError as e:
+        raise RequestError(f"Invalid 'tool_choice': {e}.", "tool_choice") from None
 
 
 def _event(answer: Answer, kind: str, fields: Mapping[str, Any]) -> bytes:
@@ -112,7 +141,7 @@ class OpenAIResponses:
     def _itemId(self, answer: Answer) -> str:
         item: Optional[str] = answer.state.get("item")
         if item is None:
-            item = answer.state["item"] = newId("msg_")
+            item = answer.state["item"] = newId("msg_" if answer.request.toolCall is None else "fc_")
         return item
 
     def _message(self, answer: Answer, text: Optional[str], status: str) -> dict[str, Any]:
@@ -159,7 +188,19 @@ class OpenAIResponses:
             }
         return response
 
+    def _callItem(self, answer: Answer, call: ToolCall, arguments: str, status: str) -> dict[str, Any]:
+        return {"type": "function_call", "id": self._itemId(answer), "call_id": "call_" + answer.id[-24:],
+                "name": call.name, "arguments": arguments, "status": status}  # fmt: skip
+
     def opening(self, answer: Answer) -> bytes:
+        call = answer.request.toolCall
+        if call is not None:
+            return (
+                _event(answer, "response.created", {"response": self._response(answer, "in_progress", [])})
+                + _event(answer, "response.in_progress", {"response": self._response(answer, "in_progress", [])})
+                + _event(answer, "response.output_item.added",
+                         {"output_index": 0, "item": self._callItem(answer, call, "", "in_progress")})
+            )  # fmt: skip
         where = {"item_id": self._itemId(answer), "output_index": 0, "content_index": 0}
         return (
             _event(answer, "response.created", {"response": self._response(answer, "in_progress", [])})
@@ -172,6 +213,12 @@ class OpenAIResponses:
 
     def token(self, answer: Answer, text: str) -> bytes:
         answer.state.setdefault("text", []).append(text)
+        if answer.request.toolCall is not None:
+            return _event(
+                answer,
+                "response.function_call_arguments.delta",
+                {"item_id": self._itemId(answer), "output_index": 0, "delta": text},
+            )
         return _event(
             answer,
             "response.output_text.delta",
@@ -180,6 +227,16 @@ class OpenAIResponses:
 
     def closing(self, answer: Answer, finish: Finish, completionTokens: int) -> bytes:
         text = "".join(answer.state.get("text", []))
+        call = answer.request.toolCall
+        if call is not None:
+            item = self._callItem(answer, call, call.arguments, "completed")
+            return (
+                _event(answer, "response.function_call_arguments.done",
+                       {"item_id": item["id"], "output_index": 0, "name": call.name, "arguments": call.arguments})
+                + _event(answer, "response.output_item.done", {"output_index": 0, "item": item})
+                + _event(answer, "response.completed",
+                         {"response": self._response(answer, "completed", [item], completionTokens)})
+            )  # fmt: skip
         status = "incomplete" if finish == "length" else "completed"
         where = {"item_id": self._itemId(answer), "output_index": 0, "content_index": 0}
         message = self._message(answer, text, status)
@@ -193,7 +250,13 @@ class OpenAIResponses:
 
     def whole(self, answer: Answer, text: str, finish: Finish, completionTokens: int) -> bytes:
         status = "incomplete" if finish == "length" else "completed"
-        return encode(self._response(answer, status, [self._message(answer, text, status)], completionTokens))
+        call = answer.request.toolCall
+        output = (
+            self._message(answer, text, status)
+            if call is None
+            else self._callItem(answer, call, call.arguments, "completed")
+        )
+        return encode(self._response(answer, status, [output], completionTokens))
 
     def error(self, problem: RequestError) -> bytes:
         return error(problem)
