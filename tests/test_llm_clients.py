@@ -72,6 +72,20 @@ class SDKThroughProxyTests(TestCase):
         self.assertPaced([float(when) for when, _ in deltas])
         return [line for _, line in client.lines]
 
+    @inlineCallbacks
+    def toolsPeer(self, script: str, url: str, **env: str) -> Any:
+        """
+        Run a client in tests/peers against the proxy with C{mock-tools}.
+
+        @return: Its output's C{KEY REST} lines, by key, once it exited 0.
+        """
+        client = LineProcess.spawn(
+            sys.executable, str(PEERS / script), url, "mock-tools", env={**env, "PATH": "/usr/bin:/bin"}
+        )
+        code = yield client.exitCode
+        self.assertEqual(code, 0, client.stderr.decode())
+        return dict(line.decode().split(" ", 1) for _, line in client.lines)
+
     def peer(self, script: str, url: str, **env: str) -> LineProcess:
         """
         Start a client in tests/peers against the proxy, asking mock-echo
@@ -172,13 +186,7 @@ class SDKThroughProxyTests(TestCase):
         argument deltas join into its arguments, and the C{function_call_output}
         quoted.
         """
-        client = LineProcess.spawn(
-            sys.executable, str(PEERS / "openai_tools.py"), self.proxy.url + "v1", "mock-tools",
-            env={"OPENAI_API_KEY": TOKEN, "PATH": "/usr/bin:/bin"},
-        )  # fmt: skip
-        code = yield client.exitCode
-        self.assertEqual(code, 0, client.stderr.decode())
-        lines = dict(line.decode().split(" ", 1) for _, line in client.lines)
+        lines = yield self.toolsPeer("openai_tools.py", self.proxy.url + "v1", OPENAI_API_KEY=TOKEN)
         self.assertGreater(int(lines["pieces"]), 3)
         self.assertEqual(
             lines["call"],
@@ -202,17 +210,23 @@ class SDKThroughProxyTests(TestCase):
         C{tool_use} block, its input from the schema; the tool's result
         sent back is quoted; a forced C{tool_choice} gets the tool it names.
         """
-        client = LineProcess.spawn(
-            sys.executable, str(PEERS / "anthropic_tools.py"), self.proxy.url.rstrip("/"), "mock-tools",
-            env={"GATEWAY_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
-        )  # fmt: skip
-        code = yield client.exitCode
-        self.assertEqual(code, 0, client.stderr.decode())
-        lines = dict(line.decode().split(" ", 1) for _, line in client.lines)
+        lines = yield self.toolsPeer("anthropic_tools.py", self.proxy.url.rstrip("/"), GATEWAY_TOKEN=TOKEN)
         self.assertEqual(lines["block"], 'tool_use get_weather {"city": "example", "days": 2, "unit": "celsius"}')
         self.assertEqual(lines["stop"], "tool_use")
         self.assertEqual(lines["answer"], "The tool returned: 18 degrees and sunny")
         self.assertEqual(lines["forced"], 'other {"n": 1.5}')
+
+    @inlineCallbacks
+    def test_geminiFunctionCall(self) -> Any:
+        """
+        The google-genai SDK through the proxy, offering functions (as its
+        own Schema and as JSON Schema) to C{mock-tools}: a streamed chunk
+        carries the C{functionCall} with arguments from the schema; the
+        function's response sent back is quoted.
+        """
+        lines = yield self.toolsPeer("gemini_tools.py", self.proxy.url, GATEWAY_TOKEN=TOKEN)
+        self.assertEqual(lines["call"], 'get_weather {"city": "example", "days": 1}')
+        self.assertEqual(lines["answer"], 'The tool returned: {"result":"sunny"}')
 
     @inlineCallbacks
     def test_anthropicSDK(self) -> Any:

@@ -51,6 +51,12 @@ class ArgumentsTests(SynchronousTestCase):
              "where": {"lat": -90}, "tags": ["example"], "either": 1, "fixed": "x"},
         )  # fmt: skip
 
+    def test_geminiCapitals(self) -> None:
+        self.assertEqual(
+            argumentsFor({"type": "OBJECT", "properties": {"n": {"type": "INTEGER"}, "s": {"type": "STRING"}}}),
+            {"n": 1, "s": "example"},
+        )
+
     def test_hostileSchemas(self) -> None:
         self.assertEqual(argumentsFor(None), {})
         self.assertEqual(argumentsFor({"type": "object", "properties": "nope", "required": [3]}), {})

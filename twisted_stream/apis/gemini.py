@@ -19,6 +19,7 @@ from typing import Any, Mapping, Optional
 
 from twisted_stream.apis import Answer, ChatRequest, Finish, RequestError, jsonObject
 from twisted_stream.apis.openai import encode
+from twisted_stream.apis.tools import ToolCall, chosenCall
 
 __all__ = ["GeminiGenerate", "forURL"]
 
@@ -50,6 +51,40 @@ def _text(parts: Any, where: str) -> str:
         if isinstance(part.get("text"), str):
             texts.append(part["text"])
     return "".join(texts)
+
+
+def _functionResponse(parts: Any) -> Optional[str]:
+    for part in parts if isinstance(parts, list) else ():
+        response = part.get("functionResponse") if isinstance(part, dict) else None
+        if isinstance(response, dict):
+            return encode(response.get("response", {})).decode("utf-8")
+    return None
+
+
+def _toolCall(model: str, request: Mapping[str, Any], answered: bool) -> Optional[ToolCall]:
+    """
+    The call a request gets (see L{chosenCall}), from its C{tools}'
+    C{functionDeclarations} and C{toolConfig.functionCallingConfig}
+    (C{mode} C{AUTO}, C{ANY}, C{NONE}; C{ANY} with one
+    C{allowedFunctionNames} names that one).
+    """
+    offered: dict[str, Any] = {}
+    for tool in request.get("tools") or ():
+        declarations = tool.get("functionDeclarations") or tool.get("function_declarations") if isinstance(tool, dict) else None
+        for declaration in declarations or ():
+            if isinstance(declaration, dict) and isinstance(declaration.get("name"), str):
+                schema = declaration.get("parameters") or declaration.get("parametersJsonSchema")
+                offered.setdefault(declaration["name"], schema)
+    config = ((request.get("toolConfig") or request.get("tool_config") or {}).get("functionCallingConfig")) or {}
+    mode = str(config.get("mode", "AUTO")).upper()
+    allowed = config.get("allowedFunctionNames") or []
+    choice, forced = {"AUTO": ("auto", None), "NONE": ("none", None), "ANY": ("required", None)}.get(mode, ("auto", None))
+    if mode == "ANY" and len(allowed) == 1:
+        choice, forced = "named", allowed[0]
+    try:
+        return chosenCall(model, offered, choice, forced, answered)
+    except ValueError as e:
+        raise RequestError(f"allowedFunctionNames {e}") from None
 
 
 class GeminiGenerate:
@@ -87,14 +122,22 @@ class GeminiGenerate:
             if role not in ("user", "model"):
                 raise RequestError(f"Please use a valid role: user, model (contents[{i}].role)")
             conversation.append(("user" if role == "user" else "assistant", _text(content.get("parts"), f"contents[{i}].parts")))
+        last = contents[-1]
+        toolResult = _functionResponse(last.get("parts") if isinstance(last, dict) else None)
         config = request.get("generationConfig") or request.get("generation_config") or {}
         maxTokens: Optional[int] = config.get("maxOutputTokens") if isinstance(config, dict) else None
         if maxTokens is not None and (isinstance(maxTokens, bool) or not isinstance(maxTokens, int) or maxTokens < 1):
             raise RequestError("Invalid value at 'generation_config.max_output_tokens': expected a positive integer")
-        return ChatRequest(self._model, conversation, self._stream, True, maxTokens, request)
+        return ChatRequest(self._model, conversation, self._stream, True, maxTokens, request,
+                           _toolCall(self._model, request, toolResult is not None), toolResult)  # fmt: skip
 
     def _response(self, answer: Answer, text: str, finish: Optional[Finish], completion: Optional[int]) -> bytes:
-        candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+        call = answer.request.toolCall
+        part: dict[str, Any] = (
+            {"text": text} if call is None or finish is None
+            else {"functionCall": {"name": call.name, "args": json.loads(call.arguments)}}
+        )  # fmt: skip
+        candidate: dict[str, Any] = {"content": {"parts": [part], "role": "model"}, "index": 0}
         if finish is not None:
             candidate["finishReason"] = _FINISH[finish]
         response: dict[str, Any] = {"candidates": [candidate], "modelVersion": self._model, "responseId": answer.id}
@@ -110,6 +153,9 @@ class GeminiGenerate:
         return b""
 
     def token(self, answer: Answer, text: str) -> bytes:
+        if answer.request.toolCall is not None:
+            # Gemini sends a call whole, in the last chunk.
+            return b""
         return b"data: " + self._response(answer, text, None, None) + b"\r\n\r\n"
 
     def closing(self, answer: Answer, finish: Finish, completionTokens: int) -> bytes:

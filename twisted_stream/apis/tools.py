@@ -10,7 +10,7 @@ or C{default}, or else a value of its type: C{"example"} for a string
 (C{"2026-01-01"} for C{format: date}), its C{minimum} or 1 for an integer,
 its C{minimum} or 1.5 for a number, C{true}, one item for an array, the
 same rules again for a nested object, the first choice of C{anyOf} or
-C{oneOf}.
+C{oneOf}. Type names may be in capitals (Gemini's C{Schema}).
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ def argumentsFor(schema: Any, depth: int = 0) -> Any:
         kind = next((k for k in kind if k != "null"), "null")
     if kind is None:
         kind = "object" if "properties" in schema else "string"
+    # Gemini's own Schema names its types in capitals.
+    kind = kind.lower() if isinstance(kind, str) else "string"
     if kind == "object":
         given = schema.get("properties")
         properties: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
