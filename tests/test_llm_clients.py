@@ -24,7 +24,7 @@ RATE = 25.0
 TOKEN = "gateway-token-for-the-sdk"
 
 
-class SDKThroughProxyTests(TestCase):
+class ThroughProxy(TestCase):
     """
     chunkgen (25 tokens a second, first after 0.2 s) behind chunkproxy
     (C{--route /v1/=...}, a token required), and real clients in front.
@@ -100,6 +100,13 @@ class SDKThroughProxyTests(TestCase):
         Start the openai SDK client, with the proxy as its base URL.
         """
         return self.peer("openai_chat.py", self.proxy.url + "v1", OPENAI_API_KEY=key)
+
+
+
+class SDKThroughProxyTests(ThroughProxy):
+    """
+    The Python clients.
+    """
 
     @inlineCallbacks
     def test_openaiSDK(self) -> Any:

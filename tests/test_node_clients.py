@@ -1,0 +1,59 @@
+"""
+The mock LLM through the real proxy, read by Node clients: the openai
+package for Node and the Vercel AI SDK's default OpenAI provider (which
+calls the Responses API), installed by scripts/test from
+tests/peers/node/package.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import SkipTest
+
+from tests.support import LineProcess
+from tests.test_llm_clients import PEERS, PROMPT, TOKEN, ThroughProxy
+from twisted_stream.mockllm import tokens
+
+NODE_PEERS = PEERS / "node"
+
+
+def _node(script: str, *args: str) -> LineProcess:
+    node = shutil.which("node")
+    if node is None or not (NODE_PEERS / "node_modules").is_dir():
+        raise SkipTest("node or tests/peers/node/node_modules missing (.ci/run installs nodejs; scripts/test runs npm)")
+    return LineProcess.spawn(node, str(NODE_PEERS / script), *args, env={"OPENAI_API_KEY": TOKEN, "PATH": "/usr/bin:/bin"})
+
+
+class NodeThroughProxyTests(ThroughProxy):
+    """
+    The same chunkgen behind the same chunkproxy as the Python clients'.
+    """
+
+    @inlineCallbacks
+    def test_openaiNode(self) -> Any:
+        """
+        The openai package for Node streams a chat completion through the
+        proxy: every delta, at the pace, with the usage; and the same text
+        through the Responses API.
+        """
+        lines = yield self.pacedAnswer(_node("openai_chat.mjs", self.proxy.url + "v1", "mock-echo", PROMPT))
+        self.assertIn(b"usage %d" % (len(tokens(PROMPT)),), lines)
+        self.assertIn(b"responses " + json.dumps(PROMPT).encode(), lines)
+        self.assertEqual(lines[-1], b"done")
+
+    @inlineCallbacks
+    def test_vercelAISDK(self) -> Any:
+        """
+        The Vercel AI SDK's default OpenAI provider (the Responses API)
+        through the proxy: text deltas at the pace, then a C{tool-call} part
+        with the input the tool's schema asks for.
+        """
+        lines = yield self.pacedAnswer(_node("vercel.mjs", self.proxy.url + "v1", PROMPT))
+        self.assertIn(b"finish stop", lines)
+        self.assertIn(b'tool-call get_weather {"city":"example","days":2}', lines)
+        self.assertIn(b"tools-finish tool-calls", lines)
+        self.assertEqual(lines[-1], b"done")
