@@ -1,7 +1,9 @@
 // The openai package for Node with BASE_URL as its baseURL: streams a chat
 // completion from MODEL, printing per content delta the seconds since the
 // request and the delta as JSON; then 'usage N'; then streams the same
-// through the Responses API and prints 'responses TEXT-JSON'; then 'done'.
+// through the Responses API and prints 'responses TEXT-JSON'; then offers a
+// tool to mock-tools, accumulates the streamed call and prints 'tool NAME
+// ARGUMENTS' (after JSON.parse) and 'tool-finish REASON'; then 'done'.
 //
 //     node openai_chat.mjs BASE_URL MODEL PROMPT
 import OpenAI from "openai";
@@ -31,4 +33,26 @@ for await (const event of await client.responses.create({ model, input: prompt, 
   }
 }
 console.log(`responses ${JSON.stringify(text)}`);
+const tools = [{
+  type: "function",
+  function: {
+    name: "get_weather",
+    parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+  },
+}];
+let name = "";
+let args = "";
+let finish = null;
+const calls = await client.chat.completions.create({
+  model: "mock-tools", messages: [{ role: "user", content: "Weather?" }], tools, stream: true,
+});
+for await (const chunk of calls) {
+  for (const call of chunk.choices[0]?.delta?.tool_calls ?? []) {
+    name += call.function?.name ?? "";
+    args += call.function?.arguments ?? "";
+  }
+  finish = chunk.choices[0]?.finish_reason ?? finish;
+}
+console.log(`tool ${name} ${JSON.stringify(JSON.parse(args))}`);
+console.log(`tool-finish ${finish}`);
 console.log("done");
