@@ -290,8 +290,10 @@ class RouteOptions:
     @ivar prefix: The path prefix.
     @ivar upstream: The upstream URL.
     @ivar injectHeaders: Headers to set on its upstream requests.
+    @ivar record: A folder to record its streams to, if any.
     """
 
     prefix: bytes
     upstream: bytes
     injectHeaders: list[tuple[bytes, bytes]] = field(default_factory=list)
+    record: Optional[str] = None

@@ -62,6 +62,7 @@ from twisted_stream._drain import DRAINING
 from twisted_stream._h2 import truncate
 from twisted_stream._http import PlainResource, textError
 from twisted_stream._llmusage import UsageReader
+from twisted_stream._recording import Recorder
 from twisted_stream._refusal import Refusal, tokenRefusal
 from twisted_stream._retry import DeadlineAgent, NoResponseInTime
 from twisted_stream._streamlog import StreamRecord, clientOf
@@ -230,6 +231,8 @@ class _Exchange:
     def __init__(self, proxy: StreamProxyResource, request: Request, url: bytes, body: Optional[bytes]) -> None:
         self.request = request
         self._proxy = proxy
+        self._sent = body
+        self._recording: Optional[Any] = None
         self.clock = proxy.clock
         self._url = url
         self._body = body
@@ -275,6 +278,9 @@ class _Exchange:
 
     def _ended(self, outcome: str) -> None:
         self.phase = _DONE
+        if self._recording is not None:
+            self._recording.end(outcome)
+            self._recording = None
         if self._usage is not None:
             self.record.fields.update(self._usage.fields())
         request = self.request
@@ -316,6 +322,18 @@ class _Exchange:
         request.write(b"")
         write = bodyWriter(request, self.record)
         proxy = self._proxy
+        if proxy.recorder is not None:
+            # Noted after each piece is written, as forwarded (heartbeats too).
+            self._recording = recording = proxy.recorder.start(
+                request.method, request.uri, self._sent or b"", response.code,
+                [(name, value) for name, values in forwarded.items() for value in values], self.record.started,
+            )  # fmt: skip
+            send = write
+
+            def write(data: bytes) -> None:
+                send(data)
+                recording.piece(data)
+
         # A heartbeat is plain text: never put into a compressed stream.
         events = mediaType == b"text/event-stream" and encoding in (b"identity", b"")
         heartbeat = proxy.heartbeat if events else None
@@ -521,6 +539,7 @@ class StreamProxyResource(PlainResource):
         maxBody: int = DEFAULT_MAX_BODY,
         injectHeaders: Sequence[tuple[bytes, bytes]] = (),
         requireToken: Optional[bytes] = None,
+        recordTo: Optional[str] = None,
     ) -> None:
         """
         @param upstream: The absolute C{http://} or C{https://} URL to forward
@@ -548,6 +567,8 @@ class StreamProxyResource(PlainResource):
         @param requireToken: If given, only requests with C{Authorization:
             Bearer <requireToken>} are forwarded (C{401} otherwise), and their
             C{Authorization} is not passed on.
+        @param recordTo: A folder to record every response forwarded to, with
+            its timing, one file each (see L{twisted_stream._recording}).
         """
         super().__init__()
         if reactor is None:
@@ -567,6 +588,7 @@ class StreamProxyResource(PlainResource):
         self._requireToken = requireToken
         self.dropHeaders = [b"authorization"] if requireToken is not None else []
         self._tooLarge = Refusal(413, f"the request body is over {maxBody} bytes")
+        self.recorder = Recorder(recordTo, reactor) if recordTo is not None else None
 
     def methodsAllowed(self) -> list[str]:
         """

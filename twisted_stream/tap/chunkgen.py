@@ -5,10 +5,15 @@ C{twistd chunkgen}: the chunk generator as a twistd plugin.
 
 from __future__ import annotations
 
+from typing import Optional
+
 from twisted.application.service import IService
+from twisted.python import usage
+from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from twisted_stream._numbers import decimalNumber
+from twisted_stream._recording import Library, ReplayResource
 from twisted_stream._service import listeningService
 from twisted_stream.generator import GeneratorRoot, StreamSpec, parseCount, parseInterval
 from twisted_stream.mockllm import Pace
@@ -43,7 +48,26 @@ class Options(PluginOptions):
             "Mock LLM: tokens a second after the first, 0.01 to 10000.",
             lambda t: decimalNumber(t, "tokens-per-second", 0.01, 10000),
         ],
+        [
+            "replay",
+            None,
+            None,
+            "A folder of streams recorded by chunkproxy --record: a request that matches one (method,"
+            " path, body) gets it back at its recorded pace (X-Mock-Speed divides the offsets).",
+        ],
     ]
+
+    def postOptions(self) -> None:
+        """
+        Read the recordings of C{--replay}, so that a bad one stops start-up.
+        """
+        super().postOptions()
+        self.library: Optional[Library] = None
+        if self["replay"] is not None:
+            try:
+                self.library = Library.load(self["replay"])
+            except (OSError, ValueError) as e:
+                raise usage.UsageError(f"--replay: {e}") from None
 
     def pace(self) -> Pace:
         """
@@ -67,7 +91,10 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
-    site = Site(GeneratorRoot(options.spec(), reactor, options.pace()))
+    root: Resource = GeneratorRoot(options.spec(), reactor, options.pace())
+    if options.library is not None:
+        root = ReplayResource(options.library, root, reactor)
+    site = Site(root)
     site.displayTracebacks = False
     return listeningService(
         reactor,

@@ -271,6 +271,7 @@ class Options(PluginOptions):
         self.injectHeaders: list[tuple[bytes, bytes]] = []
         self.corsOrigins: list[bytes] = []
         self.arguments: list[str] = []
+        self.recordAll: Optional[str] = None
 
     def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
         # Kept as given: each of --workers runs with them again.
@@ -313,6 +314,17 @@ class Options(PluginOptions):
             raise usage.UsageError(str(e)) from None
         (self.routes[-1].injectHeaders if self.routes else self.injectHeaders).append(header)
 
+    def opt_record(self, folder: str) -> None:
+        """
+        DIR: record every response the --route before it forwards (every
+        route's, given before any) to DIR, one file each, with each piece's
+        time, for chunkgen --replay.
+        """
+        if self.routes:
+            self.routes[-1].record = folder
+        else:
+            self.recordAll = folder
+
     def postOptions(self) -> None:
         """
         Check the options, and resolve C{--require-token}.
@@ -352,7 +364,9 @@ class Options(PluginOptions):
         if not any(route.prefix == b"/stream" for route in routes):
             routes.insert(0, RouteOptions(b"/stream", self["upstream"]))
         return [
-            RouteOptions(route.prefix, route.upstream, [*self.injectHeaders, *route.injectHeaders])
+            RouteOptions(
+                route.prefix, route.upstream, [*self.injectHeaders, *route.injectHeaders], route.record or self.recordAll
+            )
             for route in routes
         ]
 
@@ -433,6 +447,7 @@ def _gatewayService(reactor: Any, options: Options, worker: Optional[int]) -> IS
                 maxBody=options["max-body"],
                 injectHeaders=route.injectHeaders,
                 requireToken=options["require-token"],
+                recordTo=route.record,
             ),
         )
         for route in options.allRoutes()

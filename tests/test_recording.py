@@ -1,0 +1,153 @@
+"""
+Tests for L{twisted_stream._recording}: the file format and matching on a
+clock, and a stream recorded through a real C{chunkproxy --record} from the
+mock, replayed by a real C{chunkgen --replay} at its recorded pace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
+
+from tests.support import Server, StreamingRequest, fetch, reactor, render, startTwistd
+from twisted_stream._recording import Library, Recorder, ReplayResource, matchKey
+
+
+class MatchTests(SynchronousTestCase):
+    def test_volatileFieldsIgnored(self) -> None:
+        """
+        The body is compared as JSON, without the volatile fields and the
+        mock's own; the method and the path (not its query) count.
+        """
+        a = matchKey(b"POST", b"/v1/chat", b'{"model":"m","messages":[1],"stream_options":{"include_usage":true}}')
+        b = matchKey(b"POST", b"/v1/chat?key=x", b'{"messages": [1], "model": "m", "mock_ttft": 0, "user": "u"}')
+        self.assertEqual(a, b)
+        self.assertNotEqual(a, matchKey(b"POST", b"/v1/chat", b'{"model":"m","messages":[2]}'))
+        self.assertNotEqual(a, matchKey(b"GET", b"/v1/chat", b'{"model":"m","messages":[1]}'))
+        self.assertEqual(matchKey(b"GET", b"/x", b"\xff"), matchKey(b"GET", b"/x", b"\xff"))
+        self.assertNotEqual(matchKey(b"GET", b"/x", b"\xff"), matchKey(b"GET", b"/x", b"\xfe"))
+
+
+class FormatTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.folder = self.mktemp()
+        self.clock = Clock()
+
+    def record(self) -> None:
+        recorder = Recorder(self.folder, self.clock)
+        self.clock.advance(100)
+        recording = recorder.start(b"POST", b"/v1/x?key=secret", b'{"a":1}', 200,
+                                   [(b"Content-Type", b"text/event-stream")], started=99.5)  # fmt: skip
+        recording.piece(b"data: one\n\n")
+        self.clock.advance(0.25)
+        recording.piece(b"\xff\xfe")
+        recording.end("complete")
+
+    def test_oneJSONLinePerPiece(self) -> None:
+        """
+        The head (no query string), a line per piece with its offset from
+        the request, bytes that are not UTF-8 as base64, then the end.
+        """
+        self.record()
+        (name,) = os.listdir(self.folder)
+        with open(os.path.join(self.folder, name)) as f:
+            lines = [json.loads(line) for line in f]
+        self.assertEqual(lines[0], {"method": "POST", "path": "/v1/x", "body": '{"a":1}', "status": 200,
+                                    "headers": [["Content-Type", "text/event-stream"]]})  # fmt: skip
+        self.assertEqual(lines[1:], [{"t": 0.5, "data": "data: one\n\n"}, {"t": 0.75, "data_base64": "//4="},
+                                     {"end": "complete", "t": 0.75}])  # fmt: skip
+
+    def test_replayedAtItsOffsets(self) -> None:
+        """
+        A matching request gets the recorded status, headers and pieces at
+        their offsets, divided by C{X-Mock-Speed}; one that matches nothing
+        goes to the fallback.
+        """
+        self.record()
+        fallback = Resource()
+        fallback.putChild(b"v1", _Static(b"live"))
+        replay = ReplayResource(Library.load(self.folder), fallback, self.clock)
+        for speed, offsets in ((None, (0.5, 0.75)), (b"2", (0.25, 0.375))):
+            request = StreamingRequest([b"v1", b"x"], method=b"POST", uri=b"/v1/x", body=b'{"a": 1, "mock_x": 2}')
+            if speed is not None:
+                request.requestHeaders.setRawHeaders(b"x-mock-speed", [speed])
+            render(replay, request)
+            self.assertEqual((request.responseCode, request.responseHeaders.getRawHeaders(b"content-type")),
+                             (200, [b"text/event-stream"]))  # fmt: skip
+            self.clock.advance(offsets[0] - 0.001)
+            self.assertEqual(request.written, [])
+            self.clock.advance(0.001)
+            self.assertEqual(request.written, [b"data: one\n\n"])
+            self.clock.advance(offsets[1] - offsets[0])
+            self.assertEqual(request.written, [b"data: one\n\n", b"\xff\xfe"])
+            self.assertEqual(request.finished, 1)
+        request = StreamingRequest([b"v1", b"x"], method=b"POST", uri=b"/v1/x", body=b'{"a": 2}')
+        self.assertEqual(render(replay, request), b"live")
+
+    def test_notARecording(self) -> None:
+        os.makedirs(self.folder)
+        with open(os.path.join(self.folder, "bad.jsonl"), "w") as f:
+            f.write("{nope\n")
+        with self.assertRaises(ValueError) as caught:
+            Library.load(self.folder)
+        self.assertIn("bad.jsonl is not a recording", str(caught.exception))
+
+
+class _Static(Resource):
+    isLeaf = True
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__()
+        self._body = body
+
+    def render(self, request: Any) -> bytes:
+        return self._body
+
+
+class RecordReplayTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_recordedThenReplayed(self) -> Any:
+        """
+        A chat completion streamed from the mock through C{chunkproxy
+        --record}, then asked of C{chunkgen --replay} (with a volatile field
+        changed): the same events, each within 10 ms of its recorded offset.
+        """
+        folder = os.path.abspath(self.mktemp())
+        generator: Server = yield startTwistd(self, "chunkgen", "--ttft", "0.2", "--tokens-per-second", "20")
+        proxy: Server = yield startTwistd(self, "chunkproxy", "--route", f"/v1/={generator.url}v1/", "--record", folder)
+        ask = {"model": "mock-echo", "stream": True, "messages": [{"role": "user", "content": "one two three four five"}]}
+        live = yield fetch(proxy.url + "v1/chat/completions", b"POST", [(b"Content-Type", b"application/json")],
+                           body=json.dumps({**ask, "stream_options": {"include_usage": True}}).encode())  # fmt: skip
+        self.assertEqual(live.status, 200)
+        # The file is closed when the proxy has logged the stream's end.
+        for _ in range(100):
+            names = os.listdir(folder)
+            lines = []
+            if names:
+                with open(os.path.join(folder, names[0])) as f:
+                    lines = [json.loads(line) for line in f]
+            if lines and "end" in lines[-1]:
+                break
+            yield deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual(lines[-1]["end"], "complete")
+        recorded = lines[1:-1]
+        replayer: Server = yield startTwistd(self, "chunkgen", "--replay", folder)
+        again = yield fetch(replayer.url + "v1/chat/completions", b"POST", [(b"Content-Type", b"application/json")],
+                            body=json.dumps({**ask, "mock_ttft": 5}).encode())  # fmt: skip
+        self.assertEqual(again.body, live.body)
+        arrivals = [(when - again.sentAt, line) for when, line in again.lineArrivals() if line.startswith(b"data:")]
+        # A piece may hold more than one event: each piece's are timed by
+        # the first's arrival.
+        for piece in recorded:
+            events = piece["data"].count("data:")
+            (offset, _), arrivals = arrivals[0], arrivals[events:]
+            self.assertLess(abs(offset - piece["t"]), 0.010, (offset, piece))
+        self.assertEqual(arrivals, [])
