@@ -6,6 +6,7 @@ upstreams.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -14,7 +15,17 @@ from twisted.internet.task import deferLater
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import TestCase
 
-from tests.support import RawClient, RawConnection, RawUpstream, answerWith, fetch, portOf, reactor
+from tests.support import (
+    RawClient,
+    RawConnection,
+    RawUpstream,
+    Server,
+    answerWith,
+    fetch,
+    portOf,
+    reactor,
+    startTwistd,
+)
 from twisted_stream._agent import UpstreamAgent
 from twisted_stream.gateway import GatewayResource, GatewaySite, Route
 from twisted_stream.page import PageResource
@@ -166,3 +177,40 @@ class StreamEventTests(TestCase):
             [("/nowhere", 404, "rejected"), ("/up/%2e%2e/x", 400, "rejected"), ("/", 200, "complete")],
         )
         self.assertNotIn("sk-secret", repr(events))
+
+
+class MockFaultOutcomeTests(TestCase):
+    """
+    The outcomes a real chunkproxy logs for the mock LLM's faults on demand
+    (a real chunkgen upstream asked with C{X-Mock-Fault}), with what the
+    client received and what the LLM delivered up to then.
+    """
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_faultOutcomes(self) -> Any:
+        generator: Server = yield startTwistd(self, "chunkgen", "--ttft", "0.05", "--tokens-per-second", "50")
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--route", f"/v1/={generator.url}v1/", "--idle-timeout", "0.5", "--log-format", "json"
+        )
+        body = json.dumps({"model": "mock-echo", "stream": True,
+                           "messages": [{"role": "user", "content": "one two three four five six"}]}).encode()  # fmt: skip
+        seen = {}
+        for fault in ("disconnect:3", "error_event:2", "stall:1:3", "rate_limit"):
+            exchange = yield fetch(proxy.url + "v1/chat/completions", b"POST",
+                                   [(b"Content-Type", b"application/json"), (b"X-Mock-Fault", fault.encode())],
+                                   body=body)  # fmt: skip
+            seen[fault] = (exchange.status, exchange.complete, exchange.body.count(b'"content":"'))
+        yield deferLater(reactor, 0.3, lambda: None)
+        events = [json.loads(line) for line in proxy.output.splitlines() if line.startswith("{")]
+        streams = [e for e in events if e["namespace"] == "chunkproxy.stream"]
+        self.assertEqual(
+            [(e["status"], e["outcome"], e.get("llm_deltas")) for e in streams],
+            [(200, "truncated", 3), (200, "complete", 2), (200, "idle_timeout", 1), (429, "complete", None)],
+        )
+        # The client: a truncated stream is never a clean end.
+        self.assertEqual(seen["disconnect:3"][:2], (200, False))
+        self.assertEqual(seen["error_event:2"][:2], (200, True))
+        self.assertEqual(seen["stall:1:3"][:2], (200, False))
+        self.assertEqual(seen["rate_limit"][0], 429)
