@@ -38,13 +38,15 @@ class NodeThroughProxyTests(ThroughProxy):
         """
         The openai package for Node streams a chat completion through the
         proxy: every delta, at the pace, with the usage; the same text
-        through the Responses API; and a streamed tool call it can parse.
+        through the Responses API; and a streamed tool call it can parse,
+        through both APIs.
         """
         lines = yield self.pacedAnswer(_node("openai_chat.mjs", self.proxy.url + "v1", "mock-echo", PROMPT))
         self.assertIn(b"usage %d" % (len(tokens(PROMPT)),), lines)
         self.assertIn(b"responses " + json.dumps(PROMPT).encode(), lines)
         self.assertIn(b'tool get_weather {"city":"example"}', lines)
         self.assertIn(b"tool-finish tool_calls", lines)
+        self.assertIn(b'rtool get_weather {"city":"example"} true', lines)
         self.assertEqual(lines[-1], b"done")
 
     @inlineCallbacks

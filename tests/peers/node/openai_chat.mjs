@@ -3,7 +3,8 @@
 // request and the delta as JSON; then 'usage N'; then streams the same
 // through the Responses API and prints 'responses TEXT-JSON'; then offers a
 // tool to mock-tools, accumulates the streamed call and prints 'tool NAME
-// ARGUMENTS' (after JSON.parse) and 'tool-finish REASON'; then 'done'.
+// ARGUMENTS' (after JSON.parse) and 'tool-finish REASON'; then the same
+// tool through the Responses API: 'rtool NAME ARGUMENTS'; then 'done'.
 //
 //     node openai_chat.mjs BASE_URL MODEL PROMPT
 import OpenAI from "openai";
@@ -55,4 +56,17 @@ for await (const chunk of calls) {
 }
 console.log(`tool ${name} ${JSON.stringify(JSON.parse(args))}`);
 console.log(`tool-finish ${finish}`);
+let rargs = "";
+let item = null;
+const rtools = [{ type: "function", name: "get_weather", parameters: tools[0].function.parameters }];
+for await (const event of await client.responses.create({
+  model: "mock-tools", input: "Weather?", tools: rtools, stream: true,
+})) {
+  if (event.type === "response.function_call_arguments.delta") {
+    rargs += event.delta;
+  } else if (event.type === "response.output_item.done") {
+    item = event.item;
+  }
+}
+console.log(`rtool ${item.name} ${JSON.stringify(JSON.parse(rargs))} ${rargs === item.arguments}`);
 console.log("done");
