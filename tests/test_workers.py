@@ -20,7 +20,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import RawClient, Server, fetch, reactor, startTwistd
+from tests.support import RawClient, Server, fetch, freePort, reactor, startTwistd
 from tests.test_integration import curl
 from twisted_stream._workers import WORKER_VARIABLE, WorkerPool, parseWorkers, workerCommand, workerNumber
 
@@ -266,6 +266,21 @@ class GroupTests(TestCase):
             )
             inFlight = families["chunkproxy_streams_in_flight"].samples
             self.assertEqual([(s.labels, s.value) for s in inFlight], [({"route": "/stream"}, 0.0)])
+
+    @inlineCallbacks
+    def test_metricsListenOnly(self) -> Any:
+        """
+        With C{--metrics-listen}, the group's metrics are there (served by
+        the parent) and not at C{/metrics} on C{--listen}.
+        """
+        port = freePort()
+        proxy = yield self.startGroup("--metrics-listen", f"tcp:{port}:interface=127.0.0.1")
+        exchanges = yield self.streams(proxy, 3)
+        self.assertEqual([e.status for e in exchanges], [200] * 3)
+        scraped = yield fetch(f"http://127.0.0.1:{port}/metrics")
+        self.assertIn(b'chunkproxy_requests_total{outcome="complete",route="/stream",status="200"} 3.0', scraped.body)
+        onMain = yield fetch(proxy.url + "metrics")
+        self.assertEqual(onMain.status, 404)
 
     @inlineCallbacks
     def test_deadWorkerReplaced(self) -> Any:

@@ -458,7 +458,8 @@ def _gatewayService(reactor: Any, options: Options, worker: Optional[int]) -> IS
     metricsListen = None if worker else options["metrics-listen"]
     site = GatewaySite(
         GatewayResource(
-            routes, PageResource(), cors, metricsHere=metricsListen is None, metricsToken=options["require-token"]
+            routes, PageResource(), cors, metricsHere=options["metrics-listen"] is None,
+            metricsToken=options["require-token"],
         ),
         options["max-body"],
         options["client-timeout"],
