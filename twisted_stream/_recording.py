@@ -33,11 +33,10 @@ from dataclasses import dataclass
 from typing import IO, Any, Optional, Sequence
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Request
 
-__all__ = ["VOLATILE", "Library", "Recorder", "Recording", "ReplayResource", "matchKey"]
+__all__ = ["VOLATILE", "Library", "Recorder", "Recording", "RecordingWriter", "ReplayResource", "matchKey"]
 
 VOLATILE = frozenset({"stream_options", "user", "metadata", "store", "service_tier", "seed", "n", "safety_identifier"})
 """Top-level request fields left out when a request is matched with a
@@ -46,9 +45,6 @@ recording: they change between runs without changing the answer."""
 _SKIPPED_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection", b"date", b"server", b"via"})
 """Response headers a replay does not send as recorded: its own
 connection's, or its server's."""
-
-_log = Logger()
-
 
 def matchKey(method: bytes, path: bytes, body: bytes) -> tuple[str, str, str]:
     """
@@ -79,7 +75,7 @@ def _bytesOf(record: dict[str, Any], name: str) -> bytes:
     return base64.b64decode(record.get(name + "_base64", ""))
 
 
-class _OneRecording:
+class RecordingWriter:
     """
     One stream being written to its file.
     """
@@ -123,26 +119,28 @@ class Recorder:
 
     def start(
         self, method: bytes, path: bytes, body: bytes, status: int, headers: Sequence[tuple[bytes, bytes]], started: float
-    ) -> _OneRecording:
+    ) -> RecordingWriter:
         """
         Begin a recording: its file, and its head.
 
         @param started: When the request arrived (the clock's seconds).
         """
         self._count += 1
-        where = re.sub(r"[^A-Za-z0-9]+", "-", path.split(b"?", 1)[0].decode("latin-1")).strip("-") or "root"
+        # Without the query string, which may hold a key.
+        path = path.split(b"?", 1)[0]
+        where = re.sub(r"[^A-Za-z0-9]+", "-", path.decode("latin-1")).strip("-") or "root"
         name = f"{int(started * 1000)}-{os.getpid()}-{self._count}-{method.decode('latin-1')}-{where[:60]}.jsonl"
         # Written as the stream goes, buffered (no flush per piece), closed
         # at its end: like a log file, never waited on by the client.
         out = open(os.path.join(self._folder, name), "w", encoding="utf-8")
         head = {
             "method": method.decode("latin-1"),
-            "path": path.split(b"?", 1)[0].decode("latin-1"),
+            "path": path.decode("latin-1"),
             **_textOrBase64("body", body),
             "status": status,
             "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in headers],
         }
-        recording = _OneRecording(out, started, self._clock)
+        recording = RecordingWriter(out, started, self._clock)
         recording._line(head)
         return recording
 
@@ -171,9 +169,6 @@ class Library:
 
     def __init__(self, recordings: dict[tuple[str, str, str], Recording]) -> None:
         self._recordings = recordings
-
-    def __len__(self) -> int:
-        return len(self._recordings)
 
     @classmethod
     def load(cls, folder: str) -> Library:

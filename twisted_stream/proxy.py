@@ -62,7 +62,7 @@ from twisted_stream._drain import DRAINING
 from twisted_stream._h2 import truncate
 from twisted_stream._http import PlainResource, textError
 from twisted_stream._llmusage import UsageReader
-from twisted_stream._recording import Recorder
+from twisted_stream._recording import Recorder, RecordingWriter
 from twisted_stream._refusal import Refusal, tokenRefusal
 from twisted_stream._retry import DeadlineAgent, NoResponseInTime
 from twisted_stream._streamlog import StreamRecord, clientOf
@@ -202,6 +202,19 @@ class _UpstreamBody(Protocol):
         self._exchange.bodyEnded(reason)
 
 
+def _thenNoted(write: Callable[[bytes], None], note: Callable[[bytes], None]) -> Callable[[bytes], None]:
+    """
+    @return: A writer that writes each piece, then notes it: what reads a
+        stream as it passes never delays a byte.
+    """
+
+    def writeThenNote(data: bytes) -> None:
+        write(data)
+        note(data)
+
+    return writeThenNote
+
+
 _REQUESTING, _STREAMING, _DONE = "REQUESTING", "STREAMING", "DONE"
 
 
@@ -231,8 +244,7 @@ class _Exchange:
     def __init__(self, proxy: StreamProxyResource, request: Request, url: bytes, body: Optional[bytes]) -> None:
         self.request = request
         self._proxy = proxy
-        self._sent = body
-        self._recording: Optional[Any] = None
+        self._recording: Optional[RecordingWriter] = None
         self.clock = proxy.clock
         self._url = url
         self._body = body
@@ -324,15 +336,11 @@ class _Exchange:
         proxy = self._proxy
         if proxy.recorder is not None:
             # Noted after each piece is written, as forwarded (heartbeats too).
-            self._recording = recording = proxy.recorder.start(
-                request.method, request.uri, self._sent or b"", response.code,
+            self._recording = proxy.recorder.start(
+                request.method, request.uri, self._body or b"", response.code,
                 [(name, value) for name, values in forwarded.items() for value in values], self.record.started,
             )  # fmt: skip
-            send = write
-
-            def write(data: bytes) -> None:
-                send(data)
-                recording.piece(data)
+            write = _thenNoted(write, self._recording.piece)
 
         # A heartbeat is plain text: never put into a compressed stream.
         events = mediaType == b"text/event-stream" and encoding in (b"identity", b"")
@@ -344,12 +352,8 @@ class _Exchange:
         if events:
             # An LLM's answer, perhaps: read as it passes, after each piece
             # has been written (never delaying one).
-            self._usage = reader = UsageReader()
-            forward = write
-
-            def write(data: bytes) -> None:
-                forward(data)
-                reader.feed(data)
+            self._usage = UsageReader()
+            write = _thenNoted(write, self._usage.feed)
 
         response.deliverBody(_UpstreamBody(self, write))
 
