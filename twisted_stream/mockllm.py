@@ -142,6 +142,14 @@ def _jsonError(request: Request, api: ChatAPI, problem: RequestError) -> bytes:
     return api.error(problem)
 
 
+def _postOnly(request: Request, api: ChatAPI) -> bytes:
+    """
+    The answer to a method other than C{POST}: C{405}, in the API's shape.
+    """
+    request.setHeader(b"Allow", b"POST")
+    return _jsonError(request, api, RequestError(f"use POST for {request.path.decode('latin-1')}", status=405))
+
+
 @implementer(IPushProducer)
 class _TokenStream:
     """
@@ -305,9 +313,7 @@ class ChatResource(PlainResource):
         Answer POST; anything else gets the API's error.
         """
         if request.method != b"POST":
-            request.setHeader(b"Allow", b"POST")
-            problem = RequestError(f"use POST for {request.path.decode('latin-1')}", status=405)
-            return _jsonError(request, self._api, problem)
+            return _postOnly(request, self._api)
         return self.render_POST(request)
 
     def render_POST(self, request: Request) -> bytes | int:
@@ -403,8 +409,7 @@ class EmbeddingsResource(PlainResource):
     def render(self, request: Request) -> bytes:
         api = openai.OpenAIChat()
         if request.method != b"POST":
-            request.setHeader(b"Allow", b"POST")
-            return _jsonError(request, api, RequestError(f"use POST for {request.path.decode('latin-1')}", status=405))
+            return _postOnly(request, api)
         content = request.content
         try:
             asked = embeddings.parseEmbeddingsRequest(content.read() if content is not None else b"")
@@ -444,8 +449,8 @@ class ModelsResource(PlainResource):
 class MockLLMResource(PlainResource):
     """
     C{/v1}: OpenAI's C{chat/completions}, C{responses} and C{embeddings},
-    Anthropic's C{messages}, the
-    models, and each API's JSON error for anything else.
+    Anthropic's C{messages}, the models (and Gemini's C{models/M:ACTION}),
+    and each API's JSON error for anything else.
     """
 
     def __init__(self, pace: Pace, clock: IReactorTime) -> None:
