@@ -140,13 +140,13 @@ class RecordReplayTests(TestCase):
         self.assertEqual(lines[-1]["end"], "complete")
         recorded = lines[1:-1]
         replayer: Server = yield startTwistd(self, "chunkgen", "--replay", folder)
-        # Its first request pays the process's cold start (seen: 12 ms on a
-        # loaded machine), which is not the replay's timing: one goes first.
-        warm = yield fetch(replayer.url + "generate?count=1&interval=0")
-        self.assertEqual(warm.status, 200)
-        again = yield fetch(replayer.url + "v1/chat/completions", b"POST", [(b"Content-Type", b"application/json")],
-                            body=json.dumps({**ask, "mock_ttft": 5}).encode())  # fmt: skip
-        self.assertEqual(again.body, live.body)
+        # Its first replay pays the process's cold start (seen: 12 ms on a
+        # loaded machine, with a first request to another path before it),
+        # which is not the replay's timing: the second replay is timed.
+        for _ in range(2):
+            again = yield fetch(replayer.url + "v1/chat/completions", b"POST", [(b"Content-Type", b"application/json")],
+                                body=json.dumps({**ask, "mock_ttft": 5}).encode())  # fmt: skip
+            self.assertEqual(again.body, live.body)
         arrivals = [(when - again.sentAt, line) for when, line in again.lineArrivals() if line.startswith(b"data:")]
         # A piece may hold more than one event: each piece's are timed by
         # the first's arrival.

@@ -85,6 +85,19 @@ class _PoolService(Service):
         return self._agent.closeCachedConnections()
 
 
+def _chooseReactor() -> None:
+    """
+    Run on L{twisted_stream._reactor.StreamEPollReactor} where epoll exists,
+    unless twistd was told which reactor to use (C{--reactor}).
+    """
+    try:
+        from twisted_stream._reactor import installIfNoneChosen
+    except ImportError:
+        # No epoll here: twistd's default reactor it is.
+        return
+    installIfNoneChosen()
+
+
 class Options(PluginOptions):
     """
     Options of C{twistd chunkproxy}.
@@ -274,6 +287,9 @@ class Options(PluginOptions):
         self.recordAll: Optional[str] = None
 
     def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
+        # The reactor is chosen before anything imports one (checking
+        # --listen does).
+        _chooseReactor()
         # Kept as given: each of --workers runs with them again.
         self.arguments = list(sys.argv[1:] if options is None else options)
         super().parseOptions(options)
