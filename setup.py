@@ -31,8 +31,9 @@ setup(
     packages=[*find_packages(include=["twisted_stream", "twisted_stream.*"]), "twisted.plugins"],
     package_data={"twisted_stream": ["py.typed", "page.html"]},
     install_requires=[
-        # http2: HTTP/2 to browsers over TLS (h2 and priority).
-        "twisted[tls,http2]>=24.7.0",
+        # http2: HTTP/2 to browsers over TLS (h2 and priority). 25.5: a
+        # Site that leaves form bodies unparsed (parsePOSTFormSubmission).
+        "twisted[tls,http2]>=25.5.0",
         "treq>=23.11.0",
         "hyperlink>=21.0.0",
         # The upstream wire parses with llhttp, its C parser.

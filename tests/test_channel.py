@@ -301,6 +301,24 @@ class HostileClientTests(TestCase):
         )
 
     @inlineCallbacks
+    def test_formBodyForwardedUnread(self) -> Any:
+        """
+        A form body is the upstream's to read: one that is no valid
+        multipart goes upstream byte for byte (Twisted's site would parse
+        it, and answer 400 itself), and the client gets the upstream's
+        answer.
+        """
+        self.gateway()
+        body = b"not a multipart body"
+        answer, _ = yield self.send(
+            b"POST /up/form HTTP/1.1\r\nHost: g\r\nConnection: close\r\n"
+            b"Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer)
+        self.assertEqual(len(self.upstream.requests), 1)
+        self.assertEqual(self.upstream.connections[0]._buffer, body)
+
+    @inlineCallbacks
     def test_malformedRequestLine(self) -> Any:
         """
         What Twisted's parser refuses by itself gets a reason too.

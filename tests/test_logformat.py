@@ -11,7 +11,7 @@ from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
-from twisted.logger import LogLevel, formatEventAsClassicLogText
+from twisted.logger import LogLevel, formatEvent, formatEventAsClassicLogText
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -20,10 +20,10 @@ from twisted_stream._logformat import jsonLine, textLine
 
 
 def _event(**fields: Any) -> dict[str, Any]:
-    return dict(
-        log_time=1764653400.25, log_level=LogLevel.info, log_namespace="chunkproxy.stream", log_format="{a} {b}",
-        **fields,
-    )
+    return {
+        "log_time": 1764653400.25, "log_level": LogLevel.info, "log_namespace": "chunkproxy.stream",
+        "log_format": "{a} {b}", **fields,
+    }  # fmt: skip
 
 
 def _failed() -> Failure:
@@ -48,6 +48,41 @@ class TextLineTests(SynchronousTestCase):
             {"log_time": 1764653400.0},
         ):
             self.assertEqual(textLine(event), formatEventAsClassicLogText(event), event)
+
+    def test_sameAsTwistdForEveryFormat(self) -> None:
+        """
+        Formats it makes itself and formats it leaves to Twisted give
+        twistd's text: conversions and specs, attributes and keys, doubled
+        braces, Twisted's called fields, a field that is missing, a format
+        given as bytes or as something else, a system that is not text, no
+        level, no namespace, no time.
+        """
+        class Named:
+            name = "n"
+
+            def __str__(self) -> str:
+                return "named"
+
+        class Unnamed:
+            def __str__(self) -> str:
+                raise ValueError("no text")
+
+        for event in (
+            _event(a="x", b=2.5, log_format="{a!r:>6} {b:.3f} {{literal}} {c.name} {d[k]}", c=Named(), d={"k": 1}),
+            _event(a=lambda: "called", b=1, log_format="{a()} and ({b})"),
+            _event(a=1, b=2, log_format="{missing}"),
+            _event(a=1, b=2, log_format=b"bytes {a}"),
+            _event(a=1, b=2, log_format=42),
+            _event(a=1, b=2, log_format=""),
+            _event(a=1, b=2, log_format=None),
+            dict(_event(a=1, b=2), log_system=Named()),
+            dict(_event(a=1, b=2), log_system=Unnamed()),
+            {"log_format": "{a}", "a": "no level, namespace or time"},
+            dict(_event(a=1, b=2), log_namespace=None, log_level=None),
+        ):
+            self.assertEqual(textLine(event), formatEventAsClassicLogText(event), event)
+            line = jsonLine(event)
+            self.assertEqual(json.loads(line)["message"] if line else "", formatEvent(event), event)
 
     def test_timeOncePerSecond(self) -> None:
         first = textLine(_event(a=1, b=2))

@@ -49,6 +49,29 @@ class _SecondsFormatter:
 _stamp = _SecondsFormatter()
 
 
+def _message(event: LogEvent) -> str:
+    """
+    The event's text, as L{formatEvent} makes it.
+
+    Twisted formats with C{string.Formatter}, in Python: several
+    microseconds an event, at every stream's end. C{str.format_map} says
+    the same in C; Twisted's own formatting does the rest: formats that fail
+    there (its extension, C{{f()}}, a field that is called, fails as a
+    missing key; Twisted's text says why others fail), formats that are not
+    C{str}, flattened events.
+
+    @param event: A log event.
+    @return: Its text (empty for an event without a format).
+    """
+    format = event.get("log_format")
+    if type(format) is str and "log_flattened" not in event:
+        try:
+            return format.format_map(event)
+        except Exception:
+            pass
+    return formatEvent(event)
+
+
 def textLine(event: LogEvent) -> Optional[str]:
     """
     An event as twistd writes it (C{TIME [SYSTEM] TEXT}, more lines of it
@@ -57,7 +80,18 @@ def textLine(event: LogEvent) -> Optional[str]:
     @param event: A log event.
     @return: The line, or L{None} for an event with nothing to say.
     """
-    text = eventAsText(event, formatTime=_stamp)
+    system = event.get("log_system")
+    if "log_failure" in event or (system is not None and type(system) is not str):
+        # A traceback, or a system to be made text: twistd's way.
+        text = eventAsText(event, formatTime=_stamp)
+    else:
+        text = _message(event)
+        if not text:
+            return None
+        if system is None:
+            level = event.get("log_level")
+            system = f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
+        text = f"{_stamp(event.get('log_time'))} [{system}] {text}"
     if not text:
         return None
     return text.replace("\n", "\n\t") + "\n"
@@ -77,7 +111,7 @@ def jsonLine(event: LogEvent) -> Optional[str]:
     @param event: A log event.
     @return: The line, or L{None} for an event with nothing to say.
     """
-    message = formatEvent(event)
+    message = _message(event)
     level = event.get("log_level")
     when = event.get("log_time")
     record: dict[str, Any] = {

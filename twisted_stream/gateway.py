@@ -440,7 +440,10 @@ class GatewaySite(Site):
         @param metrics: Where its streams are counted (metrics of its own by
             default).
         """
-        super().__init__(resource, timeout=clientTimeout)
+        # A form body is the upstream's to read: Twisted's site would parse
+        # it (every multipart part in memory) and answer 400 itself to one
+        # it cannot.
+        super().__init__(resource, timeout=clientTimeout, parsePOSTFormSubmission=False)
         self.maxBody = maxBody
         self.limits = limits if limits is not None else RequestLimits()
         self.bodies = _BodyMemory(maxBodyMemory)
