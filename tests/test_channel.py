@@ -301,6 +301,19 @@ class HostileClientTests(TestCase):
         )
 
     @inlineCallbacks
+    def test_addressAskedOncePerConnection(self) -> Any:
+        """
+        Three requests on one connection are each told the gateway's
+        address (C{request.getHost()}), which the socket was asked once.
+        """
+        self.gateway()
+        request = b"GET /up/x HTTP/1.1\r\nHost: g\r\n\r\n"
+        answer, _ = yield self.send(request * 2 + request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+        self.assertEqual(answer.count(b"HTTP/1.1 200 OK\r\n"), 3)
+        self.assertEqual(len(self.upstream.requests), 3)
+        self.assertEqual(self.site.hostAsked, 1)  # type: ignore[attr-defined]
+
+    @inlineCallbacks
     def test_formBodyForwardedUnread(self) -> Any:
         """
         A form body is the upstream's to read: one that is no valid
@@ -364,6 +377,19 @@ class _Counted(GatewayChannel):
     Counts, on its site, the connections that have closed (a count, not the
     channels: nothing kept alive from one test to the next).
     """
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        # Each time the connection's own address is asked of the socket.
+        transport: Any = self.transport
+        asked = transport.getHost
+        site: Any = self.site
+
+        def getHost() -> Any:
+            site.hostAsked = getattr(site, "hostAsked", 0) + 1
+            return asked()
+
+        transport.getHost = getHost
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)

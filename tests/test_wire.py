@@ -168,6 +168,23 @@ class WireTests(SynchronousTestCase):
         self.assertEqual(self.idle, [])
         self.assertTrue(self.transport.disconnecting)
 
+    def test_namedAtOnceNeverPaused(self) -> None:
+        """
+        When the response's callback names a body protocol at once (as the
+        gateway's does), the socket is never paused and resumed for it:
+        each would be an C{epoll_ctl}.
+        """
+        told: list[str] = []
+        self.transport.pauseProducing = lambda: told.append("pause")  # type: ignore[method-assign]
+        self.transport.resumeProducing = lambda: told.append("resume")  # type: ignore[method-assign]
+        bodies: list[_Body] = []
+        d = self.send()
+        d.addCallback(lambda response: bodies.append(self.bodyOf(response)))
+        self.protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab")
+        self.assertEqual(told.count("pause"), 0)
+        self.protocol.dataReceived(b"cde")
+        self.assertEqual(bodies[0].pieces, [b"ab", b"cde"])
+
     def test_heldUntilDelivered(self) -> None:
         """
         Body bytes that come with the head are held, with the socket paused,

@@ -128,6 +128,16 @@ class GatewayChannel(HTTPChannel):
         # the transport to an interface: once per connection is enough.
         return self._secure
 
+    _host: Any = None
+
+    def getHost(self) -> Any:
+        # Asked for every request, answered by a getsockname system call:
+        # a connection's own address does not change.
+        host = self._host
+        if host is None:
+            host = self._host = self.transport.getHost()  # type: ignore[union-attr]
+        return host
+
     # The deadline
 
     def dataReceived(self, data: bytes) -> None:

@@ -243,6 +243,7 @@ class HTTP11UpstreamProtocol(Protocol):
         self._held: list[bytes] = []
         self._ended: Optional[Failure] = None
         self._paused = False
+        self._pauseAfterRead = False
         self._head = False
 
     def connectionMade(self) -> None:
@@ -346,12 +347,17 @@ class HTTP11UpstreamProtocol(Protocol):
                 self._parser.feed_data(data)
             except _PARSER_ERRORS as e:
                 self._parseFailed(e)
+            if self._pauseAfterRead:
+                # (A next response's head, in the read that ended one.)
+                self._pauseIfStillHeld()
             return
         if state == _WAITING:
             self._received += len(data)
             # A read that holds the head may hold the whole response: what
             # it makes the gateway write to its client leaves in one send.
             gathered(self._feed, data)
+            if self._pauseAfterRead:
+                self._pauseIfStillHeld()
             if self.state == _WAITING and self._received > self._limits.maxHeaderBytes:
                 self._refuse(f"the response head is over {self._limits.maxHeaderBytes} bytes")
             return
@@ -359,6 +365,11 @@ class HTTP11UpstreamProtocol(Protocol):
             # No request is outstanding: nothing the upstream says now can
             # belong to anything. Drop the connection rather than guess.
             self._abort()
+
+    def _pauseIfStillHeld(self) -> None:
+        self._pauseAfterRead = False
+        if self._paused and self.state == _BODY:
+            self._transport().pauseProducing()
 
     def _feed(self, data: bytes) -> None:
         try:
@@ -439,9 +450,11 @@ class HTTP11UpstreamProtocol(Protocol):
         self._ended = None
         self._deliver = self._held.append
         # Held until a body protocol is named: the socket waits meanwhile.
-        self._paused = True
-        assert self.transport is not None
-        self.transport.pauseProducing()  # type: ignore[attr-defined]
+        # It is told so only at the end of this read (nothing is read
+        # before then anyway), and not at all when the response's callback
+        # names one at once, as the gateway's does: an epoll_ctl pair saved
+        # per response.
+        self._paused = self._pauseAfterRead = True
         response, self._response = self._response, None
         assert response is not None
         response.callback(UpstreamResponse(self, code, self._reason, self._fields, length))
