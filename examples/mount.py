@@ -11,6 +11,8 @@ root.putChild(b"llm", StreamProxyResource(
     os.environ.get("UPSTREAM", "https://api.openai.com/v1/"),
     injectHeaders=[(b"Authorization", b"Bearer " + os.environ["OPENAI_API_KEY"].encode())],
 ))
-listening = endpoints.serverFromString(reactor, os.environ.get("LISTEN", "tcp:8000")).listen(Site(root))
+# parsePOSTFormSubmission=False: form bodies are the upstream's to read.
+site = Site(root, parsePOSTFormSubmission=False)
+listening = endpoints.serverFromString(reactor, os.environ.get("LISTEN", "tcp:8000")).listen(site)
 listening.addCallback(lambda port: print(f"listening on http://127.0.0.1:{port.getHost().port}/", flush=True))
 reactor.run()
