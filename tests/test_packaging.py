@@ -19,7 +19,9 @@ from tests.support import LOOPBACK_LISTEN
 PROJECT = Path(__file__).resolve().parent.parent
 
 _NOT_SOURCE = shutil.ignore_patterns(
-    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "_trial_temp*", "dropin.cache", "*.pid"
+    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "_trial_temp*", "dropin.cache", "*.pid",
+    # What npm and the benchmark installed and built here (5,000 files).
+    "node_modules", ".build",
 )
 
 
