@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import RawClient, RawConnection, RawUpstream, Server, fetch, portOf, reactor, startTwistd
 from twisted_stream._agent import UpstreamAgent
+from twisted_stream._metrics import MAX_MODELS, Metrics
 from twisted_stream.gateway import GatewayResource, GatewaySite, Route
 from twisted_stream.proxy import StreamProxyResource
 
@@ -123,3 +125,25 @@ class ListenerTests(TestCase):
         samples(scrape.body.decode())
         onMain = yield fetch(separate.url + "metrics")
         self.assertNotEqual(onMain.status, 200)
+
+
+class ModelLabelTests(SynchronousTestCase):
+    def test_modelNamesBounded(self) -> None:
+        """
+        The first L{MAX_MODELS} model names are counted under their own
+        label, later new ones under C{other}, and a name seen early keeps
+        its own: a client that names a new model at every request (which
+        upstreams often echo) cannot grow the series without bound.
+        """
+        metrics = Metrics()
+        for i in range(MAX_MODELS + 50):
+            metrics.llm("/v1/", f"model-{i}", 2, 10, 20)
+        metrics.llm("/v1/", "model-0", 2, None, None)
+        found = samples(generate_latest(metrics.registry).decode())
+        deltas = {dict(labels)["model"]: value for (name, labels), value in found.items()
+                  if name == "chunkproxy_llm_deltas_total"}  # fmt: skip
+        self.assertEqual(len(deltas), MAX_MODELS + 1)
+        self.assertEqual((deltas["other"], deltas["model-0"], deltas[f"model-{MAX_MODELS - 1}"]), (100.0, 4.0, 2.0))
+        self.assertNotIn(f"model-{MAX_MODELS}", deltas)
+        prompt = found[("chunkproxy_llm_tokens_total", (("kind", "prompt"), ("model", "other"), ("route", "/v1/")))]
+        self.assertEqual(prompt, 500.0)

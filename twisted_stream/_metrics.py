@@ -21,13 +21,19 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-__all__ = ["BUCKETS", "Metrics", "MetricsResource", "groupRegistry"]
+__all__ = ["BUCKETS", "MAX_MODELS", "OTHER_MODEL", "Metrics", "MetricsResource", "groupRegistry"]
 
 BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 )  # fmt: skip
 """Histogram buckets from 1 ms (a chunk's delay) to 10 min (a long answer)."""
+
+MAX_MODELS = 100
+"""How many model names get a label of their own (in each process)."""
+
+OTHER_MODEL = "other"
+"""The label of every model name past L{MAX_MODELS}."""
 
 _UPSTREAM_ERRORS = {
     "upstream_error": "unreachable_or_bad_response",
@@ -68,6 +74,7 @@ class Metrics:
         # takes a lock and builds a key at every call, at every stream's
         # start and end.
         self._children: dict[tuple[object, ...], Any] = {}
+        self._models: set[str] = set()
         self.inFlight = Gauge(
             "chunkproxy_streams_in_flight", "Streams being answered now.", ["route"], registry=r,
             multiprocess_mode="livesum",
@@ -100,11 +107,22 @@ class Metrics:
         Count what an LLM stream delivered.
 
         @param route: Its route's prefix.
-        @param model: The model that answered.
+        @param model: The model that answered, as its stream named it.
+            Upstreams often echo the model the client asked for, so the
+            first L{MAX_MODELS} names are counted under their own label and
+            any other under C{other}: every label value is a series kept
+            for the process's life, and clients must not be able to make
+            them without bound.
         @param deltas: Content deltas forwarded.
         @param prompt: Prompt tokens it reported, if it did.
         @param completion: Completion tokens it reported, if it did.
         """
+        models = self._models
+        if model not in models:
+            if len(models) >= MAX_MODELS:
+                model = OTHER_MODEL
+            else:
+                models.add(model)
         self._child(self.llmDeltas, route, model).inc(deltas)
         if prompt is not None:
             self._child(self.llmTokens, route, model, "prompt").inc(prompt)
