@@ -135,9 +135,10 @@ class JSONLogTests(TestCase):
         """
         C{--log-format json}: every line the process writes is one JSON
         object, twistd's own among them; each request is one stream event
-        with its fields, and no query string anywhere.
+        with its fields, and no query string anywhere. chunkgen takes the
+        option too.
         """
-        generator: Server = yield startTwistd(self, "chunkgen")
+        generator: Server = yield startTwistd(self, "chunkgen", "--log-format", "json")
         proxy: Server = yield startTwistd(
             self, "chunkproxy", "--upstream", generator.url + "generate", "--log-format", "json"
         )
@@ -153,3 +154,5 @@ class JSONLogTests(TestCase):
         )
         self.assertTrue(any("listening on" in r["message"] for r in records))
         self.assertNotIn("0.0123", proxy.output)
+        generated = [json.loads(line) for line in generator.output.splitlines()]
+        self.assertTrue(any("chunkgen listening on" in r["message"] for r in generated))

@@ -314,7 +314,13 @@ class GroupTests(TestCase):
         proxy = yield self.startGroup()
         workers = _workerPids(proxy)
         clients = [curl(proxy.url + "stream?count=30&interval=0.1") for _ in range(12)]
-        yield deferLater(reactor, 1.0, lambda: None)
+        # Every stream under way first: on a loaded machine a worker may
+        # still be starting a second later, and a connection no worker has
+        # accepted yet is reset when the listener closes (as with nginx).
+        deadline = reactor.seconds() + 10
+        while not all(any(line.startswith(b"Chunk ") for _, line in client.lines) for client in clients):
+            self.assertLess(reactor.seconds(), deadline, "the streams did not all start")
+            yield deferLater(reactor, 0.05, lambda: None)
         exited = proxy.stopWith("TERM")
         yield deferLater(reactor, 0.3, lambda: None)
         yield self.assertFailure(

@@ -19,6 +19,7 @@ from hyperlink import URL
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
+from twisted_stream._logformat import LOG_FORMATS, select
 from twisted_stream._numbers import decimalNumber, wholeNumber
 from twisted_stream._service import DEFAULT_BACKLOG
 
@@ -118,6 +119,16 @@ class _NamedCoerce(usage.CoerceParameter):
             raise usage.UsageError(f"--{parameterName}: {reason}") from None
 
 
+def parseLogFormat(text: str) -> str:
+    """
+    @return: C{text} or C{json}.
+    @raise ValueError: For anything else.
+    """
+    if text not in LOG_FORMATS:
+        raise ValueError(f"must be text or json, not {text!r}")
+    return text
+
+
 class PluginOptions(usage.Options):
     """
     What the two plugins' options share: a listening address, and defaults
@@ -142,6 +153,14 @@ class PluginOptions(usage.Options):
             "Connections the kernel queues for accepting, where --listen names no backlog"
             " (the kernel's somaxconn by default).",
             lambda text: wholeNumber(text, "backlog"),
+        ],
+        [
+            "log-format",
+            None,
+            "text",
+            "How the log is written: text (twistd's lines) or json (one JSON object per line,"
+            " each event with its fields).",
+            parseLogFormat,
         ],
     ]
 
@@ -200,6 +219,8 @@ class PluginOptions(usage.Options):
             parent["pidfile"] = f"{self.tapname}.pid"
         if not parent.get("nodaemon") and parent.get("logfile") is None:
             parent["logfile"] = f"{self.tapname}.log"
+        # twistd starts logging only after the plugin's options are read.
+        select(parent, self["log-format"])
 
 
 def parseHeader(text: str) -> tuple[bytes, bytes]:

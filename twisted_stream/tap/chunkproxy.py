@@ -22,7 +22,6 @@ from twisted_stream._cors import CorsPolicy
 from twisted_stream._descriptors import FileLimitService
 from twisted_stream._drain import DrainService
 from twisted_stream._gc import GarbageCollectionService
-from twisted_stream._logformat import LOG_FORMATS, select
 from twisted_stream._metrics import Metrics, MetricsResource, groupRegistry
 from twisted_stream._service import listeningService
 from twisted_stream._streamlimits import StreamLimits
@@ -60,16 +59,6 @@ from twisted_stream.page import PageResource
 from twisted_stream.proxy import FORWARDED_METHODS, StreamProxyResource
 
 __all__ = ["Options", "makeService"]
-
-
-def parseLogFormat(text: str) -> str:
-    """
-    @return: C{text} or C{json}.
-    @raise ValueError: For anything else.
-    """
-    if text not in LOG_FORMATS:
-        raise ValueError(f"must be text or json, not {text!r}")
-    return text
 
 
 class _PoolService(Service):
@@ -262,14 +251,6 @@ class Options(PluginOptions):
             " (by default they are at /metrics on --listen, behind --require-token).",
         ],
         [
-            "log-format",
-            None,
-            "text",
-            "How the log is written: text (twistd's lines) or json (one JSON object per line,"
-            " each stream's event with its fields).",
-            parseLogFormat,
-        ],
-        [
             "require-token",
             None,
             None,
@@ -353,10 +334,6 @@ class Options(PluginOptions):
                 self["require-token"] = resolveSecret(self["require-token"], "--require-token").encode("utf-8")
             except ValueError as e:
                 raise usage.UsageError(str(e)) from None
-        parent = getattr(self, "parent", None)
-        if parent is not None:
-            # twistd starts logging only after the plugin's options are read.
-            select(parent, self["log-format"])
         if b"*" in self.corsOrigins and self["require-token"] is not None:
             raise usage.UsageError(
                 "--cors-origin * would let any page spend the token: name the origins with --require-token"
