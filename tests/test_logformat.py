@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+import signal
+from typing import Any, Callable
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, formatEvent, formatEventAsClassicLogText
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import Server, fetch, reactor, startTwistd
+from tests.support import LOOPBACK_LISTEN, LineProcess, Server, fetch, reactor, startTwistd, twistdCommand
 from twisted_stream._logformat import jsonLine, textLine
 
 
@@ -156,3 +157,81 @@ class JSONLogTests(TestCase):
         self.assertNotIn("0.0123", proxy.output)
         generated = [json.loads(line) for line in generator.output.splitlines()]
         self.assertTrue(any("chunkgen listening on" in r["message"] for r in generated))
+
+
+class LogFileRotationTests(TestCase):
+    timeout = 30
+
+    @inlineCallbacks
+    def _rotated(self, logFormat: str) -> Any:
+        """
+        Start chunkproxy writing C{logFormat} to a log file, send it
+        C{SIGUSR1}, then C{SIGTERM}.
+
+        @return: A Deferred that fires with the lines of the rotated file
+            and of the file written after the rotation.
+        """
+        here = os.path.abspath(self.mktemp())
+        os.makedirs(here)
+        path = os.path.join(here, "chunkproxy.log")
+        process = LineProcess.spawn(
+            twistdCommand(), "-n", "--pidfile=", f"--logfile={path}", "chunkproxy", "--listen", LOOPBACK_LISTEN,
+            "--upstream", "http://127.0.0.1:9/", "--log-format", logFormat,
+        )  # fmt: skip
+        assert process.transport is not None
+        pid = process.transport.pid
+        self.addCleanup(_stopped, process)
+        yield _until(lambda: os.path.exists(path) and "listening on" in _read(path))
+        os.kill(pid, signal.SIGUSR1)
+        yield _until(lambda: os.path.exists(path + ".1"))
+        os.kill(pid, signal.SIGTERM)
+        code = yield process.exitCode
+        self.assertEqual(code, 0, process.stderr)
+        return _read(path + ".1").splitlines(), _read(path).splitlines()
+
+    @inlineCallbacks
+    def test_jsonRotatedBySIGUSR1(self) -> Any:
+        """
+        C{--log-format json} to a log file: C{SIGUSR1} rotates it, as twistd
+        rotates its own (C{logrotate}'s C{postrotate} sends it); lines go on
+        in the new file, each still one JSON object.
+        """
+        before, after = yield self._rotated("json")
+        self.assertTrue(any("listening on" in json.loads(line)["message"] for line in before))
+        self.assertTrue(any("draining" in json.loads(line)["message"] for line in after))
+
+    @inlineCallbacks
+    def test_textRotatedBySIGUSR1(self) -> Any:
+        """
+        The same for C{--log-format text} (the default), which is this
+        project's observer too, not twistd's.
+        """
+        before, after = yield self._rotated("text")
+        self.assertTrue(any("listening on" in line for line in before))
+        self.assertTrue(any("draining" in line for line in after))
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _until(condition: Callable[[], bool], seconds: float = 15.0) -> Deferred[None]:
+    """
+    @return: A Deferred that fires once C{condition()} holds, checked every
+        20 ms, or fails after C{seconds}.
+    """
+
+    @inlineCallbacks
+    def poll() -> Any:
+        while not condition():
+            yield deferLater(reactor, 0.02, lambda: None)
+
+    result: Deferred[None] = poll()
+    return result.addTimeout(seconds, reactor)
+
+
+def _stopped(process: LineProcess) -> Deferred[int]:
+    if not process.exitCode.called and process.transport is not None:
+        process.transport.signalProcess("KILL")
+    return process.exitCode

@@ -2,7 +2,8 @@
 """
 How chunkproxy's log is written: C{--log-format text} (twistd's own layout)
 or C{json} (exactly one JSON object per line, for log shippers), to where
-twistd would write it (standard output with C{-n}, else C{--logfile}).
+twistd would write it (standard output with C{-n}, else C{--logfile}, which
+C{SIGUSR1} rotates as twistd's own would).
 
 twistd's text observer formats the time of every event from scratch (a
 time zone and C{strftime} per line: at thousands of short streams a second
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional, TextIO
@@ -150,16 +152,37 @@ def observerFactory(logFormat: str, logfile: Optional[str], nodaemon: bool) -> C
     line = jsonLine if logFormat == "json" else textLine
 
     def make() -> ILogObserver:
-        # twistd's own rule for where the log goes (its SIGUSR1 rotation
-        # and syslog aside).
+        # twistd's own rule for where the log goes (syslog aside).
         out: TextIO
         if logfile == "-" or (nodaemon and not logfile):
             out = sys.stdout
         else:
-            out = LogFile.fromFullPath(logfile or "twistd.log")
+            rotating = LogFile.fromFullPath(logfile or "twistd.log")
+            _rotatedBySIGUSR1(rotating)
+            out = rotating
         return FileLogObserver(out, line)
 
     return make
+
+
+def _rotatedBySIGUSR1(logFile: LogFile) -> None:
+    """
+    Rotate C{logFile} on C{SIGUSR1}, unless something else handles that
+    signal: what twistd does for the log file it opens itself, which this
+    module's observer replaces (and what C{logrotate}'s C{postrotate}
+    scripts for twistd send).
+    """
+    if signal.getsignal(signal.SIGUSR1) not in (None, signal.SIG_DFL):
+        return
+
+    def rotate(signum: int, frame: object) -> None:
+        from twisted.internet import reactor
+
+        # A signal handler runs between two bytecodes of whatever the
+        # reactor was doing: the rotation waits for the reactor's next turn.
+        reactor.callFromThread(logFile.rotate)  # type: ignore[attr-defined]
+
+    signal.signal(signal.SIGUSR1, rotate)
 
 
 selected: Optional[Callable[[], ILogObserver]] = None
