@@ -18,12 +18,12 @@ import h11
 from hyperlink import URL
 from twisted.internet import reactor as _reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IListeningPort, IPushProducer, ITCPTransport
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.http_headers import Headers
@@ -253,6 +253,32 @@ class LineProcess(ProcessProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         self.exitCode.callback(reason.value.exitCode)
+
+
+def stopped(process: LineProcess) -> Deferred[int]:
+    """
+    Kill C{process} unless it has ended (a test's clean-up).
+
+    @return: A Deferred that fires once it has ended.
+    """
+    if not process.exitCode.called and process.transport is not None:
+        process.transport.signalProcess("KILL")
+    return process.exitCode
+
+
+def until(condition: Callable[[], bool], seconds: float = 15.0) -> Deferred[None]:
+    """
+    @return: A Deferred that fires once C{condition()} holds, checked every
+        20 ms, or fails after C{seconds}.
+    """
+
+    @inlineCallbacks
+    def poll() -> Any:
+        while not condition():
+            yield deferLater(reactor, 0.02, lambda: None)
+
+    result: Deferred[None] = poll()
+    return result.addTimeout(seconds, reactor)
 
 
 @dataclass

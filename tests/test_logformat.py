@@ -8,15 +8,25 @@ from __future__ import annotations
 import json
 import os
 import signal
-from typing import Any, Callable
+from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, formatEvent, formatEventAsClassicLogText
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import LOOPBACK_LISTEN, LineProcess, Server, fetch, reactor, startTwistd, twistdCommand
+from tests.support import (
+    LOOPBACK_LISTEN,
+    LineProcess,
+    Server,
+    fetch,
+    reactor,
+    startTwistd,
+    stopped,
+    twistdCommand,
+    until,
+)
 from twisted_stream._logformat import jsonLine, textLine
 
 
@@ -180,10 +190,10 @@ class LogFileRotationTests(TestCase):
         )  # fmt: skip
         assert process.transport is not None
         pid = process.transport.pid
-        self.addCleanup(_stopped, process)
-        yield _until(lambda: os.path.exists(path) and "listening on" in _read(path))
+        self.addCleanup(stopped, process)
+        yield until(lambda: os.path.exists(path) and "listening on" in _read(path))
         os.kill(pid, signal.SIGUSR1)
-        yield _until(lambda: os.path.exists(path + ".1"))
+        yield until(lambda: os.path.exists(path + ".1"))
         os.kill(pid, signal.SIGTERM)
         code = yield process.exitCode
         self.assertEqual(code, 0, process.stderr)
@@ -216,22 +226,3 @@ def _read(path: str) -> str:
         return f.read()
 
 
-def _until(condition: Callable[[], bool], seconds: float = 15.0) -> Deferred[None]:
-    """
-    @return: A Deferred that fires once C{condition()} holds, checked every
-        20 ms, or fails after C{seconds}.
-    """
-
-    @inlineCallbacks
-    def poll() -> Any:
-        while not condition():
-            yield deferLater(reactor, 0.02, lambda: None)
-
-    result: Deferred[None] = poll()
-    return result.addTimeout(seconds, reactor)
-
-
-def _stopped(process: LineProcess) -> Deferred[int]:
-    if not process.exitCode.called and process.transport is not None:
-        process.transport.signalProcess("KILL")
-    return process.exitCode

@@ -20,7 +20,19 @@ from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import RawClient, Server, fetch, freePort, reactor, startTwistd
+from tests.support import (
+    LOOPBACK_LISTEN,
+    LineProcess,
+    RawClient,
+    Server,
+    fetch,
+    freePort,
+    reactor,
+    startTwistd,
+    stopped,
+    twistdCommand,
+    until,
+)
 from tests.test_integration import curl
 from twisted_stream._workers import WORKER_VARIABLE, WorkerPool, parseWorkers, workerCommand, workerNumber
 
@@ -283,6 +295,37 @@ class GroupTests(TestCase):
         self.assertEqual(onMain.status, 404)
 
     @inlineCallbacks
+    def test_SIGUSR1RotatesEveryLog(self) -> Any:
+        """
+        With a log file, each worker writes its own beside the parent's,
+        and C{SIGUSR1} to the parent rotates the parent's and every
+        worker's (C{logrotate} need not know the workers' pids, which
+        change as workers are replaced).
+        """
+        here = os.path.abspath(self.mktemp())
+        os.makedirs(here)
+        log = os.path.join(here, "chunkproxy.log")
+        workerLogs = [os.path.join(here, f"chunkproxy.worker{n}.log") for n in (1, 2)]
+        process = LineProcess.spawn(
+            twistdCommand(), "-n", "--pidfile=", f"--logfile={log}", "chunkproxy", "--listen", LOOPBACK_LISTEN,
+            "--upstream", "http://127.0.0.1:9/", "--workers", "2",
+        )  # fmt: skip
+        self.addCleanup(stopped, process)
+        assert process.transport is not None
+        parent = process.transport.pid
+        yield until(lambda: all("listening on" in _read(path) for path in workerLogs))
+        os.kill(parent, signal.SIGUSR1)
+        yield until(lambda: all(os.path.exists(path + ".1") for path in [log, *workerLogs]))
+        for path in workerLogs:
+            self.assertIn("listening on", _read(path + ".1"))
+        # The workers go on, and write to their new files.
+        os.kill(parent, signal.SIGTERM)
+        code = yield process.exitCode
+        self.assertEqual(code, 0, process.stderr)
+        for path in workerLogs:
+            self.assertIn("draining", _read(path))
+
+    @inlineCallbacks
     def test_deadWorkerReplaced(self) -> Any:
         """
         A worker killed with SIGKILL is replaced within a second, logged with
@@ -353,3 +396,14 @@ class GroupTests(TestCase):
             self.assertLess(reactor.seconds(), deadline, "workers outlived their parent")
             yield deferLater(reactor, 0.1, lambda: None)
 
+
+
+def _read(path: str) -> str:
+    """
+    @return: The text of the file at C{path}, empty if there is none yet.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional, TextIO
 from twisted.logger import FileLogObserver, ILogObserver, LogEvent, eventAsText, formatEvent, formatTime
 from twisted.python.logfile import LogFile
 
-__all__ = ["LOG_FORMATS", "jsonLine", "observerFactory", "select", "textLine"]
+__all__ = ["LOG_FORMATS", "jsonLine", "logsToStandardOutput", "observerFactory", "select", "textLine"]
 
 LOG_FORMATS = ("text", "json")
 
@@ -154,7 +154,7 @@ def observerFactory(logFormat: str, logfile: Optional[str], nodaemon: bool) -> C
     def make() -> ILogObserver:
         # twistd's own rule for where the log goes (syslog aside).
         out: TextIO
-        if logfile == "-" or (nodaemon and not logfile):
+        if logsToStandardOutput(logfile, nodaemon):
             out = sys.stdout
         else:
             rotating = LogFile.fromFullPath(logfile or "twistd.log")
@@ -163,6 +163,18 @@ def observerFactory(logFormat: str, logfile: Optional[str], nodaemon: bool) -> C
         return FileLogObserver(out, line)
 
     return make
+
+
+def logsToStandardOutput(logfile: Optional[str], nodaemon: bool) -> bool:
+    """
+    twistd's rule for where its log goes.
+
+    @param logfile: twistd's C{--logfile}.
+    @param nodaemon: twistd's C{-n}.
+    @return: Whether to standard output (else to the log file, by default
+        C{twistd.log}, or the plugin's own default).
+    """
+    return logfile == "-" or (nodaemon and not logfile)
 
 
 def _rotatedBySIGUSR1(logFile: LogFile) -> None:

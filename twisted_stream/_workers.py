@@ -43,6 +43,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from twisted_stream._drain import exitCleanlyOnSignals
+from twisted_stream._logformat import logsToStandardOutput
 
 __all__ = [
     "LISTENING_DESCRIPTOR",
@@ -53,6 +54,7 @@ __all__ = [
     "inheritedListener",
     "parseWorkers",
     "workerCommand",
+    "workersWriteLogFiles",
     "workerNumber",
 ]
 
@@ -108,7 +110,7 @@ def workerCommand(
         several processes).
     """
     logfile = twistdConfig.get("logfile")
-    if logfile == "-" or (twistdConfig.get("nodaemon") and not logfile):
+    if logsToStandardOutput(logfile, bool(twistdConfig.get("nodaemon"))):
         where = "-"
     else:
         root, extension = os.path.splitext(logfile or f"{tapname}.log")
@@ -119,6 +121,16 @@ def workerCommand(
     else:
         command.append(f"--logfile={where}")
     return [*command, tapname, *pluginArguments]
+
+
+def workersWriteLogFiles(twistdConfig: Mapping[str, Any]) -> bool:
+    """
+    @param twistdConfig: The parent's twistd options.
+    @return: Whether each worker writes a log file of its own (not when the
+        group logs to standard output or to syslog).
+    """
+    nodaemon = bool(twistdConfig.get("nodaemon"))
+    return not twistdConfig.get("syslog") and not logsToStandardOutput(twistdConfig.get("logfile"), nodaemon)
 
 
 class NotAccepting(Factory):
@@ -271,6 +283,7 @@ class WorkerPool(Service):
         command: Callable[[int], list[str]],
         metricsFolder: str,
         grace: float,
+        logFiles: bool = False,
     ) -> None:
         """
         @param reactor: The reactor.
@@ -280,6 +293,10 @@ class WorkerPool(Service):
             when the pool has stopped.
         @param grace: Seconds the workers may take to stop before they are
             killed.
+        @param logFiles: Whether the workers write log files of their own:
+            then C{SIGUSR1} to the parent is passed on to each, so that they
+            rotate theirs with the parent's (as nginx's master reopens its
+            workers' logs), whatever their pids are by then.
         """
         self._reactor = reactor
         self._count = count
@@ -290,6 +307,7 @@ class WorkerPool(Service):
         self._descriptors: list[int] = []
         self._workers: dict[int, tuple[_Worker, Any]] = {}
         self._stopping = False
+        self._logFiles = logFiles
 
     @property
     def binding(self) -> Any:
@@ -314,6 +332,8 @@ class WorkerPool(Service):
     def startService(self) -> None:
         super().startService()
         exitCleanlyOnSignals()
+        if self._logFiles:
+            self._passOnSIGUSR1()
         for number in range(1, self._count + 1):
             self._spawn(number)
         _log.info(
@@ -321,6 +341,22 @@ class WorkerPool(Service):
             count=self._count,
             pids=" ".join(str(worker.pid) for worker, _ in self._workers.values()),
         )
+
+    def _passOnSIGUSR1(self) -> None:
+        previous = signal.getsignal(signal.SIGUSR1)
+
+        def rotate(signum: int, frame: Any) -> None:
+            if callable(previous):
+                # The parent's own log first (L{_logformat}'s rotation).
+                previous(signum, frame)
+            # (Twisted's signalProcess knows this signal by number only.)
+            self._reactor.callFromThread(self._signalAll, signal.SIGUSR1)
+
+        signal.signal(signal.SIGUSR1, rotate)
+
+    def _signalAll(self, signalID: str | int) -> None:
+        for _, transport in list(self._workers.values()):
+            _signal(transport, signalID)
 
     def _spawn(self, number: int) -> None:
         if self._stopping:
@@ -369,8 +405,7 @@ class WorkerPool(Service):
         for bound in self._binding.ports[1:]:
             bound.stopListening()
         workers = list(self._workers.values())
-        for _, transport in workers:
-            _signal(transport, "TERM")
+        self._signalAll("TERM")
         killer = self._reactor.callLater(self._grace, self._kill)
         stopped: Deferred[Any] = DeferredList([worker.ended for worker, _ in workers])
 
@@ -387,9 +422,9 @@ class WorkerPool(Service):
             _signal(transport, "KILL")
 
 
-def _signal(transport: Any, name: str) -> None:
+def _signal(transport: Any, signalID: str | int) -> None:
     try:
-        transport.signalProcess(name)
+        transport.signalProcess(signalID)
     except ProcessExitedAlready:
         # Its end is on its way.
         pass

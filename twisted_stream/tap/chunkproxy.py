@@ -34,6 +34,7 @@ from twisted_stream._workers import (
     parseWorkers,
     workerCommand,
     workerNumber,
+    workersWriteLogFiles,
 )
 from twisted_stream.gateway import (
     DEFAULT_MAX_BODY_MEMORY,
@@ -393,6 +394,7 @@ def _groupService(reactor: Any, options: Options) -> IService:
         lambda number: workerCommand(options.tapname, options.arguments, twistdConfig, number),
         folder,
         grace=options["drain-timeout"] + 5,
+        logFiles=workersWriteLogFiles(twistdConfig),
     )
     service = MultiService()
     listeningService(
