@@ -266,19 +266,23 @@ def stopped(process: LineProcess) -> Deferred[int]:
     return process.exitCode
 
 
-def until(condition: Callable[[], bool], seconds: float = 15.0) -> Deferred[None]:
+def until(condition: Callable[[], bool], seconds: float = 15.0, what: Callable[[], str] = str) -> Deferred[None]:
     """
+    @param what: Says what the test saw, for the failure's message.
     @return: A Deferred that fires once C{condition()} holds, checked every
-        20 ms, or fails after C{seconds}.
+        20 ms, or fails after C{seconds} (with L{AssertionError}).
     """
 
     @inlineCallbacks
     def poll() -> Any:
+        began = reactor.seconds()
         while not condition():
+            if reactor.seconds() - began > seconds:
+                raise AssertionError(f"not so after {seconds:g} s; saw:\n{what()}")
             yield deferLater(reactor, 0.02, lambda: None)
 
     result: Deferred[None] = poll()
-    return result.addTimeout(seconds, reactor)
+    return result
 
 
 @dataclass

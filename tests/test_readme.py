@@ -53,7 +53,9 @@ class DemoTests(TestCase):
         """
         C{scripts/demo --once} starts both servers, shows a stream arriving
         live through the proxy, ends cleanly and names the page's URL. (It
-        uses the virtualenv running the tests, and free ports.)
+        uses the virtualenv running the tests, free ports, and a folder of
+        its own for the pidfiles: the other test runner may be running its
+        demo at the same time.)
         """
         proxyPort = freePort()
         env = dict(
@@ -61,6 +63,7 @@ class DemoTests(TestCase):
             VENV=sys.prefix,
             CHUNKGEN_PORT=str(freePort()),
             CHUNKPROXY_PORT=str(proxyPort),
+            DEMO_DIR=os.path.abspath(self.mktemp()),
         )
         demo = LineProcess.spawn(str(PROJECT / "scripts" / "demo"), "--once", env=env)
         code = yield demo.exitCode

@@ -328,9 +328,9 @@ class GroupTests(TestCase):
     @inlineCallbacks
     def test_deadWorkerReplaced(self) -> Any:
         """
-        A worker killed with SIGKILL is replaced within a second, logged with
-        how it died; streams asked for meanwhile are all served whole (they
-        wait in the socket's queue, which the parent keeps).
+        A worker killed with SIGKILL is replaced at once, logged with how it
+        died; streams asked for meanwhile are all served whole (they wait in
+        the socket's queue, which the parent keeps).
         """
         proxy = yield self.startGroup()
         first, second = _workerPids(proxy)
@@ -341,10 +341,15 @@ class GroupTests(TestCase):
         os.kill(first, signal.SIGKILL)
         exchanges = yield self.streams(proxy, 10)
         self.assertEqual([e.body.count(b"Chunk ") for e in exchanges], [5] * 10)
-        while proxy.output.count("chunkproxy worker 1 listening on") < 2:
-            self.assertLess(reactor.seconds() - killed, 1.0, proxy.output[-2000:])
+        replaced = f"worker 1 (pid {first}) was killed by SIGKILL; starting another"
+        while replaced not in proxy.output:
+            # The parent's part: at once (a crash loop's pause is a second).
+            self.assertLess(reactor.seconds() - killed, 0.9, proxy.output[-2000:])
             yield deferLater(reactor, 0.02, lambda: None)
-        self.assertIn(f"worker 1 (pid {first}) was killed by SIGKILL; starting another", proxy.output)
+        # The new worker's part, its start-up, takes what the machine takes.
+        yield until(
+            lambda: proxy.output.count("chunkproxy worker 1 listening on") >= 2, what=lambda: proxy.output[-3000:]
+        )
         self.assertTrue(_alive(second))
 
     @inlineCallbacks
