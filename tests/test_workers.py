@@ -238,9 +238,12 @@ class GroupTests(TestCase):
             self, "chunkproxy", "--upstream", generator.url + "generate", "--workers", "2", "--log-format", "json",
             *options,
         )  # fmt: skip
-        # The parent listens first, then starts the workers.
-        while "workers started" not in proxy.output:
-            yield deferLater(reactor, 0.05, lambda: None)
+        # The parent listens first, then starts the workers, which take a
+        # while to start on a loaded machine: a test begins once both serve.
+        yield until(
+            lambda: all(f"chunkproxy worker {n} listening on" in proxy.output for n in (1, 2)),
+            what=lambda: proxy.output[-3000:],
+        )
         return proxy
 
     @inlineCallbacks
