@@ -304,7 +304,8 @@ class HostileClientTests(TestCase):
     def test_addressAskedOncePerConnection(self) -> Any:
         """
         Three requests on one connection are each told the gateway's
-        address (C{request.getHost()}), which the socket was asked once.
+        address (C{request.getHost()}) and the client's, which the
+        transport was asked once each.
         """
         self.gateway()
         request = b"GET /up/x HTTP/1.1\r\nHost: g\r\n\r\n"
@@ -312,6 +313,7 @@ class HostileClientTests(TestCase):
         self.assertEqual(answer.count(b"HTTP/1.1 200 OK\r\n"), 3)
         self.assertEqual(len(self.upstream.requests), 3)
         self.assertEqual(self.site.hostAsked, 1)  # type: ignore[attr-defined]
+        self.assertEqual(self.site.peerAsked, 1)  # type: ignore[attr-defined]
 
     @inlineCallbacks
     def test_formBodyForwardedUnread(self) -> Any:
@@ -390,6 +392,13 @@ class _Counted(GatewayChannel):
             return asked()
 
         transport.getHost = getHost
+        askedPeer = transport.getPeer
+
+        def getPeer() -> Any:
+            site.peerAsked = getattr(site, "peerAsked", 0) + 1
+            return askedPeer()
+
+        transport.getPeer = getPeer
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)

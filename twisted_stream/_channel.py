@@ -129,14 +129,23 @@ class GatewayChannel(HTTPChannel):
         return self._secure
 
     _host: Any = None
+    _peer: Any = None
+
+    # A connection's addresses do not change, but Twisted asks the
+    # transport for them for every request: its own address with a
+    # getsockname system call, the client's as a new address object.
 
     def getHost(self) -> Any:
-        # Asked for every request, answered by a getsockname system call:
-        # a connection's own address does not change.
         host = self._host
         if host is None:
             host = self._host = self.transport.getHost()  # type: ignore[union-attr]
         return host
+
+    def getPeer(self) -> Any:
+        peer = self._peer
+        if peer is None:
+            peer = self._peer = self.transport.getPeer()  # type: ignore[union-attr]
+        return peer
 
     # The deadline
 

@@ -109,17 +109,14 @@ def workerCommand(
         becoming C{NAME.worker2.log} (one log file cannot be rotated by
         several processes).
     """
-    logfile = twistdConfig.get("logfile")
-    if logsToStandardOutput(logfile, bool(twistdConfig.get("nodaemon"))):
-        where = "-"
-    else:
-        root, extension = os.path.splitext(logfile or f"{tapname}.log")
-        where = f"{root}.worker{number}{extension}"
     command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile="]
     if twistdConfig.get("syslog"):
         command += ["--syslog", f"--prefix={twistdConfig.get('prefix') or tapname}"]
+    elif workersWriteLogFiles(twistdConfig):
+        root, extension = os.path.splitext(twistdConfig.get("logfile") or f"{tapname}.log")
+        command.append(f"--logfile={root}.worker{number}{extension}")
     else:
-        command.append(f"--logfile={where}")
+        command.append("--logfile=-")
     return [*command, tapname, *pluginArguments]
 
 
