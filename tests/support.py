@@ -266,8 +266,24 @@ def stopped(process: LineProcess) -> Deferred[int]:
     return process.exitCode
 
 
+def readText(path: str) -> str:
+    """
+    @return: The text of the file at C{path}, empty while there is none (a
+        process's log file, not written yet).
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
 def until(condition: Callable[[], bool], seconds: float = 15.0, what: Callable[[], str] = str) -> Deferred[None]:
     """
+    Wait for something a process does.
+
+    @param condition: Whether it has happened.
+    @param seconds: How long it may take.
     @param what: Says what the test saw, for the failure's message.
     @return: A Deferred that fires once C{condition()} holds, checked every
         20 ms, or fails after C{seconds} (with L{AssertionError}).

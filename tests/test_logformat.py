@@ -22,6 +22,7 @@ from tests.support import (
     Server,
     fetch,
     reactor,
+    readText,
     startTwistd,
     stopped,
     twistdCommand,
@@ -191,13 +192,13 @@ class LogFileRotationTests(TestCase):
         assert process.transport is not None
         pid = process.transport.pid
         self.addCleanup(stopped, process)
-        yield until(lambda: os.path.exists(path) and "listening on" in _read(path))
+        yield until(lambda: "listening on" in readText(path))
         os.kill(pid, signal.SIGUSR1)
         yield until(lambda: os.path.exists(path + ".1"))
         os.kill(pid, signal.SIGTERM)
         code = yield process.exitCode
         self.assertEqual(code, 0, process.stderr)
-        return _read(path + ".1").splitlines(), _read(path).splitlines()
+        return readText(path + ".1").splitlines(), readText(path).splitlines()
 
     @inlineCallbacks
     def test_jsonRotatedBySIGUSR1(self) -> Any:
@@ -219,10 +220,3 @@ class LogFileRotationTests(TestCase):
         before, after = yield self._rotated("text")
         self.assertTrue(any("listening on" in line for line in before))
         self.assertTrue(any("draining" in line for line in after))
-
-
-def _read(path: str) -> str:
-    with open(path, encoding="utf-8") as f:
-        return f.read()
-
-

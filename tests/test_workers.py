@@ -28,6 +28,7 @@ from tests.support import (
     fetch,
     freePort,
     reactor,
+    readText,
     startTwistd,
     stopped,
     twistdCommand,
@@ -316,17 +317,17 @@ class GroupTests(TestCase):
         self.addCleanup(stopped, process)
         assert process.transport is not None
         parent = process.transport.pid
-        yield until(lambda: all("listening on" in _read(path) for path in workerLogs))
+        yield until(lambda: all("listening on" in readText(path) for path in workerLogs))
         os.kill(parent, signal.SIGUSR1)
         yield until(lambda: all(os.path.exists(path + ".1") for path in [log, *workerLogs]))
         for path in workerLogs:
-            self.assertIn("listening on", _read(path + ".1"))
+            self.assertIn("listening on", readText(path + ".1"))
         # The workers go on, and write to their new files.
         os.kill(parent, signal.SIGTERM)
         code = yield process.exitCode
         self.assertEqual(code, 0, process.stderr)
         for path in workerLogs:
-            self.assertIn("draining", _read(path))
+            self.assertIn("draining", readText(path))
 
     @inlineCallbacks
     def test_deadWorkerReplaced(self) -> Any:
@@ -403,15 +404,3 @@ class GroupTests(TestCase):
         while any(_alive(pid) for pid in workers):
             self.assertLess(reactor.seconds(), deadline, "workers outlived their parent")
             yield deferLater(reactor, 0.1, lambda: None)
-
-
-
-def _read(path: str) -> str:
-    """
-    @return: The text of the file at C{path}, empty if there is none yet.
-    """
-    try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
