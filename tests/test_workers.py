@@ -369,10 +369,11 @@ class GroupTests(TestCase):
         # Every stream under way first: on a loaded machine a worker may
         # still be starting a second later, and a connection no worker has
         # accepted yet is reset when the listener closes (as with nginx).
-        deadline = reactor.seconds() + 10
-        while not all(any(line.startswith(b"Chunk ") for _, line in client.lines) for client in clients):
-            self.assertLess(reactor.seconds(), deadline, "the streams did not all start")
-            yield deferLater(reactor, 0.05, lambda: None)
+        yield until(
+            lambda: all(any(line.startswith(b"Chunk ") for _, line in client.lines) for client in clients),
+            seconds=10,
+            what=lambda: "the streams did not all start",
+        )
         exited = proxy.stopWith("TERM")
         yield deferLater(reactor, 0.3, lambda: None)
         yield self.assertFailure(
