@@ -361,7 +361,8 @@ class GroupTests(TestCase):
         """
         SIGTERM to the parent while each worker streams: every stream
         completes whole, new connections are refused, the parent exits 0
-        within a second of the last stream's end, and no worker is left.
+        with the last stream's end, not at the drain timeout (30 s), and no
+        worker is left.
         """
         proxy = yield self.startGroup()
         workers = _workerPids(proxy)
@@ -387,7 +388,9 @@ class GroupTests(TestCase):
             self.assertEqual(len([line for _, line in client.lines if line.startswith(b"Chunk ")]), 30)
         when, exitCode = yield exited
         self.assertEqual(exitCode, 0)
-        self.assertLess(when - streamsEnded, 1.0)
+        # Two processes end in turn (the worker, then the parent): about
+        # 0.3 s idle, 1.2 s seen with both test runners loading the cores.
+        self.assertLess(when - streamsEnded, 5.0)
         self.assertEqual([pid for pid in workers if _alive(pid)], [])
         self.assertEqual({event["pid"] for event in _streamEvents(proxy)}, set(workers))
 
