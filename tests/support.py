@@ -215,7 +215,10 @@ class LineProcess(ProcessProtocol):
     @ivar lines: C{(arrival time, line)} for each line of standard output.
     @ivar stderr: All of standard error.
     @ivar exitCode: Fires with the exit code.
+    @ivar pid: Its process id, once spawned.
     """
+
+    pid = 0
 
     def __init__(self) -> None:
         self.lines: list[tuple[float, bytes]] = []
@@ -233,7 +236,8 @@ class LineProcess(ProcessProtocol):
         @return: The started process.
         """
         protocol = cls()
-        reactor.spawnProcess(protocol, argv[0], list(argv), env=os.environ if env is None else env)
+        transport = reactor.spawnProcess(protocol, argv[0], list(argv), env=os.environ if env is None else env)
+        protocol.pid = transport.pid
         return protocol
 
     @property

@@ -189,8 +189,7 @@ class LogFileRotationTests(TestCase):
             twistdCommand(), "-n", "--pidfile=", f"--logfile={path}", "chunkproxy", "--listen", LOOPBACK_LISTEN,
             "--upstream", "http://127.0.0.1:9/", "--log-format", logFormat,
         )  # fmt: skip
-        assert process.transport is not None
-        pid = process.transport.pid
+        pid = process.pid
         self.addCleanup(stopped, process)
         yield until(lambda: "listening on" in readText(path))
         os.kill(pid, signal.SIGUSR1)

@@ -209,9 +209,9 @@ def _streamEvents(server: Server) -> list[dict[str, Any]]:
     ]
 
 
-def _workerPids(server: Server) -> list[int]:
-    found = re.findall(r"workers started \(pids ([\d ]+)\)", server.output)
-    assert found, server.output
+def _workerPids(output: str) -> list[int]:
+    found = re.findall(r"workers started \(pids ([\d ]+)\)", output)
+    assert found, output
     return [int(pid) for pid in found[0].split()]
 
 
@@ -260,7 +260,7 @@ class GroupTests(TestCase):
         from whichever worker answers, counts every stream of the group.
         """
         proxy = yield self.startGroup()
-        workers = set(_workerPids(proxy))
+        workers = set(_workerPids(proxy.output))
         total = 0
         for _ in range(10):
             exchanges = yield self.streams(proxy, 20)
@@ -299,12 +299,12 @@ class GroupTests(TestCase):
         self.assertEqual(onMain.status, 404)
 
     @inlineCallbacks
-    def test_SIGUSR1RotatesEveryLog(self) -> Any:
+    def startGroupWithLogFiles(self) -> Any:
         """
-        With a log file, each worker writes its own beside the parent's,
-        and C{SIGUSR1} to the parent rotates the parent's and every
-        worker's (C{logrotate} need not know the workers' pids, which
-        change as workers are replaced).
+        Start two workers whose parent logs to a file, once both serve.
+
+        @return: A Deferred firing with the parent, its log file, and the
+            workers' log files.
         """
         here = os.path.abspath(self.mktemp())
         os.makedirs(here)
@@ -315,15 +315,41 @@ class GroupTests(TestCase):
             "--upstream", "http://127.0.0.1:9/", "--workers", "2",
         )  # fmt: skip
         self.addCleanup(stopped, process)
-        assert process.transport is not None
-        parent = process.transport.pid
         yield until(lambda: all("listening on" in readText(path) for path in workerLogs))
-        os.kill(parent, signal.SIGUSR1)
+        return process, log, workerLogs
+
+    @inlineCallbacks
+    def test_SIGUSR1WhileAWorkerStarts(self) -> Any:
+        """
+        C{SIGUSR1} to the parent while a worker it replaces is still
+        starting (C{logrotate} at that moment) does not end that worker.
+        """
+        process, log, workerLogs = yield self.startGroupWithLogFiles()
+        # Past the first second of its life, which is slowed down as a
+        # crash loop's would be.
+        yield deferLater(reactor, 1.2, lambda: None)
+        first = _workerPids(readText(log))[0]
+        os.kill(first, signal.SIGKILL)
+        yield until(lambda: f"(pid {first}) was killed by SIGKILL" in readText(log), seconds=5, what=lambda: readText(log))
+        os.kill(process.pid, signal.SIGUSR1)
+        yield until(lambda: readText(workerLogs[0]).count("listening on") >= 2, what=lambda: readText(log))
+        self.assertNotIn("SIGUSR1", readText(log))
+
+    @inlineCallbacks
+    def test_SIGUSR1RotatesEveryLog(self) -> Any:
+        """
+        With a log file, each worker writes its own beside the parent's,
+        and C{SIGUSR1} to the parent rotates the parent's and every
+        worker's (C{logrotate} need not know the workers' pids, which
+        change as workers are replaced).
+        """
+        process, log, workerLogs = yield self.startGroupWithLogFiles()
+        os.kill(process.pid, signal.SIGUSR1)
         yield until(lambda: all(os.path.exists(path + ".1") for path in [log, *workerLogs]))
         for path in workerLogs:
             self.assertIn("listening on", readText(path + ".1"))
         # The workers go on, and write to their new files.
-        os.kill(parent, signal.SIGTERM)
+        os.kill(process.pid, signal.SIGTERM)
         code = yield process.exitCode
         self.assertEqual(code, 0, process.stderr)
         for path in workerLogs:
@@ -337,7 +363,7 @@ class GroupTests(TestCase):
         the socket's queue, which the parent keeps).
         """
         proxy = yield self.startGroup()
-        first, second = _workerPids(proxy)
+        first, second = _workerPids(proxy.output)
         # Past the first second of its life, which is slowed down as a
         # crash loop's would be.
         yield deferLater(reactor, 1.2, lambda: None)
@@ -363,7 +389,7 @@ class GroupTests(TestCase):
         worker is left.
         """
         proxy = yield self.startGroup()
-        workers = _workerPids(proxy)
+        workers = _workerPids(proxy.output)
         clients = [curl(proxy.url + "stream?count=30&interval=0.1") for _ in range(12)]
         # Every stream under way first: on a loaded machine a worker may
         # still be starting a second later, and a connection no worker has
@@ -400,7 +426,7 @@ class GroupTests(TestCase):
         unsupervised.
         """
         proxy = yield self.startGroup()
-        workers = _workerPids(proxy)
+        workers = _workerPids(proxy.output)
         os.kill(proxy.pid, signal.SIGKILL)
         deadline = reactor.seconds() + 3
         while any(_alive(pid) for pid in workers):

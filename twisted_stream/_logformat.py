@@ -182,9 +182,10 @@ def _rotatedBySIGUSR1(logFile: LogFile) -> None:
     Rotate C{logFile} on C{SIGUSR1}, unless something else handles that
     signal: what twistd does for the log file it opens itself, which this
     module's observer replaces (and what C{logrotate}'s C{postrotate}
-    scripts for twistd send).
+    scripts for twistd send). A signal ignored until now (as a worker
+    starts) is handled from now on.
     """
-    if signal.getsignal(signal.SIGUSR1) not in (None, signal.SIG_DFL):
+    if signal.getsignal(signal.SIGUSR1) not in (None, signal.SIG_DFL, signal.SIG_IGN):
         return
 
     def rotate(signum: int, frame: object) -> None:

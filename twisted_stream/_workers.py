@@ -93,6 +93,18 @@ def workerNumber(environ: Mapping[str, str] = os.environ) -> Optional[int]:
     return int(value) if value else None
 
 
+_WORKER_PROGRAM = (
+    "import signal; signal.signal(signal.SIGUSR1, signal.SIG_IGN);"
+    " signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1});"
+    " from twisted.scripts.twistd import run; run()"
+)
+"""twistd, with C{SIGUSR1} ignored until its log is set up: the parent passes
+C{SIGUSR1} on to every worker (L{WorkerPool}), and its default action would
+end one still starting (C{logrotate} running while a worker is replaced).
+The parent starts it with the signal blocked, so that one sent before this
+program runs waits, and is then ignored."""
+
+
 def workerCommand(
     tapname: str, pluginArguments: Sequence[str], twistdConfig: Mapping[str, Any], number: int
 ) -> list[str]:
@@ -109,7 +121,7 @@ def workerCommand(
         becoming C{NAME.worker2.log} (one log file cannot be rotated by
         several processes).
     """
-    command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "--nodaemon", "--pidfile="]
+    command = [sys.executable, "-c", _WORKER_PROGRAM, "--nodaemon", "--pidfile="]
     if twistdConfig.get("syslog"):
         command += ["--syslog", f"--prefix={twistdConfig.get('prefix') or tapname}"]
     elif workersWriteLogFiles(twistdConfig):
@@ -370,10 +382,16 @@ class WorkerPool(Service):
                 "PROMETHEUS_MULTIPROC_DIR": self._metricsFolder,
             },
         )
-        transport = self._reactor.spawnProcess(
-            worker, command[0], command, env=env, path=os.getcwd(),
-            childFDs={0: "w", 1: 1, 2: 2, LISTENING_DESCRIPTOR: descriptor},
-        )  # fmt: skip
+        # A SIGUSR1 passed on to it before its program ignores the signal
+        # waits: the signal mask is inherited through exec, handlers are not.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        try:
+            transport = self._reactor.spawnProcess(
+                worker, command[0], command, env=env, path=os.getcwd(),
+                childFDs={0: "w", 1: 1, 2: 2, LISTENING_DESCRIPTOR: descriptor},
+            )  # fmt: skip
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         transport.closeStdin()
         worker.pid = transport.pid
         self._workers[number] = (worker, transport)
