@@ -53,7 +53,10 @@ class ThroughProxy(TestCase):
         self.assertEqual(len(times), expected)
         self.assertGreater(times[0], 0.15, "the first token comes after the time to first token")
         spread = times[-1] - times[0]
-        self.assertGreater(spread, (expected - 1) / RATE * 0.8, times)
+        # A client short of CPU for a moment (both test runners loading the
+        # cores) reads a few deltas at once; held back in the proxy, all
+        # would come at once.
+        self.assertGreater(spread, (expected - 1) / RATE * 0.6, times)
         gaps = [b - a for a, b in zip(times[:-1], times[1:], strict=True)]
         self.assertLess(abs(statistics.median(gaps) - 1 / RATE), 0.5 / RATE, gaps)
 
