@@ -96,6 +96,23 @@ class TextLineTests(SynchronousTestCase):
             line = jsonLine(event)
             self.assertEqual(json.loads(line)["message"] if line else "", formatEvent(event), event)
 
+    def test_workerNamed(self) -> None:
+        """
+        In a worker of C{--workers}, the system field names it: on plain
+        lines, lines with a traceback, and lines with a system of their own.
+        """
+        failed = dict(_event(a=1, b=2), log_failure=_failed())
+        for event, system in (
+            (_event(a=1, b=2), "chunkproxy.stream#info"),
+            (failed, "chunkproxy.stream#info"),
+            (dict(_event(a=1, b=2), log_system="custom"), "custom"),
+        ):
+            self.assertEqual(
+                textLine(event, worker=2),
+                formatEventAsClassicLogText(dict(event, log_system=f"{system},worker 2")),
+                event,
+            )
+
     def test_timeOncePerSecond(self) -> None:
         first = textLine(_event(a=1, b=2))
         later = textLine(dict(_event(a=1, b=2), log_time=1764653400.9))
@@ -137,6 +154,18 @@ class JSONLineTests(SynchronousTestCase):
 
     def test_nothingToSay(self) -> None:
         self.assertIsNone(jsonLine({"log_time": 1764653400.0}))
+
+    def test_workerNamed(self) -> None:
+        """
+        In a worker of C{--workers}, C{worker} is its number; elsewhere
+        there is no C{worker}.
+        """
+        line = jsonLine(_event(a=1, b=2), worker=2)
+        assert line is not None
+        self.assertEqual(json.loads(line)["worker"], 2)
+        line = jsonLine(_event(a=1, b=2))
+        assert line is not None
+        self.assertNotIn("worker", json.loads(line))
 
 
 class JSONLogTests(TestCase):

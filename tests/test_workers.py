@@ -256,11 +256,13 @@ class GroupTests(TestCase):
     def test_bothServeOneSocket(self) -> Any:
         """
         Streams made at once are served by both workers (the stream events
-        carry two process ids, neither the parent's), each whole; C{/metrics},
-        from whichever worker answers, counts every stream of the group.
+        carry the two workers' numbers and process ids, neither the
+        parent's), each whole; C{/metrics}, from whichever worker answers,
+        counts every stream of the group.
         """
         proxy = yield self.startGroup()
-        workers = set(_workerPids(proxy.output))
+        pids = _workerPids(proxy.output)
+        workers = set(pids)
         total = 0
         for _ in range(10):
             exchanges = yield self.streams(proxy, 20)
@@ -272,6 +274,7 @@ class GroupTests(TestCase):
             if len({event["pid"] for event in _streamEvents(proxy)}) == 2:
                 break
         self.assertEqual({event["pid"] for event in _streamEvents(proxy)}, workers)
+        self.assertEqual({(event["worker"], event["pid"]) for event in _streamEvents(proxy)}, {(1, pids[0]), (2, pids[1])})
         for _ in range(4):
             scraped = yield fetch(proxy.url + "metrics")
             families = {f.name: f for f in text_string_to_metric_families(scraped.body.decode("utf-8"))}
@@ -282,6 +285,17 @@ class GroupTests(TestCase):
             )
             inFlight = families["chunkproxy_streams_in_flight"].samples
             self.assertEqual([(s.labels, s.value) for s in inFlight], [({"route": "/stream"}, 0.0)])
+
+    @inlineCallbacks
+    def test_textLogNamesTheWorker(self) -> Any:
+        """
+        Workers writing text to the parent's standard output are told apart:
+        each line of a worker's names it in the system field.
+        """
+        proxy = yield self.startGroup("--log-format", "text")
+        for number in (1, 2):
+            self.assertRegex(proxy.output, rf"\[[\w.]+#info,worker {number}\] chunkproxy worker {number} listening on")
+        self.assertRegex(proxy.output, r"\[[\w.]+#info\] 2 workers started")
 
     @inlineCallbacks
     def test_metricsListenOnly(self) -> Any:

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any, Callable, Optional, TextIO
 
 from twisted.logger import FileLogObserver, ILogObserver, LogEvent, eventAsText, formatEvent, formatTime
@@ -74,25 +75,43 @@ def _message(event: LogEvent) -> str:
     return formatEvent(event)
 
 
-def textLine(event: LogEvent) -> Optional[str]:
+def _system(event: LogEvent) -> str:
+    """
+    The system field of twistd's line: the event's C{log_system} as text, or
+    C{NAMESPACE#LEVEL}.
+    """
+    system = event.get("log_system")
+    if system is None:
+        level = event.get("log_level")
+        return f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
+    try:
+        return str(system)
+    except Exception:
+        return "UNFORMATTABLE"
+
+
+def textLine(event: LogEvent, worker: Optional[int] = None) -> Optional[str]:
     """
     An event as twistd writes it (C{TIME [SYSTEM] TEXT}, more lines of it
     indented), with the time formatted once a second.
 
     @param event: A log event.
+    @param worker: The number of the worker (C{--workers}) that writes it,
+        added to the system field (C{[NAMESPACE#LEVEL,worker 2]}): workers
+        logging to one standard output are told apart.
     @return: The line, or L{None} for an event with nothing to say.
     """
     system = event.get("log_system")
     if "log_failure" in event or (system is not None and type(system) is not str):
         # A traceback, or a system to be made text: twistd's way.
+        if worker is not None:
+            event = dict(event, log_system=f"{_system(event)},worker {worker}")
         text = eventAsText(event, formatTime=_stamp)
     else:
         text = _message(event)
         if not text:
             return None
-        if system is None:
-            level = event.get("log_level")
-            system = f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
+        system = _system(event) if worker is None else f"{_system(event)},worker {worker}"
         text = f"{_stamp(event.get('log_time'))} [{system}] {text}"
     if not text:
         return None
@@ -102,15 +121,16 @@ def textLine(event: LogEvent) -> Optional[str]:
 _PLAIN = (str, int, float, bool, type(None))
 
 
-def jsonLine(event: LogEvent) -> Optional[str]:
+def jsonLine(event: LogEvent, worker: Optional[int] = None) -> Optional[str]:
     """
     An event as one JSON object on one line: C{time} (ISO 8601, UTC,
-    milliseconds), C{level}, C{namespace}, C{pid} (which of C{--workers}
-    wrote it), C{message} (the text), the
-    event's own fields (values that are not JSON numbers, strings, booleans
-    or null as their text), and C{traceback} for a failure.
+    milliseconds), C{level}, C{namespace}, C{pid}, C{worker} (in a worker
+    of C{--workers}: its number), C{message} (the text), the event's own
+    fields (values that are not JSON numbers, strings, booleans or null as
+    their text), and C{traceback} for a failure.
 
     @param event: A log event.
+    @param worker: The number of the worker that writes it, if it is one.
     @return: The line, or L{None} for an event with nothing to say.
     """
     message = _message(event)
@@ -125,8 +145,10 @@ def jsonLine(event: LogEvent) -> Optional[str]:
         "level": level.name if level is not None else None,
         "namespace": event.get("log_namespace"),
         "pid": os.getpid(),
-        "message": message,
     }
+    if worker is not None:
+        record["worker"] = worker
+    record["message"] = message
     for key, value in event.items():
         if key.startswith("log_") or key in record:
             continue
@@ -139,7 +161,9 @@ def jsonLine(event: LogEvent) -> Optional[str]:
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n"
 
 
-def observerFactory(logFormat: str, logfile: Optional[str], nodaemon: bool) -> Callable[[], ILogObserver]:
+def observerFactory(
+    logFormat: str, logfile: Optional[str], nodaemon: bool, worker: Optional[int] = None
+) -> Callable[[], ILogObserver]:
     """
     What twistd's C{--logger} would be, for the given format.
 
@@ -147,9 +171,12 @@ def observerFactory(logFormat: str, logfile: Optional[str], nodaemon: bool) -> C
     @param logfile: twistd's C{--logfile} (C{-} or none with C{-n}:
         standard output).
     @param nodaemon: twistd's C{-n}.
+    @param worker: The number of the worker (C{--workers}) whose log it is,
+        named on every line, or L{None}.
     @return: A factory of the log observer, as twistd calls it.
     """
-    line = jsonLine if logFormat == "json" else textLine
+    lineOf = jsonLine if logFormat == "json" else textLine
+    line = lineOf if worker is None else partial(lineOf, worker=worker)
 
     def make() -> ILogObserver:
         # twistd's own rule for where the log goes (syslog aside).
@@ -203,7 +230,7 @@ selected: Optional[Callable[[], ILogObserver]] = None
 dotted name, which names this."""
 
 
-def select(options: Any, logFormat: str) -> None:
+def select(options: Any, logFormat: str, worker: Optional[int] = None) -> None:
     """
     Make twistd write its log in C{logFormat}, where it would have written
     it, unless its options already chose an observer (C{--logger},
@@ -213,9 +240,11 @@ def select(options: Any, logFormat: str) -> None:
         post-processed: twistd resolves C{--logger} after the plugin's
         options are read.
     @param logFormat: C{text} or C{json}.
+    @param worker: The number of the worker (C{--workers}) whose log it is,
+        or L{None}.
     """
     global selected
     if options.get("logger") or options.get("syslog"):
         return
-    selected = observerFactory(logFormat, options.get("logfile"), bool(options.get("nodaemon")))
+    selected = observerFactory(logFormat, options.get("logfile"), bool(options.get("nodaemon")), worker)
     options["logger"] = f"{__name__}.selected"

@@ -22,6 +22,7 @@ from twisted.python import usage
 from twisted_stream._logformat import LOG_FORMATS, select
 from twisted_stream._numbers import decimalNumber, wholeNumber
 from twisted_stream._service import DEFAULT_BACKLOG
+from twisted_stream._workers import workerNumber
 
 __all__ = [
     "PluginOptions",
@@ -220,7 +221,7 @@ class PluginOptions(usage.Options):
         if not parent.get("nodaemon") and parent.get("logfile") is None:
             parent["logfile"] = f"{self.tapname}.log"
         # twistd starts logging only after the plugin's options are read.
-        select(parent, self["log-format"])
+        select(parent, self["log-format"], workerNumber())
 
 
 def parseHeader(text: str) -> tuple[bytes, bytes]:
