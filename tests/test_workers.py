@@ -437,12 +437,16 @@ class GroupTests(TestCase):
         """
         A parent killed with SIGKILL (no chance to stop its workers): they
         notice within a couple of seconds and stop, rather than serve on
-        unsupervised.
+        unsupervised; the group's metrics folder goes with them.
         """
         proxy = yield self.startGroup()
         workers = _workerPids(proxy.output)
+        with open(f"/proc/{workers[0]}/environ", "rb") as environ:
+            folder = dict(v.split(b"=", 1) for v in environ.read().split(b"\0") if v)[b"PROMETHEUS_MULTIPROC_DIR"]
+        self.assertTrue(os.path.isdir(folder))
         os.kill(proxy.pid, signal.SIGKILL)
         deadline = reactor.seconds() + 3
         while any(_alive(pid) for pid in workers):
             self.assertLess(reactor.seconds(), deadline, "workers outlived their parent")
             yield deferLater(reactor, 0.1, lambda: None)
+        self.assertFalse(os.path.exists(folder))

@@ -456,10 +456,14 @@ class ParentWatch(Service):
     """
     Stops a worker whose parent has gone (killed without the chance to stop
     it): the worker drains and exits, rather than serve on alone, unsupervised.
+    The group's metrics folder, which the parent would have removed, goes as
+    the worker exits (the first of them to exit; the others no longer count
+    their own metrics, as a group that has lost its parent is not scraped).
     """
 
     def __init__(self, interval: float = 1.0, environ: Mapping[str, str] = os.environ) -> None:
         self._parent = int(environ.get(_PARENT_VARIABLE) or os.getppid())
+        self._metricsFolder = environ.get("PROMETHEUS_MULTIPROC_DIR")
         self._loop = LoopingCall(self._check)
         self._interval = interval
 
@@ -478,4 +482,6 @@ class ParentWatch(Service):
             from twisted.internet import reactor
 
             self._loop.stop()
+            if self._metricsFolder:
+                reactor.addSystemEventTrigger("after", "shutdown", shutil.rmtree, self._metricsFolder, True)
             reactor.stop()
