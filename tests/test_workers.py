@@ -290,12 +290,15 @@ class GroupTests(TestCase):
     def test_textLogNamesTheWorker(self) -> Any:
         """
         Workers writing text to the parent's standard output are told apart:
-        each line of a worker's names it in the system field.
+        each line of a worker's names it in the system field; the parent's
+        line for each socket it binds names it the workers' socket.
         """
         proxy = yield self.startGroup("--log-format", "text")
         for number in (1, 2):
             self.assertRegex(proxy.output, rf"\[[\w.]+#info,worker {number}\] chunkproxy worker {number} listening on")
         self.assertRegex(proxy.output, r"\[[\w.]+#info\] 2 workers started")
+        self.assertEqual(proxy.output.count("[-] workers' socket starting on"), 2)
+        self.assertNotIn("NotAccepting", proxy.output)
 
     @inlineCallbacks
     def test_metricsListenOnly(self) -> Any:

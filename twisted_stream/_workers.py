@@ -145,10 +145,15 @@ def workersWriteLogFiles(twistdConfig: Mapping[str, Any]) -> bool:
 class NotAccepting(Factory):
     """
     The factory of the socket the parent binds for its workers: it is never
-    asked for a protocol (the parent does not accept), and says nothing.
+    asked for a protocol (the parent does not accept), and says nothing
+    but what Twisted's port says as it binds, where its name reads
+    C{workers' socket starting on PORT} (not the class's name).
     """
 
     noisy = False
+
+    def logPrefix(self) -> str:
+        return "workers' socket"
 
 
 class _ReusePort(tcp.Port):
