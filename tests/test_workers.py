@@ -35,7 +35,15 @@ from tests.support import (
     until,
 )
 from tests.test_integration import curl
-from twisted_stream._workers import WORKER_VARIABLE, WorkerPool, parseWorkers, workerCommand, workerNumber
+from twisted_stream._workers import (
+    READY_DESCRIPTOR,
+    READY_TIMEOUT,
+    WORKER_VARIABLE,
+    WorkerPool,
+    parseWorkers,
+    workerCommand,
+    workerNumber,
+)
 
 
 class ParseWorkersTests(SynchronousTestCase):
@@ -201,6 +209,106 @@ class WorkerPoolTests(SynchronousTestCase):
         self.successResultOf(stopped)
 
 
+class ReloadTests(SynchronousTestCase):
+    """
+    L{WorkerPool.reload}: a new worker beside each, the old one stopped only
+    once its successor serves.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = _ProcessReactor()
+        folder = self.mktemp()
+        os.makedirs(folder)
+        self.pool = WorkerPool(self.reactor, 2, lambda n: ["twistd", f"w{n}"], folder, grace=10)
+        ports = [_Port(7), _Port(8)]
+        self.pool.binding.ports.extend(ports)
+        self.pool.adopt(ports[0])  # type: ignore[arg-type]
+        self.pool.startService()
+        self.reactor.advance(5)
+        self.pool.reload()
+
+    def process(self, index: int) -> tuple[Any, _FakeTransport]:
+        """
+        @return: The protocol and transport of the C{index}-th process
+            spawned (0, 1: the first workers; 2, 3: their successors).
+        """
+        protocol, _, _, transport = self.reactor.spawned[index]
+        return protocol, transport
+
+    def test_replacedOnceServing(self) -> None:
+        """
+        Each worker's successor starts at once, on its socket; the old one
+        is sent SIGTERM only when its successor says it serves, and is not
+        replaced when it has drained.
+        """
+        self.assertEqual([args for _, args, _, _ in self.reactor.spawned[2:]], [["twistd", "w1"], ["twistd", "w2"]])
+        self.assertEqual([fds[3] for _, _, fds, _ in self.reactor.spawned[2:]], [7, 8])
+        self.assertEqual([fds[READY_DESCRIPTOR] for _, _, fds, _ in self.reactor.spawned], ["r"] * 4)
+        self.assertEqual([self.process(i)[1].signals for i in range(4)], [[], [], [], []])
+        self.process(2)[0].childDataReceived(READY_DESCRIPTOR, b"ready\n")
+        self.assertEqual([self.process(i)[1].signals for i in range(4)], [["TERM"], [], [], []])
+        self.process(0)[0].processEnded(_died(code=0))
+        self.reactor.advance(5)
+        self.assertEqual(len(self.reactor.spawned), 4)
+        self.process(3)[0].childDataReceived(READY_DESCRIPTOR, b"ready\n")
+        self.assertEqual([self.process(i)[1].signals for i in range(4)], [["TERM"], ["TERM"], [], []])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_brokenSuccessorGivenUp(self) -> None:
+        """
+        A successor that exits before it serves, or does not serve within
+        L{READY_TIMEOUT} (then it is killed), is given up on: the old worker
+        goes on, untouched, and nothing is started in its place.
+        """
+        self.process(2)[0].processEnded(_died(code=1))
+        self.reactor.advance(READY_TIMEOUT)
+        self.assertEqual(self.process(3)[1].signals, ["KILL"])
+        self.process(3)[0].processEnded(_died(signal=signal.SIGKILL))
+        self.reactor.advance(5)
+        self.assertEqual(len(self.reactor.spawned), 4)
+        self.assertEqual([self.process(i)[1].signals for i in range(2)], [[], []])
+        # They are still the group's: a reload can be tried again.
+        self.pool.reload()
+        self.assertEqual(len(self.reactor.spawned), 6)
+
+    def test_oldDiesMeanwhile(self) -> None:
+        """
+        An old worker that dies while its successor starts is not replaced
+        twice: the successor takes the slot when it serves.
+        """
+        self.process(0)[0].processEnded(_died(signal=signal.SIGKILL))
+        self.reactor.advance(5)
+        self.assertEqual(len(self.reactor.spawned), 4)
+        self.process(2)[0].childDataReceived(READY_DESCRIPTOR, b"ready\n")
+        self.process(3)[0].childDataReceived(READY_DESCRIPTOR, b"ready\n")
+        self.assertEqual([self.process(i)[1].signals for i in range(4)], [[], ["TERM"], [], []])
+        self.reactor.advance(5)
+        self.assertEqual(len(self.reactor.spawned), 4)
+
+    def test_oneAtATime(self) -> None:
+        """
+        A reload asked for while one is under way is ignored.
+        """
+        self.pool.reload()
+        self.assertEqual(len(self.reactor.spawned), 4)
+
+    def test_stopDuringReload(self) -> None:
+        """
+        Stopping in the middle of a reload sends every process SIGTERM, old
+        and new, and fires once all have exited.
+        """
+        self.process(2)[0].childDataReceived(READY_DESCRIPTOR, b"ready\n")
+        stopped = self.pool.stopService()
+        self.assertEqual([self.process(i)[1].signals for i in range(4)], [["TERM"], ["TERM"], ["TERM"], ["TERM"]])
+        for index in range(3):
+            self.process(index)[0].processEnded(_died(code=0))
+        self.assertNoResult(stopped)
+        self.process(3)[0].processEnded(_died(code=0))
+        self.successResultOf(stopped)
+        self.assertEqual(len(self.reactor.spawned), 4)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
 def _streamEvents(server: Server) -> list[dict[str, Any]]:
     return [
         record
@@ -251,6 +359,36 @@ class GroupTests(TestCase):
     def streams(self, proxy: Server, count: int, path: str = "stream?count=5&interval=0.05") -> Any:
         exchanges = yield gatherResults([fetch(proxy.url + path) for _ in range(count)])
         return exchanges
+
+    @inlineCallbacks
+    def streamsUnderWay(self, proxy: Server, count: int) -> Any:
+        """
+        Start C{count} three-second streams (30 chunks) with curl.
+
+        @return: A Deferred firing with the curl processes once every
+            stream has had its first chunk: on a loaded machine a worker
+            may still be starting a second after the group, and a
+            connection no worker has accepted yet is reset when the
+            listener closes (as with nginx).
+        """
+        clients = [curl(proxy.url + "stream?count=30&interval=0.1") for _ in range(count)]
+        yield until(
+            lambda: all(any(line.startswith(b"Chunk ") for _, line in client.lines) for client in clients),
+            seconds=10,
+            what=lambda: "the streams did not all start",
+        )
+        return clients
+
+    @inlineCallbacks
+    def assertWhole(self, clients: list[LineProcess]) -> Any:
+        """
+        Every stream of L{streamsUnderWay} ends whole: curl exits 0 with
+        all 30 chunks.
+        """
+        codes = yield gatherResults([client.exitCode for client in clients])
+        self.assertEqual(codes, [0] * len(clients), [c.stderr for c in clients])
+        for client in clients:
+            self.assertEqual(len([line for _, line in client.lines if line.startswith(b"Chunk ")]), 30)
 
     @inlineCallbacks
     def test_bothServeOneSocket(self) -> Any:
@@ -407,26 +545,15 @@ class GroupTests(TestCase):
         """
         proxy = yield self.startGroup()
         workers = _workerPids(proxy.output)
-        clients = [curl(proxy.url + "stream?count=30&interval=0.1") for _ in range(12)]
-        # Every stream under way first: on a loaded machine a worker may
-        # still be starting a second later, and a connection no worker has
-        # accepted yet is reset when the listener closes (as with nginx).
-        yield until(
-            lambda: all(any(line.startswith(b"Chunk ") for _, line in client.lines) for client in clients),
-            seconds=10,
-            what=lambda: "the streams did not all start",
-        )
+        clients = yield self.streamsUnderWay(proxy, 12)
         exited = proxy.stopWith("TERM")
         yield deferLater(reactor, 0.3, lambda: None)
         yield self.assertFailure(
             connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", proxy.port), RawClient(b"")),
             ConnectionRefusedError,
         )
-        codes = yield gatherResults([client.exitCode for client in clients])
+        yield self.assertWhole(clients)
         streamsEnded = reactor.seconds()
-        self.assertEqual(codes, [0] * 12, [c.stderr for c in clients])
-        for client in clients:
-            self.assertEqual(len([line for _, line in client.lines if line.startswith(b"Chunk ")]), 30)
         when, exitCode = yield exited
         self.assertEqual(exitCode, 0)
         # Two processes end in turn (the worker, then the parent): about
@@ -434,6 +561,36 @@ class GroupTests(TestCase):
         self.assertLess(when - streamsEnded, 5.0)
         self.assertEqual([pid for pid in workers if _alive(pid)], [])
         self.assertEqual({event["pid"] for event in _streamEvents(proxy)}, set(workers))
+
+    @inlineCallbacks
+    def test_SIGHUPReplacesEveryWorker(self) -> Any:
+        """
+        SIGHUP to the parent while each worker streams: a new worker starts
+        beside each; the streams under way complete whole on the old ones,
+        which then exit; requests made meanwhile are all served whole; and
+        afterwards the new workers serve, the parent still running.
+        """
+        proxy = yield self.startGroup()
+        old = _workerPids(proxy.output)
+        clients = yield self.streamsUnderWay(proxy, 8)
+        os.kill(proxy.pid, signal.SIGHUP)
+        meanwhile: list[Any] = []
+        reloaded = reactor.seconds()
+        while "reload: every worker replaced" not in proxy.output:
+            self.assertLess(reactor.seconds() - reloaded, 30, proxy.output[-3000:])
+            meanwhile += yield self.streams(proxy, 2, "stream?count=2&interval=0.01")
+            yield deferLater(reactor, 0.05, lambda: None)
+        self.assertGreater(len(meanwhile), 0)
+        self.assertEqual([(e.status, e.body.count(b"Chunk ")) for e in meanwhile], [(200, 2)] * len(meanwhile))
+        replaced = {int(old): int(new) for new, old in re.findall(r"replaced: pid (\d+) serves, pid (\d+) drains", proxy.output)}
+        self.assertEqual(set(replaced), set(old))
+        yield self.assertWhole(clients)
+        yield until(lambda: not any(_alive(pid) for pid in old), seconds=10, what=lambda: proxy.output[-3000:])
+        served = len(_streamEvents(proxy))
+        yield self.streams(proxy, 20)
+        self.assertLessEqual({event["pid"] for event in _streamEvents(proxy)[served:]}, set(replaced.values()))
+        self.assertTrue(_alive(proxy.pid))
+        self.assertNotIn("starting another", proxy.output)
 
     @inlineCallbacks
     def test_orphanedWorkersStop(self) -> Any:

@@ -19,6 +19,11 @@ options (L{workerCommand}); C{CHUNKPROXY_WORKER} in its environment tells it
 that it is one. Its metrics go to files in a folder the group shares
 (prometheus-client's multiprocess mode), so that C{/metrics}, from any
 worker or the parent's C{--metrics-listen}, is the whole group's.
+
+C{SIGHUP} to the parent reloads the group (L{WorkerPool.reload}): since the
+socket never closes, a new worker can start beside an old one and take over
+its share of new connections while the old one drains, which is how a new
+version is deployed without a proxy in front to move traffic.
 """
 
 from __future__ import annotations
@@ -47,12 +52,15 @@ from twisted_stream._logformat import logsToStandardOutput
 
 __all__ = [
     "LISTENING_DESCRIPTOR",
+    "READY_DESCRIPTOR",
+    "READY_TIMEOUT",
     "WORKER_VARIABLE",
     "NotAccepting",
     "ParentWatch",
     "WorkerPool",
     "inheritedListener",
     "parseWorkers",
+    "reportReady",
     "workerCommand",
     "workersWriteLogFiles",
     "workerNumber",
@@ -67,6 +75,14 @@ died while the worker started would otherwise go unnoticed."""
 
 LISTENING_DESCRIPTOR = 3
 """The descriptor a worker finds the listening socket on."""
+
+READY_DESCRIPTOR = 4
+"""The descriptor on which a worker tells its parent it serves
+(L{reportReady}): a worker replacing another in a reload takes over then."""
+
+READY_TIMEOUT = 60.0
+"""Seconds a worker started by a reload has to serve before the reload of its
+slot is given up (it is killed; the worker it was to replace goes on)."""
 
 _log = Logger()
 
@@ -247,6 +263,22 @@ class _InheritedSocket:
         return self._adopt(factory)
 
 
+def reportReady(port: object = None, descriptor: int = READY_DESCRIPTOR) -> None:
+    """
+    Tell the parent that this worker serves (it listens on the inherited
+    socket): once, then the descriptor is closed.
+
+    @param port: The listening port (unused: a listening service's C{then}).
+    @param descriptor: Where the parent listens for it.
+    """
+    try:
+        os.write(descriptor, b"ready\n")
+        os.close(descriptor)
+    except OSError:
+        # Started by something else than a pool: nobody to tell.
+        pass
+
+
 def inheritedListener(reactor: Any, descriptor: int = LISTENING_DESCRIPTOR) -> Any:
     """
     @param reactor: The reactor.
@@ -259,14 +291,32 @@ def inheritedListener(reactor: Any, descriptor: int = LISTENING_DESCRIPTOR) -> A
 class _Worker(ProcessProtocol):
     """
     One worker process, as its parent sees it.
+
+    @ivar transport: Its process transport, once spawned.
+    @ivar ready: Whether it has said it serves (L{reportReady}).
     """
 
-    def __init__(self, number: int, startedAt: float, exited: Callable[[_Worker, Failure], None]) -> None:
+    transport: Any
+
+    def __init__(
+        self,
+        number: int,
+        startedAt: float,
+        exited: Callable[[_Worker, Failure], None],
+        serving: Callable[[_Worker], None],
+    ) -> None:
         self.number = number
         self.startedAt = startedAt
         self.pid: Optional[int] = None
+        self.ready = False
         self.ended: Deferred[None] = Deferred()
         self._exited = exited
+        self._serving = serving
+
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        if childFD == READY_DESCRIPTOR and not self.ready:
+            self.ready = True
+            self._serving(self)
 
     def processEnded(self, reason: Failure) -> None:
         self._exited(self, reason)
@@ -285,6 +335,12 @@ class WorkerPool(Service):
       - I{running}: a worker that exits, whatever the reason, is logged
         and replaced: at once, or a second after it started if it lived
         less than that (one that cannot start must not spin);
+      - I{reloading} (L{reload}, on C{SIGHUP}): a new worker is started
+        beside each (new code, same options, same socket); as each says it
+        serves, the old one it replaces is sent SIGTERM and drains, its
+        streams running to their end. A new worker that exits, or does not
+        serve within L{READY_TIMEOUT}, is given up on and the old one goes
+        on: a reload with broken code keeps the group serving;
       - I{stopping}: each worker is sent SIGTERM and drains as a single
         gateway does; the pool has stopped when the last has exited (any
         still running C{grace} seconds later are killed).
@@ -319,7 +375,9 @@ class WorkerPool(Service):
         self._grace = grace
         self._binding = _Binding(reactor, count)
         self._descriptors: list[int] = []
-        self._workers: dict[int, tuple[_Worker, Any]] = {}
+        self._serving: dict[int, _Worker] = {}
+        self._incoming: dict[int, tuple[_Worker, Any]] = {}
+        self._outgoing: set[_Worker] = set()
         self._stopping = False
         self._logFiles = logFiles
 
@@ -348,12 +406,13 @@ class WorkerPool(Service):
         exitCleanlyOnSignals()
         if self._logFiles:
             self._passOnSIGUSR1()
+        signal.signal(signal.SIGHUP, lambda signum, frame: self._reactor.callFromThread(self.reload))
         for number in range(1, self._count + 1):
-            self._spawn(number)
+            self._serving[number] = self._spawn(number)
         _log.info(
             "{count} workers started (pids {pids})",
             count=self._count,
-            pids=" ".join(str(worker.pid) for worker, _ in self._workers.values()),
+            pids=" ".join(str(worker.pid) for worker in self._serving.values()),
         )
 
     def _passOnSIGUSR1(self) -> None:
@@ -368,16 +427,17 @@ class WorkerPool(Service):
 
         signal.signal(signal.SIGUSR1, rotate)
 
-    def _signalAll(self, signalID: str | int) -> None:
-        for _, transport in list(self._workers.values()):
-            _signal(transport, signalID)
+    def _everyWorker(self) -> list[_Worker]:
+        return [*self._serving.values(), *(worker for worker, _ in self._incoming.values()), *self._outgoing]
 
-    def _spawn(self, number: int) -> None:
-        if self._stopping:
-            return
+    def _signalAll(self, signalID: str | int) -> None:
+        for worker in self._everyWorker():
+            _signal(worker.transport, signalID)
+
+    def _spawn(self, number: int) -> _Worker:
         assert self._descriptors, "no listening socket adopted"
         descriptor = self._descriptors[(number - 1) % len(self._descriptors)]
-        worker = _Worker(number, self._reactor.seconds(), self._exited)
+        worker = _Worker(number, self._reactor.seconds(), self._exited, self._ready)
         command = self._command(number)
         env = dict(
             os.environ,
@@ -393,30 +453,108 @@ class WorkerPool(Service):
         try:
             transport = self._reactor.spawnProcess(
                 worker, command[0], command, env=env, path=os.getcwd(),
-                childFDs={0: "w", 1: 1, 2: 2, LISTENING_DESCRIPTOR: descriptor},
+                childFDs={0: "w", 1: 1, 2: 2, LISTENING_DESCRIPTOR: descriptor, READY_DESCRIPTOR: "r"},
             )  # fmt: skip
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         transport.closeStdin()
         worker.pid = transport.pid
-        self._workers[number] = (worker, transport)
+        worker.transport = transport
+        return worker
+
+    def _replace(self, number: int) -> None:
+        if not self._stopping:
+            self._serving[number] = self._spawn(number)
+
+    def reload(self) -> None:
+        """
+        Replace every worker with a new one, without refusing or cutting a
+        connection (see the class's phases).
+        """
+        if self._stopping:
+            return
+        if self._incoming:
+            _log.warn("reload: one is under way already; SIGHUP ignored")
+            return
+        _log.info("reload: starting {count} new workers; each old one drains once its successor serves", count=self._count)
+        for number in range(1, self._count + 1):
+            worker = self._spawn(number)
+            self._incoming[number] = (worker, self._reactor.callLater(READY_TIMEOUT, self._tooSlow, worker))
+
+    def _ready(self, worker: _Worker) -> None:
+        incoming = self._incoming.get(worker.number)
+        if incoming is None or incoming[0] is not worker:
+            # A worker started to keep the group at N: it serves already.
+            return
+        self._settle(worker)
+        old = self._serving.get(worker.number)
+        self._serving[worker.number] = worker
+        if old is not None:
+            self._outgoing.add(old)
+            _signal(old.transport, "TERM")
+        _log.info(
+            "worker {number} replaced: pid {new} serves, pid {old} drains",
+            number=worker.number,
+            new=worker.pid,
+            old=old.pid if old is not None else "-",
+        )
+        if not self._incoming:
+            _log.info("reload: every worker replaced")
+
+    def _settle(self, worker: _Worker) -> None:
+        _, deadline = self._incoming.pop(worker.number)
+        if deadline.active():
+            deadline.cancel()
+
+    def _tooSlow(self, worker: _Worker) -> None:
+        self._incoming.pop(worker.number)
+        if worker.number not in self._serving:
+            # The old one has gone meanwhile: the slot is filled as usual.
+            self._reactor.callLater(1, self._replace, worker.number)
+        _log.warn(
+            "reload: new worker {number} (pid {pid}) did not serve within {timeout:g} s: killed; the old one goes on",
+            number=worker.number,
+            pid=worker.pid,
+            timeout=READY_TIMEOUT,
+        )
+        _signal(worker.transport, "KILL")
 
     def _exited(self, worker: _Worker, reason: Failure) -> None:
-        self._workers.pop(worker.number, None)
         if worker.pid is not None:
             # Its gauges (streams in flight) no longer count; its counters do.
             mark_process_dead(worker.pid, self._metricsFolder)
+        number, how = worker.number, _exitOf(reason)
+        if worker in self._outgoing:
+            self._outgoing.discard(worker)
+            _log.info("replaced worker {number} (pid {pid}) {how}", number=number, pid=worker.pid, how=how)
+            return
+        incoming = self._incoming.get(number)
+        if incoming is not None and incoming[0] is worker:
+            self._settle(worker)
+            if self._stopping:
+                return
+            _log.warn(
+                "reload: new worker {number} (pid {pid}) {how} before it served; the old one goes on",
+                number=number,
+                pid=worker.pid,
+                how=how,
+            )
+            if number not in self._serving:
+                # The old one has gone meanwhile: the slot is filled as usual.
+                self._reactor.callLater(1, self._replace, number)
+            return
+        if self._serving.get(number) is not worker:
+            # A new worker given up on, killed.
+            return
+        del self._serving[number]
         if self._stopping:
             return
-        how = _exitOf(reason)
+        if number in self._incoming:
+            _log.warn("worker {number} (pid {pid}) {how}; its successor is starting", number=number, pid=worker.pid, how=how)
+            return
         lived = self._reactor.seconds() - worker.startedAt
-        _log.warn(
-            "worker {number} (pid {pid}) {how}; starting another",
-            number=worker.number,
-            pid=worker.pid,
-            how=how,
-        )
-        self._reactor.callLater(0 if lived >= 1 else 1, self._spawn, worker.number)
+        _log.warn("worker {number} (pid {pid}) {how}; starting another", number=number, pid=worker.pid, how=how)
+        self._reactor.callLater(0 if lived >= 1 else 1, self._replace, number)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -424,10 +562,15 @@ class WorkerPool(Service):
         # The first is the listening service's to close.
         for bound in self._binding.ports[1:]:
             bound.stopListening()
-        workers = list(self._workers.values())
-        self._signalAll("TERM")
+        for _, deadline in self._incoming.values():
+            if deadline.active():
+                deadline.cancel()
+        workers = self._everyWorker()
+        # Those replaced in a reload are draining already.
+        for worker in [*self._serving.values(), *(worker for worker, _ in self._incoming.values())]:
+            _signal(worker.transport, "TERM")
         killer = self._reactor.callLater(self._grace, self._kill)
-        stopped: Deferred[Any] = DeferredList([worker.ended for worker, _ in workers])
+        stopped: Deferred[Any] = DeferredList([worker.ended for worker in workers])
 
         def done(_: object) -> None:
             if killer.active():
@@ -437,9 +580,9 @@ class WorkerPool(Service):
         return stopped.addCallback(done)
 
     def _kill(self) -> None:
-        for worker, transport in list(self._workers.values()):
+        for worker in self._everyWorker():
             _log.warn("worker {number} (pid {pid}) did not stop in time: killed", number=worker.number, pid=worker.pid)
-            _signal(transport, "KILL")
+            _signal(worker.transport, "KILL")
 
 
 def _signal(transport: Any, signalID: str | int) -> None:

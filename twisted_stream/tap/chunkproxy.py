@@ -32,6 +32,7 @@ from twisted_stream._workers import (
     WorkerPool,
     inheritedListener,
     parseWorkers,
+    reportReady,
     workerCommand,
     workerNumber,
     workersWriteLogFiles,
@@ -147,7 +148,8 @@ class Options(PluginOptions):
             None,
             "1",
             "Processes serving --listen together, each on a core of its own (auto: one per core);"
-            " one that dies is replaced. Limits below hold per worker.",
+            " one that dies is replaced, and SIGHUP to the parent replaces each without cutting a"
+            " stream (new code, same options). Limits below hold per worker.",
             parseWorkers,
         ],
         [
@@ -481,6 +483,7 @@ def _gatewayService(reactor: Any, options: Options, worker: Optional[int]) -> IS
         f"chunkproxy worker {worker}" if worker else "chunkproxy",
         _PATHS,
         options["backlog"],
+        then=reportReady if worker else None,
         reactorForEndpoint=inheritedListener(reactor) if worker else None,
     ).setServiceParent(service)
     if worker:
