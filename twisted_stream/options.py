@@ -22,7 +22,6 @@ from twisted.python import usage
 from twisted_stream._logformat import LOG_FORMATS, select
 from twisted_stream._numbers import decimalNumber, wholeNumber
 from twisted_stream._service import DEFAULT_BACKLOG
-from twisted_stream._workers import workerNumber
 
 __all__ = [
     "PluginOptions",
@@ -146,6 +145,14 @@ class PluginOptions(usage.Options):
 
     tapname = ""
     parent: Optional[Any]
+
+    def worker(self) -> Optional[int]:
+        """
+        @return: This process's number as a worker of a group (C{--workers}),
+            named in its log; L{None} for a plugin without workers.
+        """
+        return None
+
     optParameters: list[list[Any]] = [
         [
             "backlog",
@@ -221,7 +228,7 @@ class PluginOptions(usage.Options):
         if not parent.get("nodaemon") and parent.get("logfile") is None:
             parent["logfile"] = f"{self.tapname}.log"
         # twistd starts logging only after the plugin's options are read.
-        select(parent, self["log-format"], workerNumber())
+        select(parent, self["log-format"], self.worker())
 
 
 def parseHeader(text: str) -> tuple[bytes, bytes]:

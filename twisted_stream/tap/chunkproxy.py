@@ -325,6 +325,9 @@ class Options(PluginOptions):
         else:
             self.recordAll = folder
 
+    def worker(self) -> Optional[int]:
+        return workerNumber()
+
     def postOptions(self) -> None:
         """
         Check the options, and resolve C{--require-token}.
