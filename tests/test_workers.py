@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+from contextlib import ExitStack
 from typing import Any, Optional
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,6 +18,7 @@ from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionRefusedError, ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock, deferLater
+from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -225,7 +227,16 @@ class ReloadTests(SynchronousTestCase):
         self.pool.adopt(ports[0])  # type: ignore[arg-type]
         self.pool.startService()
         self.reactor.advance(5)
+        logs = ExitStack()
+        self.events = logs.enter_context(capturedLogs())
+        self.addCleanup(logs.close)
         self.pool.reload()
+
+    def lastLine(self) -> str:
+        """
+        @return: What the pool logged last.
+        """
+        return formatEvent([e for e in self.events if e.get("log_namespace") == "twisted_stream._workers"][-1])
 
     def process(self, index: int) -> tuple[Any, _FakeTransport]:
         """
@@ -253,6 +264,7 @@ class ReloadTests(SynchronousTestCase):
         self.process(3)[0].childDataReceived(READY_DESCRIPTOR, b"ready\n")
         self.assertEqual([self.process(i)[1].signals for i in range(4)], [["TERM"], ["TERM"], [], []])
         self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(self.lastLine(), "reload: every worker replaced")
 
     def test_brokenSuccessorGivenUp(self) -> None:
         """
@@ -263,6 +275,7 @@ class ReloadTests(SynchronousTestCase):
         self.process(2)[0].processEnded(_died(code=1))
         self.reactor.advance(READY_TIMEOUT)
         self.assertEqual(self.process(3)[1].signals, ["KILL"])
+        self.assertEqual(self.lastLine(), "reload: 0 of 2 workers replaced")
         self.process(3)[0].processEnded(_died(signal=signal.SIGKILL))
         self.reactor.advance(5)
         self.assertEqual(len(self.reactor.spawned), 4)

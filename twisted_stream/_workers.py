@@ -378,6 +378,7 @@ class WorkerPool(Service):
         self._serving: dict[int, _Worker] = {}
         self._incoming: dict[int, tuple[_Worker, Any]] = {}
         self._outgoing: set[_Worker] = set()
+        self._replaced = 0
         self._stopping = False
         self._logFiles = logFiles
 
@@ -477,6 +478,7 @@ class WorkerPool(Service):
             _log.warn("reload: one is under way already; SIGHUP ignored")
             return
         _log.info("reload: starting {count} new workers; each old one drains once its successor serves", count=self._count)
+        self._replaced = 0
         for number in range(1, self._count + 1):
             worker = self._spawn(number)
             self._incoming[number] = (worker, self._reactor.callLater(READY_TIMEOUT, self._tooSlow, worker))
@@ -486,7 +488,6 @@ class WorkerPool(Service):
         if incoming is None or incoming[0] is not worker:
             # A worker started to keep the group at N: it serves already.
             return
-        self._settle(worker)
         old = self._serving.get(worker.number)
         self._serving[worker.number] = worker
         if old is not None:
@@ -498,19 +499,9 @@ class WorkerPool(Service):
             new=worker.pid,
             old=old.pid if old is not None else "-",
         )
-        if not self._incoming:
-            _log.info("reload: every worker replaced")
-
-    def _settle(self, worker: _Worker) -> None:
-        _, deadline = self._incoming.pop(worker.number)
-        if deadline.active():
-            deadline.cancel()
+        self._settle(worker, replaced=True)
 
     def _tooSlow(self, worker: _Worker) -> None:
-        self._incoming.pop(worker.number)
-        if worker.number not in self._serving:
-            # The old one has gone meanwhile: the slot is filled as usual.
-            self._reactor.callLater(1, self._replace, worker.number)
         _log.warn(
             "reload: new worker {number} (pid {pid}) did not serve within {timeout:g} s: killed; the old one goes on",
             number=worker.number,
@@ -518,6 +509,27 @@ class WorkerPool(Service):
             timeout=READY_TIMEOUT,
         )
         _signal(worker.transport, "KILL")
+        self._settle(worker, replaced=False)
+
+    def _settle(self, worker: _Worker, replaced: bool) -> None:
+        """
+        A new worker of a reload has taken over, or been given up on.
+        """
+        _, deadline = self._incoming.pop(worker.number)
+        if deadline.active():
+            deadline.cancel()
+        if self._stopping:
+            return
+        if replaced:
+            self._replaced += 1
+        elif worker.number not in self._serving:
+            # The old one has gone meanwhile: the slot is filled as usual.
+            self._reactor.callLater(1, self._replace, worker.number)
+        if not self._incoming:
+            if self._replaced == self._count:
+                _log.info("reload: every worker replaced")
+            else:
+                _log.warn("reload: {replaced} of {count} workers replaced", replaced=self._replaced, count=self._count)
 
     def _exited(self, worker: _Worker, reason: Failure) -> None:
         if worker.pid is not None:
@@ -530,18 +542,14 @@ class WorkerPool(Service):
             return
         incoming = self._incoming.get(number)
         if incoming is not None and incoming[0] is worker:
-            self._settle(worker)
-            if self._stopping:
-                return
-            _log.warn(
-                "reload: new worker {number} (pid {pid}) {how} before it served; the old one goes on",
-                number=number,
-                pid=worker.pid,
-                how=how,
-            )
-            if number not in self._serving:
-                # The old one has gone meanwhile: the slot is filled as usual.
-                self._reactor.callLater(1, self._replace, number)
+            if not self._stopping:
+                _log.warn(
+                    "reload: new worker {number} (pid {pid}) {how} before it served; the old one goes on",
+                    number=number,
+                    pid=worker.pid,
+                    how=how,
+                )
+            self._settle(worker, replaced=False)
             return
         if self._serving.get(number) is not worker:
             # A new worker given up on, killed.
