@@ -144,6 +144,9 @@ class GatewayOptionsTests(SynchronousTestCase):
         )
         self.assertIsNone(options["require-token"])
         self.assertIsNone(options["upstream-ca"])
+        # No workers (one process) unless asked for, even one.
+        self.assertIsNone(options["workers"])
+        self.assertEqual(self.parse("--workers", "1")["workers"], 1)
         routes = options.allRoutes()
         self.assertEqual(
             [(r.prefix, r.upstream, r.injectHeaders) for r in routes],

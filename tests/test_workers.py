@@ -606,6 +606,22 @@ class GroupTests(TestCase):
         self.assertNotIn("starting another", proxy.output)
 
     @inlineCallbacks
+    def test_oneWorkerReloads(self) -> Any:
+        """
+        C{--workers 1} is a parent and one worker, which SIGHUP replaces as
+        it would several: a reload on one core.
+        """
+        generator: Server = yield startTwistd(self, "chunkgen")
+        proxy: Server = yield startTwistd(self, "chunkproxy", "--upstream", generator.url + "generate", "--workers", "1")
+        yield until(lambda: "chunkproxy worker 1 listening on" in proxy.output, what=lambda: proxy.output[-3000:])
+        first = int(re.findall(r"1 worker started \(pid (\d+)\)", proxy.output)[0])
+        os.kill(proxy.pid, signal.SIGHUP)
+        yield until(lambda: "reload: every worker replaced" in proxy.output, what=lambda: proxy.output[-3000:])
+        self.assertIn(f"pid {first} drains", proxy.output)
+        exchanges = yield self.streams(proxy, 4)
+        self.assertEqual([e.body.count(b"Chunk ") for e in exchanges], [5] * 4)
+
+    @inlineCallbacks
     def test_orphanedWorkersStop(self) -> Any:
         """
         A parent killed with SIGKILL (no chance to stop its workers): they

@@ -411,7 +411,7 @@ class WorkerPool(Service):
         for number in range(1, self._count + 1):
             self._serving[number] = self._spawn(number)
         _log.info(
-            "{count} workers started (pids {pids})",
+            "{count} workers started (pids {pids})" if self._count > 1 else "1 worker started (pid {pids})",
             count=self._count,
             pids=" ".join(str(worker.pid) for worker in self._serving.values()),
         )

@@ -146,10 +146,11 @@ class Options(PluginOptions):
         [
             "workers",
             None,
-            "1",
-            "Processes serving --listen together, each on a core of its own (auto: one per core);"
-            " one that dies is replaced, and SIGHUP to the parent replaces each without cutting a"
-            " stream (new code, same options). Limits below hold per worker.",
+            None,
+            "Worker processes serving --listen together under a parent, each on a core of its own"
+            " (auto: one per core); one that dies is replaced, and SIGHUP to the parent replaces each"
+            " without cutting a stream (new code, same options). Without it, one process serves."
+            " Limits below hold per worker.",
             parseWorkers,
         ],
         [
@@ -376,8 +377,8 @@ _PATHS = [("page", ""), ("stream", "stream")]
 def makeService(options: Options) -> IService:
     """
     Build the gateway's service: the gateway itself, or, with
-    C{--workers} above 1, the parent of that many (each, run again with the
-    same options, a gateway serving the parent's listening socket).
+    C{--workers}, the parent of that many (each, run again with the same
+    options, a gateway serving the parent's listening socket).
 
     @param options: The parsed command line.
     @return: A service that serves the routes and the page on C{--listen}.
@@ -385,7 +386,7 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     worker = workerNumber()
-    if worker is None and options["workers"] > 1:
+    if worker is None and options["workers"] is not None:
         return _groupService(reactor, options)
     return _gatewayService(reactor, options, worker)
 
