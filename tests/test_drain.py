@@ -6,6 +6,9 @@ chunkproxy stopped with SIGTERM while it streams.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
@@ -61,6 +64,36 @@ class DrainTests(SynchronousTestCase):
         self.successResultOf(drained)
         self.assertEqual(cut, [True])
         self.assertEqual(drain.inFlight, 0)
+
+
+class SignalHandlersTests(SynchronousTestCase):
+    def test_inPlaceBeforeTheFirstTurn(self) -> None:
+        """
+        L{exitCleanlyOnSignals}, called before the reactor runs (as twistd
+        starts its services), has replaced the reactor's SIGTERM handler
+        before the reactor's first turn: a SIGTERM then drains rather than
+        finding the reactor's own (which exits with the signal).
+        """
+        program = (
+            "import os, signal, sys\n"
+            "from twisted.internet import reactor\n"
+            "from twisted.logger import globalLogBeginner, textFileLogObserver\n"
+            "from twisted_stream._drain import exitCleanlyOnSignals\n"
+            "globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])\n"
+            "exitCleanlyOnSignals()\n"
+            "reactor.callWhenRunning(os.kill, os.getpid(), signal.SIGTERM)\n"
+            "reactor.run()\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", program],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertIn("received SIGTERM: draining, then stopping", done.stdout)
+        self.assertNotIn("Received SIGTERM, shutting down", done.stdout)
 
 
 class SIGTERMTests(TestCase):

@@ -123,8 +123,9 @@ def exitCleanlyOnSignals() -> None:
     process exits with the signal (status 143 for SIGTERM), which a
     supervisor takes for a crash; a drained gateway exits 0.
 
-    Call it when the services start: the handlers are installed a turn
-    later, after the reactor has installed its own, which they replace.
+    Call it when the services start: the handlers replace the reactor's
+    own as soon as it has installed them, before its first turn (a turn
+    later, a signal in that first turn would find the reactor's).
     """
     from twisted.internet import reactor
 
@@ -144,7 +145,9 @@ def exitCleanlyOnSignals() -> None:
         for number in (signal.SIGTERM, signal.SIGINT):
             signal.signal(number, stop)
 
-    reactor.callLater(0, install)
+    # After startup's "during" phase, where the reactor installs its
+    # handlers; at once if that has passed.
+    reactor.callWhenRunning(install)
 
 
 _log = Logger()
