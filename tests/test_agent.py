@@ -12,15 +12,16 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ConnectionRefusedError, DNSLookupError
 from twisted.internet.interfaces import IHostnameResolver, IHostResolution, IResolutionReceiver
-from twisted.internet.task import deferLater
-from twisted.logger import capturedLogs
-from twisted.trial.unittest import TestCase
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs, formatEvent
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import ResponseNeverReceived, readBody
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
 from tests.support import RawConnection, RawUpstream, answerWith, portOf, reactor
-from twisted_stream._agent import UpstreamAgent
+from twisted_stream._agent import RELEARN_AFTER, UpstreamAgent, _parseOrigin
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -154,6 +155,52 @@ class AgentTests(TestCase):
         self.assertEqual(len(upstream.closed), 1)
 
     @inlineCallbacks
+    def test_learnsWhenTheUpstreamClosesIdleConnections(self) -> Any:
+        """
+        An upstream that closes connections idle for a second (as uvicorn
+        does after five): once it has closed one, the pool closes its idle
+        connections sooner (at 80 % of that) and says so once, so that a
+        request made just before the upstream's close takes a new
+        connection instead of one whose close crosses it (which fails).
+        """
+        idleSince: dict[RawConnection, float] = {}
+        timers: list[Any] = []
+        self.addCleanup(lambda: [timer.cancel() for timer in timers if timer.active()])
+
+        def closeIfIdle(connection: RawConnection) -> None:
+            if connection in idleSince:
+                connection.tcp.loseConnection()
+
+        def script(connection: RawConnection, head: bytes) -> None:
+            since = idleSince.pop(connection, None)
+            if since is not None and reactor.seconds() - since >= 0.9:
+                # Its close and this request would have crossed.
+                connection.tcp.loseConnection()
+                return
+            connection.tcp.write(OK)
+            idleSince[connection] = reactor.seconds()
+            timers.append(reactor.callLater(1.0, closeIfIdle, connection))
+
+        upstream = RawUpstream(self, script)
+        agent = self.agent()
+        with capturedLogs() as events:
+            yield self.get(agent, upstream.url)
+            yield deferLater(reactor, 1.3, lambda: None)
+            self.assertEqual(len(upstream.closed), 1)
+            for _ in range(2):
+                answer = yield self.get(agent, upstream.url)
+                self.assertEqual(answer, (200, b"ok"))
+                yield deferLater(reactor, 0.95, lambda: None)
+        self.assertEqual(len(upstream.connections), 3)
+        lines = [formatEvent(e) for e in events]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertRegex(
+            lines[0],
+            r"^upstream http://127\.0\.0\.1:\d+ closed an idle connection after 1(\.\d+)? s: idle connections to it"
+            r" are closed after 0\.8\d* s$",
+        )
+
+    @inlineCallbacks
     def test_namesResolvedOncePerTTL(self) -> Any:
         """
         A host name is looked up once, used for every connection (kept-alive
@@ -229,3 +276,40 @@ class AgentTests(TestCase):
         yield self.assertFailure(d, Exception)
         yield deferLater(reactor, 0.1, lambda: None)
         self.assertEqual(upstream.requests, [])
+
+
+class _IdleConnection:
+    """
+    What the pool sees of a connection: a transport it can close.
+    """
+
+    def __init__(self) -> None:
+        self.transport = StringTransport()
+
+
+class LearnedIdleTimeTests(SynchronousTestCase):
+    def test_forgottenAfterTenMinutes(self) -> None:
+        """
+        What the pool learns from an upstream's close of an idle connection
+        holds for L{RELEARN_AFTER} seconds; then idle connections are kept
+        the full C{idleTimeout} again (an upstream that closed them once, as
+        in a restart, does not keep the pool short for ever).
+        """
+        clock = Clock()
+        agent = UpstreamAgent(clock, idleTimeout=50)
+        origin = _parseOrigin(b"http:", b"upstream.example:8000")
+        closedByUpstream = _IdleConnection()
+        agent._release(origin, closedByUpstream)  # type: ignore[arg-type]
+        clock.advance(5)
+        agent._forget(closedByUpstream)  # type: ignore[arg-type]
+        for keptFor in (4.0, 4.0, 50.0):
+            if keptFor == 50.0:
+                clock.advance(RELEARN_AFTER)
+            idle = _IdleConnection()
+            agent._release(origin, idle)  # type: ignore[arg-type]
+            clock.advance(keptFor - 0.01)
+            self.assertFalse(idle.transport.disconnecting)
+            clock.advance(0.02)
+            self.assertTrue(idle.transport.disconnecting)
+            agent._forget(idle)  # type: ignore[arg-type]
+

@@ -35,6 +35,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import Certificate, trustRootFromCertificates
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.http_headers import Headers
@@ -43,7 +44,16 @@ from zope.interface import implementer
 
 from twisted_stream._wire import DEFAULT_LIMITS, HTTP11UpstreamProtocol, ResponseLimits
 
-__all__ = ["UpstreamAgent", "tlsPolicy"]
+__all__ = ["KEEP_FRACTION", "RELEARN_AFTER", "UpstreamAgent", "tlsPolicy"]
+
+KEEP_FRACTION = 0.8
+"""An upstream seen closing a connection idle for M{t} seconds has its idle
+connections closed here after M{0.8 t}."""
+
+RELEARN_AFTER = 600.0
+"""Seconds what was learned of an upstream's idle closes holds."""
+
+_log = Logger()
 
 _PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
@@ -145,6 +155,16 @@ class UpstreamAgent:
     @ivar idleTimeout: Seconds an idle connection is kept before it is
         closed (short of the keep-alive time upstream servers commonly
         allow, so the pool rarely picks one the upstream is closing).
+
+    An upstream that closes idle connections sooner (uvicorn, and so vLLM
+    and most Python inference servers, after 5 s; Node after 5 s) is
+    learned from the first one it closes: from then on its idle connections
+    are closed here at L{KEEP_FRACTION} of the time it kept that one, so
+    that a request does not pick a connection whose close is on its way
+    (the request would fail: it may have reached the upstream, so it is
+    never sent again). What is learned is forgotten after
+    L{RELEARN_AFTER} seconds, so that an upstream that closed its
+    connections once (a restart) does not keep the pool short for ever.
     """
 
     def __init__(
@@ -175,7 +195,11 @@ class UpstreamAgent:
         self._resolved: dict[str, _Resolved] = {}
         self._resolving: dict[str, list[Deferred[_Resolved]]] = {}
         self._idle: dict[_Origin, list[HTTP11UpstreamProtocol]] = {}
-        self._expiry: dict[HTTP11UpstreamProtocol, IDelayedCall] = {}
+        # Each idle connection's expiry, and since when it is idle.
+        self._expiry: dict[HTTP11UpstreamProtocol, tuple[IDelayedCall, float]] = {}
+        # What was learned of origins that close idle connections sooner:
+        # how long to keep theirs, and until when that holds.
+        self._learned: dict[_Origin, tuple[float, float]] = {}
         self._closing: set[HTTP11UpstreamProtocol] = set()
         self._closed: list[Deferred[None]] = []
 
@@ -207,7 +231,7 @@ class UpstreamAgent:
         idle = self._idle.get(origin)
         if idle:
             protocol = idle.pop()
-            self._expiry.pop(protocol).cancel()
+            self._expiry.pop(protocol)[0].cancel()
             return protocol.request(method, target, origin.hostHeader, headers, bodyProducer)
         connected = self._connect(origin)
         return connected.addCallback(lambda p: p.request(method, target, origin.hostHeader, headers, bodyProducer))
@@ -247,7 +271,17 @@ class UpstreamAgent:
             protocol.transport.loseConnection()  # type: ignore[union-attr]
             return
         idle.append(protocol)
-        self._expiry[protocol] = self._reactor.callLater(self.idleTimeout, self._expire, origin, protocol)
+        expiry = self._reactor.callLater(self._keptFor(origin), self._expire, origin, protocol)
+        self._expiry[protocol] = (expiry, self._reactor.seconds())
+
+    def _keptFor(self, origin: _Origin) -> float:
+        learned = self._learned.get(origin)
+        if learned is None:
+            return self.idleTimeout
+        if learned[1] <= self._reactor.seconds():
+            del self._learned[origin]
+            return self.idleTimeout
+        return learned[0]
 
     def _expire(self, origin: _Origin, protocol: HTTP11UpstreamProtocol) -> None:
         del self._expiry[protocol]
@@ -255,17 +289,42 @@ class UpstreamAgent:
         protocol.transport.loseConnection()  # type: ignore[union-attr]
 
     def _forget(self, protocol: HTTP11UpstreamProtocol) -> None:
-        expiry = self._expiry.pop(protocol, None)
-        if expiry is not None:
+        entry = self._expiry.pop(protocol, None)
+        if entry is not None:
+            expiry, idleSince = entry
             expiry.cancel()
-            for idle in self._idle.values():
+            for origin, idle in self._idle.items():
                 if protocol in idle:
                     idle.remove(protocol)
+                    if protocol not in self._closing:
+                        self._closedWhileIdle(origin, self._reactor.seconds() - idleSince)
+                    break
         self._closing.discard(protocol)
         if not self._closing:
             closed, self._closed = self._closed, []
             for d in closed:
                 d.callback(None)
+
+    def _closedWhileIdle(self, origin: _Origin, idleFor: float) -> None:
+        """
+        The upstream closed one of C{origin}'s connections C{idleFor} seconds
+        after it became idle: keep the next ones for less than that.
+        """
+        keep = idleFor * KEEP_FRACTION
+        kept = self._keptFor(origin)
+        if keep >= kept:
+            return
+        self._learned[origin] = (keep, self._reactor.seconds() + RELEARN_AFTER)
+        if keep < kept * KEEP_FRACTION:
+            # Once per lesson, not for every connection of an upstream that
+            # closes each at once.
+            _log.info(
+                "upstream {origin} closed an idle connection after {idle:.3g} s: idle connections to it"
+                " are closed after {keep:.3g} s",
+                origin=f"{'https' if origin.secure else 'http'}://{origin.hostHeader.decode('ascii', 'replace')}",
+                idle=idleFor,
+                keep=keep,
+            )
 
     def closeCachedConnections(self) -> Deferred[None]:
         """
