@@ -36,7 +36,7 @@ Its writes go out at once while nothing is buffered (L{sendAtOnce}).
 from __future__ import annotations
 
 import re
-from typing import Any, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
@@ -289,6 +289,19 @@ class GatewayChannel(HTTPChannel):
             return
         shutWrites()
         self._arrival = self.callLater(LINGER_SECONDS, transport.loseConnection)
+
+    def handOver(self) -> Optional[Callable[[], None]]:
+        """
+        The connection goes on in another protocol (HTTP/2, as TLS
+        negotiated), and this channel will not see it close.
+
+        @return: What that protocol must call once the connection has
+            closed (the descriptor guard counts the connection), or L{None}.
+        """
+        if not self._counted:
+            return None
+        self._counted = False
+        return self.site.descriptors.closed
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._stopDeadline()

@@ -55,9 +55,13 @@ class GatewayH2Connection(H2Connection):
     """
     Twisted's HTTP/2 server connection, with the arrival deadline per stream
     and truncation that says so.
+
+    @ivar whenClosed: Called once the connection has closed (what the
+        HTTP/1.1 channel it took over from would have done then).
     """
 
     _log = Logger()
+    whenClosed: Optional[Callable[[], None]] = None
 
     def __init__(self, reactor: Any = None) -> None:
         super().__init__(reactor)
@@ -141,6 +145,9 @@ class GatewayH2Connection(H2Connection):
     def connectionLost(self, reason: Failure = connectionDone, _cancelTimeouts: bool = True) -> None:
         for streamID in list(self._deadlines):
             self._stopDeadline(streamID)
+        whenClosed, self.whenClosed = self.whenClosed, None
+        if whenClosed is not None:
+            whenClosed()
         super().connectionLost(reason, _cancelTimeouts)
 
     def _stopDeadline(self, streamID: int) -> None:
@@ -221,7 +228,11 @@ class _Negotiating(_GenericHTTPChannelProtocol):
                 networkProducer.unregisterProducer()
                 old.setTimeout(None)
                 transport = old.transport
+                handOver = getattr(old, "handOver", None)
                 self._channel = GatewayH2Connection()
+                # The old channel counted the connection, and will not see
+                # it close: this one says when it has.
+                self._channel.whenClosed = handOver() if handOver is not None else None
                 self._channel.requestFactory = self._requestFactory
                 self._channel.site = self._site
                 self._channel.factory = self._factory
