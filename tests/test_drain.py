@@ -111,27 +111,42 @@ class SIGTERMTests(TestCase):
     def test_streamCompletesWhole(self) -> Any:
         """
         A 3-second stream, SIGTERM after 1 s: the stream completes whole
-        (curl exits 0), a new connection is refused, a request on a
-        connection opened before gets 503 with C{Connection: close}, and
-        the process exits 0 with the stream's end, not at the drain timeout
+        (curl exits 0), a new connection is refused; a request on a
+        kept-alive connection that served one before gets 503 with
+        C{Connection: close} (the client may send it elsewhere), while the
+        first request of a connection accepted before the drain is served,
+        with C{Connection: close} (the client could not know); and the
+        process exits 0 with the stream's end, not at the drain timeout
         (30 s).
         """
         proxy = yield self.startBoth()
-        waiting = RawClient(b"")
-        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", proxy.port), waiting)
+        keptAlive = RawClient(b"GET /healthz HTTP/1.1\r\nHost: g\r\n\r\n")
+        fresh = RawClient(b"")
+        for connection in (keptAlive, fresh):
+            yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", proxy.port), connection)
         client = curl(proxy.url + "stream?count=30&interval=0.1")
         yield deferLater(reactor, 1.0, lambda: None)
+        served = keptAlive.received
+        self.assertTrue(served.startswith(b"HTTP/1.1 200 OK\r\n") and served.endswith(b"\r\n\r\nok\n"), served)
         exited = proxy.stopWith("TERM")
         yield deferLater(reactor, 0.3, lambda: None)
         yield self.assertFailure(
             connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", proxy.port), RawClient(b"")),
             ConnectionRefusedError,
         )
-        waiting.transport.write(b"GET /stream HTTP/1.1\r\nHost: g\r\n\r\n")  # type: ignore[union-attr]
-        answer = yield waiting.closed
+        for connection in (keptAlive, fresh):
+            connection.transport.write(b"GET /stream?count=3&interval=0.05 HTTP/1.1\r\nHost: g\r\n\r\n")  # type: ignore[union-attr]
+        answer = yield keptAlive.closed
+        answer = answer[len(served) :]
         self.assertTrue(answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), answer[:60])
         self.assertIn(b"\r\nConnection: close\r\n", answer)
         self.assertTrue(answer.endswith(b"\r\n\r\nthe gateway is shutting down; send the request again\n"), answer)
+        answer = yield fresh.closed
+        head, _, body = answer.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 OK\r\n"), head)
+        self.assertIn(b"\r\nConnection: close\r\n", head + b"\r\n")
+        self.assertEqual(body.count(b"Chunk "), 3)
+        self.assertTrue(body.endswith(b"\r\n0\r\n\r\n"), body[-40:])
         code = yield client.exitCode
         streamEnded = reactor.seconds()
         self.assertEqual(code, 0, client.stderr)

@@ -108,6 +108,8 @@ class GatewayChannel(HTTPChannel):
     _refused = False
     _headLines = 0
     _headBytes = 0
+    requestsSeen = 0
+    """How many requests' heads have arrived on the connection."""
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -209,6 +211,7 @@ class GatewayChannel(HTTPChannel):
         if self._refused:
             return
         request = self.requests[-1]
+        self.requestsSeen += 1
         # (The method is the request's from now on, as Twisted would set it.)
         request.method = self._command
         refusal = headRefusal(self._version, request.requestHeaders) or self.site.refusalOf(

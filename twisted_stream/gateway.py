@@ -166,12 +166,14 @@ class GatewayResource(PlainResource):
         if path == b"/metrics" and self._metricsHere:
             return self._metricsPage(request)
         if drain is not None and drain.draining:
-            # Arrived on a connection opened before the drain began.
+            # The connection's last answer.
             channel = getattr(request, "channel", None)
             if isinstance(channel, HTTPChannel):
                 channel.persistent = False
                 request.setHeader(b"Connection", b"close")
-            return DRAINING.render(request)
+            if not getattr(request, "servedWhileDraining", False):
+                # Arrived on a connection that had served before the drain.
+                return DRAINING.render(request)
         cors = self._cors
         if cors is not None:
             if cors.isPreflight(request.method, request.requestHeaders):
@@ -277,11 +279,15 @@ class GatewayRequest(Request):
         against the site's rules (then they need not be checked again).
     @ivar bodyRefusal: How to answer a request whose body was not kept.
     @ivar route: The prefix of the route that took it, once routed.
+    @ivar servedWhileDraining: Whether it is served though the gateway
+        drains (the first request of a connection accepted before the drain
+        began), its connection closed after it.
     """
 
     admitted = False
     bodyRefusal: Optional[Refusal] = None
     route: Optional[bytes] = None
+    servedWhileDraining = False
     _drain: Optional[Drain] = None
     _counted: Optional[tuple[StreamLimits, str]] = None
 
@@ -471,6 +477,11 @@ class GatewaySite(Site):
             return None
         if self.drain.draining:
             return DRAINING
+        return self._rules(method, target, headers, length, client)
+
+    def _rules(
+        self, method: bytes, target: bytes, headers: Headers, length: Optional[int], client: str
+    ) -> Optional[Refusal]:
         if self._admission is not None:
             refusal = self._admission(method, target, headers, length)
             if refusal is not None:
@@ -489,8 +500,18 @@ class GatewaySite(Site):
             L{GatewayResource} that could judge it).
         """
         client = clientOf(request.getClientAddress())
-        refusal = self.admission(request.method, target, request.requestHeaders, length, client)
-        if refusal is None and target.split(b"?", 1)[0] not in HEALTH_PATHS:
+        health = target.split(b"?", 1)[0] in HEALTH_PATHS
+        if self.drain.draining and not health and getattr(request.channel, "requestsSeen", None) == 1:
+            # The first request of a connection accepted before the drain
+            # began: the client could not know, and in a reload of
+            # --workers no other process could take it. Served, as the
+            # connection's last.
+            refusal = self._rules(request.method, target, request.requestHeaders, length, client)
+            if refusal is None and isinstance(request, GatewayRequest):
+                request.servedWhileDraining = True
+        else:
+            refusal = self.admission(request.method, target, request.requestHeaders, length, client)
+        if refusal is None and not health:
             self.admitted(request)
         return refusal
 
