@@ -15,12 +15,14 @@ import time
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests.support import (
     BreaksOff,
+    RawClient,
     RawConnection,
     RawUpstream,
     Server,
@@ -31,8 +33,10 @@ from tests.support import (
     startServer,
     startTwistd,
     twistdCommand,
+    until,
 )
 from tests.test_page import _browser
+from twisted_stream._channel import SPEAK_WITHIN_SECONDS
 
 
 class _H2Case(TestCase):
@@ -100,6 +104,60 @@ class HTTP2DescriptorsTests(TestCase):
         answers = yield deferToThread(oneAfterAnother)
         self.assertEqual(answers, [("HTTP/2", 200)] * 100)
         self.assertNotIn("out of file descriptors", proxy.output)
+
+    @inlineCallbacks
+    def test_outOfDescriptorsOverHTTP2(self) -> Any:
+        """
+        Once the descriptors are nearly gone (held by 60 connections that
+        say nothing), an HTTP/2 client gets C{503} with C{Retry-After} and
+        the reason, in HTTP/2 (not an HTTP/1.1 answer written before ALPN
+        chose), and an HTTP/1.1 client over TLS the same in HTTP/1.1; when
+        they are free again, both are served.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        ca, cert, key = makeCertificates(directory)
+        proxy: Server = yield startServer(
+            self,
+            [
+                shutil.which("prlimit") or "prlimit", "--nofile=128:128", twistdCommand(), "-n", "--pidfile=",
+                "chunkproxy", "--listen", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+                "--upstream", "http://127.0.0.1:9/",
+            ],
+        )  # fmt: skip
+        silent = []
+        for _ in range(60):
+            connection = RawClient(b"")
+            yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", proxy.port), connection)
+            silent.append(connection)
+        yield deferLater(reactor, 0.2, lambda: None)
+
+        def ask() -> list[tuple[str, int, str, str]]:
+            import httpx
+
+            context = ssl.create_default_context(cafile=ca)
+            answers = []
+            for http2 in (True, False):
+                with httpx.Client(http2=http2, http1=not http2, verify=context, timeout=10) as client:
+                    response = client.get(proxy.url + "healthz")
+                    answers.append(
+                        (response.http_version, response.status_code, response.headers.get("retry-after", ""), response.text)
+                    )
+            return answers
+
+        answers = yield deferToThread(ask)
+        reason = "the gateway is out of file descriptors; try again shortly\n"
+        self.assertEqual(answers, [("HTTP/2", 503, "1", reason), ("HTTP/1.1", 503, "1", reason)])
+        # One accepted when they were nearly gone, which says nothing, is
+        # closed soon, not after the client timeout (60 s).
+        yield until(lambda: silent[-1].closed.called, seconds=SPEAK_WITHIN_SECONDS + 3, what=lambda: "still open")
+        for connection in silent:
+            if connection.transport is not None and connection.transport.connected:  # type: ignore[attr-defined]
+                connection.transport.loseConnection()
+            yield connection.closed
+        yield deferLater(reactor, 0.2, lambda: None)
+        answers = yield deferToThread(ask)
+        self.assertEqual([answer[:2] for answer in answers], [("HTTP/2", 200), ("HTTP/1.1", 200)])
 
 
 class HTTP2ClientTests(_H2Case):

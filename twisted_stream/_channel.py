@@ -23,7 +23,9 @@ a request's arrival:
   - B{the deadline}: the whole request must arrive within C{timeOut}
     seconds of its first byte (C{408});
   - B{the connection}: one accepted while the process's file descriptors
-    are nearly gone is answered C{503} at once (L{DescriptorGuard}).
+    are nearly gone is answered C{503} at once (L{DescriptorGuard}); over
+    TLS as soon as the client speaks, so that an HTTP/2 connection can
+    answer in HTTP/2 (L{pendingRefusal}).
 
 Every refusal is a status with a one-line reason (a L{Refusal}), logged in
 the access log, and followed by a lingering close: the channel shuts its
@@ -51,6 +53,10 @@ from twisted_stream._streamlog import logAnswered
 from twisted_stream._writenow import sendAtOnce
 
 __all__ = ["GatewayChannel", "LINGER_SECONDS"]
+
+SPEAK_WITHIN_SECONDS = 5.0
+"""How long a TLS client accepted when the descriptors were nearly gone has to
+send something (to be refused in its protocol) before it is closed."""
 
 LINGER_SECONDS = 2.0
 """How long a refused client's further bytes are read and dropped before the
@@ -110,6 +116,9 @@ class GatewayChannel(HTTPChannel):
     _headBytes = 0
     requestsSeen = 0
     """How many requests' heads have arrived on the connection."""
+    pendingRefusal: Optional[Refusal] = None
+    """How the connection is answered once the client speaks (over TLS, where
+    the protocol is not known when it is accepted)."""
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -119,11 +128,17 @@ class GatewayChannel(HTTPChannel):
         self._secure = super().isSecure()
         self._limits = self.site.limits
         self.MAX_LENGTH = self._limits.maxLineBytes
-        if self.site.descriptors.exhausted(self.transport):
+        if not self.site.descriptors.exhausted(self.transport):
+            self._counted = True
+        elif self._secure:
+            # Over TLS, ALPN may yet pick HTTP/2, which this channel's
+            # answer is not: refused once the client speaks (and by the
+            # HTTP/2 connection, if it took over), which it must do soon.
+            self.pendingRefusal = _OUT_OF_DESCRIPTORS
+            self.setTimeout(SPEAK_WITHIN_SECONDS)
+        else:
             # Logged by the guard, once a second at most, not one by one.
             self.refuse(_OUT_OF_DESCRIPTORS, logged=False)
-        else:
-            self._counted = True
 
     def isSecure(self) -> bool:
         # Asked for every request (X-Forwarded-Proto), answered by adapting
@@ -153,6 +168,9 @@ class GatewayChannel(HTTPChannel):
 
     def dataReceived(self, data: bytes) -> None:
         if self._refused:
+            return
+        if self.pendingRefusal is not None:
+            self.refuse(self.pendingRefusal, logged=False)
             return
         if self._arrival is None and not self._responding and self.timeOut:
             self._arrival = self.callLater(self.timeOut, self._tooSlow)

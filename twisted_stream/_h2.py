@@ -58,10 +58,14 @@ class GatewayH2Connection(H2Connection):
 
     @ivar whenClosed: Called once the connection has closed (what the
         HTTP/1.1 channel it took over from would have done then).
+    @ivar refuseEveryStream: How to answer the connection's first stream,
+        after which it is closed (it was accepted when the process's file
+        descriptors were nearly gone), or L{None}.
     """
 
     _log = Logger()
     whenClosed: Optional[Callable[[], None]] = None
+    refuseEveryStream: Optional[Refusal] = None
 
     def __init__(self, reactor: Any = None) -> None:
         super().__init__(reactor)
@@ -93,6 +97,13 @@ class GatewayH2Connection(H2Connection):
 
     def _requestReceived(self, event: h2.events.RequestReceived) -> None:
         method, target, headers = _head(event.headers)
+        if self.refuseEveryStream is not None:
+            # Logged by the descriptor guard, once a second at most.
+            self._refuse(event, method, target, self.refuseEveryStream, logged=False)
+            self.conn.close_connection()
+            self._tryToWriteControlData()
+            self.transport.loseConnection()  # type: ignore[union-attr]
+            return
         length = headers.getRawHeaders(b"content-length", [None])[-1]
         declared = int(length) if length is not None and length.isdigit() else None
         site: Any = self.site
@@ -109,9 +120,14 @@ class GatewayH2Connection(H2Connection):
         if self.timeOut and not event.stream_ended:
             self._deadlines[event.stream_id] = self._reactor.callLater(self.timeOut, self._tooSlow, event.stream_id)
 
-    def _refuse(self, event: h2.events.RequestReceived, method: bytes, target: bytes, refusal: Refusal) -> None:
+    def _refuse(
+        self, event: h2.events.RequestReceived, method: bytes, target: bytes, refusal: Refusal, logged: bool = True
+    ) -> None:
         streamID = event.stream_id
-        logAnswered(self.getPeer(), method, target, refusal.code, 0, self._reactor.seconds(), getattr(self.site, "metrics", None))
+        if logged:
+            logAnswered(
+                self.getPeer(), method, target, refusal.code, 0, self._reactor.seconds(), getattr(self.site, "metrics", None)
+            )
         self.conn.send_headers(streamID, [(b":status", b"%d" % (refusal.code,)), *refusal.fields()])
         self.conn.send_data(streamID, refusal.body, end_stream=True)
         if not event.stream_ended:
@@ -233,6 +249,7 @@ class _Negotiating(_GenericHTTPChannelProtocol):
                 # The old channel counted the connection, and will not see
                 # it close: this one says when it has.
                 self._channel.whenClosed = handOver() if handOver is not None else None
+                self._channel.refuseEveryStream = getattr(old, "pendingRefusal", None)
                 self._channel.requestFactory = self._requestFactory
                 self._channel.site = self._site
                 self._channel.factory = self._factory
