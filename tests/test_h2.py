@@ -69,14 +69,11 @@ class HTTP2DescriptorsTests(TestCase):
     timeout = 90
 
     @inlineCallbacks
-    def test_connectionsCountedUntilClosed(self) -> Any:
+    def gatewayWith128Files(self) -> Any:
         """
-        A gateway allowed 128 open files, over TLS: 100 HTTP/2 connections
-        one after another are all served (each is counted by the guard
-        against running out of descriptors only while it is open; before,
-        one taken over from HTTP/1.1 by ALPN stayed counted, and after
-        some 40 of them every new connection was refused, over HTTP/1.1
-        bytes an HTTP/2 client cannot read).
+        Start chunkproxy over TLS, allowed 128 open files.
+
+        @return: A Deferred firing with it and its CA's PEM file.
         """
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
@@ -89,6 +86,19 @@ class HTTP2DescriptorsTests(TestCase):
                 "--upstream", "http://127.0.0.1:9/",
             ],
         )  # fmt: skip
+        return proxy, ca
+
+    @inlineCallbacks
+    def test_connectionsCountedUntilClosed(self) -> Any:
+        """
+        A gateway allowed 128 open files, over TLS: 100 HTTP/2 connections
+        one after another are all served (each is counted by the guard
+        against running out of descriptors only while it is open; before,
+        one taken over from HTTP/1.1 by ALPN stayed counted, and after
+        some 40 of them every new connection was refused, over HTTP/1.1
+        bytes an HTTP/2 client cannot read).
+        """
+        proxy, ca = yield self.gatewayWith128Files()
 
         def oneAfterAnother() -> list[tuple[str, int]]:
             import httpx
@@ -114,17 +124,7 @@ class HTTP2DescriptorsTests(TestCase):
         chose), and an HTTP/1.1 client over TLS the same in HTTP/1.1; when
         they are free again, both are served.
         """
-        directory = os.path.abspath(self.mktemp())
-        os.makedirs(directory)
-        ca, cert, key = makeCertificates(directory)
-        proxy: Server = yield startServer(
-            self,
-            [
-                shutil.which("prlimit") or "prlimit", "--nofile=128:128", twistdCommand(), "-n", "--pidfile=",
-                "chunkproxy", "--listen", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",
-                "--upstream", "http://127.0.0.1:9/",
-            ],
-        )  # fmt: skip
+        proxy, ca = yield self.gatewayWith128Files()
         silent = []
         for _ in range(60):
             connection = RawClient(b"")
