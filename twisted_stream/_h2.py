@@ -58,14 +58,14 @@ class GatewayH2Connection(H2Connection):
 
     @ivar whenClosed: Called once the connection has closed (what the
         HTTP/1.1 channel it took over from would have done then).
-    @ivar refuseEveryStream: How to answer the connection's first stream,
+    @ivar refuseAndClose: How to answer the connection's first stream,
         after which it is closed (it was accepted when the process's file
         descriptors were nearly gone), or L{None}.
     """
 
     _log = Logger()
     whenClosed: Optional[Callable[[], None]] = None
-    refuseEveryStream: Optional[Refusal] = None
+    refuseAndClose: Optional[Refusal] = None
 
     def __init__(self, reactor: Any = None) -> None:
         super().__init__(reactor)
@@ -97,9 +97,9 @@ class GatewayH2Connection(H2Connection):
 
     def _requestReceived(self, event: h2.events.RequestReceived) -> None:
         method, target, headers = _head(event.headers)
-        if self.refuseEveryStream is not None:
+        if self.refuseAndClose is not None:
             # Logged by the descriptor guard, once a second at most.
-            self._refuse(event, method, target, self.refuseEveryStream, logged=False)
+            self._refuse(event, method, target, self.refuseAndClose, logged=False)
             self.conn.close_connection()
             self._tryToWriteControlData()
             self.transport.loseConnection()  # type: ignore[union-attr]
@@ -249,7 +249,7 @@ class _Negotiating(_GenericHTTPChannelProtocol):
                 # The old channel counted the connection, and will not see
                 # it close: this one says when it has.
                 self._channel.whenClosed = handOver() if handOver is not None else None
-                self._channel.refuseEveryStream = getattr(old, "pendingRefusal", None)
+                self._channel.refuseAndClose = getattr(old, "pendingRefusal", None)
                 self._channel.requestFactory = self._requestFactory
                 self._channel.site = self._site
                 self._channel.factory = self._factory
