@@ -80,6 +80,40 @@ class _Reactor:
         return getattr(reactor, name)
 
 
+class _ClosesIdle:
+    """
+    A L{RawUpstream} script: answers each request with C{answer}, and
+    behaves as an upstream that closes connections idle for a second
+    (uvicorn's is five): a request that comes on a connection idle for 0.9 s
+    or more crossed that close (the connection closes, unanswered).
+    """
+
+    def __init__(self, case: TestCase, answer: bytes, closesAfter: Optional[float] = None) -> None:
+        """
+        @param closesAfter: Also close connections idle this long (L{None}:
+            only those a request crosses).
+        """
+        self._answer = answer
+        self._closesAfter = closesAfter
+        self._idleSince: dict[RawConnection, float] = {}
+        self._timers: list[Any] = []
+        case.addCleanup(lambda: [timer.cancel() for timer in self._timers if timer.active()])
+
+    def __call__(self, connection: RawConnection, head: bytes) -> None:
+        since = self._idleSince.pop(connection, None)
+        if since is not None and reactor.seconds() - since >= 0.9:
+            connection.tcp.loseConnection()
+            return
+        connection.tcp.write(self._answer)
+        self._idleSince[connection] = reactor.seconds()
+        if self._closesAfter is not None:
+            self._timers.append(reactor.callLater(self._closesAfter, self._closeIfIdle, connection))
+
+    def _closeIfIdle(self, connection: RawConnection) -> None:
+        if connection in self._idleSince:
+            connection.tcp.loseConnection()
+
+
 class AgentTests(TestCase):
     def agent(self, names: Optional[_Names] = None, **kwargs: Any) -> UpstreamAgent:
         self.fakeReactor = _Reactor(names or _Names(["127.0.0.1"]))
@@ -163,25 +197,7 @@ class AgentTests(TestCase):
         request made just before the upstream's close takes a new
         connection instead of one whose close crosses it (which fails).
         """
-        idleSince: dict[RawConnection, float] = {}
-        timers: list[Any] = []
-        self.addCleanup(lambda: [timer.cancel() for timer in timers if timer.active()])
-
-        def closeIfIdle(connection: RawConnection) -> None:
-            if connection in idleSince:
-                connection.tcp.loseConnection()
-
-        def script(connection: RawConnection, head: bytes) -> None:
-            since = idleSince.pop(connection, None)
-            if since is not None and reactor.seconds() - since >= 0.9:
-                # Its close and this request would have crossed.
-                connection.tcp.loseConnection()
-                return
-            connection.tcp.write(OK)
-            idleSince[connection] = reactor.seconds()
-            timers.append(reactor.callLater(1.0, closeIfIdle, connection))
-
-        upstream = RawUpstream(self, script)
+        upstream = RawUpstream(self, _ClosesIdle(self, OK, closesAfter=1.0))
         agent = self.agent()
         with capturedLogs() as events:
             yield self.get(agent, upstream.url)
@@ -199,6 +215,22 @@ class AgentTests(TestCase):
             r"^upstream http://127\.0\.0\.1:\d+ closed an idle connection after 1(\.\d+)? s: idle connections to it"
             r" are closed after 0\.8\d* s$",
         )
+
+    @inlineCallbacks
+    def test_keepAliveTimeoutHeeded(self) -> Any:
+        """
+        An upstream whose answers say C{Keep-Alive: timeout=1}: its idle
+        connections are closed here after 80 % of that, from the first, so
+        a request made just before its own close takes a new connection.
+        """
+        sayOneSecond = OK.replace(b"OK\r\n", b"OK\r\nKeep-Alive: timeout=1\r\n")
+        upstream = RawUpstream(self, _ClosesIdle(self, sayOneSecond))
+        agent = self.agent()
+        for _ in range(2):
+            answer = yield self.get(agent, upstream.url)
+            self.assertEqual(answer, (200, b"ok"))
+            yield deferLater(reactor, 0.95, lambda: None)
+        self.assertEqual(len(upstream.connections), 2)
 
     @inlineCallbacks
     def test_namesResolvedOncePerTTL(self) -> Any:
@@ -280,8 +312,11 @@ class AgentTests(TestCase):
 
 class _IdleConnection:
     """
-    What the pool sees of a connection: a transport it can close.
+    What the pool sees of a connection: a transport it can close, and what
+    its last response said of the upstream's keep-alive (nothing).
     """
+
+    keepAliveTimeout = None
 
     def __init__(self) -> None:
         self.transport = StringTransport()

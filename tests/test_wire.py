@@ -159,6 +159,23 @@ class WireTests(SynchronousTestCase):
         d = self.respond(b"HTTP/1.1 204 No Content\r\n\r\n")
         self.assertEqual(self.successResultOf(d).code, 204)
 
+    def test_keepAliveTimeout(self) -> None:
+        """
+        C{Keep-Alive: timeout=N} (as Node's servers send it, any case,
+        among other parameters) is read from each response; a response
+        without it, or with nothing readable in it, says nothing.
+        """
+        for header, said in (
+            (b"Keep-Alive: timeout=5\r\n", 5.0),
+            (b"keep-alive: max=100, Timeout=7\r\n", 7.0),
+            (b"", None),
+            (b"Keep-Alive: max=5\r\n", None),
+            (b"Keep-Alive: xtimeout=5\r\n", None),
+        ):
+            d = self.respond(b"HTTP/1.1 200 OK\r\n" + header + b"Content-Length: 0\r\n\r\n")
+            self.bodyOf(self.successResultOf(d))
+            self.assertEqual(self.protocol.keepAliveTimeout, said, header)
+
     def test_connectionCloseEndsIt(self) -> None:
         d = self.respond(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi")
         body = self.bodyOf(self.successResultOf(d))

@@ -158,7 +158,8 @@ class UpstreamAgent:
 
     An upstream that closes idle connections sooner (uvicorn, and so vLLM
     and most Python inference servers, after 5 s; Node after 5 s) is
-    learned from the first one it closes: from then on its idle connections
+    learned from the first one it closes (or from its C{Keep-Alive:
+    timeout=N}, where it sends one): from then on its idle connections
     are closed here at L{KEEP_FRACTION} of the time it kept that one, so
     that a request does not pick a connection whose close is on its way
     (the request would fail: it may have reached the upstream, so it is
@@ -271,7 +272,12 @@ class UpstreamAgent:
             protocol.transport.loseConnection()  # type: ignore[union-attr]
             return
         idle.append(protocol)
-        expiry = self._reactor.callLater(self._keptFor(origin), self._expire, origin, protocol)
+        keep = self._keptFor(origin)
+        said = protocol.keepAliveTimeout
+        if said is not None:
+            # What the upstream says of itself (Keep-Alive: timeout=N).
+            keep = min(keep, said * KEEP_FRACTION)
+        expiry = self._reactor.callLater(keep, self._expire, origin, protocol)
         self._expiry[protocol] = (expiry, self._reactor.seconds())
 
     def _keptFor(self, origin: _Origin) -> float:

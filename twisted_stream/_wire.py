@@ -18,6 +18,7 @@ piece the moment it is parsed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -48,6 +49,9 @@ __all__ = [
     "UpstreamProtocolError",
     "UpstreamResponse",
 ]
+
+
+_KEEP_ALIVE_TIMEOUT = re.compile(rb"(?:^|[\s,;])timeout\s*=\s*(\d{1,9})", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -221,7 +225,12 @@ class HTTP11UpstreamProtocol(Protocol):
     @ivar whenIdle: Called with this protocol each time it becomes free for
         another request.
     @ivar whenGone: Called with this protocol when its connection is lost.
+    @ivar keepAliveTimeout: The seconds the last response's C{Keep-Alive:
+        timeout=N} says the upstream keeps the connection open while idle
+        (Node's servers send it), or L{None}.
     """
+
+    keepAliveTimeout: Optional[float] = None
 
     def __init__(
         self,
@@ -431,6 +440,7 @@ class HTTP11UpstreamProtocol(Protocol):
             raise _Refused("the status line's reason phrase " + problem)
         chunked = False
         length: Any = UNKNOWN_LENGTH
+        keepAlive = None
         for name, value in self._fields:
             problem = headerProblem(name, value)
             if problem is not None:
@@ -440,6 +450,10 @@ class HTTP11UpstreamProtocol(Protocol):
                 chunked = True
             elif lowered == b"content-length":
                 length = int(value)
+            elif lowered == b"keep-alive":
+                timeout = _KEEP_ALIVE_TIMEOUT.search(value)
+                keepAlive = float(timeout.group(1)) if timeout else None
+        self.keepAliveTimeout = keepAlive
         if self._head or code in (204, 304):
             length = 0
         elif chunked:
