@@ -6,6 +6,7 @@ sockets.
 
 from __future__ import annotations
 
+import shutil
 from typing import Any, Optional
 
 from twisted.internet.address import IPv4Address
@@ -20,7 +21,8 @@ from twisted.web.client import ResponseNeverReceived, readBody
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
-from tests.support import RawConnection, RawUpstream, answerWith, portOf, reactor
+from tests.support import LineProcess, RawConnection, RawUpstream, answerWith, portOf, reactor, stopped, until
+from tests.test_node_clients import NODE_PEERS
 from twisted_stream._agent import RELEARN_AFTER, UpstreamAgent, _parseOrigin
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -231,6 +233,25 @@ class AgentTests(TestCase):
             self.assertEqual(answer, (200, b"ok"))
             yield deferLater(reactor, 0.95, lambda: None)
         self.assertEqual(len(upstream.connections), 2)
+
+    @inlineCallbacks
+    def test_realNodeUpstream(self) -> Any:
+        """
+        A real Node server keeping idle connections for a second (it says
+        C{Keep-Alive: timeout=1}): a request after 0.95 s of quiet takes a
+        new connection, the first one closed here at 0.8 s, not left to
+        cross Node's close.
+        """
+        node = LineProcess.spawn(shutil.which("node") or "node", str(NODE_PEERS / "keepalive_upstream.mjs"), "1000")
+        self.addCleanup(stopped, node)
+        yield until(lambda: node.text.startswith("listening "), what=lambda: node.stderr.decode())
+        url = f"http://127.0.0.1:{node.text.split()[1]}/"
+        agent = self.agent()
+        for _ in range(2):
+            answer = yield self.get(agent, url)
+            self.assertEqual(answer, (200, b"ok"))
+            yield deferLater(reactor, 0.95, lambda: None)
+        self.assertEqual(node.text.count("connection"), 2)
 
     @inlineCallbacks
     def test_namesResolvedOncePerTTL(self) -> Any:
