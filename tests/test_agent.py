@@ -242,7 +242,9 @@ class AgentTests(TestCase):
         new connection, the first one closed here at 0.8 s, not left to
         cross Node's close.
         """
-        node = LineProcess.spawn(shutil.which("node") or "node", str(NODE_PEERS / "keepalive_upstream.mjs"), "1000")
+        executable = shutil.which("node")
+        assert executable is not None, "node is needed here (.ci/run installs nodejs)"
+        node = LineProcess.spawn(executable, str(NODE_PEERS / "keepalive_upstream.mjs"), "1000")
         self.addCleanup(stopped, node)
         yield until(lambda: node.text.startswith("listening "), what=lambda: node.stderr.decode())
         url = f"http://127.0.0.1:{node.text.split()[1]}/"
