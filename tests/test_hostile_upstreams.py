@@ -158,9 +158,32 @@ class HostileUpstreamTests(TestCase):
         self.assertEqual(first.body, b"ok")
         exchange = yield fetch(url + "a", method=b"DELETE")
         self.assertEqual(exchange.status, 502)
-        self.assertEqual(exchange.body, b"upstream failed before responding (ResponseNeverReceived)\n")
+        self.assertEqual(exchange.body, b"upstream failed before responding (ReusedConnectionLost)\n")
         self.assertEqual([head.split(b" ")[0] for head in upstream.requests], [b"GET", b"DELETE"])
         self.assertEqual(len(upstream.connections), 1)
+
+    @inlineCallbacks
+    def test_getSentAgainAfterAReusedConnectionEnds(self) -> Any:
+        """
+        A kept-alive upstream connection that closes as a GET arrives on it,
+        before any answer (an upstream closing it as idle just then): the
+        GET is sent again, on a new connection, and the client gets the
+        answer.
+        """
+
+        def script(connection: RawConnection, head: bytes) -> None:
+            if connection is upstream.connections[0] and len(upstream.requests) == 2:
+                connection.tcp.loseConnection()
+            else:
+                connection.tcp.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+        upstream = RawUpstream(self, script)
+        url = self.gateway(upstream)
+        for _ in range(2):
+            exchange = yield fetch(url + "a")
+            self.assertEqual((exchange.status, exchange.body), (200, b"ok"))
+        self.assertEqual([head.split(b" ")[0] for head in upstream.requests], [b"GET", b"GET", b"GET"])
+        self.assertEqual(len(upstream.connections), 2)
 
     @inlineCallbacks
     def test_corruptGzipPassedAsItCame(self) -> Any:

@@ -18,6 +18,10 @@ from twisted.web.iweb import IResponse
 
 from tests.support import FakeAgent
 from twisted_stream._retry import DeadlineAgent, NoResponseInTime
+from twisted_stream._wire import ReusedConnectionLost
+
+_SOME_BODY: Any = object()
+"""A request body, which the retry rule only checks for."""
 
 
 class DeadlineAgentTests(SynchronousTestCase):
@@ -60,6 +64,29 @@ class DeadlineAgentTests(SynchronousTestCase):
         d = self.agent(inner).request(b"POST", b"http://u/")
         self.failureResultOf(d, ResponseNeverReceived)
         self.assertEqual(len(inner.requests), 1)
+
+    def test_safeRequestOnAReusedConnection(self) -> None:
+        """
+        A reused connection that ended before any answer: a GET, HEAD or
+        OPTIONS without a body is sent again (on another connection); a
+        POST, a DELETE or a GET with a body never is.
+        """
+        for method, body, attempts in (
+            (b"GET", None, 2),
+            (b"HEAD", None, 2),
+            (b"OPTIONS", None, 2),
+            (b"POST", None, 1),
+            (b"DELETE", None, 1),
+            (b"GET", _SOME_BODY, 1),
+        ):
+            inner = FakeAgent(fail(ReusedConnectionLost([Failure(ConnectionLost())])), Deferred())
+            d = self.agent(inner).request(method, b"http://u/", None, body)
+            self.clock.advance(0.1)
+            self.assertEqual(len(inner.requests), attempts, method)
+            self.clock.advance(10)
+            # Sent again: out of time waiting for the second answer; else the
+            # first failure.
+            self.failureResultOf(d, NoResponseInTime if attempts == 2 else ReusedConnectionLost)
 
     def test_deadlineWhileConnected(self) -> None:
         inner = FakeAgent(Deferred())

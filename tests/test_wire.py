@@ -19,7 +19,12 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
 from zope.interface import implementer
 
-from twisted_stream._wire import HTTP11UpstreamProtocol, ResponseLimits, UpstreamProtocolError
+from twisted_stream._wire import (
+    HTTP11UpstreamProtocol,
+    ResponseLimits,
+    ReusedConnectionLost,
+    UpstreamProtocolError,
+)
 
 
 class _Body(Protocol):
@@ -304,6 +309,25 @@ class WireTests(SynchronousTestCase):
         d = self.send()
         self.lose()
         self.failureResultOf(d, ResponseNeverReceived)
+
+    def test_reusedLostBeforeAnyByte(self) -> None:
+        """
+        The same on a connection that had served a response before: a
+        L{ReusedConnectionLost} (the upstream most likely closed it as idle
+        while the request went out), which the first request's failure is
+        not.
+        """
+        d = self.respond(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.bodyOf(self.successResultOf(d))
+        self.assertEqual(self.idle, [self.protocol])
+        d = self.send()
+        self.lose()
+        self.failureResultOf(d, ReusedConnectionLost)
+
+    def test_firstLostIsNotReused(self) -> None:
+        d = self.send()
+        self.lose()
+        self.assertFalse(self.failureResultOf(d, ResponseNeverReceived).check(ReusedConnectionLost))
 
     def test_lostMidHead(self) -> None:
         d = self.respond(b"HTTP/1.1 200 OK\r\nX-A")

@@ -6,8 +6,8 @@ connections kept in a pool, to addresses resolved once per TTL.
 What it leaves out is as deliberate as what it does. No cookie jar, no
 redirects, no content decoding, no retries: a proxy passes cookies,
 redirects and encodings on as they are, and whether a failed request may be
-sent again is the gateway's rule (only when it cannot have reached the
-upstream), never the pool's.
+sent again is the gateway's rule (L{twisted_stream._retry}), never the
+pool's.
 
 What it does costs a new stream as little as it can: an origin is parsed
 once, its host name is resolved once per C{dnsTTL} (and again after a

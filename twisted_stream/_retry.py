@@ -1,14 +1,18 @@
 # -*- test-case-name: tests.test_retry,tests.test_proxy -*-
 """
 L{DeadlineAgent}: an agent wrapper that gives a request a deadline for its
-response's head, and tries again a request that cannot have reached the
-upstream.
+response's head, and tries again a request that failed where sending it
+again is safe.
 
 This is the gateway's whole retry rule, in one place. A request is sent
-again only when it failed before anything was sent (no connection could be
-made, or the agent says it sent nothing); a request that may have reached an
-upstream (a POST to an LLM, say) never is. The agent underneath must not
-retry on its own (L{UpstreamAgent} does not; Twisted's pool would).
+again when it failed before anything was sent (no connection could be made,
+or the agent says it sent nothing), and a safe request without a body
+(C{GET}, C{HEAD}, C{OPTIONS}: RFC 9110, section 9.2.1) whose kept-alive
+connection ended before any byte of the answer (most likely closed as idle
+by the upstream as the request went out; Go's HTTP client sends those again
+too). Any other request that may have reached an upstream (a POST to an
+LLM, a DELETE) never is. The agent underneath must not retry on its own
+(L{UpstreamAgent} does not; Twisted's pool would).
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
-__all__ = ["DeadlineAgent", "NoResponseInTime", "retriable"]
+from twisted_stream._wire import ReusedConnectionLost
+
+__all__ = ["SAFE", "DeadlineAgent", "NoResponseInTime", "retriable"]
 
 
 class NoResponseInTime(Exception):
@@ -34,15 +40,26 @@ class NoResponseInTime(Exception):
     """
 
 
-def retriable(failure: Failure) -> bool:
+SAFE = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+"""The safe methods (RFC 9110, section 9.2.1) the gateway forwards: sent
+again after a reused connection's end (a DELETE, idempotent but not safe,
+is not: a second one may answer 404 for what the first did)."""
+
+
+def retriable(failure: Failure, method: bytes = b"POST", bodyless: bool = False) -> bool:
     """
-    @return: Whether the request that failed so cannot have reached the
-        upstream: no connection was made, or the agent says it sent
-        nothing.
+    @param failure: Why the request failed.
+    @param method: Its method.
+    @param bodyless: Whether it has no body.
+    @return: Whether it may be sent again: no connection was made, or the
+        agent says it sent nothing, or a safe request without a body met
+        the end of a reused connection before any answer.
     """
-    return bool(failure.check(ConnectError, DNSLookupError, RequestNotSent)) and not failure.check(
-        ConnectingCancelledError
-    )
+    if failure.check(ConnectingCancelledError):
+        return False
+    if failure.check(ConnectError, DNSLookupError, RequestNotSent):
+        return True
+    return bodyless and method in SAFE and bool(failure.check(ReusedConnectionLost))
 
 
 @implementer(IAgent)
@@ -127,11 +144,10 @@ class _Attempts:
             # The caller has gone: there is no one left to tell.
             return
         policy = self._policy
-        if retriable(failure) and self._made <= policy.retries and self._deadline is not None:
-            method, uri = self._request[0], self._request[1]
+        method, uri, _, body = self._request
+        if retriable(failure, method, body is None) and self._made <= policy.retries and self._deadline is not None:
             policy._log.info(
-                "{method} {url}: attempt {attempt} failed before the request was sent"
-                " ({failure.value!r}); trying again",
+                "{method} {url}: attempt {attempt} failed ({failure.value!r}) before any answer; trying again",
                 method=method.decode("ascii"),
                 url=uri.split(b"?", 1)[0].decode("ascii", "replace"),
                 attempt=self._made,

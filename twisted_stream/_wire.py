@@ -46,12 +46,21 @@ __all__ = [
     "DEFAULT_LIMITS",
     "HTTP11UpstreamProtocol",
     "ResponseLimits",
+    "ReusedConnectionLost",
     "UpstreamProtocolError",
     "UpstreamResponse",
 ]
 
 
 _KEEP_ALIVE_TIMEOUT = re.compile(rb"(?:^|[\s,;])timeout\s*=\s*(\d{1,9})", re.IGNORECASE)
+
+
+class ReusedConnectionLost(ResponseNeverReceived):
+    """
+    A kept-alive connection, reused for a request, ended before any byte of
+    the response: most likely the upstream closed it as idle while the
+    request was on its way (it may also have read the request, and died).
+    """
 
 
 @dataclass(frozen=True)
@@ -231,6 +240,7 @@ class HTTP11UpstreamProtocol(Protocol):
     """
 
     keepAliveTimeout: Optional[float] = None
+    _reused = False
 
     def __init__(
         self,
@@ -283,8 +293,10 @@ class HTTP11UpstreamProtocol(Protocol):
         @return: A Deferred that fires with the L{UpstreamResponse} once
             its head has arrived, or fails with L{UpstreamProtocolError}
             (the upstream broke the protocol or a limit),
-            L{ResponseNeverReceived} (the connection ended first), or
-            L{CancelledError}. Cancelling it closes the connection.
+            L{ResponseNeverReceived} (the connection ended first; a
+            L{ReusedConnectionLost} on a connection that had served a
+            response before), or L{CancelledError}. Cancelling it closes
+            the connection.
         """
         assert self.state == _IDLE, f"a request on a connection that is {self.state}"
         transport = self.transport
@@ -505,6 +517,7 @@ class HTTP11UpstreamProtocol(Protocol):
 
     def _becomeIdle(self) -> None:
         self.state = _IDLE
+        self._reused = True
         if self._paused:
             self._paused = False
             self._transport().resumeProducing()
@@ -588,6 +601,8 @@ class HTTP11UpstreamProtocol(Protocol):
         if state == _WAITING:
             if self._received:
                 self._fail(ResponseFailed([reason]))
+            elif self._reused:
+                self._fail(ReusedConnectionLost([reason]))
             else:
                 self._fail(ResponseNeverReceived([reason]))
         elif state == _BODY:

@@ -180,8 +180,9 @@ class Options(PluginOptions):
             "retries",
             None,
             1,
-            "Times to try again a request whose connection failed before it was sent"
-            " (never one that reached the upstream).",
+            "Times to try again a request whose connection failed before it was sent, or a"
+            " bodiless GET, HEAD or OPTIONS whose kept-alive connection ended before any answer"
+            " (never another that may have reached the upstream).",
             wholeNumberOption("retries"),
         ],
         [
