@@ -1,6 +1,6 @@
 # Sourced by scripts/demo and scripts/test: makes ./.venv with nothing but
 # python3, and installs the project into it (editable) with the extras named
-# in $EXTRAS. Safe to run again: pip only installs what is missing.
+# in $EXTRAS. Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,8 +34,26 @@ if [ ! -x "$VENV/bin/python" ]; then
     quiet_pip --upgrade pip
 fi
 
-SPEC="$ROOT"
-[ -n "${EXTRAS:-}" ] && SPEC="$ROOT[$EXTRAS]"
-quiet_pip -e "$SPEC"
+# pip install -e installs the project again every time, its scripts too: it
+# runs only when setup.py has changed or an extra is asked for that is not
+# installed, so that two runs at once (the demo under both test runners) do
+# not rewrite each other's scripts, and a second run starts at once (remove
+# the stamp to install again).
+STAMP="$VENV/.twisted-stream-installed"
+WANT=$(sha256sum "$ROOT/setup.py" | cut -c1-16)
+HAVE="" HAVE_EXTRAS=""
+if [ -f "$STAMP" ]; then read -r HAVE HAVE_EXTRAS < "$STAMP" || true; fi
+[ "$HAVE" = "$WANT" ] || HAVE_EXTRAS=""
+INSTALL=$([ "$HAVE" = "$WANT" ] && echo no || echo yes)
+ASKED=${EXTRAS:-}
+for extra in ${ASKED//,/ }; do
+    case ",$HAVE_EXTRAS," in *",$extra,"*) ;; *) INSTALL=yes; HAVE_EXTRAS="${HAVE_EXTRAS:+$HAVE_EXTRAS,}$extra" ;; esac
+done
+if [ "$INSTALL" = yes ]; then
+    SPEC="$ROOT"
+    [ -n "$HAVE_EXTRAS" ] && SPEC="$ROOT[$HAVE_EXTRAS]"
+    quiet_pip -e "$SPEC"
+    echo "$WANT $HAVE_EXTRAS" > "$STAMP"
+fi
 export PATH="$VENV/bin:$PATH"
 cd "$ROOT"

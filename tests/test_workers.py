@@ -404,6 +404,24 @@ class GroupTests(TestCase):
             self.assertEqual(len([line for _, line in client.lines if line.startswith(b"Chunk ")]), 30)
 
     @inlineCallbacks
+    def scrapedOnceCounted(self, url: str, streams: int) -> Any:
+        """
+        Scrape C{url} until it counts C{streams} complete streams (a stream
+        is counted just after its last bytes are sent: a client that asks at
+        once may be a moment early), for 5 s at most.
+
+        @return: A Deferred firing with the scraped text.
+        """
+        counted = f'chunkproxy_requests_total{{outcome="complete",route="/stream",status="200"}} {float(streams)}'
+        deadline = reactor.seconds() + 5
+        scraped = yield fetch(url)
+        while counted.encode() not in scraped.body and reactor.seconds() < deadline:
+            yield deferLater(reactor, 0.05, lambda: None)
+            scraped = yield fetch(url)
+        self.assertIn(counted, scraped.body.decode())
+        return scraped.body.decode()
+
+    @inlineCallbacks
     def test_bothServeOneSocket(self) -> Any:
         """
         Streams made at once are served by both workers (the stream events
@@ -426,6 +444,7 @@ class GroupTests(TestCase):
                 break
         self.assertEqual({event["pid"] for event in _streamEvents(proxy)}, workers)
         self.assertEqual({(event["worker"], event["pid"]) for event in _streamEvents(proxy)}, {(1, pids[0]), (2, pids[1])})
+        yield self.scrapedOnceCounted(proxy.url + "metrics", total)
         for _ in range(4):
             scraped = yield fetch(proxy.url + "metrics")
             families = {f.name: f for f in text_string_to_metric_families(scraped.body.decode("utf-8"))}
@@ -461,8 +480,7 @@ class GroupTests(TestCase):
         proxy = yield self.startGroup("--metrics-listen", f"tcp:{port}:interface=127.0.0.1")
         exchanges = yield self.streams(proxy, 3)
         self.assertEqual([e.status for e in exchanges], [200] * 3)
-        scraped = yield fetch(f"http://127.0.0.1:{port}/metrics")
-        self.assertIn(b'chunkproxy_requests_total{outcome="complete",route="/stream",status="200"} 3.0', scraped.body)
+        yield self.scrapedOnceCounted(f"http://127.0.0.1:{port}/metrics", 3)
         onMain = yield fetch(proxy.url + "metrics")
         self.assertEqual(onMain.status, 404)
 
