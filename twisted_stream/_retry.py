@@ -49,8 +49,8 @@ is not: a second one may answer 404 for what the first did)."""
 def retriable(failure: Failure, method: bytes = b"POST", bodyless: bool = False) -> bool:
     """
     @param failure: Why the request failed.
-    @param method: Its method.
-    @param bodyless: Whether it has no body.
+    @param method: Its method (by default one that is not safe).
+    @param bodyless: Whether it has no body (by default, as if it had one).
     @return: Whether it may be sent again: no connection was made, or the
         agent says it sent nothing, or a safe request without a body met
         the end of a reused connection before any answer.
