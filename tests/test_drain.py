@@ -18,7 +18,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from tests.support import RawClient, Server, fetch, reactor, startTwistd
+from tests.support import RawClient, Server, fetch, reactor, startTwistd, until
 from tests.test_integration import curl
 from twisted_stream._drain import Drain
 
@@ -156,6 +156,25 @@ class SIGTERMTests(TestCase):
         # A process's end takes what the machine takes (two test runners
         # may load both cores): the bound tells it from the timeout.
         self.assertLess(when - streamEnded, 5.0)
+
+    @inlineCallbacks
+    def test_hangupDrainsToo(self) -> Any:
+        """
+        SIGHUP (a terminal's hangup, or a C{systemctl reload} meant for a
+        group of workers) drains a gateway as SIGTERM does: the stream in
+        flight completes whole and the process exits 0, rather than die of
+        the signal with the stream cut.
+        """
+        proxy = yield self.startBoth()
+        client = curl(proxy.url + "stream?count=10&interval=0.1")
+        yield until(lambda: any(line.startswith(b"Chunk ") for _, line in client.lines), what=lambda: proxy.output)
+        exited = proxy.stopWith("HUP")
+        code = yield client.exitCode
+        self.assertEqual(code, 0, client.stderr)
+        self.assertEqual(len([line for _, line in client.lines if line.startswith(b"Chunk ")]), 10)
+        _, exitCode = yield exited
+        self.assertEqual(exitCode, 0)
+        self.assertIn("received SIGHUP: draining, then stopping", proxy.output)
 
     @inlineCallbacks
     def test_drainTimeoutCutsOff(self) -> Any:

@@ -116,12 +116,17 @@ class Drain:
             drained.callback(None)
 
 
-def exitCleanlyOnSignals() -> None:
+def exitCleanlyOnSignals(hangup: bool = False) -> None:
     """
     Make SIGTERM and SIGINT stop the reactor (and so twistd's services)
     with exit status 0: twistd's own handlers stop it too, but then the
     process exits with the signal (status 143 for SIGTERM), which a
     supervisor takes for a crash; a drained gateway exits 0.
+
+    @param hangup: Whether SIGHUP does the same. A gateway drains on it
+        (a terminal's hangup, or a C{systemctl reload} meant for a group of
+        C{--workers}, would otherwise end it at once, its streams cut); the
+        parent of a group reloads on it instead.
 
     Call it when the services start: the handlers replace the reactor's
     own as soon as it has installed them, before its first turn (a turn
@@ -142,7 +147,7 @@ def exitCleanlyOnSignals() -> None:
             pass
 
     def install() -> None:
-        for number in (signal.SIGTERM, signal.SIGINT):
+        for number in (signal.SIGTERM, signal.SIGINT, *((signal.SIGHUP,) if hangup else ())):
             signal.signal(number, stop)
 
     # After startup's "during" phase, where the reactor installs its
@@ -168,7 +173,7 @@ class DrainService(Service):
 
     def startService(self) -> None:
         super().startService()
-        exitCleanlyOnSignals()
+        exitCleanlyOnSignals(hangup=True)
 
     def stopService(self) -> Any:
         super().stopService()
