@@ -6,7 +6,6 @@ sockets.
 
 from __future__ import annotations
 
-import shutil
 from typing import Any, Optional
 
 from twisted.internet.address import IPv4Address
@@ -22,7 +21,7 @@ from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
 from tests.support import LineProcess, RawConnection, RawUpstream, answerWith, portOf, reactor, stopped, until
-from tests.test_node_clients import NODE_PEERS
+from tests.test_node_clients import NODE_PEERS, nodeExecutable
 from twisted_stream._agent import RELEARN_AFTER, UpstreamAgent, _parseOrigin
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -242,9 +241,7 @@ class AgentTests(TestCase):
         new connection, the first one closed here at 0.8 s, not left to
         cross Node's close.
         """
-        executable = shutil.which("node")
-        assert executable is not None, "node is needed here (.ci/run installs nodejs)"
-        node = LineProcess.spawn(executable, str(NODE_PEERS / "keepalive_upstream.mjs"), "1000")
+        node = LineProcess.spawn(nodeExecutable(), str(NODE_PEERS / "keepalive_upstream.mjs"), "1000")
         self.addCleanup(stopped, node)
         yield until(lambda: node.text.startswith("listening "), what=lambda: node.stderr.decode())
         url = f"http://127.0.0.1:{node.text.split()[1]}/"

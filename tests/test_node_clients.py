@@ -21,10 +21,21 @@ from twisted_stream.mockllm import tokens
 NODE_PEERS = PEERS / "node"
 
 
-def _node(script: str, *args: str) -> LineProcess:
+def nodeExecutable() -> str:
+    """
+    @return: Where C{node} is.
+    @raise SkipTest: Where it is not installed (a machine with only python3).
+    """
     node = shutil.which("node")
-    if node is None or not (NODE_PEERS / "node_modules").is_dir():
-        raise SkipTest("node or tests/peers/node/node_modules missing (.ci/run installs nodejs; scripts/test runs npm)")
+    if node is None:
+        raise SkipTest("node is not installed (.ci/run installs nodejs)")
+    return node
+
+
+def _node(script: str, *args: str) -> LineProcess:
+    node = nodeExecutable()
+    if not (NODE_PEERS / "node_modules").is_dir():
+        raise SkipTest("tests/peers/node/node_modules missing (scripts/test runs npm where it is installed)")
     return LineProcess.spawn(node, str(NODE_PEERS / script), *args, env={"OPENAI_API_KEY": TOKEN, "PATH": "/usr/bin:/bin"})
 
 
