@@ -12,14 +12,14 @@ import socket
 import sys
 from dataclasses import dataclass, field
 from io import BytesIO
-from typing import Any, Callable, Optional, Sequence, cast
+from typing import Any, Callable, Generator, Optional, Sequence, cast
 
 import h11
 from hyperlink import URL
 from twisted.internet import reactor as _reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IListeningPort, IPushProducer, ITCPTransport
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
@@ -711,6 +711,22 @@ class FakeAgent:
     ) -> Deferred[IResponse]:
         self.requests.append((method, uri))
         return self.results.pop(0) if len(self.results) > 1 else self.results[0]
+
+
+@inlineCallbacks
+def rawClients(port: int, count: int, request: bytes = b"") -> Generator[Deferred[Any], Any, list[RawClient]]:
+    """
+    Connect C{count} L{RawClient}s to C{127.0.0.1:port}, one after another,
+    each sending C{request}.
+
+    @return: A Deferred firing with them, once all are connected.
+    """
+    clients = []
+    for _ in range(count):
+        client = RawClient(request)
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+        clients.append(client)
+    return clients
 
 
 class RawClient(Protocol):

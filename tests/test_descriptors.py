@@ -9,12 +9,11 @@ import shutil
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import RawClient, Server, reactor, startServer, startTwistd, twistdCommand
+from tests.support import RawClient, Server, rawClients, reactor, startServer, startTwistd, twistdCommand
 from twisted_stream._descriptors import DescriptorGuard, _ExhaustionLog
 
 
@@ -96,11 +95,7 @@ class OutOfDescriptorsTests(TestCase):
                 generator.url + "generate",
             ],
         )
-        clients = []
-        for _ in range(70):
-            client = RawClient(b"GET /stream HTTP/1.1\r\nHost: g\r\n\r\n")
-            yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", proxy.port), client)
-            clients.append(client)
+        clients: list[RawClient] = yield rawClients(proxy.port, 70, b"GET /stream HTTP/1.1\r\nHost: g\r\n\r\n")
         yield deferLater(reactor, 1.5, lambda: None)
         refused = [client for client in clients if client.received.startswith(b"HTTP/1.1 503 ")]
         streaming = [client for client in clients if client.received.startswith(b"HTTP/1.1 200 OK\r\n")]

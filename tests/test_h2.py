@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
@@ -29,6 +28,7 @@ from tests.support import (
     Upstream,
     loopsStoppedAtCleanup,
     makeCertificates,
+    rawClients,
     reactor,
     startServer,
     startTwistd,
@@ -125,11 +125,7 @@ class HTTP2DescriptorsTests(TestCase):
         they are free again, both are served.
         """
         proxy, ca = yield self.gatewayWith128Files()
-        silent = []
-        for _ in range(60):
-            connection = RawClient(b"")
-            yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", proxy.port), connection)
-            silent.append(connection)
+        silent: list[RawClient] = yield rawClients(proxy.port, 60)
         yield deferLater(reactor, 0.2, lambda: None)
 
         def ask() -> list[tuple[str, int, str, str]]:
