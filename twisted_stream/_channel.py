@@ -52,7 +52,7 @@ from twisted_stream._refusal import Refusal, RequestLimits, headerLineRefusal, h
 from twisted_stream._streamlog import logAnswered
 from twisted_stream._writenow import sendAtOnce
 
-__all__ = ["GatewayChannel", "LINGER_SECONDS"]
+__all__ = ["LINGER_SECONDS", "SPEAK_WITHIN_SECONDS", "GatewayChannel"]
 
 SPEAK_WITHIN_SECONDS = 5.0
 """How long a TLS client accepted when the descriptors were nearly gone has to

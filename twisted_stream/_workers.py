@@ -52,6 +52,7 @@ from twisted_stream._logformat import logsToStandardOutput
 
 __all__ = [
     "LISTENING_DESCRIPTOR",
+    "METRICS_FOLDER_VARIABLE",
     "READY_DESCRIPTOR",
     "READY_TIMEOUT",
     "WORKER_VARIABLE",
@@ -68,6 +69,10 @@ __all__ = [
 
 WORKER_VARIABLE = "CHUNKPROXY_WORKER"
 """Set, to its number (from 1), in a worker's environment."""
+
+METRICS_FOLDER_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+"""Set, to the folder the group's metrics are kept in, in a worker's
+environment (prometheus-client's multiprocess mode reads it)."""
 
 _PARENT_VARIABLE = "CHUNKPROXY_PARENT"
 """Set, to its parent's process id, in a worker's environment: a parent that
@@ -445,7 +450,7 @@ class WorkerPool(Service):
             **{
                 WORKER_VARIABLE: str(number),
                 _PARENT_VARIABLE: str(os.getpid()),
-                "PROMETHEUS_MULTIPROC_DIR": self._metricsFolder,
+                METRICS_FOLDER_VARIABLE: self._metricsFolder,
             },
         )
         # A SIGUSR1 passed on to it before its program ignores the signal
@@ -574,9 +579,10 @@ class WorkerPool(Service):
             if deadline.active():
                 deadline.cancel()
         workers = self._everyWorker()
-        # Those replaced in a reload are draining already.
-        for worker in [*self._serving.values(), *(worker for worker, _ in self._incoming.values())]:
-            _signal(worker.transport, "TERM")
+        for worker in workers:
+            if worker not in self._outgoing:
+                # (Those replaced in a reload are draining already.)
+                _signal(worker.transport, "TERM")
         killer = self._reactor.callLater(self._grace, self._kill)
         stopped: Deferred[Any] = DeferredList([worker.ended for worker in workers])
 
@@ -619,7 +625,7 @@ class ParentWatch(Service):
 
     def __init__(self, interval: float = 1.0, environ: Mapping[str, str] = os.environ) -> None:
         self._parent = int(environ.get(_PARENT_VARIABLE) or os.getppid())
-        self._metricsFolder = environ.get("PROMETHEUS_MULTIPROC_DIR")
+        self._metricsFolder = environ.get(METRICS_FOLDER_VARIABLE)
         self._loop = LoopingCall(self._check)
         self._interval = interval
 

@@ -27,6 +27,7 @@ from twisted_stream._service import listeningService
 from twisted_stream._streamlimits import StreamLimits
 from twisted_stream._wire import ResponseLimits
 from twisted_stream._workers import (
+    METRICS_FOLDER_VARIABLE,
     NotAccepting,
     ParentWatch,
     WorkerPool,
@@ -456,7 +457,7 @@ def _gatewayService(reactor: Any, options: Options, worker: Optional[int]) -> IS
     ]
     cors = CorsPolicy(frozenset(options.corsOrigins), FORWARDED_METHODS) if options.corsOrigins else None
     # A worker's metrics are the group's; the parent serves --metrics-listen.
-    metrics = Metrics(exposed=groupRegistry(os.environ["PROMETHEUS_MULTIPROC_DIR"])) if worker else Metrics()
+    metrics = Metrics(exposed=groupRegistry(os.environ[METRICS_FOLDER_VARIABLE])) if worker else Metrics()
     metricsListen = None if worker else options["metrics-listen"]
     site = GatewaySite(
         GatewayResource(
