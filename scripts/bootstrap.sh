@@ -41,10 +41,9 @@ fi
 # the stamp to install again).
 STAMP="$VENV/.twisted-stream-installed"
 WANT=$(sha256sum "$ROOT/setup.py" | cut -c1-16)
-HAVE="" HAVE_EXTRAS=""
+HAVE="" HAVE_EXTRAS="" INSTALL=no
 if [ -f "$STAMP" ]; then read -r HAVE HAVE_EXTRAS < "$STAMP" || true; fi
-[ "$HAVE" = "$WANT" ] || HAVE_EXTRAS=""
-INSTALL=$([ "$HAVE" = "$WANT" ] && echo no || echo yes)
+[ "$HAVE" = "$WANT" ] || { INSTALL=yes; HAVE_EXTRAS=""; }
 ASKED=${EXTRAS:-}
 for extra in ${ASKED//,/ }; do
     case ",$HAVE_EXTRAS," in *",$extra,"*) ;; *) INSTALL=yes; HAVE_EXTRAS="${HAVE_EXTRAS:+$HAVE_EXTRAS,}$extra" ;; esac
