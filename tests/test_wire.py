@@ -64,6 +64,15 @@ class _Bytes:
         pass
 
 
+class _NoDelayTransport(StringTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.noDelay: list[bool] = []
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.noDelay.append(enabled)
+
+
 _SMALL = ResponseLimits(maxHeaderBytes=200, maxHeaders=5)
 
 
@@ -113,6 +122,15 @@ class WireTests(SynchronousTestCase):
             b"GET /v1/x?a=1 HTTP/1.1\r\nHost: up.example:8081\r\nX-A: 1\r\nX-A: 2\r\n"
             b"Accept-Encoding: gzip\r\n\r\n",
         )
+
+    def test_noDelay(self) -> None:
+        """
+        The connection is told C{TCP_NODELAY}: a write that follows another
+        (a chunked body's pieces) is never held for the upstream's ACK.
+        """
+        transport = _NoDelayTransport()
+        HTTP11UpstreamProtocol().makeConnection(transport)
+        self.assertEqual(transport.noDelay, [True])
 
     def test_requestBodyWithLength(self) -> None:
         self.send(b"POST", body=_Bytes(b"hello world"))
