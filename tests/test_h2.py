@@ -497,6 +497,156 @@ class HTTP2LimitsTests(_H2Case):
         self.assertNotIn(b"POST", upstream.requests[0])
 
 
+def _frame(kind: int, flags: int, payload: bytes, stream: int = 1) -> bytes:
+    """
+    @return: An HTTP/2 frame, made by hand.
+    """
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+class HTTP2HostileClientTests(_H2Case):
+    """
+    Hand-made HTTP/2 clients that break the protocol or its limits, on raw
+    TLS sockets.
+    """
+
+    def flood(self, port: int, rss: Any, first: bytes = _frame(0x1, 0, b"\x82\x84\x87"), seconds: float = 5.0) -> dict[str, Any]:
+        """
+        Open a header block and never end it: CONTINUATION frames of 16 KiB
+        as fast as the gateway takes them, for C{seconds} at most or until
+        it closes, sampling its memory.
+
+        @param first: The frame sent first (by default a HEADERS frame
+            without END_HEADERS).
+        """
+        import socket
+
+        tls, connection = HTTP2LimitsTests.h2Connection(self, port)  # type: ignore[arg-type]
+        with tls:
+            tls.sendall(connection.data_to_send())
+            payload = b"\x00" * 16384
+            tls.sendall(first)
+            continuation = _frame(0x9, 0, payload)
+            tls.settimeout(0.05)
+            sent = 0
+            closedAfter = goAwayAfter = closedAt = None
+            received = b""
+            peak = baseline = rss()
+            began = time.monotonic()
+            while time.monotonic() - began < seconds:
+                try:
+                    tls.sendall(continuation)
+                    sent += len(continuation)
+                except (socket.timeout, OSError):
+                    pass
+                try:
+                    data = tls.recv(65536)
+                    if not data:
+                        closedAfter, closedAt = sent, time.monotonic() - began
+                        break
+                    received += data
+                    if goAwayAfter is None and _goAwayIn(received) is not None:
+                        goAwayAfter = sent
+                except socket.timeout:
+                    pass
+                except OSError:
+                    closedAfter, closedAt = sent, time.monotonic() - began
+                    break
+                peak = max(peak, rss())
+            peak = max(peak, rss())
+            return dict(
+                sent=sent,
+                goAwayAfter=goAwayAfter,
+                closedAfter=closedAfter,
+                closedAt=closedAt,
+                grewKiB=peak - baseline,
+                goAway=_goAwayIn(received),
+            )
+
+    @inlineCallbacks
+    def test_continuationFlood(self) -> Any:
+        """
+        A header block that never ends (CONTINUATION frames for ever): the
+        gateway sends GOAWAY (ENHANCE_YOUR_CALM) within the first megabyte,
+        and closes the connection at once, and its memory grows by a few MB at most
+        (it grew by a gigabyte in 5 s: h2 buffers the block, and Twisted
+        went on feeding it after its protocol error).
+        """
+        upstream = RawUpstream(self, lambda connection, head: None)
+        yield self.gateway(upstream.url)
+        seen = yield deferToThread(self.flood, self.proxy.port, self.proxy.rssKiB)
+        self.assertLess(seen["closedAt"], 1.0, seen)
+        self.assertLess(seen["goAwayAfter"], 1024 * 1024, seen)
+        self.assertEqual(seen["goAway"], 0xB, seen)
+        self.assertLess(seen["grewKiB"], 8 * 1024, seen)
+        self.assertIn("a header block over 32768 bytes; closed", self.proxy.output)
+        self.assertEqual(upstream.requests, [])
+
+    @inlineCallbacks
+    def test_nothingReadAfterAProtocolError(self) -> Any:
+        """
+        After a protocol error (a PING on a stream), the gateway parses
+        nothing more: GOAWAY (PROTOCOL_ERROR), the connection closed at
+        once, and the flood that follows costs it no memory.
+        """
+        yield self.gateway(RawUpstream(self, lambda connection, head: None).url)
+        ping = _frame(0x6, 0, b"\x00" * 8, stream=1)
+        seen = yield deferToThread(self.flood, self.proxy.port, self.proxy.rssKiB, ping)
+        self.assertLess(seen["grewKiB"], 8 * 1024, seen)
+        self.assertEqual(seen["goAway"], 0x1, seen)
+        self.assertLess(seen["closedAt"], 1.0, seen)
+
+    def tooManyStreams(self, port: int) -> list[Any]:
+        """
+        Open 101 streams at once (the gateway announces 100), then reset
+        the first and open one more: the events that come back.
+        """
+        tls, connection = HTTP2LimitsTests.h2Connection(self, port)  # type: ignore[arg-type]
+        common = [(":method", "GET"), (":path", "/stream"), (":authority", "localhost"), (":scheme", "https")]
+        with tls:
+            # Sent before the gateway's SETTINGS are read: the client's h2
+            # does not know the limit yet.
+            for stream in range(1, 203, 2):
+                connection.send_headers(stream, common, end_stream=True)
+            events = [event for _, event in _eventsUntilQuiet(tls, connection, 1.5)]
+            connection.reset_stream(1)
+            connection.send_headers(203, common, end_stream=True)
+            events += [event for _, event in _eventsUntilQuiet(tls, connection, 1.5)]
+            return events
+
+    @inlineCallbacks
+    def test_streamPastTheLimitIsRefused(self) -> Any:
+        """
+        A 101st concurrent stream is reset with C{REFUSED_STREAM} (RFC 9113,
+        section 5.1.2) and the other 100 go on to the upstream; once one
+        ends, a new stream is served. (h2 ended the whole connection with
+        GOAWAY, and none of the 100 reached the upstream.)
+        """
+        import h2.events
+
+        upstream = RawUpstream(self, lambda connection, head: None)
+        yield self.gateway(upstream.url)
+        events = yield deferToThread(self.tooManyStreams, self.proxy.port)
+        resets = [(e.stream_id, e.error_code) for e in events if isinstance(e, h2.events.StreamReset)]
+        self.assertEqual(resets, [(201, 7)])  # 7: REFUSED_STREAM
+        self.assertEqual([e for e in events if isinstance(e, h2.events.ConnectionTerminated)], [])
+        yield until(lambda: len(upstream.requests) == 101, 10, lambda: str(len(upstream.requests)))
+
+
+def _goAwayIn(received: bytes) -> Any:
+    """
+    @return: The error code of the first GOAWAY frame in the bytes a server
+        sent (its frames from the start), or L{None}.
+    """
+    position = 0
+    while position + 9 <= len(received):
+        length = int.from_bytes(received[position : position + 3], "big")
+        if received[position + 3] == 0x7:
+            return int.from_bytes(received[position + 13 : position + 17], "big")
+        position += 9 + length
+    return None
+
+
 def _eventsUntilQuiet(tls: Any, connection: Any, quiet: float) -> list[Any]:
     """
     Send what an h2 client connection has to send, then collect the events

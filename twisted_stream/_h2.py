@@ -24,6 +24,16 @@ cancels a request whose stream the client resets. This module adds:
     within the site's timeout of its headers, or the stream is reset with
     C{CANCEL} (Twisted's own timeout is per connection, and any frame on any
     stream starts it again);
+  - B{bounded header blocks}: each header block's frames are counted as
+    they arrive, against C{--max-request-header-bytes} and
+    L{MAX_HEADER_BLOCK_FRAMES}, before h2 buffers them; past a bound, or
+    after any protocol error, the connection reads nothing more and is
+    closed after its GOAWAY (Twisted goes on feeding h2 after an error,
+    and h2 buffers an unended block without limit: the CONTINUATION flood);
+  - B{a refused stream, not a lost connection}: a stream opened past the
+    100 concurrent streams announced in SETTINGS is reset with
+    C{REFUSED_STREAM} (RFC 9113, section 5.1.2) and the others go on (h2
+    ends the whole connection);
   - B{the choice}: L{negotiatingChannel}, a site's protocol that speaks
     HTTP/2 where ALPN picked it and the gateway's HTTP/1.1 channel
     elsewhere.
@@ -33,6 +43,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+import h2.connection
 import h2.errors
 import h2.events
 from twisted.internet.error import ConnectionLost
@@ -45,10 +56,54 @@ from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
+from twisted_stream._h2frames import MAX_HEADER_BLOCK_FRAMES, HeaderBlockBound
 from twisted_stream._refusal import Refusal, headRefusal
 from twisted_stream._streamlog import clientOf, logAnswered
 
-__all__ = ["GatewayH2Connection", "negotiatingChannel", "truncate"]
+__all__ = ["CLOSE_WITHIN_SECONDS", "GatewayH2Connection", "negotiatingChannel", "truncate"]
+
+CLOSE_WITHIN_SECONDS = 5.0
+"""How long a connection being closed for a protocol error or a bound may
+take to send its GOAWAY and close (a client that reads nothing would keep
+it open for ever): then it is dropped."""
+
+_DEFAULT_MAX_HEADER_BYTES = 32 * 1024
+"""The header block bound where the site names none (another site's)."""
+
+
+class _RefusesExtraStreams(h2.connection.H2Connection):
+    """
+    h2's connection, where a stream opened past the announced limit of
+    concurrent streams is a stream error (C{REFUSED_STREAM}), as RFC 9113
+    allows, and not the end of the connection, as h2 makes it.
+
+    The refused stream's header block is still decoded (HPACK's table must
+    stay in step with the client's) and the stream is made and reset at
+    once, so that h2 answers the rest of its frames as those of a reset
+    stream.
+    """
+
+    _admitting = False
+
+    @property
+    def open_inbound_streams(self) -> int:
+        # While a refused stream is made, the limit check sees one stream
+        # fewer: this is the one place h2 checks it.
+        count: int = super().open_inbound_streams
+        return count - 1 if self._admitting else count
+
+    def _receive_headers_frame(self, frame: Any) -> Any:
+        streamID = frame.stream_id
+        if streamID in self.streams or self.open_inbound_streams < self.local_settings.max_concurrent_streams:
+            return super()._receive_headers_frame(frame)
+        self._admitting = True
+        try:
+            frames, events = super()._receive_headers_frame(frame)
+        finally:
+            self._admitting = False
+        self.reset_stream(streamID, error_code=h2.errors.ErrorCodes.REFUSED_STREAM)
+        return frames, [event for event in events if getattr(event, "stream_id", None) != streamID]
+
 
 
 class GatewayH2Connection(H2Connection):
@@ -69,6 +124,9 @@ class GatewayH2Connection(H2Connection):
 
     def __init__(self, reactor: Any = None) -> None:
         super().__init__(reactor)
+        self.conn = _RefusesExtraStreams(config=self.conn.config)
+        self._bound: Optional[HeaderBlockBound] = None
+        self._closing: Optional[IDelayedCall] = None
         self._deadlines: dict[int, IDelayedCall] = {}
         self._truncated: set[int] = set()
         # The one place a stream ends cleanly: where it was truncated, it
@@ -83,6 +141,46 @@ class GatewayH2Connection(H2Connection):
                 endStream(streamID)
 
         self.conn.end_stream = endOrReset
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing is not None:
+            # Closing for an error or a bound: nothing more is parsed.
+            return
+        bound = self._bound
+        if bound is None:
+            limits = getattr(self.site, "limits", None)
+            maxBytes = limits.maxHeaderBytes if limits is not None else _DEFAULT_MAX_HEADER_BYTES
+            bound = self._bound = HeaderBlockBound(maxBytes, MAX_HEADER_BLOCK_FRAMES)
+        if not bound.feed(data):
+            self._log.info(
+                "HTTP/2 connection from {client}: {reason}; closed",
+                client=clientOf(self.getPeer()),
+                reason=bound.reason,
+            )
+            self.conn.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+            self._closeAfterGoAway()
+            return
+        super().dataReceived(data)
+        if self.conn.state_machine.state is h2.connection.ConnectionState.CLOSED:
+            # A protocol error (h2 has queued its GOAWAY), or the client's
+            # GOAWAY: Twisted would go on feeding h2 every later byte.
+            self._closeAfterGoAway()
+
+    def _closeAfterGoAway(self) -> None:
+        """
+        Stop reading, send what is queued (the GOAWAY), close; drop the
+        connection if that has not happened within L{CLOSE_WITHIN_SECONDS}.
+        """
+        if self._closing is not None:
+            return
+        transport: Any = self.transport
+        self._closing = self._reactor.callLater(CLOSE_WITHIN_SECONDS, transport.abortConnection)
+        transport.pauseProducing()
+        self._tryToWriteControlData()
+        # TLS closes only once no producer is registered: this connection
+        # is its transport's.
+        transport.unregisterProducer()
+        transport.loseConnection()
 
     def truncateAfterWrites(self, streamID: int) -> None:
         """
@@ -159,6 +257,11 @@ class GatewayH2Connection(H2Connection):
         super()._requestDone(streamID)
 
     def connectionLost(self, reason: Failure = connectionDone, _cancelTimeouts: bool = True) -> None:
+        # Twisted calls this itself (without cancelling timeouts) when it
+        # ends a connection, before the transport has closed: the drop
+        # stays armed until the transport's own call.
+        if _cancelTimeouts and self._closing is not None and self._closing.active():
+            self._closing.cancel()
         for streamID in list(self._deadlines):
             self._stopDeadline(streamID)
         whenClosed, self.whenClosed = self.whenClosed, None
