@@ -596,6 +596,57 @@ class HTTP2HostileClientTests(_H2Case):
         self.assertEqual(seen["goAway"], 0x1, seen)
         self.assertLess(seen["closedAt"], 1.0, seen)
 
+    def askFor(self, port: int, paths: list[bytes]) -> list[Any]:
+        """
+        Ask for each C{:path}, as given, on its own stream of one
+        connection: the events that come back.
+        """
+        tls, connection = HTTP2LimitsTests.h2Connection(self, port)  # type: ignore[arg-type]
+        # h2 checks the bytes of a :path it sends: not when told not to.
+        connection.config.validate_outbound_headers = False
+        with tls:
+            for stream, path in zip(range(1, 2 * len(paths), 2), paths, strict=True):
+                connection.send_headers(
+                    stream,
+                    [(b":method", b"GET"), (b":path", path), (b":authority", b"localhost"), (b":scheme", b"https")],
+                    end_stream=True,
+                )
+            return [event for _, event in _eventsUntilQuiet(tls, connection, 1.5)]
+
+    @inlineCallbacks
+    def test_pathBytesRefused(self) -> Any:
+        """
+        A C{:path} with a byte HTTP/1.1's request line cannot carry (a
+        space, a control byte, DEL) or with a fragment: 400 with the reason,
+        as over HTTP/1.1, and nothing reaches the upstream (it got
+        C{GET /echo HTTP/1.0 HTTP/1.1}); the text log shows the path with
+        its control bytes escaped (it wrote raw terminal escapes).
+        """
+        import h2.events
+
+        upstream = RawUpstream(self, lambda connection, head: None)
+        yield self.gateway(upstream.url)
+        paths = [
+            b"/stream HTTP/1.0",
+            b"/stream\tx",
+            b"/stream\x0bx",
+            b"/stream\x0cx",
+            b"/stream\x7f",
+            b"/stream\x01",
+            b"/stream\x1b]0;pwned\x07\x1b[2J",
+            b"/stream#frag",
+        ]
+        events = yield deferToThread(self.askFor, self.proxy.port, paths)
+        statuses = [dict(e.headers)[b":status"] for e in events if isinstance(e, h2.events.ResponseReceived)]
+        bodies = {e.stream_id: e.data for e in events if isinstance(e, h2.events.DataReceived)}
+        self.assertEqual(statuses, [b"400"] * len(paths))
+        control = b"the request target must not contain a space or a control byte\n"
+        self.assertEqual(list(bodies.values()), [control] * 7 + [b"the request target must not contain a fragment (#)\n"])
+        yield deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(upstream.requests, [])
+        self.assertIn(" GET /stream\\x1b]0;pwned\\x07\\x1b[2J 400 rejected", self.proxy.output)
+        self.assertNotIn("\x1b", self.proxy.output)
+
     def tooManyStreams(self, port: int) -> list[Any]:
         """
         Open 101 streams at once (the gateway announces 100), then reset

@@ -27,6 +27,7 @@ from tests.support import (
     startTwistd,
 )
 from twisted_stream._agent import UpstreamAgent
+from twisted_stream._logformat import textLine
 from twisted_stream.gateway import GatewayResource, GatewaySite, Route
 from twisted_stream.page import PageResource
 from twisted_stream.proxy import StreamProxyResource
@@ -177,6 +178,37 @@ class StreamEventTests(TestCase):
             [("/nowhere", 404, "rejected"), ("/up/%2e%2e/x", 400, "rejected"), ("/", 200, "complete")],
         )
         self.assertNotIn("sk-secret", repr(events))
+
+    @inlineCallbacks
+    def test_targetsRefusedAndEscaped(self) -> Any:
+        """
+        A fragment or a control byte in the request target: 400 with the
+        reason, nothing forwarded; the log line shows the target with its
+        control bytes (C0, DEL and C1) escaped, never a terminal escape.
+        """
+        upstream: list[bytes] = []
+        url = self.gateway(lambda connection, head: upstream.append(head))
+        port = int(url.rsplit(":", 1)[1].strip("/"))
+        answers = []
+        with capturedLogs() as events:
+            for target in (b"/up/x#frag", b"/up/\x1b]0;pwned\x07\x1b[2J", b"/nowhere/\x9b2J"):
+                client = RawClient(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n", closeAfterHead=False)
+                yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), client)
+                answers.append((yield client.closed))
+        self.assertEqual(upstream, [])
+        # (A byte over 0x7f is no control byte of HTTP's: no such route.)
+        self.assertEqual([answer[:12] for answer in answers], [b"HTTP/1.1 400", b"HTTP/1.1 400", b"HTTP/1.1 404"])
+        self.assertTrue(answers[0].endswith(b"\r\n\r\nthe request target must not contain a fragment (#)\n"))
+        # (Over HTTP/1.1, the channel's parser refuses the request line
+        # first; HTTP/2's :path gets the reason, see test_h2.)
+        self.assertTrue(answers[1].endswith(b"\r\n\r\nthe request is malformed\n"), answers[1])
+        lines = [textLine(e) for e in events if e.get("log_namespace") == "chunkproxy.stream"]
+        self.assertEqual(len(lines), 3, lines)
+        self.assertIn(" GET /up/x#frag 400 rejected", lines[0] or "")
+        self.assertIn(" - - 400 rejected", lines[1] or "")
+        self.assertIn(" GET /nowhere/\\x9b2J 404 rejected", lines[2] or "")
+        for line in lines:
+            self.assertFalse(any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in (line or "").rstrip("\n")), line)
 
 
 class MockFaultOutcomeTests(TestCase):

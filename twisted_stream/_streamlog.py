@@ -22,6 +22,7 @@ Outcomes:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -29,7 +30,7 @@ from twisted.logger import Logger
 
 from twisted_stream._metrics import Metrics
 
-__all__ = ["OUTCOMES", "StreamRecord", "clientOf", "logAnswered"]
+__all__ = ["OUTCOMES", "StreamRecord", "clientOf", "logAnswered", "printable"]
 
 OUTCOMES = (
     "complete",
@@ -41,6 +42,24 @@ OUTCOMES = (
     "rejected",
     "drained",
 )
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+
+
+def printable(raw: bytes) -> str:
+    """
+    A method or path as a log shows it: Latin-1, with control bytes (C0,
+    DEL, C1) and the backslash written C{\\xNN}, so that no request can
+    put a terminal escape in a log a person reads, or split its line.
+
+    @param raw: The bytes as the client sent them.
+    @return: The text.
+    """
+    text = raw.decode("latin-1")
+    if _UNPRINTABLE.search(text) is None:
+        return text
+    return _UNPRINTABLE.sub(lambda found: "\\x%02x" % (ord(found.group()),), text)
+
 
 _log = Logger(namespace="chunkproxy.stream")
 # (A module's logger: as a class attribute, a Logger would take the class's
@@ -92,8 +111,8 @@ class StreamRecord:
         self.done = True
         ttfb = round((self.firstByteAt - self.started) * 1000, 1) if self.firstByteAt is not None else None
         duration = round((now - self.started) * 1000, 1)
-        method = self.method.decode("latin-1")
-        path = self.path.split(b"?", 1)[0].decode("latin-1")
+        method = printable(self.method)
+        path = printable(self.path.split(b"?", 1)[0])
         # The text made here, in one f-string, rather than by the logger's
         # str.format over a dozen fields at every stream's end; braces a
         # path may hold are doubled, as the logger formats it once more.

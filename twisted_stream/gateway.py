@@ -27,7 +27,12 @@ from twisted_stream._metrics import Metrics, MetricsResource
 from twisted_stream._refusal import Refusal, RequestLimits, tokenRefusal
 from twisted_stream._streamlimits import StreamLimits
 from twisted_stream._streamlog import clientOf, logAnswered
-from twisted_stream.proxy import DEFAULT_MAX_BODY, FORWARDED_METHODS, NOT_ORIGIN_FORM, StreamProxyResource
+from twisted_stream.proxy import (
+    DEFAULT_MAX_BODY,
+    FORWARDED_METHODS,
+    StreamProxyResource,
+    requestTargetProblem,
+)
 
 __all__ = [
     "DEFAULT_MAX_BODY_MEMORY",
@@ -140,9 +145,11 @@ class GatewayResource(PlainResource):
     def _refusal(self, method: bytes, target: bytes, headers: Headers, length: Optional[int]) -> Optional[Refusal]:
         if method == b"CONNECT":
             return Refusal(405, "CONNECT is not supported: this is not a forward proxy", _ALLOW)
-        if not target.startswith(b"/"):
-            # Refused here, before routing: such a target matches no route.
-            return Refusal(400, NOT_ORIGIN_FORM)
+        problem = requestTargetProblem(target)
+        if problem is not None:
+            # Refused here, before routing: over HTTP/2 too, and never
+            # echoed in a 404.
+            return Refusal(400, problem)
         path = target.split(b"?", 1)[0]
         found = self._routeFor(path)
         if found is not None:

@@ -70,7 +70,7 @@ from twisted_stream._wire import UpstreamProtocolError, whyBrokenOff
 from twisted_stream._writenow import bodyWriter
 from twisted_stream.headers import fieldsOf, forwardedRequestHeaders, forwardedResponseHeaders, headerProblem
 
-__all__ = ["DEFAULT_MAX_BODY", "StreamProxyResource", "targetProblem"]
+__all__ = ["DEFAULT_MAX_BODY", "StreamProxyResource", "requestTargetProblem", "targetProblem"]
 
 DEFAULT_MAX_BODY = 1024 * 1024
 """The largest request body forwarded by default, in bytes."""
@@ -89,6 +89,33 @@ _ENCODED_DOT_SLASH = re.compile(rb"%(2e|2f|5c)", re.I)
 _CONTROL = re.compile(rb"[\x00\r\n]|%(00|0d|0a)", re.I)
 
 
+_NOT_IN_A_TARGET = re.compile(rb"[\x00-\x20\x7f#]")
+
+
+def requestTargetProblem(target: bytes) -> Optional[str]:
+    """
+    Check a request target's form and bytes, the same whatever protocol
+    brought it: HTTP/1.1's request line cannot carry a space or a control
+    byte, and HTTP/2's C{:path} must not either (RFC 9113, section 8.3.1),
+    though h2 lets them through.
+
+    A fragment is refused rather than dropped: RFC 9112's request-target
+    has none, so a client that sends one is broken, and what it meant
+    (a path with a literal C{#}, percent-encoded as C{%23}?) is a guess.
+
+    @param target: The request target as the client sent it.
+    @return: A one-line reason to refuse it, or L{None}.
+    """
+    if not target.startswith(b"/"):
+        return NOT_ORIGIN_FORM
+    found = _NOT_IN_A_TARGET.search(target)
+    if found is None:
+        return None
+    if found.group() == b"#":
+        return "the request target must not contain a fragment (#)"
+    return "the request target must not contain a space or a control byte"
+
+
 def targetProblem(target: bytes, rest: bytes, prefixEndsWithSlash: bool) -> Optional[str]:
     """
     Check that a request target cannot leave its upstream's base.
@@ -100,8 +127,9 @@ def targetProblem(target: bytes, rest: bytes, prefixEndsWithSlash: bool) -> Opti
         rest starting with C{/} would make C{//host} of the upstream path).
     @return: A one-line reason to refuse it, or L{None} if it is safe.
     """
-    if not target.startswith(b"/"):
-        return NOT_ORIGIN_FORM
+    problem = requestTargetProblem(target)
+    if problem is not None:
+        return problem
     if _CONTROL.search(target):
         return "the request target must not contain NUL, CR or LF"
     if b"\\" in target or b"%5c" in target.lower():
