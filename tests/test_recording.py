@@ -15,7 +15,16 @@ from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 
-from tests.support import Server, StreamingRequest, fetch, reactor, render, startTwistd
+from tests.support import (
+    LineProcess,
+    Server,
+    StreamingRequest,
+    fetch,
+    reactor,
+    render,
+    startTwistd,
+    twistdCommand,
+)
 from twisted_stream._recording import Library, Recorder, ReplayResource, matchKey
 
 
@@ -90,6 +99,29 @@ class FormatTests(SynchronousTestCase):
         request = StreamingRequest([b"v1", b"x"], method=b"POST", uri=b"/v1/x", body=b'{"a": 2}')
         self.assertEqual(render(replay, request), b"live")
 
+    def test_recordingStopsAtItsBound(self) -> None:
+        """
+        Past C{maxBytes} of body, a recording holds the bytes up to the
+        bound, then the C{truncated} marker, and nothing more, whatever
+        follows; replayed, it ends there as broken off.
+        """
+        recorder = Recorder(self.folder, self.clock, maxBytes=10)
+        recording = recorder.start(b"GET", b"/x", b"", 200, [], started=0)
+        for piece in (b"12345", b"6789", b"abcdef", b"more", b"and more"):
+            self.clock.advance(1)
+            recording.piece(piece)
+        recording.end("complete")
+        (name,) = os.listdir(self.folder)
+        with open(os.path.join(self.folder, name)) as f:
+            lines = [json.loads(line) for line in f]
+        self.assertEqual(
+            lines[1:],
+            [{"t": 1, "data": "12345"}, {"t": 2, "data": "6789"}, {"t": 3, "data": "a"}, {"truncated": 10, "t": 3}],
+        )
+        replayed = Library.load(self.folder).match(b"GET", b"/x", b"")
+        assert replayed is not None
+        self.assertEqual((replayed.pieces[-1], replayed.outcome), ((3.0, b"a"), "truncated"))
+
     def test_notARecording(self) -> None:
         os.makedirs(self.folder)
         with open(os.path.join(self.folder, "bad.jsonl"), "w") as f:
@@ -97,6 +129,80 @@ class FormatTests(SynchronousTestCase):
         with self.assertRaises(ValueError) as caught:
             Library.load(self.folder)
         self.assertIn("bad.jsonl is not a recording", str(caught.exception))
+
+
+class RecordingBoundTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_responseGoesOnPastTheBound(self) -> Any:
+        """
+        A real C{chunkproxy --record --record-max-bytes 1000} forwarding
+        5,000 bytes: the client gets all of them, the file holds the first
+        1,000 and the C{truncated} marker (it recorded everything: one
+        200 MB response made a 210 MB file).
+        """
+        folder = os.path.abspath(self.mktemp())
+        generator: Server = yield startTwistd(self, "chunkgen")
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--upstream", generator.url + "generate", "--record", folder, "--record-max-bytes", "1000"
+        )
+        answer = yield fetch(proxy.url + "stream?count=50&size=100&interval=0")
+        self.assertEqual((answer.status, len(answer.body)), (200, 5000))
+        lines: list[dict[str, Any]] = []
+        for _ in range(100):
+            names = os.listdir(folder)
+            if names:
+                with open(os.path.join(folder, names[0])) as f:
+                    lines = [json.loads(line) for line in f]
+            if lines and "truncated" in lines[-1]:
+                break
+            yield deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual(lines[-1]["truncated"], 1000)
+        recorded = "".join(line["data"] for line in lines[1:-1])
+        self.assertEqual(recorded, answer.body[:1000].decode())
+
+
+_HEAD = {"method": "POST", "path": "/v1/x", "body": "", "status": 200, "headers": [["Content-Type", "text/plain"]]}
+
+_HOSTILE: list[tuple[str, list[dict[str, Any]], str, str]] = [
+    ("status", [{**_HEAD, "status": 99999}], "line 1", "status 99999 is not a number from 100 to 599"),
+    ("status-text", [{**_HEAD, "status": "200"}], "line 1", "status '200' is not a number from 100 to 599"),
+    ("crlf-name", [{**_HEAD, "headers": [["X-A\r\nX-B", "1"]]}], "line 1", "header 'X-A\\r\\nX-B'"),
+    ("crlf-value", [{**_HEAD, "headers": [["X-A", "1\r\nX-B: 2"]]}], "line 1", "header 'X-A'"),
+    ("far", [_HEAD, {"t": 1e12, "data": "x"}], "line 2", "t 1000000000000.0 is not a number of seconds from 0"),
+    ("negative", [_HEAD, {"t": 1, "data": "x"}, {"t": -5, "data": "y"}], "line 3", "t -5 is not a number of seconds from 1"),
+    ("backwards", [_HEAD, {"t": 3, "data": "x"}, {"end": "complete", "t": 2}], "line 3", "t 2 is not a number of seconds from 3 to"),
+    ("nan", [_HEAD, {"t": "soon", "data": "x"}], "line 2", "t 'soon' is not a number"),
+]
+"""Recordings no replay may serve: a name, the lines, and where and why it
+is refused."""
+
+
+class HostileRecordingTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_refusedAtStart(self) -> Any:
+        """
+        C{chunkgen --replay} with a recording whose status is no HTTP status,
+        whose header would break the response (CR LF), or whose offsets are
+        negative, go backwards or lie a day beyond the line before: it does
+        not start, and says which file and line, and why, in one line (it
+        sent C{99999} on the wire, hung with no headers for C{t: 1e12}, and
+        answered a CR LF header with a 500 and a traceback).
+        """
+        for name, lines, where, why in _HOSTILE:
+            folder = os.path.abspath(self.mktemp())
+            os.makedirs(folder)
+            with open(os.path.join(folder, name + ".jsonl"), "w") as f:
+                f.writelines(json.dumps(line) + "\n" for line in lines)
+            process = LineProcess.spawn(twistdCommand(), "-n", "--pidfile=", "chunkgen", "--replay", folder)
+            code = yield process.exitCode
+            output = process.text + process.stderr.decode()
+            self.assertEqual(code, 1, output)
+            self.assertIn(f"--replay: {folder}/{name}.jsonl {where} is not a recording: {why}", output)
+            self.assertNotIn("Traceback", output)
 
 
 class _Static(Resource):

@@ -15,7 +15,11 @@ A recording is one file, one JSON object per line, readable and diffable:
      since the request arrived, and C{data} (C{data_base64} for bytes that
      are not UTF-8);
   3. the end: C{end}, the stream's outcome (C{complete}, C{client_gone},
-     C{truncated}, ...), and its C{t}.
+     C{truncated}, ...), and its C{t}; or, for a response whose body passed
+     the recorder's C{maxBytes}, C{truncated} (that bound) and its C{t}
+     instead: the body's first C{maxBytes} bytes are recorded, the rest of
+     the response goes on to the client unrecorded, and a replay ends there
+     as broken off (it does not know the rest).
 
 A request matches a recording when its method and path are the same, and
 its body too, compared as JSON with the top-level fields in L{VOLATILE}
@@ -36,7 +40,21 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Request
 
-__all__ = ["VOLATILE", "Library", "Recorder", "Recording", "RecordingWriter", "ReplayResource", "matchKey"]
+from twisted_stream.headers import headerProblem
+
+__all__ = [
+    "DEFAULT_RECORD_MAX_BYTES",
+    "VOLATILE",
+    "Library",
+    "Recorder",
+    "Recording",
+    "RecordingWriter",
+    "ReplayResource",
+    "matchKey",
+]
+
+DEFAULT_RECORD_MAX_BYTES = 64 * 1024 * 1024
+"""The most body bytes recorded of one response by default."""
 
 VOLATILE = frozenset({"stream_options", "user", "metadata", "store", "service_tier", "seed", "n", "safety_identifier"})
 """Top-level request fields left out when a request is matched with a
@@ -80,25 +98,44 @@ class RecordingWriter:
     One stream being written to its file.
     """
 
-    def __init__(self, out: IO[str], started: float, clock: IReactorTime) -> None:
+    def __init__(self, out: IO[str], started: float, clock: IReactorTime, maxBytes: int) -> None:
         self._out = out
         self._started = started
         self._clock = clock
+        self._room = maxBytes
+        self._maxBytes = maxBytes
 
     def _line(self, record: dict[str, Any]) -> None:
         self._out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
 
+    def _offset(self) -> float:
+        return round(self._clock.seconds() - self._started, 6)
+
     def piece(self, data: bytes) -> None:
         """
-        Note a piece of the body, as it was forwarded.
+        Note a piece of the body, as it was forwarded: the bytes within the
+        bound; at the bound, the C{truncated} marker, and the file is closed.
         """
-        self._line({"t": round(self._clock.seconds() - self._started, 6), **_textOrBase64("data", data)})
+        if self._out.closed:
+            return
+        room = self._room
+        if len(data) <= room:
+            self._room = room - len(data)
+            self._line({"t": self._offset(), **_textOrBase64("data", data)})
+            return
+        if room:
+            self._line({"t": self._offset(), **_textOrBase64("data", data[:room])})
+        self._line({"truncated": self._maxBytes, "t": self._offset()})
+        self._out.close()
 
     def end(self, outcome: str) -> None:
         """
-        Note the stream's end, and close the file.
+        Note the stream's end, and close the file (unless the bound closed
+        it first).
         """
-        self._line({"end": outcome, "t": round(self._clock.seconds() - self._started, 6)})
+        if self._out.closed:
+            return
+        self._line({"end": outcome, "t": self._offset()})
         self._out.close()
 
 
@@ -107,14 +144,16 @@ class Recorder:
     Writes the streams of one route to files in a folder.
     """
 
-    def __init__(self, folder: str, clock: IReactorTime) -> None:
+    def __init__(self, folder: str, clock: IReactorTime, maxBytes: int = DEFAULT_RECORD_MAX_BYTES) -> None:
         """
         @param folder: Where; made if missing.
         @param clock: What times the pieces.
+        @param maxBytes: The most body bytes recorded of one response.
         """
         os.makedirs(folder, exist_ok=True)
         self._folder = folder
         self._clock = clock
+        self._maxBytes = maxBytes
         self._count = 0
 
     def start(
@@ -140,7 +179,7 @@ class Recorder:
             "status": status,
             "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in headers],
         }
-        recording = RecordingWriter(out, started, self._clock)
+        recording = RecordingWriter(out, started, self._clock, self._maxBytes)
         recording._line(head)
         return recording
 
@@ -176,24 +215,16 @@ class Library:
         Read every C{*.jsonl} file of a folder (the last recorded of
         requests that match the same wins).
 
-        @raise ValueError: For a file that is not a recording, naming it.
+        @raise ValueError: For a file that is not a recording, or one that
+            would put on the wire what no HTTP server may send, naming the
+            file and the line.
         """
         found: dict[tuple[str, str, str], Recording] = {}
         for name in sorted(os.listdir(folder)):
-            if not name.endswith(".jsonl"):
-                continue
-            path = os.path.join(folder, name)
-            try:
-                with open(path, encoding="utf-8") as f:
-                    lines = [json.loads(line) for line in f if line.strip()]
-                head, rest = lines[0], lines[1:]
-                key = matchKey(head["method"].encode("latin-1"), head["path"].encode("latin-1"), _bytesOf(head, "body"))
-                pieces = [(float(r["t"]), _bytesOf(r, "data")) for r in rest if "end" not in r]
-                ends = [r["end"] for r in rest if "end" in r]
-                headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in head["headers"]]
-                found[key] = Recording(int(head["status"]), headers, pieces, ends[-1] if ends else "truncated")
-            except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
-                raise ValueError(f"{path} is not a recording: {e}") from None
+            if name.endswith(".jsonl"):
+                path = os.path.join(folder, name)
+                key, recording = _read(path)
+                found[key] = recording
         return cls(found)
 
     def match(self, method: bytes, path: bytes, body: bytes) -> Optional[Recording]:
@@ -201,6 +232,56 @@ class Library:
         @return: The recording a request matches, if any.
         """
         return self._recordings.get(matchKey(method, path, body))
+
+
+_MAX_GAP = 24 * 60 * 60.0
+"""The longest a recording may wait between two lines, in seconds: more is
+not a recording of a stream, and would hang a replay with no headers."""
+
+
+def _read(path: str) -> tuple[tuple[str, str, str], Recording]:
+    """
+    Read and check one recording.
+
+    @return: What requests match it by, and the recording.
+    @raise ValueError: Naming the file, and the line where it can.
+    """
+    number = 0
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [(number, json.loads(line)) for number, line in enumerate(f, 1) if line.strip()]
+        if not lines:
+            raise ValueError("it is empty")
+        number, head = lines[0]
+        status = head["status"]
+        if type(status) is not int or not 100 <= status <= 599:
+            raise ValueError(f"status {status!r} is not a number from 100 to 599")
+        headers = []
+        for name, value in head["headers"]:
+            raw = (name.encode("latin-1"), value.encode("latin-1"))
+            problem = headerProblem(*raw)
+            if problem is not None:
+                raise ValueError(f"header {name[:40]!r} {problem}")
+            headers.append(raw)
+        key = matchKey(head["method"].encode("latin-1"), head["path"].encode("latin-1"), _bytesOf(head, "body"))
+        pieces = []
+        outcome = "truncated"
+        before = 0.0
+        for line in lines[1:]:
+            # (The line's number is kept for the message.)
+            number, record = line
+            offset = record["t"]
+            if type(offset) not in (int, float) or not before <= offset <= before + _MAX_GAP:
+                raise ValueError(f"t {offset!r} is not a number of seconds from {before:g} to a day after it")
+            before = float(offset)
+            if "end" in record:
+                outcome = str(record["end"])
+            elif "truncated" not in record:
+                pieces.append((before, _bytesOf(record, "data")))
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+        where = f"{path} line {number}" if number else path
+        raise ValueError(f"{where} is not a recording: {e}") from None
+    return key, Recording(status, headers, pieces, outcome)
 
 
 class ReplayResource(Resource):

@@ -62,7 +62,7 @@ from twisted_stream._drain import DRAINING
 from twisted_stream._h2 import truncate
 from twisted_stream._http import PlainResource, textError
 from twisted_stream._llmusage import UsageReader
-from twisted_stream._recording import Recorder, RecordingWriter
+from twisted_stream._recording import DEFAULT_RECORD_MAX_BYTES, Recorder, RecordingWriter
 from twisted_stream._refusal import Refusal, tokenRefusal
 from twisted_stream._retry import DeadlineAgent, NoResponseInTime
 from twisted_stream._streamlog import StreamRecord, clientOf
@@ -572,6 +572,7 @@ class StreamProxyResource(PlainResource):
         injectHeaders: Sequence[tuple[bytes, bytes]] = (),
         requireToken: Optional[bytes] = None,
         recordTo: Optional[str] = None,
+        recordMaxBytes: int = DEFAULT_RECORD_MAX_BYTES,
     ) -> None:
         """
         @param upstream: The absolute C{http://} or C{https://} URL to forward
@@ -601,6 +602,8 @@ class StreamProxyResource(PlainResource):
             C{Authorization} is not passed on.
         @param recordTo: A folder to record every response forwarded to, with
             its timing, one file each (see L{twisted_stream._recording}).
+        @param recordMaxBytes: The most body bytes recorded of one response
+            (the rest is forwarded, not recorded).
         """
         super().__init__()
         if reactor is None:
@@ -620,7 +623,7 @@ class StreamProxyResource(PlainResource):
         self._requireToken = requireToken
         self.dropHeaders = [b"authorization"] if requireToken is not None else []
         self._tooLarge = Refusal(413, f"the request body is over {maxBody} bytes")
-        self.recorder = Recorder(recordTo, reactor) if recordTo is not None else None
+        self.recorder = Recorder(recordTo, reactor, recordMaxBytes) if recordTo is not None else None
 
     def methodsAllowed(self) -> list[str]:
         """

@@ -23,6 +23,7 @@ from twisted_stream._descriptors import FileLimitService
 from twisted_stream._drain import DrainService
 from twisted_stream._gc import GarbageCollectionService
 from twisted_stream._metrics import Metrics, MetricsResource, groupRegistry
+from twisted_stream._recording import DEFAULT_RECORD_MAX_BYTES
 from twisted_stream._service import listeningService
 from twisted_stream._streamlimits import StreamLimits
 from twisted_stream._wire import ResponseLimits
@@ -192,6 +193,14 @@ class Options(PluginOptions):
             1024 * 1024,
             "Largest request body forwarded, in bytes (413 above).",
             wholeNumberOption("max-body"),
+        ],
+        [
+            "record-max-bytes",
+            None,
+            DEFAULT_RECORD_MAX_BYTES,
+            "Most body bytes --record writes of one response: past them the recording ends"
+            " with a truncated marker and the response goes on.",
+            wholeNumberOption("record-max-bytes"),
         ],
         [
             "max-body-memory",
@@ -451,6 +460,7 @@ def _gatewayService(reactor: Any, options: Options, worker: Optional[int]) -> IS
                 injectHeaders=route.injectHeaders,
                 requireToken=options["require-token"],
                 recordTo=route.record,
+                recordMaxBytes=options["record-max-bytes"],
             ),
         )
         for route in options.allRoutes()
