@@ -403,11 +403,13 @@ class AgentTests(TestCase):
 
 class _IdleConnection:
     """
-    What the pool sees of a connection: a transport it can close, and what
-    its last response said of the upstream's keep-alive (nothing).
+    What the pool sees of a connection: a transport it can close, what its
+    last response said of the upstream's keep-alive (nothing), and whether
+    the upstream closed it.
     """
 
     keepAliveTimeout = None
+    upstreamClosed = True
 
     def __init__(self) -> None:
         self.transport = StringTransport()

@@ -156,6 +156,9 @@ class SIGTERMTests(TestCase):
         # A process's end takes what the machine takes (two test runners
         # may load both cores): the bound tells it from the timeout.
         self.assertLess(when - streamEnded, 5.0)
+        # The upstream connections the shutdown closed taught the pool
+        # nothing (it logged that the upstream closed idle ones after 2 ms).
+        self.assertNotIn("closed an idle connection", proxy.output)
 
     @inlineCallbacks
     def test_hangupDrainsToo(self) -> Any:

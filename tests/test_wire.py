@@ -318,6 +318,24 @@ class WireTests(SynchronousTestCase):
         self.failureResultOf(d, CancelledError)
         self.assertTrue(self.transport.disconnected)
 
+    def test_whoClosed(self) -> None:
+        """
+        C{upstreamClosed} says whether the upstream closed the connection
+        cleanly: not when this side closed it, nor when it was dropped
+        (the reactor's C{disconnectAll} at shutdown gives C{ConnectionLost}).
+        """
+        self.assertFalse(self.protocol.upstreamClosed)
+        self.lose()
+        self.assertTrue(self.protocol.upstreamClosed)
+        for closedHere, reason in ((True, ConnectionDone()), (False, ConnectionLost())):
+            protocol = HTTP11UpstreamProtocol()
+            transport = StringTransport()
+            protocol.makeConnection(transport)
+            if closedHere:
+                transport.loseConnection()
+            protocol.connectionLost(Failure(reason))
+            self.assertFalse(protocol.upstreamClosed)
+
     def test_lostBeforeAnyByte(self) -> None:
         """
         A connection that ends before any byte of the response came: the

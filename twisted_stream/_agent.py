@@ -302,7 +302,11 @@ class UpstreamAgent:
             for origin, idle in self._idle.items():
                 if protocol in idle:
                     idle.remove(protocol)
-                    if protocol not in self._closing:
+                    # Learned only from a close the upstream made: not from
+                    # one this side made (its pool's, or the reactor's
+                    # disconnectAll at shutdown, which had it learn from a
+                    # connection idle for 2 ms).
+                    if protocol.upstreamClosed and protocol not in self._closing:
                         self._closedWhileIdle(origin, self._reactor.seconds() - idleSince)
                     break
         self._closing.discard(protocol)

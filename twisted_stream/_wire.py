@@ -237,9 +237,13 @@ class HTTP11UpstreamProtocol(Protocol):
     @ivar keepAliveTimeout: The seconds the last response's C{Keep-Alive:
         timeout=N} says the upstream keeps the connection open while idle
         (Node's servers send it), or L{None}.
+    @ivar upstreamClosed: Whether the connection ended because the upstream
+        closed it cleanly, not because this side closed it (or the reactor
+        dropped it at shutdown).
     """
 
     keepAliveTimeout: Optional[float] = None
+    upstreamClosed = False
     _reused = False
 
     def __init__(
@@ -607,6 +611,9 @@ class HTTP11UpstreamProtocol(Protocol):
         # The parser refers back to this protocol: let both go without the
         # garbage collector.
         self._parser = None
+        self.upstreamClosed = reason.check(ConnectionDone) is not None and not getattr(
+            self.transport, "disconnecting", False
+        )
         state, self.state = self.state, _CLOSED
         if state == _WAITING:
             if self._received:
