@@ -75,10 +75,10 @@ class ScrapeTests(TestCase):
         route = (("route", "/up/"),)
         self.assertEqual(found[("chunkproxy_streams_in_flight", route)], 0)
         for status, outcome, count in (("200", "complete", 1), ("200", "client_gone", 1), ("502", "upstream_error", 1)):
-            key = ("chunkproxy_requests_total", (("outcome", outcome), ("route", "/up/"), ("status", status)))
+            key = ("chunkproxy_requests_total", (("api", "other"), ("outcome", outcome), ("route", "/up/"), ("status", status)))
             self.assertEqual(found[key], count, key)
         self.assertEqual(
-            found[("chunkproxy_requests_total", (("outcome", "rejected"), ("route", ""), ("status", "404")))], 1
+            found[("chunkproxy_requests_total", (("api", "other"), ("outcome", "rejected"), ("route", ""), ("status", "404")))], 1
         )
         # The bodies sent: the whole one, the part before the client left,
         # and the 502's reason.
@@ -137,13 +137,13 @@ class ModelLabelTests(SynchronousTestCase):
         """
         metrics = Metrics()
         for i in range(MAX_MODELS + 50):
-            metrics.llm("/v1/", f"model-{i}", 2, 10, 20)
-        metrics.llm("/v1/", "model-0", 2, None, None)
+            metrics.llm("/v1/", "chat", f"model-{i}", 2, 10, 20)
+        metrics.llm("/v1/", "chat", "model-0", 2, None, None)
         found = samples(generate_latest(metrics.registry).decode())
         deltas = {dict(labels)["model"]: value for (name, labels), value in found.items()
                   if name == "chunkproxy_llm_deltas_total"}  # fmt: skip
         self.assertEqual(len(deltas), MAX_MODELS + 1)
         self.assertEqual((deltas["other"], deltas["model-0"], deltas[f"model-{MAX_MODELS - 1}"]), (100.0, 4.0, 2.0))
         self.assertNotIn(f"model-{MAX_MODELS}", deltas)
-        prompt = found[("chunkproxy_llm_tokens_total", (("kind", "prompt"), ("model", "other"), ("route", "/v1/")))]
+        prompt = found[("chunkproxy_llm_tokens_total", (("api", "chat"), ("kind", "prompt"), ("model", "other"), ("route", "/v1/")))]
         self.assertEqual(prompt, 500.0)

@@ -412,7 +412,7 @@ class GroupTests(TestCase):
 
         @return: A Deferred firing with the scraped text.
         """
-        counted = f'chunkproxy_requests_total{{outcome="complete",route="/stream",status="200"}} {float(streams)}'
+        counted = f'chunkproxy_requests_total{{api="other",outcome="complete",route="/stream",status="200"}} {float(streams)}'
         deadline = reactor.seconds() + 5
         scraped = yield fetch(url)
         while counted.encode() not in scraped.body and reactor.seconds() < deadline:

@@ -80,8 +80,9 @@ class Metrics:
             multiprocess_mode="livesum",
         )  # fmt: skip
         self.requests = Counter(
-            "chunkproxy_requests", "Requests answered, by status and outcome.", ["route", "status", "outcome"], registry=r
-        )
+            "chunkproxy_requests", "Requests answered, by API, status and outcome.",
+            ["route", "api", "status", "outcome"], registry=r,
+        )  # fmt: skip
         self.ttfb = Histogram(
             "chunkproxy_ttfb_seconds", "From the request to the first byte of body sent.", ["route"],
             buckets=BUCKETS, registry=r,
@@ -95,18 +96,21 @@ class Metrics:
             "chunkproxy_upstream_errors", "Streams the upstream failed, by kind.", ["kind"], registry=r
         )
         self.llmDeltas = Counter(
-            "chunkproxy_llm_deltas", "Content deltas of LLM answers forwarded.", ["route", "model"], registry=r
+            "chunkproxy_llm_deltas", "Content deltas of LLM answers forwarded.", ["route", "api", "model"], registry=r
         )
         self.llmTokens = Counter(
-            "chunkproxy_llm_tokens", "Tokens LLM streams reported, by kind (prompt, completion).",
-            ["route", "model", "kind"], registry=r,
+            "chunkproxy_llm_tokens", "Tokens LLM answers (streamed or whole) reported, by kind (prompt, completion).",
+            ["route", "api", "model", "kind"], registry=r,
         )  # fmt: skip
 
-    def llm(self, route: str, model: str, deltas: int, prompt: Optional[int], completion: Optional[int]) -> None:
+    def llm(
+        self, route: str, api: str, model: str, deltas: int, prompt: Optional[int], completion: Optional[int]
+    ) -> None:
         """
-        Count what an LLM stream delivered.
+        Count what an LLM answer delivered.
 
         @param route: Its route's prefix.
+        @param api: The API it was for (one of L{twisted_stream._llmusage.APIS}).
         @param model: The model that answered, as its stream named it.
             Upstreams often echo the model the client asked for, so the
             first L{MAX_MODELS} names are counted under their own label and
@@ -123,11 +127,11 @@ class Metrics:
                 model = OTHER_MODEL
             else:
                 models.add(model)
-        self._child(self.llmDeltas, route, model).inc(deltas)
+        self._child(self.llmDeltas, route, api, model).inc(deltas)
         if prompt is not None:
-            self._child(self.llmTokens, route, model, "prompt").inc(prompt)
+            self._child(self.llmTokens, route, api, model, "prompt").inc(prompt)
         if completion is not None:
-            self._child(self.llmTokens, route, model, "completion").inc(completion)
+            self._child(self.llmTokens, route, api, model, "completion").inc(completion)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (metric, *labels)
@@ -145,13 +149,14 @@ class Metrics:
         self._child(self.inFlight, route).inc()
 
     def ended(
-        self, route: str, status: int, outcome: str, sent: int, ttfb: Optional[float], duration: Optional[float],
-        streamed: bool,
+        self, route: str, api: str, status: int, outcome: str, sent: int, ttfb: Optional[float],
+        duration: Optional[float], streamed: bool,
     ) -> None:
         """
         A request has been answered.
 
         @param route: Its route's prefix (empty for none).
+        @param api: The API it was for (one of L{twisted_stream._llmusage.APIS}).
         @param status: The status the client got.
         @param outcome: How it ended.
         @param sent: Bytes of body sent.
@@ -162,7 +167,7 @@ class Metrics:
         child = self._child
         if streamed:
             child(self.inFlight, route).dec()
-        child(self.requests, route, str(status), outcome).inc()
+        child(self.requests, route, api, str(status), outcome).inc()
         if sent:
             child(self.bytesSent, route).inc(sent)
         if ttfb is not None:

@@ -353,7 +353,8 @@ class _Replay:
     def _schedule(self) -> None:
         pieces = self._recording.pieces
         if self._next >= len(pieces):
-            if self._recording.outcome == "complete":
+            # (The outcomes of an answer that ended cleanly: see _streamlog.)
+            if self._recording.outcome in ("complete", "upstream_error_status"):
                 self._request.finish()
             else:
                 # It broke off when recorded: so it does again.

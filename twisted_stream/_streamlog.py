@@ -9,7 +9,9 @@ strings (they may hold keys): the path is cut at C{?}.
 
 Outcomes:
 
-  - C{complete}: answered whole (an error status from the upstream too);
+  - C{complete}: answered whole, with a status below 400;
+  - C{upstream_error_status}: the upstream's answer, with a status of 400
+    or more, forwarded whole (a C{429} of a rate limit, a C{500});
   - C{client_gone}: the client left before the end;
   - C{upstream_error}: the upstream could not be reached, or answered
     with something that is not HTTP (C{502});
@@ -28,12 +30,14 @@ from typing import Any, Optional
 
 from twisted.logger import Logger
 
+from twisted_stream._llmusage import apiOf
 from twisted_stream._metrics import Metrics
 
 __all__ = ["OUTCOMES", "StreamRecord", "clientOf", "logAnswered", "printable"]
 
 OUTCOMES = (
     "complete",
+    "upstream_error_status",
     "client_gone",
     "upstream_error",
     "upstream_timeout",
@@ -113,6 +117,7 @@ class StreamRecord:
         duration = round((now - self.started) * 1000, 1)
         method = printable(self.method)
         path = printable(self.path.split(b"?", 1)[0])
+        api = apiOf(self.path)
         # The text made here, in one f-string, rather than by the logger's
         # str.format over a dozen fields at every stream's end; braces a
         # path may hold are doubled, as the logger formats it once more.
@@ -125,6 +130,7 @@ class StreamRecord:
             method=method,
             path=path,
             route=self.route.decode("latin-1") if self.route is not None else None,
+            api=api,
             client=self.client,
             status=status,
             upstream_status=self.upstreamStatus,
@@ -139,6 +145,7 @@ class StreamRecord:
             fields = self.fields
             self.metrics.llm(
                 self._route,
+                api,
                 fields["model"] or "-",
                 fields["llm_deltas"],
                 fields["prompt_tokens"],
@@ -147,6 +154,7 @@ class StreamRecord:
         if self.metrics is not None:
             self.metrics.ended(
                 self._route,
+                api,
                 status,
                 outcome,
                 sent,
@@ -184,4 +192,4 @@ def logAnswered(
     outcome = "rejected" if status >= 400 else "complete"
     StreamRecord(method, path, clientOf(address), now).emit(now, status, outcome, sent)
     if metrics is not None:
-        metrics.ended("", status, outcome, sent, None, None, streamed=False)
+        metrics.ended("", apiOf(path), status, outcome, sent, None, None, streamed=False)

@@ -61,7 +61,7 @@ from twisted_stream._descriptors import OUT_OF_DESCRIPTORS, noteExhausted
 from twisted_stream._drain import DRAINING
 from twisted_stream._h2 import truncate
 from twisted_stream._http import PlainResource, textError
-from twisted_stream._llmusage import UsageReader
+from twisted_stream._llmusage import UsageReader, WholeAnswerReader
 from twisted_stream._recording import DEFAULT_RECORD_MAX_BYTES, Recorder, RecordingWriter
 from twisted_stream._refusal import Refusal, tokenRefusal
 from twisted_stream._retry import DeadlineAgent, NoResponseInTime
@@ -292,7 +292,7 @@ class _Exchange:
         self._pending: Optional[Deferred[IResponse]] = None
         self._producer: Optional[WatchedProducer] = None
         self._watch: Optional[BodyWatch] = None
-        self._usage: Optional[UsageReader] = None
+        self._usage: Optional[UsageReader | WholeAnswerReader] = None
 
     @property
     def _where(self) -> str:
@@ -377,10 +377,10 @@ class _Exchange:
             self._watch = BodyWatch(proxy.clock, request, write, proxy.idleTimeout, heartbeat, self._upstreamIdle)
             if heartbeat:
                 write = self._watch.trackEvents
-        if events:
-            # An LLM's answer, perhaps: read as it passes, after each piece
-            # has been written (never delaying one).
-            self._usage = UsageReader()
+        if events or (mediaType == b"application/json" and encoding in (b"identity", b"")):
+            # An LLM's answer, perhaps, streamed or whole: read as it
+            # passes, after each piece has been written (never delaying one).
+            self._usage = UsageReader() if events else WholeAnswerReader()
             write = _thenNoted(write, self._usage.feed)
 
         response.deliverBody(_UpstreamBody(self, write))
@@ -484,7 +484,8 @@ class _Exchange:
         self.request.unregisterProducer()
         if reason.check(ResponseDone, PotentialDataLoss):
             self.request.finish()
-            self._ended("complete")
+            status = self.record.upstreamStatus
+            self._ended("upstream_error_status" if status is not None and status >= 400 else "complete")
             return
         # Never pass a broken upstream off as a clean end: close without the
         # terminating chunk, so the client sees a truncated response.
