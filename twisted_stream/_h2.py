@@ -56,6 +56,7 @@ from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
+from twisted_stream._gc import closedCyclicConnection
 from twisted_stream._h2frames import MAX_HEADER_BLOCK_FRAMES, HeaderBlockBound
 from twisted_stream._refusal import Refusal, headRefusal
 from twisted_stream._streamlog import clientOf, logAnswered
@@ -268,6 +269,10 @@ class GatewayH2Connection(H2Connection):
         if whenClosed is not None:
             whenClosed()
         super().connectionLost(reason, _cancelTimeouts)
+        if _cancelTimeouts:
+            # The transport's own call: the connection is done with, and
+            # only a full collection frees it (see _gc).
+            closedCyclicConnection()
 
     def _stopDeadline(self, streamID: int) -> None:
         deadline = self._deadlines.pop(streamID, None)
