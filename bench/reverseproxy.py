@@ -1,6 +1,6 @@
 """
 The benchmark's baseline peer: Twisted's own ReverseProxyResource at
-/stream, forwarding to the load side's /stream on the given port of
+/stream and /v1, forwarding to the load side's on the given port of
 127.0.0.1.
 """
 
@@ -20,5 +20,6 @@ def announce(port: IListeningPort) -> None:
 
 root = Resource()
 root.putChild(b"stream", ReverseProxyResource("127.0.0.1", int(sys.argv[1]), b"/stream"))
+root.putChild(b"v1", ReverseProxyResource("127.0.0.1", int(sys.argv[1]), b"/v1"))
 serverFromString(reactor, "tcp:0:interface=127.0.0.1:backlog=4096").listen(Site(root)).addCallback(announce)
 reactor.run()

@@ -27,7 +27,15 @@ the other core. Scenarios, each run for every target in a new random order:
   - S5, clients that leave after 5 chunks: time until the upstream sees its
     connection close;
   - S6, 2,000 short streams (one chunk each, 50 at a time, kept-alive
-    client connections): proxy CPU per stream, TTFB p99.
+    client connections): proxy CPU per stream, TTFB p99;
+  - L1 and L2, the LLM scenario, shaped like the real traffic: OpenAI chat
+    completion streams (a POST with a JSON body on kept-alive connections,
+    C{chat.completion.chunk} events, a usage chunk, C{[DONE]}) from the load
+    side's fast upstream. L1: one client, 50 answers of 20 tokens in turn:
+    time to first token (on reused connections) and per-token delay, each
+    against going direct. L2: 100 / 500 / 1,000 clients, each two answers
+    of 20 tokens at 20 tokens/s in turn: proxy CPU, per-token delay p99,
+    time to first token p99, tokens lost.
 
 Proxy CPU is read from C{/proc/PID/task/*/schedstat} (all threads, and
 nginx's worker), RSS from C{/proc/PID/status}.
@@ -185,7 +193,7 @@ def chunkproxy(upstream: str, workdir: Path) -> Process:
     return Process(
         "chunkproxy",
         pinned(PROXY_CORE, [str(BIN / "twistd"), "-n", "--pidfile=", "chunkproxy", "--listen", LISTEN,
-                            "--upstream", upstream + "stream"]),
+                            "--upstream", upstream + "stream", "--route", f"/v1/={upstream}v1/"]),
     )
 
 
@@ -197,7 +205,8 @@ def chunkproxyWorkers(upstream: str, workdir: Path) -> Process:
     return Process(
         "chunkproxy-w2",
         pinned(f"{PROXY_CORE},{LOAD_CORE}", [str(BIN / "twistd"), "-n", "--pidfile=", "chunkproxy", "--listen", LISTEN,
-                                             "--upstream", upstream + "stream", "--workers", "2"]),
+                                             "--upstream", upstream + "stream", "--route", f"/v1/={upstream}v1/",
+                                             "--workers", "2"]),
     )
 
 
@@ -242,6 +251,12 @@ http {{
             proxy_set_header Connection "";
             proxy_buffering off;
         }}
+        location /v1/ {{
+            proxy_pass http://load;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
     }}
 }}
 """
@@ -265,7 +280,7 @@ def chunkproxyAt(revision: str, upstream: str, workdir: Path) -> Process:
     return Process(
         f"chunkproxy@{revision}",
         pinned(PROXY_CORE, [str(BIN / "twistd"), "-n", "--pidfile=", "chunkproxy", "--listen", LISTEN,
-                            "--upstream", upstream + "stream"]),
+                            "--upstream", upstream + "stream", "--route", f"/v1/={upstream}v1/"]),
         env={"PYTHONPATH": str(source)},
     )
 
@@ -319,6 +334,10 @@ class Sample:
     @property
     def lost(self) -> bool:
         load = self.load
+        if self.scenario in ("L1", "L2"):
+            return bool(load.get("failed") or load.get("corrupt")) or (
+                load.get("tokensReceived") != load.get("tokensExpected") or load.get("complete") != load.get("requests")
+            )
         return bool(load.get("failed") or load.get("corrupt")) or (
             self.scenario in ("S1", "S2", "S6") and load.get("chunksReceived") != load.get("chunksExpected")
         )
@@ -344,8 +363,9 @@ def runLoad(target: Optional[Process], upstream: Process, command: str, url: str
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
     began = time.monotonic()
+    # The LLM clients are given the root: they ask for v1/chat/completions.
     finished = subprocess.run(
-        pinned(LOAD_CORE, [str(LOAD), command, "-url", url + "stream", *args]),
+        pinned(LOAD_CORE, [str(LOAD), command, "-url", url + ("" if command == "llm" else "stream"), *args]),
         capture_output=True,
         env=dict(os.environ, LOAD_UPSTREAM=upstream.url, **LOAD_ENV),
         timeout=300,
@@ -374,12 +394,17 @@ class Plan:
     s4Seconds: float
     s5Streams: int
     s6Streams: int
-    scenarios: list[str] = field(default_factory=lambda: ["S1", "S2", "S4", "S5", "S6"])
+    l1Answers: int
+    llmLevels: list[int]
+    scenarios: list[str] = field(default_factory=lambda: ["S1", "S2", "S4", "S5", "S6", "L1", "L2"])
 
 
 FULL = Plan(s1Chunks=1000, levels=[100, 500, 1000, 2000, 4000], s2Chunks=50, s4Seconds=5, s5Streams=200,
-            s6Streams=2000)
-QUICK = Plan(s1Chunks=100, levels=[100], s2Chunks=10, s4Seconds=1, s5Streams=20, s6Streams=200)
+            s6Streams=2000, l1Answers=50, llmLevels=[100, 500, 1000])
+QUICK = Plan(s1Chunks=100, levels=[100], s2Chunks=10, s4Seconds=1, s5Streams=20, s6Streams=200, l1Answers=10,
+             llmLevels=[100])
+LLM_TOKENS = 20
+"""Tokens in each answer of the LLM scenario."""
 
 
 def scenarios(plan: Plan, target: Optional[Process], upstream: Process, round: int) -> list[Sample]:
@@ -406,6 +431,15 @@ def scenarios(plan: Plan, target: Optional[Process], upstream: Process, round: i
     if "S6" in plan.scenarios:
         samples.append(runLoad(target, upstream, "short", url, "-n", str(plan.s6Streams), "-k", "50",
                                scenario="S6", round=round))
+    if "L1" in plan.scenarios:
+        # Fast tokens (5 ms apart): what the proxy adds is what is seen.
+        samples.append(runLoad(target, upstream, "llm", url, "-c", "1", "-r", str(plan.l1Answers),
+                               "-tokens", str(LLM_TOKENS), "-interval", "5", scenario="L1", round=round))
+    for level in plan.llmLevels if "L2" in plan.scenarios else []:
+        samples.append(runLoad(target, upstream, "llm", url, "-c", str(level), "-r", "2",
+                               "-spread", str(max(1.0, level / 1000)), "-tokens", str(LLM_TOKENS), "-interval", "50",
+                               scenario="L2", round=round, level=level))
+        time.sleep(1)
     return samples
 
 
@@ -417,7 +451,7 @@ def main() -> None:
                         help="comma-separated, besides direct; known: " + ", ".join(ORDER[1:]))
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--levels", help="the ladder's levels, comma-separated (to explore; default 100-4000)")
-    parser.add_argument("--scenarios", default="S1,S2,S4,S5,S6", help="which scenarios (to explore)")
+    parser.add_argument("--scenarios", default="S1,S2,S4,S5,S6,L1,L2", help="which scenarios (to explore)")
     parser.add_argument("--also-at", metavar="REVISION",
                         help="also measure chunkproxy as it was at this git revision, in the same run")
     args = parser.parse_args()
@@ -471,7 +505,7 @@ def main() -> None:
         (args.out / "latest.md").write_text(f"Measured {stamp}.\n\n{table}\n")
         (args.out / "latest.json").write_text(json.dumps([asdict(s) for s in samples], indent=1))
         plot(samples, args.out / "latest.png", stamp)
-    lost = [s for s in samples if s.lost and (args.quick or s.scenario != "S2")]
+    lost = [s for s in samples if s.lost and (args.quick or s.scenario not in ("S2", "L2"))]
     if lost:
         for s in lost:
             print(f"LOST: {s.target} {s.scenario} {s.level or ''}: {s.load}", file=sys.stderr)
@@ -520,6 +554,15 @@ def describe(s: Sample) -> str:
     load = s.load
     cpu = f", CPU {s.cpuSeconds / s.wallSeconds * 100:4.0f} %" if s.cpuSeconds is not None else ""
     level = f" {s.level:>5}" if s.level else ""
+    if s.scenario in ("L1", "L2"):
+        return (
+            f"{s.scenario}{level}: {load['tokensReceived']}/{load['tokensExpected']} tokens, {load['complete']}/"
+            f"{load['requests']} answers whole, token delay p50 {load['delayP50Ms']:.2f} ms p99"
+            f" {load['delayP99Ms']:.2f} ms, TTFT p50 {load['ttftP50Ms']:.2f} ms p99 {load['ttftP99Ms']:.2f} ms"
+            f" (reused connections: p50 {load['ttftReusedP50Ms']:.2f} ms){cpu}"
+            + (f", RSS {s.rssKiB / 1024:.0f} MiB" if s.rssKiB else "")
+            + (f", failed {load['failed']} ({load.get('firstError')})" if load.get("failed") else "")
+        )
     return (
         f"{s.scenario}{level}: {load['chunksReceived']}/{load['chunksExpected']} chunks, p50 {load['delayP50Ms']:.2f}"
         f" ms, p99 {load['delayP99Ms']:.2f} ms, TTFB p99 {load['ttfbP99Ms']:.1f} ms{cpu}"
@@ -615,6 +658,7 @@ def report(samples: list[Sample]) -> str:
             f" ms | – | – | – | {spread(rate, '.0f')} | {spread([s.load['ttfbP99Ms'] for s in s6], '.1f')} ms | – | – |"
             f" {', '.join(closed(s) for s in s5)} |"
         )
+    lines += ["", *llmReport(samples)]
     lines += ["", "The ladder (S2): delay p50 / p99, TTFB p99, chunks delivered of sent, proxy CPU, RSS.", "",
               "| target | streams | delay p50 | delay p99 | TTFB p99 | delivered | CPU | RSS |",
               "|---|---|---|---|---|---|---|---|"]
@@ -635,6 +679,66 @@ def report(samples: list[Sample]) -> str:
                 + f" | {spread(cpu, '.0f') + ' %' if cpu else '–'} | {spread(rss, '.0f') + ' MiB' if rss else '–'} |"
             )
     return "\n".join(lines)
+
+
+def llmReport(samples: list[Sample]) -> list[str]:
+    """
+    @return: The LLM scenario's tables (none when it did not run): what
+        each proxy adds to the time to first token and to each token (L1,
+        against direct in the same round), and the ladder of clients (L2),
+        with each target's CPU as a multiple of nginx's.
+    """
+    targets = ordered({s.target for s in samples if s.scenario in ("L1", "L2")})
+    if not targets:
+        return []
+    direct = {s.round: s.load for s in samples if s.target == "direct" and s.scenario == "L1"}
+    lines = [
+        "The LLM scenario: OpenAI chat completion streams, a POST with a JSON body on kept-alive connections.",
+        "",
+        "| target | L1 first token, reused connection: p50 / p99 | added over direct: p50 / p99"
+        " | L1 token delay added: p50 / p99 |",
+        "|---|---|---|---|",
+    ]
+    for t in targets:
+        firsts = [s for s in samples if s.target == t and s.scenario == "L1"]
+        if not firsts:
+            continue
+        paired = [(s.load, direct[s.round]) for s in firsts if s.round in direct]
+        lines.append(
+            f"| {t} | {spread([s.load['ttftReusedP50Ms'] for s in firsts], '.2f')}"
+            f" / {spread([s.load['ttftReusedP99Ms'] for s in firsts], '.2f')} ms"
+            + (" | – | – |" if t == "direct" else
+               f" | {spread([a['ttftReusedP50Ms'] - d['ttftReusedP50Ms'] for a, d in paired], '.2f')}"
+               f" / {spread([a['ttftReusedP99Ms'] - d['ttftReusedP99Ms'] for a, d in paired], '.2f')} ms"
+               f" | {spread([a['delayP50Ms'] - d['delayP50Ms'] for a, d in paired], '.2f')}"
+               f" / {spread([a['delayP99Ms'] - d['delayP99Ms'] for a, d in paired], '.2f')} ms |")
+        )
+    nginxCPU = {
+        (s.round, s.level): s.cpuSeconds / s.wallSeconds for s in samples
+        if s.target == "nginx" and s.scenario == "L2" and s.cpuSeconds is not None
+    }
+    lines += [
+        "",
+        "| target | clients | CPU | CPU / nginx's | token delay p99 | first token p99 | tokens delivered | answers whole |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for t in targets:
+        for level in sorted({s.level for s in samples if s.scenario == "L2"}):
+            runs = [s for s in samples if s.target == t and s.scenario == "L2" and s.level == level]
+            if not runs:
+                continue
+            cpu = [s.cpuSeconds / s.wallSeconds * 100 for s in runs if s.cpuSeconds is not None]
+            ratio = [s.cpuSeconds / s.wallSeconds / nginxCPU[(s.round, level)] for s in runs
+                     if s.cpuSeconds is not None and nginxCPU.get((s.round, level))]
+            lines.append(
+                f"| {t} | {level:,} | {spread(cpu, '.0f') + ' %' if cpu else '–'}"
+                f" | {spread(ratio, '.2f') + '×' if ratio else '–'}"
+                f" | {spread([s.load['delayP99Ms'] for s in runs], '.1f')} ms"
+                f" | {spread([s.load['ttftP99Ms'] for s in runs], '.1f')} ms"
+                f" | {sum(s.load['tokensReceived'] for s in runs):,} / {sum(s.load['tokensExpected'] for s in runs):,}"
+                f" | {sum(s.load['complete'] for s in runs):,} / {sum(s.load['requests'] for s in runs):,} |"
+            )
+    return lines
 
 
 def plot(samples: list[Sample], path: Path, stamp: str) -> None:

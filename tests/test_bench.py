@@ -78,3 +78,58 @@ class ReportTests(SynchronousTestCase):
         table = bench.report([_level(100, 1.234), _level(1000, 7.5, received=4999, expected=5000)])
         self.assertIn("| chunkproxy | 1,000 | 1.00 ms | 7.5 ms | 2.0 ms | 4,999 / 5,000 | 50 % | 10 MiB |", table)
         self.assertIn("| chunkproxy | 100 | 1.00 ms | 1.2 ms |", table)
+
+
+def _llm(target: str, scenario: str, level: int = 0, cpu: float = 1.0, **load: Any) -> Any:
+    return bench.Sample(
+        target,
+        scenario,
+        1,
+        level,
+        load={
+            "requests": 10,
+            "complete": 10,
+            "failed": 0,
+            "corrupt": 0,
+            "tokensExpected": 200,
+            "tokensReceived": 200,
+            "delayP50Ms": 0.2,
+            "delayP99Ms": 0.5,
+            "ttftP50Ms": 1.0,
+            "ttftP99Ms": 2.0,
+            "ttftReusedP50Ms": 1.0,
+            "ttftReusedP99Ms": 2.0,
+            **load,
+        },
+        cpuSeconds=cpu,
+        wallSeconds=2.0,
+    )
+
+
+class LLMScenarioTests(SynchronousTestCase):
+    def test_lost(self) -> None:
+        """
+        An LLM run lost something when a token is missing, an answer did not
+        end with its usage and [DONE], a request failed or an event was
+        mangled.
+        """
+        self.assertFalse(_llm("chunkproxy", "L2", 100).lost)
+        for load in ({"tokensReceived": 199}, {"complete": 9}, {"failed": 1}, {"corrupt": 1}):
+            self.assertTrue(_llm("chunkproxy", "L2", 100, **load).lost, load)
+
+    def test_report(self) -> None:
+        """
+        L1's first token and token delay against direct in the same round;
+        L2's CPU as a multiple of nginx's at the same level.
+        """
+        table = bench.report(
+            [
+                _llm("direct", "L1", ttftReusedP50Ms=1.5, ttftReusedP99Ms=2.5, delayP50Ms=0.1, delayP99Ms=0.3),
+                _llm("chunkproxy", "L1", ttftReusedP50Ms=2.0, ttftReusedP99Ms=3.5, delayP50Ms=0.3, delayP99Ms=0.9),
+                _llm("nginx", "L2", 1000, cpu=0.5),
+                _llm("chunkproxy", "L2", 1000, cpu=0.8, tokensReceived=199, complete=9),
+            ]
+        )
+        self.assertIn("| chunkproxy | 2.00 / 3.50 ms | 0.50 / 1.00 ms | 0.20 / 0.60 ms |", table)
+        self.assertIn("| chunkproxy | 1,000 | 40 % | 1.60× | 0.5 ms | 2.0 ms | 199 / 200 | 9 / 10 |", table)
+        self.assertIn("| nginx | 1,000 | 25 % | 1.00× |", table)

@@ -9,6 +9,13 @@
 //	load leave -url URL -c N         N streams, each left after 5 chunks
 //	load short -url URL -n N -k K    N one-chunk streams, K at a time
 //	load slow -url URL -rate B       one stream read at B bytes/s
+//	load llm -url ROOT -c N -r R     N clients, each R chat completions in turn
+//
+// The upstream also answers POST /v1/chat/completions as an OpenAI-style
+// server streams (chat.completion.chunk events, a usage chunk, [DONE]):
+// max_tokens tokens, bench_interval_ms apart, each token's text the time it
+// was sent (" tNANOS"). The llm clients send what an LLM SDK sends: a POST
+// with a JSON body, on kept-alive connections.
 //
 // Every chunk the upstream sends is one line, {"seq":S,"sent":NANOS}, padded
 // with spaces to -size bytes: its delay is the time it is read minus NANOS
@@ -17,12 +24,14 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/http/httputil"
 	"net/url"
 	"os"
@@ -45,6 +54,8 @@ func main() {
 		goproxy(args)
 	case "streams", "leave", "short", "slow":
 		clients(command, args)
+	case "llm":
+		llmClients(args)
 	default:
 		fmt.Fprintf(os.Stderr, "load: unknown command %q\n", command)
 		os.Exit(2)
@@ -78,6 +89,7 @@ func upstream(args []string) {
 	flags.Parse(args)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/stream", stream)
+	mux.HandleFunc("/v1/chat/completions", chat)
 	mux.HandleFunc("/closes", func(w http.ResponseWriter, r *http.Request) {
 		closes.Lock()
 		defer closes.Unlock()
@@ -510,4 +522,260 @@ func closeDelays(r *result, target string, outcomes []outcome) {
 	r.CloseP50Ms = quantile(delays, 0.5)
 	r.CloseP99Ms = quantile(delays, 0.99)
 	r.CloseMaxMs = quantile(delays, 1)
+}
+
+// The LLM scenario.
+
+type chatAsk struct {
+	Model         string  `json:"model"`
+	Stream        bool    `json:"stream"`
+	MaxTokens     int     `json:"max_tokens"`
+	IntervalMs    float64 `json:"bench_interval_ms"`
+	StreamOptions *struct {
+		IncludeUsage bool `json:"include_usage"`
+	} `json:"stream_options"`
+}
+
+const chunkHead = `data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1764000000,"model":"bench-model","system_fingerprint":"fp_bench","choices":[{"index":0,"delta":{`
+
+// chat streams a chat completion as OpenAI's API does: one event per token,
+// then the finish, the usage (when asked for) and [DONE].
+func chat(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	var ask chatAsk
+	if err != nil || r.Method != "POST" || json.Unmarshal(body, &ask) != nil || !ask.Stream {
+		http.Error(w, `{"error":{"message":"a streamed chat completion, please"}}`, 400)
+		return
+	}
+	tokens := ask.MaxTokens
+	if tokens <= 0 {
+		tokens = 20
+	}
+	interval := time.Duration(ask.IntervalMs * float64(time.Millisecond))
+	flusher := w.(http.Flusher)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(200)
+	var ticker *time.Ticker
+	if interval > 0 {
+		ticker = time.NewTicker(interval)
+		defer ticker.Stop()
+	}
+	done := r.Context().Done()
+	event := make([]byte, 0, 512)
+	for i := 0; i < tokens; i++ {
+		if i > 0 && ticker != nil {
+			select {
+			case <-ticker.C:
+			case <-done:
+				return
+			}
+		}
+		event = append(event[:0], chunkHead...)
+		if i == 0 {
+			event = append(event, `"role":"assistant",`...)
+		}
+		event = append(event, `"content":" t`...)
+		event = strconv.AppendInt(event, time.Now().UnixNano(), 10)
+		event = append(event, `"},"logprobs":null,"finish_reason":null}]}`+"\n\n"...)
+		if _, err := w.Write(event); err != nil {
+			return
+		}
+		flusher.Flush()
+	}
+	event = append(event[:0], chunkHead...)
+	event = append(event, `},"logprobs":null,"finish_reason":"stop"}]}`+"\n\n"...)
+	if ask.StreamOptions != nil && ask.StreamOptions.IncludeUsage {
+		event = append(event, `data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1764000000,"model":"bench-model","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":`...)
+		event = strconv.AppendInt(event, int64(tokens), 10)
+		event = append(event, `,"total_tokens":`...)
+		event = strconv.AppendInt(event, int64(tokens+12), 10)
+		event = append(event, "}}\n\n"...)
+	}
+	event = append(event, "data: [DONE]\n\n"...)
+	w.Write(event)
+	flusher.Flush()
+}
+
+type llmResult struct {
+	Requests        int     `json:"requests"`
+	Complete        int     `json:"complete"`
+	Failed          int     `json:"failed"`
+	Corrupt         int     `json:"corrupt"`
+	TokensExpected  int     `json:"tokensExpected"`
+	TokensReceived  int     `json:"tokensReceived"`
+	Reused          int     `json:"reused"`
+	DelayP50Ms      float64 `json:"delayP50Ms"`
+	DelayP99Ms      float64 `json:"delayP99Ms"`
+	TTFTP50Ms       float64 `json:"ttftP50Ms"`
+	TTFTP99Ms       float64 `json:"ttftP99Ms"`
+	TTFTReusedP50Ms float64 `json:"ttftReusedP50Ms"`
+	TTFTReusedP99Ms float64 `json:"ttftReusedP99Ms"`
+	Seconds         float64 `json:"seconds"`
+	FirstError      string  `json:"firstError,omitempty"`
+}
+
+type llmOutcome struct {
+	delays   []float64
+	ttft     float64
+	tokens   int
+	reused   bool
+	complete bool
+	corrupt  int
+	err      error
+}
+
+func llmClients(args []string) {
+	flags := flag.NewFlagSet("llm", flag.ExitOnError)
+	root := flags.String("url", "", "the root URL (the request goes to v1/chat/completions under it)")
+	concurrent := flags.Int("c", 1, "clients")
+	requests := flags.Int("r", 1, "chat completions per client, one after another")
+	spread := flags.Float64("spread", 1, "seconds over which the clients start")
+	tokens := flags.Int("tokens", 20, "tokens per answer")
+	interval := flags.Float64("interval", 50, "ms between tokens")
+	pause := flags.Float64("pause", 10, "ms a client waits between its requests")
+	timeout := flags.Float64("timeout", 120, "give up after this many seconds")
+	flags.Parse(args)
+	transport := &http.Transport{MaxIdleConnsPerHost: 4096, DisableCompression: true}
+	client := &http.Client{Transport: transport, Timeout: time.Duration(*timeout * float64(time.Second))}
+	body, _ := json.Marshal(map[string]any{
+		"model":             "bench-model",
+		"stream":            true,
+		"stream_options":    map[string]bool{"include_usage": true},
+		"max_tokens":        *tokens,
+		"bench_interval_ms": *interval,
+		"messages": []map[string]string{
+			{"role": "system", "content": "You are a helpful assistant."},
+			{"role": "user", "content": "Write a short poem about streaming proxies."},
+		},
+	})
+	target := *root + "v1/chat/completions"
+	started := time.Now()
+	results := make([][]llmOutcome, *concurrent)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < *concurrent; i++ {
+		at := start.Add(time.Duration(float64(i) / float64(*concurrent) * *spread * float64(time.Second)))
+		time.Sleep(time.Until(at))
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			for n := 0; n < *requests; n++ {
+				if n > 0 {
+					time.Sleep(time.Duration(*pause * float64(time.Millisecond)))
+				}
+				results[i] = append(results[i], completion(client, target, body, *tokens))
+			}
+		}(i)
+	}
+	wg.Wait()
+	var out llmResult
+	var delays, ttfts, reusedTTFTs []float64
+	for _, runs := range results {
+		for _, o := range runs {
+			out.Requests++
+			out.TokensExpected += *tokens
+			out.TokensReceived += o.tokens
+			out.Corrupt += o.corrupt
+			if o.err != nil {
+				out.Failed++
+				if out.FirstError == "" {
+					out.FirstError = o.err.Error()
+				}
+				continue
+			}
+			if o.complete && o.tokens == *tokens && o.corrupt == 0 {
+				out.Complete++
+			}
+			delays = append(delays, o.delays...)
+			if o.tokens > 0 {
+				ttfts = append(ttfts, o.ttft)
+				if o.reused {
+					out.Reused++
+					reusedTTFTs = append(reusedTTFTs, o.ttft)
+				}
+			}
+		}
+	}
+	out.DelayP50Ms = quantile(delays, 0.5)
+	out.DelayP99Ms = quantile(delays, 0.99)
+	out.TTFTP50Ms = quantile(ttfts, 0.5)
+	out.TTFTP99Ms = quantile(ttfts, 0.99)
+	out.TTFTReusedP50Ms = quantile(reusedTTFTs, 0.5)
+	out.TTFTReusedP99Ms = quantile(reusedTTFTs, 0.99)
+	out.Seconds = time.Since(started).Seconds()
+	json.NewEncoder(os.Stdout).Encode(out)
+}
+
+// completion makes one streamed chat completion: the time to its first
+// token, each token's delay (read time minus the time in its text), and
+// whether it ended with the usage chunk and [DONE].
+func completion(client *http.Client, target string, body []byte, tokens int) llmOutcome {
+	var o llmOutcome
+	request, _ := http.NewRequest("POST", target, bytes.NewReader(body))
+	request.Header.Set("Content-Type", "application/json")
+	request.Header.Set("Authorization", "Bearer sk-bench")
+	request = request.WithContext(httptrace.WithClientTrace(request.Context(), &httptrace.ClientTrace{
+		GotConn: func(info httptrace.GotConnInfo) { o.reused = info.Reused },
+	}))
+	began := time.Now()
+	response, err := client.Do(request)
+	if err != nil {
+		o.err = err
+		return o
+	}
+	defer response.Body.Close()
+	if response.StatusCode != 200 {
+		o.err = fmt.Errorf("status %d", response.StatusCode)
+		return o
+	}
+	reader := bufio.NewReaderSize(response.Body, 64*1024)
+	usage := false
+	for {
+		line, err := reader.ReadSlice('\n')
+		now := time.Now()
+		if len(line) > 1 {
+			switch {
+			case bytes.HasPrefix(line, []byte("data: [DONE]")):
+				o.complete = usage
+			case bytes.Contains(line, []byte(`"usage":{`)):
+				usage = true
+			case bytes.Contains(line, []byte(`"content":" t`)):
+				if sent, ok := tokenSentAt(line); ok {
+					if o.tokens == 0 {
+						o.ttft = float64(now.Sub(began).Nanoseconds()) / 1e6
+					}
+					o.delays = append(o.delays, float64(now.UnixNano()-sent)/1e6)
+					o.tokens++
+				} else {
+					o.corrupt++
+				}
+			case bytes.Contains(line, []byte(`"finish_reason":"stop"`)):
+			default:
+				o.corrupt++
+			}
+		}
+		if err == io.EOF {
+			return o
+		}
+		if err != nil {
+			o.err = err
+			return o
+		}
+	}
+}
+
+// tokenSentAt reads NANOS out of a token's text, " tNANOS".
+func tokenSentAt(line []byte) (int64, bool) {
+	key := []byte(`"content":" t`)
+	i := bytes.Index(line, key)
+	if i < 0 {
+		return 0, false
+	}
+	var v int64
+	j := i + len(key)
+	for ; j < len(line) && line[j] >= '0' && line[j] <= '9'; j++ {
+		v = v*10 + int64(line[j]-'0')
+	}
+	return v, j > i+len(key) && j < len(line) && line[j] == '"'
 }
