@@ -239,7 +239,7 @@ class MockFaultOutcomeTests(TestCase):
         streams = [e for e in events if e["namespace"] == "chunkproxy.stream"]
         self.assertEqual(
             [(e["status"], e["outcome"], e.get("llm_deltas")) for e in streams],
-            [(200, "truncated", 3), (200, "complete", 2), (200, "idle_timeout", 1), (429, "complete", None)],
+            [(200, "truncated", 3), (200, "complete", 2), (200, "idle_timeout", 1), (429, "upstream_error_status", None)],
         )
         # The client: a truncated stream is never a clean end.
         self.assertEqual(seen["disconnect:3"][:2], (200, False))

@@ -451,7 +451,7 @@ class GroupTests(TestCase):
             requests = [s for s in families["chunkproxy_requests"].samples if s.name.endswith("_total")]
             self.assertEqual(
                 [(s.labels, s.value) for s in requests],
-                [({"route": "/stream", "status": "200", "outcome": "complete"}, float(total))],
+                [({"api": "other", "route": "/stream", "status": "200", "outcome": "complete"}, float(total))],
             )
             inFlight = families["chunkproxy_streams_in_flight"].samples
             self.assertEqual([(s.labels, s.value) for s in inFlight], [({"route": "/stream"}, 0.0)])
