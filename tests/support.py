@@ -18,16 +18,16 @@ import h11
 from hyperlink import URL
 from twisted.internet import reactor as _reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.interfaces import IListeningPort, IPushProducer, ITCPTransport
+from twisted.internet.interfaces import IConsumer, IListeningPort, IPushProducer, ITCPTransport
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IBodyProducer, IResponse
+from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IBodyProducer, IResponse
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 from twisted.web.test.requesthelper import DummyRequest
@@ -758,6 +758,36 @@ class RawClient(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.closed.callback(self.received)
+
+
+@implementer(IBodyProducer)
+class BytesBody:
+    """
+    A request body in memory, written when asked for, at once (as the
+    gateway's is), in pieces of C{piece} bytes.
+    """
+
+    def __init__(self, data: bytes, known: bool = True, piece: int = 3) -> None:
+        """
+        @param known: Whether its length is given (else it is sent chunked).
+        """
+        self._data = data
+        self._piece = piece
+        self.length = len(data) if known else UNKNOWN_LENGTH
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        for i in range(0, len(self._data), self._piece):
+            consumer.write(self._data[i : i + self._piece])
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
 
 
 def loopsStoppedAtCleanup(case: SynchronousTestCase) -> list[LoopingCall]:

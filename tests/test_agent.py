@@ -9,19 +9,20 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ConnectionRefusedError, DNSLookupError
-from twisted.internet.interfaces import IConsumer, IHostnameResolver, IHostResolution, IResolutionReceiver
+from twisted.internet.interfaces import IHostnameResolver, IHostResolution, IResolutionReceiver
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import ResponseNeverReceived, readBody
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer, IResponse
+from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
 from tests.support import (
+    BytesBody,
     LineProcess,
     RawConnection,
     RawUpstream,
@@ -131,30 +132,6 @@ class _ClosesIdle:
             connection.tcp.loseConnection()
 
 
-@implementer(IBodyProducer)
-class _InMemory:
-    """
-    A request body in memory, written when asked for (as the gateway's is).
-    """
-
-    def __init__(self, body: bytes) -> None:
-        self.body = body
-        self.length = len(body)
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        consumer.write(self.body)
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
 class AgentTests(TestCase):
     def agent(self, names: Optional[_Names] = None, **kwargs: Any) -> UpstreamAgent:
         self.fakeReactor = _Reactor(names or _Names(["127.0.0.1"]))
@@ -202,7 +179,7 @@ class AgentTests(TestCase):
         for _ in range(7):
             started = reactor.seconds()
             response = yield agent.request(
-                b"POST", url, Headers({b"content-type": [b"application/json"]}), _InMemory(body)
+                b"POST", url, Headers({b"content-type": [b"application/json"]}), BytesBody(body, piece=len(body))
             )
             took.append(reactor.seconds() - started)
             self.assertEqual(response.code, 200)

@@ -149,15 +149,7 @@ class RecordingBoundTests(TestCase):
         )
         answer = yield fetch(proxy.url + "stream?count=50&size=100&interval=0")
         self.assertEqual((answer.status, len(answer.body)), (200, 5000))
-        lines: list[dict[str, Any]] = []
-        for _ in range(100):
-            names = os.listdir(folder)
-            if names:
-                with open(os.path.join(folder, names[0])) as f:
-                    lines = [json.loads(line) for line in f]
-            if lines and "truncated" in lines[-1]:
-                break
-            yield deferLater(reactor, 0.02, lambda: None)
+        lines = yield _finishedRecording(folder)
         self.assertEqual(lines[-1]["truncated"], 1000)
         recorded = "".join(line["data"] for line in lines[1:-1])
         self.assertEqual(recorded, answer.body[:1000].decode())
@@ -205,6 +197,27 @@ class HostileRecordingTests(TestCase):
             self.assertNotIn("Traceback", output)
 
 
+@inlineCallbacks
+def _finishedRecording(folder: str) -> Any:
+    """
+    Wait (2 s at most) for the one recording in C{folder} to be finished
+    (its file ends with C{end} or C{truncated}: the proxy writes it after
+    the stream's last bytes).
+
+    @return: A Deferred firing with its lines, decoded.
+    """
+    lines: list[dict[str, Any]] = []
+    for _ in range(100):
+        names = os.listdir(folder)
+        if names:
+            with open(os.path.join(folder, names[0])) as f:
+                lines = [json.loads(line) for line in f]
+        if lines and ("end" in lines[-1] or "truncated" in lines[-1]):
+            break
+        yield deferLater(reactor, 0.02, lambda: None)
+    return lines
+
+
 class _Static(Resource):
     isLeaf = True
 
@@ -233,16 +246,7 @@ class RecordReplayTests(TestCase):
         live = yield fetch(proxy.url + "v1/chat/completions", b"POST", [(b"Content-Type", b"application/json")],
                            body=json.dumps({**ask, "stream_options": {"include_usage": True}}).encode())  # fmt: skip
         self.assertEqual(live.status, 200)
-        # The file is closed when the proxy has logged the stream's end.
-        for _ in range(100):
-            names = os.listdir(folder)
-            lines = []
-            if names:
-                with open(os.path.join(folder, names[0])) as f:
-                    lines = [json.loads(line) for line in f]
-            if lines and "end" in lines[-1]:
-                break
-            yield deferLater(reactor, 0.02, lambda: None)
+        lines = yield _finishedRecording(folder)
         self.assertEqual(lines[-1]["end"], "complete")
         recorded = lines[1:-1]
         replayer: Server = yield startTwistd(self, "chunkgen", "--replay", folder)

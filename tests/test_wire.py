@@ -7,18 +7,17 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.interfaces import IConsumer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import PotentialDataLoss, ResponseDone, ResponseFailed, ResponseNeverReceived
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
-from zope.interface import implementer
+from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 
+from tests.support import BytesBody
 from twisted_stream._wire import (
     HTTP11UpstreamProtocol,
     ResponseLimits,
@@ -41,27 +40,6 @@ class _Body(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.ended = reason
-
-
-@implementer(IBodyProducer)
-class _Bytes:
-    def __init__(self, data: bytes, known: bool = True) -> None:
-        self._data = data
-        self.length = len(data) if known else UNKNOWN_LENGTH
-
-    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
-        for i in range(0, len(self._data), 3):
-            consumer.write(self._data[i : i + 3])
-        return succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
 
 
 class _NoDelayTransport(StringTransport):
@@ -87,7 +65,7 @@ class WireTests(SynchronousTestCase):
         self.protocol.makeConnection(self.transport)
 
     def send(
-        self, method: bytes = b"GET", headers: Optional[Headers] = None, body: Optional[_Bytes] = None
+        self, method: bytes = b"GET", headers: Optional[Headers] = None, body: Optional[BytesBody] = None
     ) -> Deferred[IResponse]:
         self.transport.clear()
         return self.protocol.request(method, b"/v1/x?a=1", b"up.example:8081", headers or Headers(), body)
@@ -133,18 +111,18 @@ class WireTests(SynchronousTestCase):
         self.assertEqual(transport.noDelay, [True])
 
     def test_requestBodyWithLength(self) -> None:
-        self.send(b"POST", body=_Bytes(b"hello world"))
+        self.send(b"POST", body=BytesBody(b"hello world"))
         self.assertEqual(
             self.transport.value(),
             b"POST /v1/x?a=1 HTTP/1.1\r\nHost: up.example:8081\r\nContent-Length: 11\r\n\r\nhello world",
         )
 
     def test_emptyBodyHasLengthZero(self) -> None:
-        self.send(b"POST", body=_Bytes(b""))
+        self.send(b"POST", body=BytesBody(b""))
         self.assertTrue(self.transport.value().endswith(b"Content-Length: 0\r\n\r\n"))
 
     def test_requestBodyChunked(self) -> None:
-        self.send(b"POST", body=_Bytes(b"hello", known=False))
+        self.send(b"POST", body=BytesBody(b"hello", known=False))
         self.assertEqual(
             self.transport.value(),
             b"POST /v1/x?a=1 HTTP/1.1\r\nHost: up.example:8081\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -296,9 +296,10 @@ func clients(command string, args []string) {
 	json.NewEncoder(os.Stdout).Encode(out)
 }
 
-// many runs n streams, the i-th started at i/n of spread seconds.
-func many(n int, spread float64, run func(int) outcome) []outcome {
-	outcomes := make([]outcome, n)
+// many runs n streams (or clients), the i-th started at i/n of spread
+// seconds.
+func many[T any](n int, spread float64, run func(int) T) []T {
+	outcomes := make([]T, n)
 	var wg sync.WaitGroup
 	start := time.Now()
 	for i := 0; i < n; i++ {
@@ -651,24 +652,16 @@ func llmClients(args []string) {
 	})
 	target := *root + "v1/chat/completions"
 	started := time.Now()
-	results := make([][]llmOutcome, *concurrent)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := 0; i < *concurrent; i++ {
-		at := start.Add(time.Duration(float64(i) / float64(*concurrent) * *spread * float64(time.Second)))
-		time.Sleep(time.Until(at))
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			for n := 0; n < *requests; n++ {
-				if n > 0 {
-					time.Sleep(time.Duration(*pause * float64(time.Millisecond)))
-				}
-				results[i] = append(results[i], completion(client, target, body, *tokens))
+	results := many(*concurrent, *spread, func(i int) []llmOutcome {
+		var runs []llmOutcome
+		for n := 0; n < *requests; n++ {
+			if n > 0 {
+				time.Sleep(time.Duration(*pause * float64(time.Millisecond)))
 			}
-		}(i)
-	}
-	wg.Wait()
+			runs = append(runs, completion(client, target, body, *tokens))
+		}
+		return runs
+	})
 	var out llmResult
 	var delays, ttfts, reusedTTFTs []float64
 	for _, runs := range results {
