@@ -623,6 +623,9 @@ def report(samples: list[Sample]) -> str:
     def of(target: str, scenario: str, level: int = 0) -> list[Sample]:
         return [s for s in samples if s.target == target and s.scenario == scenario and s.level == level]
 
+    if not any(s.scenario.startswith("S") for s in samples):
+        # Only the LLM scenario ran.
+        return "\n".join(llmReport(samples))
     direct = {s.round: s for s in samples if s.target == "direct" and s.scenario == "S1"}
     mid = 1000 if 1000 in levels or not levels else levels[-1]
     lines = [
