@@ -596,6 +596,43 @@ class HTTP2HostileClientTests(_H2Case):
         self.assertEqual(seen["goAway"], 0x1, seen)
         self.assertLess(seen["closedAt"], 1.0, seen)
 
+    def compressedHeaders(self, port: int) -> list[Any]:
+        """
+        One request whose headers HPACK makes small: twelve copies of a
+        3,000-byte header, the first sent whole, the others as one byte
+        each (an index into the table): some 3 KB on the wire, 36 KB once
+        decoded. The events that come back.
+        """
+        tls, connection = HTTP2LimitsTests.h2Connection(self, port)  # type: ignore[arg-type]
+        common = [(":method", "GET"), (":path", "/stream"), (":authority", "localhost"), (":scheme", "https")]
+        with tls:
+            connection.send_headers(1, common + [("x-big", "a" * 3000)] * 12, end_stream=True)
+            data = connection.data_to_send()
+            assert len(data) < 4000, len(data)
+            tls.sendall(data)
+            return [event for _, event in _eventsUntilQuiet(tls, connection, 1.5)]
+
+    @inlineCallbacks
+    def test_decodedHeadersBounded(self) -> Any:
+        """
+        The same bound holds for headers once decoded: the gateway announces
+        C{--max-request-header-bytes} as its C{MAX_HEADER_LIST_SIZE}, and a
+        header list that decodes to more ends the connection (h2 allowed 64
+        KiB), with nothing sent upstream.
+        """
+        import h2.events
+        import h2.settings
+
+        upstream = RawUpstream(self, lambda connection, head: None)
+        yield self.gateway(upstream.url)
+        events = yield deferToThread(self.compressedHeaders, self.proxy.port)
+        announced = [e.changed_settings for e in events if isinstance(e, h2.events.RemoteSettingsChanged)][0]
+        self.assertEqual(announced[h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE].new_value, 32768)
+        self.assertEqual(announced[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS].new_value, 100)
+        self.assertEqual(len([e for e in events if isinstance(e, h2.events.ConnectionTerminated)]), 1, events)
+        self.assertEqual([e for e in events if isinstance(e, h2.events.ResponseReceived)], [])
+        self.assertEqual(upstream.requests, [])
+
     def askFor(self, port: int, paths: list[bytes]) -> list[Any]:
         """
         Ask for each C{:path}, as given, on its own stream of one

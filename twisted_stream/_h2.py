@@ -46,6 +46,7 @@ from typing import Any, Callable, Optional
 import h2.connection
 import h2.errors
 import h2.events
+import h2.settings
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
@@ -61,7 +62,7 @@ from twisted_stream._h2frames import MAX_HEADER_BLOCK_FRAMES, HeaderBlockBound
 from twisted_stream._refusal import Refusal, headRefusal
 from twisted_stream._streamlog import clientOf, logAnswered
 
-__all__ = ["CLOSE_WITHIN_SECONDS", "GatewayH2Connection", "negotiatingChannel", "truncate"]
+__all__ = ["CLOSE_WITHIN_SECONDS", "MAX_CONCURRENT_STREAMS", "GatewayH2Connection", "negotiatingChannel", "truncate"]
 
 CLOSE_WITHIN_SECONDS = 5.0
 """How long a connection being closed for a protocol error or a bound may
@@ -70,6 +71,10 @@ it open for ever): then it is dropped."""
 
 _DEFAULT_MAX_HEADER_BYTES = 32 * 1024
 """The header block bound where the site names none (another site's)."""
+
+MAX_CONCURRENT_STREAMS = 100
+"""The concurrent streams a client may open, announced in SETTINGS (h2's
+default); one more is refused with C{REFUSED_STREAM}."""
 
 
 class _RefusesExtraStreams(h2.connection.H2Connection):
@@ -143,15 +148,31 @@ class GatewayH2Connection(H2Connection):
 
         self.conn.end_stream = endOrReset
 
+    def connectionMade(self) -> None:
+        # The site is known by now (the negotiating protocol sets it before
+        # the connection is made): both bounds are its head limit, the
+        # frames' bytes as they arrive and the headers once decoded (HPACK
+        # can make a few bytes stand for many; h2 allows 64 KiB), and the
+        # latter is announced in the SETTINGS that connectionMade sends.
+        limits = getattr(self.site, "limits", None)
+        maxBytes = limits.maxHeaderBytes if limits is not None else _DEFAULT_MAX_HEADER_BYTES
+        self._bound = HeaderBlockBound(maxBytes, MAX_HEADER_BLOCK_FRAMES)
+        self.conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: maxBytes,
+            },
+        )
+        self.conn.decoder.max_header_list_size = maxBytes
+        super().connectionMade()
+
     def dataReceived(self, data: bytes) -> None:
         if self._closing is not None:
             # Closing for an error or a bound: nothing more is parsed.
             return
         bound = self._bound
-        if bound is None:
-            limits = getattr(self.site, "limits", None)
-            maxBytes = limits.maxHeaderBytes if limits is not None else _DEFAULT_MAX_HEADER_BYTES
-            bound = self._bound = HeaderBlockBound(maxBytes, MAX_HEADER_BLOCK_FRAMES)
+        assert bound is not None, "data before connectionMade"
         if not bound.feed(data):
             self._log.info(
                 "HTTP/2 connection from {client}: {reason}; closed",
