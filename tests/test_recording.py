@@ -23,7 +23,9 @@ from tests.support import (
     reactor,
     render,
     startTwistd,
+    stopped,
     twistdCommand,
+    until,
 )
 from twisted_stream._recording import Library, Recorder, ReplayResource, matchKey
 
@@ -190,6 +192,10 @@ class HostileRecordingTests(TestCase):
             with open(os.path.join(folder, name + ".jsonl"), "w") as f:
                 f.writelines(json.dumps(line) + "\n" for line in lines)
             process = LineProcess.spawn(twistdCommand(), "-n", "--pidfile=", "chunkgen", "--replay", folder)
+            # One that starts after all is stopped when the test ends, and
+            # fails it within 10 s.
+            self.addCleanup(stopped, process)
+            yield until(lambda p=process: p.exitCode.called, 10, lambda p=process: p.text)  # type: ignore[misc]
             code = yield process.exitCode
             output = process.text + process.stderr.decode()
             self.assertEqual(code, 1, output)
