@@ -5,6 +5,8 @@ byte for byte, on an in-memory transport.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any, Optional
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -40,6 +42,27 @@ class _Body(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.ended = reason
+
+
+class ImportTests(SynchronousTestCase):
+    def test_standsAlone(self) -> None:
+        """
+        The wire loads nothing of the project above it: no log, no metrics
+        (nor prometheus-client), no gateway; only the socket-writing helpers
+        and the header rules (checked in a fresh interpreter).
+        """
+        loaded = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys, twisted_stream._wire; "
+                "print(' '.join(sorted(m for m in sys.modules if m.startswith(('twisted_stream', 'prometheus')))))",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        self.assertEqual(loaded, ["twisted_stream", "twisted_stream._wire", "twisted_stream._writenow", "twisted_stream.headers"])
 
 
 class _NoDelayTransport(StringTransport):

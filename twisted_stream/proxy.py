@@ -57,6 +57,7 @@ from zope.interface import implementer
 
 from twisted_stream._agent import UpstreamAgent
 from twisted_stream._bodywatch import BodyWatch, WatchedProducer
+from twisted_stream._bodywriter import bodyWriter
 from twisted_stream._descriptors import OUT_OF_DESCRIPTORS, noteExhausted
 from twisted_stream._drain import DRAINING
 from twisted_stream._h2 import truncate
@@ -67,7 +68,6 @@ from twisted_stream._refusal import Refusal, tokenRefusal
 from twisted_stream._retry import DeadlineAgent, NoResponseInTime
 from twisted_stream._streamlog import StreamRecord, clientOf
 from twisted_stream._wire import UpstreamProtocolError, whyBrokenOff
-from twisted_stream._writenow import bodyWriter
 from twisted_stream.headers import fieldsOf, forwardedRequestHeaders, forwardedResponseHeaders, headerProblem
 
 __all__ = ["DEFAULT_MAX_BODY", "StreamProxyResource", "requestTargetProblem", "targetProblem"]
@@ -205,10 +205,10 @@ class _UpstreamBody(Protocol):
     """
     Receives the upstream response body and writes it to the client.
 
-    Its C{dataReceived} I{is} the writer of the client's response body
-    (L{bodyWriter}): the per-chunk path has no frame of this project's in
-    it. Only an event stream with heartbeats on gets one, to know where its
-    events end.
+    After the first piece its C{dataReceived} I{is} the writer of the
+    client's response body (L{bodyWriter}), with, for an event stream, the
+    heartbeat watch (to know where events end) before it and the usage
+    reader after it, and for a JSON answer the usage reader after it.
     """
 
     def __init__(self, exchange: _Exchange, write: Callable[[bytes], None]) -> None:
