@@ -4,12 +4,16 @@ Tests for L{twisted_stream.options}, parsed as twistd parses them.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import subprocess
 
 from twisted.python.usage import UsageError
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support import twistdCommand
 from twisted_stream.formats import TEXT
 from twisted_stream.generator import StreamSpec
 from twisted_stream.tap.chunkgen import Options as GeneratorOptions
@@ -51,7 +55,11 @@ class GeneratorOptionsTests(SynchronousTestCase):
         for argv, reason in (
             (["--count", "-3"], "count must be a whole number from 0 to 1000000"),
             (["--interval", "61"], "interval must be a number of seconds from 0 to 60"),
-            (["--listen", "tcp:notaport"], "--listen 'tcp:notaport'"),
+            (["--listen", "tcp:notaport"], "--listen 'tcp:notaport': the port must be a number from 0 to 65535, not 'notaport'"),
+            (["--listen", "tcp:99999"], "--listen 'tcp:99999': the port must be a number from 0 to 65535, not 99999"),
+            (["--listen", "tcp:-5"], "--listen 'tcp:-5': the port must be a number from 0 to 65535, not -5"),
+            (["--listen", "tcp6:70000"], "--listen 'tcp6:70000': the port must be a number from 0 to 65535, not 70000"),
+            (["--listen", "unix:/missing/dir/sock"], "--listen 'unix:/missing/dir/sock': the folder /missing/dir does not exist"),
             (["--listen", "carrier-pigeon:1"], "--listen 'carrier-pigeon:1'"),
         ):
             with self.assertRaises(UsageError, msg=argv) as caught:
@@ -266,15 +274,31 @@ class HelpTests(SynchronousTestCase):
     def test_generatorNamesMockLLM(self) -> None:
         self.assertIn("mock LLM", " ".join(GeneratorOptions().getUsage().split()))
 
-    def test_badOptionFirstAndLast(self) -> None:
+    def test_badOptionSaidOnce(self) -> None:
         """
-        twistd with a bad option prints the reason first, naming the option,
-        a pointer to --help, and twistd's own line last: not the whole help.
+        twistd with a bad option: the reason, naming the option, and a
+        pointer to --help, on standard error, once, and exit 1 (not the whole
+        help, nor the reason again after twistd's full path).
         """
-        options = ServerOptions()
-        with self.assertRaises(UsageError) as caught:
-            options.parseOptions(["-n", "chunkproxy", "--connect-timeout", "0"])
-        printed = str(options).splitlines()
+        stderr = io.StringIO()
+        with self.assertRaises(SystemExit) as caught, contextlib.redirect_stderr(stderr):
+            ServerOptions().parseOptions(["-n", "chunkproxy", "--connect-timeout", "0"])
+        self.assertEqual(caught.exception.code, 1)
         reason = "--connect-timeout: a timeout must be a number of seconds above 0, not '0'"
-        self.assertEqual(printed, [f"chunkproxy: {reason}", "(twistd chunkproxy --help lists the options.)"])
-        self.assertEqual(str(caught.exception), reason)
+        self.assertEqual(stderr.getvalue().splitlines(), [f"chunkproxy: {reason}", "(twistd chunkproxy --help lists the options.)"])
+
+    def test_badOptionThroughTwistd(self) -> None:
+        """
+        The same through a real twistd: standard output empty, the two lines
+        on standard error, exit 1; a port out of range, a UNIX socket's
+        missing folder, likewise (each was a traceback).
+        """
+        for argv, reason in (
+            (["chunkproxy", "--listen", "tcp:99999"], "--listen 'tcp:99999': the port must be a number from 0 to 65535, not 99999"),
+            (["chunkgen", "--listen", "unix:/missing/dir/sock"], "--listen 'unix:/missing/dir/sock': the folder /missing/dir does not exist"),
+        ):
+            ran = subprocess.run([twistdCommand(), "-n", "--pidfile=", *argv], capture_output=True, text=True, timeout=60)
+            self.assertEqual(
+                (ran.returncode, ran.stdout, ran.stderr.splitlines()),
+                (1, "", [f"{argv[0]}: {reason}", f"(twistd {argv[0]} --help lists the options.)"]),
+            )

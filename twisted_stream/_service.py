@@ -133,9 +133,11 @@ class _ListeningService(StreamServerEndpointService):
     def privilegedStartService(self) -> None:
         try:
             super().privilegedStartService()
-        except CannotListenError as e:
+        except (CannotListenError, OSError, OverflowError) as e:
             # One line on the terminal that started twistd (its stderr is the
-            # log by now), and exit 1; twistd would print a traceback.
+            # log by now), and exit 1; twistd would print a traceback. (Not
+            # only CannotListenError: a UNIX socket's lock file fails with
+            # the OSError itself.)
             line = f"{self._name}: cannot listen on {self._description}: {_why(e)}"
             self._log.error("{line}", line=line)
             if sys.__stderr__ is not None:
@@ -143,8 +145,8 @@ class _ListeningService(StreamServerEndpointService):
             raise SystemExit(1) from None
 
 
-def _why(error: CannotListenError) -> str:
-    cause = error.socketError
+def _why(error: Exception) -> str:
+    cause = error.socketError if isinstance(error, CannotListenError) else error
     text = getattr(cause, "strerror", None) or str(cause)
     return text[:1].lower() + text[1:]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -89,15 +90,34 @@ def parseOrigin(text: str) -> bytes:
     return text.rstrip("/").encode("ascii")
 
 
+_NOT_A_PORT = re.compile(r"invalid literal for int\(\) with base 10: (.*)")
+
+
 def checkEndpoint(description: str, option: str = "--listen") -> str:
-    # serverFromString only builds the endpoint: nothing listens yet, but a
-    # description it cannot read is refused here, before twistd starts.
+    """
+    Check a listening endpoint's description before twistd starts: one that
+    cannot be read, a port outside 0-65535, a UNIX socket in a folder that
+    does not exist (each ended in a traceback once twistd ran).
+
+    @return: The description.
+    @raise usage.UsageError: Saying, in one line, what is wrong.
+    """
+    # serverFromString only builds the endpoint: nothing listens yet.
     from twisted.internet import reactor
 
     try:
-        serverFromString(reactor, description)
+        endpoint = serverFromString(reactor, description)
     except Exception as e:
-        raise usage.UsageError(f"{option} {description!r}: {e}") from None
+        notAPort = _NOT_A_PORT.fullmatch(str(e))
+        reason = f"the port must be a number from 0 to 65535, not {notAPort.group(1)}" if notAPort else str(e)
+        raise usage.UsageError(f"{option} {description!r}: {reason}") from None
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        raise usage.UsageError(f"{option} {description!r}: the port must be a number from 0 to 65535, not {port}")
+    path = getattr(endpoint, "_address", None)
+    if isinstance(path, str) and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        folder = os.path.dirname(os.path.abspath(path))
+        raise usage.UsageError(f"{option} {description!r}: the folder {folder} does not exist")
     return description
 
 
@@ -139,7 +159,7 @@ class PluginOptions(usage.Options):
     Their help is written for people: each option's default as they would
     type it (a default given as text is read by the option's own parser,
     as a typed value is), sentences without runs of spaces; and a bad value
-    is one line that names the option, first, without the whole help
+    is one line that names the option, said once, without the whole help
     around it.
     """
 
@@ -174,7 +194,6 @@ class PluginOptions(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
-        self._failure: Optional[str] = None
         # An opt_ method's docstring keeps its indentation.
         self.docs = {name: " ".join(doc.split()) for name, doc in self.docs.items()}
         for name, dispatcher in self._dispatch.items():
@@ -182,26 +201,22 @@ class PluginOptions(usage.Options):
                 self._dispatch[name] = _NamedCoerce(self, dispatcher.coerce)
 
     def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
+        """
+        Parse the plugin's options; under twistd, a bad one is said once, on
+        standard error, and twistd exits 1.
+
+        @raise SystemExit: Under twistd (a parent's options), for a bad
+            option: twistd would print its synopsis and the whole help, then
+            the reason again after its own full path.
+        @raise usage.UsageError: For a bad option, where there is no parent.
+        """
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
-            self._failure = str(e)
-            parent = getattr(self, "parent", None)
-            if parent is not None:
-                # twistd prints its synopsis, then ours: the reason goes
-                # first, in its place.
-                parent.getSynopsis = lambda: f"{self.tapname}: {self._failure}"
-            raise
-
-    def getUsage(self, width: Optional[int] = None) -> str:
-        """
-        @return: The help, or, after a bad option, only what was wrong (twistd
-            prints this, then its own line with the reason again).
-        """
-        if self._failure is not None:
-            return f"(twistd {self.tapname} --help lists the options.)"
-        text: str = super().getUsage(width)
-        return text
+            if getattr(self, "parent", None) is None:
+                raise
+            sys.stderr.write(f"{self.tapname}: {e}\n(twistd {self.tapname} --help lists the options.)\n")
+            raise SystemExit(1) from None
 
     def _defaultsRead(self) -> None:
         # A default written as the user would type it ("60", a URL) is read
