@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -73,3 +74,29 @@ class DemoTests(TestCase):
         self.assertGreater(rows[-1] - rows[0], 1.5, "the rows should appear as the chunks arrive")
         self.assertIn("ended cleanly", demo.text)
         self.assertIn(f"The page: http://localhost:{proxyPort}/", demo.text)
+
+    @inlineCallbacks
+    def test_takenPortNamesTheVariables(self) -> Any:
+        """
+        A port already taken: the demo stops with the server's one line and
+        names the variables that move it (a newcomer found them only in the
+        script's comment).
+        """
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        self.addCleanup(taken.close)
+        env = dict(
+            os.environ,
+            VENV=sys.prefix,
+            CHUNKGEN_PORT=str(taken.getsockname()[1]),
+            CHUNKPROXY_PORT=str(freePort()),
+            DEMO_DIR=os.path.abspath(self.mktemp()),
+        )
+        demo = LineProcess.spawn(str(PROJECT / "scripts" / "demo"), "--once", env=env)
+        code = yield demo.exitCode
+        stderr = demo.stderr.decode()
+        self.assertEqual(code, 1, demo.text + stderr)
+        self.assertIn("chunkgen: cannot listen on tcp:", stderr)
+        self.assertIn("(another port: CHUNKGEN_PORT=9081 CHUNKPROXY_PORT=9080 scripts/demo)", stderr)
+
