@@ -22,18 +22,19 @@ from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
 from tests.support import (
+    NODE_PEERS,
     BytesBody,
     LineProcess,
     RawConnection,
     RawUpstream,
     answerWith,
+    nodeExecutable,
     portOf,
     reactor,
     startTwistd,
     stopped,
     until,
 )
-from tests.test_node_clients import NODE_PEERS, nodeExecutable
 from twisted_stream._agent import RELEARN_AFTER, UpstreamAgent, _parseOrigin
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"

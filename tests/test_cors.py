@@ -18,8 +18,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from tests.support import RawClient, RawConnection, RawUpstream, Server, portOf, reactor, startTwistd
-from tests.test_page import _browser
+from tests.support import RawClient, RawConnection, RawUpstream, Server, browser, portOf, reactor, startTwistd
 from twisted_stream._agent import UpstreamAgent
 from twisted_stream._cors import CorsPolicy, Preflight
 from twisted_stream.gateway import GatewayResource, GatewaySite, Route
@@ -264,7 +263,7 @@ class CorsInChromiumTests(TestCase):
     def drive(self, pageURL: str, proxyURL: str) -> dict[str, Any]:
         profile = self.mktemp()
         os.makedirs(profile)
-        driver = _browser(profile)
+        driver = browser(profile)
         try:
             driver.get(pageURL)
             driver.execute_script("window.run(arguments[0], arguments[1]);", proxyURL, "secret")

@@ -20,8 +20,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support import LineProcess, Server, fetch, freePort, reactor, startTwistd
-from tests.test_integration import curl
+from tests.support import LineProcess, Server, curl, fetch, freePort, reactor, startTwistd
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "deploy" / "nginx.conf"
 

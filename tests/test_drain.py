@@ -18,8 +18,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.test.requesthelper import DummyRequest
 
-from tests.support import RawClient, Server, fetch, reactor, startTwistd, until
-from tests.test_integration import curl
+from tests.support import RawClient, Server, curl, fetch, reactor, startTwistd, until
 from twisted_stream._drain import Drain
 
 

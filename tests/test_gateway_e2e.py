@@ -23,11 +23,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from tests.support import (
+    ChatUpstream,
     Exchange,
     LineProcess,
     RawClient,
     Server,
     Upstream,
+    curl,
     fetch,
     makeCertificates,
     portOf,
@@ -35,49 +37,12 @@ from tests.support import (
     startServer,
     startTwistd,
 )
-from tests.test_integration import curl
 
 PEERS = Path(__file__).resolve().parent / "peers"
 KEY = "Bearer sk-server-side-key-0123456789"
 TOKEN = "client-token-abcdefghij"
 
 
-class _ChatUpstream(Resource):
-    """
-    An upstream that records what it received and answers a POST with five
-    SSE events, 100 ms apart.
-    """
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[dict[str, Any]] = []
-
-    def render_POST(self, request: Request) -> int:
-        assert request.content is not None
-        self.seen.append(
-            {
-                "uri": request.uri,
-                "headers": {k.lower(): v for k, v in request.requestHeaders.getAllRawHeaders()},
-                "body": request.content.read(),
-            }
-        )
-        request.setHeader(b"Content-Type", b"text/event-stream")
-        sent = [0]
-
-        def tick() -> None:
-            sent[0] += 1
-            request.write(b"data: {\"token\": %d}\n\n" % (sent[0],))
-            if sent[0] == 5:
-                loop.stop()
-                request.write(b"data: [DONE]\n\n")
-                request.finish()
-
-        loop = LoopingCall(tick)
-        loop.start(0.1)
-        request.notifyFinish().addErrback(lambda _: loop.stop() if loop.running else None)
-        return NOT_DONE_YET
 
 
 class _Stalls(Resource):
@@ -148,7 +113,7 @@ class DoneWhenTests(TestCase):
 
     @inlineCallbacks
     def test_streamedPostWithInjectedKey(self) -> Any:
-        chat = _ChatUpstream()
+        chat = ChatUpstream()
         upstream = Upstream(self, chat)
         proxy: Server = yield startTwistd(
             self,
@@ -199,7 +164,7 @@ class TLSUpstreamTests(TestCase):
         directory = self.mktemp()
         self.ca, cert, key = makeCertificates(directory)
         self.otherCA, _, _ = makeCertificates(directory, "other")
-        site = Site(_ChatUpstream())
+        site = Site(ChatUpstream())
         endpoint = serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}")
         port: IListeningPort = yield endpoint.listen(site)
         self.addCleanup(port.stopListening)
@@ -342,7 +307,7 @@ class EdgeTests(TestCase):
     @inlineCallbacks
     def setUp(self) -> Any:  # type: ignore[override]
         self.generator: Server = yield startTwistd(self, "chunkgen")
-        self.chat = _ChatUpstream()
+        self.chat = ChatUpstream()
         self.upstream = Upstream(self, self.chat)
         self.proxy: Server = yield startTwistd(
             self,
@@ -525,7 +490,7 @@ class StreamTimingTests(TestCase):
             # Up only after a refusal: a timer could come before the first
             # attempt on a loaded machine, and then nothing is retried.
             if "trying again" in proxy.output:
-                late.append(reactor.listenTCP(port, Site(_ChatUpstream()), interface="127.0.0.1"))
+                late.append(reactor.listenTCP(port, Site(ChatUpstream()), interface="127.0.0.1"))
             else:
                 reactor.callLater(0.005, comeUpAfterRefusal)
 

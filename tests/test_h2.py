@@ -26,6 +26,7 @@ from tests.support import (
     RawUpstream,
     Server,
     Upstream,
+    browser,
     loopsStoppedAtCleanup,
     makeCertificates,
     rawClients,
@@ -35,7 +36,6 @@ from tests.support import (
     twistdCommand,
     until,
 )
-from tests.test_page import _browser
 from twisted_stream._channel import SPEAK_WITHIN_SECONDS
 
 
@@ -288,7 +288,7 @@ class ChromiumHTTP2Tests(_H2Case):
         os.makedirs(profile)
         # Chromium trusts exactly the test's server key (its CA store is
         # not the system's here); everything else about TLS is as usual.
-        driver = _browser(profile, f"--ignore-certificate-errors-spki-list={pin}")
+        driver = browser(profile, f"--ignore-certificate-errors-spki-list={pin}")
         try:
             driver.set_script_timeout(30)
             driver.get(url)

@@ -7,7 +7,6 @@ clients.
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Any, Optional
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -15,17 +14,17 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from tests.support import (
     BreaksOff,
     Exchange,
-    LineProcess,
     Server,
     StrictClient,
     Upstream,
+    curl,
     fetch,
     freePort,
     portOf,
@@ -86,14 +85,6 @@ class _SilentWatched(Protocol):
         self.closed.callback(reactor.seconds())
 
 
-def curl(url: str) -> LineProcess:
-    """
-    Start C{curl -sS -N URL}.
-    """
-    command = shutil.which("curl")
-    if command is None:
-        raise SkipTest("curl is not installed (.ci/run installs it)")
-    return LineProcess.spawn(command, "-sS", "-N", url)
 
 
 class StreamingTests(TestCase):

@@ -11,8 +11,7 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import Exchange, Server, Upstream, fetch, startServer
-from tests.test_gateway_e2e import _ChatUpstream
+from tests.support import ChatUpstream, Exchange, Server, Upstream, fetch, startServer
 
 PROJECT = Path(__file__).resolve().parent.parent
 EXAMPLE = PROJECT / "examples" / "mount.py"
@@ -36,7 +35,7 @@ class MountedTests(TestCase):
         Run as it is, the example serves the upstream below C{/llm/}, key
         added, each event as it comes.
         """
-        chat = _ChatUpstream()
+        chat = ChatUpstream()
         upstream = Upstream(self, chat)
         server: Server = yield startServer(
             self,

@@ -6,104 +6,14 @@ the official openai and anthropic packages, and httpx-sse.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
-from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
 
-from tests.support import LineProcess, Server, startTwistd
+from tests.support import PEERS, PROMPT, TOKEN, LineProcess, ThroughProxy
 from twisted_stream.apis.embeddings import vector
 from twisted_stream.mockllm import tokens
-
-PEERS = Path(__file__).resolve().parent / "peers"
-PROMPT = "The quick brown fox jumps over the lazy dog while the proxy streams every word"
-RATE = 25.0
-TOKEN = "gateway-token-for-the-sdk"
-
-
-class ThroughProxy(TestCase):
-    """
-    chunkgen (25 tokens a second, first after 0.2 s) behind chunkproxy
-    (C{--route /v1/=...}, a token required), and real clients in front.
-    """
-
-    timeout = 60
-
-    @inlineCallbacks
-    def setUp(self) -> Any:  # type: ignore[override]
-        generator: Server = yield startTwistd(self, "chunkgen", "--ttft", "0.2", "--tokens-per-second", str(RATE))
-        self.proxy: Server = yield startTwistd(
-            self,
-            "chunkproxy",
-            "--route", f"/v1/={generator.url}v1/",
-            "--route", f"/v1beta/={generator.url}v1beta/",
-            "--require-token", "env:TOKEN",
-            env={"TOKEN": TOKEN},
-        )
-
-    def assertPaced(self, times: list[float]) -> None:
-        """
-        The deltas came spread over time at the configured pace, not in a
-        burst at the end.
-        """
-        expected = len(tokens(PROMPT))
-        self.assertEqual(len(times), expected)
-        self.assertGreater(times[0], 0.15, "the first token comes after the time to first token")
-        spread = times[-1] - times[0]
-        # A client short of CPU for a moment (both test runners loading the
-        # cores) reads a few deltas at once; held back in the proxy, all
-        # would come at once.
-        self.assertGreater(spread, (expected - 1) / RATE * 0.6, times)
-        gaps = [b - a for a, b in zip(times[:-1], times[1:], strict=True)]
-        self.assertLess(abs(statistics.median(gaps) - 1 / RATE), 0.5 / RATE, gaps)
-
-    @inlineCallbacks
-    def pacedAnswer(self, client: LineProcess) -> Any:
-        """
-        The client exits 0 having printed every delta (C{SECONDS JSON}
-        lines), which join into PROMPT, at the pace.
-
-        @return: Its output's lines.
-        """
-        code = yield client.exitCode
-        self.assertEqual(code, 0, client.stderr.decode())
-        deltas = [line.split(b" ", 1) for _, line in client.lines if line[:1].isdigit()]
-        self.assertEqual("".join(json.loads(text) for _, text in deltas), PROMPT)
-        self.assertPaced([float(when) for when, _ in deltas])
-        return [line for _, line in client.lines]
-
-    @inlineCallbacks
-    def toolsPeer(self, script: str, url: str, **env: str) -> Any:
-        """
-        Run a client in tests/peers against the proxy with C{mock-tools}.
-
-        @return: Its output's C{KEY REST} lines, by key, once it exited 0.
-        """
-        client = LineProcess.spawn(
-            sys.executable, str(PEERS / script), url, "mock-tools", env={**env, "PATH": "/usr/bin:/bin"}
-        )
-        code = yield client.exitCode
-        self.assertEqual(code, 0, client.stderr.decode())
-        return dict(line.decode().split(" ", 1) for _, line in client.lines)
-
-    def peer(self, script: str, url: str, **env: str) -> LineProcess:
-        """
-        Start a client in tests/peers against the proxy, asking mock-echo
-        for PROMPT.
-        """
-        return LineProcess.spawn(
-            sys.executable, str(PEERS / script), url, "mock-echo", PROMPT, env={**env, "PATH": "/usr/bin:/bin"}
-        )
-
-    def sdk(self, key: str) -> LineProcess:
-        """
-        Start the openai SDK client, with the proxy as its base URL.
-        """
-        return self.peer("openai_chat.py", self.proxy.url + "v1", OPENAI_API_KEY=key)
-
 
 
 class SDKThroughProxyTests(ThroughProxy):

@@ -15,8 +15,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import RawClient, Server, fetch, reactor, startTwistd
-from tests.test_metrics import samples
+from tests.support import RawClient, Server, fetch, reactor, samples, startTwistd
 from twisted_stream._llmusage import MAX_LINE, UsageReader, WholeAnswerReader, apiOf
 from twisted_stream.apis import Answer, ChatRequest
 from twisted_stream.apis.gemini import GeminiGenerate

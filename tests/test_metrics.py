@@ -10,28 +10,26 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import RawClient, RawConnection, RawUpstream, Server, fetch, portOf, reactor, startTwistd
+from tests.support import (
+    RawClient,
+    RawConnection,
+    RawUpstream,
+    Server,
+    fetch,
+    portOf,
+    reactor,
+    samples,
+    startTwistd,
+)
 from twisted_stream._agent import UpstreamAgent
 from twisted_stream._metrics import MAX_MODELS, Metrics
 from twisted_stream.gateway import GatewayResource, GatewaySite, Route
 from twisted_stream.proxy import StreamProxyResource
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """
-    @return: Each sample of a scrape, by name and labels.
-    """
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
 
 
 class ScrapeTests(TestCase):

@@ -15,9 +15,17 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import LineProcess, Server, StreamingRequest, render, startTwistd
-from tests.test_llm_clients import PEERS
-from tests.test_mockllm import _chat, _events, _typedEvents
+from tests.support import (
+    PEERS,
+    LineProcess,
+    Server,
+    StreamingRequest,
+    chatRequest,
+    render,
+    sseEvents,
+    startTwistd,
+    typedEvents,
+)
 from twisted_stream._mockfaults import Fault, parseFault
 from twisted_stream.apis import ChatAPI, RequestError
 from twisted_stream.apis.anthropic import AnthropicMessages
@@ -67,12 +75,12 @@ class ServedTests(SynchronousTestCase):
         C{429} at once, with C{Retry-After} and the API's rate-limit headers,
         in its error shape; the body field works as the header does.
         """
-        request = self.serve(OpenAIChat(), _chat(stream=True, mock_fault="rate_limit"))
+        request = self.serve(OpenAIChat(), chatRequest(stream=True, mock_fault="rate_limit"))
         self.assertEqual((request.responseCode, self.head(request, b"retry-after")), (429, b"1"))
         self.assertEqual(self.head(request, b"x-ratelimit-remaining-requests"), b"0")
         error = json.loads(b"".join(request.written))["error"]
         self.assertEqual((error["type"], error["code"]), ("requests", "rate_limit"))
-        request = self.serve(AnthropicMessages(), {**_chat(), "max_tokens": 9}, "rate_limit")
+        request = self.serve(AnthropicMessages(), {**chatRequest(), "max_tokens": 9}, "rate_limit")
         self.assertEqual(self.head(request, b"anthropic-ratelimit-requests-remaining"), b"0")
         self.assertEqual(json.loads(b"".join(request.written))["error"]["type"], "rate_limit_error")
 
@@ -83,7 +91,7 @@ class ServedTests(SynchronousTestCase):
             (OpenAIChat(), "server_error", 500, "server_error"),
             (AnthropicMessages(), "server_error", 500, "api_error"),
         ):
-            request = self.serve(api, {**_chat(stream=True), "max_tokens": 9}, fault)
+            request = self.serve(api, {**chatRequest(stream=True), "max_tokens": 9}, fault)
             self.assertEqual(request.responseCode, status)
             body = json.loads(b"".join(request.written))
             self.assertEqual(body["error"]["type"], kind, (api, fault))
@@ -93,9 +101,9 @@ class ServedTests(SynchronousTestCase):
         C{disconnect:2}: two tokens, then the connection closes, without the
         stream's end.
         """
-        request = self.serve(OpenAIChat(), _chat(stream=True), "disconnect:2")
+        request = self.serve(OpenAIChat(), chatRequest(stream=True), "disconnect:2")
         self.clock.advance(10)
-        contents = [e["choices"][0]["delta"].get("content") for e in _events(b"".join(request.written))]
+        contents = [e["choices"][0]["delta"].get("content") for e in sseEvents(b"".join(request.written))]
         self.assertEqual(contents, ["", "one", " two"])
         self.assertTrue(request.connectionClosed)
         self.assertEqual(request.finished, 0)
@@ -106,52 +114,52 @@ class ServedTests(SynchronousTestCase):
         C{stall:1:3}: a token, three seconds of silence, then the rest at the
         pace.
         """
-        request = self.serve(OpenAIChat(), _chat(stream=True), "stall:1:3")
+        request = self.serve(OpenAIChat(), chatRequest(stream=True), "stall:1:3")
         self.clock.advance(0.5)
-        self.assertEqual(len(_events(b"".join(request.written))), 2)
+        self.assertEqual(len(sseEvents(b"".join(request.written))), 2)
         # In steps, as a reactor's clock moves: the second token was due at
         # 0.6 s, and is 3 s late.
         self.clock.pump([0.1] * 30)
-        self.assertEqual(len(_events(b"".join(request.written))), 2)
+        self.assertEqual(len(sseEvents(b"".join(request.written))), 2)
         self.clock.advance(0.11)
-        self.assertEqual(_events(b"".join(request.written))[-1]["choices"][0]["delta"], {"content": " two"})
+        self.assertEqual(sseEvents(b"".join(request.written))[-1]["choices"][0]["delta"], {"content": " two"})
         self.clock.pump([0.1] * 10)
-        self.assertEqual(_events(b"".join(request.written))[-1], "[DONE]")
+        self.assertEqual(sseEvents(b"".join(request.written))[-1], "[DONE]")
 
     def test_slowHeaders(self) -> None:
         """
         C{slow_headers:2}: not even the head for two seconds, then the
         answer at its pace.
         """
-        request = self.serve(OpenAIChat(), _chat(stream=True), "slow_headers:2")
+        request = self.serve(OpenAIChat(), chatRequest(stream=True), "slow_headers:2")
         self.clock.advance(1.99)
         self.assertEqual(request.written, [])
         self.clock.advance(0.01)
         self.assertEqual(request.written, [b""])
         self.clock.advance(0.5)
-        self.assertEqual(len(_events(b"".join(request.written))), 2)
+        self.assertEqual(len(sseEvents(b"".join(request.written))), 2)
 
     def test_errorEvent(self) -> None:
         """
         C{error_event:1}: a token, then the API's error event, and the
         stream ends there.
         """
-        request = self.serve(OpenAIChat(), _chat(stream=True), "error_event:1")
+        request = self.serve(OpenAIChat(), chatRequest(stream=True), "error_event:1")
         self.clock.advance(10)
-        events = _events(b"".join(request.written))
+        events = sseEvents(b"".join(request.written))
         self.assertEqual(events[-1]["error"]["type"], "server_error")
         self.assertEqual(len(events), 3)
         self.assertEqual(request.finished, 1)
-        request = self.serve(AnthropicMessages(), {**_chat(stream=True), "max_tokens": 9}, "error_event:1")
+        request = self.serve(AnthropicMessages(), {**chatRequest(stream=True), "max_tokens": 9}, "error_event:1")
         self.clock.advance(10)
-        kinds = [kind for kind, _ in _typedEvents(b"".join(request.written))]
+        kinds = [kind for kind, _ in typedEvents(b"".join(request.written))]
         self.assertEqual(kinds, ["message_start", "content_block_start", "content_block_delta", "error"])
         request = self.serve(OpenAIResponses(), {"model": "mock-echo", "input": "a b", "stream": True}, "error_event:0")
         self.clock.advance(10)
-        self.assertEqual(_typedEvents(b"".join(request.written))[-1][0], "error")
+        self.assertEqual(typedEvents(b"".join(request.written))[-1][0], "error")
 
     def test_badFault(self) -> None:
-        request = self.serve(OpenAIChat(), _chat(stream=True), "explode")
+        request = self.serve(OpenAIChat(), chatRequest(stream=True), "explode")
         self.assertEqual(request.responseCode, 400)
         self.assertEqual(json.loads(b"".join(request.written))["error"]["param"], "mock_fault")
 

@@ -17,7 +17,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import StreamingRequest, render
+from tests.support import StreamingRequest, chatRequest, render, sseEvents, typedEvents
 from twisted_stream.apis.openai import OpenAIChat
 from twisted_stream.generator import GeneratorRoot, StreamSpec
 from twisted_stream.mockllm import PASSAGE, ChatResource, Pace, tokens
@@ -25,17 +25,8 @@ from twisted_stream.mockllm import PASSAGE, ChatResource, Pace, tokens
 URL = "http://gen/v1/chat/completions"
 
 
-def _events(body: bytes) -> list[Any]:
-    events: list[Any] = []
-    for block in body.split(b"\n\n"):
-        if block.startswith(b"data: "):
-            data = block[len(b"data: ") :]
-            events.append(data.decode() if data == b"[DONE]" else json.loads(data))
-    return events
 
 
-def _chat(content: str = "one two three four", **fields: Any) -> dict[str, Any]:
-    return {"model": "mock-echo", "messages": [{"role": "user", "content": content}], **fields}
 
 
 class TokensTests(SynchronousTestCase):
@@ -77,14 +68,14 @@ class ChatTests(SynchronousTestCase):
     def advance(self, seconds: float) -> list[Any]:
         self.clock.advance(seconds)
         self.client.flush()
-        return _events(b"".join(self.pieces))
+        return sseEvents(b"".join(self.pieces))
 
     def test_streamExactTiming(self) -> None:
         """
         Nothing before the time to first token; then the role and the first
         token together; then one token every 1/rate seconds; then the end.
         """
-        response = self.post(_chat(stream=True))
+        response = self.post(chatRequest(stream=True))
         self.assertEqual(response.code, 200)
         self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"text/event-stream; charset=utf-8"])
         self.assertEqual(self.advance(0.499), [])
@@ -105,7 +96,7 @@ class ChatTests(SynchronousTestCase):
         Every chunk is a chat.completion.chunk of one id and model; without
         include_usage none carries usage.
         """
-        self.post(_chat(stream=True))
+        self.post(chatRequest(stream=True))
         events = self.advance(2)[:-1]
         self.assertEqual({e["id"] for e in events}, {events[0]["id"]})
         self.assertTrue(events[0]["id"].startswith("chatcmpl-"))
@@ -117,14 +108,14 @@ class ChatTests(SynchronousTestCase):
         self.assertEqual("".join(e["choices"][0]["delta"].get("content", "") for e in events), "one two three four")
 
     def test_includeUsage(self) -> None:
-        self.post(_chat(stream=True, stream_options={"include_usage": True}))
+        self.post(chatRequest(stream=True, stream_options={"include_usage": True}))
         events = self.advance(2)
         self.assertTrue(all(e["usage"] is None for e in events[:-2]))
         self.assertEqual(events[-2]["choices"], [])
         self.assertEqual(events[-2]["usage"], {"prompt_tokens": 4, "completion_tokens": 4, "total_tokens": 8})
 
     def test_maxTokens(self) -> None:
-        self.post(_chat(stream=True, max_tokens=2))
+        self.post(chatRequest(stream=True, max_tokens=2))
         events = self.advance(2)
         self.assertEqual([e["choices"][0]["delta"].get("content") for e in events[1:-2]], ["one", " two"])
         self.assertEqual(events[-2]["choices"][0]["finish_reason"], "length")
@@ -139,7 +130,7 @@ class ChatTests(SynchronousTestCase):
         A clock that jumps gets every token that fell due, at once: the count
         sent by any moment is exact.
         """
-        self.post(_chat("a b c d e f g h", stream=True))
+        self.post(chatRequest("a b c d e f g h", stream=True))
         self.advance(0.5)
         events = self.advance(0.35)
         self.assertEqual(len(events), 1 + 4)
@@ -149,7 +140,7 @@ class ChatTests(SynchronousTestCase):
         Without stream, one chat.completion comes when the last token would
         have: after ttft + (n - 1) / rate.
         """
-        requested = self.client.post(URL, data=json.dumps(_chat()).encode())
+        requested = self.client.post(URL, data=json.dumps(chatRequest()).encode())
         self.advance(0.79)
         self.assertNoResult(requested)
         self.advance(0.02)
@@ -162,10 +153,10 @@ class ChatTests(SynchronousTestCase):
         self.assertEqual(answer["usage"]["completion_tokens"], 4)
 
     def test_paceFromBodyOrHeaders(self) -> None:
-        self.post(_chat(stream=True, mock_ttft=0, mock_tokens_per_second=1000))
+        self.post(chatRequest(stream=True, mock_ttft=0, mock_tokens_per_second=1000))
         self.assertEqual(len(self.advance(0.004)), 7)
         self.pieces.clear()
-        self.post(_chat(stream=True), headers={"X-Mock-TTFT": "2", "X-Mock-Tokens-Per-Second": "1"})
+        self.post(chatRequest(stream=True), headers={"X-Mock-TTFT": "2", "X-Mock-Tokens-Per-Second": "1"})
         self.assertEqual(self.advance(1.9), [])
         self.assertEqual(len(self.advance(0.1)), 2)
 
@@ -181,10 +172,10 @@ class ChatTests(SynchronousTestCase):
             ({"model": "mock-echo", "messages": [{"role": "wizard", "content": "x"}]}, 400, "messages[0].role", "role"),
             ({"model": "mock-echo", "messages": [{"role": "user", "content": 5}]}, 400, "messages[0].content", "string"),
             ({"messages": [{"role": "user", "content": "x"}]}, 400, "model", "model is required"),
-            (_chat(stream="yes"), 400, "stream", "boolean"),
-            (_chat(max_tokens=0), 400, "max_tokens", "positive integer"),
-            (_chat(stream=True, mock_ttft=600), 400, "mock_ttft", "from 0 to 60"),
-            (_chat(mock_tokens_per_second="fast"), 400, "mock_tokens_per_second", "number"),
+            (chatRequest(stream="yes"), 400, "stream", "boolean"),
+            (chatRequest(max_tokens=0), 400, "max_tokens", "positive integer"),
+            (chatRequest(stream=True, mock_ttft=600), 400, "mock_ttft", "from 0 to 60"),
+            (chatRequest(mock_tokens_per_second="fast"), 400, "mock_tokens_per_second", "number"),
             ({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}, 404, "model", "does not exist"),
         ]
         for body, status, param, text in cases:
@@ -212,12 +203,12 @@ class ProducerTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.resource = ChatResource(OpenAIChat(), Pace(ttft=0.5, tokensPerSecond=10), self.clock)
-        body = json.dumps(_chat("a b c d e f", stream=True)).encode()
+        body = json.dumps(chatRequest("a b c d e f", stream=True)).encode()
         self.request = StreamingRequest([], method=b"POST", uri=b"/v1/chat/completions", body=body)
         render(self.resource, self.request)
 
     def contents(self) -> list[str]:
-        return [e["choices"][0]["delta"].get("content", "") for e in _events(b"".join(self.request.written))[1:]]
+        return [e["choices"][0]["delta"].get("content", "") for e in sseEvents(b"".join(self.request.written))[1:]]
 
     def test_clientGone(self) -> None:
         """
@@ -249,13 +240,6 @@ class ProducerTests(SynchronousTestCase):
         self.assertEqual(self.contents(), ["a", " b", " c", " d"])
 
 
-def _typedEvents(body: bytes) -> list[tuple[str, Any]]:
-    events = []
-    for block in body.split(b"\n\n"):
-        if block:
-            kind, data = block.split(b"\n", 1)
-            events.append((kind[len(b"event: ") :].decode(), json.loads(data[len(b"data: ") :])))
-    return events
 
 
 class AnthropicTests(SynchronousTestCase):
@@ -288,7 +272,7 @@ class AnthropicTests(SynchronousTestCase):
              "messages": [{"role": "user", "content": [{"type": "text", "text": "one two three four"}]}]}
         )
         self.assertEqual(response.code, 200)
-        events = _typedEvents(b"".join(self.pieces))
+        events = typedEvents(b"".join(self.pieces))
         self.assertEqual(
             [kind for kind, _ in events],
             ["message_start", "content_block_start"] + ["content_block_delta"] * 3
@@ -362,7 +346,7 @@ class ResponsesTests(SynchronousTestCase):
              "input": [{"role": "user", "content": [{"type": "input_text", "text": "one two three"}]}]}
         )  # fmt: skip
         self.assertEqual(code, 200)
-        events = _typedEvents(body)
+        events = typedEvents(body)
         self.assertEqual(
             [kind for kind, _ in events],
             ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"]
@@ -393,7 +377,7 @@ class ResponsesTests(SynchronousTestCase):
         """
         code, body = self.post({"model": "mock-echo", "stream": True, "input": "one two three four",
                                 "max_output_tokens": 2})  # fmt: skip
-        events = _typedEvents(body)
+        events = typedEvents(body)
         self.assertEqual(events[-1][0], "response.incomplete")
         self.assertEqual(events[-1][1]["response"]["incomplete_details"], {"reason": "max_output_tokens"})
         self.assertEqual(events[-1][1]["response"]["output"][0]["content"][0]["text"], "one two")

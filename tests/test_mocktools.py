@@ -11,8 +11,7 @@ from typing import Any
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import StreamingRequest, render
-from tests.test_mockllm import _events, _typedEvents
+from tests.support import StreamingRequest, render, sseEvents, typedEvents
 from twisted_stream.apis.anthropic import AnthropicMessages
 from twisted_stream.apis.openai import OpenAIChat
 from twisted_stream.apis.responses import OpenAIResponses
@@ -83,7 +82,7 @@ class ChatToolCallTests(SynchronousTestCase):
         clock.pump([0.01] * 100)
         body = b"".join(request.written)
         # A stream's events, or the one JSON of an answer that was not streamed.
-        return request, _events(body) if body.startswith(b"data: ") else [json.loads(body)]
+        return request, sseEvents(body) if body.startswith(b"data: ") else [json.loads(body)]
 
     def test_streamedCall(self) -> None:
         """
@@ -133,7 +132,7 @@ class AnthropicToolUseTests(SynchronousTestCase):
         request = StreamingRequest([], method=b"POST", uri=b"/v1/messages", body=json.dumps(body).encode())
         render(resource, request)
         clock.pump([0.01] * 200)
-        events = _typedEvents(b"".join(request.written))
+        events = typedEvents(b"".join(request.written))
         block = events[1][1]["content_block"]
         self.assertEqual((block["type"], block["name"], block["input"]), ("tool_use", "get_weather", {}))
         self.assertTrue(block["id"].startswith("toolu_"))
@@ -163,7 +162,7 @@ class ResponsesFunctionCallTests(SynchronousTestCase):
         request = StreamingRequest([], method=b"POST", uri=b"/v1/responses", body=json.dumps(body).encode())
         render(resource, request)
         clock.pump([0.01] * 200)
-        events = _typedEvents(b"".join(request.written))
+        events = typedEvents(b"".join(request.written))
         kinds = [kind for kind, _ in events]
         self.assertEqual(kinds[:3], ["response.created", "response.in_progress", "response.output_item.added"])
         self.assertEqual(kinds[-3:], ["response.function_call_arguments.done", "response.output_item.done",

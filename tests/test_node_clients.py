@@ -8,28 +8,13 @@ tests/peers/node/package.json.
 from __future__ import annotations
 
 import json
-import shutil
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SkipTest
 
-from tests.support import LineProcess
-from tests.test_llm_clients import PEERS, PROMPT, TOKEN, ThroughProxy
+from tests.support import NODE_PEERS, PROMPT, TOKEN, LineProcess, ThroughProxy, nodeExecutable
 from twisted_stream.mockllm import tokens
-
-NODE_PEERS = PEERS / "node"
-
-
-def nodeExecutable() -> str:
-    """
-    @return: Where C{node} is.
-    @raise SkipTest: Where it is not installed (a machine with only python3).
-    """
-    node = shutil.which("node")
-    if node is None:
-        raise SkipTest("node is not installed (.ci/run installs nodejs)")
-    return node
 
 
 def _node(script: str, *args: str) -> LineProcess:

@@ -7,20 +7,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import BreaksOff, Server, Upstream, startTwistd
+from tests.support import BreaksOff, Server, Upstream, browser, startTwistd
 from twisted_stream.mockllm import PASSAGE, tokens
 from twisted_stream.page import pageHTML
-
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = shutil.which("chromedriver")
 
 
 class PageHTMLTests(SynchronousTestCase):
@@ -35,36 +31,6 @@ class PageHTMLTests(SynchronousTestCase):
         self.assertIn('fetch("stream?"', html)
 
 
-def _browser(profile: str, *arguments: str) -> Any:
-    """
-    Start headless Chromium under chromedriver, with a fresh profile and
-    none of its own network traffic.
-
-    @param arguments: More command-line arguments for Chromium.
-    """
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        raise SkipTest(
-            "Chromium is not installed: apt-get install chromium chromium-driver (.ci/run does)"
-        )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1100,900",
-        f"--user-data-dir={profile}",
-        *arguments,
-    ):
-        options.add_argument(argument)
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
 
 
 _STATE = """
@@ -103,7 +69,7 @@ class PageInChromiumTests(TestCase):
         """
         profile = self.mktemp()
         os.makedirs(profile)
-        driver = _browser(profile)
+        driver = browser(profile)
         try:
             driver.get(url)
             driver.execute_script(setUp, *arguments)
@@ -230,7 +196,7 @@ class PageInChromiumTests(TestCase):
         """
         profile = self.mktemp()
         os.makedirs(profile)
-        driver = _browser(profile)
+        driver = browser(profile)
         try:
             driver.get(url)
             driver.execute_script("document.getElementById('count').value = '3';"

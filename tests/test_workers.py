@@ -27,6 +27,7 @@ from tests.support import (
     LineProcess,
     RawClient,
     Server,
+    curl,
     fetch,
     freePort,
     reactor,
@@ -36,7 +37,6 @@ from tests.support import (
     twistdCommand,
     until,
 )
-from tests.test_integration import curl
 from twisted_stream._workers import (
     READY_DESCRIPTOR,
     READY_TIMEOUT,
