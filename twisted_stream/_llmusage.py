@@ -63,7 +63,7 @@ _WHOLE_HEAD = 16 * 1024
 """Bytes of a whole answer kept from its start, and from its end: an answer
 within both is decoded whole; a longer one (an embeddings list, a long
 completion) is read where its model and usage are (near its start and at
-its end), so a reader never holds more than twice this."""
+its end), so a reader never holds more than three times this and a piece."""
 
 _MODEL = re.compile(rb'"(?:model|modelVersion)"\s*:\s*"([^"\\]{1,200})"')
 _USAGE_AT = re.compile(rb'"usage(?:Metadata)?"\s*:\s*(?=\{)')
@@ -225,8 +225,18 @@ class WholeAnswerReader(_Counts):
     def __init__(self) -> None:
         super().__init__()
         self._head = b""
-        self._tail = b""
+        # The end, as pieces: joined and cut only when they pass twice the
+        # bound, so a long answer in small pieces is not copied per piece.
+        self._pieces: list[bytes] = []
+        self._piecesLength = 0
         self._length = 0
+
+    def held(self) -> int:
+        """
+        @return: How many bytes of the answer are held (at most three times
+            L{_WHOLE_HEAD}, and a piece).
+        """
+        return len(self._head) + self._piecesLength
 
     def feed(self, data: bytes) -> None:
         """
@@ -240,7 +250,14 @@ class WholeAnswerReader(_Counts):
             self._head += data[:room]
             data = data[room:]
         if data:
-            self._tail = (self._tail + data)[-_WHOLE_HEAD:]
+            self._pieces.append(data)
+            self._piecesLength += len(data)
+            if self._piecesLength > 2 * _WHOLE_HEAD:
+                self._pieces = [self._tail()]
+                self._piecesLength = len(self._pieces[0])
+
+    def _tail(self) -> bytes:
+        return b"".join(self._pieces)[-_WHOLE_HEAD:]
 
     def fields(self) -> dict[str, Any]:
         """
@@ -253,10 +270,11 @@ class WholeAnswerReader(_Counts):
         return super().fields()
 
     def _read(self) -> None:
-        if self._length == len(self._head) + len(self._tail):
+        tail = self._tail()
+        if self._length == len(self._head) + len(tail):
             # All of it is here: decoded whole.
             try:
-                answer: Any = json.loads(self._head + self._tail)
+                answer: Any = json.loads(self._head + tail)
             except ValueError:
                 return
             for document in answer if isinstance(answer, list) else [answer]:
@@ -264,17 +282,17 @@ class WholeAnswerReader(_Counts):
                     self._named(document.get("model") or document.get("modelVersion"))
                     self._usage(document.get("usage") or document.get("usageMetadata"))
             return
-        found = _MODEL.search(self._head) or _MODEL.search(self._tail)
+        found = _MODEL.search(self._head) or _MODEL.search(tail)
         if found is not None:
             self._named(found.group(1).decode("utf-8", "replace"))
         # The last "usage" of the end: the top level's comes after any in
         # the content.
         last = None
-        for last in _USAGE_AT.finditer(self._tail):  # noqa: B007
+        for last in _USAGE_AT.finditer(tail):  # noqa: B007
             pass
         if last is not None:
             try:
-                value, _ = json.JSONDecoder().raw_decode(self._tail[last.end() :].decode("utf-8", "replace"))
+                value, _ = json.JSONDecoder().raw_decode(tail[last.end() :].decode("utf-8", "replace"))
             except ValueError:
                 return
             self._usage(value)
