@@ -160,6 +160,19 @@ class SIGTERMTests(TestCase):
         self.assertNotIn("closed an idle connection", proxy.output)
 
     @inlineCallbacks
+    def test_generatorExitsZero(self) -> Any:
+        """
+        chunkgen told to stop (SIGINT, as Ctrl-C sends; SIGTERM, as a
+        supervisor does) exits 0 and says so, as chunkproxy does after its
+        drain (it exited 130 and 143, the signal's status).
+        """
+        for name in ("INT", "TERM"):
+            generator: Server = yield startTwistd(self, "chunkgen")
+            _, code = yield generator.stopWith(name)
+            self.assertEqual(code, 0, generator.output)
+            self.assertIn(f"received SIG{name}: stopping", generator.output)
+
+    @inlineCallbacks
     def test_hangupDrainsToo(self) -> Any:
         """
         SIGHUP (a terminal's hangup, or a C{systemctl reload} meant for a

@@ -25,7 +25,7 @@ from twisted.logger import Logger
 
 from twisted_stream._refusal import Refusal
 
-__all__ = ["DRAINING", "Drain", "DrainService", "exitCleanlyOnSignals"]
+__all__ = ["DRAINING", "CleanExitService", "Drain", "DrainService", "exitCleanlyOnSignals"]
 
 DRAINING = Refusal(503, "the gateway is shutting down; send the request again", ((b"Retry-After", b"1"),))
 """The answer to a request that arrives while the gateway drains."""
@@ -116,7 +116,7 @@ class Drain:
             drained.callback(None)
 
 
-def exitCleanlyOnSignals(hangup: bool = False) -> None:
+def exitCleanlyOnSignals(hangup: bool = False, saying: str = "draining, then stopping") -> None:
     """
     Make SIGTERM and SIGINT stop the reactor (and so twistd's services)
     with exit status 0: twistd's own handlers stop it too, but then the
@@ -127,6 +127,7 @@ def exitCleanlyOnSignals(hangup: bool = False) -> None:
         (a terminal's hangup, or a C{systemctl reload} meant for a group of
         C{--workers}, would otherwise end it at once, its streams cut); the
         parent of a group reloads on it instead.
+    @param saying: What the log says the process does on the signal.
 
     Call it when the services start: the handlers replace the reactor's
     own as soon as it has installed them, before its first turn (a turn
@@ -135,7 +136,7 @@ def exitCleanlyOnSignals(hangup: bool = False) -> None:
     from twisted.internet import reactor
 
     def stop(number: int, frame: Any) -> None:
-        _log.info("received {signal}: draining, then stopping", signal=signal.Signals(number).name)
+        _log.info("received {signal}: {saying}", signal=signal.Signals(number).name, saying=saying)
         reactor.callFromThread(stopOnce)  # type: ignore[attr-defined]
 
     def stopOnce() -> None:
@@ -156,6 +157,18 @@ def exitCleanlyOnSignals(hangup: bool = False) -> None:
 
 
 _log = Logger()
+
+
+class CleanExitService(Service):
+    """
+    A server with nothing to drain (chunkgen): SIGTERM and SIGINT stop it
+    with exit status 0, as they do a drained gateway (twistd's own handlers
+    would exit 143 or 130).
+    """
+
+    def startService(self) -> None:
+        super().startService()
+        exitCleanlyOnSignals(saying="stopping")
 
 
 class DrainService(Service):

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Optional
 
-from twisted.application.service import IService
+from twisted.application.service import IService, MultiService
 from twisted.python import usage
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from twisted_stream._drain import CleanExitService
 from twisted_stream._numbers import decimalNumber
 from twisted_stream._recording import Library, ReplayResource
 from twisted_stream._service import listeningService
@@ -97,11 +98,14 @@ def makeService(options: Options) -> IService:
         root = ReplayResource(options.library, root, reactor)
     site = Site(root)
     site.displayTracebacks = False
-    return listeningService(
+    service = MultiService()
+    CleanExitService().setServiceParent(service)
+    listeningService(
         reactor,
         options["listen"],
         site,
         "chunkgen",
         [("stream", "generate"), ("mock LLM", "v1/")],
         options["backlog"],
-    )
+    ).setServiceParent(service)
+    return service
