@@ -168,6 +168,10 @@ class SIGTERMTests(TestCase):
         """
         for name in ("INT", "TERM"):
             generator: Server = yield startTwistd(self, "chunkgen")
+            # Serving: its reactor runs (it logs "listening on" as it binds,
+            # before the reactor has started and the handlers are in place).
+            served = yield fetch(generator.url + "generate?count=1&interval=0")
+            self.assertEqual(served.status, 200)
             _, code = yield generator.stopWith(name)
             self.assertEqual(code, 0, generator.output)
             self.assertIn(f"received SIG{name}: stopping", generator.output)
