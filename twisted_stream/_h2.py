@@ -59,7 +59,7 @@ from twisted.web.server import Request
 
 from twisted_stream._gc import closedCyclicConnection
 from twisted_stream._h2frames import MAX_HEADER_BLOCK_FRAMES, HeaderBlockBound
-from twisted_stream._refusal import Refusal, headRefusal
+from twisted_stream._refusal import Refusal, RequestLimits, headRefusal
 from twisted_stream._streamlog import clientOf, logAnswered
 
 __all__ = ["CLOSE_WITHIN_SECONDS", "MAX_CONCURRENT_STREAMS", "GatewayH2Connection", "negotiatingChannel", "truncate"]
@@ -68,9 +68,6 @@ CLOSE_WITHIN_SECONDS = 5.0
 """How long a connection being closed for a protocol error or a bound may
 take to send its GOAWAY and close (a client that reads nothing would keep
 it open for ever): then it is dropped."""
-
-_DEFAULT_MAX_HEADER_BYTES = 32 * 1024
-"""The header block bound where the site names none (another site's)."""
 
 MAX_CONCURRENT_STREAMS = 100
 """The concurrent streams a client may open, announced in SETTINGS (h2's
@@ -155,7 +152,8 @@ class GatewayH2Connection(H2Connection):
         # can make a few bytes stand for many; h2 allows 64 KiB), and the
         # latter is announced in the SETTINGS that connectionMade sends.
         limits = getattr(self.site, "limits", None)
-        maxBytes = limits.maxHeaderBytes if limits is not None else _DEFAULT_MAX_HEADER_BYTES
+        # (Another site, with no limits of its own: the HTTP/1.1 default.)
+        maxBytes = (limits or RequestLimits()).maxHeaderBytes
         self._bound = HeaderBlockBound(maxBytes, MAX_HEADER_BLOCK_FRAMES)
         self.conn.local_settings = h2.settings.Settings(
             client=False,

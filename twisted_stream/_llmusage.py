@@ -49,8 +49,9 @@ _USAGE_KEYS = (
     ("promptTokenCount", "candidatesTokenCount"),  # Gemini
 )
 
-# An event that may carry usage: it is decoded.
-_HAS_USAGE = re.compile(rb'"usage(?:Metadata)?"\s*:\s*\{')
+# Where a usage object begins (in an event: the event may carry usage, and
+# is decoded; at a whole answer's end: the object to decode).
+_USAGE_AT = re.compile(rb'"usage(?:Metadata)?"\s*:\s*(?=\{)')
 # Deltas with content, told by their bytes: Anthropic's and the Responses
 # API's by their type; a chat completion chunk's by a delta whose content
 # is a non-empty string or that has tool calls; Gemini's by a candidate's
@@ -66,7 +67,6 @@ completion) is read where its model and usage are (near its start and at
 its end), so a reader never holds more than three times this and a piece."""
 
 _MODEL = re.compile(rb'"(?:model|modelVersion)"\s*:\s*"([^"\\]{1,200})"')
-_USAGE_AT = re.compile(rb'"usage(?:Metadata)?"\s*:\s*(?=\{)')
 
 
 def apiOf(path: bytes) -> str:
@@ -169,7 +169,7 @@ class UsageReader(_Counts):
             self._skipping = True
 
     def _event(self, payload: bytes) -> None:
-        if self.model is not None and _HAS_USAGE.search(payload) is None:
+        if self.model is not None and _USAGE_AT.search(payload) is None:
             # The common case: a delta, or nothing worth counting.
             if (
                 _TYPED_DELTA.search(payload) is not None

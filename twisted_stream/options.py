@@ -115,8 +115,8 @@ def checkEndpoint(description: str, option: str = "--listen") -> str:
     if isinstance(port, int) and not 0 <= port <= 65535:
         raise usage.UsageError(f"{option} {description!r}: the port must be a number from 0 to 65535, not {port}")
     path = getattr(endpoint, "_address", None)
-    if isinstance(path, str) and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-        folder = os.path.dirname(os.path.abspath(path))
+    folder = os.path.dirname(os.path.abspath(path)) if isinstance(path, str) else None
+    if folder is not None and not os.path.isdir(folder):
         raise usage.UsageError(f"{option} {description!r}: the folder {folder} does not exist")
     return description
 

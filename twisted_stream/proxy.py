@@ -371,13 +371,14 @@ class _Exchange:
             write = _thenNoted(write, self._recording.piece)
 
         # A heartbeat is plain text: never put into a compressed stream.
-        events = mediaType == b"text/event-stream" and encoding in (b"identity", b"")
+        uncompressed = encoding in (b"identity", b"")
+        events = mediaType == b"text/event-stream" and uncompressed
         heartbeat = proxy.heartbeat if events else None
         if proxy.idleTimeout or heartbeat:
             self._watch = BodyWatch(proxy.clock, request, write, proxy.idleTimeout, heartbeat, self._upstreamIdle)
             if heartbeat:
                 write = self._watch.trackEvents
-        if events or (mediaType == b"application/json" and encoding in (b"identity", b"")):
+        if events or (mediaType == b"application/json" and uncompressed):
             # An LLM's answer, perhaps, streamed or whole: read as it
             # passes, after each piece has been written (never delaying one).
             self._usage = UsageReader() if events else WholeAnswerReader()
