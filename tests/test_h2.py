@@ -27,6 +27,7 @@ from tests.support import (
     Server,
     Upstream,
     browser,
+    h2Frame,
     loopsStoppedAtCleanup,
     makeCertificates,
     rawClients,
@@ -63,6 +64,24 @@ class _H2Case(TestCase):
         )
         self.proxy = proxy
         return proxy.url
+
+    def h2Connection(self, port: int) -> Any:
+        """
+        @return: A TLS socket that negotiated h2 with the gateway, and an h2
+            client connection on it.
+        """
+        import socket
+
+        import h2.config
+        import h2.connection
+
+        context = ssl.create_default_context(cafile=self.ca)
+        context.set_alpn_protocols(["h2"])
+        tls = context.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
+        assert tls.selected_alpn_protocol() == "h2"
+        connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        connection.initiate_connection()
+        return tls, connection
 
 
 class HTTP2DescriptorsTests(TestCase):
@@ -348,24 +367,6 @@ class HTTP2LimitsTests(_H2Case):
         self.assertEqual(seen, ("HTTP/2", 413, b"the request body is over 1000 bytes\n"))
         self.assertEqual(upstream.requests, [])
 
-    def h2Connection(self, port: int) -> Any:
-        """
-        @return: A TLS socket that negotiated h2 with the gateway, and an h2
-            client connection on it.
-        """
-        import socket
-
-        import h2.config
-        import h2.connection
-
-        context = ssl.create_default_context(cafile=self.ca)
-        context.set_alpn_protocols(["h2"])
-        tls = context.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="localhost")
-        assert tls.selected_alpn_protocol() == "h2"
-        connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-        connection.initiate_connection()
-        return tls, connection
-
     def neverAcknowledge(self, port: int, rss: Any) -> dict[str, Any]:
         """
         Ask for a fast 256 MiB stream and read it without ever opening the
@@ -502,20 +503,13 @@ class HTTP2LimitsTests(_H2Case):
         self.assertNotIn(b"POST", upstream.requests[0])
 
 
-def _frame(kind: int, flags: int, payload: bytes, stream: int = 1) -> bytes:
-    """
-    @return: An HTTP/2 frame, made by hand.
-    """
-    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
-
-
 class HTTP2HostileClientTests(_H2Case):
     """
     Hand-made HTTP/2 clients that break the protocol or its limits, on raw
     TLS sockets.
     """
 
-    def flood(self, port: int, rss: Any, first: bytes = _frame(0x1, 0, b"\x82\x84\x87"), seconds: float = 5.0) -> dict[str, Any]:
+    def flood(self, port: int, rss: Any, first: bytes = h2Frame(0x1, 0, b"\x82\x84\x87"), seconds: float = 5.0) -> dict[str, Any]:
         """
         Open a header block and never end it: CONTINUATION frames of 16 KiB
         as fast as the gateway takes them, for C{seconds} at most or until
@@ -526,12 +520,12 @@ class HTTP2HostileClientTests(_H2Case):
         """
         import socket
 
-        tls, connection = HTTP2LimitsTests.h2Connection(self, port)  # type: ignore[arg-type]
+        tls, connection = self.h2Connection(port)
         with tls:
             tls.sendall(connection.data_to_send())
             payload = b"\x00" * 16384
             tls.sendall(first)
-            continuation = _frame(0x9, 0, payload)
+            continuation = h2Frame(0x9, 0, payload)
             tls.settimeout(0.05)
             sent = 0
             closedAfter = goAwayAfter = closedAt = None
@@ -595,7 +589,7 @@ class HTTP2HostileClientTests(_H2Case):
         once, and the flood that follows costs it no memory.
         """
         yield self.gateway(RawUpstream(self, lambda connection, head: None).url)
-        ping = _frame(0x6, 0, b"\x00" * 8, stream=1)
+        ping = h2Frame(0x6, 0, b"\x00" * 8, stream=1)
         seen = yield deferToThread(self.flood, self.proxy.port, self.proxy.rssKiB, ping)
         self.assertLess(seen["grewKiB"], 8 * 1024, seen)
         self.assertEqual(seen["goAway"], 0x1, seen)
@@ -608,7 +602,7 @@ class HTTP2HostileClientTests(_H2Case):
         each (an index into the table): some 3 KB on the wire, 36 KB once
         decoded. The events that come back.
         """
-        tls, connection = HTTP2LimitsTests.h2Connection(self, port)  # type: ignore[arg-type]
+        tls, connection = self.h2Connection(port)
         common = [(":method", "GET"), (":path", "/stream"), (":authority", "localhost"), (":scheme", "https")]
         with tls:
             connection.send_headers(1, common + [("x-big", "a" * 3000)] * 12, end_stream=True)
@@ -643,7 +637,7 @@ class HTTP2HostileClientTests(_H2Case):
         Ask for each C{:path}, as given, on its own stream of one
         connection: the events that come back.
         """
-        tls, connection = HTTP2LimitsTests.h2Connection(self, port)  # type: ignore[arg-type]
+        tls, connection = self.h2Connection(port)
         # h2 checks the bytes of a :path it sends: not when told not to.
         connection.config.validate_outbound_headers = False
         with tls:
@@ -702,7 +696,7 @@ class HTTP2HostileClientTests(_H2Case):
         import hpack
 
         def one(_: int) -> None:
-            tls, connection = HTTP2LimitsTests.h2Connection(self, port)  # type: ignore[arg-type]
+            tls, connection = self.h2Connection(port)
             with tls:
                 tls.settimeout(10)
                 for stream in (1, 3, 5):
@@ -745,7 +739,7 @@ class HTTP2HostileClientTests(_H2Case):
         Open 101 streams at once (the gateway announces 100), then reset
         the first and open one more: the events that come back.
         """
-        tls, connection = HTTP2LimitsTests.h2Connection(self, port)  # type: ignore[arg-type]
+        tls, connection = self.h2Connection(port)
         common = [(":method", "GET"), (":path", "/stream"), (":authority", "localhost"), (":scheme", "https")]
         with tls:
             # Sent before the gateway's SETTINGS are read: the client's h2

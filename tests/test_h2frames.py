@@ -7,27 +7,21 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support import h2Frame
 from twisted_stream._h2frames import PREFACE, HeaderBlockBound
 
 _END_STREAM, _END_HEADERS = 0x1, 0x4
 
 
-def frame(kind: int, flags: int, payload: bytes, stream: int = 1) -> bytes:
-    """
-    @return: An HTTP/2 frame: its 9-byte header, then C{payload}.
-    """
-    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
-
-
-SETTINGS = frame(0x4, 0, b"", stream=0)
+SETTINGS = h2Frame(0x4, 0, b"", stream=0)
 
 
 def headers(payload: bytes, flags: int = _END_HEADERS) -> bytes:
-    return frame(0x1, flags, payload)
+    return h2Frame(0x1, flags, payload)
 
 
 def continuation(payload: bytes, flags: int = 0) -> bytes:
-    return frame(0x9, flags, payload)
+    return h2Frame(0x9, flags, payload)
 
 
 class HeaderBlockBoundTests(SynchronousTestCase):
@@ -40,7 +34,7 @@ class HeaderBlockBoundTests(SynchronousTestCase):
         data = PREFACE + SETTINGS
         for _ in range(5):
             data += headers(b"h" * 40, flags=0) + continuation(b"c" * 20) + continuation(b"", _END_HEADERS)
-            data += frame(0x0, _END_STREAM, b"d" * 5000)
+            data += h2Frame(0x0, _END_STREAM, b"d" * 5000)
         self.assertTrue(bound.feed(data))
         self.assertIsNone(bound.reason)
 
@@ -89,7 +83,7 @@ class HeaderBlockBoundTests(SynchronousTestCase):
 
     def test_pushPromiseCounted(self) -> None:
         bound = HeaderBlockBound(maxBytes=50)
-        self.assertFalse(bound.feed(PREFACE + frame(0x5, 0, b"p" * 60)))
+        self.assertFalse(bound.feed(PREFACE + h2Frame(0x5, 0, b"p" * 60)))
 
     def test_dataNotCounted(self) -> None:
         """
@@ -97,7 +91,7 @@ class HeaderBlockBoundTests(SynchronousTestCase):
         the middle of a block does not end it.
         """
         bound = HeaderBlockBound(maxBytes=50)
-        self.assertTrue(bound.feed(PREFACE + frame(0x0, 0, b"d" * 1000)))
+        self.assertTrue(bound.feed(PREFACE + h2Frame(0x0, 0, b"d" * 1000)))
         self.assertTrue(bound.feed(headers(b"h" * 30, flags=0)))
-        self.assertTrue(bound.feed(frame(0x0, 0, b"d" * 1000)))
+        self.assertTrue(bound.feed(h2Frame(0x0, 0, b"d" * 1000)))
         self.assertFalse(bound.feed(continuation(b"c" * 10)))

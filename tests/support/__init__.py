@@ -55,6 +55,7 @@ from tests.support.sockets import (
     Upstream,
     answerWith,
     fetch,
+    h2Frame,
     portOf,
     rawClients,
 )
@@ -89,6 +90,7 @@ __all__ = [
     "curl",
     "fetch",
     "freePort",
+    "h2Frame",
     "loopsStoppedAtCleanup",
     "makeCertificates",
     "nodeExecutable",

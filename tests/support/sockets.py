@@ -321,3 +321,11 @@ class RawClient(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.closed.callback(self.received)
+
+
+def h2Frame(kind: int, flags: int, payload: bytes, stream: int = 1) -> bytes:
+    """
+    @return: An HTTP/2 frame made by hand: its 9-byte header, then
+        C{payload}.
+    """
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
