@@ -14,7 +14,8 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import RawClient, Server, rawClients, reactor, startServer, startTwistd, twistdCommand
-from twisted_stream._descriptors import DescriptorGuard, _ExhaustionLog
+from twisted_stream._descriptors import DescriptorGuard
+from twisted_stream._exhaustion import ExhaustionLog
 
 
 class _Socket:
@@ -44,7 +45,7 @@ class GuardTests(SynchronousTestCase):
         refused whatever the count; a TLS transport is judged by the socket
         under it; one without a socket never.
         """
-        guard = DescriptorGuard(Clock(), limit=100, reserve=10, log=_ExhaustionLog())
+        guard = DescriptorGuard(Clock(), limit=100, reserve=10, log=ExhaustionLog())
         admitted = [guard.exhausted(_Socket(5 + i)) for i in range(43)]
         self.assertEqual(admitted, [False] * 42 + [True])
         guard.closed()
@@ -57,7 +58,7 @@ class GuardTests(SynchronousTestCase):
         Refusals are logged at most once a second, with how many there were.
         """
         clock = Clock()
-        guard = DescriptorGuard(clock, limit=100, reserve=10, log=_ExhaustionLog())
+        guard = DescriptorGuard(clock, limit=100, reserve=10, log=ExhaustionLog())
         guard.exhausted(_Socket(5))
         with capturedLogs() as events:
             for _ in range(5):

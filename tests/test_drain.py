@@ -16,10 +16,22 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web.test.requesthelper import DummyRequest
 
 from tests.support import RawClient, Server, curl, fetch, reactor, startTwistd, until
-from twisted_stream._drain import Drain
+from twisted_stream._drain import DRAINING, Drain
+from twisted_stream._refusal import Refusal
+
+
+class _InFlight:
+    """
+    A stream in flight, cut off on demand.
+    """
+
+    def __init__(self) -> None:
+        self.cutOffWith: list[Refusal] = []
+
+    def cutOff(self, refusal: Refusal) -> None:
+        self.cutOffWith.append(refusal)
 
 
 class DrainTests(SynchronousTestCase):
@@ -31,7 +43,7 @@ class DrainTests(SynchronousTestCase):
     def test_waitsForTheLast(self) -> None:
         clock = Clock()
         drain = Drain(clock)
-        first, second = DummyRequest([b""]), DummyRequest([b""])
+        first, second = _InFlight(), _InFlight()
         drain.started(first)
         drain.started(second)
         drained = drain.start(30)
@@ -47,21 +59,20 @@ class DrainTests(SynchronousTestCase):
 
     def test_cutOffAtTimeout(self) -> None:
         """
-        What is still in flight when the time is up is cut off, by its own
-        C{cutOff} where it has one.
+        What is still in flight when the time is up is cut off, and a
+        request still waiting for its upstream will be answered 503.
         """
         clock = Clock()
         drain = Drain(clock)
-        request = DummyRequest([b""])
-        cut: list[bool] = []
-        request.cutOff = lambda: cut.append(True)  # type: ignore[attr-defined]
+        request = _InFlight()
         drain.started(request)
         drained = drain.start(5)
         clock.advance(4.9)
         self.assertNoResult(drained)
         clock.advance(0.1)
         self.successResultOf(drained)
-        self.assertEqual(cut, [True])
+        self.assertEqual(request.cutOffWith, [DRAINING])
+        self.assertEqual(DRAINING.code, 503)
         self.assertEqual(drain.inFlight, 0)
 
 

@@ -113,6 +113,7 @@ class _Gateway:
     ) -> StreamingRequest:
         request = StreamingRequest([], method=method, uri=uri, body=body)
         request.clientproto = b"HTTP/1.1"
+        request.requestHeaders.setRawHeaders(b"host", [b"gateway.example"])
         for name, values in (headers or {}).items():
             request.requestHeaders.setRawHeaders(name, values)
         result = render(self.gateway, request)

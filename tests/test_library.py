@@ -4,6 +4,8 @@ The library piece as users mount it: the README's example, run as it is.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,67 @@ class ReadmeExampleTests(SynchronousTestCase):
         """
         readme = (PROJECT / "README.md").read_text()
         self.assertIn("```python\n" + EXAMPLE.read_text() + "```", readme)
+
+
+_STANDALONE = """
+import json, sys
+from twisted.internet import defer, task
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+import treq
+from twisted_stream.proxy import StreamProxyResource
+
+class Upstream(Resource):
+    isLeaf = True
+    def render_POST(self, request):
+        request.setHeader(b"content-type", b"text/event-stream")
+        request.write(b"data: " + request.getHeader(b"authorization") + b"\\n\\n")
+        request.write(b"data: [DONE]\\n\\n")
+        request.finish()
+        return NOT_DONE_YET
+
+async def main(reactor):
+    upstream = reactor.listenTCP(0, Site(Upstream()), interface="127.0.0.1")
+    root = Resource()
+    root.putChild(b"llm", StreamProxyResource(
+        "http://127.0.0.1:%d/v1/" % (upstream.getHost().port,), injectHeaders=[(b"Authorization", b"Bearer k")]))
+    port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+    response = await treq.post("http://127.0.0.1:%d/llm/chat/completions" % (port.getHost().port,), b"{}")
+    body = await response.content()
+    loaded = sorted(m for m in sys.modules if m.startswith(("twisted_stream", "prometheus")))
+    print(json.dumps({"status": response.code, "body": body.decode(), "loaded": loaded}))
+
+task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
+"""
+
+
+class StandaloneTests(SynchronousTestCase):
+    def test_plainSiteWithoutTheGateway(self) -> None:
+        """
+        In a plain L{Site}, in a fresh interpreter, the resource forwards
+        with its key, and loads nothing of the gateway's edge, operations
+        or the mock: no admission, channel, HTTP/2, drain, descriptors,
+        metrics (nor prometheus-client), chunkgen.
+        """
+        ran = subprocess.run([sys.executable, "-c", _STANDALONE], capture_output=True, text=True, timeout=60)
+        self.assertEqual(ran.returncode, 0, ran.stderr)
+        result = json.loads(ran.stdout)
+        self.assertEqual((result["status"], result["body"]), (200, "data: Bearer k\n\ndata: [DONE]\n\n"))
+        gateway = {
+            "twisted_stream.gateway",
+            "twisted_stream._admission",
+            "twisted_stream._channel",
+            "twisted_stream._gatewayrequest",
+            "twisted_stream._h2",
+            "twisted_stream._drain",
+            "twisted_stream._descriptors",
+            "twisted_stream._metrics",
+            "twisted_stream._cors",
+            "twisted_stream.mockllm",
+            "twisted_stream.generator",
+        }
+        self.assertEqual(gateway & set(result["loaded"]), set())
+        self.assertFalse([name for name in result["loaded"] if name.startswith("prometheus")])
 
 
 class MountedTests(TestCase):

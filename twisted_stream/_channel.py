@@ -13,11 +13,11 @@ a request's arrival:
   - B{the line}: a request line over the limit is C{414}, a header line
     C{431}, as soon as that many bytes have come without a line end;
   - B{the head}: over the size or count limit, C{431}; each header line
-    checked as it comes (L{headerLineRefusal}); once all have come, the head
-    rules (L{headRefusal}) and the site's own admission (route, method,
-    token, declared length): a request refused there gets its answer
-    I{before} any byte of its body is read, and C{100 Continue} is sent only
-    to one that passed;
+    checked as it comes (L{headerLineRefusal}); once all have come, the
+    site's admission (L{twisted_stream._admission}: the head's rules, the
+    route, method, token, declared length, the limits): a request refused
+    there gets its answer I{before} any byte of its body is read, and
+    C{100 Continue} is sent only to one that passed;
   - B{the body}: a chunk size of more than 16 hex digits is refused at
     once, not waited for;
   - B{the deadline}: the whole request must arrive within C{timeOut}
@@ -38,7 +38,7 @@ Its writes go out at once while nothing is buffered (L{sendAtOnce}).
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
@@ -46,10 +46,11 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, _ChunkedTransferDecoder, _MalformedChunkedDataError
 from twisted.web.server import Request
 
-from twisted_stream._descriptors import OUT_OF_DESCRIPTORS, DescriptorGuard
-from twisted_stream._metrics import Metrics
-from twisted_stream._refusal import Refusal, RequestLimits, headerLineRefusal, headRefusal
-from twisted_stream._streamlog import logAnswered
+from twisted_stream._admission import AdmittingSite, Head
+from twisted_stream._exhaustion import OUT_OF_DESCRIPTORS
+from twisted_stream._gatewayrequest import GatewayRequest
+from twisted_stream._refusal import Refusal, headerLineRefusal
+from twisted_stream._streamlog import clientOf, logAnswered
 from twisted_stream._writenow import sendAtOnce
 
 __all__ = ["LINGER_SECONDS", "SPEAK_WITHIN_SECONDS", "GatewayChannel"]
@@ -65,22 +66,6 @@ connection is closed (nginx's C{lingering_close}, shorter)."""
 _LONG_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{17}")
 
 _OUT_OF_DESCRIPTORS = Refusal(503, OUT_OF_DESCRIPTORS, ((b"Retry-After", b"1"),))
-
-
-class _Admitting(Protocol):
-    """
-    What the channel asks of its site (L{GatewaySite} provides it).
-    """
-
-    limits: RequestLimits
-    descriptors: DescriptorGuard
-    reactor: Any
-    metrics: Metrics
-
-    def refusalOf(self, request: Request, target: bytes, length: Optional[int]) -> Optional[Refusal]:
-        """
-        @return: Why a request whose head has arrived is refused, or L{None}.
-        """
 
 
 class _ChunkSizeLimit(_ChunkedTransferDecoder):
@@ -103,7 +88,7 @@ class GatewayChannel(HTTPChannel):
     @ivar site: Its site, which gives the limits and the admission rule.
     """
 
-    site: _Admitting
+    site: AdmittingSite
     # The site's limits take over from Twisted's (which answer a bare 400).
     totalHeadersSize = 2**31
     maxHeaders = 2**31
@@ -229,15 +214,27 @@ class GatewayChannel(HTTPChannel):
         if self._refused:
             return
         request = self.requests[-1]
+        assert isinstance(request, GatewayRequest), "a GatewaySite makes GatewayRequests"
         self.requestsSeen += 1
         # (The method is the request's from now on, as Twisted would set it.)
         request.method = self._command
-        refusal = headRefusal(self._version, request.requestHeaders) or self.site.refusalOf(
-            request, self._path, self.length
+        site = self.site
+        decided = site.admission.decide(
+            Head(
+                self._command,
+                self._path,
+                self._version,
+                request.requestHeaders,
+                self.length,
+                clientOf(self.getPeer()),
+                firstOnConnection=self.requestsSeen == 1,
+                linesChecked=True,
+            )
         )
-        if refusal is not None:
-            self.refuse(refusal)
+        if isinstance(decided, Refusal):
+            self.refuse(decided)
             return
+        request.admit(decided, site.streams, site.drain)
         # Only now: 100 Continue, and the request's room for its body.
         super().allHeadersReceived()
 

@@ -17,7 +17,9 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-__all__ = ["OUT_OF_DESCRIPTORS", "DescriptorGuard", "FileLimitService", "noteExhausted", "raiseFileLimit"]
+from twisted_stream._exhaustion import EXHAUSTION, ExhaustionLog
+
+__all__ = ["DescriptorGuard", "FileLimitService", "raiseFileLimit"]
 
 
 def raiseFileLimit() -> tuple[int, int]:
@@ -59,50 +61,6 @@ class FileLimitService(Service):
             self._log.info("open file limit raised from {before} to {after}", before=before, after=after)
 
 
-OUT_OF_DESCRIPTORS = "the gateway is out of file descriptors; try again shortly"
-"""The reason a client gets with its C{503} when descriptors run out."""
-
-
-class _ExhaustionLog:
-    """
-    Logs that descriptors ran out, at most once a second with how many
-    requests were refused meanwhile. One per process, as the descriptors
-    are.
-    """
-
-    _log = Logger(namespace="chunkproxy.descriptors")
-
-    def __init__(self) -> None:
-        self._refused = 0
-        self._lastLog = -1.0
-
-    def refused(self, clock: IReactorTime, limit: int) -> None:
-        """
-        Count one refusal; log if a second has passed since the last line.
-        """
-        self._refused += 1
-        now = clock.seconds()
-        if now - self._lastLog >= 1.0:
-            self._log.warn(
-                "out of file descriptors (limit {limit}): refused {count} new request(s) with 503",
-                limit=limit,
-                count=self._refused,
-            )
-            self._lastLog = now
-            self._refused = 0
-
-
-_exhaustion = _ExhaustionLog()
-
-
-def noteExhausted(clock: IReactorTime) -> None:
-    """
-    Note that a request was refused because descriptors ran out (an
-    upstream connection could not be made), for the paced log.
-    """
-    _exhaustion.refused(clock, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-
-
 class DescriptorGuard:
     """
     Tells, from an accepted socket's descriptor number, whether the process
@@ -116,11 +74,11 @@ class DescriptorGuard:
     and the log, still find descriptors. (Checked in constant time, unlike
     counting C{/proc/self/fd}.) Should they run out all the same (idle
     upstream connections kept for reuse hold some), an upstream connection
-    that cannot be made gets C{503} too (see L{noteExhausted}).
+    that cannot be made gets C{503} too (see L{twisted_stream._exhaustion.noteExhausted}).
     """
 
     def __init__(
-        self, clock: IReactorTime, limit: Optional[int] = None, reserve: int = 32, log: Optional[_ExhaustionLog] = None
+        self, clock: IReactorTime, limit: Optional[int] = None, reserve: int = 32, log: Optional[ExhaustionLog] = None
     ) -> None:
         """
         @param clock: What tells the time, for the log's pace.
@@ -133,7 +91,7 @@ class DescriptorGuard:
         self._clock = clock
         self._limit = limit
         self._reserve = reserve
-        self._exhaustion = log if log is not None else _exhaustion
+        self._exhaustion = log if log is not None else EXHAUSTION
         self._base: Optional[int] = None
         self.connections = 0
 

@@ -57,9 +57,11 @@ from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
+from twisted_stream._admission import AdmittingSite, Head
+from twisted_stream._gatewayrequest import GatewayRequest
 from twisted_stream._gc import closedCyclicConnection
 from twisted_stream._h2frames import MAX_HEADER_BLOCK_FRAMES, HeaderBlockBound
-from twisted_stream._refusal import Refusal, RequestLimits, headRefusal
+from twisted_stream._refusal import Refusal
 from twisted_stream._streamlog import clientOf, logAnswered
 
 __all__ = ["CLOSE_WITHIN_SECONDS", "MAX_CONCURRENT_STREAMS", "GatewayH2Connection", "negotiatingChannel", "truncate"]
@@ -122,6 +124,7 @@ class GatewayH2Connection(H2Connection):
     """
 
     _log = Logger()
+    site: AdmittingSite  # type: ignore[assignment]
     whenClosed: Optional[Callable[[], None]] = None
     refuseAndClose: Optional[Refusal] = None
 
@@ -151,9 +154,7 @@ class GatewayH2Connection(H2Connection):
         # frames' bytes as they arrive and the headers once decoded (HPACK
         # can make a few bytes stand for many; h2 allows 64 KiB), and the
         # latter is announced in the SETTINGS that connectionMade sends.
-        limits = getattr(self.site, "limits", None)
-        # (Another site, with no limits of its own: the HTTP/1.1 default.)
-        maxBytes = (limits or RequestLimits()).maxHeaderBytes
+        maxBytes = self.site.limits.maxHeaderBytes
         self._bound = HeaderBlockBound(maxBytes, MAX_HEADER_BLOCK_FRAMES)
         self.conn.local_settings = h2.settings.Settings(
             client=False,
@@ -223,18 +224,24 @@ class GatewayH2Connection(H2Connection):
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
         length = headers.getRawHeaders(b"content-length", [None])[-1]
-        declared = int(length) if length is not None and length.isdigit() else None
-        site: Any = self.site
-        admission = getattr(site, "admission", None)
-        refusal = headRefusal(b"HTTP/2", headers) or (
-            admission(method, target, headers, declared, clientOf(self.getPeer())) if admission is not None else None
+        site = self.site
+        decided = site.admission.decide(
+            Head(
+                method,
+                target,
+                b"HTTP/2",
+                headers,
+                int(length) if length is not None and length.isdigit() else None,
+                clientOf(self.getPeer()),
+            )
         )
-        if refusal is not None:
-            self._refuse(event, method, target, refusal)
+        if isinstance(decided, Refusal):
+            self._refuse(event, method, target, decided)
             return
         super()._requestReceived(event)
-        if admission is not None:
-            site.admitted(self.streams[event.stream_id]._request)
+        request = self.streams[event.stream_id]._request
+        assert isinstance(request, GatewayRequest), "a GatewaySite makes GatewayRequests"
+        request.admit(decided, site.streams, site.drain)
         if self.timeOut and not event.stream_ended:
             self._deadlines[event.stream_id] = self._reactor.callLater(self.timeOut, self._tooSlow, event.stream_id)
 
@@ -244,7 +251,7 @@ class GatewayH2Connection(H2Connection):
         streamID = event.stream_id
         if logged:
             logAnswered(
-                self.getPeer(), method, target, refusal.code, 0, self._reactor.seconds(), getattr(self.site, "metrics", None)
+                self.getPeer(), method, target, refusal.code, 0, self._reactor.seconds(), self.site.metrics
             )
         self.conn.send_headers(streamID, [(b":status", b"%d" % (refusal.code,)), *refusal.fields()])
         self.conn.send_data(streamID, refusal.body, end_stream=True)

@@ -24,7 +24,7 @@ from twisted.web.server import Request
 from twisted_stream._http import oneLine, textError
 from twisted_stream.headers import headerProblem
 
-__all__ = ["Refusal", "RequestLimits", "headRefusal", "headerLineRefusal", "tokenRefusal"]
+__all__ = ["Refusal", "RequestLimits", "headRefusal", "headerLineRefusal", "headerLinesRefusal", "tokenRefusal"]
 
 
 _PHRASES = {
@@ -156,6 +156,23 @@ def headerLineRefusal(name: bytes, value: bytes) -> Optional[Refusal]:
         return Refusal(501, "Transfer-Encoding must be exactly chunked")
     if lowered == b"content-length" and not value.isdigit():
         return Refusal(400, "Content-Length must be a decimal number")
+    return None
+
+
+def headerLinesRefusal(headers: Headers) -> Optional[Refusal]:
+    """
+    Check a request's header lines together, where nothing checked them
+    as they arrived (HTTP/2, or a channel other than the gateway's).
+
+    @param headers: The request's headers.
+    @return: Why one of them is refused (see L{headerLineRefusal}), or
+        L{None}.
+    """
+    for name, values in headers.getAllRawHeaders():
+        for value in values:
+            refusal = headerLineRefusal(name, value)
+            if refusal is not None:
+                return refusal
     return None
 
 

@@ -26,14 +26,40 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 from twisted.logger import Logger
 
 from twisted_stream._llmusage import apiOf
-from twisted_stream._metrics import Metrics
 
-__all__ = ["OUTCOMES", "StreamRecord", "clientOf", "logAnswered", "printable"]
+__all__ = ["OUTCOMES", "StreamCounter", "StreamRecord", "clientOf", "logAnswered", "printable"]
+
+
+class StreamCounter(Protocol):
+    """
+    Where streams are counted: the gateway's metrics
+    (L{twisted_stream._metrics.Metrics}); the log need not know them.
+    """
+
+    def started(self, route: str) -> None:
+        """
+        A stream has begun on C{route} (empty for none).
+        """
+
+    def llm(
+        self, route: str, api: str, model: str, deltas: int, prompt: Optional[int], completion: Optional[int]
+    ) -> None:
+        """
+        An LLM's answer went by.
+        """
+
+    def ended(
+        self, route: str, api: str, status: int, outcome: str, sent: int, ttfb: Optional[float],
+        duration: Optional[float], streamed: bool,
+    ) -> None:
+        """
+        A request has been answered.
+        """
 
 OUTCOMES = (
     "complete",
@@ -91,7 +117,7 @@ class StreamRecord:
     chunks: int = 0
     fields: dict[str, Any] = field(default_factory=dict)
     done: bool = False
-    metrics: Optional[Metrics] = None
+    metrics: Optional[StreamCounter] = None
 
     def __post_init__(self) -> None:
         if self.metrics is not None:
@@ -174,7 +200,7 @@ def clientOf(address: Any) -> str:
 
 
 def logAnswered(
-    address: Any, method: bytes, path: bytes, status: int, sent: int, now: float, metrics: Optional[Metrics] = None
+    address: Any, method: bytes, path: bytes, status: int, sent: int, now: float, metrics: Optional[StreamCounter] = None
 ) -> None:
     """
     Log a request that was answered without a stream of its own (the page,

@@ -58,17 +58,16 @@ from zope.interface import implementer
 from twisted_stream._agent import UpstreamAgent
 from twisted_stream._bodywatch import BodyWatch, WatchedProducer
 from twisted_stream._bodywriter import bodyWriter
-from twisted_stream._descriptors import OUT_OF_DESCRIPTORS, noteExhausted
-from twisted_stream._drain import DRAINING
-from twisted_stream._h2 import truncate
+from twisted_stream._exhaustion import OUT_OF_DESCRIPTORS, noteExhausted
 from twisted_stream._http import PlainResource, textError
 from twisted_stream._llmusage import UsageReader, WholeAnswerReader
 from twisted_stream._recording import DEFAULT_RECORD_MAX_BYTES, Recorder, RecordingWriter
-from twisted_stream._refusal import Refusal, tokenRefusal
+from twisted_stream._refusal import Refusal, headerLinesRefusal, headRefusal, tokenRefusal
 from twisted_stream._retry import DeadlineAgent, NoResponseInTime
+from twisted_stream._streamhooks import hooksOf
 from twisted_stream._streamlog import StreamRecord, clientOf
 from twisted_stream._wire import UpstreamProtocolError, whyBrokenOff
-from twisted_stream.headers import fieldsOf, forwardedRequestHeaders, forwardedResponseHeaders, headerProblem
+from twisted_stream.headers import fieldsOf, forwardedRequestHeaders, forwardedResponseHeaders
 
 __all__ = ["DEFAULT_MAX_BODY", "StreamProxyResource", "requestTargetProblem", "targetProblem"]
 
@@ -81,7 +80,8 @@ FORWARDED_METHODS = (b"DELETE", b"GET", b"HEAD", b"OPTIONS", b"PATCH", b"POST", 
 NOT_ORIGIN_FORM = "the request target must be a path (origin-form), not an absolute URL"
 """Why a request target such as C{http://other.host/} is refused."""
 
-_ALLOW = ((b"Allow", b", ".join(FORWARDED_METHODS)),)
+ALLOW_FORWARDED = ((b"Allow", b", ".join(FORWARDED_METHODS)),)
+"""The C{Allow} header of a C{405}: the methods forwarded."""
 
 _NO_BODY_UNLESS_SENT = {b"GET", b"HEAD", b"DELETE", b"OPTIONS"}
 
@@ -125,11 +125,9 @@ def targetProblem(target: bytes, rest: bytes, prefixEndsWithSlash: bool) -> Opti
         still percent-encoded.
     @param prefixEndsWithSlash: Whether the mount point ends with C{/} (then a
         rest starting with C{/} would make C{//host} of the upstream path).
-    @return: A one-line reason to refuse it, or L{None} if it is safe.
+    @return: A one-line reason to refuse it, or L{None} if it is safe
+        (its form and bytes are L{requestTargetProblem}'s to check, first).
     """
-    problem = requestTargetProblem(target)
-    if problem is not None:
-        return problem
     if _CONTROL.search(target):
         return "the request target must not contain NUL, CR or LF"
     if b"\\" in target or b"%5c" in target.lower():
@@ -269,7 +267,9 @@ class _Exchange:
 
     _log = Logger()
 
-    def __init__(self, proxy: StreamProxyResource, request: Request, url: bytes, body: Optional[bytes]) -> None:
+    def __init__(
+        self, proxy: StreamProxyResource, request: Request, url: bytes, body: Optional[bytes], route: Optional[bytes]
+    ) -> None:
         self.request = request
         self._proxy = proxy
         self._recording: Optional[RecordingWriter] = None
@@ -277,18 +277,18 @@ class _Exchange:
         self._url = url
         self._body = body
         self.phase = _REQUESTING
+        self._hooks = hooks = hooksOf(request)
         self.record = StreamRecord(
             request.method,
             request.uri,
             clientOf(request.getClientAddress()),
             self.clock.seconds(),
-            getattr(request, "route", None),
-            metrics=getattr(getattr(request, "site", None), "metrics", None),
+            route,
+            metrics=hooks.metrics,
         )
         # Logged here, at the stream's end, not by the site; cut off here
         # when a draining gateway's time runs out.
-        request.streamRecord = self.record  # type: ignore[attr-defined]
-        request.cutOff = self.cutOff  # type: ignore[attr-defined]
+        hooks.streamStarted(request, self)
         self._pending: Optional[Deferred[IResponse]] = None
         self._producer: Optional[WatchedProducer] = None
         self._watch: Optional[BodyWatch] = None
@@ -324,8 +324,6 @@ class _Exchange:
         if self._usage is not None:
             self.record.fields.update(self._usage.fields())
         request = self.request
-        # It and this exchange refer to each other until here.
-        request.cutOff = None  # type: ignore[attr-defined]
         # (Read with defaults: any IRequest may come, test doubles too.)
         answered = getattr(request, "startedWriting", True)
         code = getattr(request, "code", None) or getattr(request, "responseCode", None) or 200
@@ -444,7 +442,7 @@ class _Exchange:
             timeout=self._proxy.idleTimeout,
         )
         self._endStreaming()
-        truncate(self.request)
+        self._hooks.truncate(self.request)
         self._ended("idle_timeout")
 
     def _stopWatch(self) -> None:
@@ -498,28 +496,30 @@ class _Exchange:
             sent=self.request.sentLength,
             why=whyBrokenOff(reason),
         )
-        truncate(self.request)
+        self._hooks.truncate(self.request)
         self._ended("truncated")
 
     # Any phase
 
-    def cutOff(self) -> None:
+    def cutOff(self, refusal: Refusal) -> None:
         """
         End the stream now, as a draining gateway's time has run out: a
         stream under way ends truncated (never a clean end), a request still
-        waiting for its upstream gets 503; either way the upstream request
-        is cancelled, and the outcome is C{drained}.
+        waiting for its upstream gets C{refusal}; either way the upstream
+        request is cancelled, and the outcome is C{drained}.
+
+        @param refusal: The answer to a request still waiting.
         """
         if self.phase == _DONE:
             return
         if self.phase == _STREAMING:
             self._endStreaming()
-            truncate(self.request)
+            self._hooks.truncate(self.request)
             self._ended("drained")
             return
         self.phase = _DONE
         pending, self._pending = self._pending, None
-        body = DRAINING.render(self.request)
+        body = refusal.render(self.request)
         self.request.write(body)
         self.request.finish()
         self._ended("drained")
@@ -653,29 +653,40 @@ class StreamProxyResource(PlainResource):
 
     def render(self, request: Request) -> bytes | int:
         """
-        Forward a request for the rest of the path below this resource.
+        Check and forward a request for the rest of the path below this
+        resource, mounted in any L{Site}: its head as the gateway's
+        admission would (the target's form, its header lines, this
+        resource's L{refusal}), then L{forward}.
 
         @param request: The client's request.
         @return: L{NOT_DONE_YET}, or an error body.
         """
         rest = b"".join(b"/" + segment for segment in request.postpath or [])
-        return self.forward(request, rest, prefixEndsWithSlash=False)
+        target = request.uri
+        problem = requestTargetProblem(target)
+        headers = request.requestHeaders
+        refusal = (
+            (Refusal(400, problem) if problem is not None else None)
+            or headRefusal(request.clientproto, headers)
+            or headerLinesRefusal(headers)
+            or self.refusal(request.method, target, rest, False, headers, None)
+        )
+        if refusal is not None:
+            return refusal.render(request)
+        return self.forward(request, rest)
 
-    def forward(self, request: Request, rest: bytes, prefixEndsWithSlash: bool) -> bytes | int:
+    def forward(self, request: Request, rest: bytes, route: Optional[bytes] = None) -> bytes | int:
         """
-        Forward a request.
+        Forward a request whose head has been admitted.
 
         @param request: The client's request.
         @param rest: Its path below the mount point, still percent-encoded.
-        @param prefixEndsWithSlash: Whether the mount point ends with C{/}.
+        @param route: The prefix of the gateway's route that took it, for
+            its log event and metrics.
         @return: L{NOT_DONE_YET}, or an error body.
         """
         method = request.method
         target = request.uri
-        if not getattr(request, "admitted", False):
-            refusal = self.refusal(method, target, rest, prefixEndsWithSlash, request.requestHeaders, None)
-            if refusal is not None:
-                return refusal.render(request)
         content = request.content
         body = content.read() if content is not None else b""
         if len(body) > self.maxBody:
@@ -685,7 +696,7 @@ class StreamProxyResource(PlainResource):
         else:
             sent = body
         query = target.partition(b"?")[2]
-        _Exchange(self, request, self.upstreamURL(rest, query), sent).start()
+        _Exchange(self, request, self.upstreamURL(rest, query), sent, route).start()
         return NOT_DONE_YET
 
     def refusal(
@@ -698,10 +709,11 @@ class StreamProxyResource(PlainResource):
         length: Optional[int],
     ) -> Optional[Refusal]:
         """
-        Decide from a request's head alone whether it is refused: the one
-        home of the rules that a request must pass to be forwarded. A
-        L{GatewayChannel} asks before the body is read; L{forward} asks
-        again where nothing has asked yet.
+        Decide from a request's head alone whether this resource refuses
+        it: the one home of a route's own rules (the method, a path that
+        stays below the upstream's, the token, the body's declared size).
+        The target's form and the header lines are checked before (by the
+        gateway's admission, or by L{render}).
 
         @param method: The request's method.
         @param target: Its target, as the client sent it.
@@ -712,17 +724,12 @@ class StreamProxyResource(PlainResource):
         @return: Why it is refused, or L{None}.
         """
         if method not in FORWARDED_METHODS:
-            return Refusal(405, f"method {method.decode('latin-1')} is not forwarded", _ALLOW)
+            return Refusal(405, f"method {method.decode('latin-1')} is not forwarded", ALLOW_FORWARDED)
         problem = targetProblem(target, rest, prefixEndsWithSlash)
         if problem is not None:
             return Refusal(400, problem)
         if not target.partition(b"?")[2].isascii():
             return Refusal(400, "the query string must be ASCII; percent-encode other bytes")
-        for name, values in headers.getAllRawHeaders():
-            for value in values:
-                problem = headerProblem(name, value)
-                if problem is not None:
-                    return Refusal(400, f"request header {name[:40]!r} {problem}")
         if self._requireToken is not None:
             refusal = tokenRefusal(headers, self._requireToken)
             if refusal is not None:
