@@ -19,7 +19,7 @@ from tests.support import LOOPBACK_LISTEN
 PROJECT = Path(__file__).resolve().parent.parent
 
 _NOT_SOURCE = shutil.ignore_patterns(
-    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "_trial_temp*", "dropin.cache", "*.pid",
+    ".git", ".venv", ".venv-newest-twisted", "build", "dist", "*.egg-info", "__pycache__", "_trial_temp*", "dropin.cache", "*.pid",
     # What npm and the benchmark installed and built here (5,000 files).
     "node_modules", ".build",
 )
@@ -42,7 +42,7 @@ class PluginDiscoveryTests(SynchronousTestCase):
         # The versions under test here; pip takes them from its cache.
         self.pip(
             "install",
-            f"twisted[tls]=={version('twisted')}",
+            f"twisted[tls,http2]=={version('twisted')}",
             f"treq=={version('treq')}",
             f"hyperlink=={version('hyperlink')}",
             "setuptools>=70.1",

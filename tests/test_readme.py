@@ -38,12 +38,16 @@ class CommandsTests(SynchronousTestCase):
 
     def test_ciRunsTheTestCommand(self) -> None:
         """
-        CI runs the README's test command, then the benchmark's quick mode
-        (which fails on any lost byte), each as a command of its own.
+        CI runs the README's test command, then the tests of the fence
+        around Twisted's private names against the newest Twisted, then the
+        benchmark's quick mode (which fails on any lost byte), each as a
+        command of its own.
         """
         ci = (PROJECT / ".ci" / "run").read_text()
         commands = re.findall(r"^(\S.*)$", ci, re.M)
-        self.assertEqual(commands[-2:], [_readmeCommands()[1], "bench/run --quick"])
+        self.assertEqual(
+            commands[-3:], [_readmeCommands()[1], "scripts/test-newest-twisted", "bench/run --quick"]
+        )
 
 
 class DemoTests(TestCase):

@@ -48,8 +48,9 @@ class ImportTests(SynchronousTestCase):
     def test_standsAlone(self) -> None:
         """
         The wire loads nothing of the project above it: no log, no metrics
-        (nor prometheus-client), no gateway; only the socket-writing helpers
-        and the header rules (checked in a fresh interpreter).
+        (nor prometheus-client), no gateway; only the socket-writing helpers,
+        the header rules and the fence around Twisted's private names
+        (checked in a fresh interpreter).
         """
         loaded = subprocess.run(
             [
@@ -62,7 +63,16 @@ class ImportTests(SynchronousTestCase):
             text=True,
             check=True,
         ).stdout.split()
-        self.assertEqual(loaded, ["twisted_stream", "twisted_stream._wire", "twisted_stream._writenow", "twisted_stream.headers"])
+        self.assertEqual(
+            loaded,
+            [
+                "twisted_stream",
+                "twisted_stream._compat",
+                "twisted_stream._wire",
+                "twisted_stream._writenow",
+                "twisted_stream.headers",
+            ],
+        )
 
 
 class _NoDelayTransport(StringTransport):

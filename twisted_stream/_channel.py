@@ -37,16 +37,15 @@ Its writes go out at once while nothing is buffered (L{sendAtOnce}).
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable, Optional
 
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel, _ChunkedTransferDecoder, _MalformedChunkedDataError
 from twisted.web.server import Request
 
 from twisted_stream._admission import AdmittingSite, Head
+from twisted_stream._compat import BoundedChunkedDecoder, HTTPChannelBase, MalformedChunkedData
 from twisted_stream._exhaustion import OUT_OF_DESCRIPTORS
 from twisted_stream._gatewayrequest import GatewayRequest
 from twisted_stream._refusal import Refusal, headerLineRefusal
@@ -63,25 +62,10 @@ LINGER_SECONDS = 2.0
 """How long a refused client's further bytes are read and dropped before the
 connection is closed (nginx's C{lingering_close}, shorter)."""
 
-_LONG_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{17}")
-
 _OUT_OF_DESCRIPTORS = Refusal(503, OUT_OF_DESCRIPTORS, ((b"Retry-After", b"1"),))
 
 
-class _ChunkSizeLimit(_ChunkedTransferDecoder):
-    """
-    Twisted's chunked decoder, refusing a chunk size of more than 16 hex
-    digits (more than 64 bits) as soon as the 17th arrives: Twisted's would
-    wait for the rest of a line of up to 1 KiB, then for that many bytes.
-    """
-
-    def _dataReceived_CHUNK_LENGTH(self) -> bool:
-        if _LONG_CHUNK_SIZE.match(self._buffer):
-            raise _MalformedChunkedDataError("a chunk size has more than 16 hex digits")
-        return super()._dataReceived_CHUNK_LENGTH()
-
-
-class GatewayChannel(HTTPChannel):
+class GatewayChannel(HTTPChannelBase):
     """
     An HTTP/1.x channel that refuses early, with a status and a reason.
 
@@ -198,7 +182,7 @@ class GatewayChannel(HTTPChannel):
             refusal = headerLineRefusal(name, value.strip(b" \t"))
             if (
                 refusal is None
-                and self._transferDecoder is not None
+                and self.bodyDecoder is not None
                 and name.lower() in (b"content-length", b"transfer-encoding")
             ):
                 refusal = Refusal(
@@ -217,13 +201,13 @@ class GatewayChannel(HTTPChannel):
         assert isinstance(request, GatewayRequest), "a GatewaySite makes GatewayRequests"
         self.requestsSeen += 1
         # (The method is the request's from now on, as Twisted would set it.)
-        request.method = self._command
+        request.method = self.requestMethod
         site = self.site
         decided = site.admission.decide(
             Head(
-                self._command,
-                self._path,
-                self._version,
+                self.requestMethod,
+                self.requestTarget,
+                self.requestVersion,
                 request.requestHeaders,
                 self.length,
                 clientOf(self.getPeer()),
@@ -238,29 +222,30 @@ class GatewayChannel(HTTPChannel):
         # Only now: 100 Continue, and the request's room for its body.
         super().allHeadersReceived()
 
-    def _respondToBadRequestAndDisconnect(self) -> None:
+    def malformed(self) -> None:
         # Twisted's own refusals (a request line it cannot parse, a bad
         # header name) come here: with a reason, as every other.
         self.refuse(Refusal(400, "the request is malformed"))
 
     # The body
 
-    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
-        ok: bool = super()._maybeChooseTransferDecoder(header, data)
-        decoder = self._transferDecoder
-        if ok and isinstance(decoder, _ChunkedTransferDecoder) and not isinstance(decoder, _ChunkSizeLimit):
-            self._transferDecoder = _ChunkSizeLimit(decoder.dataCallback, decoder.finishCallback)
+    def lengthHeaderReceived(self, header: bytes, data: bytes) -> bool:
+        ok = super().lengthHeaderReceived(header, data)
+        if ok:
+            # A chunk size of more than 16 hex digits (64 bits) is refused
+            # at its 17th digit.
+            self.bodyDecoder = BoundedChunkedDecoder.replacing(self.bodyDecoder)
         return ok
 
     def rawDataReceived(self, data: bytes) -> None:
         if self._refused:
             return
-        if self._handlingRequest:
+        if self.answering:
             super().rawDataReceived(data)
             return
         try:
-            self._transferDecoder.dataReceived(data)
-        except _MalformedChunkedDataError as e:
+            self.bodyDecoder.dataReceived(data)
+        except MalformedChunkedData as e:
             self.refuse(Refusal(400, f"the chunked body is malformed: {e}"))
 
     def allContentReceived(self) -> None:
@@ -291,8 +276,8 @@ class GatewayChannel(HTTPChannel):
         self._refused = True
         self._stopDeadline()
         self.setTimeout(None)
-        command = getattr(self, "_command", b"-")
-        target = getattr(self, "_path", b"-")
+        command = self.requestMethod
+        target = self.requestTarget
         if logged:
             logAnswered(
                 self.transport.getPeer(), command, target, refusal.code, 0, self.site.reactor.seconds(), self.site.metrics

@@ -49,15 +49,15 @@ import h2.events
 import h2.settings
 from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web._http2 import H2Connection, H2Stream
-from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from twisted_stream._admission import AdmittingSite, Head
+from twisted_stream._channel import GatewayChannel
+from twisted_stream._compat import H2ConnectionBase, H2StateBase, NegotiatingChannel, streamOf
 from twisted_stream._gatewayrequest import GatewayRequest
 from twisted_stream._gc import closedCyclicConnection
 from twisted_stream._h2frames import MAX_HEADER_BLOCK_FRAMES, HeaderBlockBound
@@ -76,7 +76,7 @@ MAX_CONCURRENT_STREAMS = 100
 default); one more is refused with C{REFUSED_STREAM}."""
 
 
-class _RefusesExtraStreams(h2.connection.H2Connection):
+class _RefusesExtraStreams(H2StateBase):
     """
     h2's connection, where a stream opened past the announced limit of
     concurrent streams is a stream error (C{REFUSED_STREAM}), as RFC 9113
@@ -97,13 +97,13 @@ class _RefusesExtraStreams(h2.connection.H2Connection):
         count: int = super().open_inbound_streams
         return count - 1 if self._admitting else count
 
-    def _receive_headers_frame(self, frame: Any) -> Any:
+    def headersFrameReceived(self, frame: Any) -> Any:
         streamID = frame.stream_id
         if streamID in self.streams or self.open_inbound_streams < self.local_settings.max_concurrent_streams:
-            return super()._receive_headers_frame(frame)
+            return super().headersFrameReceived(frame)
         self._admitting = True
         try:
-            frames, events = super()._receive_headers_frame(frame)
+            frames, events = super().headersFrameReceived(frame)
         finally:
             self._admitting = False
         self.reset_stream(streamID, error_code=h2.errors.ErrorCodes.REFUSED_STREAM)
@@ -111,7 +111,7 @@ class _RefusesExtraStreams(h2.connection.H2Connection):
 
 
 
-class GatewayH2Connection(H2Connection):
+class GatewayH2Connection(H2ConnectionBase):
     """
     Twisted's HTTP/2 server connection, with the arrival deadline per stream
     and truncation that says so.
@@ -123,7 +123,7 @@ class GatewayH2Connection(H2Connection):
         descriptors were nearly gone), or L{None}.
     """
 
-    _log = Logger()
+    log = Logger()
     site: AdmittingSite  # type: ignore[assignment]
     whenClosed: Optional[Callable[[], None]] = None
     refuseAndClose: Optional[Refusal] = None
@@ -173,7 +173,7 @@ class GatewayH2Connection(H2Connection):
         bound = self._bound
         assert bound is not None, "data before connectionMade"
         if not bound.feed(data):
-            self._log.info(
+            self.log.info(
                 "HTTP/2 connection from {client}: {reason}; closed",
                 client=clientOf(self.getPeer()),
                 reason=bound.reason,
@@ -195,9 +195,9 @@ class GatewayH2Connection(H2Connection):
         if self._closing is not None:
             return
         transport: Any = self.transport
-        self._closing = self._reactor.callLater(CLOSE_WITHIN_SECONDS, transport.abortConnection)
+        self._closing = self.clock.callLater(CLOSE_WITHIN_SECONDS, transport.abortConnection)
         transport.pauseProducing()
-        self._tryToWriteControlData()
+        self.sendQueued()
         # TLS closes only once no producer is registered: this connection
         # is its transport's.
         transport.unregisterProducer()
@@ -214,13 +214,13 @@ class GatewayH2Connection(H2Connection):
             self._truncated.add(streamID)
             self.endRequest(streamID)
 
-    def _requestReceived(self, event: h2.events.RequestReceived) -> None:
+    def headersReceived(self, event: h2.events.RequestReceived) -> None:
         method, target, headers = _head(event.headers)
         if self.refuseAndClose is not None:
             # Logged by the descriptor guard, once a second at most.
             self._refuse(event, method, target, self.refuseAndClose, logged=False)
             self.conn.close_connection()
-            self._tryToWriteControlData()
+            self.sendQueued()
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
         length = headers.getRawHeaders(b"content-length", [None])[-1]
@@ -238,12 +238,12 @@ class GatewayH2Connection(H2Connection):
         if isinstance(decided, Refusal):
             self._refuse(event, method, target, decided)
             return
-        super()._requestReceived(event)
-        request = self.streams[event.stream_id]._request
+        super().headersReceived(event)
+        request = self.requestOf(event.stream_id)
         assert isinstance(request, GatewayRequest), "a GatewaySite makes GatewayRequests"
         request.admit(decided, site.streams, site.drain)
         if self.timeOut and not event.stream_ended:
-            self._deadlines[event.stream_id] = self._reactor.callLater(self.timeOut, self._tooSlow, event.stream_id)
+            self._deadlines[event.stream_id] = self.clock.callLater(self.timeOut, self._tooSlow, event.stream_id)
 
     def _refuse(
         self, event: h2.events.RequestReceived, method: bytes, target: bytes, refusal: Refusal, logged: bool = True
@@ -251,51 +251,51 @@ class GatewayH2Connection(H2Connection):
         streamID = event.stream_id
         if logged:
             logAnswered(
-                self.getPeer(), method, target, refusal.code, 0, self._reactor.seconds(), self.site.metrics
+                self.getPeer(), method, target, refusal.code, 0, self.clock.seconds(), self.site.metrics
             )
         self.conn.send_headers(streamID, [(b":status", b"%d" % (refusal.code,)), *refusal.fields()])
         self.conn.send_data(streamID, refusal.body, end_stream=True)
         if not event.stream_ended:
             self.conn.reset_stream(streamID, error_code=h2.errors.ErrorCodes.NO_ERROR)
-        self._tryToWriteControlData()
+        self.sendQueued()
 
     # Frames that arrive, in the same read, for a stream refused at its
     # head: there is no stream to give them to.
 
-    def _requestDataReceived(self, event: h2.events.DataReceived) -> None:
+    def bodyReceived(self, event: h2.events.DataReceived) -> None:
         if event.stream_id not in self.streams:
             # Its bytes still count against the connection's window.
             self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             return
-        super()._requestDataReceived(event)
+        super().bodyReceived(event)
 
-    def _requestAborted(self, event: h2.events.StreamReset) -> None:
+    def streamReset(self, event: h2.events.StreamReset) -> None:
         if event.stream_id in self.streams:
-            super()._requestAborted(event)
+            super().streamReset(event)
 
-    def _requestEnded(self, event: h2.events.StreamEnded) -> None:
+    def bodyEnded(self, event: h2.events.StreamEnded) -> None:
         self._stopDeadline(event.stream_id)
         if event.stream_id in self.streams:
-            super()._requestEnded(event)
+            super().bodyEnded(event)
 
-    def _requestDone(self, streamID: int) -> None:
+    def streamDone(self, streamID: int) -> None:
         self._stopDeadline(streamID)
         self._truncated.discard(streamID)
-        super()._requestDone(streamID)
+        super().streamDone(streamID)
 
-    def connectionLost(self, reason: Failure = connectionDone, _cancelTimeouts: bool = True) -> None:
-        # Twisted calls this itself (without cancelling timeouts) when it
-        # ends a connection, before the transport has closed: the drop
-        # stays armed until the transport's own call.
-        if _cancelTimeouts and self._closing is not None and self._closing.active():
+    def connectionEnded(self, reason: Failure, transportClosed: bool) -> None:
+        # Twisted calls this itself when it ends a connection, before the
+        # transport has closed: the drop stays armed until the transport's
+        # own call.
+        if transportClosed and self._closing is not None and self._closing.active():
             self._closing.cancel()
         for streamID in list(self._deadlines):
             self._stopDeadline(streamID)
         whenClosed, self.whenClosed = self.whenClosed, None
         if whenClosed is not None:
             whenClosed()
-        super().connectionLost(reason, _cancelTimeouts)
-        if _cancelTimeouts:
+        super().connectionEnded(reason, transportClosed)
+        if transportClosed:
             # The transport's own call: the connection is done with, and
             # only a full collection frees it (see _gc).
             closedCyclicConnection()
@@ -307,19 +307,19 @@ class GatewayH2Connection(H2Connection):
 
     def _tooSlow(self, streamID: int) -> None:
         self._deadlines.pop(streamID, None)
-        stream: Optional[H2Stream] = self.streams.get(streamID)
+        stream = self.streams.get(streamID)
         if stream is None:
             return
-        self._log.info(
+        self.log.info(
             "HTTP/2 stream {stream}: the request did not arrive in full within {timeout:g} s; reset",
             stream=streamID,
             timeout=self.timeOut,
         )
         self.conn.reset_stream(streamID, error_code=h2.errors.ErrorCodes.CANCEL)
-        stillActive = self._tryToWriteControlData()
+        stillActive = self.sendQueued()
         stream.connectionLost(Failure(ConnectionLost("the request did not arrive in time")))
         if stillActive:
-            self._requestDone(streamID)
+            self.streamDone(streamID)
 
 
 def _head(fields: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes, Headers]:
@@ -349,53 +349,35 @@ def truncate(request: Request) -> None:
 
     @param request: The request whose response broke off.
     """
-    channel = getattr(request, "channel", None)
-    if isinstance(channel, H2Stream):
-        connection = channel._conn
-        if isinstance(connection, GatewayH2Connection):
-            connection.truncateAfterWrites(channel.streamID)
-        else:
-            # Another site's HTTP/2: a reset now (losing what is queued)
-            # rather than a clean end.
-            channel.abortConnection()
+    stream = streamOf(request)
+    if stream is None:
+        request.loseConnection()
         return
-    request.loseConnection()
+    connection, streamID = stream
+    if isinstance(connection, GatewayH2Connection):
+        connection.truncateAfterWrites(streamID)
+    else:
+        # Another site's HTTP/2: a reset now (losing what is queued)
+        # rather than a clean end.
+        connection.abortRequest(streamID)
 
 
-class _Negotiating(_GenericHTTPChannelProtocol):
+def _takingOver(old: HTTPChannel) -> GatewayH2Connection:
     """
-    Twisted's protocol that picks HTTP/2 or HTTP/1.1 by what TLS negotiated
-    (ALPN), picking the gateway's classes for both.
+    @param old: The HTTP/1.1 channel of a connection on which ALPN picked
+        HTTP/2.
+    @return: The gateway's HTTP/2 connection to take over from it.
     """
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._negotiatedProtocol is None:
-            negotiated = getattr(self._channel.transport, "negotiatedProtocol", None) or b"http/1.1"
-            if negotiated == b"h2":
-                # As Twisted's own switch, with the gateway's connection.
-                old = self._channel
-                networkProducer = old._networkProducer
-                networkProducer.unregisterProducer()
-                old.setTimeout(None)
-                transport = old.transport
-                handOver = getattr(old, "handOver", None)
-                self._channel = GatewayH2Connection()
-                # The old channel counted the connection, and will not see
-                # it close: this one says when it has.
-                self._channel.whenClosed = handOver() if handOver is not None else None
-                self._channel.refuseAndClose = getattr(old, "pendingRefusal", None)
-                self._channel.requestFactory = self._requestFactory
-                self._channel.site = self._site
-                self._channel.factory = self._factory
-                self._channel.timeOut = self._timeOut
-                self._channel.callLater = self._callLater
-                self._channel.makeConnection(transport)
-                networkProducer.registerProducer(self._channel, True)
-            self._negotiatedProtocol = negotiated  # type: ignore[assignment]
-        self._channel.dataReceived(data)
+    connection = GatewayH2Connection()
+    if isinstance(old, GatewayChannel):
+        # The old channel counted the connection, and will not see it
+        # close: this one says when it has.
+        connection.whenClosed = old.handOver()
+        connection.refuseAndClose = old.pendingRefusal
+    return connection
 
 
-def negotiatingChannel(site: Any) -> _GenericHTTPChannelProtocol:
+def negotiatingChannel(site: Any) -> NegotiatingChannel:
     """
     A site's C{protocol} (as Twisted's own, called with the site) that
     speaks HTTP/2 where TLS negotiated it, and otherwise HTTP/1.x on the
@@ -405,4 +387,4 @@ def negotiatingChannel(site: Any) -> _GenericHTTPChannelProtocol:
     @return: The protocol for one connection.
     """
     channel: Callable[[], HTTPChannel] = site.channel
-    return _Negotiating(channel())
+    return NegotiatingChannel(channel(), _takingOver)

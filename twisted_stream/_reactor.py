@@ -32,14 +32,15 @@ import errno
 import sys
 from typing import Optional
 
-from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.main import installReactor
 from twisted.python import log
+
+from twisted_stream._compat import EPollReactorBase
 
 __all__ = ["StreamEPollReactor", "install", "installIfNoneChosen"]
 
 
-class StreamEPollReactor(EPollReactor):
+class StreamEPollReactor(EPollReactorBase):
     """
     An epoll reactor whose events go straight to their handlers.
     """
@@ -50,14 +51,13 @@ class StreamEPollReactor(EPollReactor):
         comes) and handle each.
         """
         try:
-            # As Twisted's: at most as many events as descriptors watched.
-            events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
+            events = self.pollEvents(timeout)
         except OSError as e:
             if e.errno == errno.EINTR:
                 return
             raise
-        handle = self._doReadOrWrite
-        selectableOf = self._selectables.get
+        handle = self.eventHandler
+        selectableOf = self.selectables.get
         for fd, event in events:
             selectable = selectableOf(fd)
             if selectable is None:
@@ -70,7 +70,11 @@ class StreamEPollReactor(EPollReactor):
             except BaseException:
                 log.err(None, "Unhandled error in an event handler", system=_prefixOf(selectable))
 
-    doIteration = doPoll
+    def doIteration(self, delay: Optional[float]) -> None:
+        """
+        One turn of the loop: L{doPoll}, as Twisted's epoll reactor does.
+        """
+        self.doPoll(delay)
 
 
 def _prefixOf(selectable: object) -> str:

@@ -76,7 +76,7 @@ class DeadlineAgent:
     Cancelling it cancels the attempt in flight, or the one to come.
     """
 
-    _log = Logger()
+    log = Logger()
 
     def __init__(self, agent: IAgent, clock: IReactorTime, deadline: float, retries: int) -> None:
         self._agent = agent
@@ -146,7 +146,7 @@ class _Attempts:
         policy = self._policy
         method, uri, _, body = self._request
         if retriable(failure, method, body is None) and self._made <= policy.retries and self._deadline is not None:
-            policy._log.info(
+            policy.log.info(
                 "{method} {url}: attempt {attempt} failed ({failure.value!r}) before any answer; trying again",
                 method=method.decode("ascii"),
                 url=uri.split(b"?", 1)[0].decode("ascii", "replace"),

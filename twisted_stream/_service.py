@@ -25,6 +25,8 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from twisted_stream._compat import raiseAtStart
+
 
 def baseURL(port: IListeningPort, secure: bool) -> str:
     """
@@ -128,7 +130,7 @@ class _ListeningService(StreamServerEndpointService):
         # As twisted.application.strports.service does: a port that cannot
         # be bound stops twistd at start-up, instead of being logged while
         # the process runs on serving nothing.
-        self._raiseSynchronously = True
+        raiseAtStart(self)
 
     def privilegedStartService(self) -> None:
         try:

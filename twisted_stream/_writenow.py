@@ -34,6 +34,8 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from twisted.internet.tcp import Connection
 
+from twisted_stream._compat import nothingBuffered
+
 __all__ = ["gathered", "sendAtOnce"]
 
 _Result = TypeVar("_Result")
@@ -86,14 +88,7 @@ class _SendsAtOnce(Connection):
             else:
                 held.append(data)
             return
-        if (
-            data
-            and not self._tempDataLen
-            and not self.dataBuffer
-            and self.connected
-            and not self.disconnecting
-            and not self._writeDisconnected
-        ):
+        if data and nothingBuffered(self):
             try:
                 sent = self.socket.send(data)
             except BlockingIOError:

@@ -1,7 +1,11 @@
 # -*- test-case-name: tests.test_gateway -*-
 """
-C{chunkproxy}'s gateway: routes by path prefix to upstreams, each a
-L{StreamProxyResource}, and the page at C{/}.
+C{chunkproxy}'s gateway: its site (L{GatewaySite}), which admits each
+request once, as its head arrives (L{twisted_stream._admission}), and is
+what its routes' streams report to (L{IStreamHooks}); and its resource
+(L{GatewayResource}), which answers as admitted: a route's
+L{StreamProxyResource}, the page at C{/}, health checks, metrics, CORS
+preflights.
 """
 
 from __future__ import annotations

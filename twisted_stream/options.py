@@ -20,6 +20,7 @@ from hyperlink import URL
 from twisted.internet.endpoints import serverFromString
 from twisted.python import usage
 
+from twisted_stream._compat import optionParsers
 from twisted_stream._logformat import LOG_FORMATS, select
 from twisted_stream._numbers import decimalNumber, wholeNumber
 from twisted_stream._service import DEFAULT_BACKLOG
@@ -196,9 +197,10 @@ class PluginOptions(usage.Options):
         super().__init__()
         # An opt_ method's docstring keeps its indentation.
         self.docs = {name: " ".join(doc.split()) for name, doc in self.docs.items()}
-        for name, dispatcher in self._dispatch.items():
+        parsers = optionParsers(self)
+        for name, dispatcher in parsers.items():
             if type(dispatcher) is usage.CoerceParameter:
-                self._dispatch[name] = _NamedCoerce(self, dispatcher.coerce)
+                parsers[name] = _NamedCoerce(self, dispatcher.coerce)
 
     def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
         """
@@ -221,7 +223,7 @@ class PluginOptions(usage.Options):
     def _defaultsRead(self) -> None:
         # A default written as the user would type it ("60", a URL) is read
         # by the option's parser, as a value given would have been.
-        for name, dispatcher in self._dispatch.items():
+        for name, dispatcher in optionParsers(self).items():
             if isinstance(dispatcher, _NamedCoerce) and isinstance(self.opts.get(name), str):
                 self.opts[name] = dispatcher.coerce(self.opts[name])
 
