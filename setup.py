@@ -47,7 +47,7 @@ setup(
         # /metrics.
         "prometheus-client>=0.17",
     ],
-    entry_points={"console_scripts": ["chunkwatch = twisted_stream.watch:main"]},
+    entry_points={"console_scripts": ["chunkwatch = twisted_stream.chunkwatch:main"]},
     extras_require={
         # bench/run: the plot.
         "bench": ["matplotlib>=3.5"],

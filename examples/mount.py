@@ -4,7 +4,7 @@ from twisted.internet import endpoints, reactor
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from twisted_stream.proxy import StreamProxyResource
+from twisted_stream import StreamProxyResource
 
 root = Resource()
 root.putChild(b"llm", StreamProxyResource(

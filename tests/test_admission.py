@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
-from twisted_stream._admission import (
+from twisted_stream.gateway._admission import (
     FORWARD,
     HEALTH,
     METRICS,
@@ -32,10 +32,10 @@ from twisted_stream._admission import (
     routeRules,
     wellFormedHead,
 )
-from twisted_stream._cors import CorsPolicy
-from twisted_stream._drain import DRAINING, Drain
-from twisted_stream._refusal import Refusal
-from twisted_stream._streamlimits import StreamLimits
+from twisted_stream.gateway._cors import CorsPolicy
+from twisted_stream.gateway._streamlimits import StreamLimits
+from twisted_stream.http._refusal import Refusal
+from twisted_stream.ops._drain import DRAINING, Drain
 from twisted_stream.proxy import FORWARDED_METHODS, StreamProxyResource
 
 _NOTHING_YET = Admitted()

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream._agent}: the pool, the name cache and the
+Tests for L{twisted_stream.upstream._agent}: the pool, the name cache and the
 absence of hidden retries, against hand-made upstreams on real loopback
 sockets.
 """
@@ -35,7 +35,7 @@ from tests.support import (
     stopped,
     until,
 )
-from twisted_stream._agent import RELEARN_AFTER, UpstreamAgent, _parseOrigin
+from twisted_stream.upstream._agent import RELEARN_AFTER, UpstreamAgent, _parseOrigin
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 

@@ -16,11 +16,11 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from tests.support import RawClient, RawConnection, RawUpstream, answerWith, portOf, reactor
-from twisted_stream._agent import UpstreamAgent
-from twisted_stream._channel import GatewayChannel
-from twisted_stream._refusal import Refusal
 from twisted_stream.gateway import GatewayResource, GatewaySite, RequestLimits, Route
+from twisted_stream.gateway._channel import GatewayChannel
+from twisted_stream.http._refusal import Refusal
 from twisted_stream.proxy import StreamProxyResource
+from twisted_stream.upstream._agent import UpstreamAgent
 
 _OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 _LIMITS = RequestLimits(maxLineBytes=1024, maxHeaderBytes=4096, maxHeaders=20)

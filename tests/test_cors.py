@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream._cors}: the policy without sockets, the gateway
+Tests for L{twisted_stream.gateway._cors}: the policy without sockets, the gateway
 with it on loopback (preflights never reach the upstream), and real
 Chromium pages on other origins streaming through a real chunkproxy.
 """
@@ -19,11 +19,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from tests.support import RawClient, RawConnection, RawUpstream, Server, browser, portOf, reactor, startTwistd
-from twisted_stream._agent import UpstreamAgent
-from twisted_stream._cors import CorsPolicy, Preflight
 from twisted_stream.gateway import GatewayResource, GatewaySite, Route
-from twisted_stream.mockllm import PASSAGE
+from twisted_stream.gateway._cors import CorsPolicy, Preflight
+from twisted_stream.mock.llm import PASSAGE
 from twisted_stream.proxy import FORWARDED_METHODS, StreamProxyResource
+from twisted_stream.upstream._agent import UpstreamAgent
 
 _APP = b"https://app.example"
 _POLICY = CorsPolicy(frozenset({_APP}), FORWARDED_METHODS)

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream._descriptors}: the guard on a clock with
+Tests for L{twisted_stream.gateway._descriptors}: the guard on a clock with
 stand-in transports, and a real chunkproxy whose descriptors run out.
 """
 
@@ -14,8 +14,8 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import RawClient, Server, rawClients, reactor, startServer, startTwistd, twistdCommand
-from twisted_stream._descriptors import DescriptorGuard
-from twisted_stream._exhaustion import ExhaustionLog
+from twisted_stream.exchange._exhaustion import ExhaustionLog
+from twisted_stream.gateway._descriptors import DescriptorGuard
 
 
 class _Socket:

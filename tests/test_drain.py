@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream._drain}: the drain on a clock, and a real
+Tests for L{twisted_stream.ops._drain}: the drain on a clock, and a real
 chunkproxy stopped with SIGTERM while it streams.
 """
 
@@ -18,8 +18,8 @@ from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import RawClient, Server, curl, fetch, reactor, startTwistd, until
-from twisted_stream._drain import DRAINING, Drain
-from twisted_stream._refusal import Refusal
+from twisted_stream.http._refusal import Refusal
+from twisted_stream.ops._drain import DRAINING, Drain
 
 
 class _InFlight:
@@ -88,7 +88,7 @@ class SignalHandlersTests(SynchronousTestCase):
             "import os, signal, sys\n"
             "from twisted.internet import reactor\n"
             "from twisted.logger import globalLogBeginner, textFileLogObserver\n"
-            "from twisted_stream._drain import exitCleanlyOnSignals\n"
+            "from twisted_stream.ops._drain import exitCleanlyOnSignals\n"
             "globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])\n"
             "exitCleanlyOnSignals()\n"
             "reactor.callWhenRunning(os.kill, os.getpid(), signal.SIGTERM)\n"

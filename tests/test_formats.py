@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream.formats}.
+Tests for L{twisted_stream.mock.formats}.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_stream.formats import FORMATS, NDJSON, SSE, TEXT, clockTime
+from twisted_stream.mock.formats import FORMATS, NDJSON, SSE, TEXT, clockTime
 
 SENT = 1_764_000_000.25  # a fixed moment, with a fraction of a second
 

@@ -1,6 +1,6 @@
 """
-Tests for L{twisted_stream.gateway} and the gateway behaviour of
-L{twisted_stream.proxy}: routes, methods and bodies, headers both ways,
+Tests for L{twisted_stream.gateway._site} and the gateway behaviour of
+L{twisted_stream.exchange._resource}: routes, methods and bodies, headers both ways,
 credentials, no open relay, idle timeout and heartbeats. In memory, on a
 fake clock.
 """

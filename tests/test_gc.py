@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream._gc}.
+Tests for L{twisted_stream.ops._gc}.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import gc
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_stream._gc import (
+from twisted_stream.ops._gc import (
     FULL_COLLECTION_AFTER,
     STREAMING_THRESHOLDS,
     GarbageCollectionService,

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream.generator}: exact timing on L{task.Clock}, over
+Tests for L{twisted_stream.mock.generator}: exact timing on L{task.Clock}, over
 StubTreq's in-memory HTTP.
 """
 
@@ -15,8 +15,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import StreamingRequest, render
-from twisted_stream.formats import SSE, TEXT, chunkText
-from twisted_stream.generator import (
+from twisted_stream.mock.formats import SSE, TEXT, chunkText
+from twisted_stream.mock.generator import (
     GenerateResource,
     GeneratorRoot,
     StreamSpec,

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream._h2}: a real chunkproxy on an C{ssl:} listener,
+Tests for L{twisted_stream.gateway._h2}: a real chunkproxy on an C{ssl:} listener,
 spoken to over HTTP/2 by httpx (h2) and by real Chromium, with a CA the
 test makes.
 """
@@ -37,7 +37,7 @@ from tests.support import (
     twistdCommand,
     until,
 )
-from twisted_stream._channel import SPEAK_WITHIN_SECONDS
+from twisted_stream.gateway._channel import SPEAK_WITHIN_SECONDS
 
 
 class _H2Case(TestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream._h2frames}: header blocks bounded frame by frame,
+Tests for L{twisted_stream.gateway._h2frames}: header blocks bounded frame by frame,
 byte for byte, without sockets.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import h2Frame
-from twisted_stream._h2frames import PREFACE, HeaderBlockBound
+from twisted_stream.gateway._h2frames import PREFACE, HeaderBlockBound
 
 _END_STREAM, _END_HEADERS = 0x1, 0x4
 

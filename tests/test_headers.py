@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream.headers}.
+Tests for L{twisted_stream.http.headers}.
 """
 
 from __future__ import annotations
@@ -12,7 +12,12 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from tests.support import StreamingRequest
-from twisted_stream.headers import endToEnd, forwardedRequestHeaders, forwardedResponseHeaders, headerProblem
+from twisted_stream.http.headers import (
+    endToEnd,
+    forwardedRequestHeaders,
+    forwardedResponseHeaders,
+    headerProblem,
+)
 
 
 def _request(headers: dict[bytes, list[bytes]], secure: bool = False) -> Request:

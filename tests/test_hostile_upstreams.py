@@ -26,9 +26,9 @@ from tests.support import (
     portOf,
     reactor,
 )
-from twisted_stream._agent import UpstreamAgent
 from twisted_stream.gateway import GatewayResource, Route
 from twisted_stream.proxy import StreamProxyResource
+from twisted_stream.upstream._agent import UpstreamAgent
 
 
 class HostileUpstreamTests(TestCase):

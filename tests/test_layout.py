@@ -1,16 +1,64 @@
 """
-The house's rules that a newcomer relies on, checked: tests share helpers
+The house's rules that a newcomer relies on, checked: each part of
+C{twisted_stream} imports only the parts below it, and tests share helpers
 only through L{tests.support}.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
 TESTS = Path(__file__).resolve().parent
+PACKAGE = TESTS.parent / "twisted_stream"
+
+# Each part, and the parts of the project it may import (besides the
+# shared leaves, _compat and _numbers). Nothing imports upward: the wire,
+# the exchange and the library resource never reach the gateway's edge,
+# operations or the mock.
+_SHARED = {"twisted_stream", "twisted_stream._compat", "twisted_stream._numbers"}
+_MAY_IMPORT = {
+    "http": set(),
+    "upstream": {"http"},
+    "exchange": {"http", "upstream"},
+    "ops": {"http"},
+    "gateway": {"http", "upstream", "exchange", "ops"},
+    "mock": {"http", "ops", "exchange"},
+    "chunkwatch": {"http", "upstream", "tap"},
+    "page": {"http"},
+    "proxy": {"exchange"},
+}
+
+
+def _partOf(module: str) -> str:
+    return module.split(".")[1] if module.count(".") else ""
+
+
+def _imports(path: Path) -> set[str]:
+    """
+    The project modules a file imports when it runs (not those imported
+    only for type checking).
+    """
+    tree = ast.parse(path.read_text())
+    typeOnly = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+        for statement in block.body
+        for node in ast.walk(statement)
+    }
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typeOnly:
+            continue
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("twisted_stream"):
+            found.add(node.module or "")
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("twisted_stream")}
+    return found
 
 
 class LayoutTests(SynchronousTestCase):
@@ -27,3 +75,32 @@ class LayoutTests(SynchronousTestCase):
             if re.match(r"\s*(from tests\.test_\w+ import|import tests\.test_)", line)
         ]
         self.assertEqual(found, [])
+
+    def test_partsImportOnlyDownward(self) -> None:
+        """
+        Each part imports only the parts below it (the shared leaves aside).
+        """
+        found = []
+        for path in sorted(PACKAGE.rglob("*.py")):
+            module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+            part = _partOf(module)
+            allowed = _MAY_IMPORT.get(part.removesuffix(".py"))
+            if allowed is None:
+                continue
+            for imported in _imports(path) - _SHARED:
+                other = _partOf(imported)
+                if other != part and other not in allowed:
+                    found.append(f"{module} imports {imported}")
+        self.assertEqual(found, [], "\n".join(found))
+
+    def test_theGraphCheckSeesAnUpwardImport(self) -> None:
+        """
+        The check reads imports as they are written, runtime ones only.
+        """
+        probe = Path(self.mktemp() + ".py")
+        probe.write_text(
+            "from typing import TYPE_CHECKING\n"
+            "from twisted_stream.gateway import GatewaySite\n"
+            "if TYPE_CHECKING:\n    from twisted_stream.mock import llm\n"
+        )
+        self.assertEqual(_imports(probe), {"twisted_stream.gateway"})

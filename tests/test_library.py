@@ -73,17 +73,17 @@ class StandaloneTests(SynchronousTestCase):
         result = json.loads(ran.stdout)
         self.assertEqual((result["status"], result["body"]), (200, "data: Bearer k\n\ndata: [DONE]\n\n"))
         gateway = {
-            "twisted_stream.gateway",
-            "twisted_stream._admission",
-            "twisted_stream._channel",
-            "twisted_stream._gatewayrequest",
-            "twisted_stream._h2",
-            "twisted_stream._drain",
-            "twisted_stream._descriptors",
-            "twisted_stream._metrics",
-            "twisted_stream._cors",
-            "twisted_stream.mockllm",
-            "twisted_stream.generator",
+            "twisted_stream.gateway._site",
+            "twisted_stream.gateway._admission",
+            "twisted_stream.gateway._channel",
+            "twisted_stream.gateway._request",
+            "twisted_stream.gateway._h2",
+            "twisted_stream.ops._drain",
+            "twisted_stream.gateway._descriptors",
+            "twisted_stream.ops._metrics",
+            "twisted_stream.gateway._cors",
+            "twisted_stream.mock.llm",
+            "twisted_stream.mock.generator",
         }
         self.assertEqual(gateway & set(result["loaded"]), set())
         self.assertFalse([name for name in result["loaded"] if name.startswith("prometheus")])

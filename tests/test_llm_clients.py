@@ -12,8 +12,8 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 
 from tests.support import PEERS, PROMPT, TOKEN, LineProcess, ThroughProxy
-from twisted_stream.apis.embeddings import vector
-from twisted_stream.mockllm import tokens
+from twisted_stream.mock.apis.embeddings import vector
+from twisted_stream.mock.llm import tokens
 
 
 class SDKThroughProxyTests(ThroughProxy):

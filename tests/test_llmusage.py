@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream._llmusage}: events read byte for byte without
+Tests for L{twisted_stream.exchange._llmusage}: events read byte for byte without
 sockets, and a real chunkproxy in front of chunkgen's mock LLM, whose
 stream events and metrics say what each answer delivered, an abandoned one
 too.
@@ -16,11 +16,11 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import RawClient, Server, fetch, reactor, samples, startTwistd
-from twisted_stream._llmusage import MAX_LINE, UsageReader, WholeAnswerReader, apiOf
-from twisted_stream.apis import Answer, ChatRequest
-from twisted_stream.apis.gemini import GeminiGenerate
-from twisted_stream.apis.responses import OpenAIResponses
-from twisted_stream.mockllm import PASSAGE, tokens
+from twisted_stream.exchange._llmusage import MAX_LINE, UsageReader, WholeAnswerReader, apiOf
+from twisted_stream.mock.apis import Answer, ChatRequest
+from twisted_stream.mock.apis.gemini import GeminiGenerate
+from twisted_stream.mock.apis.responses import OpenAIResponses
+from twisted_stream.mock.llm import PASSAGE, tokens
 
 _OPENAI = (
     b'data: {"id":"c","object":"chat.completion.chunk","model":"gpt-x","choices":[{"index":0,'

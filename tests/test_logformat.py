@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream._logformat}: lines byte for byte without a
+Tests for L{twisted_stream.ops._logformat}: lines byte for byte without a
 process, and a real chunkproxy writing JSON lines.
 """
 
@@ -28,7 +28,7 @@ from tests.support import (
     twistdCommand,
     until,
 )
-from twisted_stream._logformat import jsonLine, textLine
+from twisted_stream.ops._logformat import jsonLine, textLine
 
 
 def _event(**fields: Any) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream._metrics}: a gateway on loopback after a known
+Tests for L{twisted_stream.ops._metrics}: a gateway on loopback after a known
 set of streams, its C{/metrics} scraped and parsed with prometheus-client's
 own parser; and a real chunkproxy with C{--metrics-listen} and
 C{--require-token}.
@@ -26,10 +26,10 @@ from tests.support import (
     samples,
     startTwistd,
 )
-from twisted_stream._agent import UpstreamAgent
-from twisted_stream._metrics import MAX_MODELS, Metrics
 from twisted_stream.gateway import GatewayResource, GatewaySite, Route
+from twisted_stream.ops._metrics import MAX_MODELS, Metrics
 from twisted_stream.proxy import StreamProxyResource
+from twisted_stream.upstream._agent import UpstreamAgent
 
 
 class ScrapeTests(TestCase):

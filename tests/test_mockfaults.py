@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream._mockfaults}: faults read from a request, each
+Tests for L{twisted_stream.mock._faults}: faults read from a request, each
 served by the mock on a clock in the API's own shapes, and each reaching
 the openai SDK through a real chunkproxy as the exception it raises for
 the real thing.
@@ -26,12 +26,12 @@ from tests.support import (
     startTwistd,
     typedEvents,
 )
-from twisted_stream._mockfaults import Fault, parseFault
-from twisted_stream.apis import ChatAPI, RequestError
-from twisted_stream.apis.anthropic import AnthropicMessages
-from twisted_stream.apis.openai import OpenAIChat
-from twisted_stream.apis.responses import OpenAIResponses
-from twisted_stream.mockllm import ChatResource, Pace
+from twisted_stream.mock._faults import Fault, parseFault
+from twisted_stream.mock.apis import ChatAPI, RequestError
+from twisted_stream.mock.apis.anthropic import AnthropicMessages
+from twisted_stream.mock.apis.openai import OpenAIChat
+from twisted_stream.mock.apis.responses import OpenAIResponses
+from twisted_stream.mock.llm import ChatResource, Pace
 
 
 class ParseTests(SynchronousTestCase):

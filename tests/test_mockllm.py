@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream.mockllm} and L{twisted_stream.apis.openai}: the
+Tests for L{twisted_stream.mock.llm} and L{twisted_stream.mock.apis.openai}: the
 mock LLM's answers, shapes and exact timing, on a fake clock over StubTreq.
 """
 
@@ -18,9 +18,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import StreamingRequest, chatRequest, render, sseEvents, typedEvents
-from twisted_stream.apis.openai import OpenAIChat
-from twisted_stream.generator import GeneratorRoot, StreamSpec
-from twisted_stream.mockllm import PASSAGE, ChatResource, Pace, tokens
+from twisted_stream.mock.apis.openai import OpenAIChat
+from twisted_stream.mock.generator import GeneratorRoot, StreamSpec
+from twisted_stream.mock.llm import PASSAGE, ChatResource, Pace, tokens
 
 URL = "http://gen/v1/chat/completions"
 
@@ -38,7 +38,7 @@ class TokensTests(SynchronousTestCase):
 
 class ContentTextTests(SynchronousTestCase):
     def test_blocksJoinedOthersSkipped(self) -> None:
-        from twisted_stream.apis import RequestError, contentText
+        from twisted_stream.mock.apis import RequestError, contentText
 
         blocks = [{"type": "text", "text": "a"}, {"type": "image", "source": {}}, {"type": "text", "text": "b"}]
         self.assertEqual(contentText(blocks, "m", lambda p, i: f"{p}[{i}]"), "ab")

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream.apis.tools}: arguments from JSON Schemas, and
+Tests for L{twisted_stream.mock.apis.tools}: arguments from JSON Schemas, and
 the chat completions mock answering with a call, byte for byte, on a clock.
 """
 
@@ -12,11 +12,11 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import StreamingRequest, render, sseEvents, typedEvents
-from twisted_stream.apis.anthropic import AnthropicMessages
-from twisted_stream.apis.openai import OpenAIChat
-from twisted_stream.apis.responses import OpenAIResponses
-from twisted_stream.apis.tools import ToolCall, argumentsFor, callTo, pieces
-from twisted_stream.mockllm import ChatResource, Pace
+from twisted_stream.mock.apis.anthropic import AnthropicMessages
+from twisted_stream.mock.apis.openai import OpenAIChat
+from twisted_stream.mock.apis.responses import OpenAIResponses
+from twisted_stream.mock.apis.tools import ToolCall, argumentsFor, callTo, pieces
+from twisted_stream.mock.llm import ChatResource, Pace
 
 _WEATHER = {
     "type": "object",

@@ -14,7 +14,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SkipTest
 
 from tests.support import NODE_PEERS, PROMPT, TOKEN, LineProcess, ThroughProxy, nodeExecutable
-from twisted_stream.mockllm import tokens
+from twisted_stream.mock.llm import tokens
 
 
 def _node(script: str, *args: str) -> LineProcess:

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream.options}, parsed as twistd parses them.
+Tests for L{twisted_stream.tap.options}, parsed as twistd parses them.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import twistdCommand
-from twisted_stream.formats import TEXT
-from twisted_stream.generator import StreamSpec
+from twisted_stream.mock.formats import TEXT
+from twisted_stream.mock.generator import StreamSpec
 from twisted_stream.tap.chunkgen import Options as GeneratorOptions
 from twisted_stream.tap.chunkproxy import Options as ProxyOptions
 

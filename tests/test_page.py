@@ -15,7 +15,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import BreaksOff, Server, Upstream, browser, startTwistd
-from twisted_stream.mockllm import PASSAGE, tokens
+from twisted_stream.mock.llm import PASSAGE, tokens
 from twisted_stream.page import pageHTML
 
 

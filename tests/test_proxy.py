@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream.proxy}: its logic, on L{task.Clock} and in-memory
+Tests for L{twisted_stream.exchange._resource}: its logic, on L{task.Clock} and in-memory
 HTTP (a generator behind the proxy, both in C{treq.testing}).
 """
 
@@ -26,9 +26,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from tests.support import FakeAgent, StreamingRequest, render
-from twisted_stream._http import PlainResource
-from twisted_stream.formats import TEXT
-from twisted_stream.generator import GeneratorRoot, StreamSpec
+from twisted_stream.http._text import PlainResource
+from twisted_stream.mock.formats import TEXT
+from twisted_stream.mock.generator import GeneratorRoot, StreamSpec
 from twisted_stream.proxy import StreamProxyResource
 
 UPSTREAM = b"http://upstream.example/generate"

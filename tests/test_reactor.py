@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream._reactor}: events go straight to their
+Tests for L{twisted_stream.ops._reactor}: events go straight to their
 handlers, a handler's failure is logged and ends only its own connection,
 and chunkproxy runs on the reactor unless twistd was told another.
 """
@@ -16,7 +16,7 @@ from twisted.internet.abstract import FileDescriptor
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from twisted_stream._reactor import StreamEPollReactor
+from twisted_stream.ops._reactor import StreamEPollReactor
 
 
 class _Reader(FileDescriptor):
@@ -146,7 +146,7 @@ class ChoiceTests(TestCase):
         """
         self.assertEqual(
             _reactorClassOf(["-n", "chunkproxy", "--listen", "tcp:0:interface=127.0.0.1"]),
-            "twisted_stream._reactor.StreamEPollReactor",
+            "twisted_stream.ops._reactor.StreamEPollReactor",
         )
 
     def test_twistdChoiceKept(self) -> None:
@@ -164,5 +164,5 @@ class ChoiceTests(TestCase):
         """
         self.assertEqual(
             _reactorClassOf(["--reactor", "streamepoll", "-n", "chunkgen"]),
-            "twisted_stream._reactor.StreamEPollReactor",
+            "twisted_stream.ops._reactor.StreamEPollReactor",
         )

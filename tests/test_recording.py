@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream._recording}: the file format and matching on a
+Tests for L{twisted_stream.exchange._recording}: the file format and matching on a
 clock, and a stream recorded through a real C{chunkproxy --record} from the
 mock, replayed by a real C{chunkgen --replay} at its recorded pace.
 """
@@ -27,7 +27,8 @@ from tests.support import (
     twistdCommand,
     until,
 )
-from twisted_stream._recording import Library, Recorder, ReplayResource, matchKey
+from twisted_stream.exchange._recording import Recorder, matchKey
+from twisted_stream.mock._replay import Library, ReplayResource
 
 
 class MatchTests(SynchronousTestCase):

@@ -8,7 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 from twisted.web.test.requesthelper import DummyRequest
 
-from twisted_stream._refusal import Refusal, RequestLimits, headerLineRefusal, headRefusal
+from twisted_stream.http._refusal import Refusal, RequestLimits, headerLineRefusal, headRefusal
 
 
 class RefusalTests(SynchronousTestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream._retry}: the deadline and the retry rule, on a
+Tests for L{twisted_stream.upstream._retry}: the deadline and the retry rule, on a
 fake clock with an agent the test answers. (What a client sees of them is
 tested through L{StreamProxyResource} in C{tests.test_proxy}.)
 """
@@ -17,8 +17,8 @@ from twisted.web.client import RequestNotSent, ResponseNeverReceived
 from twisted.web.iweb import IResponse
 
 from tests.support import FakeAgent
-from twisted_stream._retry import DeadlineAgent, NoResponseInTime
-from twisted_stream._wire import ReusedConnectionLost
+from twisted_stream.upstream._retry import DeadlineAgent, NoResponseInTime
+from twisted_stream.upstream._wire import ReusedConnectionLost
 
 _SOME_BODY: Any = object()
 """A request body, which the retry rule only checks for."""

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream._service} and the twistd plugins' services.
+Tests for L{twisted_stream.ops._service} and the twistd plugins' services.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from tests.support import LineProcess, startServer, twistdCommand
-from twisted_stream._service import DEFAULT_BACKLOG, baseURL, withBacklog
+from twisted_stream.ops._service import DEFAULT_BACKLOG, baseURL, withBacklog
 
 
 @implementer(IListeningPort)

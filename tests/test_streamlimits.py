@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream._streamlimits}: the counts without sockets, and
+Tests for L{twisted_stream.gateway._streamlimits}: the counts without sockets, and
 a gateway on loopback whose limits hostile crowds push past.
 """
 
@@ -14,11 +14,11 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.http_headers import Headers
 
 from tests.support import RawClient, RawConnection, RawUpstream, portOf, reactor
-from twisted_stream._agent import UpstreamAgent
-from twisted_stream._refusal import Refusal
-from twisted_stream._streamlimits import StreamLimits
 from twisted_stream.gateway import GatewayResource, GatewaySite, Route
+from twisted_stream.gateway._streamlimits import StreamLimits
+from twisted_stream.http._refusal import Refusal
 from twisted_stream.proxy import StreamProxyResource
+from twisted_stream.upstream._agent import UpstreamAgent
 
 _FULL = Refusal(503, "the gateway carries 2 streams already; try again shortly", ((b"Retry-After", b"1"),))
 _CLIENT_FULL = Refusal(503, "this client has 1 streams open already; try again shortly", ((b"Retry-After", b"1"),))

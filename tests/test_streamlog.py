@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream._streamlog}: one event per stream, with the
+Tests for L{twisted_stream.exchange._streamlog}: one event per stream, with the
 outcome its end says, from a real gateway on loopback with hand-made
 upstreams.
 """
@@ -26,11 +26,11 @@ from tests.support import (
     reactor,
     startTwistd,
 )
-from twisted_stream._agent import UpstreamAgent
-from twisted_stream._logformat import textLine
 from twisted_stream.gateway import GatewayResource, GatewaySite, Route
+from twisted_stream.ops._logformat import textLine
 from twisted_stream.page import PageResource
 from twisted_stream.proxy import StreamProxyResource
+from twisted_stream.upstream._agent import UpstreamAgent
 
 _CHUNKED = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
 

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream.watch}: C{chunkwatch}.
+Tests for L{twisted_stream.chunkwatch}: C{chunkwatch}.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import ResponseDone, ResponseFailed
 
 from tests.support import BreaksOff, LineProcess, Server, Upstream, startTwistd
-from twisted_stream.formats import NDJSON, SSE, TEXT
-from twisted_stream.watch import EXIT_CLEAN, EXIT_TRUNCATED, Watcher, _shown, percentile, sendTime
+from twisted_stream.chunkwatch import EXIT_CLEAN, EXIT_TRUNCATED, Watcher, _shown, percentile, sendTime
+from twisted_stream.mock.formats import NDJSON, SSE, TEXT
 
 NOW = 1_764_000_000.5
 
@@ -81,7 +81,7 @@ class ShownTests(SynchronousTestCase):
         A piece of an OpenAI-style event stream is shown by the content of
         its deltas; anything else as its text.
         """
-        from twisted_stream.apis import openai
+        from twisted_stream.mock.apis import openai
 
         piece = openai.event(openai.chunk("id", 1, "m", {"content": "Hello"})) + openai.event(
             openai.chunk("id", 1, "m", {"content": " wörld"})

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream._wire}: the upstream HTTP/1.1 client protocol,
+Tests for L{twisted_stream.upstream._wire}: the upstream HTTP/1.1 client protocol,
 byte for byte, on an in-memory transport.
 """
 
@@ -20,7 +20,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IResponse
 
 from tests.support import BytesBody
-from twisted_stream._wire import (
+from twisted_stream.upstream._wire import (
     HTTP11UpstreamProtocol,
     ResponseLimits,
     ReusedConnectionLost,
@@ -56,7 +56,7 @@ class ImportTests(SynchronousTestCase):
             [
                 sys.executable,
                 "-c",
-                "import sys, twisted_stream._wire; "
+                "import sys, twisted_stream.upstream._wire; "
                 "print(' '.join(sorted(m for m in sys.modules if m.startswith(('twisted_stream', 'prometheus')))))",
             ],
             capture_output=True,
@@ -68,9 +68,11 @@ class ImportTests(SynchronousTestCase):
             [
                 "twisted_stream",
                 "twisted_stream._compat",
-                "twisted_stream._wire",
-                "twisted_stream._writenow",
-                "twisted_stream.headers",
+                "twisted_stream.http",
+                "twisted_stream.http.headers",
+                "twisted_stream.upstream",
+                "twisted_stream.upstream._wire",
+                "twisted_stream.upstream._writenow",
             ],
         )
 

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream._workers}: the pool's supervision on a clock,
+Tests for L{twisted_stream.ops._workers}: the pool's supervision on a clock,
 and real C{twistd chunkproxy --workers 2} groups serving, replacing a
 killed worker, draining on SIGTERM, and reporting their metrics together.
 """
@@ -37,7 +37,7 @@ from tests.support import (
     twistdCommand,
     until,
 )
-from twisted_stream._workers import (
+from twisted_stream.ops._workers import (
     READY_DESCRIPTOR,
     READY_TIMEOUT,
     WORKER_VARIABLE,
@@ -236,7 +236,7 @@ class ReloadTests(SynchronousTestCase):
         """
         @return: What the pool logged last.
         """
-        return formatEvent([e for e in self.events if e.get("log_namespace") == "twisted_stream._workers"][-1])
+        return formatEvent([e for e in self.events if e.get("log_namespace") == "twisted_stream.ops._workers"][-1])
 
     def process(self, index: int) -> tuple[Any, _FakeTransport]:
         """

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream._writenow}: a write that finds nothing buffered
+Tests for L{twisted_stream.upstream._writenow}: a write that finds nothing buffered
 is sent inside C{write}, on real loopback connections.
 """
 
@@ -14,7 +14,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
 from tests.support import portOf, reactor
-from twisted_stream._writenow import gathered, sendAtOnce
+from twisted_stream.upstream._writenow import gathered, sendAtOnce
 
 
 class _Accepted(Protocol):

@@ -14,7 +14,7 @@ from importlib.resources import files
 
 from twisted.web.server import Request
 
-from twisted_stream._http import PlainResource
+from twisted_stream.http._text import PlainResource
 
 __all__ = ["PageResource", "pageHTML"]
 

@@ -20,7 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from tests.support.processes import PEERS, LineProcess, Server, startTwistd
-from twisted_stream.mockllm import tokens
+from twisted_stream.mock.llm import tokens
 
 PROMPT = "The quick brown fox jumps over the lazy dog while the proxy streams every word"
 """What the clients in front of the proxy ask C{mock-echo} to say."""

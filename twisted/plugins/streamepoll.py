@@ -8,6 +8,6 @@ from twisted.application.reactors import Reactor
 
 streamepoll = Reactor(
     "streamepoll",
-    "twisted_stream._reactor",
+    "twisted_stream.ops._reactor",
     "epoll, handing each event straight to its handler (chunkproxy's default).",
 )

@@ -12,13 +12,13 @@ from twisted.python import usage
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from twisted_stream._drain import CleanExitService
 from twisted_stream._numbers import decimalNumber
-from twisted_stream._recording import Library, ReplayResource
-from twisted_stream._service import listeningService
-from twisted_stream.generator import GeneratorRoot, StreamSpec, parseCount, parseInterval
-from twisted_stream.mockllm import Pace
-from twisted_stream.options import PluginOptions
+from twisted_stream.mock._replay import Library, ReplayResource
+from twisted_stream.mock.generator import GeneratorRoot, StreamSpec, parseCount, parseInterval
+from twisted_stream.mock.llm import Pace
+from twisted_stream.ops._drain import CleanExitService
+from twisted_stream.ops._service import listeningService
+from twisted_stream.tap.options import PluginOptions
 
 __all__ = ["Options", "makeService"]
 

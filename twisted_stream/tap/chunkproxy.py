@@ -17,17 +17,22 @@ from twisted.internet.defer import Deferred
 from twisted.python import usage
 from twisted.web.server import Site
 
-from twisted_stream._agent import UpstreamAgent, tlsPolicy
-from twisted_stream._cors import CorsPolicy
-from twisted_stream._descriptors import FileLimitService
-from twisted_stream._drain import DrainService
-from twisted_stream._gc import GarbageCollectionService
-from twisted_stream._metrics import Metrics, MetricsResource, groupRegistry
-from twisted_stream._recording import DEFAULT_RECORD_MAX_BYTES
-from twisted_stream._service import listeningService
-from twisted_stream._streamlimits import StreamLimits
-from twisted_stream._wire import ResponseLimits
-from twisted_stream._workers import (
+from twisted_stream.exchange._recording import DEFAULT_RECORD_MAX_BYTES
+from twisted_stream.gateway import (
+    DEFAULT_MAX_BODY_MEMORY,
+    GatewayResource,
+    GatewaySite,
+    RequestLimits,
+    Route,
+)
+from twisted_stream.gateway._cors import CorsPolicy
+from twisted_stream.gateway._descriptors import FileLimitService
+from twisted_stream.gateway._streamlimits import StreamLimits
+from twisted_stream.ops._drain import DrainService
+from twisted_stream.ops._gc import GarbageCollectionService
+from twisted_stream.ops._metrics import Metrics, MetricsResource, groupRegistry
+from twisted_stream.ops._service import listeningService
+from twisted_stream.ops._workers import (
     METRICS_FOLDER_VARIABLE,
     NotAccepting,
     ParentWatch,
@@ -39,14 +44,9 @@ from twisted_stream._workers import (
     workerNumber,
     workersWriteLogFiles,
 )
-from twisted_stream.gateway import (
-    DEFAULT_MAX_BODY_MEMORY,
-    GatewayResource,
-    GatewaySite,
-    RequestLimits,
-    Route,
-)
-from twisted_stream.options import (
+from twisted_stream.page import PageResource
+from twisted_stream.proxy import FORWARDED_METHODS, StreamProxyResource
+from twisted_stream.tap.options import (
     PluginOptions,
     RouteOptions,
     checkEndpoint,
@@ -59,8 +59,8 @@ from twisted_stream.options import (
     resolveSecret,
     wholeNumberOption,
 )
-from twisted_stream.page import PageResource
-from twisted_stream.proxy import FORWARDED_METHODS, StreamProxyResource
+from twisted_stream.upstream._agent import UpstreamAgent, tlsPolicy
+from twisted_stream.upstream._wire import ResponseLimits
 
 __all__ = ["Options", "makeService"]
 
@@ -80,11 +80,11 @@ class _PoolService(Service):
 
 def _chooseReactor() -> None:
     """
-    Run on L{twisted_stream._reactor.StreamEPollReactor} where epoll exists,
+    Run on L{twisted_stream.ops._reactor.StreamEPollReactor} where epoll exists,
     unless twistd was told which reactor to use (C{--reactor}).
     """
     try:
-        from twisted_stream._reactor import installIfNoneChosen
+        from twisted_stream.ops._reactor import installIfNoneChosen
     except ImportError:
         # No epoll here: twistd's default reactor it is.
         return

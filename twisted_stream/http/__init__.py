@@ -1,0 +1,4 @@
+"""
+HTTP pieces every part shares: the header rules (L{headers}), refusals with
+a status and one line of reason, plain-text answers.
+"""

@@ -1,0 +1,298 @@
+# -*- test-case-name: tests.test_mockllm -*-
+"""
+OpenAI's Chat Completions API: C{POST /v1/chat/completions} and
+C{GET /v1/models}, as the official clients expect them.
+
+A streamed answer is Server-Sent Events, one C{data: {json}} event per
+C{chat.completion.chunk}: the first delta carries the role, each next one a
+piece of content, the last one the C{finish_reason}; with
+C{stream_options.include_usage} a final chunk with no choices carries
+C{usage}; then C{data: [DONE]}.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping, Optional, Sequence
+
+from twisted_stream.mock.apis import Answer, ChatRequest, Finish, RequestError, contentText, jsonObject
+from twisted_stream.mock.apis.tools import ToolCall, chosenCall
+
+__all__ = [
+    "OpenAIChat",
+    "chunk",
+    "completion",
+    "done",
+    "encode",
+    "error",
+    "event",
+    "modelList",
+    "parseChatRequest",
+]
+
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def _text(content: Any, where: str) -> str:
+    # OpenAI allows no content at all (an assistant message with tool calls).
+    return "" if content is None else contentText(content, where, lambda path, i: f"{path}[{i}]")
+
+
+def parseChatRequest(body: bytes) -> ChatRequest:
+    """
+    Read and check a chat completion request.
+
+    @param body: The request body.
+    @return: The request.
+    @raise RequestError: For invalid JSON, a missing or malformed
+        C{messages}, or a field of the wrong type.
+    """
+    request = jsonObject(body)
+    model = request.get("model")
+    if not isinstance(model, str) or not model:
+        raise RequestError("model is required and must be a string", "model")
+    messages = request.get("messages")
+    if messages is None:
+        raise RequestError("messages is required", "messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("messages must be a non-empty array", "messages")
+    conversation = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise RequestError(f"{where} must be an object", where)
+        role = message.get("role")
+        if role not in ROLES:
+            raise RequestError(f"{where}.role must be one of {', '.join(sorted(ROLES))}", f"{where}.role")
+        conversation.append((role, _text(message.get("content"), f"{where}.content")))
+    stream = request.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise RequestError("stream must be a boolean", "stream")
+    options = request.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        raise RequestError("stream_options must be an object", "stream_options")
+    includeUsage = bool((options or {}).get("include_usage", False))
+    if options and not stream:
+        raise RequestError("stream_options is only allowed when stream is true", "stream_options")
+    maxTokens = request.get("max_completion_tokens", request.get("max_tokens"))
+    if maxTokens is not None and (isinstance(maxTokens, bool) or not isinstance(maxTokens, int) or maxTokens < 1):
+        raise RequestError("max_tokens must be a positive integer", "max_tokens")
+    last = messages[-1]
+    toolResult = _text(last.get("content"), "content") if last.get("role") == "tool" else None
+    return ChatRequest(model, conversation, bool(stream), includeUsage, maxTokens, request,
+                       _toolCall(model, request, toolResult is not None), toolResult)  # fmt: skip
+
+
+def _toolCall(model: str, request: Mapping[str, Any], answered: bool) -> Optional[ToolCall]:
+    """
+    The call a request gets (see L{chosenCall}), from its C{tools} and
+    C{tool_choice}.
+    """
+    tools = request.get("tools")
+    if not isinstance(tools, list) or not tools:
+        return None
+    offered: dict[str, Any] = {}
+    for i, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise RequestError(f"tools[{i}].function.name is required", f"tools[{i}].function.name")
+        offered.setdefault(function["name"], function.get("parameters"))
+    given = request.get("tool_choice", "auto")
+    choice, forced = ("named", (given.get("function") or {}).get("name")) if isinstance(given, dict) else (given, None)
+    try:
+        return chosenCall(model, offered, choice, forced, answered)
+    except ValueError as e:
+        raise RequestError(f"tool_choice {e}", "tool_choice") from None
+
+
+def encode(value: Any) -> bytes:
+    """
+    @return: C{value} as compact UTF-8 JSON, as the API sends it.
+    """
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def event(data: Mapping[str, Any]) -> bytes:
+    """
+    @return: One server-sent event carrying C{data} as JSON.
+    """
+    return b"data: " + encode(data) + b"\n\n"
+
+
+def done() -> bytes:
+    """
+    @return: The event that ends a stream.
+    """
+    return b"data: [DONE]\n\n"
+
+
+def chunk(
+    completionId: str,
+    created: int,
+    model: str,
+    delta: Mapping[str, Any],
+    finishReason: Optional[str] = None,
+    withUsageField: bool = False,
+) -> dict[str, Any]:
+    """
+    One C{chat.completion.chunk}.
+
+    @param delta: C{{"role": "assistant"}}, C{{"content": "..."}} or C{{}}.
+    @param finishReason: C{"stop"} or C{"length"} on the last chunk.
+    @param withUsageField: Whether to carry C{"usage": null} (as every chunk
+        does when the request asked for usage).
+    """
+    value: dict[str, Any] = {
+        "id": completionId,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": 0, "delta": dict(delta), "logprobs": None, "finish_reason": finishReason}],
+    }
+    if withUsageField:
+        value["usage"] = None
+    return value
+
+
+def usage(promptTokens: int, completionTokens: int) -> dict[str, int]:
+    """
+    @return: A C{usage} object.
+    """
+    return {
+        "prompt_tokens": promptTokens,
+        "completion_tokens": completionTokens,
+        "total_tokens": promptTokens + completionTokens,
+    }
+
+
+def usageChunk(completionId: str, created: int, model: str, used: Mapping[str, int]) -> dict[str, Any]:
+    """
+    @return: The final chunk of a stream that asked for usage: no choices.
+    """
+    return {
+        "id": completionId,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [],
+        "usage": dict(used),
+    }
+
+
+def completion(
+    completionId: str, created: int, model: str, text: str, finishReason: str, used: Mapping[str, int]
+) -> dict[str, Any]:
+    """
+    @return: A whole C{chat.completion}, for a request that does not stream.
+    """
+    return {
+        "id": completionId,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": finishReason,
+            }
+        ],
+        "usage": dict(used),
+    }
+
+
+def error(problem: RequestError) -> bytes:
+    """
+    @return: OpenAI's error body for a refused request.
+    """
+    return encode({"error": _errorFields(problem)})
+
+
+def _errorFields(problem: RequestError) -> dict[str, Any]:
+    kind = "requests" if problem.status == 429 else "invalid_request_error" if problem.status < 500 else "server_error"
+    return {"message": problem.message, "type": kind, "param": problem.param, "code": problem.code}
+
+
+RATE_LIMIT_HEADERS = (
+    (b"x-ratelimit-limit-requests", b"60"),
+    (b"x-ratelimit-remaining-requests", b"0"),
+    (b"x-ratelimit-reset-requests", b"1s"),
+)
+"""OpenAI's rate-limit headers, as on a 429."""
+
+
+def modelList(models: Sequence[str], created: int) -> bytes:
+    """
+    @return: The body of C{GET /v1/models}.
+    """
+    return encode(
+        {"object": "list", "data": [{"id": m, "object": "model", "created": created, "owned_by": "twisted-stream"} for m in models]}
+    )
+
+
+_FINISH_REASONS: Mapping[Finish, str] = {"complete": "stop", "length": "length", "tool_call": "tool_calls"}
+
+
+def _callId(answer: Answer) -> str:
+    return "call_" + answer.id[-24:]
+
+
+class OpenAIChat:
+    """
+    C{POST /v1/chat/completions}, as L{twisted_stream.mock.apis.ChatAPI}.
+    """
+
+    idPrefix = "chatcmpl-"
+
+    def parse(self, body: bytes) -> ChatRequest:
+        return parseChatRequest(body)
+
+    def _chunk(self, answer: Answer, delta: Mapping[str, Any], finishReason: Optional[str] = None) -> bytes:
+        request = answer.request
+        return event(chunk(answer.id, answer.created, request.model, delta, finishReason, request.includeUsage))
+
+    def opening(self, answer: Answer) -> bytes:
+        call = answer.request.toolCall
+        if call is not None:
+            first = {"index": 0, "id": _callId(answer), "type": "function", "function": {"name": call.name, "arguments": ""}}
+            return self._chunk(answer, {"role": "assistant", "content": None, "tool_calls": [first]})
+        return self._chunk(answer, {"role": "assistant", "content": ""})
+
+    def token(self, answer: Answer, text: str) -> bytes:
+        if answer.request.toolCall is not None:
+            return self._chunk(answer, {"tool_calls": [{"index": 0, "function": {"arguments": text}}]})
+        return self._chunk(answer, {"content": text})
+
+    def closing(self, answer: Answer, finish: Finish, completionTokens: int) -> bytes:
+        events = self._chunk(answer, {}, _FINISH_REASONS[finish])
+        if answer.request.includeUsage:
+            used = usage(answer.promptTokens, completionTokens)
+            events += event(usageChunk(answer.id, answer.created, answer.request.model, used))
+        return events + done()
+
+    def whole(self, answer: Answer, text: str, finish: Finish, completionTokens: int) -> bytes:
+        used = usage(answer.promptTokens, completionTokens)
+        whole = completion(answer.id, answer.created, answer.request.model, text, _FINISH_REASONS[finish], used)
+        call = answer.request.toolCall
+        if call is not None:
+            whole["choices"][0]["message"].update(
+                content=None,
+                tool_calls=[{"id": _callId(answer), "type": "function",
+                             "function": {"name": call.name, "arguments": call.arguments}}],
+            )  # fmt: skip
+        return encode(whole)
+
+    rateLimitHeaders = RATE_LIMIT_HEADERS
+    overloadedStatus = 503
+
+    def error(self, problem: RequestError) -> bytes:
+        return error(problem)
+
+    def errorEvent(self, answer: Answer, problem: RequestError) -> bytes:
+        # A data line with an "error" member, which the SDKs raise as an error.
+        return event({"error": _errorFields(problem)})
+
