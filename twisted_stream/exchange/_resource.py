@@ -21,7 +21,7 @@ request's producer. That one registration gives:
 The agent is called directly, not through treq's C{HTTPClient}: that one
 always decodes gzip (a gateway forwards bodies as they are), keeps a cookie
 jar, and parses every URL with hyperlink, which a stream's start cannot
-afford (see the README's benchmark).
+afford (see C{docs/benchmark.md}).
 
 The resource is also the library piece: put it into any L{Site}, at any
 path, and requests below that path go to the upstream URL plus the rest of
@@ -594,7 +594,10 @@ class StreamProxyResource(PlainResource):
             response after which an SSE comment (C{: keep-alive}) is sent
             between events; L{None}: never.
         @param retries: How many times to try again a request that failed
-            before it was sent (no connection could be made).
+            before any answer where that is safe (see
+            L{twisted_stream.upstream._retry.retriable}): no connection
+            could be made, or a bodiless C{GET}, C{HEAD} or C{OPTIONS}
+            whose kept-alive connection ended before any answer.
         @param maxBody: The largest request body to forward (C{413} above).
         @param injectHeaders: Headers to set on every upstream request,
             replacing the client's under those names (credentials that stay

@@ -270,10 +270,9 @@ class GatewaySite(Site):
         Log a request that has been answered, as one structured event.
 
         Twisted's own access log formats a combined-log line (with its own
-        date stamp) for every request, whether anything reads it or not:
-        at thousands of short streams a second that was a fifth of the
-        gateway's CPU. An event carries the fields, and only an observer
-        that writes text formats them.
+        date stamp) for every request, whether anything reads it or not,
+        a large share of the CPU of many short streams. An event carries
+        the fields, and only an observer that writes text formats them.
 
         @param request: The request.
         """

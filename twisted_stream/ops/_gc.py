@@ -9,8 +9,7 @@ stream's (its requests, protocols, Deferreds: alive for as long as the
 stream). By default a full collection runs whenever the long-lived objects
 have grown by a quarter, which is exactly what a ramp of new streams does:
 at 1,000 to 2,000 streams the benchmark saw pauses of tens of milliseconds,
-each one a delay for every chunk in flight (p99 chunk delay 32 ms at 1,000
-streams with the defaults; 2.4 ms with collection off).
+each one a delay for every chunk in flight.
 
 So, once the process is set up: what exists then is frozen (never walked
 again), and full collections are made rare (the third threshold counts

@@ -7,14 +7,13 @@ through C{log.callWithLogger}: ask the descriptor for its log prefix, copy
 the legacy log context, push the copy, call, pop. That exists so that a
 legacy C{log.msg} made while the event is handled names the connection in
 its C{[system]}. A proxy that forwards a chunk per upstream read pays it at
-every read: at 1,000 streams of 10 chunks a second it was a fifth of
-chunkproxy's CPU (6.3 against 5.0 CPU seconds for 100,000 chunks, measured
-with C{bench/.build/load streams} on one core), for lines the gateway does
-not write: its own events are L{twisted.logger} events, which name their
-namespace, not that context.
+every read, a large share of its CPU at many streams (C{bench/run} measures
+it: see C{docs/benchmark.md}), for lines the gateway does not write: its own
+events are L{twisted.logger} events, which name their namespace, not that
+context.
 
 L{StreamEPollReactor} dispatches each event straight to the reactor's own
-C{_doReadOrWrite}, which already turns anything the handler raises into a
+handler (Twisted's C{_doReadOrWrite}, reached through L{twisted_stream._compat}), which already turns anything the handler raises into a
 logged error and a closed connection, as before; only what escapes that
 (a C{connectionLost} that raises) is caught here, logged with the
 descriptor's prefix, and the loop goes on with the next event. The one

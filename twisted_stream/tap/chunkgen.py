@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.test_options,tests.test_generator -*-
 """
 C{twistd chunkgen}: the chunk generator as a twistd plugin.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_tap -*-
+# -*- test-case-name: tests.test_options,tests.test_gateway_e2e -*-
 """
 C{twistd chunkproxy}: the streaming gateway and its page as a twistd plugin.
 """
