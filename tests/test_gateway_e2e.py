@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, serverFromString
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import LoopingCall, deferLater
@@ -25,6 +25,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from tests.support import (
     ChatUpstream,
     Exchange,
+    FileContext,
     LineProcess,
     RawClient,
     Server,
@@ -165,7 +166,7 @@ class TLSUpstreamTests(TestCase):
         self.ca, cert, key = makeCertificates(directory)
         self.otherCA, _, _ = makeCertificates(directory, "other")
         site = Site(ChatUpstream())
-        endpoint = serverFromString(reactor, f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}")
+        endpoint = SSL4ServerEndpoint(reactor, 0, FileContext(cert, key), interface="127.0.0.1")
         port: IListeningPort = yield endpoint.listen(site)
         self.addCleanup(port.stopListening)
         self.url = f"https://localhost:{portOf(port)}/"

@@ -59,7 +59,7 @@ from tests.support.sockets import (
     portOf,
     rawClients,
 )
-from tests.support.tls import makeCertificates
+from tests.support.tls import FileContext, makeCertificates
 
 __all__ = [
     "CHROMEDRIVER",
@@ -92,6 +92,7 @@ __all__ = [
     "freePort",
     "h2Frame",
     "loopsStoppedAtCleanup",
+    "FileContext",
     "makeCertificates",
     "nodeExecutable",
     "portOf",

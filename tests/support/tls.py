@@ -5,6 +5,10 @@ TLS material made for a test: a CA and a certificate it signs.
 from __future__ import annotations
 
 import os
+from typing import Any
+
+from twisted.internet.interfaces import IOpenSSLContextFactory
+from zope.interface import implementer
 
 
 def makeCertificates(directory: str, name: str = "test") -> tuple[str, str, str]:
@@ -71,3 +75,30 @@ def makeCertificates(directory: str, name: str = "test") -> tuple[str, str, str]
         with open(path, "wb") as f:
             f.write(content)
     return paths[0], paths[1], paths[2]
+
+
+@implementer(IOpenSSLContextFactory)
+class FileContext:
+    """
+    A server's TLS context made from PEM files by pyOpenSSL's file APIs:
+    Twisted's C{ssl:} endpoint hands pyOpenSSL certificate and key objects
+    to the context, which pyOpenSSL 25 and later warn about on every test
+    that listens with it.
+    """
+
+    def __init__(self, certificate: str, key: str) -> None:
+        """
+        @param certificate: The certificate's PEM file.
+        @param key: The key's PEM file.
+        """
+        from OpenSSL import SSL
+
+        self._context = SSL.Context(SSL.TLS_SERVER_METHOD)
+        self._context.use_certificate_chain_file(certificate)
+        self._context.use_privatekey_file(key)
+
+    def getContext(self) -> Any:
+        """
+        @return: The context (what an SSL endpoint asks of its factory).
+        """
+        return self._context
