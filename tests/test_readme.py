@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +29,9 @@ from tests.support import (
     fetch,
     freePort,
     startServer,
+    stopped,
     twistdCommand,
+    until,
 )
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -259,6 +262,29 @@ class DemoTests(TestCase):
         self.assertGreater(rows[-1] - rows[0], 1.5, "the rows should appear as the chunks arrive")
         self.assertIn("ended cleanly", demo.text)
         self.assertIn(f"The page: http://localhost:{proxyPort}/", demo.text)
+
+    @inlineCallbacks
+    def test_ctrlCEndsItCleanly(self) -> Any:
+        """
+        Once both servers run, Ctrl-C (SIGINT) ends the demo with status 0,
+        both servers stopped, as each server's own Ctrl-C does.
+        """
+        proxyPort = freePort()
+        env = dict(
+            os.environ,
+            VENV=sys.prefix,
+            CHUNKGEN_PORT=str(freePort()),
+            CHUNKPROXY_PORT=str(proxyPort),
+            DEMO_DIR=os.path.abspath(self.mktemp()),
+        )
+        demo = LineProcess.spawn(str(PROJECT / "scripts" / "demo"), env=env)
+        self.addCleanup(stopped, demo)
+        yield until(lambda: "Both keep running until Ctrl-C" in demo.text, 60, lambda: demo.text)
+        os.kill(demo.pid, signal.SIGINT)
+        code = yield demo.exitCode
+        self.assertEqual(code, 0, demo.text + demo.stderr.decode())
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", proxyPort), timeout=1).close()
 
     @inlineCallbacks
     def test_takenPortNamesTheVariables(self) -> Any:
