@@ -6,12 +6,12 @@ StreamProxyResource}.
 """
 
 from twisted_stream.exchange._hooks import DEFAULT_HOOKS, IStreamHooks, Stream
-from twisted_stream.exchange._resource import (
+from twisted_stream.exchange._resource import DEFAULT_MAX_BODY, StreamProxyResource
+from twisted_stream.exchange._rules import (
     ALLOW_FORWARDED,
-    DEFAULT_MAX_BODY,
     FORWARDED_METHODS,
     NOT_ORIGIN_FORM,
-    StreamProxyResource,
+    ForwardingRules,
     requestTargetProblem,
     targetProblem,
 )
@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_HOOKS",
     "DEFAULT_MAX_BODY",
     "FORWARDED_METHODS",
+    "ForwardingRules",
     "NOT_ORIGIN_FORM",
     "IStreamHooks",
     "Stream",

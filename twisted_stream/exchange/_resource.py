@@ -33,10 +33,8 @@ their path and their query string::
 
 from __future__ import annotations
 
-import re
 from errno import EMFILE, ENFILE
 from typing import Any, Callable, Optional, Sequence, cast
-from urllib.parse import unquote_to_bytes
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import (
@@ -50,7 +48,6 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import PotentialDataLoss, ResponseDone
-from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
@@ -61,87 +58,21 @@ from twisted_stream.exchange._exhaustion import OUT_OF_DESCRIPTORS, noteExhauste
 from twisted_stream.exchange._hooks import hooksOf
 from twisted_stream.exchange._llmusage import UsageReader, WholeAnswerReader
 from twisted_stream.exchange._recording import DEFAULT_RECORD_MAX_BYTES, Recorder, RecordingWriter
+from twisted_stream.exchange._rules import FORWARDED_METHODS, ForwardingRules, requestTargetProblem
 from twisted_stream.exchange._streamlog import StreamRecord, clientOf
-from twisted_stream.http._refusal import Refusal, headerLinesRefusal, headRefusal, tokenRefusal
+from twisted_stream.http._refusal import Refusal, headerLinesRefusal, headRefusal
 from twisted_stream.http._text import PlainResource, textError
 from twisted_stream.http.headers import fieldsOf, forwardedRequestHeaders, forwardedResponseHeaders
 from twisted_stream.upstream._agent import UpstreamAgent
 from twisted_stream.upstream._retry import DeadlineAgent, NoResponseInTime
 from twisted_stream.upstream._wire import UpstreamProtocolError, whyBrokenOff
 
-__all__ = ["DEFAULT_MAX_BODY", "StreamProxyResource", "requestTargetProblem", "targetProblem"]
+__all__ = ["DEFAULT_MAX_BODY", "StreamProxyResource"]
 
 DEFAULT_MAX_BODY = 1024 * 1024
 """The largest request body forwarded by default, in bytes."""
 
-FORWARDED_METHODS = (b"DELETE", b"GET", b"HEAD", b"OPTIONS", b"PATCH", b"POST", b"PUT")
-"""The methods a proxy forwards; any other (C{CONNECT} among them) gets 405."""
-
-NOT_ORIGIN_FORM = "the request target must be a path (origin-form), not an absolute URL"
-"""Why a request target such as C{http://other.host/} is refused."""
-
-ALLOW_FORWARDED = ((b"Allow", b", ".join(FORWARDED_METHODS)),)
-"""The C{Allow} header of a C{405}: the methods forwarded."""
-
 _NO_BODY_UNLESS_SENT = {b"GET", b"HEAD", b"DELETE", b"OPTIONS"}
-
-_ENCODED_DOT_SLASH = re.compile(rb"%(2e|2f|5c)", re.I)
-_CONTROL = re.compile(rb"[\x00\r\n]|%(00|0d|0a)", re.I)
-
-
-_NOT_IN_A_TARGET = re.compile(rb"[\x00-\x20\x7f#]")
-
-
-def requestTargetProblem(target: bytes) -> Optional[str]:
-    """
-    Check a request target's form and bytes, the same whatever protocol
-    brought it: HTTP/1.1's request line cannot carry a space or a control
-    byte, and HTTP/2's C{:path} must not either (RFC 9113, section 8.3.1),
-    though h2 lets them through.
-
-    A fragment is refused rather than dropped: RFC 9112's request-target
-    has none, so a client that sends one is broken, and what it meant
-    (a path with a literal C{#}, percent-encoded as C{%23}?) is a guess.
-
-    @param target: The request target as the client sent it.
-    @return: A one-line reason to refuse it, or L{None}.
-    """
-    if not target.startswith(b"/"):
-        return NOT_ORIGIN_FORM
-    found = _NOT_IN_A_TARGET.search(target)
-    if found is None:
-        return None
-    if found.group() == b"#":
-        return "the request target must not contain a fragment (#)"
-    return "the request target must not contain a space or a control byte"
-
-
-def targetProblem(target: bytes, rest: bytes, prefixEndsWithSlash: bool) -> Optional[str]:
-    """
-    Check that a request target cannot leave its upstream's base.
-
-    @param target: The request target as the client sent it.
-    @param rest: The part of its path below where the proxy is mounted,
-        still percent-encoded.
-    @param prefixEndsWithSlash: Whether the mount point ends with C{/} (then a
-        rest starting with C{/} would make C{//host} of the upstream path).
-    @return: A one-line reason to refuse it, or L{None} if it is safe
-        (its form and bytes are L{requestTargetProblem}'s to check, first).
-    """
-    if _CONTROL.search(target):
-        return "the request target must not contain NUL, CR or LF"
-    if b"\\" in target or b"%5c" in target.lower():
-        return "the request target must not contain a backslash"
-    belowMount = rest if prefixEndsWithSlash or not rest.startswith(b"/") else rest[1:]
-    if belowMount.startswith(b"/"):
-        return "the path must not have an empty segment after the route's prefix"
-    decoded = unquote_to_bytes(rest)
-    if _ENCODED_DOT_SLASH.search(decoded):
-        return "the path must not contain double-encoded dots or slashes"
-    if any(segment in (b".", b"..") for segment in decoded.split(b"/")):
-        return "the path must not contain . or .. segments"
-    return None
-
 
 def _failureReason(failure: Failure, timeout: float) -> tuple[int, str]:
     """
@@ -625,9 +556,8 @@ class StreamProxyResource(PlainResource):
         self.requests = DeadlineAgent(self.agent, reactor, connectTimeout, retries)
         self.maxBody = maxBody
         self.injectHeaders = list(injectHeaders)
-        self._requireToken = requireToken
+        self.rules = ForwardingRules(maxBody, requireToken)
         self.dropHeaders = [b"authorization"] if requireToken is not None else []
-        self._tooLarge = Refusal(413, f"the request body is over {maxBody} bytes")
         self.recorder = Recorder(recordTo, reactor, recordMaxBytes) if recordTo is not None else None
 
     def methodsAllowed(self) -> list[str]:
@@ -658,8 +588,8 @@ class StreamProxyResource(PlainResource):
         """
         Check and forward a request for the rest of the path below this
         resource, mounted in any L{Site}: its head as the gateway's
-        admission would (the target's form, its header lines, this
-        resource's L{refusal}), then L{forward}.
+        admission would (the target's form, its header lines, the
+        route's rules in L{ForwardingRules}), then L{forward}.
 
         @param request: The client's request.
         @return: L{NOT_DONE_YET}, or an error body.
@@ -672,7 +602,7 @@ class StreamProxyResource(PlainResource):
             (Refusal(400, problem) if problem is not None else None)
             or headRefusal(request.clientproto, headers)
             or headerLinesRefusal(headers)
-            or self.refusal(request.method, target, rest, False, headers, None)
+            or self.rules.refusal(request.method, target, rest, False, headers, None)
         )
         if refusal is not None:
             return refusal.render(request)
@@ -693,7 +623,7 @@ class StreamProxyResource(PlainResource):
         content = request.content
         body = content.read() if content is not None else b""
         if len(body) > self.maxBody:
-            return self._tooLarge.render(request)
+            return self.rules.tooLarge.render(request)
         if not body and method in _NO_BODY_UNLESS_SENT and not request.requestHeaders.hasHeader(b"content-length"):
             sent: Optional[bytes] = None
         else:
@@ -701,42 +631,3 @@ class StreamProxyResource(PlainResource):
         query = target.partition(b"?")[2]
         _Exchange(self, request, self.upstreamURL(rest, query), sent, route).start()
         return NOT_DONE_YET
-
-    def refusal(
-        self,
-        method: bytes,
-        target: bytes,
-        rest: bytes,
-        prefixEndsWithSlash: bool,
-        headers: Headers,
-        length: Optional[int],
-    ) -> Optional[Refusal]:
-        """
-        Decide from a request's head alone whether this resource refuses
-        it: the one home of a route's own rules (the method, a path that
-        stays below the upstream's, the token, the body's declared size).
-        The target's form and the header lines are checked before (by the
-        gateway's admission, or by L{render}).
-
-        @param method: The request's method.
-        @param target: Its target, as the client sent it.
-        @param rest: Its path below the mount point, still percent-encoded.
-        @param prefixEndsWithSlash: Whether the mount point ends with C{/}.
-        @param headers: Its headers.
-        @param length: The length its body declares; L{None} if unknown.
-        @return: Why it is refused, or L{None}.
-        """
-        if method not in FORWARDED_METHODS:
-            return Refusal(405, f"method {method.decode('latin-1')} is not forwarded", ALLOW_FORWARDED)
-        problem = targetProblem(target, rest, prefixEndsWithSlash)
-        if problem is not None:
-            return Refusal(400, problem)
-        if not target.partition(b"?")[2].isascii():
-            return Refusal(400, "the query string must be ASCII; percent-encode other bytes")
-        if self._requireToken is not None:
-            refusal = tokenRefusal(headers, self._requireToken)
-            if refusal is not None:
-                return refusal
-        if length is not None and length > self.maxBody:
-            return self._tooLarge
-        return None

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Sequence, U
 
 from twisted.web.http_headers import Headers
 
-from twisted_stream.exchange._resource import ALLOW_FORWARDED, StreamProxyResource, requestTargetProblem
+from twisted_stream.exchange._resource import StreamProxyResource
+from twisted_stream.exchange._rules import ALLOW_FORWARDED, requestTargetProblem
 from twisted_stream.gateway._cors import CorsPolicy
 from twisted_stream.gateway._streamlimits import StreamLimits
 from twisted_stream.http._refusal import Refusal, headerLinesRefusal, headRefusal, tokenRefusal
@@ -352,12 +353,12 @@ class Routing:
 
 def routeRules(head: Head, admitted: Admitted) -> Admitted | Refusal:
     """
-    The route's own rules (see L{StreamProxyResource.refusal}): the method,
+    The route's own rules (L{twisted_stream.exchange._rules.ForwardingRules}): the method,
     a path that stays below the upstream's, the token, the body's size.
     """
     route = admitted.route
     assert route is not None, "routeRules follows Routing"
-    refusal = route.proxy.refusal(
+    refusal = route.proxy.rules.refusal(
         head.method, head.target, admitted.rest, route.prefix.endswith(b"/"), head.headers, head.length
     )
     return refusal or admitted
