@@ -1,21 +1,26 @@
 """
-Hostile clients, hand-made on raw sockets, against a real gateway channel on
-loopback, with an upstream that records what reaches it: the exact bytes
-each client receives, when, and that nothing of a refused request went
-upstream.
+Hostile clients against the gateway's channel: byte for byte in memory for
+each refusal (L{RefusedAtOnceTests}), and hand-made on raw sockets on
+loopback where socket behaviour is under test (a client that sends a
+megabyte behind a refused head, the lingering close, 100 Continue, pipelined
+requests, bodies held), with an upstream that records what reaches it.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import connectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import RawClient, RawConnection, RawUpstream, answerWith, portOf, reactor
+from tests.support import FakeAgent, RawClient, RawConnection, RawUpstream, answerWith, portOf, reactor
 from twisted_stream.gateway import GatewayResource, GatewaySite, RequestLimits, Route
 from twisted_stream.gateway._channel import GatewayChannel
 from twisted_stream.http._refusal import Refusal
@@ -97,15 +102,6 @@ class HostileClientTests(TestCase):
         self.assertTrue(answer.endswith(b"\r\n\r\nok"), answer)
         self.assertEqual(len(self.upstream.requests), 1)
 
-    # 414 and 431
-
-    @inlineCallbacks
-    def test_longRequestLine(self) -> Any:
-        self.gateway()
-        yield self.assertRefused(
-            b"GET /up/" + b"a" * 1100 + b" HTTP/1.1\r\nHost: g\r\n\r\n", Refusal(414, "the request line is over 1024 bytes")
-        )
-
     @inlineCallbacks
     def test_endlessRequestLine(self) -> Any:
         """
@@ -117,50 +113,7 @@ class HostileClientTests(TestCase):
         self.gateway()
         yield self.assertRefused(b"GET /up/" + b"a" * 1024 * 1024, Refusal(414, "the request line is over 1024 bytes"))
 
-    @inlineCallbacks
-    def test_longHeaderLine(self) -> Any:
-        self.gateway()
-        yield self.assertRefused(
-            b"GET /up/x HTTP/1.1\r\nHost: g\r\nX-Big: " + b"a" * 1100 + b"\r\n\r\n",
-            Refusal(431, "a request header line is over 1024 bytes"),
-        )
-
-    @inlineCallbacks
-    def test_headTooLarge(self) -> Any:
-        self.gateway()
-        headers = b"".join(b"X-H%d: %s\r\n" % (i, b"a" * 300) for i in range(15))
-        yield self.assertRefused(
-            b"GET /up/x HTTP/1.1\r\nHost: g\r\n" + headers + b"\r\n",
-            Refusal(431, "the request's headers are over 4096 bytes in all"),
-        )
-
-    @inlineCallbacks
-    def test_tooManyHeaders(self) -> Any:
-        self.gateway()
-        headers = b"".join(b"X-H%d: a\r\n" % (i,) for i in range(20))
-        yield self.assertRefused(
-            b"GET /up/x HTTP/1.1\r\nHost: g\r\n" + headers + b"\r\n",
-            Refusal(431, "the request has more than 20 headers"),
-        )
-
-    # Refused as soon as the head has come
-
-    @inlineCallbacks
-    def test_tokenBeforeBody(self) -> Any:
-        """
-        A request without the token is answered 401 when its head has
-        come: the client that sends only the head (announcing a body) gets
-        it at once.
-        """
-        self.gateway(token=b"secret")
-        yield self.assertRefused(
-            b"POST /up/x HTTP/1.1\r\nHost: g\r\nContent-Length: 900\r\n\r\n",
-            Refusal(
-                401,
-                "a valid Authorization: Bearer token is required",
-                ((b"WWW-Authenticate", b'Bearer realm="chunkproxy"'),),
-            ),
-        )
+    # Refused while the client still sends
 
     @inlineCallbacks
     def test_refusedWhileBodyComes(self) -> Any:
@@ -195,34 +148,6 @@ class HostileClientTests(TestCase):
         self.assertTrue(answer.endswith(b"\r\n\r\na valid Authorization: Bearer token is required\n"), answer)
 
     @inlineCallbacks
-    def test_declaredLengthTooLarge(self) -> Any:
-        self.gateway()
-        yield self.assertRefused(
-            b"POST /up/x HTTP/1.1\r\nHost: g\r\nContent-Length: 1001\r\n\r\n",
-            Refusal(413, "the request body is over 1000 bytes"),
-        )
-
-    @inlineCallbacks
-    def test_chunkedBodyCutOff(self) -> Any:
-        """
-        A chunked body is refused once its 1001st byte comes; the client
-        that goes on sending is not waited for.
-        """
-        self.gateway()
-        yield self.assertRefused(
-            b"POST /up/x HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n"
-            + b"1f4\r\n" + b"a" * 500 + b"\r\n" + b"1f5\r\n" + b"a" * 501 + b"\r\n",
-            Refusal(413, "the request body is over 1000 bytes"),
-        )
-
-    @inlineCallbacks
-    def test_noRoute(self) -> Any:
-        self.gateway()
-        yield self.assertRefused(
-            b"POST /nowhere HTTP/1.1\r\nHost: g\r\nContent-Length: 900\r\n\r\n", Refusal(404, "no route for /nowhere")
-        )
-
-    @inlineCallbacks
     def test_continueOnlyWhenAdmitted(self) -> Any:
         """
         C{Expect: 100-continue} gets no C{100 Continue} when refused; when
@@ -240,65 +165,7 @@ class HostileClientTests(TestCase):
         self.assertEqual(len(self.upstream.requests), 1)
         self.assertNotIn(b"expect", self.upstream.requests[0].lower())
 
-    # What trusted proxies refuse
-
-    @inlineCallbacks
-    def test_noHost(self) -> Any:
-        self.gateway()
-        yield self.assertRefused(
-            b"GET /up/x HTTP/1.1\r\n\r\n", Refusal(400, "an HTTP/1.1 request must have a Host header")
-        )
-
-    @inlineCallbacks
-    def test_twoHosts(self) -> Any:
-        self.gateway()
-        yield self.assertRefused(
-            b"GET /up/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Refusal(400, "the request has more than one Host header")
-        )
-
-    @inlineCallbacks
-    def test_controlCharacterInValue(self) -> Any:
-        self.gateway()
-        yield self.assertRefused(
-            b"GET /up/x HTTP/1.1\r\nHost: g\r\nX-Evil: a\x1bb\r\n\r\n",
-            Refusal(400, "request header X-Evil holds a control character"),
-        )
-
-    @inlineCallbacks
-    def test_longChunkSize(self) -> Any:
-        """
-        A chunk size of 17 hex digits is refused at once, not waited for.
-        """
-        self.gateway()
-        yield self.assertRefused(
-            b"POST /up/x HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000001",
-            Refusal(400, "the chunked body is malformed: a chunk size has more than 16 hex digits"),
-        )
-
-    @inlineCallbacks
-    def test_twoAuthorizations(self) -> Any:
-        self.gateway(token=b"secret")
-        yield self.assertRefused(
-            b"GET /up/x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer secret\r\nAuthorization: Bearer other\r\n\r\n",
-            Refusal(400, "the request has more than one Authorization header"),
-        )
-
-    @inlineCallbacks
-    def test_transferEncodingNotChunked(self) -> Any:
-        self.gateway()
-        for coding in [b"gzip", b"identity", b"chunked, chunked"]:
-            yield self.assertRefused(
-                b"POST /up/x HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: " + coding + b"\r\n\r\n",
-                Refusal(501, "Transfer-Encoding must be exactly chunked"),
-            )
-
-    @inlineCallbacks
-    def test_lengthTwice(self) -> Any:
-        self.gateway()
-        yield self.assertRefused(
-            b"POST /up/x HTTP/1.1\r\nHost: g\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nhi",
-            Refusal(400, "the request gives its length twice (Content-Length or Transfer-Encoding)"),
-        )
+    # What passes
 
     @inlineCallbacks
     def test_addressAskedOncePerConnection(self) -> Any:
@@ -333,14 +200,6 @@ class HostileClientTests(TestCase):
         self.assertEqual(len(self.upstream.requests), 1)
         self.assertEqual(self.upstream.connections[0]._buffer, body)
 
-    @inlineCallbacks
-    def test_malformedRequestLine(self) -> Any:
-        """
-        What Twisted's parser refuses by itself gets a reason too.
-        """
-        self.gateway()
-        yield self.assertRefused(b"GET\r\n\r\n", Refusal(400, "the request is malformed"))
-
     # Memory for bodies
 
     @inlineCallbacks
@@ -373,6 +232,176 @@ class HostileClientTests(TestCase):
         )
         self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:80])
 
+
+
+class RefusedAtOnceTests(SynchronousTestCase):
+    """
+    The same gateway channel in memory (no socket behaviour under test):
+    each refusal's exact bytes, written as the head (or the byte too many)
+    arrives, with no time passing, and nothing asked of the upstream.
+    """
+
+    def gateway(self, token: Optional[bytes] = None) -> None:
+        self.agent = FakeAgent(Deferred())
+        proxy = StreamProxyResource(
+            "http://up.example/", reactor=Clock(), agent=self.agent, maxBody=1000, requireToken=token
+        )
+        self.site = GatewaySite(GatewayResource([Route(b"/up/", proxy)]), 1000, 5, _LIMITS)
+
+    def assertRefused(self, request: bytes, refusal: Refusal) -> None:
+        """
+        C{request}, arriving in one read, gets exactly C{refusal}, the
+        connection's write side is shut, and nothing goes upstream.
+        """
+        protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        assert protocol is not None
+        transport = _ShuttingTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(request)
+        self.assertEqual(transport.value(), refusal.response())
+        self.assertTrue(transport.writesShut)
+        self.assertEqual(self.agent.requests, [])
+        protocol.connectionLost(Failure(ConnectionDone()))
+
+    def test_longRequestLine(self) -> None:
+        self.gateway()
+        self.assertRefused(
+            b"GET /up/" + b"a" * 1100 + b" HTTP/1.1\r\nHost: g\r\n\r\n", Refusal(414, "the request line is over 1024 bytes")
+        )
+
+    def test_longHeaderLine(self) -> None:
+        self.gateway()
+        self.assertRefused(
+            b"GET /up/x HTTP/1.1\r\nHost: g\r\nX-Big: " + b"a" * 1100 + b"\r\n\r\n",
+            Refusal(431, "a request header line is over 1024 bytes"),
+        )
+
+    def test_headTooLarge(self) -> None:
+        self.gateway()
+        headers = b"".join(b"X-H%d: %s\r\n" % (i, b"a" * 300) for i in range(15))
+        self.assertRefused(
+            b"GET /up/x HTTP/1.1\r\nHost: g\r\n" + headers + b"\r\n",
+            Refusal(431, "the request's headers are over 4096 bytes in all"),
+        )
+
+    def test_tooManyHeaders(self) -> None:
+        self.gateway()
+        headers = b"".join(b"X-H%d: a\r\n" % (i,) for i in range(20))
+        self.assertRefused(
+            b"GET /up/x HTTP/1.1\r\nHost: g\r\n" + headers + b"\r\n",
+            Refusal(431, "the request has more than 20 headers"),
+        )
+
+    def test_tokenBeforeBody(self) -> None:
+        """
+        A request without the token is answered 401 when its head has
+        come: the client that sends only the head (announcing a body) gets
+        it at once.
+        """
+        self.gateway(token=b"secret")
+        self.assertRefused(
+            b"POST /up/x HTTP/1.1\r\nHost: g\r\nContent-Length: 900\r\n\r\n",
+            Refusal(
+                401,
+                "a valid Authorization: Bearer token is required",
+                ((b"WWW-Authenticate", b'Bearer realm="chunkproxy"'),),
+            ),
+        )
+
+    def test_declaredLengthTooLarge(self) -> None:
+        self.gateway()
+        self.assertRefused(
+            b"POST /up/x HTTP/1.1\r\nHost: g\r\nContent-Length: 1001\r\n\r\n",
+            Refusal(413, "the request body is over 1000 bytes"),
+        )
+
+    def test_chunkedBodyCutOff(self) -> None:
+        """
+        A chunked body is refused once its 1001st byte comes; the client
+        that goes on sending is not waited for.
+        """
+        self.gateway()
+        self.assertRefused(
+            b"POST /up/x HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"1f4\r\n" + b"a" * 500 + b"\r\n" + b"1f5\r\n" + b"a" * 501 + b"\r\n",
+            Refusal(413, "the request body is over 1000 bytes"),
+        )
+
+    def test_noRoute(self) -> None:
+        self.gateway()
+        self.assertRefused(
+            b"POST /nowhere HTTP/1.1\r\nHost: g\r\nContent-Length: 900\r\n\r\n", Refusal(404, "no route for /nowhere")
+        )
+
+    def test_noHost(self) -> None:
+        self.gateway()
+        self.assertRefused(
+            b"GET /up/x HTTP/1.1\r\n\r\n", Refusal(400, "an HTTP/1.1 request must have a Host header")
+        )
+
+    def test_twoHosts(self) -> None:
+        self.gateway()
+        self.assertRefused(
+            b"GET /up/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Refusal(400, "the request has more than one Host header")
+        )
+
+    def test_controlCharacterInValue(self) -> None:
+        self.gateway()
+        self.assertRefused(
+            b"GET /up/x HTTP/1.1\r\nHost: g\r\nX-Evil: a\x1bb\r\n\r\n",
+            Refusal(400, "request header X-Evil holds a control character"),
+        )
+
+    def test_longChunkSize(self) -> None:
+        """
+        A chunk size of 17 hex digits is refused at once, not waited for.
+        """
+        self.gateway()
+        self.assertRefused(
+            b"POST /up/x HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n00000000000000001",
+            Refusal(400, "the chunked body is malformed: a chunk size has more than 16 hex digits"),
+        )
+
+    def test_twoAuthorizations(self) -> None:
+        self.gateway(token=b"secret")
+        self.assertRefused(
+            b"GET /up/x HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer secret\r\nAuthorization: Bearer other\r\n\r\n",
+            Refusal(400, "the request has more than one Authorization header"),
+        )
+
+    def test_transferEncodingNotChunked(self) -> None:
+        self.gateway()
+        for coding in [b"gzip", b"identity", b"chunked, chunked"]:
+            self.assertRefused(
+                b"POST /up/x HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: " + coding + b"\r\n\r\n",
+                Refusal(501, "Transfer-Encoding must be exactly chunked"),
+            )
+
+    def test_lengthTwice(self) -> None:
+        self.gateway()
+        self.assertRefused(
+            b"POST /up/x HTTP/1.1\r\nHost: g\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nhi",
+            Refusal(400, "the request gives its length twice (Content-Length or Transfer-Encoding)"),
+        )
+
+    def test_malformedRequestLine(self) -> None:
+        """
+        What Twisted's parser refuses by itself gets a reason too.
+        """
+        self.gateway()
+        self.assertRefused(b"GET\r\n\r\n", Refusal(400, "the request is malformed"))
+
+
+class _ShuttingTransport(StringTransport):
+    """
+    A transport whose write side can be shut (a TCP connection's can; the
+    gateway shuts it, then lingers, after a refusal).
+    """
+
+    writesShut = False
+
+    def loseWriteConnection(self) -> None:
+        self.writesShut = True
 
 class _Counted(GatewayChannel):
     """
