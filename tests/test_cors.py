@@ -18,7 +18,17 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from tests.support import RawClient, RawConnection, RawUpstream, Server, browser, portOf, reactor, startTwistd
+from tests.support import (
+    RawClient,
+    RawConnection,
+    RawUpstream,
+    Server,
+    browser,
+    onceAcrossRunners,
+    portOf,
+    reactor,
+    startTwistd,
+)
 from twisted_stream.gateway import GatewayResource, GatewaySite, Route
 from twisted_stream.gateway._cors import CorsPolicy, Preflight
 from twisted_stream.mock.llm import PASSAGE
@@ -252,6 +262,7 @@ class _App(Resource):
         return _PAGE.encode()
 
 
+@onceAcrossRunners
 class CorsInChromiumTests(TestCase):
     """
     Pages served from other origins, in real Chromium, calling a real

@@ -20,7 +20,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.support import LineProcess, Server, curl, fetch, freePort, reactor, startTwistd
+from tests.support import LineProcess, Server, curl, fetch, freePort, onceAcrossRunners, reactor, startTwistd
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "deploy" / "nginx.conf"
 
@@ -74,6 +74,7 @@ def _streamEvents(server: Server) -> list[dict[str, Any]]:
     ]
 
 
+@onceAcrossRunners
 class NginxInFrontTests(TestCase):
     timeout = 90
 

@@ -17,7 +17,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import RawClient, Server, curl, fetch, reactor, startTwistd, until
+from tests.support import RawClient, Server, curl, fetch, onceAcrossRunners, reactor, startTwistd, until
 from twisted_stream.http._refusal import Refusal
 from twisted_stream.ops._drain import DRAINING, Drain
 
@@ -106,6 +106,7 @@ class SignalHandlersTests(SynchronousTestCase):
         self.assertNotIn("Received SIGTERM, shutting down", done.stdout)
 
 
+@onceAcrossRunners
 class SIGTERMTests(TestCase):
     timeout = 60
 
@@ -231,6 +232,7 @@ class SIGTERMTests(TestCase):
         self.assertEqual([(r["path"], r["outcome"]) for r in streams], [("/stream", "drained")])
 
 
+@onceAcrossRunners
 class HealthTests(TestCase):
     timeout = 30
 

@@ -33,6 +33,7 @@ from tests.support import (
     curl,
     fetch,
     makeCertificates,
+    onceAcrossRunners,
     portOf,
     reactor,
     startServer,
@@ -104,6 +105,7 @@ def _spread(exchange: Exchange) -> float:
     return exchange.pieces[-1][0] - exchange.pieces[0][0]
 
 
+@onceAcrossRunners
 class DoneWhenTests(TestCase):
     """
     The issue's own command: a streamed POST through a route, the key added
@@ -152,6 +154,7 @@ class DoneWhenTests(TestCase):
         self.assertNotIn("sk-server", proxy.output)
 
 
+@onceAcrossRunners
 class TLSUpstreamTests(TestCase):
     """
     C{https://} upstreams, verified, against a CA the test makes.
@@ -205,6 +208,7 @@ class TLSUpstreamTests(TestCase):
         self.assertEqual(exchange.body, b"upstream TLS certificate did not verify\n")
 
 
+@onceAcrossRunners
 class PeerTests(TestCase):
     """
     Upstreams and clients on other stacks.
@@ -297,6 +301,7 @@ class _KeepAlive(Protocol):
         self.closed.callback(reactor.seconds())
 
 
+@onceAcrossRunners
 class EdgeTests(TestCase):
     """
     What clients can do wrong or strangely, against the real gateway.
@@ -441,6 +446,7 @@ class EdgeTests(TestCase):
         self.assertEqual(self.chat.seen, [])
 
 
+@onceAcrossRunners
 class StreamTimingTests(TestCase):
     """
     Idle timeout, heartbeats and retries, on real sockets and clocks.

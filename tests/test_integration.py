@@ -27,6 +27,7 @@ from tests.support import (
     curl,
     fetch,
     freePort,
+    onceAcrossRunners,
     portOf,
     reactor,
     startTwistd,
@@ -87,6 +88,7 @@ class _SilentWatched(Protocol):
 
 
 
+@onceAcrossRunners
 class StreamingTests(TestCase):
     """
     Chunks through the real proxy from the real generator.
@@ -231,6 +233,7 @@ def _connect(port: int, protocol: Protocol) -> Deferred[Any]:
     return connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol)
 
 
+@onceAcrossRunners
 class FailureTests(TestCase):
     """
     Each way the upstream or the client can fail, against the real proxy.

@@ -7,10 +7,14 @@ only through L{tests.support}.
 from __future__ import annotations
 
 import ast
+import os
 import re
 from pathlib import Path
+from typing import Optional
 
 from twisted.trial.unittest import SynchronousTestCase
+
+from tests.support.once import RUNNER_VARIABLE, onceAcrossRunners
 
 TESTS = Path(__file__).resolve().parent
 PACKAGE = TESTS.parent / "twisted_stream"
@@ -104,3 +108,65 @@ class LayoutTests(SynchronousTestCase):
             "if TYPE_CHECKING:\n    from twisted_stream.mock import llm\n"
         )
         self.assertEqual(_imports(probe), {"twisted_stream.gateway"})
+
+
+def _cases() -> type:
+    class Case(SynchronousTestCase):
+        def test_one(self) -> None:
+            pass
+
+        def test_two(self) -> None:
+            pass
+
+        def test_three(self) -> None:
+            pass
+
+        def helper(self) -> None:
+            pass
+
+    return Case
+
+
+class OnceAcrossRunnersTests(SynchronousTestCase):
+    """
+    The tests that drive other processes run under one of scripts/test's
+    two runners each (tests/support/once.py).
+    """
+
+    def skipped(self, runner: Optional[str]) -> dict[str, Optional[str]]:
+        environ = {k: v for k, v in os.environ.items() if k != RUNNER_VARIABLE}
+        if runner is not None:
+            environ[RUNNER_VARIABLE] = runner
+        self.patch(os, "environ", environ)
+        case = onceAcrossRunners(_cases())
+        return {name: getattr(getattr(case, name), "skip", None) for name in ("test_one", "test_two", "test_three")}
+
+    def test_eachUnderExactlyOne(self) -> None:
+        """
+        Each test is skipped under exactly one runner, saying where it runs;
+        run alone (no runner named), none is.
+        """
+        underPytest, underTrial = self.skipped("pytest"), self.skipped("trial")
+        for name in underPytest:
+            self.assertEqual((underPytest[name] is None) + (underTrial[name] is None), 1, name)
+        reasons = {reason for reason in [*underPytest.values(), *underTrial.values()] if reason is not None}
+        self.assertTrue(reasons <= {f"runs under {runner} in this scripts/test run (it drives other processes)" for runner in ("pytest", "trial")}, reasons)
+        self.assertEqual(set(self.skipped(None).values()), {None})
+
+    def test_sameEveryTime(self) -> None:
+        """
+        Where a test runs depends on its name only; what is not a test is
+        left alone.
+        """
+        self.assertEqual(self.skipped("trial"), self.skipped("trial"))
+        # (os.environ still names trial here.)
+        self.assertFalse(hasattr(vars(onceAcrossRunners(_cases()))["helper"], "skip"), "only tests are marked")
+
+    def test_scriptsTestNamesTheRunners(self) -> None:
+        """
+        scripts/test tells each runner which it is (else both would run
+        everything).
+        """
+        script = (TESTS.parent / "scripts" / "test").read_text()
+        self.assertIn(f"{RUNNER_VARIABLE}=trial trial tests", script)
+        self.assertIn(f"{RUNNER_VARIABLE}=pytest python -m pytest", script)

@@ -13,7 +13,7 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import ChatUpstream, Exchange, Server, Upstream, fetch, startServer
+from tests.support import ChatUpstream, Exchange, Server, Upstream, fetch, onceAcrossRunners, startServer
 
 PROJECT = Path(__file__).resolve().parent.parent
 EXAMPLE = PROJECT / "examples" / "mount.py"
@@ -89,6 +89,7 @@ class StandaloneTests(SynchronousTestCase):
         self.assertFalse([name for name in result["loaded"] if name.startswith("prometheus")])
 
 
+@onceAcrossRunners
 class MountedTests(TestCase):
     timeout = 60
 

@@ -11,11 +11,12 @@ from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 
-from tests.support import PEERS, PROMPT, TOKEN, LineProcess, ThroughProxy
+from tests.support import PEERS, PROMPT, TOKEN, LineProcess, ThroughProxy, onceAcrossRunners
 from twisted_stream.mock.apis.embeddings import vector
 from twisted_stream.mock.llm import tokens
 
 
+@onceAcrossRunners
 class SDKThroughProxyTests(ThroughProxy):
     """
     The Python clients.

@@ -15,7 +15,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import RawClient, Server, fetch, reactor, samples, startTwistd
+from tests.support import RawClient, Server, fetch, onceAcrossRunners, reactor, samples, startTwistd
 from twisted_stream.exchange._llmusage import MAX_LINE, UsageReader, WholeAnswerReader, apiOf
 from twisted_stream.mock.apis import Answer, ChatRequest
 from twisted_stream.mock.apis.gemini import GeminiGenerate
@@ -241,6 +241,7 @@ class APITests(SynchronousTestCase):
             self.assertEqual(apiOf(path), api, path)
 
 
+@onceAcrossRunners
 class ThroughTheGatewayTests(TestCase):
     timeout = 60
 

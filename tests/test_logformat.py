@@ -21,6 +21,7 @@ from tests.support import (
     LineProcess,
     Server,
     fetch,
+    onceAcrossRunners,
     reactor,
     readText,
     startTwistd,
@@ -168,6 +169,7 @@ class JSONLineTests(SynchronousTestCase):
         self.assertNotIn("worker", json.loads(line))
 
 
+@onceAcrossRunners
 class JSONLogTests(TestCase):
     timeout = 30
 
@@ -199,6 +201,7 @@ class JSONLogTests(TestCase):
         self.assertTrue(any("chunkgen listening on" in r["message"] for r in generated))
 
 
+@onceAcrossRunners
 class LogFileRotationTests(TestCase):
     timeout = 30
 

@@ -21,6 +21,7 @@ from tests.support import (
     RawUpstream,
     Server,
     fetch,
+    onceAcrossRunners,
     portOf,
     reactor,
     samples,
@@ -87,6 +88,7 @@ class ScrapeTests(TestCase):
         self.assertEqual(found[("chunkproxy_stream_duration_seconds_bucket", (("le", "600.0"), *route))], 3)
 
 
+@onceAcrossRunners
 class ListenerTests(TestCase):
     timeout = 30
 

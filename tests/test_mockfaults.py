@@ -21,6 +21,7 @@ from tests.support import (
     Server,
     StreamingRequest,
     chatRequest,
+    onceAcrossRunners,
     render,
     sseEvents,
     startTwistd,
@@ -164,6 +165,7 @@ class ServedTests(SynchronousTestCase):
         self.assertEqual(json.loads(b"".join(request.written))["error"]["param"], "mock_fault")
 
 
+@onceAcrossRunners
 class SDKTests(TestCase):
     """
     Each fault through chunkproxy to the openai SDK (no retries), which

@@ -13,7 +13,15 @@ from typing import Any
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SkipTest
 
-from tests.support import NODE_PEERS, PROMPT, TOKEN, LineProcess, ThroughProxy, nodeExecutable
+from tests.support import (
+    NODE_PEERS,
+    PROMPT,
+    TOKEN,
+    LineProcess,
+    ThroughProxy,
+    nodeExecutable,
+    onceAcrossRunners,
+)
 from twisted_stream.mock.llm import tokens
 
 
@@ -24,6 +32,7 @@ def _node(script: str, *args: str) -> LineProcess:
     return LineProcess.spawn(node, str(NODE_PEERS / script), *args, env={"OPENAI_API_KEY": TOKEN, "PATH": "/usr/bin:/bin"})
 
 
+@onceAcrossRunners
 class NodeThroughProxyTests(ThroughProxy):
     """
     The same chunkgen behind the same chunkproxy as the Python clients'.

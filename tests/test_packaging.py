@@ -14,7 +14,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.support import LOOPBACK_LISTEN
+from tests.support import LOOPBACK_LISTEN, onceAcrossRunners
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -25,6 +25,7 @@ _NOT_SOURCE = shutil.ignore_patterns(
 )
 
 
+@onceAcrossRunners
 class PluginDiscoveryTests(SynchronousTestCase):
     """
     A fresh virtual environment, the project installed into it two ways, and
@@ -121,6 +122,7 @@ class LicenseTests(SynchronousTestCase):
         self.assertEqual((PROJECT / "LICENSE").read_text().splitlines()[0], "MIT License")
 
 
+@onceAcrossRunners
 class BootstrapTests(SynchronousTestCase):
     def test_firstInstallSaysWhat(self) -> None:
         """

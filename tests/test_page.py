@@ -14,7 +14,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import BreaksOff, Server, Upstream, browser, startTwistd
+from tests.support import BreaksOff, Server, Upstream, browser, onceAcrossRunners, startTwistd
 from twisted_stream.mock.llm import PASSAGE, tokens
 from twisted_stream.page import pageHTML
 
@@ -45,6 +45,7 @@ _ROWS = "#chunks tr"
 _TOKENS = "#answer span.token"
 
 
+@onceAcrossRunners
 class PageInChromiumTests(TestCase):
     """
     The page, served by the real proxy in front of the real generator, in

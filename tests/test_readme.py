@@ -28,6 +28,7 @@ from tests.support import (
     Upstream,
     fetch,
     freePort,
+    onceAcrossRunners,
     startServer,
     stopped,
     twistdCommand,
@@ -169,6 +170,7 @@ class PagesTests(SynchronousTestCase):
         self.assertEqual(unknown, [])
 
 
+@onceAcrossRunners
 class GatewayCommandTests(TestCase):
     timeout = 60
 
@@ -234,6 +236,7 @@ class CommandsTests(SynchronousTestCase):
         )
 
 
+@onceAcrossRunners
 class DemoTests(TestCase):
     timeout = 120
 

@@ -20,6 +20,7 @@ from tests.support import (
     Server,
     StreamingRequest,
     fetch,
+    onceAcrossRunners,
     reactor,
     render,
     startTwistd,
@@ -134,6 +135,7 @@ class FormatTests(SynchronousTestCase):
         self.assertIn("bad.jsonl is not a recording", str(caught.exception))
 
 
+@onceAcrossRunners
 class RecordingBoundTests(TestCase):
     timeout = 60
 
@@ -174,6 +176,7 @@ _HOSTILE: list[tuple[str, list[dict[str, Any]], str, str]] = [
 is refused."""
 
 
+@onceAcrossRunners
 class HostileRecordingTests(TestCase):
     timeout = 60
 
@@ -236,6 +239,7 @@ class _Static(Resource):
         return self._body
 
 
+@onceAcrossRunners
 class RecordReplayTests(TestCase):
     timeout = 60
 
@@ -244,7 +248,8 @@ class RecordReplayTests(TestCase):
         """
         A chat completion streamed from the mock through C{chunkproxy
         --record}, then asked of C{chunkgen --replay} (with a volatile field
-        changed): the same events, each within 10 ms of its recorded offset.
+        changed): the same events, each within 25 ms of its recorded offset
+        (10 ms on an idle machine; a CI run with both runners busy saw 19).
         """
         folder = os.path.abspath(self.mktemp())
         generator: Server = yield startTwistd(self, "chunkgen", "--ttft", "0.2", "--tokens-per-second", "20")
@@ -270,5 +275,5 @@ class RecordReplayTests(TestCase):
         for piece in recorded:
             events = piece["data"].count("data:")
             (offset, _), arrivals = arrivals[0], arrivals[events:]
-            self.assertLess(abs(offset - piece["t"]), 0.010, (offset, piece))
+            self.assertLess(abs(offset - piece["t"]), 0.025, (offset, piece))
         self.assertEqual(arrivals, [])

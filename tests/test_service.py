@@ -15,7 +15,7 @@ from twisted.internet.utils import getProcessOutput
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from tests.support import LineProcess, startServer, twistdCommand
+from tests.support import LineProcess, onceAcrossRunners, startServer, twistdCommand
 from twisted_stream.ops._service import DEFAULT_BACKLOG, baseURL, withBacklog
 
 
@@ -50,6 +50,7 @@ class BaseURLTests(SynchronousTestCase):
             self.assertEqual(baseURL(_Port(address), secure), url)
 
 
+@onceAcrossRunners
 class ListenFailureTests(TestCase):
     @inlineCallbacks
     def test_portInUse(self) -> Any:
@@ -92,6 +93,7 @@ class BacklogTests(SynchronousTestCase):
             self.assertEqual(DEFAULT_BACKLOG, int(f.read()))
 
 
+@onceAcrossRunners
 class CrowdTests(TestCase):
     timeout = 30
 

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import ResponseDone, ResponseFailed
 
-from tests.support import BreaksOff, LineProcess, Server, Upstream, startTwistd
+from tests.support import BreaksOff, LineProcess, Server, Upstream, onceAcrossRunners, startTwistd
 from twisted_stream.chunkwatch import EXIT_CLEAN, EXIT_TRUNCATED, Watcher, _shown, percentile, sendTime
 from twisted_stream.mock.formats import NDJSON, SSE, TEXT
 
@@ -165,6 +165,7 @@ class WatcherTests(SynchronousTestCase):
         self.assertTrue(self.out.getvalue().startswith("-- 3 chunks"))
 
 
+@onceAcrossRunners
 class ChunkwatchTests(TestCase):
     """
     The real C{chunkwatch} command against the real generator and proxy.

@@ -30,6 +30,7 @@ from tests.support import (
     curl,
     fetch,
     freePort,
+    onceAcrossRunners,
     reactor,
     readText,
     startTwistd,
@@ -346,6 +347,7 @@ def _alive(pid: int) -> bool:
         return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
+@onceAcrossRunners
 class GroupTests(TestCase):
     """
     A real C{chunkproxy --workers 2} before a real C{chunkgen}.

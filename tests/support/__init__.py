@@ -26,6 +26,7 @@ from tests.support.llm import (
     sseEvents,
     typedEvents,
 )
+from tests.support.once import onceAcrossRunners
 from tests.support.processes import (
     CHROMEDRIVER,
     CHROMIUM,
@@ -62,6 +63,7 @@ from tests.support.sockets import (
 from tests.support.tls import FileContext, makeCertificates
 
 __all__ = [
+    "onceAcrossRunners",
     "CHROMEDRIVER",
     "CHROMIUM",
     "LOOPBACK_LISTEN",
