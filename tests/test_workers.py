@@ -639,7 +639,7 @@ class GroupTests(TestCase):
         yield until(lambda: "reload: every worker replaced" in proxy.output, what=lambda: proxy.output[-3000:])
         self.assertIn(f"pid {first} drains", proxy.output)
         exchanges = yield self.streams(proxy, 4)
-        self.assertEqual([e.body.count(b"Chunk ") for e in exchanges], [5] * 4)
+        self.assertEqual([e.body.count(b"Chunk ") for e in exchanges], [5] * 4, [(e.status, e.body[:200]) for e in exchanges] + [proxy.output[-4000:]])
 
     @inlineCallbacks
     def test_orphanedWorkersStop(self) -> Any:
