@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import RawClient, Server, curl, fetch, onceAcrossRunners, reactor, startTwistd, until
 from twisted_stream.http._refusal import Refusal
-from twisted_stream.ops._drain import DRAINING, Drain
+from twisted_stream.ops._drain import DRAINING, SETTLE_SECONDS, Drain
 
 
 class _InFlight:
@@ -36,9 +36,40 @@ class _InFlight:
 
 class DrainTests(SynchronousTestCase):
     def test_nothingInFlight(self) -> None:
-        drain = Drain(Clock())
-        self.assertIsNone(self.successResultOf(drain.start(30)))
+        """
+        With nothing in flight, the drain is done once it has settled, and
+        leaves no call behind.
+        """
+        clock = Clock()
+        drain = Drain(clock)
+        drained = drain.start(30)
         self.assertTrue(drain.draining)
+        clock.advance(SETTLE_SECONDS - 0.01)
+        self.assertNoResult(drained)
+        clock.advance(0.01)
+        self.assertIsNone(self.successResultOf(drained))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_startedWhileSettling(self) -> None:
+        """
+        A request admitted while the drain settles (its connection accepted
+        just before the port closed) is waited for, not cut off by the
+        process's stop.
+        """
+        clock = Clock()
+        drain = Drain(clock)
+        drained = drain.start(30)
+        late = _InFlight()
+        clock.advance(SETTLE_SECONDS / 2)
+        drain.started(late)
+        clock.advance(SETTLE_SECONDS)
+        self.assertNoResult(drained)
+        clock.advance(5)
+        drain.ended(late)
+        clock.advance(0)
+        self.successResultOf(drained)
+        self.assertEqual(late.cutOffWith, [])
+        self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_waitsForTheLast(self) -> None:
         clock = Clock()
