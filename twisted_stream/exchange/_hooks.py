@@ -18,7 +18,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.server import Request
 from zope.interface import Attribute, Interface, implementer
 
-from twisted_stream._compat import isHTTP2Stream
+from twisted_stream._compat import streamOf
 from twisted_stream.exchange._streamlog import StreamCounter
 from twisted_stream.http._refusal import Refusal
 
@@ -71,10 +71,12 @@ class DefaultStreamHooks:
         pass
 
     def truncate(self, request: Request) -> None:
-        channel = getattr(request, "channel", None)
-        if isHTTP2Stream(channel):
-            # A reset, losing what is queued, rather than a clean end.
-            channel.abortConnection()
+        stream = streamOf(request)
+        if stream is not None:
+            # HTTP/2: the stream is reset, losing what is queued, rather
+            # than ended cleanly.
+            connection, streamID = stream
+            connection.abortRequest(streamID)
             return
         # HTTP/1.x: the connection closes without the terminating chunk.
         request.loseConnection()

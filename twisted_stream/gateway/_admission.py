@@ -54,6 +54,7 @@ __all__ = [
     "Head",
     "Route",
     "Rule",
+    "declaredLength",
     "gatewayRules",
 ]
 
@@ -136,6 +137,16 @@ class Head:
         The target's path, without its query string.
         """
         return self.target.split(b"?", 1)[0]
+
+
+def declaredLength(headers: Headers) -> Optional[int]:
+    """
+    @param headers: A request's headers.
+    @return: The length its body declares, or L{None}: chunked, not said,
+        or not digits (which the header rules refuse on their own).
+    """
+    length = headers.getRawHeaders(b"content-length", [None])[-1]
+    return int(length) if length is not None and length.isdigit() else None
 
 
 @dataclass(frozen=True)

@@ -56,8 +56,9 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from twisted_stream._compat import H2ConnectionBase, H2StateBase, NegotiatingChannel, streamOf
+from twisted_stream.exchange._hooks import DEFAULT_HOOKS
 from twisted_stream.exchange._streamlog import clientOf, logAnswered
-from twisted_stream.gateway._admission import AdmittingSite, Head
+from twisted_stream.gateway._admission import AdmittingSite, Head, declaredLength
 from twisted_stream.gateway._channel import GatewayChannel
 from twisted_stream.gateway._h2frames import MAX_HEADER_BLOCK_FRAMES, HeaderBlockBound
 from twisted_stream.gateway._request import GatewayRequest
@@ -223,7 +224,6 @@ class GatewayH2Connection(H2ConnectionBase):
             self.sendQueued()
             self.transport.loseConnection()  # type: ignore[union-attr]
             return
-        length = headers.getRawHeaders(b"content-length", [None])[-1]
         site = self.site
         decided = site.admission.decide(
             Head(
@@ -231,7 +231,7 @@ class GatewayH2Connection(H2ConnectionBase):
                 target,
                 b"HTTP/2",
                 headers,
-                int(length) if length is not None and length.isdigit() else None,
+                declaredLength(headers),
                 clientOf(self.getPeer()),
             )
         )
@@ -344,22 +344,17 @@ def _head(fields: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes, Headers]:
 def truncate(request: Request) -> None:
     """
     End a response so that the client sees it broke off, after what was
-    written: over HTTP/1.x the connection closes without the terminating
-    chunk; over HTTP/2 the stream is reset.
+    written: on the gateway's HTTP/2 connection, the data written so far
+    goes out and then the stream is reset; anywhere else as any site's
+    (L{DEFAULT_HOOKS}).
 
     @param request: The request whose response broke off.
     """
     stream = streamOf(request)
-    if stream is None:
-        request.loseConnection()
+    if stream is not None and isinstance(stream[0], GatewayH2Connection):
+        stream[0].truncateAfterWrites(stream[1])
         return
-    connection, streamID = stream
-    if isinstance(connection, GatewayH2Connection):
-        connection.truncateAfterWrites(streamID)
-    else:
-        # Another site's HTTP/2: a reset now (losing what is queued)
-        # rather than a clean end.
-        connection.abortRequest(streamID)
+    DEFAULT_HOOKS.truncate(request)
 
 
 def _takingOver(old: HTTPChannel) -> GatewayH2Connection:

@@ -29,6 +29,7 @@ from twisted_stream.gateway._admission import (
     Head,
     Route,
     Rule,
+    declaredLength,
     gatewayRules,
 )
 from twisted_stream.gateway._channel import GatewayChannel
@@ -157,13 +158,12 @@ def headOf(request: Request) -> Head:
         before it (in a plain L{Site}).
     @return: Its head, for admission.
     """
-    content = request.requestHeaders.getRawHeaders(b"content-length", [None])[-1]
     return Head(
         request.method,
         request.uri,
         request.clientproto,
         request.requestHeaders,
-        int(content) if content is not None and content.isdigit() else None,
+        declaredLength(request.requestHeaders),
         clientOf(request.getClientAddress()),
     )
 
