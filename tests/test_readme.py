@@ -240,6 +240,20 @@ class CommandsTests(SynchronousTestCase):
 class DemoTests(TestCase):
     timeout = 120
 
+    def demoEnvironment(self, chunkgenPort: str, chunkproxyPort: int) -> dict[str, str]:
+        """
+        @return: The demo's environment: the virtualenv running the tests,
+            the two ports, and a folder of its own for the pidfiles (the
+            other test runner may be running its demo at the same time).
+        """
+        return dict(
+            os.environ,
+            VENV=sys.prefix,
+            CHUNKGEN_PORT=chunkgenPort,
+            CHUNKPROXY_PORT=str(chunkproxyPort),
+            DEMO_DIR=os.path.abspath(self.mktemp()),
+        )
+
     @inlineCallbacks
     def test_demoOnce(self) -> Any:
         """
@@ -250,13 +264,7 @@ class DemoTests(TestCase):
         demo at the same time.)
         """
         proxyPort = freePort()
-        env = dict(
-            os.environ,
-            VENV=sys.prefix,
-            CHUNKGEN_PORT=str(freePort()),
-            CHUNKPROXY_PORT=str(proxyPort),
-            DEMO_DIR=os.path.abspath(self.mktemp()),
-        )
+        env = self.demoEnvironment(str(freePort()), proxyPort)
         demo = LineProcess.spawn(str(PROJECT / "scripts" / "demo"), "--once", env=env)
         code = yield demo.exitCode
         self.assertEqual(code, 0, demo.text + demo.stderr.decode())
@@ -273,13 +281,7 @@ class DemoTests(TestCase):
         both servers stopped, as each server's own Ctrl-C does.
         """
         proxyPort = freePort()
-        env = dict(
-            os.environ,
-            VENV=sys.prefix,
-            CHUNKGEN_PORT=str(freePort()),
-            CHUNKPROXY_PORT=str(proxyPort),
-            DEMO_DIR=os.path.abspath(self.mktemp()),
-        )
+        env = self.demoEnvironment(str(freePort()), proxyPort)
         demo = LineProcess.spawn(str(PROJECT / "scripts" / "demo"), env=env)
         self.addCleanup(stopped, demo)
         yield until(lambda: "Both keep running until Ctrl-C" in demo.text, 60, lambda: demo.text)
@@ -300,13 +302,7 @@ class DemoTests(TestCase):
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         self.addCleanup(taken.close)
-        env = dict(
-            os.environ,
-            VENV=sys.prefix,
-            CHUNKGEN_PORT=str(taken.getsockname()[1]),
-            CHUNKPROXY_PORT=str(freePort()),
-            DEMO_DIR=os.path.abspath(self.mktemp()),
-        )
+        env = self.demoEnvironment(str(taken.getsockname()[1]), freePort())
         demo = LineProcess.spawn(str(PROJECT / "scripts" / "demo"), "--once", env=env)
         code = yield demo.exitCode
         stderr = demo.stderr.decode()
