@@ -14,13 +14,15 @@ import ssl
 import time
 from typing import Any
 
-from twisted.internet.defer import inlineCallbacks
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import Clock, LoopingCall, deferLater
+from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import (
     BreaksOff,
+    FakeAgent,
     RawClient,
     RawConnection,
     RawUpstream,
@@ -38,7 +40,11 @@ from tests.support import (
     twistdCommand,
     until,
 )
+from twisted_stream.gateway import GatewayResource, GatewaySite, Route
 from twisted_stream.gateway._channel import SPEAK_WITHIN_SECONDS
+from twisted_stream.gateway._h2 import GatewayH2Connection
+from twisted_stream.http._refusal import Refusal
+from twisted_stream.proxy import ALLOW_FORWARDED, StreamProxyResource
 
 
 class _H2Case(TestCase):
@@ -819,3 +825,83 @@ def _eventsUntilQuiet(tls: Any, connection: Any, quiet: float) -> list[Any]:
     except socket.timeout:
         pass
     return events
+
+
+class HTTP2RefusedInMemoryTests(SynchronousTestCase):
+    """
+    The gateway's HTTP/2 connection in memory (no socket, no TLS, no time
+    passing): each stream refused at its head gets, frame for frame, its
+    status, the refusal's headers and its one-line reason, then a reset
+    with C{NO_ERROR}, and nothing is asked of the upstream. (The real-TLS
+    tests above keep one of each behaviour end to end.)
+    """
+
+    def setUp(self) -> None:
+        import h2.config
+        import h2.connection
+
+        self.agent = FakeAgent(Deferred())
+        proxy = StreamProxyResource(
+            "http://up.example/", reactor=Clock(), agent=self.agent, requireToken=b"secret"
+        )
+        site = GatewaySite(GatewayResource([Route(b"/up/", proxy)]), 1000, 5)
+        self.connection = GatewayH2Connection(Clock())
+        self.connection.site = site
+        # (As the negotiating protocol sets it; H2Connection does not declare it.)
+        self.connection.requestFactory = site.requestFactory  # type: ignore[attr-defined]
+        self.transport = StringTransport()
+        self.connection.makeConnection(self.transport)
+        self.client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.client.initiate_connection()
+
+    def refusedWith(self, path: bytes, method: bytes = b"GET") -> tuple[dict[bytes, bytes], bytes, list[str]]:
+        """
+        Open one stream for C{path} (its request ended with its head), and
+        read back what came for it.
+
+        @return: Its response headers, its body, and the names of its
+            events in order.
+        """
+        self.client.send_headers(
+            1, [(b":method", method), (b":path", path), (b":scheme", b"https"), (b":authority", b"gw")], end_stream=True
+        )
+        self.connection.dataReceived(self.client.data_to_send())
+        import h2.events
+
+        events = [e for e in self.client.receive_data(self.transport.value()) if getattr(e, "stream_id", 0) == 1]
+        headers = dict(next(e.headers for e in events if isinstance(e, h2.events.ResponseReceived)))
+        body = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+        return headers, body, [type(e).__name__ for e in events]
+
+    def assertRefused(self, path: bytes, refusal: Refusal, method: bytes = b"GET") -> None:
+        headers, body, names = self.refusedWith(path, method)
+        self.assertEqual(headers, {b":status": b"%d" % (refusal.code,), **dict(refusal.fields())})
+        self.assertEqual(body, refusal.body)
+        self.assertEqual(names, ["ResponseReceived", "DataReceived", "StreamEnded"])
+        self.assertEqual(self.agent.requests, [])
+
+    def test_noRoute(self) -> None:
+        self.assertRefused(b"/nowhere", Refusal(404, "no route for /nowhere"))
+
+    def test_pathWithASpace(self) -> None:
+        self.assertRefused(
+            b"/up/x HTTP/1.0", Refusal(400, "the request target must not contain a space or a control byte")
+        )
+
+    def test_fragment(self) -> None:
+        self.assertRefused(b"/up/x#frag", Refusal(400, "the request target must not contain a fragment (#)"))
+
+    def test_noToken(self) -> None:
+        self.assertRefused(
+            b"/up/x",
+            Refusal(
+                401,
+                "a valid Authorization: Bearer token is required",
+                ((b"WWW-Authenticate", b'Bearer realm="chunkproxy"'),),
+            ),
+        )
+
+    def test_methodNotForwarded(self) -> None:
+        self.assertRefused(
+            b"/up/x", Refusal(405, "method TRACE is not forwarded", ALLOW_FORWARDED), method=b"TRACE"
+        )
