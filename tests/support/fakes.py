@@ -113,6 +113,44 @@ class FakeAgent:
         return self.results.pop(0) if len(self.results) > 1 else self.results[0]
 
 
+@implementer(IResponse)
+class FakeResponse:
+    """
+    A response's head, as an agent hands it over, with a body nobody
+    sends: whether its reader stopped it (closing its connection) is noted.
+    """
+
+    version = (b"HTTP", 1, 1)
+    phrase = b"Phrase"
+    length = UNKNOWN_LENGTH
+    request = None
+    previousResponse = None
+
+    def __init__(self, code: int = 200, headers: Optional[dict[bytes, bytes]] = None) -> None:
+        self.code = code
+        self.headers = Headers({name: [value] for name, value in (headers or {}).items()})
+        self.stopped = False
+
+    def deliverBody(self, protocol: Any) -> None:
+        response = self
+
+        @implementer(IPushProducer)
+        class Transport:
+            def stopProducing(self) -> None:
+                response.stopped = True
+
+            def pauseProducing(self) -> None:
+                pass
+
+            def resumeProducing(self) -> None:
+                pass
+
+        protocol.makeConnection(Transport())
+
+    def setPreviousResponse(self, response: IResponse) -> None:
+        pass
+
+
 @implementer(IBodyProducer)
 class BytesBody:
     """

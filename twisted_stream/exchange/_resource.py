@@ -48,7 +48,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import PotentialDataLoss, ResponseDone
-from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
+from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
@@ -64,7 +64,9 @@ from twisted_stream.http._refusal import Refusal, headerLinesRefusal, headRefusa
 from twisted_stream.http._text import PlainResource, textError
 from twisted_stream.http.headers import fieldsOf, forwardedRequestHeaders, forwardedResponseHeaders
 from twisted_stream.upstream._agent import UpstreamAgent
-from twisted_stream.upstream._retry import DeadlineAgent, NoResponseInTime
+from twisted_stream.upstream._failover import Failover, PoolFull, Served, joinURL
+from twisted_stream.upstream._pool import DEFAULT_POLICY, Member, Pool, PoolPolicy
+from twisted_stream.upstream._retry import NoResponseInTime
 from twisted_stream.upstream._wire import UpstreamProtocolError, whyBrokenOff
 
 __all__ = ["DEFAULT_MAX_BODY", "StreamProxyResource"]
@@ -90,6 +92,8 @@ def _failureReason(failure: Failure, timeout: float) -> tuple[int, str]:
         return 502, f"upstream unreachable: no connection within {timeout:g} s"
     if failure.check(NoResponseInTime):
         return 504, f"upstream sent no response headers within {timeout:g} s"
+    if failure.check(PoolFull):
+        return 503, "every upstream of this route is at its stream limit"
     if failure.check(ConnectBindError) and getattr(failure.value, "osError", None) in (EMFILE, ENFILE):
         return 503, OUT_OF_DESCRIPTORS
     if failure.check(ConnectionRefusedError):
@@ -199,14 +203,22 @@ class _Exchange:
     _log = Logger()
 
     def __init__(
-        self, proxy: StreamProxyResource, request: Request, url: bytes, body: Optional[bytes], route: Optional[bytes]
+        self,
+        proxy: StreamProxyResource,
+        request: Request,
+        rest: bytes,
+        query: bytes,
+        body: Optional[bytes],
+        route: Optional[bytes],
     ) -> None:
         self.request = request
         self._proxy = proxy
         self._recording: Optional[RecordingWriter] = None
         self.clock = proxy.clock
-        self._url = url
+        self._rest = rest
+        self._query = query
         self._body = body
+        self._served: Optional[Served] = None
         self.phase = _REQUESTING
         self._hooks = hooks = hooksOf(request)
         self.record = StreamRecord(
@@ -220,14 +232,14 @@ class _Exchange:
         # Logged here, at the stream's end, not by the site; cut off here
         # when a draining gateway's time runs out.
         hooks.streamStarted(request, self)
-        self._pending: Optional[Deferred[IResponse]] = None
+        self._pending: Optional[Deferred[Served]] = None
         self._producer: Optional[WatchedProducer] = None
         self._watch: Optional[BodyWatch] = None
         self._usage: Optional[UsageReader | WholeAnswerReader] = None
 
     @property
     def _where(self) -> str:
-        return self._url.split(b"?", 1)[0].decode("ascii", "replace")
+        return self._rest.decode("ascii", "replace")
 
     def start(self) -> None:
         """
@@ -238,7 +250,8 @@ class _Exchange:
         request.notifyFinish().addErrback(self._clientGone)
         self._pending = pending = proxy.requests.request(
             request.method,
-            self._url,
+            self._rest,
+            self._query,
             forwardedRequestHeaders(request, proxy.dropHeaders, proxy.injectHeaders),
             _RequestBody(self._body) if self._body is not None else None,
         )
@@ -249,6 +262,8 @@ class _Exchange:
 
     def _ended(self, outcome: str) -> None:
         self.phase = _DONE
+        if self._served is not None:
+            self._served.done()
         if self._recording is not None:
             self._recording.end(outcome)
             self._recording = None
@@ -262,10 +277,15 @@ class _Exchange:
         status = code if answered or outcome != "client_gone" else 499
         self.record.emit(self.clock.seconds(), status, outcome, getattr(request, "sentLength", 0))
 
-    def _gotResponse(self, response: IResponse) -> None:
+    def _gotResponse(self, served: Served) -> None:
         self._pending = None
         self.phase = _STREAMING
+        self._served = served
+        response = served.response
         self.record.upstreamStatus = response.code
+        self.record.fields.update(
+            upstream=served.member.member.label, tries=served.tries, failovers=served.failovers
+        )
         request = self.request
         request.setResponseCode(response.code, response.phrase)
         # The header lines as they came where the agent keeps them (ours
@@ -323,9 +343,10 @@ class _Exchange:
         self.phase = _DONE
         code, reason = _failureReason(failure, self._proxy.connectTimeout)
         if code == 503:
+            self.request.setHeader(b"Retry-After", b"1")
+        if code == 503 and not failure.check(PoolFull):
             # Out of descriptors: logged once a second, not once a request.
             noteExhausted(self._proxy.clock)
-            self.request.setHeader(b"Retry-After", b"1")
         else:
             self._log.warn(
                 "{method} {url}: {code} {reason}",
@@ -492,7 +513,7 @@ class StreamProxyResource(PlainResource):
 
     def __init__(
         self,
-        upstream: str | bytes,
+        upstream: str | bytes | Sequence[Member],
         *,
         reactor: Any = None,
         agent: Optional[IAgent] = None,
@@ -506,10 +527,15 @@ class StreamProxyResource(PlainResource):
         requireToken: Optional[bytes] = None,
         recordTo: Optional[str] = None,
         recordMaxBytes: int = DEFAULT_RECORD_MAX_BYTES,
+        policy: PoolPolicy = DEFAULT_POLICY,
+        tryTimeout: Optional[float] = None,
+        name: str = "",
+        replacing: Optional[Pool] = None,
     ) -> None:
         """
         @param upstream: The absolute C{http://} or C{https://} URL to forward
-            to (already percent-encoded).
+            to (already percent-encoded), or the members of a pool of
+            upstreams (see L{twisted_stream.upstream._pool}).
         @param reactor: The reactor (the global one by default).
         @param agent: What makes the upstream requests; by default an
             L{UpstreamAgent} of its own.
@@ -517,7 +543,7 @@ class StreamProxyResource(PlainResource):
             (the system's trust store by default).
         @param connectTimeout: Seconds from the request until the upstream's
             response headers must have arrived (C{502} if it could not be
-            reached, C{504} if it sent no headers).
+            reached, C{504} if it sent no headers), failovers included.
         @param idleTimeout: Seconds the upstream may send no body bytes
             mid-stream before the client's connection is closed; L{None}:
             no limit.
@@ -526,13 +552,14 @@ class StreamProxyResource(PlainResource):
             between events; L{None}: never.
         @param retries: How many times to try again a request that failed
             before any answer where that is safe (see
-            L{twisted_stream.upstream._retry.retriable}): no connection
-            could be made, or a bodiless C{GET}, C{HEAD} or C{OPTIONS}
-            whose kept-alive connection ended before any answer.
+            L{twisted_stream.upstream._retry.retriable}) and no untried
+            member is left: no connection could be made, or a bodiless
+            C{GET}, C{HEAD} or C{OPTIONS} whose kept-alive connection ended
+            before any answer.
         @param maxBody: The largest request body to forward (C{413} above).
         @param injectHeaders: Headers to set on every upstream request,
             replacing the client's under those names (credentials that stay
-            on the server).
+            on the server); a member's own go over them.
         @param requireToken: If given, only requests with C{Authorization:
             Bearer <requireToken>} are forwarded (C{401} otherwise), and their
             C{Authorization} is not passed on.
@@ -540,20 +567,32 @@ class StreamProxyResource(PlainResource):
             its timing, one file each (see L{twisted_stream.exchange._recording}).
         @param recordMaxBytes: The most body bytes recorded of one response
             (the rest is forwarded, not recorded).
+        @param policy: How a pool fails over and ejects members.
+        @param tryTimeout: Seconds each attempt gets for its response's head
+            before the request goes to another member, where it cannot have
+            been processed (L{None}: the whole C{connectTimeout}).
+        @param name: What the log calls the pool (the route's prefix).
+        @param replacing: The pool of the resource this one replaces (a
+            reload): members kept keep their streams and their health.
         """
         super().__init__()
         if reactor is None:
             from twisted.internet import reactor
         self.clock: IReactorTime = reactor
         self.agent: IAgent = agent if agent is not None else UpstreamAgent(reactor, tlsPolicy)
-        upstreamBytes = upstream.encode("ascii") if isinstance(upstream, str) else upstream
-        self._base, _, self._query = upstreamBytes.partition(b"?")
+        if isinstance(upstream, (str, bytes)):
+            members: Sequence[Member] = [Member(upstream.encode("ascii") if isinstance(upstream, str) else upstream)]
+        else:
+            members = upstream
+        self.pool = Pool(
+            members, policy, reactor, states=replacing.members if replacing is not None else (), route=name
+        )
         self.connectTimeout = connectTimeout
         self.idleTimeout = idleTimeout
         self.heartbeat = heartbeat
         self.retries = retries
-        # The route's requests: the deadline and the retry rule over the agent.
-        self.requests = DeadlineAgent(self.agent, reactor, connectTimeout, retries)
+        # The route's requests: its pool, the deadline and the retry rule over the agent.
+        self.requests = Failover(self.agent, reactor, self.pool, connectTimeout, retries, tryTimeout)
         self.maxBody = maxBody
         self.injectHeaders = list(injectHeaders)
         self.rules = ForwardingRules(maxBody, requireToken)
@@ -568,21 +607,14 @@ class StreamProxyResource(PlainResource):
 
     def upstreamURL(self, rest: bytes, query: bytes) -> bytes:
         """
-        The URL a request is forwarded to.
+        The URL a request is forwarded to, on the pool's first member.
 
         @param rest: Its path below where the resource is mounted.
         @param query: Its query string, without the C{?}.
         @return: The upstream URL with C{rest} appended to its path, and
             C{query} to its query.
         """
-        # Exactly one slash between the upstream's path and the rest.
-        if rest and self._base.endswith(b"/") and rest.startswith(b"/"):
-            rest = rest[1:]
-        elif rest and not self._base.endswith(b"/") and not rest.startswith(b"/"):
-            rest = b"/" + rest
-        url = self._base + rest
-        queries = [q for q in (self._query, query) if q]
-        return url + b"?" + b"&".join(queries) if queries else url
+        return joinURL(self.pool.members[0].member.url, rest, query)
 
     def render(self, request: Request) -> bytes | int:
         """
@@ -628,6 +660,5 @@ class StreamProxyResource(PlainResource):
             sent: Optional[bytes] = None
         else:
             sent = body
-        query = target.partition(b"?")[2]
-        _Exchange(self, request, self.upstreamURL(rest, query), sent, route).start()
+        _Exchange(self, request, rest, target.partition(b"?")[2], sent, route).start()
         return NOT_DONE_YET
