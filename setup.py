@@ -46,6 +46,8 @@ setup(
         "httptools>=0.6.0",
         # /metrics.
         "prometheus-client>=0.17",
+        # --config: TOML (tomllib is in the standard library from 3.11).
+        'tomli>=1.1.0; python_version < "3.11"',
     ],
     entry_points={"console_scripts": ["chunkwatch = twisted_stream.chunkwatch:main"]},
     extras_require={

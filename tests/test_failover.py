@@ -22,7 +22,7 @@ from twisted.web.iweb import IResponse
 
 from tests.support import FakeAgent, FakeResponse
 from twisted_stream.upstream._failover import Failover, PoolFull, Served, joinURL, retryAfter
-from twisted_stream.upstream._pool import Member, Pool, PoolPolicy
+from twisted_stream.upstream._pool import DEFAULT_POLICY, Member, Pool, PoolPolicy
 from twisted_stream.upstream._retry import NoResponseInTime
 from twisted_stream.upstream._wire import ReusedConnectionLost
 
@@ -163,7 +163,7 @@ class PoolFailoverTests(SynchronousTestCase):
         self.clock = Clock()
 
     def failover(
-        self, inner: FakeAgent, members: int = 3, policy: PoolPolicy = PoolPolicy(), retries: int = 1, **kw: Any
+        self, inner: FakeAgent, members: int = 3, policy: PoolPolicy = DEFAULT_POLICY, retries: int = 1, **kw: Any
     ) -> Failover:
         self.pool = Pool(
             [Member(b"http://m%d/v1/" % (n,), **kw) for n in range(members)], policy, self.clock, chance=Random(1)

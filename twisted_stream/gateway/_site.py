@@ -248,6 +248,20 @@ class GatewaySite(Site):
         self.descriptors = DescriptorGuard(self.reactor)
         self.admission = Admission(resource.rules(self.drain, self.streams))
 
+    def replaceRoutes(self, routes: Sequence[Route]) -> None:
+        """
+        Take new routes (a reloaded configuration): requests admitted from
+        now on go to them; those admitted before keep the route they were
+        admitted to, and finish on it.
+
+        @param routes: The new routes, in any order.
+        """
+        resource = self.resource
+        assert isinstance(resource, GatewayResource)
+        resource.routes = list(routes)
+        resource.admission = Admission(resource.rules())
+        self.admission = Admission(resource.rules(self.drain, self.streams))
+
     # IStreamHooks: what its routes' streams tell it.
 
     def streamStarted(self, request: Request, stream: Stream) -> None:

@@ -191,17 +191,20 @@ class DrainService(Service):
     Drains the gateway when twistd stops it (see L{exitCleanlyOnSignals}).
     """
 
-    def __init__(self, drain: Drain, timeout: float) -> None:
+    def __init__(self, drain: Drain, timeout: float, hangup: bool = True) -> None:
         """
         @param drain: The gateway's drain.
         @param timeout: Seconds to let streams in flight run on.
+        @param hangup: Whether SIGHUP drains it too (not where it reloads
+            its configuration instead).
         """
         self._drain = drain
         self._timeout = timeout
+        self._hangup = hangup
 
     def startService(self) -> None:
         super().startService()
-        exitCleanlyOnSignals(hangup=True)
+        exitCleanlyOnSignals(hangup=self._hangup)
 
     def stopService(self) -> Any:
         super().stopService()

@@ -359,6 +359,7 @@ class WorkerPool(Service):
         metricsFolder: str,
         grace: float,
         logFiles: bool = False,
+        check: Optional[Callable[[], list[str]]] = None,
     ) -> None:
         """
         @param reactor: The reactor.
@@ -372,7 +373,11 @@ class WorkerPool(Service):
             then C{SIGUSR1} to the parent is passed on to each, so that they
             rotate theirs with the parent's (as nginx's master reopens its
             workers' logs), whatever their pids are by then.
+        @param check: What a reload checks before any worker is replaced
+            (the workers' config file): the problems it finds, each a line;
+            a reload with any is refused, and the workers serve on.
         """
+        self._check = check
         self._reactor = reactor
         self._count = count
         self._command = command
@@ -481,6 +486,12 @@ class WorkerPool(Service):
             return
         if self._incoming:
             _log.warn("reload: one is under way already; SIGHUP ignored")
+            return
+        problems = self._check() if self._check is not None else []
+        if problems:
+            for line in problems:
+                _log.error("reload refused: {problem}", problem=line)
+            _log.warn("reload refused: the workers serve on as they were")
             return
         _log.info("reload: starting {count} new workers; each old one drains once its successor serves", count=self._count)
         self._replaced = 0

@@ -6,14 +6,17 @@ C{twistd chunkproxy}: the streaming gateway and its page as a twistd plugin.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
+from dataclasses import replace
 from typing import Any, Optional, Sequence
 
 from hyperlink import URL
 from prometheus_client import CollectorRegistry
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
 
@@ -46,7 +49,9 @@ from twisted_stream.ops._workers import (
 )
 from twisted_stream.page import PageResource
 from twisted_stream.proxy import FORWARDED_METHODS, StreamProxyResource
+from twisted_stream.tap._config import ConfigFile, ConfigProblems, readConfig
 from twisted_stream.tap.options import (
+    MemberOptions,
     PluginOptions,
     RouteOptions,
     checkEndpoint,
@@ -60,9 +65,12 @@ from twisted_stream.tap.options import (
     wholeNumberOption,
 )
 from twisted_stream.upstream._agent import UpstreamAgent, tlsPolicy
+from twisted_stream.upstream._health import HealthChecker
 from twisted_stream.upstream._wire import ResponseLimits
 
 __all__ = ["Options", "makeService"]
+
+_log = Logger()
 
 
 class _PoolService(Service):
@@ -101,10 +109,20 @@ class Options(PluginOptions):
     longdesc = (
         "Forwards requests to upstream URLs by path prefix (--route), any method with its body, "
         "streaming each response back the moment each piece arrives; serves a live page at /. "
-        "--upstream is the route for /stream. --inject-header applies to the --route given before "
-        "it, or to every route when given before any --route."
+        "--upstream is the route for /stream. --route given again with the same prefix adds a member "
+        "to that route's pool. --inject-header applies to the upstream of the --route given before "
+        "it, or to every route when given before any --route. --config FILE says all of it in TOML "
+        "(the command line overrides it; SIGHUP reloads it)."
     )
     optParameters = [
+        [
+            "config",
+            None,
+            None,
+            "A TOML file with the gateway's options and routes (pools, members, weights, caps, health"
+            " checks); options given here override it. SIGHUP re-reads it: new requests take the new"
+            " routes, streams under way finish on theirs, a file with problems is refused.",
+        ],
         ["listen", "l", "tcp:8080", "Endpoint description to listen on."],
         [
             "upstream",
@@ -281,6 +299,8 @@ class Options(PluginOptions):
         self.corsOrigins: list[bytes] = []
         self.arguments: list[str] = []
         self.recordAll: Optional[str] = None
+        self._lastMember: Optional[MemberOptions] = None
+        self.file: Optional[ConfigFile] = None
 
     def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
         # The reactor is chosen before anything imports one (checking
@@ -304,27 +324,36 @@ class Options(PluginOptions):
     def opt_route(self, text: str) -> None:
         """
         PREFIX=URL: forward paths that start with PREFIX to URL plus the rest
-        of the path plus the query string (repeatable; the longest prefix wins).
+        of the path plus the query string (repeatable; the longest prefix
+        wins; the same PREFIX again adds URL to its pool).
         """
         try:
             prefix, url = parseRoute(text)
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
-        if any(route.prefix == prefix for route in self.routes):
-            raise usage.UsageError(f"two routes for {prefix.decode()}")
-        self.routes.append(RouteOptions(prefix, url))
+        member = MemberOptions(url)
+        for route in self.routes:
+            if route.prefix == prefix:
+                if any(other.url == url for other in route.members):
+                    raise usage.UsageError(f"the pool of {prefix.decode()} has {url.decode()} twice")
+                route.members.append(member)
+                break
+        else:
+            self.routes.append(RouteOptions(prefix, [member]))
+        self._lastMember = member
 
     def opt_inject_header(self, text: str) -> None:
         """
         'NAME: VALUE' (VALUE may be env:VARNAME): set this header on every
-        upstream request of the --route before it (of every route, given
-        before any), replacing the client's (repeatable).
+        upstream request to the --route before it (to that upstream of a
+        pool; to every route, given before any), replacing the client's
+        (repeatable).
         """
         try:
             header = parseHeader(text)
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
-        (self.routes[-1].injectHeaders if self.routes else self.injectHeaders).append(header)
+        (self._lastMember.injectHeaders if self._lastMember is not None else self.injectHeaders).append(header)
 
     def opt_record(self, folder: str) -> None:
         """
@@ -342,8 +371,10 @@ class Options(PluginOptions):
 
     def postOptions(self) -> None:
         """
-        Check the options, and resolve C{--require-token}.
+        Read C{--config}, check the options, and resolve C{--require-token}.
         """
+        if self["config"] is not None:
+            self._readConfig(self["config"])
         super().postOptions()
         if self["metrics-listen"] is not None:
             checkEndpoint(self["metrics-listen"], "--metrics-listen")
@@ -359,24 +390,49 @@ class Options(PluginOptions):
         if self["upstream-ca"] is not None and not os.path.isfile(self["upstream-ca"]):
             raise usage.UsageError(f"--upstream-ca {self['upstream-ca']!r} is not a file")
 
+    def _readConfig(self, path: str) -> None:
+        parsers = self.valueParsers()
+        del parsers["config"]
+        try:
+            config = readConfig(path, parsers)
+        except ConfigProblems as e:
+            raise usage.UsageError(str(e)) from None
+        for name, value in config.options.items():
+            if name not in self.given:
+                self.opts[name] = value
+        if not self.corsOrigins and config.corsOrigins:
+            self.corsOrigins = config.corsOrigins
+        # The file's headers first: the command line's, under the same
+        # names, replace them.
+        self.injectHeaders = [*config.injectHeaders, *self.injectHeaders]
+        if self.recordAll is None:
+            self.recordAll = config.record
+        self.file = config
+
     def allRoutes(self) -> list[RouteOptions]:
         """
-        @return: Every route: C{--upstream} as C{/stream} (unless a C{--route}
-            claims C{/stream}), then each C{--route} (or, when none is given,
-            C{/v1/} to the C{--upstream}'s origin, the generator's mock LLM),
-            each with the headers to inject into its requests.
+        @return: Every route: C{--upstream} as C{/stream} (unless a route
+            claims C{/stream}), then each route of the config file and each
+            C{--route} (one for the same prefix replaces the file's), or,
+            when there are none, C{/v1/} to the C{--upstream}'s origin, the
+            generator's mock LLM; each with the headers to inject into its
+            requests.
         """
-        routes = list(self.routes)
+        given = {route.prefix for route in self.routes}
+        fromFile = self.file.routes if self.file is not None else []
+        routes = [route for route in fromFile if route.prefix not in given] + list(self.routes)
         if not routes:
             # No routes given: /v1/ goes to the generator's mock LLM, beside
             # the generator's stream, so the page's chat mode works too.
             origin = URL.from_text(self["upstream"].decode("ascii")).replace(path=("v1", ""), query=(), fragment="")
-            routes.append(RouteOptions(b"/v1/", origin.to_text().encode("ascii")))
+            routes.append(RouteOptions(b"/v1/", [MemberOptions(origin.to_text().encode("ascii"))]))
         if not any(route.prefix == b"/stream" for route in routes):
-            routes.insert(0, RouteOptions(b"/stream", self["upstream"]))
+            routes.insert(0, RouteOptions(b"/stream", [MemberOptions(self["upstream"])]))
         return [
-            RouteOptions(
-                route.prefix, route.upstream, [*self.injectHeaders, *route.injectHeaders], route.record or self.recordAll
+            replace(
+                route,
+                injectHeaders=[*self.injectHeaders, *route.injectHeaders],
+                record=route.record or self.recordAll,
             )
             for route in routes
         ]
@@ -412,6 +468,7 @@ def _groupService(reactor: Any, options: Options) -> IService:
         folder,
         grace=options["drain-timeout"] + 5,
         logFiles=workersWriteLogFiles(twistdConfig),
+        check=(lambda: _checkConfig(options)) if options["config"] is not None else None,
     )
     service = MultiService()
     listeningService(
@@ -438,6 +495,129 @@ def _metricsService(reactor: Any, options: Options, registry: CollectorRegistry)
     )
 
 
+_RELOADED = ("connect-timeout", "idle-timeout", "heartbeat", "retries", "record-max-bytes")
+"""The options a reload applies (with the routes, their members and their
+headers): they are the routes' own. Any other takes a restart."""
+
+
+def _routes(
+    reactor: Any,
+    options: Options,
+    agent: UpstreamAgent,
+    previous: Sequence[Route] = (),
+) -> tuple[list[Route], list[HealthChecker]]:
+    """
+    @param previous: The routes these replace (a reload): a pool kept keeps
+        what it knows of its members.
+    @return: The gateway's routes, and their pools' health checks (not
+        started).
+    """
+    before = {route.prefix: route.proxy.pool for route in previous}
+    routes: list[Route] = []
+    checkers: list[HealthChecker] = []
+    for route in options.allRoutes():
+        proxy = StreamProxyResource(
+            [member.member() for member in route.members],
+            reactor=reactor,
+            agent=agent,
+            connectTimeout=options["connect-timeout"],
+            idleTimeout=options["idle-timeout"],
+            heartbeat=options["heartbeat"],
+            retries=options["retries"],
+            maxBody=options["max-body"],
+            injectHeaders=route.injectHeaders,
+            requireToken=options["require-token"],
+            recordTo=route.record,
+            recordMaxBytes=options["record-max-bytes"],
+            policy=route.policy,
+            tryTimeout=route.tryTimeout,
+            name=route.prefix.decode("ascii"),
+            replacing=before.get(route.prefix),
+        )
+        routes.append(Route(route.prefix, proxy))
+        if route.healthCheck is not None:
+            checkers.append(HealthChecker(proxy.pool, route.healthCheck, agent, reactor))
+    return routes, checkers
+
+
+class _RoutesService(Service):
+    """
+    The gateway's routes: their health checks run while it serves, and
+    with C{--config}, C{SIGHUP} re-reads the file and replaces them in
+    place (see L{reload}).
+    """
+
+    def __init__(self, reactor: Any, options: Options, agent: UpstreamAgent, site: GatewaySite) -> None:
+        self._reactor = reactor
+        self._options = options
+        self._agent = agent
+        self._site = site
+        self.routes, self._checkers = _routes(reactor, options, agent)
+
+    def startService(self) -> None:
+        super().startService()
+        for checker in self._checkers:
+            checker.start()
+        if self._options["config"] is not None:
+            # After the drain's handlers (which leave SIGHUP alone here).
+            self._reactor.callWhenRunning(
+                signal.signal, signal.SIGHUP, lambda number, frame: self._reactor.callFromThread(self.reload)
+            )
+
+    def stopService(self) -> None:
+        super().stopService()
+        for checker in self._checkers:
+            checker.stop()
+
+    def reload(self) -> None:
+        """
+        Read the command line and the config file again: new requests take
+        the new routes, members, weights and headers; streams under way
+        finish on what they started with. A file with problems is refused,
+        each problem said in the log, and the routes stay as they were.
+        """
+        path = self._options["config"]
+        fresh = Options()
+        try:
+            fresh.parseOptions(self._options.arguments)
+        except usage.UsageError as e:
+            for line in str(e).splitlines():
+                _log.error("reload refused: {problem}", problem=line)
+            _log.warn("reload of {path} refused: the routes stay as they were", path=path)
+            return
+        routes, checkers = _routes(self._reactor, fresh, self._agent, self.routes)
+        for checker in self._checkers:
+            checker.stop()
+        self.routes, self._checkers = routes, checkers
+        self._site.replaceRoutes(routes)
+        for checker in checkers:
+            checker.start()
+        changed = sorted(
+            name for name, value in fresh.opts.items()
+            if name not in _RELOADED and value != self._options.opts.get(name)
+        )  # fmt: skip
+        self._options = fresh
+        _log.info(
+            "reloaded {path}: {routes} routes, {members} upstreams",
+            path=path,
+            routes=len(routes),
+            members=sum(len(route.proxy.pool.members) for route in routes),
+        )
+        if changed:
+            _log.warn(
+                "reload: {names} changed in {path}; a restart applies them", names=", ".join(changed), path=path
+            )
+
+
+def _checkConfig(options: Options) -> list[str]:
+    # A group's reload: its workers would read the file as this does.
+    try:
+        Options().parseOptions(options.arguments)
+    except usage.UsageError as e:
+        return str(e).splitlines()
+    return []
+
+
 def _gatewayService(reactor: Any, options: Options, worker: Optional[int]) -> IService:
     agent = UpstreamAgent(
         reactor,
@@ -445,33 +625,13 @@ def _gatewayService(reactor: Any, options: Options, worker: Optional[int]) -> IS
         ResponseLimits(options["max-response-header-bytes"], options["max-response-headers"]),
         dnsTTL=options["dns-ttl"],
     )
-    routes = [
-        Route(
-            route.prefix,
-            StreamProxyResource(
-                route.upstream,
-                reactor=reactor,
-                agent=agent,
-                connectTimeout=options["connect-timeout"],
-                idleTimeout=options["idle-timeout"],
-                heartbeat=options["heartbeat"],
-                retries=options["retries"],
-                maxBody=options["max-body"],
-                injectHeaders=route.injectHeaders,
-                requireToken=options["require-token"],
-                recordTo=route.record,
-                recordMaxBytes=options["record-max-bytes"],
-            ),
-        )
-        for route in options.allRoutes()
-    ]
     cors = CorsPolicy(frozenset(options.corsOrigins), FORWARDED_METHODS) if options.corsOrigins else None
     # A worker's metrics are the group's; the parent serves --metrics-listen.
     metrics = Metrics(exposed=groupRegistry(os.environ[METRICS_FOLDER_VARIABLE])) if worker else Metrics()
     metricsListen = None if worker else options["metrics-listen"]
     site = GatewaySite(
         GatewayResource(
-            routes, PageResource(), cors, metricsHere=options["metrics-listen"] is None,
+            [], PageResource(), cors, metricsHere=options["metrics-listen"] is None,
             metricsToken=options["require-token"],
         ),
         options["max-body"],
@@ -487,11 +647,14 @@ def _gatewayService(reactor: Any, options: Options, worker: Optional[int]) -> IS
         ),
         metrics,
     )
+    routes = _RoutesService(reactor, options, agent, site)
+    site.replaceRoutes(routes.routes)
     service = MultiService()
     _PoolService(agent).setServiceParent(service)
+    routes.setServiceParent(service)
     GarbageCollectionService().setServiceParent(service)
     FileLimitService().setServiceParent(service)
-    DrainService(site.drain, options["drain-timeout"]).setServiceParent(service)
+    DrainService(site.drain, options["drain-timeout"], hangup=options["config"] is None).setServiceParent(service)
     listeningService(
         reactor,
         options["listen"],

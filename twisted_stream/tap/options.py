@@ -24,12 +24,16 @@ from twisted_stream._compat import optionParsers
 from twisted_stream._numbers import decimalNumber, wholeNumber
 from twisted_stream.ops._logformat import LOG_FORMATS, select
 from twisted_stream.ops._service import DEFAULT_BACKLOG
+from twisted_stream.upstream._health import HealthCheck
+from twisted_stream.upstream._pool import DEFAULT_POLICY, Member, PoolPolicy
 
 __all__ = [
+    "MemberOptions",
     "PluginOptions",
     "RouteOptions",
     "parseHTTPURL",
     "parseHeader",
+    "parsePrefix",
     "parseRoute",
     "parseTimeout",
     "wholeNumberOption",
@@ -131,6 +135,9 @@ class _NamedCoerce(usage.CoerceParameter):
     def dispatch(self, parameterName: str, value: Optional[str]) -> None:
         if value is None:
             raise usage.UsageError(f"--{parameterName} needs a value")
+        given = getattr(self.options, "given", None)
+        if given is not None:
+            given.add(parameterName)
         try:
             self.options.opts[parameterName] = self.coerce(value)
         except ValueError as e:
@@ -195,6 +202,9 @@ class PluginOptions(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
+        self.given: set[str] = set()
+        """The options the command line gave (a config file's are
+        overridden by them)."""
         # An opt_ method's docstring keeps its indentation.
         self.docs = {name: " ".join(doc.split()) for name, doc in self.docs.items()}
         parsers = optionParsers(self)
@@ -219,6 +229,17 @@ class PluginOptions(usage.Options):
                 raise
             sys.stderr.write(f"{self.tapname}: {e}\n(twistd {self.tapname} --help lists the options.)\n")
             raise SystemExit(1) from None
+
+    def valueParsers(self) -> dict[str, Callable[[str], Any]]:
+        """
+        @return: Each option that takes a value, by name, with what reads
+            its value (for a config file, which says them too).
+        """
+        return {
+            name: dispatcher.coerce
+            for name, dispatcher in optionParsers(self).items()
+            if isinstance(dispatcher, _NamedCoerce)
+        }
 
     def _defaultsRead(self) -> None:
         # A default written as the user would type it ("60", a URL) is read
@@ -289,6 +310,20 @@ def resolveSecret(value: str, what: str) -> str:
     return found
 
 
+def parsePrefix(text: str) -> bytes:
+    """
+    Parse a route's path prefix.
+
+    @param text: A path starting with C{/}, without C{?}, C{#}, C{\\},
+        spaces or C{//}.
+    @return: It, as bytes.
+    @raise ValueError: With a one-line reason.
+    """
+    if not text.startswith("/") or any(c in text for c in "?#\\ ") or "//" in text or not text.isascii():
+        raise ValueError(f"a route's prefix must be a path starting with /, not {text!r}")
+    return text.encode("ascii")
+
+
 def parseRoute(text: str) -> tuple[bytes, bytes]:
     """
     Parse a route.
@@ -299,9 +334,13 @@ def parseRoute(text: str) -> tuple[bytes, bytes]:
     @raise ValueError: With a one-line reason.
     """
     prefix, equals, url = text.partition("=")
-    if not equals or not prefix.startswith("/") or any(c in prefix for c in "?#\\ ") or "//" in prefix:
-        raise ValueError(f"a route must be PREFIX=URL with PREFIX a path starting with /, not {text!r}")
-    return prefix.encode("ascii"), parseHTTPURL(url)
+    try:
+        if not equals:
+            raise ValueError
+        parsedPrefix = parsePrefix(prefix)
+    except ValueError:
+        raise ValueError(f"a route must be PREFIX=URL with PREFIX a path starting with /, not {text!r}") from None
+    return parsedPrefix, parseHTTPURL(url)
 
 
 def wholeNumberOption(name: str) -> Callable[[str], int]:
@@ -329,17 +368,52 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 @dataclass
+class MemberOptions:
+    """
+    One member of a route's pool, as the command line or the config file
+    gave it (see L{twisted_stream.upstream._pool.Member}).
+    """
+
+    url: bytes
+    injectHeaders: list[tuple[bytes, bytes]] = field(default_factory=list)
+    weight: int = 1
+    maxStreams: Optional[int] = None
+    name: str = ""
+
+    def member(self) -> Member:
+        """
+        @return: The member it describes.
+        """
+        return Member(self.url, self.weight, self.maxStreams, tuple(self.injectHeaders), self.name)
+
+
+@dataclass
 class RouteOptions:
     """
-    One route as the command line gave it.
+    One route as the command line or the config file gave it.
 
     @ivar prefix: The path prefix.
-    @ivar upstream: The upstream URL.
-    @ivar injectHeaders: Headers to set on its upstream requests.
+    @ivar members: Its upstreams: one, or a pool's.
+    @ivar injectHeaders: Headers to set on all its upstream requests (a
+        member's own go over them).
     @ivar record: A folder to record its streams to, if any.
+    @ivar policy: How its pool fails over and ejects members.
+    @ivar tryTimeout: Seconds each attempt gets for its head (L{None}: the
+        whole C{--connect-timeout}).
+    @ivar healthCheck: Its pool's active health check, if any.
     """
 
     prefix: bytes
-    upstream: bytes
+    members: list[MemberOptions]
     injectHeaders: list[tuple[bytes, bytes]] = field(default_factory=list)
     record: Optional[str] = None
+    policy: PoolPolicy = DEFAULT_POLICY
+    tryTimeout: Optional[float] = None
+    healthCheck: Optional[HealthCheck] = None
+
+    @property
+    def upstream(self) -> bytes:
+        """
+        @return: Its first member's URL (its only one, for most routes).
+        """
+        return self.members[0].url

@@ -120,6 +120,7 @@ class MemberState:
     @ivar coolingUntil: Until when it is cooling down.
     @ivar checked: Whether its health check passed last (always, without
         an active check).
+    @ivar probed: Whether an active health check has probed it yet.
     """
 
     member: Member
@@ -129,6 +130,7 @@ class MemberState:
     ejectedUntil: float = 0.0
     coolingUntil: float = 0.0
     checked: bool = True
+    probed: bool = False
     current: int = field(default=0, repr=False)
 
     def full(self) -> bool:
