@@ -71,6 +71,7 @@ class HealthChecker:
         self._agent = agent
         self._clock = clock
         self._loop: Optional[LoopingCall] = None
+        self._stopped = False
         self._pending: dict[MemberState, Deferred[IResponse]] = {}
         for state in pool.members:
             if not state.probed:
@@ -87,8 +88,10 @@ class HealthChecker:
 
     def stop(self) -> None:
         """
-        Stop probing (the probes in flight are cancelled).
+        Stop probing (the probes in flight are cancelled, and judge
+        nothing: a reload's next checker probes the same members).
         """
+        self._stopped = True
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         for pending in list(self._pending.values()):
@@ -121,6 +124,8 @@ class HealthChecker:
             del self._pending[state]
             if timer.active():
                 timer.cancel()
+            if self._stopped:
+                return
             was = state.checked
             state.probed = True
             self._pool.checked(state, why is None)
