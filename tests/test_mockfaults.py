@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import sys
+from random import Random
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
+from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import (
@@ -27,12 +29,13 @@ from tests.support import (
     startTwistd,
     typedEvents,
 )
-from twisted_stream.mock._faults import Fault, parseFault
+from twisted_stream.mock._faults import Fault, FaultPlan, faultOf, parseFault
 from twisted_stream.mock.apis import ChatAPI, RequestError
 from twisted_stream.mock.apis.anthropic import AnthropicMessages
 from twisted_stream.mock.apis.openai import OpenAIChat
 from twisted_stream.mock.apis.responses import OpenAIResponses
 from twisted_stream.mock.llm import ChatResource, Pace
+from twisted_stream.tap.chunkgen import Options as GeneratorOptions
 
 
 class ParseTests(SynchronousTestCase):
@@ -166,6 +169,47 @@ class ServedTests(SynchronousTestCase):
 
 
 @onceAcrossRunners
+class ProcessFaultTests(SynchronousTestCase):
+    """
+    C{chunkgen --fault KIND --fault-rate R}: the fault for a share of the
+    requests that ask for none.
+    """
+
+    def test_shareOfRequests(self) -> None:
+        plan = FaultPlan(Fault("rate_limit"), 0.3, Random(7))
+        got = sum(1 for _ in range(2000) if faultOf({}, None, plan) is not None)
+        self.assertTrue(540 <= got <= 660, got)
+        self.assertIsNone(faultOf({}, None, FaultPlan(Fault("rate_limit"), 0.0)))
+        self.assertEqual(faultOf({}, None, FaultPlan(Fault("reset"), 1.0)), Fault("reset"))
+
+    def test_askedForWins(self) -> None:
+        plan = FaultPlan(Fault("rate_limit"), 1.0)
+        self.assertEqual(faultOf({}, b"server_error", plan), Fault("server_error"))
+        self.assertEqual(faultOf({"mock_fault": "disconnect:2"}, None, plan), Fault("disconnect", 2))
+
+    def test_served(self) -> None:
+        """
+        Every chat request that asks for no fault gets the process's,
+        served as an asked-for one is.
+        """
+        resource = ChatResource(OpenAIChat(), Pace(), Clock(), FaultPlan(Fault("overloaded"), 1.0))
+        request = StreamingRequest([], method=b"POST", uri=b"/v1/x", body=json.dumps(chatRequest()).encode())
+        request.write(render(resource, request))
+        self.assertEqual(request.responseCode, 503)
+
+    def test_option(self) -> None:
+        options = GeneratorOptions()
+        options.parseOptions(["--fault", "stall:2:1.5", "--fault-rate", "0.25"])
+        self.assertEqual(options.faults(), FaultPlan(Fault("stall", 2, 1.5), 0.25))
+        for argv, reason in (
+            (["--fault", "explode"], "--fault: must be rate_limit, overloaded, server_error, reset, disconnect:N"),
+            (["--fault", "reset", "--fault-rate", "2"], "--fault-rate"),
+        ):
+            with self.assertRaises(UsageError) as caught:
+                GeneratorOptions().parseOptions(argv)
+            self.assertIn(reason, str(caught.exception))
+
+
 class SDKTests(TestCase):
     """
     Each fault through chunkproxy to the openai SDK (no retries), which

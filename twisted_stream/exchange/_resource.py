@@ -65,7 +65,7 @@ from twisted_stream.http._text import PlainResource, textError
 from twisted_stream.http.headers import fieldsOf, forwardedRequestHeaders, forwardedResponseHeaders
 from twisted_stream.upstream._agent import UpstreamAgent
 from twisted_stream.upstream._failover import Failover, PoolFull, Served, joinURL
-from twisted_stream.upstream._pool import DEFAULT_POLICY, Member, Pool, PoolPolicy
+from twisted_stream.upstream._pool import DEFAULT_POLICY, Member, Pool, PoolPolicy, PoolWatch
 from twisted_stream.upstream._retry import NoResponseInTime
 from twisted_stream.upstream._wire import UpstreamProtocolError, whyBrokenOff
 
@@ -531,6 +531,7 @@ class StreamProxyResource(PlainResource):
         tryTimeout: Optional[float] = None,
         name: str = "",
         replacing: Optional[Pool] = None,
+        watch: Optional[PoolWatch] = None,
     ) -> None:
         """
         @param upstream: The absolute C{http://} or C{https://} URL to forward
@@ -574,6 +575,8 @@ class StreamProxyResource(PlainResource):
         @param name: What the log calls the pool (the route's prefix).
         @param replacing: The pool of the resource this one replaces (a
             reload): members kept keep their streams and their health.
+        @param watch: What hears of the pool's members (the gateway's
+            metrics).
         """
         super().__init__()
         if reactor is None:
@@ -585,7 +588,8 @@ class StreamProxyResource(PlainResource):
         else:
             members = upstream
         self.pool = Pool(
-            members, policy, reactor, states=replacing.members if replacing is not None else (), route=name
+            members, policy, reactor, states=replacing.members if replacing is not None else (), route=name,
+            watch=watch,
         )
         self.connectTimeout = connectTimeout
         self.idleTimeout = idleTimeout

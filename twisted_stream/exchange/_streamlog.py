@@ -55,10 +55,11 @@ class StreamCounter(Protocol):
 
     def ended(
         self, route: str, api: str, status: int, outcome: str, sent: int, ttfb: Optional[float],
-        duration: Optional[float], streamed: bool,
+        duration: Optional[float], streamed: bool, upstream: Optional[str] = None,
     ) -> None:
         """
-        A request has been answered.
+        A request has been answered (by C{upstream} of its route's pool,
+        where one answered).
         """
 
 OUTCOMES = (
@@ -187,6 +188,7 @@ class StreamRecord:
                 ttfb / 1000 if ttfb is not None else None,
                 now - self.started,
                 streamed=True,
+                upstream=self.fields.get("upstream"),
             )
 
 

@@ -114,7 +114,7 @@ class GatewayResource(PlainResource):
         site = request.site if isinstance(request, Request) else None
         gateway = site if isinstance(site, GatewaySite) else None
         if answer == HEALTH:
-            return _health(request, gateway.drain if gateway is not None else None)
+            return _health(request, gateway.drain if gateway is not None else None, self.routes)
         if answer == METRICS:
             if gateway is None:
                 return Refusal(404, "no metrics here").render(request)
@@ -171,13 +171,31 @@ def headOf(request: Request) -> Head:
 _UNLOGGED = (*HEALTH_PATHS, b"/metrics")
 
 
-def _health(request: Request, drain: Optional[Drain]) -> bytes:
+def _health(request: Request, drain: Optional[Drain], routes: Sequence[Route]) -> bytes:
+    """
+    C{/healthz}: the process answers. C{/readyz}: it takes new streams, not
+    draining, and every route has an upstream that is in; its body lists
+    the upstreams that are out, and why.
+    """
     request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
     request.setHeader(b"Cache-Control", b"no-cache")
-    if request.path == b"/readyz" and drain is not None and drain.draining:
+    if request.path != b"/readyz":
+        return b"ok\n"
+    if drain is not None and drain.draining:
         request.setResponseCode(503)
         return b"draining\n"
-    return b"ok\n"
+    lines = []
+    ready = True
+    for route in routes:
+        pool = route.proxy.pool
+        out = pool.out()
+        if len(out) == len(pool.members):
+            ready = False
+        prefix = route.prefix.decode("ascii")
+        lines += [f"out: {prefix} {state.member.label} ({why})\n" for state, why in out]
+    if not ready:
+        request.setResponseCode(503)
+    return (("ok\n" if ready else "no upstream in for a route\n") + "".join(lines)).encode("utf-8")
 
 
 DEFAULT_MAX_BODY_MEMORY = 128 * 1024 * 1024

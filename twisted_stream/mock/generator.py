@@ -22,6 +22,7 @@ from zope.interface import implementer
 
 from twisted_stream._numbers import decimalNumber, shown, wholeNumber
 from twisted_stream.http._text import STREAMING_HEADERS, PlainResource, textError
+from twisted_stream.mock._faults import FaultPlan
 from twisted_stream.mock.formats import FORMATS, TEXT, ChunkFormat
 from twisted_stream.mock.llm import GeminiResource, MockLLMResource, Pace
 
@@ -320,11 +321,15 @@ class GeneratorRoot(PlainResource):
     and the mock LLM at C{/v1} (Gemini's at C{/v1beta}).
     """
 
-    def __init__(self, defaults: StreamSpec, clock: IReactorTime, pace: Optional[Pace] = None) -> None:
+    def __init__(
+        self, defaults: StreamSpec, clock: IReactorTime, pace: Optional[Pace] = None, faults: Optional[FaultPlan] = None
+    ) -> None:
         """
         @param defaults: What a request that gives no parameters gets.
         @param clock: What paces the chunks and the tokens.
         @param pace: The mock LLM's default pace.
+        @param faults: The mock LLM's fault for chat requests that ask for
+            none (C{--fault}).
         """
         super().__init__()
         pace = pace if pace is not None else Pace()
@@ -340,8 +345,8 @@ class GeneratorRoot(PlainResource):
             format=defaults.format.name,
         ).encode("utf-8")
         self.putChild(b"generate", GenerateResource(defaults, clock))
-        self.putChild(b"v1", MockLLMResource(pace, clock))
-        self.putChild(b"v1beta", GeminiResource(pace, clock))
+        self.putChild(b"v1", MockLLMResource(pace, clock, faults))
+        self.putChild(b"v1beta", GeminiResource(pace, clock, faults))
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         """

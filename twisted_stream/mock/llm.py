@@ -27,7 +27,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from twisted_stream.http._text import STREAMING_HEADERS, PlainResource
-from twisted_stream.mock._faults import STATUS_FAULTS, Fault, faultOf
+from twisted_stream.mock._faults import STATUS_FAULTS, Fault, FaultPlan, faultOf
 from twisted_stream.mock.apis import (
     Answer,
     ChatAPI,
@@ -297,16 +297,18 @@ class ChatResource(PlainResource):
 
     isLeaf = True
 
-    def __init__(self, api: ChatAPI, pace: Pace, clock: IReactorTime) -> None:
+    def __init__(self, api: ChatAPI, pace: Pace, clock: IReactorTime, faults: Optional[FaultPlan] = None) -> None:
         """
         @param api: Whose wire shapes to speak.
         @param pace: The default pace.
         @param clock: What paces the tokens.
+        @param faults: The process's fault, for requests that ask for none.
         """
         super().__init__()
         self._api = api
         self._pace = pace
         self._clock = clock
+        self._faults = faults
 
     def render(self, request: Request) -> bytes | int:
         """
@@ -332,9 +334,14 @@ class ChatResource(PlainResource):
                     "model_not_found",
                 )
             pace = self._pace.forRequest(request, chat)
-            fault = faultOf(chat.extra, request.getHeader(b"x-mock-fault"))
+            fault = faultOf(chat.extra, request.getHeader(b"x-mock-fault"), self._faults)
         except RequestError as problem:
             return _jsonError(request, self._api, problem)
+        if fault is not None and fault.kind == "reset":
+            transport = request.channel.transport if request.channel is not None else None
+            if transport is not None:
+                transport.abortConnection()  # type: ignore[attr-defined]
+            return NOT_DONE_YET
         if fault is not None and fault.kind in STATUS_FAULTS:
             return self._statusFault(request, fault)
         wait = fault.seconds if fault is not None and fault.kind == "slow_headers" else 0.0
@@ -453,20 +460,22 @@ class MockLLMResource(PlainResource):
     and each API's JSON error for anything else.
     """
 
-    def __init__(self, pace: Pace, clock: IReactorTime) -> None:
+    def __init__(self, pace: Pace, clock: IReactorTime, faults: Optional[FaultPlan] = None) -> None:
         """
         @param pace: The default pace.
         @param clock: What paces the tokens.
+        @param faults: The process's fault, for chat requests that ask for
+            none.
         """
         super().__init__()
         chat = PlainResource()
-        chat.putChild(b"completions", ChatResource(openai.OpenAIChat(), pace, clock))
+        chat.putChild(b"completions", ChatResource(openai.OpenAIChat(), pace, clock, faults))
         chat.getChild = self.getChild  # type: ignore[method-assign]
         self.putChild(b"chat", chat)
-        self.putChild(b"messages", ChatResource(AnthropicMessages(), pace, clock))
-        self.putChild(b"responses", ChatResource(OpenAIResponses(), pace, clock))
+        self.putChild(b"messages", ChatResource(AnthropicMessages(), pace, clock, faults))
+        self.putChild(b"responses", ChatResource(OpenAIResponses(), pace, clock, faults))
         self.putChild(b"embeddings", EmbeddingsResource())
-        self.putChild(b"models", ModelsResource(clock, GeminiResource(pace, clock)))
+        self.putChild(b"models", ModelsResource(clock, GeminiResource(pace, clock, faults)))
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         """
@@ -488,10 +497,11 @@ class GeminiResource(PlainResource):
 
     isLeaf = True
 
-    def __init__(self, pace: Pace, clock: IReactorTime) -> None:
+    def __init__(self, pace: Pace, clock: IReactorTime, faults: Optional[FaultPlan] = None) -> None:
         super().__init__()
         self._pace = pace
         self._clock = clock
+        self._faults = faults
 
     def render(self, request: Request) -> bytes | int:
         where = b"/".join(request.postpath or []).decode("utf-8", "replace")
@@ -508,7 +518,7 @@ class GeminiResource(PlainResource):
             api = gemini.forURL(rest)
         except RequestError as problem:
             return _jsonError(request, gemini.GeminiGenerate("", False), problem)
-        return ChatResource(api, self._pace, self._clock).render(request)
+        return ChatResource(api, self._pace, self._clock, self._faults).render(request)
 
 
 class _UnknownURL(PlainResource):

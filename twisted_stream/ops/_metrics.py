@@ -98,6 +98,24 @@ class Metrics:
         self.llmDeltas = Counter(
             "chunkproxy_llm_deltas", "Content deltas of LLM answers forwarded.", ["route", "api", "model"], registry=r
         )
+        self.upstreamOpen = Gauge(
+            "chunkproxy_upstream_streams_open", "Attempts and streams in flight on each upstream of a route's pool.",
+            ["route", "upstream"], registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.upstreamRequests = Counter(
+            "chunkproxy_upstream_requests", "Requests each upstream of a route's pool answered, by outcome.",
+            ["route", "upstream", "outcome"], registry=r,
+        )  # fmt: skip
+        self.upstreamTTFB = Histogram(
+            "chunkproxy_upstream_ttfb_seconds", "From the request to the first byte of body, by the upstream that sent it.",
+            ["route", "upstream"], buckets=BUCKETS, registry=r,
+        )  # fmt: skip
+        self.upstreamEvents = Counter(
+            "chunkproxy_upstream_events",
+            "What happened to each upstream of a route's pool: failover (a request left it for another),"
+            " ejection, cooldown.",
+            ["route", "upstream", "event"], registry=r,
+        )  # fmt: skip
         self.llmTokens = Counter(
             "chunkproxy_llm_tokens", "Tokens LLM answers (streamed or whole) reported, by kind (prompt, completion).",
             ["route", "api", "model", "kind"], registry=r,
@@ -148,9 +166,23 @@ class Metrics:
         """
         self._child(self.inFlight, route).inc()
 
+    def memberOpen(self, route: str, member: str, change: int) -> None:
+        """
+        An upstream of a route's pool took or ended an attempt or a stream
+        (see L{twisted_stream.upstream._pool.PoolWatch}).
+        """
+        self._child(self.upstreamOpen, route, member).inc(change)
+
+    def memberEvent(self, route: str, member: str, event: str) -> None:
+        """
+        An upstream of a route's pool was failed over from, ejected, or
+        cooled down.
+        """
+        self._child(self.upstreamEvents, route, member, event).inc()
+
     def ended(
         self, route: str, api: str, status: int, outcome: str, sent: int, ttfb: Optional[float],
-        duration: Optional[float], streamed: bool,
+        duration: Optional[float], streamed: bool, upstream: Optional[str] = None,
     ) -> None:
         """
         A request has been answered.
@@ -163,6 +195,8 @@ class Metrics:
         @param ttfb: Seconds to its first byte of body, if any went.
         @param duration: Seconds it took, for a stream.
         @param streamed: Whether it was counted by L{started}.
+        @param upstream: The upstream of the route's pool that answered,
+            if one did.
         """
         child = self._child
         if streamed:
@@ -177,6 +211,10 @@ class Metrics:
         kind = _UPSTREAM_ERRORS.get(outcome)
         if kind is not None:
             child(self.upstreamErrors, kind).inc()
+        if upstream is not None:
+            child(self.upstreamRequests, route, upstream, outcome).inc()
+            if ttfb is not None:
+                child(self.upstreamTTFB, route, upstream).observe(ttfb)
 
 
 class MetricsResource(Resource):

@@ -13,7 +13,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from twisted_stream._numbers import decimalNumber
+from twisted_stream.mock._faults import Fault, FaultPlan, parseFault
 from twisted_stream.mock._replay import Library, ReplayResource
+from twisted_stream.mock.apis import RequestError
 from twisted_stream.mock.generator import GeneratorRoot, StreamSpec, parseCount, parseInterval
 from twisted_stream.mock.llm import Pace
 from twisted_stream.ops._drain import CleanExitService
@@ -21,6 +23,13 @@ from twisted_stream.ops._service import listeningService
 from twisted_stream.tap.options import PluginOptions
 
 __all__ = ["Options", "makeService"]
+
+
+def _parseFault(text: str) -> Fault:
+    try:
+        return parseFault(text)
+    except RequestError as e:
+        raise ValueError(str(e).replace("mock_fault must be", "must be")) from None
 
 
 class Options(PluginOptions):
@@ -51,6 +60,22 @@ class Options(PluginOptions):
             lambda t: decimalNumber(t, "tokens-per-second", 0.01, 10000),
         ],
         [
+            "fault",
+            None,
+            None,
+            "Mock LLM: the fault a share of the chat requests that ask for none get (--fault-rate):"
+            " rate_limit, overloaded, server_error, reset, disconnect:N, stall:N:SECONDS,"
+            " slow_headers:SECONDS or error_event:N, as X-Mock-Fault names them.",
+            _parseFault,
+        ],
+        [
+            "fault-rate",
+            None,
+            "1",
+            "Mock LLM: the share of chat requests that get --fault, 0 to 1.",
+            lambda t: decimalNumber(t, "fault-rate", 0, 1),
+        ],
+        [
             "replay",
             None,
             None,
@@ -70,6 +95,12 @@ class Options(PluginOptions):
                 self.library = Library.load(self["replay"])
             except (OSError, ValueError) as e:
                 raise usage.UsageError(f"--replay: {e}") from None
+
+    def faults(self) -> Optional[FaultPlan]:
+        """
+        @return: The fault a share of the chat requests get, if any.
+        """
+        return FaultPlan(self["fault"], self["fault-rate"]) if self["fault"] is not None else None
 
     def pace(self) -> Pace:
         """
@@ -93,7 +124,7 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
-    root: Resource = GeneratorRoot(options.spec(), reactor, options.pace())
+    root: Resource = GeneratorRoot(options.spec(), reactor, options.pace(), options.faults())
     if options.library is not None:
         root = ReplayResource(options.library, root, reactor)
     site = Site(root)

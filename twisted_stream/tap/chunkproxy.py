@@ -504,9 +504,11 @@ def _routes(
     reactor: Any,
     options: Options,
     agent: UpstreamAgent,
+    metrics: Metrics,
     previous: Sequence[Route] = (),
 ) -> tuple[list[Route], list[HealthChecker]]:
     """
+    @param metrics: Where the pools' members are counted.
     @param previous: The routes these replace (a reload): a pool kept keeps
         what it knows of its members.
     @return: The gateway's routes, and their pools' health checks (not
@@ -533,6 +535,7 @@ def _routes(
             tryTimeout=route.tryTimeout,
             name=route.prefix.decode("ascii"),
             replacing=before.get(route.prefix),
+            watch=metrics,
         )
         routes.append(Route(route.prefix, proxy))
         if route.healthCheck is not None:
@@ -552,7 +555,7 @@ class _RoutesService(Service):
         self._options = options
         self._agent = agent
         self._site = site
-        self.routes, self._checkers = _routes(reactor, options, agent)
+        self.routes, self._checkers = _routes(reactor, options, agent, site.metrics)
 
     def startService(self) -> None:
         super().startService()
@@ -585,7 +588,7 @@ class _RoutesService(Service):
                 _log.error("reload refused: {problem}", problem=line)
             _log.warn("reload of {path} refused: the routes stay as they were", path=path)
             return
-        routes, checkers = _routes(self._reactor, fresh, self._agent, self.routes)
+        routes, checkers = _routes(self._reactor, fresh, self._agent, self._site.metrics, self.routes)
         for checker in self._checkers:
             checker.stop()
         self.routes, self._checkers = routes, checkers

@@ -282,6 +282,7 @@ class _Attempts:
             )
             response.deliverBody(_Discard())
             pool.release(member)
+            pool.failedOver(member)
             self._failovers += 1
             self._attempt()
             return
@@ -318,6 +319,7 @@ class _Attempts:
                     why=failure.getErrorMessage() or type(failure.value).__name__,
                 )
                 self._lastFailure = failure
+                pool.failedOver(member)
                 self._failovers += 1
                 self._attempt()
                 return

@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional, Protocol, Sequence
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-__all__ = ["DEFAULT_POLICY", "DEFAULT_RETRY_STATUSES", "Member", "MemberState", "Pool", "PoolPolicy"]
+__all__ = ["DEFAULT_POLICY", "DEFAULT_RETRY_STATUSES", "Member", "MemberState", "Pool", "PoolPolicy", "PoolWatch"]
 
 DEFAULT_RETRY_STATUSES = frozenset({429, 502, 503, 504, 529})
 """The statuses LLM APIs and inference servers answer for "not now": a
@@ -108,6 +108,25 @@ DEFAULT_POLICY = PoolPolicy()
 """The policy of a pool that was given none."""
 
 
+class PoolWatch(Protocol):
+    """
+    What hears of a pool's members: the gateway's metrics
+    (L{twisted_stream.ops._metrics.Metrics}); the pool need not know them.
+    """
+
+    def memberOpen(self, route: str, member: str, change: int) -> None:
+        """
+        C{member}'s attempts and streams in flight went up or down by
+        C{change}.
+        """
+
+    def memberEvent(self, route: str, member: str, event: str) -> None:
+        """
+        Something happened to C{member}: C{failover} (a request left it
+        for another), C{ejection}, C{cooldown}.
+        """
+
+
 @dataclass(eq=False)
 class MemberState:
     """
@@ -172,6 +191,7 @@ class Pool:
         chance: Optional[random.Random] = None,
         states: Iterable[MemberState] = (),
         route: str = "",
+        watch: Optional[PoolWatch] = None,
     ) -> None:
         """
         @param members: Its members, at least one.
@@ -182,6 +202,7 @@ class Pool:
             replaces (a reload): a member kept keeps its streams, its
             failures and its ejection.
         @param route: The route's prefix, for the log.
+        @param watch: What hears of its members, if anything.
         """
         if not members:
             raise ValueError("a pool needs at least one member")
@@ -191,6 +212,7 @@ class Pool:
         self._chance = chance if chance is not None else random.Random()
         self.policy = policy
         self.route = route
+        self.watch = watch
         kept = {state.member: state for state in states}
         self.members = [kept.get(member) or MemberState(member) for member in members]
         self._total = sum(state.member.weight for state in self.members)
@@ -233,6 +255,8 @@ class Pool:
         candidates = [state for state in untried if state.outBecause(now) is None] or untried
         chosen = self._lessBusy(candidates)
         chosen.open += 1
+        if self.watch is not None:
+            self.watch.memberOpen(self.route, chosen.member.label, 1)
         return chosen
 
     def _lessBusy(self, candidates: list[MemberState]) -> MemberState:
@@ -259,6 +283,15 @@ class Pool:
         An attempt or a stream on C{state} has ended.
         """
         state.open -= 1
+        if self.watch is not None:
+            self.watch.memberOpen(self.route, state.member.label, -1)
+
+    def failedOver(self, state: MemberState) -> None:
+        """
+        A request left C{state} for another member.
+        """
+        if self.watch is not None:
+            self.watch.memberEvent(self.route, state.member.label, "failover")
 
     # What attempts found.
 
@@ -284,6 +317,8 @@ class Pool:
         seconds = min(self.policy.ejectFor * state.ejections, self.policy.maxEjectFor)
         state.ejectedUntil = now + seconds
         state.failures = 0
+        if self.watch is not None:
+            self.watch.memberEvent(self.route, state.member.label, "ejection")
         self.log.warn(
             "pool {route}: {member} ejected for {seconds:g} s after {failures} failures in a row (the last: {why})",
             route=self.route,
@@ -303,6 +338,8 @@ class Pool:
         if seconds <= 0:
             return
         state.coolingUntil = max(state.coolingUntil, self._clock.seconds() + seconds)
+        if self.watch is not None:
+            self.watch.memberEvent(self.route, state.member.label, "cooldown")
         self.log.info(
             "pool {route}: {member} answered {status} with Retry-After: cooling down for {seconds:g} s",
             route=self.route,
