@@ -41,6 +41,7 @@ from twisted_stream.tap.chunkgen import Options as GeneratorOptions
 class ParseTests(SynchronousTestCase):
     def test_forms(self) -> None:
         self.assertEqual(parseFault("rate_limit"), Fault("rate_limit"))
+        self.assertEqual(parseFault("rate_limit:2"), Fault("rate_limit", 0, 2.0))
         self.assertEqual(parseFault("disconnect:3"), Fault("disconnect", 3))
         self.assertEqual(parseFault("stall:2:1.5"), Fault("stall", 2, 1.5))
         self.assertEqual(parseFault("slow_headers:4"), Fault("slow_headers", 0, 4.0))
@@ -202,7 +203,7 @@ class ProcessFaultTests(SynchronousTestCase):
         options.parseOptions(["--fault", "stall:2:1.5", "--fault-rate", "0.25"])
         self.assertEqual(options.faults(), FaultPlan(Fault("stall", 2, 1.5), 0.25))
         for argv, reason in (
-            (["--fault", "explode"], "--fault: must be rate_limit, overloaded, server_error, reset, disconnect:N"),
+            (["--fault", "explode"], "--fault: must be rate_limit[:SECONDS], overloaded, server_error, reset, disconnect:N"),
             (["--fault", "reset", "--fault-rate", "2"], "--fault-rate"),
         ):
             with self.assertRaises(UsageError) as caught:

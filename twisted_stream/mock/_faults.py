@@ -4,8 +4,8 @@ Faults on demand: a request to the mock LLM asks for one with the header
 C{X-Mock-Fault} or the body field C{mock_fault} (the body wins), and gets
 it the way the real API gives it, in the API's own shapes:
 
-  - C{rate_limit}: C{429} with C{Retry-After: 1} and the API's rate-limit
-    headers;
+  - C{rate_limit}, C{rate_limit:SECONDS}: C{429} with C{Retry-After: 1}
+    (or SECONDS) and the API's rate-limit headers;
   - C{overloaded}: C{503} (OpenAI), C{529} (Anthropic);
   - C{server_error}: C{500};
   - C{disconnect:N}: the connection closes after N tokens, without the
@@ -47,6 +47,7 @@ STATUS_FAULTS = {
 
 _FORMS = (
     (re.compile(r"(rate_limit|overloaded|server_error|reset)"), ()),
+    (re.compile(r"(rate_limit):(\d+)"), ("seconds",)),
     (re.compile(r"(disconnect|error_event):(\d+)"), ("after",)),
     (re.compile(r"(stall):(\d+):(\d+(?:\.\d+)?)"), ("after", "seconds")),
     (re.compile(r"(slow_headers):(\d+(?:\.\d+)?)"), ("seconds",)),
@@ -61,7 +62,8 @@ class Fault:
     @ivar kind: C{rate_limit}, C{overloaded}, C{server_error},
         C{disconnect}, C{stall}, C{slow_headers}, C{error_event} or C{reset}.
     @ivar after: Tokens sent before it strikes (mid-stream faults).
-    @ivar seconds: How long it lasts (C{stall}, C{slow_headers}).
+    @ivar seconds: How long it lasts (C{stall}, C{slow_headers}), or the
+        C{Retry-After} of a C{rate_limit} (0: 1 s).
     """
 
     kind: str
@@ -85,7 +87,7 @@ def parseFault(text: Any) -> Fault:
                     break
                 return Fault(found.group(1), int(values.get("after", 0)), seconds)
     raise RequestError(
-        f"mock_fault must be rate_limit, overloaded, server_error, reset, disconnect:N, stall:N:SECONDS,"
+        f"mock_fault must be rate_limit[:SECONDS], overloaded, server_error, reset, disconnect:N, stall:N:SECONDS,"
         f" slow_headers:SECONDS or error_event:N (SECONDS up to {MAX_SECONDS:g}), not {text!r}",
         "mock_fault",
     )

@@ -380,7 +380,7 @@ class ChatResource(PlainResource):
         if fault.kind == "overloaded":
             status = self._api.overloadedStatus
         if fault.kind == "rate_limit":
-            request.setHeader(b"Retry-After", b"1")
+            request.setHeader(b"Retry-After", b"%d" % (fault.seconds or 1,))
             for name, value in self._api.rateLimitHeaders:
                 request.setHeader(name, value)
         return _jsonError(request, self._api, RequestError(message, status=status, code=fault.kind))

@@ -64,7 +64,7 @@ class Options(PluginOptions):
             None,
             None,
             "Mock LLM: the fault a share of the chat requests that ask for none get (--fault-rate):"
-            " rate_limit, overloaded, server_error, reset, disconnect:N, stall:N:SECONDS,"
+            " rate_limit[:SECONDS], overloaded, server_error, reset, disconnect:N, stall:N:SECONDS,"
             " slow_headers:SECONDS or error_event:N, as X-Mock-Fault names them.",
             _parseFault,
         ],

@@ -356,6 +356,12 @@ class Pool:
         """
         state.checked = passed
         if passed:
+            if state.ejectedUntil > self._clock.seconds():
+                self.log.info(
+                    "pool {route}: {member} is back: its health check passed",
+                    route=self.route,
+                    member=state.member.label,
+                )
             state.ejectedUntil = 0.0
             state.failures = 0
 
