@@ -103,13 +103,13 @@ class PoolTests(TestCase):
         the weights 1, 2, 3; each answered whole.
         """
         replicas = yield self.replicas((), (), ())
-        proxy = yield self.gateway(_toml([(r.url, w) for r, w in zip(replicas, (1, 2, 3))]))
+        proxy = yield self.gateway(_toml([(r.url, w) for r, w in zip(replicas, (1, 2, 3), strict=True)]))
         for _ in range(300):
             exchange = yield self.chat(proxy)
             self.assertEqual((exchange.status, exchange.complete), (200, True))
         served = self.served((yield self.metrics(proxy, "chunkproxy_upstream_requests_total")))
         counts = [served.get(str(r.port), 0) for r in replicas]
-        for count, expected in zip(counts, (50, 100, 150)):
+        for count, expected in zip(counts, (50, 100, 150), strict=True):
             self.assertLessEqual(abs(count - expected), expected * 0.1, counts)
 
     @inlineCallbacks
@@ -274,7 +274,7 @@ class PoolTests(TestCase):
             for _ in range(6)
         ]
         codes = yield DeferredList([client.exitCode for client in clients])
-        for (_, code), client in zip(codes, clients):
+        for (_, code), client in zip(codes, clients, strict=True):
             self.assertEqual(code, 0, client.stderr.decode())
             self.assertEqual(client.lines[-1][1], b"done")
         events = yield self.metrics(proxy, "chunkproxy_upstream_events_total")
