@@ -129,8 +129,13 @@ class PoolTests(TestCase):
             for _ in range(50)
         ]  # fmt: skip
         finished: list[Exchange] = []
+
+        def ended(exchange: Exchange) -> Exchange:
+            finished.append(exchange)
+            return exchange
+
         for d in long:
-            d.addCallback(lambda exchange: finished.append(exchange) or exchange)
+            d.addCallback(ended)
         opened: dict[Any, float] = {}
         while opened.get((("upstream", str(first.port)),)) != 50:
             opened = yield self.metrics(proxy, "chunkproxy_upstream_streams_open")
@@ -193,7 +198,7 @@ class PoolTests(TestCase):
         limited, fine = yield self.replicas(("--fault", "rate_limit:2"), ())
         proxy = yield self.gateway(_toml([(limited.url, 1), (fine.url, 1)]))
         began = reactor.seconds()
-        statuses = []
+        statuses: list[int] = []
         while reactor.seconds() - began < 1.8:
             exchange = yield self.chat(proxy)
             statuses.append(exchange.status)
@@ -224,7 +229,7 @@ class PoolTests(TestCase):
                 health_check='{ path = "/v1/models", interval = 1.5 }',
             )
         )
-        statuses = []
+        statuses: list[int] = []
         while "ejected" not in proxy.output and len(statuses) < 40:
             exchange = yield self.chat(proxy)
             statuses.append(exchange.status)
