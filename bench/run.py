@@ -267,6 +267,43 @@ http {{
     return server
 
 
+def _pooled(name: str, members: list[tuple[str, int]], workdir: Path, policy: str = "") -> Process:
+    """
+    chunkproxy with its two routes (C{/stream}, C{/v1/}) each a pool, from
+    a config file: C{members} are C{(root URL, weight)}.
+    """
+    config = workdir / f"{name}.toml"
+    routes = []
+    for prefix, path in (("/stream", "stream"), ("/v1/", "v1/")):
+        routes += ["[[route]]", f'prefix = "{prefix}"', policy]
+        for number, (root, weight) in enumerate(members):
+            routes += ["[[route.member]]", f'url = "{root}{path}"', f"weight = {weight}", f'name = "m{number}"']
+    config.write_text("\n".join(routes) + "\n")
+    return Process(
+        name,
+        pinned(PROXY_CORE, [str(BIN / "twistd"), "-n", "--pidfile=", "chunkproxy", "--listen", LISTEN,
+                            "--config", str(config)]),
+    )
+
+
+def chunkproxyPool3(upstream: str, workdir: Path) -> Process:
+    """
+    chunkproxy whose routes are pools of three members (the one upstream
+    three times, by three names): what choosing a member costs a stream.
+    """
+    return _pooled("chunkproxy-pool3", [(upstream, 1)] * 3, workdir)
+
+
+def chunkproxyFailover(upstream: str, workdir: Path) -> Process:
+    """
+    chunkproxy whose routes are pools whose first choice (weight 1000 to 1)
+    refuses connections, never ejected: every request fails over once,
+    what failover costs a stream's first byte.
+    """
+    dead = f"http://127.0.0.1:{freePort()}/"
+    return _pooled("chunkproxy-failover", [(dead, 1000), (upstream, 1)], workdir, "eject-after = 1000000000")
+
+
 def chunkproxyAt(revision: str, upstream: str, workdir: Path) -> Process:
     """
     chunkproxy as it was at a git revision of this project, from an export
@@ -288,14 +325,17 @@ def chunkproxyAt(revision: str, upstream: str, workdir: Path) -> Process:
 STARTERS: dict[str, Callable[[str, Path], Optional[Process]]] = {
     "chunkproxy": chunkproxy,
     "chunkproxy-w2": chunkproxyWorkers,
+    "chunkproxy-pool3": chunkproxyPool3,
+    "chunkproxy-failover": chunkproxyFailover,
     "reverseproxy": reverseProxy,
     "nginx": nginx,
     "goproxy": goproxy,
 }
-ORDER = ["direct", "chunkproxy", "chunkproxy-w2", "reverseproxy", "nginx", "goproxy"]
+ORDER = ["direct", "chunkproxy", "chunkproxy-pool3", "chunkproxy-failover", "chunkproxy-w2", "reverseproxy", "nginx",
+         "goproxy"]
 DEFAULT_TARGETS = ["chunkproxy", "reverseproxy", "nginx", "goproxy"]
 """What runs unless --targets says otherwise (chunkproxy-w2 is asked for by
-name: it needs the load's core too)."""
+name: it needs the load's core too; so are the pools')."""
 
 
 # The load.
@@ -625,7 +665,7 @@ def report(samples: list[Sample]) -> str:
 
     if not any(s.scenario.startswith("S") for s in samples):
         # Only the LLM scenario ran.
-        return "\n".join(llmReport(samples))
+        return "\n".join([*llmReport(samples), *poolReport(samples)])
     direct = {s.round: s for s in samples if s.target == "direct" and s.scenario == "S1"}
     mid = 1000 if 1000 in levels or not levels else levels[-1]
     lines = [
@@ -661,7 +701,7 @@ def report(samples: list[Sample]) -> str:
             f" ms | – | – | – | {spread(rate, '.0f')} | {spread([s.load['ttfbP99Ms'] for s in s6], '.1f')} ms | – | – |"
             f" {', '.join(closed(s) for s in s5)} |"
         )
-    lines += ["", *llmReport(samples)]
+    lines += ["", *llmReport(samples), *poolReport(samples)]
     lines += ["", "The ladder (S2): delay p50 / p99, TTFB p99, chunks delivered of sent, proxy CPU, RSS.", "",
               "| target | streams | delay p50 | delay p99 | TTFB p99 | delivered | CPU | RSS |",
               "|---|---|---|---|---|---|---|---|"]
@@ -682,6 +722,51 @@ def report(samples: list[Sample]) -> str:
                 + f" | {spread(cpu, '.0f') + ' %' if cpu else '–'} | {spread(rss, '.0f') + ' MiB' if rss else '–'} |"
             )
     return "\n".join(lines)
+
+
+def poolReport(samples: list[Sample]) -> list[str]:
+    """
+    @return: What a pool costs (none where no pool ran): CPU per new short
+        stream (S6) and per LLM client (L2) with a pool of three, as a
+        multiple of one upstream's in the same round; and the first token
+        (L1) added by failing over once from a member that refuses.
+    """
+    def by(target: str, scenario: str) -> dict[tuple[int, int], Sample]:
+        return {(s.round, s.level): s for s in samples if s.target == target and s.scenario == scenario}
+
+    single = {scenario: by("chunkproxy", scenario) for scenario in ("S6", "L1", "L2")}
+    lines: list[str] = []
+    pool = {scenario: by("chunkproxy-pool3", scenario) for scenario in ("S6", "L2")}
+    if any(pool.values()):
+        lines += ["", "A pool of three against one upstream, in the same rounds (CPU, as a multiple of one upstream's):",
+                  "", "| scenario | one upstream | pool of three | pool / one |", "|---|---|---|---|"]
+        for scenario, unit in (("S6", "streams"), ("L2", "requests")):
+            for level in sorted({level for _, level in pool[scenario]}):
+                per = [
+                    (cpu * 1e6 / max(1, a.load[unit]), other * 1e6 / max(1, b.load[unit]))
+                    for key, b in pool[scenario].items()
+                    if key[1] == level and key in single[scenario]
+                    for a in [single[scenario][key]]
+                    if (cpu := a.cpuSeconds) is not None and (other := b.cpuSeconds) is not None
+                ]
+                if not per:
+                    continue
+                lines.append(
+                    f"| {scenario}{f' {level:,}' if level else ''} | {spread([a for a, _ in per], '.0f')} µs"
+                    f" | {spread([b for _, b in per], '.0f')} µs | {spread([b / a for a, b in per], '.2f')}× |"
+                )
+    failover = by("chunkproxy-failover", "L1")
+    if failover:
+        firsts = [(single["L1"][key].load, s.load) for key, s in failover.items() if key in single["L1"]]
+        lines += ["", "Failover: every request's first member refuses the connection (L1, reused client connections):",
+                  "", "| | first token p50 | first token p99 |", "|---|---|---|",
+                  f"| one upstream | {spread([a['ttftReusedP50Ms'] for a, _ in firsts], '.2f')} ms"
+                  f" | {spread([a['ttftReusedP99Ms'] for a, _ in firsts], '.2f')} ms |",
+                  f"| failing over once | {spread([b['ttftReusedP50Ms'] for _, b in firsts], '.2f')} ms"
+                  f" | {spread([b['ttftReusedP99Ms'] for _, b in firsts], '.2f')} ms |",
+                  f"| added | {spread([b['ttftReusedP50Ms'] - a['ttftReusedP50Ms'] for a, b in firsts], '.2f')} ms"
+                  f" | {spread([b['ttftReusedP99Ms'] - a['ttftReusedP99Ms'] for a, b in firsts], '.2f')} ms |"]
+    return lines
 
 
 def llmReport(samples: list[Sample]) -> list[str]:

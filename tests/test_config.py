@@ -7,6 +7,7 @@ names its key. (A reload on a real process is in C{tests.test_pools_e2e}.)
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
@@ -180,7 +181,28 @@ prefix = "/p/"
         same = self.problems(
             '[[route]]\nprefix = "/a/"\n[[route.member]]\nurl = "http://x/"\n[[route.member]]\nurl = "http://x/"\n'
         )
-        self.assertEqual([line.split(": ", 1)[1] for line in same], ["route[1].member[2].url: http://x/ is in the pool twice"])
+        self.assertEqual(
+            [line.split(": ", 1)[1] for line in same],
+            ["route[1].member[2]: a second member called http://x/: give each of them a name of its own"],
+        )
+        named = '[[route]]\nprefix = "/a/"\n[[route.member]]\nurl = "http://x/"\nname = "a"\n[[route.member]]\nurl = "http://x/"\nname = "b"\n'
+        self.assertEqual([m.name for m in {r.prefix: r for r in self.parse(named).allRoutes()}[b"/a/"].members], ["a", "b"])
+
+    def test_exampleFile(self) -> None:
+        """
+        The example a deployment starts from (examples/deploy/chunkproxy.toml)
+        reads without a problem: two pools, one of two keys to one API.
+        """
+        self.patch(os, "environ", dict(os.environ, GATEWAY_TOKEN="t", OPENAI_KEY_A="Bearer a", OPENAI_KEY_B="Bearer b"))
+        options = Options()
+        options.parseOptions(["--config", str(Path(__file__).parent.parent / "examples" / "deploy" / "chunkproxy.toml")])
+        routes = {route.prefix: route for route in options.allRoutes()}
+        self.assertEqual([m.name for m in routes[b"/v1/"].members], ["gpu1", "gpu2", "gpu3"])
+        self.assertEqual(
+            [m.injectHeaders for m in routes[b"/openai/"].members],
+            [[(b"Authorization", b"Bearer a")], [(b"Authorization", b"Bearer b")]],
+        )
+        self.assertEqual(routes[b"/v1/"].healthCheck, HealthCheck(b"/health", 5.0, 200, 2.0))
 
     def test_secretsNeverSaid(self) -> None:
         """

@@ -48,7 +48,7 @@ class ParseTests(SynchronousTestCase):
         self.assertEqual(parseFault("error_event:0"), Fault("error_event", 0))
 
     def test_bad(self) -> None:
-        for text in ("", "rate_limit:2", "disconnect", "stall:2", "stall:1:9999", "explode", 3, None):
+        for text in ("", "rate_limit:x", "disconnect", "stall:2", "stall:1:9999", "explode", 3, None):
             with self.assertRaises(RequestError) as caught:
                 parseFault(text)
             self.assertEqual(caught.exception.param, "mock_fault")

@@ -79,6 +79,17 @@ class PoolTests(TestCase):
             body=json.dumps(body).encode(),
         )
 
+    def streams(self, proxy: Server, count: int, tokens: int) -> list[Deferred[Exchange]]:
+        """
+        Start C{count} streamed chat answers of C{tokens} tokens each.
+        """
+        body = json.dumps(dict(json.loads(_CHAT), stream=True, max_tokens=tokens)).encode()
+        return [
+            fetch(proxy.url + "v1/chat/completions", method=b"POST", body=body,
+                  headers=[(b"Content-Type", b"application/json")])
+            for _ in range(count)
+        ]  # fmt: skip
+
     @inlineCallbacks
     def metrics(self, proxy: Server, name: str) -> Any:
         """
@@ -122,12 +133,7 @@ class PoolTests(TestCase):
         """
         first, second, third = yield self.replicas(("--tokens-per-second", "10"), (), ())
         proxy = yield self.gateway(_toml([(first.url, 1)]))
-        body = json.dumps(dict(json.loads(_CHAT), stream=True, max_tokens=40)).encode()
-        long = [
-            fetch(proxy.url + "v1/chat/completions", method=b"POST", body=body,
-                  headers=[(b"Content-Type", b"application/json")])
-            for _ in range(50)
-        ]  # fmt: skip
+        long = self.streams(proxy, 50, 40)
         finished: list[Exchange] = []
 
         def ended(exchange: Exchange) -> Exchange:
@@ -169,12 +175,7 @@ class PoolTests(TestCase):
         """
         replicas = yield self.replicas(*[("--tokens-per-second", "10")] * 3)
         proxy = yield self.gateway(_toml([(r.url, 1) for r in replicas]))
-        body = json.dumps(dict(json.loads(_CHAT), stream=True, max_tokens=30)).encode()
-        streams = [
-            fetch(proxy.url + "v1/chat/completions", method=b"POST", body=body,
-                  headers=[(b"Content-Type", b"application/json")])
-            for _ in range(9)
-        ]  # fmt: skip
+        streams = self.streams(proxy, 9, 30)
         yield deferLater(reactor, 1.0, lambda: None)
         victim = replicas[0]
         os.kill(victim.pid, signal.SIGKILL)

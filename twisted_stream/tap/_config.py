@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from twisted_stream.tap.options import (
-    MemberOptions,
-    RouteOptions,
     parseHeader,
     parseHTTPURL,
     parseOrigin,
@@ -35,14 +33,66 @@ from twisted_stream.tap.options import (
     parseTimeout,
 )
 from twisted_stream.upstream._health import HealthCheck
-from twisted_stream.upstream._pool import DEFAULT_POLICY, PoolPolicy
+from twisted_stream.upstream._pool import DEFAULT_POLICY, Member, PoolPolicy
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover (Python 3.10)
     import tomli as tomllib
 
-__all__ = ["ConfigFile", "ConfigProblems", "readConfig"]
+__all__ = ["ConfigFile", "ConfigProblems", "MemberOptions", "RouteOptions", "readConfig"]
+
+
+@dataclass
+class MemberOptions:
+    """
+    One member of a route's pool, as the command line or the config file
+    gave it (see L{twisted_stream.upstream._pool.Member}).
+    """
+
+    url: bytes
+    injectHeaders: list[tuple[bytes, bytes]] = field(default_factory=list)
+    weight: int = 1
+    maxStreams: Optional[int] = None
+    name: str = ""
+
+    def member(self) -> Member:
+        """
+        @return: The member it describes.
+        """
+        return Member(self.url, self.weight, self.maxStreams, tuple(self.injectHeaders), self.name)
+
+
+@dataclass
+class RouteOptions:
+    """
+    One route as the command line or the config file gave it.
+
+    @ivar prefix: The path prefix.
+    @ivar members: Its upstreams: one, or a pool's.
+    @ivar injectHeaders: Headers to set on all its upstream requests (a
+        member's own go over them).
+    @ivar record: A folder to record its streams to, if any.
+    @ivar policy: How its pool fails over and ejects members.
+    @ivar tryTimeout: Seconds each attempt gets for its head (L{None}: the
+        whole C{--connect-timeout}).
+    @ivar healthCheck: Its pool's active health check, if any.
+    """
+
+    prefix: bytes
+    members: list[MemberOptions]
+    injectHeaders: list[tuple[bytes, bytes]] = field(default_factory=list)
+    record: Optional[str] = None
+    policy: PoolPolicy = DEFAULT_POLICY
+    tryTimeout: Optional[float] = None
+    healthCheck: Optional[HealthCheck] = None
+
+    @property
+    def upstream(self) -> bytes:
+        """
+        @return: Its first member's URL (its only one, for most routes).
+        """
+        return self.members[0].url
 
 
 class ConfigProblems(Exception):
@@ -255,8 +305,10 @@ def _route(reader: _Reader, where: str, table: dict[str, Any]) -> Optional[Route
         for number, member in enumerate(tables, 1):
             at = f"{where}.member[{number}]"
             read = _member(reader, at, reader.table(at, member))
-            if read.url and any(other.url == read.url for other in members):
-                reader.problem(f"{at}.url", f"{read.url.decode()} is in the pool twice")
+            label = read.member().label
+            if read.url and any(other.member().label == label for other in members):
+                # The log and the metrics tell members apart by it.
+                reader.problem(at, f"a second member called {label}: give each of them a name of its own")
             members.append(read)
     policy: dict[str, Any] = {}
     for key, name in _POLICY_KEYS.items():

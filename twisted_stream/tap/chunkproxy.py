@@ -49,11 +49,9 @@ from twisted_stream.ops._workers import (
 )
 from twisted_stream.page import PageResource
 from twisted_stream.proxy import FORWARDED_METHODS, StreamProxyResource
-from twisted_stream.tap._config import ConfigFile, ConfigProblems, readConfig
+from twisted_stream.tap._config import ConfigFile, ConfigProblems, MemberOptions, RouteOptions, readConfig
 from twisted_stream.tap.options import (
-    MemberOptions,
     PluginOptions,
-    RouteOptions,
     checkEndpoint,
     parseHeader,
     parseHTTPURL,

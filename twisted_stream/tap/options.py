@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 from hyperlink import URL
@@ -24,13 +23,9 @@ from twisted_stream._compat import optionParsers
 from twisted_stream._numbers import decimalNumber, wholeNumber
 from twisted_stream.ops._logformat import LOG_FORMATS, select
 from twisted_stream.ops._service import DEFAULT_BACKLOG
-from twisted_stream.upstream._health import HealthCheck
-from twisted_stream.upstream._pool import DEFAULT_POLICY, Member, PoolPolicy
 
 __all__ = [
-    "MemberOptions",
     "PluginOptions",
-    "RouteOptions",
     "parseHTTPURL",
     "parseHeader",
     "parsePrefix",
@@ -365,55 +360,3 @@ def parseOptionalSeconds(text: str) -> Optional[float]:
 
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-
-
-@dataclass
-class MemberOptions:
-    """
-    One member of a route's pool, as the command line or the config file
-    gave it (see L{twisted_stream.upstream._pool.Member}).
-    """
-
-    url: bytes
-    injectHeaders: list[tuple[bytes, bytes]] = field(default_factory=list)
-    weight: int = 1
-    maxStreams: Optional[int] = None
-    name: str = ""
-
-    def member(self) -> Member:
-        """
-        @return: The member it describes.
-        """
-        return Member(self.url, self.weight, self.maxStreams, tuple(self.injectHeaders), self.name)
-
-
-@dataclass
-class RouteOptions:
-    """
-    One route as the command line or the config file gave it.
-
-    @ivar prefix: The path prefix.
-    @ivar members: Its upstreams: one, or a pool's.
-    @ivar injectHeaders: Headers to set on all its upstream requests (a
-        member's own go over them).
-    @ivar record: A folder to record its streams to, if any.
-    @ivar policy: How its pool fails over and ejects members.
-    @ivar tryTimeout: Seconds each attempt gets for its head (L{None}: the
-        whole C{--connect-timeout}).
-    @ivar healthCheck: Its pool's active health check, if any.
-    """
-
-    prefix: bytes
-    members: list[MemberOptions]
-    injectHeaders: list[tuple[bytes, bytes]] = field(default_factory=list)
-    record: Optional[str] = None
-    policy: PoolPolicy = DEFAULT_POLICY
-    tryTimeout: Optional[float] = None
-    healthCheck: Optional[HealthCheck] = None
-
-    @property
-    def upstream(self) -> bytes:
-        """
-        @return: Its first member's URL (its only one, for most routes).
-        """
-        return self.members[0].url

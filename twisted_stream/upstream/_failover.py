@@ -43,7 +43,7 @@ from twisted_stream.upstream._pool import MemberState, Pool
 from twisted_stream.upstream._retry import NoResponseInTime, retriable
 from twisted_stream.upstream._wire import ReusedConnectionLost
 
-__all__ = ["Failover", "PoolFull", "Served", "joinURL", "retryAfter"]
+__all__ = ["Failover", "PoolFull", "Served", "discard", "joinURL", "retryAfter"]
 
 _COOLING_STATUSES = (429, 503)
 
@@ -92,12 +92,16 @@ def retryAfter(response: IResponse, now: float) -> Optional[float]:
 
 
 class _Discard(Protocol):
-    """
-    Takes a response body nobody will read, and closes its connection.
-    """
-
     def connectionMade(self) -> None:
         self.transport.stopProducing()  # type: ignore[union-attr]
+
+
+def discard(response: IResponse) -> None:
+    """
+    Take a response's body that nobody will read: its connection is closed
+    (cheaper than reading a body of any size to keep it).
+    """
+    discard(response)
 
 
 class Served:
@@ -260,7 +264,7 @@ class _Attempts:
         member = self._attemptEnded()
         pool = self._pool
         if self._cancelled:
-            response.deliverBody(_Discard())
+            discard(response)
             pool.release(member)
             return
         status = response.code
@@ -280,7 +284,7 @@ class _Attempts:
                 member=member.member.label,
                 status=status,
             )
-            response.deliverBody(_Discard())
+            discard(response)
             pool.release(member)
             pool.failedOver(member)
             self._failovers += 1

@@ -15,13 +15,13 @@ from typing import Optional
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
+from twisted_stream.upstream._failover import discard
 from twisted_stream.upstream._pool import MemberState, Pool
 
 __all__ = ["HealthCheck", "HealthChecker", "probeURL"]
@@ -52,11 +52,6 @@ def probeURL(memberURL: bytes, path: bytes) -> bytes:
     """
     scheme, _, netloc = memberURL.split(b"/", 3)[:3]
     return scheme + b"//" + netloc + path
-
-
-class _Discard(Protocol):
-    def connectionMade(self) -> None:
-        self.transport.stopProducing()  # type: ignore[union-attr]
 
 
 class HealthChecker:
@@ -112,7 +107,7 @@ class HealthChecker:
         timer = self._clock.callLater(self._check.timeout, pending.cancel)
 
         def answered(response: IResponse) -> Optional[str]:
-            response.deliverBody(_Discard())
+            discard(response)
             if response.code == self._check.expect:
                 return None
             return f"answered {response.code}"
