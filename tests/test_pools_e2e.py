@@ -131,9 +131,10 @@ class PoolTests(TestCase):
         next 10 streams go to the new members (the one holding 50 gets
         none); a file with a problem is then refused, the routes kept.
         """
-        first, second, third = yield self.replicas(("--tokens-per-second", "10"), (), ())
+        # 55 tokens at 8 a second: 7 s, long enough for a loaded machine.
+        first, second, third = yield self.replicas(("--tokens-per-second", "8"), (), ())
         proxy = yield self.gateway(_toml([(first.url, 1)]))
-        long = self.streams(proxy, 50, 40)
+        long = self.streams(proxy, 50, 55)
         finished: list[Exchange] = []
 
         def ended(exchange: Exchange) -> Exchange:
@@ -274,7 +275,7 @@ class PoolTests(TestCase):
         """
         up = yield self.replicas((), ())
         down = f"http://127.0.0.1:{freePort()}/"
-        proxy = yield self.gateway(_toml([(down, 1), *[(r.url, 1) for r in up]]))
+        proxy = yield self.gateway(_toml([(down, 1), *[(r.url, 1) for r in up]]), "--log-format", "json")
         clients = [
             LineProcess.spawn(sys.executable, str(PEERS / "openai_chat.py"), proxy.url + "v1", "mock-passage", "hi")
             for _ in range(6)
@@ -284,4 +285,61 @@ class PoolTests(TestCase):
             self.assertEqual(code, 0, client.stderr.decode())
             self.assertEqual(client.lines[-1][1], b"done")
         events = yield self.metrics(proxy, "chunkproxy_upstream_events_total")
-        self.assertGreater(events.get((("event", "failover"), ("upstream", down.split(":")[-1].strip("/"))), 0), 0)
+        downName = down.split(":")[-1].strip("/")
+        self.assertGreater(events.get((("event", "failover"), ("upstream", downName)), 0), 0)
+        # Each stream's event names the member that served it and the tries.
+        streams = [
+            json.loads(line) for line in proxy.output.splitlines()
+            if line.startswith("{") and '"chunkproxy.stream"' in line
+        ]  # fmt: skip
+        self.assertEqual(len(streams), 6)
+        self.assertEqual({event["upstream"] for event in streams} & {downName}, set())
+        self.assertTrue(all(event["tries"] == event["failovers"] + 1 for event in streams), streams)
+        self.assertIn(1, [event["failovers"] for event in streams])
+
+    @inlineCallbacks
+    def test_allAtTheirCaps(self) -> Any:
+        """
+        Every member at its max-streams: the next request gets 503 with
+        Retry-After at once, said in the log; the streams under way go on.
+        """
+        replicas = yield self.replicas(*[("--tokens-per-second", "10")] * 2)
+        config = "".join(
+            _toml([(r.url, 1) for r in replicas]).replace("weight = 1", "weight = 1\nmax-streams = 2")
+        )
+        proxy = yield self.gateway(config)
+        long = self.streams(proxy, 4, 20)
+        opened: dict[Any, float] = {}
+        while sum(opened.values()) != 4:
+            opened = yield self.metrics(proxy, "chunkproxy_upstream_streams_open")
+        refused = yield self.chat(proxy)
+        self.assertEqual(refused.status, 503)
+        self.assertEqual(refused.header(b"retry-after"), [b"1"])
+        self.assertEqual(refused.body, b"every upstream of this route is at its stream limit\n")
+        self.assertIn("503 every upstream of this route is at its stream limit", proxy.output)
+        done = yield gatherResults(long)
+        self.assertEqual([(e.status, e.complete) for e in done], [(200, True)] * 4)
+
+    @inlineCallbacks
+    def test_groupChecksTheFileBeforeReplacingWorkers(self) -> Any:
+        """
+        Under --workers, SIGHUP with a file that has a problem replaces no
+        worker (its lines in the log); with a good file, the new workers
+        serve its new route.
+        """
+        (replica,) = yield self.replicas(())
+        proxy = yield self.gateway(_toml([(replica.url, 1)]), "--workers", "1")
+        yield until(lambda: "chunkproxy worker 1 listening on" in proxy.output, what=lambda: proxy.output[-3000:])
+        with open(self.config, "w") as f:
+            f.write("no-such-key = 1\n" + _toml([(replica.url, 1)]))
+        os.kill(proxy.pid, signal.SIGHUP)
+        yield until(lambda: "reload refused: the workers serve on" in proxy.output, what=lambda: proxy.output[-3000:])
+        self.assertIn(f"reload refused: {self.config}: no-such-key: is not a key chunkproxy knows", proxy.output)
+        self.assertNotIn("starting 1 new workers", proxy.output)
+        with open(self.config, "w") as f:
+            f.write(_toml([(replica.url, 1)]) + f'[[route]]\nprefix = "/m/"\nurl = "{replica.url}v1/"\n')
+        os.kill(proxy.pid, signal.SIGHUP)
+        yield until(lambda: "reload: every worker replaced" in proxy.output, what=lambda: proxy.output[-3000:])
+        models: Exchange = yield fetch(proxy.url + "m/models")
+        self.assertEqual(models.status, 200)
+        self.assertIn(b"mock-passage", models.body)

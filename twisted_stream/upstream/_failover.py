@@ -101,7 +101,7 @@ def discard(response: IResponse) -> None:
     Take a response's body that nobody will read: its connection is closed
     (cheaper than reading a body of any size to keep it).
     """
-    discard(response)
+    response.deliverBody(_Discard())
 
 
 class Served:
