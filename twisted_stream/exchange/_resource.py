@@ -239,7 +239,8 @@ class _Exchange:
 
     @property
     def _where(self) -> str:
-        return self._rest.decode("ascii", "replace")
+        # The client's path, which names the route (not one member of it).
+        return self.request.uri.split(b"?", 1)[0].decode("ascii", "replace")
 
     def start(self) -> None:
         """

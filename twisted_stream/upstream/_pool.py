@@ -247,13 +247,20 @@ class Pool:
             not among them is chosen where there is one with room.
         @return: The member, or L{None} when every member is at its cap.
         """
-        now = self._clock.seconds()
-        withRoom = [state for state in self.members if not state.full()]
-        if not withRoom:
-            return None
-        untried = [state for state in withRoom if state not in tried] or withRoom
-        candidates = [state for state in untried if state.outBecause(now) is None] or untried
-        chosen = self._lessBusy(candidates)
+        members = self.members
+        if len(members) == 1:
+            # A route with one upstream (most): nothing to choose.
+            chosen = members[0]
+            if chosen.full():
+                return None
+        else:
+            now = self._clock.seconds()
+            withRoom = [state for state in members if not state.full()]
+            if not withRoom:
+                return None
+            untried = [state for state in withRoom if state not in tried] or withRoom
+            candidates = [state for state in untried if state.outBecause(now) is None] or untried
+            chosen = self._lessBusy(candidates)
         chosen.open += 1
         if self.watch is not None:
             self.watch.memberOpen(self.route, chosen.member.label, 1)
