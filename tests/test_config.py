@@ -7,11 +7,13 @@ names its key. (A reload on a real process is in C{tests.test_pools_e2e}.)
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.support import twistdCommand
 from twisted_stream.tap.chunkproxy import Options
 from twisted_stream.upstream._health import HealthCheck
 from twisted_stream.upstream._pool import DEFAULT_RETRY_STATUSES, PoolPolicy
@@ -203,6 +205,29 @@ prefix = "/p/"
             [[(b"Authorization", b"Bearer a")], [(b"Authorization", b"Bearer b")]],
         )
         self.assertEqual(routes[b"/v1/"].healthCheck, HealthCheck(b"/health", 5.0, 200, 2.0))
+
+    def test_badFileThroughTwistd(self) -> None:
+        """
+        A real twistd with a bad file: nothing starts, each problem a line
+        on standard error (no traceback), exit 1.
+        """
+        path = self.write('max-streams = -1\n[[route]]\nprefix = "/v1/"\n')
+        ran = subprocess.run(
+            [twistdCommand(), "-n", "--pidfile=", "chunkproxy", "--config", path],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        self.assertEqual(
+            (ran.returncode, ran.stdout, ran.stderr.splitlines()),
+            (
+                1,
+                "",
+                [
+                    f"chunkproxy: {path}: max-streams: must be a whole number of at least 0, not '-1'",
+                    f"{path}: route[1]: needs either url (one upstream) or [[route.member]] tables (a pool), not both",
+                    "(twistd chunkproxy --help lists the options.)",
+                ],
+            ),
+        )
 
     def test_secretsNeverSaid(self) -> None:
         """

@@ -246,6 +246,30 @@ class PoolFailoverTests(SynchronousTestCase):
         self.assertEqual(self.pool.active, 0)
         self.assertEqual([state.open for state in self.pool.members], [0, 0, 0])
 
+    def test_tryTimeout(self) -> None:
+        """
+        An attempt still connecting when its try-timeout runs out goes on
+        to another member; one connected and waiting for its head does not
+        (it may have been processed): the request fails with the try's time.
+        """
+        connecting: Deferred[IResponse] = Deferred(lambda d: d.errback(ConnectingCancelledError(None)))
+        inner = FakeAgent(connecting, _answer(200))
+        failover = self.failover(inner, members=2)
+        failover.tryTimeout = 1
+        d = failover.request(b"POST", b"/", b"", Headers(), _SOME_BODY)
+        self.clock.advance(1)
+        self.assertEqual(self.successResultOf(d).failovers, 1)
+        self.assertEqual(len(set(self.members(inner))), 2)
+        waiting: Deferred[IResponse] = Deferred()
+        inner = FakeAgent(waiting, _answer(200))
+        failover = self.failover(inner, members=2)
+        failover.tryTimeout = 1
+        d = failover.request(b"POST", b"/", b"", Headers(), _SOME_BODY)
+        self.clock.advance(1)
+        self.assertEqual(self.failureResultOf(d, NoResponseInTime).value.seconds, 1)
+        self.assertEqual(len(inner.requests), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_eachMembersHeadersAndURL(self) -> None:
         """
         Each member's URL takes the rest of the path and the query; its own

@@ -91,7 +91,8 @@ def _failureReason(failure: Failure, timeout: float) -> tuple[int, str]:
     if failure.check(ConnectingCancelledError):
         return 502, f"upstream unreachable: no connection within {timeout:g} s"
     if failure.check(NoResponseInTime):
-        return 504, f"upstream sent no response headers within {timeout:g} s"
+        seconds = getattr(failure.value, "seconds", None) or timeout
+        return 504, f"upstream sent no response headers within {seconds:g} s"
     if failure.check(PoolFull):
         return 503, "every upstream of this route is at its stream limit"
     if failure.check(ConnectBindError) and getattr(failure.value, "osError", None) in (EMFILE, ENFILE):
@@ -239,8 +240,13 @@ class _Exchange:
 
     @property
     def _where(self) -> str:
-        # The client's path, which names the route (not one member of it).
-        return self.request.uri.split(b"?", 1)[0].decode("ascii", "replace")
+        # The upstream URL (no query: it may hold a key) once a member
+        # answered; before, the client's path, which names the route.
+        if self._served is not None:
+            url = joinURL(self._served.member.member.url.split(b"?", 1)[0], self._rest, b"")
+        else:
+            url = self.request.uri.split(b"?", 1)[0]
+        return url.decode("ascii", "replace")
 
     def start(self) -> None:
         """

@@ -312,7 +312,7 @@ class _Attempts:
             why = "no answer in time" if timedOut or self._outOfTime else type(failure.value).__name__
             pool.failed(member, why)
         if timedOut and not failure.check(ConnectingCancelledError):
-            failure = Failure(NoResponseInTime())
+            failure = Failure(NoResponseInTime(self._failover.tryTimeout))
         if sendable and self._deadline is not None:
             if self._untriedLeft() and pool.retryAllowed():
                 _log.info(
@@ -340,7 +340,7 @@ class _Attempts:
                 self._retry = self._failover.clock.callLater(0.1 * again, self._attempt)
                 return
         if self._outOfTime and not failure.check(ConnectingCancelledError):
-            failure = Failure(NoResponseInTime())
+            failure = Failure(NoResponseInTime(self._failover.deadline))
         self._fail(failure)
 
     def _fail(self, failure: Failure) -> None:

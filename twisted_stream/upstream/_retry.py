@@ -15,6 +15,8 @@ LLM, a DELETE) never is. The agent underneath must not retry on its own
 
 from __future__ import annotations
 
+from typing import Optional
+
 from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError
 from twisted.python.failure import Failure
 from twisted.web.client import RequestNotSent
@@ -27,7 +29,14 @@ __all__ = ["SAFE", "NoResponseInTime", "retriable"]
 class NoResponseInTime(Exception):
     """
     Connected, but the upstream sent no response head before the deadline.
+
+    @ivar seconds: The time it had (one attempt's, or the whole request's),
+        where known.
     """
+
+    def __init__(self, seconds: Optional[float] = None) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
 
 
 SAFE = frozenset({b"GET", b"HEAD", b"OPTIONS"})
