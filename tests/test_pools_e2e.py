@@ -228,7 +228,7 @@ class PoolTests(TestCase):
                 [(bad.url, 1), (good.url, 1)],
                 eject_after=3,
                 eject_for=60,
-                health_check='{ path = "/v1/models", interval = 1.5 }',
+                health_check='{ path = "/v1/models", interval = 3 }',
             )
         )
         statuses: list[int] = []
