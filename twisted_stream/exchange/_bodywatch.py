@@ -9,13 +9,25 @@ period, never per chunk: the forwarding path does not know it is there.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
-from twisted.web.server import Request
 from zope.interface import implementer
 
-__all__ = ["HEARTBEAT", "BodyWatch", "WatchedProducer"]
+__all__ = ["HEARTBEAT", "BodyWatch", "Sent", "WatchedProducer"]
+
+
+class Sent(Protocol):
+    """
+    What tells how much of a body went out: a client's request, or the
+    exchange that forwards it (to a resumable stream, perhaps).
+    """
+
+    @property
+    def sentLength(self) -> int:
+        """
+        @return: The body bytes sent so far.
+        """
 
 HEARTBEAT = b": keep-alive\n\n"
 """An SSE comment and the blank line that ends it: every client ignores it."""
@@ -74,7 +86,7 @@ class BodyWatch:
     def __init__(
         self,
         clock: IReactorTime,
-        request: Request,
+        request: Sent,
         write: Callable[[bytes], None],
         idleTimeout: Optional[float],
         heartbeat: Optional[float],
@@ -82,7 +94,8 @@ class BodyWatch:
     ) -> None:
         """
         @param clock: The clock.
-        @param request: The client's request (for its C{sentLength}).
+        @param request: What tells how much of the body went out (its
+            C{sentLength}).
         @param write: What writes to the client.
         @param idleTimeout: Seconds of upstream silence allowed; L{None}:
             any.

@@ -40,6 +40,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import (
     ConnectBindError,
     ConnectingCancelledError,
+    ConnectionDone,
     ConnectionRefusedError,
     DNSLookupError,
 )
@@ -58,6 +59,14 @@ from twisted_stream.exchange._exhaustion import OUT_OF_DESCRIPTORS, noteExhauste
 from twisted_stream.exchange._hooks import hooksOf
 from twisted_stream.exchange._llmusage import UsageReader, WholeAnswerReader
 from twisted_stream.exchange._recording import DEFAULT_RECORD_MAX_BYTES, Recorder, RecordingWriter
+from twisted_stream.exchange._resumable import (
+    COMPLETE,
+    TRUNCATED,
+    ResumableStream,
+    ResumeStore,
+    StreamReader,
+    credentialOf,
+)
 from twisted_stream.exchange._rules import FORWARDED_METHODS, ForwardingRules, requestTargetProblem
 from twisted_stream.exchange._streamlog import StreamRecord, clientOf
 from twisted_stream.http._refusal import Refusal, headerLinesRefusal, headRefusal
@@ -164,6 +173,10 @@ class _UpstreamBody(Protocol):
         self._exchange.bodyEnded(reason)
 
 
+def _nowhere(data: bytes) -> None:
+    pass
+
+
 def _thenNoted(write: Callable[[bytes], None], note: Callable[[bytes], None]) -> Callable[[bytes], None]:
     """
     @return: A writer that writes each piece, then notes it: what reads a
@@ -237,6 +250,16 @@ class _Exchange:
         self._producer: Optional[WatchedProducer] = None
         self._watch: Optional[BodyWatch] = None
         self._usage: Optional[UsageReader | WholeAnswerReader] = None
+        self._stream: Optional[ResumableStream] = None
+        self._write: Callable[[bytes], None] = _nowhere
+
+    @property
+    def sentLength(self) -> int:
+        """
+        @return: The body bytes forwarded so far: into the resumable stream,
+            or to the client (what the body's watch reads).
+        """
+        return self._stream.end if self._stream is not None else self.request.sentLength
 
     @property
     def _where(self) -> str:
@@ -306,6 +329,24 @@ class _Exchange:
         setHeader = request.responseHeaders.setRawHeaders
         for name, values in forwarded.items():
             setHeader(name, values)
+        resume = self._proxy.resume
+        if resume is not None and 200 <= response.code < 300 and b"content-length" not in forwarded:
+            # A streamed answer on a resumable route: kept as it is
+            # forwarded, for whoever resumes it.
+            store, window = resume
+            # With a token, only its bearer may resume; without, the id is
+            # the capability.
+            owner = credentialOf(request.getHeader(b"authorization")) if self._proxy.rules.requireToken else None
+            stream = self._stream = store.open(
+                window,
+                owner,
+                response.code,
+                [(name, value) for name, values in forwarded.items() for value in values],
+            )
+            setHeader(b"x-stream-id", [stream.id.encode("ascii")])
+            setHeader(b"x-stream-resume", [b"/_streams/" + stream.id.encode("ascii")])
+            stream.abandoned = self._abandoned
+            self.record.fields["stream_id"] = stream.short
         contentType = forwarded.get(b"content-type")
         if contentType is None:
             # Nothing is invented: Twisted would otherwise add text/html.
@@ -317,6 +358,12 @@ class _Exchange:
         # Twisted replaces write with a no-op once the headers are written.
         request.write(b"")
         write = bodyWriter(request, self.record)
+        if self._stream is not None:
+            # Every piece goes to the stream, and from it to each reader,
+            # the client first.
+            self._write = write
+            StreamReader(self._stream, request, 0, write, self._readerEnded(request), first=True)
+            write = self._toStream
         proxy = self._proxy
         if proxy.recorder is not None:
             # Noted after each piece is written, as forwarded (heartbeats too).
@@ -331,7 +378,7 @@ class _Exchange:
         events = mediaType == b"text/event-stream" and uncompressed
         heartbeat = proxy.heartbeat if events else None
         if proxy.idleTimeout or heartbeat:
-            self._watch = BodyWatch(proxy.clock, request, write, proxy.idleTimeout, heartbeat, self._upstreamIdle)
+            self._watch = BodyWatch(proxy.clock, self, write, proxy.idleTimeout, heartbeat, self._upstreamIdle)
             if heartbeat:
                 write = self._watch.trackEvents
         if events or (mediaType == b"application/json" and uncompressed):
@@ -388,7 +435,8 @@ class _Exchange:
             producer.stopProducing()
             return
         self._producer = WatchedProducer(producer)
-        self.request.registerProducer(self._producer, True)
+        if self._stream is None:
+            self.request.registerProducer(self._producer, True)
         if self._watch is not None:
             self._watch.start(self._producer)
 
@@ -401,7 +449,6 @@ class _Exchange:
             timeout=self._proxy.idleTimeout,
         )
         self._endStreaming()
-        self._hooks.truncate(self.request)
         self._ended("idle_timeout")
 
     def _stopWatch(self) -> None:
@@ -411,12 +458,70 @@ class _Exchange:
             watch.stop()
 
     def _endStreaming(self) -> None:
+        # Stop the upstream, and end the client's response (every reader's,
+        # on a resumable stream) truncated.
         self.phase = _DONE
         self._stopWatch()
         producer, self._producer = self._producer, None
         if producer is not None:
             producer.stopProducing()
+        if self._stream is not None:
+            self._stream.finish(TRUNCATED)
+            return
+        if producer is not None:
             self.request.unregisterProducer()
+        self._hooks.truncate(self.request)
+
+    # A resumable stream (see twisted_stream.exchange._resumable).
+
+    def _toStream(self, data: bytes) -> None:
+        stream = self._stream
+        if stream is None:
+            # It outgrew its bounds: today's path from then on.
+            self._write(data)
+        elif not stream.append(data):
+            self._overflowed(stream, data)
+
+    def _overflowed(self, stream: ResumableStream, data: bytes) -> None:
+        """
+        The stream outgrew its bounds: it is no longer resumable (its other
+        readers have been cut off). The client that started it gets the
+        rest directly, paced as on any route; gone, the upstream stops.
+        """
+        self._stream = None
+        self.record.fields["resumable_lost"] = "too large"
+        self._log.warn(
+            "{method} {url}: stream {id} outgrew what a resumable stream may keep; it is no longer resumable",
+            method=self.request.method.decode("ascii"),
+            url=self._where,
+            id=stream.short,
+        )
+        first = next((reader for reader in stream.readers if reader.first), None)
+        if first is None:
+            self._clientGone(Failure(ConnectionDone()))
+            return
+        rest = stream.bytesFrom(first.offset)
+        first.release()
+        self._write(rest + data)
+        if self._producer is not None:
+            self.request.registerProducer(self._producer, True)
+
+    def _readerEnded(self, request: Request) -> Callable[[str], None]:
+        def ended(how: str) -> None:
+            if how == COMPLETE:
+                request.finish()
+            else:
+                self._hooks.truncate(request)
+
+        return ended
+
+    def _abandoned(self) -> None:
+        # No reader came back within the window: the upstream goes, as on a
+        # route that is not resumable.
+        if self.phase != _STREAMING:
+            return
+        self._endStreaming()
+        self._ended("abandoned")
 
     def bodyEnded(self, reason: Failure) -> None:
         """
@@ -430,6 +535,14 @@ class _Exchange:
         self._stopWatch()
         if self.phase == _DONE or self._producer is None:
             # Stopped by the idle timeout, or the client has left.
+            return
+        stream = self._stream
+        if stream is not None:
+            self.phase = _DONE
+            self._producer = None
+            clean = bool(reason.check(ResponseDone, PotentialDataLoss))
+            stream.finish(COMPLETE if clean else TRUNCATED)
+            self._ended("complete" if clean else "truncated")
             return
         if self._producer.stopped:
             # The client's connection stopped it as it closed: the request
@@ -473,7 +586,6 @@ class _Exchange:
             return
         if self.phase == _STREAMING:
             self._endStreaming()
-            self._hooks.truncate(self.request)
             self._ended("drained")
             return
         self.phase = _DONE
@@ -486,8 +598,9 @@ class _Exchange:
             pending.cancel()
 
     def _clientGone(self, reason: Failure) -> None:
-        # The client has gone: stop the upstream, whatever phase it is in.
-        if self.phase == _DONE:
+        # The client has gone: stop the upstream, whatever phase it is in;
+        # but a resumable stream goes on for whoever comes back.
+        if self.phase == _DONE or self._stream is not None:
             return
         self._ended("client_gone")
         if self._pending is not None:
@@ -539,6 +652,7 @@ class StreamProxyResource(PlainResource):
         name: str = "",
         replacing: Optional[Pool] = None,
         watch: Optional[PoolWatch] = None,
+        resume: Optional[tuple[ResumeStore, float]] = None,
     ) -> None:
         """
         @param upstream: The absolute C{http://} or C{https://} URL to forward
@@ -584,6 +698,9 @@ class StreamProxyResource(PlainResource):
             reload): members kept keep their streams and their health.
         @param watch: What hears of the pool's members (the gateway's
             metrics).
+        @param resume: Where streamed answers are kept for resuming, and for
+            how many seconds (see L{twisted_stream.exchange._resumable}); by
+            default none are.
         """
         super().__init__()
         if reactor is None:
@@ -609,6 +726,7 @@ class StreamProxyResource(PlainResource):
         self.rules = ForwardingRules(maxBody, requireToken)
         self.dropHeaders = [b"authorization"] if requireToken is not None else []
         self.recorder = Recorder(recordTo, reactor, recordMaxBytes) if recordTo is not None else None
+        self.resume = resume
 
     def methodsAllowed(self) -> list[str]:
         """

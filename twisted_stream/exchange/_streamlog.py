@@ -19,7 +19,9 @@ Outcomes:
   - C{idle_timeout}: the upstream went silent mid-body;
   - C{truncated}: the upstream broke off mid-body;
   - C{rejected}: refused by the gateway itself (4xx, 503);
-  - C{drained}: cut off when a draining gateway's time ran out.
+  - C{drained}: cut off when a draining gateway's time ran out;
+  - C{abandoned}: a resumable stream whose client left and no reader came
+    back within its window: its upstream was cancelled.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from twisted.logger import Logger
 
 from twisted_stream.exchange._llmusage import apiOf
 
-__all__ = ["OUTCOMES", "StreamCounter", "StreamRecord", "clientOf", "logAnswered", "printable"]
+__all__ = ["OUTCOMES", "RESUME_PREFIX", "StreamCounter", "StreamRecord", "clientOf", "logAnswered", "printable"]
 
 
 class StreamCounter(Protocol):
@@ -64,6 +66,7 @@ class StreamCounter(Protocol):
 
 OUTCOMES = (
     "complete",
+    "abandoned",
     "upstream_error_status",
     "client_gone",
     "upstream_error",
@@ -90,6 +93,19 @@ def printable(raw: bytes) -> str:
     if _UNPRINTABLE.search(text) is None:
         return text
     return _UNPRINTABLE.sub(lambda found: "\\x%02x" % (ord(found.group()),), text)
+
+
+RESUME_PREFIX = b"/_streams/"
+"""Where a resumable stream is read (L{twisted_stream.exchange._resumable}):
+C{/_streams/ID?from=N}; its ids are never whole in a log."""
+
+
+def _withoutIds(path: bytes) -> bytes:
+    # A resumable stream's id is the capability to read it: never whole in
+    # a log (its first 6 characters tell streams apart).
+    if path.startswith(RESUME_PREFIX):
+        return path[: len(RESUME_PREFIX) + 6] + b"..."
+    return path
 
 
 _log = Logger(namespace="chunkproxy.stream")
@@ -143,7 +159,7 @@ class StreamRecord:
         ttfb = round((self.firstByteAt - self.started) * 1000, 1) if self.firstByteAt is not None else None
         duration = round((now - self.started) * 1000, 1)
         method = printable(self.method)
-        path = printable(self.path.split(b"?", 1)[0])
+        path = printable(_withoutIds(self.path.split(b"?", 1)[0]))
         api = apiOf(self.path)
         # The text made here, in one f-string, rather than by the logger's
         # str.format over a dozen fields at every stream's end; braces a

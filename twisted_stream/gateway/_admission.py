@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Sequence, U
 from twisted.web.http_headers import Headers
 
 from twisted_stream.exchange._resource import StreamProxyResource
+from twisted_stream.exchange._resumable import RESUME_PREFIX
 from twisted_stream.exchange._rules import ALLOW_FORWARDED, requestTargetProblem
 from twisted_stream.gateway._cors import CorsPolicy
 from twisted_stream.gateway._streamlimits import StreamLimits
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from twisted_stream.ops._metrics import Metrics
 
 __all__ = [
+    "RESUME",
     "FORWARD",
     "HEALTH",
     "HEALTH_PATHS",
@@ -68,8 +70,11 @@ PREFLIGHT = "preflight"
 """Answered by the gateway: a CORS preflight."""
 PAGE = "page"
 """Answered by the page at C{/}."""
+RESUME = "resume"
+"""Answered by the gateway from a resumable stream it keeps:
+C{/_streams/ID}."""
 
-_LOCAL = frozenset({HEALTH, METRICS, PREFLIGHT, PAGE})
+_LOCAL = frozenset({HEALTH, METRICS, PREFLIGHT, PAGE, RESUME})
 
 HEALTH_PATHS = (b"/healthz", b"/readyz")
 """Answered by the gateway for load balancers, whatever the routes; never
@@ -362,6 +367,19 @@ class Routing:
         return Refusal(404, "no route for " + path.decode("latin-1"))
 
 
+def resuming(head: Head, admitted: Admitted) -> Admitted | Refusal:
+    """
+    C{/_streams/ID} is a resumable stream the gateway keeps (see
+    L{twisted_stream.exchange._resumable}): read with C{GET}, never
+    forwarded.
+    """
+    if not head.path.startswith(RESUME_PREFIX):
+        return admitted
+    if head.method not in (b"GET", b"HEAD"):
+        return Refusal(405, "a stream is resumed with GET", ((b"Allow", b"GET, HEAD"),))
+    return replace(admitted, answer=RESUME)
+
+
 def routeRules(head: Head, admitted: Admitted) -> Admitted | Refusal:
     """
     The route's own rules (L{twisted_stream.exchange._rules.ForwardingRules}): the method,
@@ -397,6 +415,7 @@ def gatewayRules(
     metricsToken: Optional[bytes] = None,
     drain: Optional[Drain] = None,
     streams: Optional[StreamLimits] = None,
+    resumable: bool = False,
 ) -> list[Rule]:
     """
     The gateway's rules, in order.
@@ -409,6 +428,7 @@ def gatewayRules(
     @param drain: The gateway's drain (none: never draining).
     @param streams: The limits on streams in flight (none: no limits, and
         nothing counted).
+    @param resumable: Whether the gateway keeps resumable streams.
     @return: The rules.
     """
     rules: list[Rule] = [wellFormedHead, healthChecks]
@@ -418,7 +438,10 @@ def gatewayRules(
         rules.append(Draining(drain))
     if metricsHere:
         rules.append(MetricsPage(metricsToken))
-    rules += [originFormTarget, Routing.of(routes, page), routeRules]
+    rules.append(originFormTarget)
+    if resumable:
+        rules.append(resuming)
+    rules += [Routing.of(routes, page), routeRules]
     if streams is not None:
         rules.append(StreamsInFlight(streams))
     return rules

@@ -17,7 +17,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
-from twisted_stream.exchange._hooks import IStreamHooks, Stream
+from twisted_stream.exchange._hooks import IStreamHooks, Stream, hooksOf
+from twisted_stream.exchange._resumable import ResumeStore, resumeAnswer
 from twisted_stream.exchange._streamlog import clientOf, logAnswered
 from twisted_stream.gateway._admission import (
     HEALTH,
@@ -25,6 +26,7 @@ from twisted_stream.gateway._admission import (
     METRICS,
     PAGE,
     PREFLIGHT,
+    RESUME,
     Admission,
     Head,
     Route,
@@ -67,6 +69,7 @@ class GatewayResource(PlainResource):
         cors: Optional[CorsPolicy] = None,
         metricsHere: bool = True,
         metricsToken: Optional[bytes] = None,
+        resume: Optional[ResumeStore] = None,
     ) -> None:
         """
         @param routes: The routes, in any order.
@@ -77,6 +80,8 @@ class GatewayResource(PlainResource):
         @param metricsHere: Whether C{/metrics} answers here (not when the
             metrics have a listener of their own).
         @param metricsToken: The bearer token C{/metrics} asks for, if any.
+        @param resume: Where the resumable routes keep their streams, which
+            C{/_streams/ID} reads while a route is resumable.
         """
         super().__init__()
         self.routes = list(routes)
@@ -84,6 +89,7 @@ class GatewayResource(PlainResource):
         self._cors = cors
         self._metricsHere = metricsHere
         self._metricsToken = metricsToken
+        self._resume = resume
         self.admission = Admission(self.rules())
 
     def rules(self, drain: Optional[Drain] = None, streams: Optional[StreamLimits] = None) -> list[Rule]:
@@ -94,7 +100,14 @@ class GatewayResource(PlainResource):
             CORS policy and metrics, in the site's drain and limits.
         """
         return gatewayRules(
-            self.routes, self._page is not None, self._cors, self._metricsHere, self._metricsToken, drain, streams
+            self.routes,
+            self._page is not None,
+            self._cors,
+            self._metricsHere,
+            self._metricsToken,
+            drain,
+            streams,
+            resumable=self._resume is not None and any(route.proxy.resume for route in self.routes),
         )
 
     def render(self, request: Request) -> bytes | int:
@@ -122,6 +135,9 @@ class GatewayResource(PlainResource):
         if answer == PREFLIGHT:
             assert self._cors is not None
             return self._preflight(self._cors, request)
+        if answer == RESUME:
+            assert self._resume is not None
+            return resumeAnswer(request, self._resume, hooksOf(request).truncate)
         if isinstance(request, GatewayRequest):
             if admitted.readableBy is not None:
                 request.readableBy(*admitted.readableBy)

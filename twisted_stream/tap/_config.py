@@ -11,7 +11,8 @@ each with its upstream (C{url}) or its pool's members (C{[[route.member]]}:
 C{url}, C{weight}, C{max-streams}, C{inject-header}, C{name}), and its
 pool's policy (C{tries}, C{retry-on}, C{try-timeout}, C{eject-after},
 C{eject-for}, C{max-eject-for}, C{max-ejected-percent}, C{max-cooldown},
-C{health-check = {path, interval, expect, timeout}}). See
+C{health-check = {path, interval, expect, timeout}}), and C{resumable =
+SECONDS}. See
 C{docs/deployment.md} for an example.
 
 Every problem is found, not only the first: L{ConfigProblems} holds one
@@ -77,6 +78,8 @@ class RouteOptions:
     @ivar tryTimeout: Seconds each attempt gets for its head (L{None}: the
         whole C{--connect-timeout}).
     @ivar healthCheck: Its pool's active health check, if any.
+    @ivar resumable: Seconds its streamed answers stay resumable, if they
+        are.
     """
 
     prefix: bytes
@@ -86,6 +89,7 @@ class RouteOptions:
     policy: PoolPolicy = DEFAULT_POLICY
     tryTimeout: Optional[float] = None
     healthCheck: Optional[HealthCheck] = None
+    resumable: Optional[float] = None
 
     @property
     def upstream(self) -> bytes:
@@ -116,6 +120,7 @@ class ConfigFile:
     @ivar corsOrigins: Its C{cors-origin}s, if it names any.
     @ivar injectHeaders: Headers for every route's requests.
     @ivar record: A folder to record every route's streams to.
+    @ivar resumable: Seconds every route's streams stay resumable.
     @ivar routes: Its routes.
     """
 
@@ -124,6 +129,7 @@ class ConfigFile:
     corsOrigins: Optional[list[bytes]] = None
     injectHeaders: list[tuple[bytes, bytes]] = field(default_factory=list)
     record: Optional[str] = None
+    resumable: Optional[float] = None
     routes: list[RouteOptions] = field(default_factory=list)
 
 _POLICY_KEYS = {
@@ -257,6 +263,8 @@ def readConfig(path: str, parsers: dict[str, Callable[[str], Any]]) -> ConfigFil
             config.injectHeaders = reader.read(key, value, _headers) or []
         elif key == "record":
             config.record = reader.read(key, value, _text)
+        elif key == "resumable":
+            config.resumable = reader.read(key, value, _seconds)
         elif key in parsers:
             said = len(reader.problems)
             parsed = reader.read(key, value, _asText(parsers[key]))
@@ -284,7 +292,7 @@ def readConfig(path: str, parsers: dict[str, Callable[[str], Any]]) -> ConfigFil
 
 
 _ROUTE_KEYS = {
-    "prefix", "url", "member", "inject-header", "record", "retry-on", "try-timeout", "max-ejected-percent",
+    "prefix", "url", "member", "inject-header", "record", "resumable", "retry-on", "try-timeout", "max-ejected-percent",
     "health-check", *_POLICY_KEYS,
 }  # fmt: skip
 _MEMBER_KEYS = {"url", "weight", "max-streams", "inject-header", "name"}
@@ -330,6 +338,7 @@ def _route(reader: _Reader, where: str, table: dict[str, Any]) -> Optional[Route
         PoolPolicy(**{k: v for k, v in policy.items() if v is not None}) if policy else DEFAULT_POLICY,
         reader.read(f"{where}.try-timeout", table["try-timeout"], _seconds) if "try-timeout" in table else None,
         health,
+        reader.read(f"{where}.resumable", table["resumable"], _seconds) if "resumable" in table else None,
     )
     return route if prefix is not None else None
 

@@ -21,6 +21,9 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from twisted_stream.exchange._recording import DEFAULT_RECORD_MAX_BYTES
+from twisted_stream.exchange._resumable import DEFAULT_MAX_BYTES as DEFAULT_RESUME_MAX_BYTES
+from twisted_stream.exchange._resumable import DEFAULT_MAX_MEMORY as DEFAULT_RESUME_MEMORY
+from twisted_stream.exchange._resumable import ResumeStore
 from twisted_stream.gateway import (
     DEFAULT_MAX_BODY_MEMORY,
     GatewayResource,
@@ -219,6 +222,22 @@ class Options(PluginOptions):
             wholeNumberOption("record-max-bytes"),
         ],
         [
+            "resume-max-bytes",
+            None,
+            DEFAULT_RESUME_MAX_BYTES,
+            "Most bytes a resumable stream keeps (--resumable); past them it is no longer resumable and"
+            " goes on as on any route.",
+            wholeNumberOption("resume-max-bytes"),
+        ],
+        [
+            "resume-memory",
+            None,
+            DEFAULT_RESUME_MEMORY,
+            "Most bytes all resumable streams keep together; a stream that would pass them is no longer"
+            " resumable.",
+            wholeNumberOption("resume-memory"),
+        ],
+        [
             "max-body-memory",
             None,
             DEFAULT_MAX_BODY_MEMORY,
@@ -298,6 +317,7 @@ class Options(PluginOptions):
         self.arguments: list[str] = []
         self.recordAll: Optional[str] = None
         self._lastMember: Optional[MemberOptions] = None
+        self.resumableAll: Optional[float] = None
         self.file: Optional[ConfigFile] = None
 
     def parseOptions(self, options: Optional[Sequence[str]] = None) -> None:
@@ -353,6 +373,23 @@ class Options(PluginOptions):
             raise usage.UsageError(str(e)) from None
         (self._lastMember.injectHeaders if self._lastMember is not None else self.injectHeaders).append(header)
 
+    def opt_resumable(self, text: str) -> None:
+        """
+        SECONDS: the streamed answers of the --route before it (of every
+        route, given before any) get an X-Stream-Id and can be resumed at
+        /_streams/ID?from=N; a client that leaves no longer stops the
+        upstream until no reader has come back for SECONDS; an ended stream
+        stays readable for SECONDS.
+        """
+        try:
+            seconds = parseTimeout(text)
+        except ValueError as e:
+            raise usage.UsageError(f"--resumable: {e}") from None
+        if self.routes:
+            self.routes[-1].resumable = seconds
+        else:
+            self.resumableAll = seconds
+
     def opt_record(self, folder: str) -> None:
         """
         DIR: record every response the --route before it forwards (every
@@ -405,6 +442,8 @@ class Options(PluginOptions):
         self.injectHeaders = [*config.injectHeaders, *self.injectHeaders]
         if self.recordAll is None:
             self.recordAll = config.record
+        if self.resumableAll is None:
+            self.resumableAll = config.resumable
         self.file = config
 
     def allRoutes(self) -> list[RouteOptions]:
@@ -431,6 +470,7 @@ class Options(PluginOptions):
                 route,
                 injectHeaders=[*self.injectHeaders, *route.injectHeaders],
                 record=route.record or self.recordAll,
+                resumable=route.resumable or self.resumableAll,
             )
             for route in routes
         ]
@@ -503,10 +543,12 @@ def _routes(
     options: Options,
     agent: UpstreamAgent,
     metrics: Metrics,
+    store: ResumeStore,
     previous: Sequence[Route] = (),
 ) -> tuple[list[Route], list[HealthChecker]]:
     """
     @param metrics: Where the pools' members are counted.
+    @param store: Where resumable routes keep their streams.
     @param previous: The routes these replace (a reload): a pool kept keeps
         what it knows of its members.
     @return: The gateway's routes, and their pools' health checks (not
@@ -534,6 +576,7 @@ def _routes(
             name=route.prefix.decode("ascii"),
             replacing=before.get(route.prefix),
             watch=metrics,
+            resume=(store, route.resumable) if route.resumable is not None else None,
         )
         routes.append(Route(route.prefix, proxy))
         if route.healthCheck is not None:
@@ -548,12 +591,15 @@ class _RoutesService(Service):
     place (see L{reload}).
     """
 
-    def __init__(self, reactor: Any, options: Options, agent: UpstreamAgent, site: GatewaySite) -> None:
+    def __init__(
+        self, reactor: Any, options: Options, agent: UpstreamAgent, site: GatewaySite, store: ResumeStore
+    ) -> None:
         self._reactor = reactor
         self._options = options
         self._agent = agent
         self._site = site
-        self.routes, self._checkers = _routes(reactor, options, agent, site.metrics)
+        self._store = store
+        self.routes, self._checkers = _routes(reactor, options, agent, site.metrics, store)
 
     def startService(self) -> None:
         super().startService()
@@ -586,7 +632,7 @@ class _RoutesService(Service):
                 _log.error("reload refused: {problem}", problem=line)
             _log.warn("reload of {path} refused: the routes stay as they were", path=path)
             return
-        routes, checkers = _routes(self._reactor, fresh, self._agent, self._site.metrics, self.routes)
+        routes, checkers = _routes(self._reactor, fresh, self._agent, self._site.metrics, self._store, self.routes)
         for checker in self._checkers:
             checker.stop()
         self.routes, self._checkers = routes, checkers
@@ -630,10 +676,11 @@ def _gatewayService(reactor: Any, options: Options, worker: Optional[int]) -> IS
     # A worker's metrics are the group's; the parent serves --metrics-listen.
     metrics = Metrics(exposed=groupRegistry(os.environ[METRICS_FOLDER_VARIABLE])) if worker else Metrics()
     metricsListen = None if worker else options["metrics-listen"]
+    store = ResumeStore(reactor, options["resume-max-bytes"], options["resume-memory"])
     site = GatewaySite(
         GatewayResource(
             [], PageResource(), cors, metricsHere=options["metrics-listen"] is None,
-            metricsToken=options["require-token"],
+            metricsToken=options["require-token"], resume=store,
         ),
         options["max-body"],
         options["client-timeout"],
@@ -648,7 +695,7 @@ def _gatewayService(reactor: Any, options: Options, worker: Optional[int]) -> IS
         ),
         metrics,
     )
-    routes = _RoutesService(reactor, options, agent, site)
+    routes = _RoutesService(reactor, options, agent, site, store)
     site.replaceRoutes(routes.routes)
     service = MultiService()
     _PoolService(agent).setServiceParent(service)

@@ -1,0 +1,291 @@
+"""
+Tests for L{twisted_stream.exchange._resumable}: resumable streams kept in
+the gateway's memory, on real processes (C{chunkgen}'s mock LLM, or an
+upstream in the test, behind a real C{chunkproxy --resumable}), and the
+store's bounds on a fake clock.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from tests.support import (
+    Exchange,
+    Server,
+    StrictClient,
+    Upstream,
+    fetch,
+    onceAcrossRunners,
+    reactor,
+    startTwistd,
+    until,
+)
+from twisted_stream.exchange._resumable import ResumeStore, credentialOf
+
+_TOKEN = "client-token-0123456789"
+
+
+def _chatBody(tokens: int) -> bytes:
+    return json.dumps(
+        {"model": "mock-passage", "stream": True, "max_tokens": tokens, "messages": [{"role": "user", "content": "hi"}]}
+    ).encode()
+
+
+class _Slow(Resource):
+    """
+    An upstream that sends a piece every 0.1 s, 40 in all, and notes when
+    its client (the gateway) went.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gone: Deferred[float] = Deferred()
+
+    def render_GET(self, request: Request) -> int:
+        request.setHeader(b"Content-Type", b"text/plain")
+        sent = [0]
+
+        def piece() -> None:
+            if request.finished or self.gone.called:
+                return
+            sent[0] += 1
+            request.write(b"piece %d\n" % (sent[0],))
+            if sent[0] == 40:
+                request.finish()
+            else:
+                reactor.callLater(0.1, piece)
+
+        request.notifyFinish().addErrback(lambda _: self.gone.callback(reactor.seconds()))
+        piece()
+        return NOT_DONE_YET
+
+
+@onceAcrossRunners
+class ResumeTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def gateway(self, *options: str, tokensPerSecond: str = "20", env: Any = None) -> Any:
+        self.generator: Server = yield startTwistd(self, "chunkgen", "--tokens-per-second", tokensPerSecond)
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--route", f"/v1/={self.generator.url}v1/", "--resumable", "3", *options, env=env
+        )
+        return proxy
+
+    def chat(self, proxy: Server, tokens: int, headers: Any = (), cutAfter: int = 0) -> Deferred[Exchange]:
+        """
+        A streamed chat answer; with C{cutAfter}, the client closes its
+        connection once it has that many body bytes.
+        """
+
+        def cut(client: StrictClient) -> None:
+            if sum(len(data) for _, data in client.exchange.pieces) >= cutAfter:
+                client.tcp.abortConnection()
+
+        return fetch(
+            proxy.url + "v1/chat/completions",
+            method=b"POST",
+            headers=[(b"Content-Type", b"application/json"), *headers],
+            body=_chatBody(tokens),
+            onPiece=cut if cutAfter else None,
+        )
+
+    @inlineCallbacks
+    def test_cutThenResumedJoinsExactly(self) -> Any:
+        """
+        A chat answer cut after some tokens, resumed from the bytes the
+        client had, joins to exactly the whole answer; the upstream was
+        not cancelled when the client left (the stream ended complete).
+        """
+        proxy = yield self.gateway()
+        cut: Exchange = yield self.chat(proxy, 40, cutAfter=600)
+        self.assertFalse(cut.complete)
+        [id] = cut.header(b"x-stream-id")
+        self.assertEqual(cut.header(b"x-stream-resume"), [b"/_streams/" + id])
+        self.assertEqual(len(id), 22)
+        had = cut.body
+        rest: Exchange = yield fetch(proxy.url + f"_streams/{id.decode()}?from={len(had)}")
+        self.assertEqual((rest.status, rest.complete), (200, True))
+        self.assertEqual(rest.header(b"content-type"), [b"text/event-stream; charset=utf-8"])
+        whole: Exchange = yield fetch(proxy.url + f"_streams/{id.decode()}")
+        self.assertTrue(whole.complete)
+        self.assertEqual(had + rest.body, whole.body)
+        self.assertTrue(whole.body.endswith(b"data: [DONE]\n\n"))
+        self.assertEqual(whole.body.count(b'"chat.completion.chunk"'), 42)
+        yield until(lambda: "POST /v1/chat/completions 200 complete" in proxy.output, 5, lambda: proxy.output)
+        # The id is never whole in the log.
+        self.assertNotIn(id.decode(), proxy.output)
+
+    @inlineCallbacks
+    def test_upstreamCancelledAfterTheWindow(self) -> Any:
+        """
+        A client that leaves and no reader comes back: the upstream is
+        cancelled the window (1 s) after, not at once; a stream ended
+        truncated is resumed with its truncated end.
+        """
+        slow = _Slow()
+        upstream = Upstream(self, slow)
+        proxy: Server = yield startTwistd(self, "chunkproxy", "--route", f"/s/={upstream.url}", "--resumable", "1")
+        cut: Exchange = yield fetch(proxy.url + "s/x", onPiece=lambda c: c.tcp.abortConnection())
+        left = reactor.seconds()
+        [id] = cut.header(b"x-stream-id")
+        gone = yield slow.gone
+        self.assertGreater(gone - left, 0.8)
+        self.assertLess(gone - left, 2.5)
+        late: Exchange = yield fetch(proxy.url + f"_streams/{id.decode()}")
+        self.assertEqual(late.status, 200)
+        self.assertFalse(late.complete, "a stream given up is resumed with a truncated end")
+        self.assertIn(b"piece 5\n", late.body)
+        yield until(lambda: "abandoned" in proxy.output, 5, lambda: proxy.output)
+
+    @inlineCallbacks
+    def test_twoReadersLive(self) -> Any:
+        """
+        A second reader follows the stream live beside the first: each
+        gets the whole answer as it is made, not at its end.
+        """
+        proxy = yield self.gateway(tokensPerSecond="10")
+        ids: list[bytes] = []
+
+        def noteId(client: StrictClient) -> None:
+            ids.extend([] if ids else client.exchange.header(b"x-stream-id"))
+
+        first = fetch(
+            proxy.url + "v1/chat/completions", method=b"POST", body=_chatBody(20),
+            headers=[(b"Content-Type", b"application/json")], onPiece=noteId,
+        )  # fmt: skip
+        yield until(lambda: bool(ids), 5)
+        second: Exchange = yield fetch(proxy.url + f"_streams/{ids[0].decode()}")
+        one: Exchange = yield first
+        self.assertEqual(one.body, second.body)
+        self.assertTrue(one.complete and second.complete)
+        arrivals = [at for at, _ in second.pieces]
+        self.assertGreater(arrivals[-1] - arrivals[0], 1.0, "the second reader should get the pieces as they come")
+
+    @inlineCallbacks
+    def test_onlyTheCredentialThatStartedIt(self) -> Any:
+        """
+        With --require-token, a resume with another credential, or none,
+        gets 401; with the one that started it, the stream.
+        """
+        proxy = yield self.gateway("--require-token", "env:TOKEN", env={"TOKEN": _TOKEN})
+        auth = (b"Authorization", f"Bearer {_TOKEN}".encode())
+        started: Exchange = yield self.chat(proxy, 5, headers=[auth])
+        [id] = started.header(b"x-stream-id")
+        url = proxy.url + f"_streams/{id.decode()}"
+        for headers in ([], [(b"Authorization", b"Bearer someone-else")]):
+            refused: Exchange = yield fetch(url, headers=headers)
+            self.assertEqual((refused.status, refused.body), (401, b"this stream was started with another credential\n"))
+        allowed: Exchange = yield fetch(url, headers=[auth])
+        self.assertEqual(allowed.body, started.body)
+
+    @inlineCallbacks
+    def test_refusals(self) -> Any:
+        """
+        Unknown id: 404; from beyond the end, or not a number: 416, 400;
+        a POST: 405; each with its one-line reason.
+        """
+        proxy = yield self.gateway()
+        started: Exchange = yield self.chat(proxy, 3)
+        [id] = started.header(b"x-stream-id")
+        for path, method, status, reason in (
+            ("_streams/nope", b"GET", 404, b"no stream with that id: it is unknown, has expired, or outgrew what is kept\n"),
+            (f"_streams/{id.decode()}?from=99999", b"GET", 416,
+             b"from=99999 is beyond the %d bytes the stream has so far\n" % (len(started.body),)),
+            (f"_streams/{id.decode()}?from=-1", b"GET", 400, b"from must be a whole number of bytes, not '-1'\n"),
+            (f"_streams/{id.decode()}", b"POST", 405, b"a stream is resumed with GET\n"),
+        ):  # fmt: skip
+            refused: Exchange = yield fetch(proxy.url + path, method=method)
+            self.assertEqual((refused.status, refused.body), (status, reason), path)
+
+    @inlineCallbacks
+    def test_tooLargeFallsBack(self) -> Any:
+        """
+        A stream larger than --resume-max-bytes: its client gets it whole
+        as on any route, it is no longer resumable (404), and its log
+        event says so; the gateway keeps nothing of it.
+        """
+        proxy = yield self.gateway("--resume-max-bytes", "2000", tokensPerSecond="200")
+        answer: Exchange = yield self.chat(proxy, 40)
+        self.assertTrue(answer.complete)
+        self.assertEqual(answer.body.count(b'"chat.completion.chunk"'), 42)
+        [id] = answer.header(b"x-stream-id")
+        gone: Exchange = yield fetch(proxy.url + f"_streams/{id.decode()}")
+        self.assertEqual(gone.status, 404)
+        self.assertIn("outgrew what a resumable stream may keep; it is no longer resumable", proxy.output)
+
+    @inlineCallbacks
+    def test_routesNotResumableAsBefore(self) -> Any:
+        """
+        Without --resumable: no stream id, and /_streams/ is no path of the
+        gateway's (a 404 for no route, as any unknown path).
+        """
+        generator: Server = yield startTwistd(self, "chunkgen")
+        proxy: Server = yield startTwistd(self, "chunkproxy", "--route", f"/v1/={generator.url}v1/")
+        answer: Exchange = yield self.chat(proxy, 3)
+        self.assertEqual(answer.header(b"x-stream-id"), [])
+        unknown: Exchange = yield fetch(proxy.url + "_streams/abc")
+        self.assertEqual((unknown.status, unknown.body), (404, b"no route for /_streams/abc\n"))
+
+
+class StoreTests(SynchronousTestCase):
+    """
+    The store's bounds and lifetimes, on a fake clock.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.store = ResumeStore(self.clock, maxBytes=10, maxMemory=15)
+
+    def test_boundsPerStreamAndInAll(self) -> None:
+        one = self.store.open(5, None, 200, [])
+        self.assertTrue(one.append(b"x" * 10))
+        self.assertFalse(one.append(b"x"))
+        self.assertTrue(one.overflowed)
+        self.assertIsNone(self.store.get(one.id))
+        self.assertEqual(self.store.kept, 0)
+        two, three = self.store.open(5, None, 200, []), self.store.open(5, None, 200, [])
+        self.assertTrue(two.append(b"x" * 8))
+        self.assertFalse(three.append(b"x" * 8))
+        self.assertEqual(self.store.kept, 8)
+
+    def test_forgottenAfterTheWindow(self) -> None:
+        stream = self.store.open(5, None, 200, [])
+        stream.append(b"abc")
+        stream.finish("complete")
+        self.clock.advance(4.9)
+        self.assertIs(self.store.get(stream.id), stream)
+        self.clock.advance(0.1)
+        self.assertIsNone(self.store.get(stream.id))
+        self.assertEqual((len(self.store), self.store.kept), (0, 0))
+
+    def test_abandonedWithNoReader(self) -> None:
+        stream = self.store.open(2, None, 200, [])
+        given: list[bool] = []
+        stream.abandoned = lambda: given.append(True)
+        # No reader ever attached and none left: nothing is timed yet.
+        self.clock.advance(5)
+        self.assertEqual(given, [])
+
+    def test_credential(self) -> None:
+        stream = self.store.open(5, credentialOf(b"Bearer a"), 200, [])
+        self.assertTrue(stream.may(b"Bearer a"))
+        self.assertFalse(stream.may(b"Bearer b"))
+        self.assertFalse(stream.may(None))
+        self.assertTrue(self.store.open(5, None, 200, []).may(None))
+
+    def test_bytesFrom(self) -> None:
+        stream = ResumeStore(self.clock).open(5, None, 200, [])
+        for piece in (b"abc", b"de", b"fghi"):
+            stream.append(piece)
+        self.assertEqual([stream.bytesFrom(n) for n in (0, 2, 3, 4, 9)], [b"abcdefghi", b"cdefghi", b"defghi", b"efghi", b""])
+

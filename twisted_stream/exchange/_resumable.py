@@ -1,0 +1,424 @@
+# -*- test-case-name: tests.test_resumable -*-
+"""
+Resumable streams, kept in the process's memory: what a resumable route
+forwarded, so that a client whose connection dropped picks the stream up
+where it was (C{GET /_streams/ID?from=N}), and a second reader follows it
+live.
+
+A L{ResumableStream} is the forwarded body as it grows: the upstream's
+pieces are appended as they arrive, and every reader (the client that
+started it, and any that resume it) is a L{StreamReader} that writes to its
+own connection from its own offset, at its own pace: a reader whose
+connection is full is paused (it is its request's producer) and takes up
+again where it stopped, so a slow reader slows no other reader and not the
+upstream. Memory is bounded per stream (C{maxBytes}) and for all streams
+together (C{maxMemory}): a stream that would outgrow either stops being
+resumable (L{ResumableStream.overflowed}); the exchange then falls back to
+today's backpressure.
+
+Lifetimes (C{window} seconds each): a stream with no reader attached keeps
+reading its upstream for C{window} seconds, then gives it up (the exchange
+cancels it, as for a client that left a route that is not resumable); a
+stream that has ended stays readable for C{window} seconds, then is
+forgotten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from bisect import bisect_right
+from typing import Callable, Optional
+from urllib.parse import parse_qs
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
+
+from twisted_stream.exchange._bodywriter import bodyWriter
+from twisted_stream.exchange._streamlog import RESUME_PREFIX
+from twisted_stream.http._refusal import Refusal
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_MEMORY",
+    "COMPLETE",
+    "RESUME_PREFIX",
+    "TRUNCATED",
+    "ResumableStream",
+    "ResumeStore",
+    "StreamReader",
+    "credentialOf",
+    "resumeAnswer",
+]
+
+DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+"""The most bytes one resumable stream keeps, by default."""
+
+DEFAULT_MAX_MEMORY = 256 * 1024 * 1024
+"""The most bytes all resumable streams keep together, by default."""
+
+COMPLETE, TRUNCATED = "complete", "truncated"
+"""How a stream ended: as the upstream ended it, or broken off."""
+
+
+def credentialOf(authorization: Optional[bytes]) -> Optional[bytes]:
+    """
+    @param authorization: The C{Authorization} header a request came with.
+    @return: What is kept of it to know the same credential again (a
+        SHA-256 digest: never the credential itself), or L{None}.
+    """
+    return hashlib.sha256(authorization).digest() if authorization else None
+
+
+class ResumableStream:
+    """
+    One stream's body as forwarded, its readers and its end.
+
+    @ivar id: Its id (128 random bits, URL-safe): the capability to resume
+        it, where no credential is asked for.
+    @ivar status: The status it was answered with.
+    @ivar headers: The headers it was answered with, as forwarded.
+    @ivar start: The body offset of the first byte still kept.
+    @ivar end: The body offset after the last byte appended.
+    @ivar ended: How it ended (L{COMPLETE}, L{TRUNCATED}), or L{None}.
+    @ivar overflowed: Whether it outgrew its bounds (it is no longer
+        resumable, and its readers but the first have been cut off).
+    """
+
+    def __init__(
+        self,
+        store: ResumeStore,
+        window: float,
+        owner: Optional[bytes],
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        self.id = secrets.token_urlsafe(16)
+        self.window = window
+        self.owner = owner
+        self.status = status
+        self.headers = headers
+        self._store = store
+        self._pieces: list[bytes] = []
+        self._offsets: list[int] = []
+        self.start = 0
+        self.end = 0
+        self.ended: Optional[str] = None
+        self.overflowed = False
+        self.readers: list[StreamReader] = []
+        self._alone: Optional[IDelayedCall] = None
+        self.abandoned: Callable[[], None] = lambda: None
+        """Called when no reader has come back within the window (the
+        exchange cancels its upstream)."""
+
+    @property
+    def short(self) -> str:
+        """
+        @return: The first characters of its id, as logs show it.
+        """
+        return self.id[:6]
+
+    def may(self, authorization: Optional[bytes]) -> bool:
+        """
+        @return: Whether a request with this C{Authorization} may read it:
+            the credential that started it (compared in constant time), or
+            any, where none did.
+        """
+        if self.owner is None:
+            return True
+        given = credentialOf(authorization)
+        return given is not None and hmac.compare_digest(given, self.owner)
+
+    def bytesFrom(self, offset: int) -> bytes:
+        """
+        @param offset: A body offset from L{start} to L{end}.
+        @return: The bytes kept from there to L{end}.
+        """
+        if offset == self.end:
+            return b""
+        # The piece that holds the offset, then all after it: a reader that
+        # keeps up asks for the last piece only.
+        at = bisect_right(self._offsets, offset) - 1
+        first = self._pieces[at][offset - self._offsets[at] :]
+        return first + b"".join(self._pieces[at + 1 :]) if at + 1 < len(self._pieces) else first
+
+    def append(self, data: bytes) -> bool:
+        """
+        Keep a piece of the body, and hand it to every reader.
+
+        @return: Whether it was kept: C{False} once the stream has outgrown
+            its bounds (it has then L{overflowed}).
+        """
+        if self.overflowed:
+            return False
+        if not self._store.charge(self, len(data)):
+            self._overflow()
+            return False
+        self._pieces.append(data)
+        self._offsets.append(self.end)
+        self.end += len(data)
+        for reader in list(self.readers):
+            reader.wake()
+        return True
+
+    def finish(self, how: str) -> None:
+        """
+        The upstream's body has ended, C{how}: every reader gets the rest,
+        then the same end; the stream stays readable for the window.
+        """
+        if self.ended is not None:
+            return
+        self.ended = how
+        self._stopAlone()
+        for reader in list(self.readers):
+            reader.wake()
+        self._store.ended(self)
+
+    def _overflow(self) -> None:
+        self.overflowed = True
+        self._stopAlone()
+        self._store.forget(self)
+        # The first reader is the client that started it, if it is still
+        # there: the exchange goes on with it directly. Any other cannot
+        # be served what is no longer kept: a truncated end.
+        for reader in self.readers[1:] if self.readers and self.readers[0].first else self.readers:
+            reader.cutOff()
+
+    # Readers.
+
+    def attach(self, reader: StreamReader) -> None:
+        self.readers.append(reader)
+        self._stopAlone()
+
+    def detach(self, reader: StreamReader) -> None:
+        if reader in self.readers:
+            self.readers.remove(reader)
+        if not self.readers and self.ended is None and not self.overflowed:
+            self._alone = self._store.clock.callLater(self.window, self._giveUp)
+
+    def _stopAlone(self) -> None:
+        if self._alone is not None and self._alone.active():
+            self._alone.cancel()
+        self._alone = None
+
+    def _giveUp(self) -> None:
+        self._alone = None
+        self.abandoned()
+
+
+class ResumeStore:
+    """
+    The resumable streams of one gateway, in its memory.
+
+    @ivar kept: Bytes kept by all streams together.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        maxBytes: int = DEFAULT_MAX_BYTES,
+        maxMemory: int = DEFAULT_MAX_MEMORY,
+    ) -> None:
+        self.clock = clock
+        self.maxBytes = maxBytes
+        self.maxMemory = maxMemory
+        self.kept = 0
+        self._streams: dict[str, ResumableStream] = {}
+        self._size: dict[str, int] = {}
+        self._expiry: dict[str, IDelayedCall] = {}
+
+    def open(
+        self, window: float, owner: Optional[bytes], status: int, headers: list[tuple[bytes, bytes]]
+    ) -> ResumableStream:
+        """
+        @param window: Seconds it keeps its upstream with no reader, and
+            stays readable after its end.
+        @param owner: The credential that may read it (L{credentialOf}).
+        @return: A new stream, readable by its id from now on.
+        """
+        stream = ResumableStream(self, window, owner, status, headers)
+        self._streams[stream.id] = stream
+        self._size[stream.id] = 0
+        return stream
+
+    def get(self, id: str) -> Optional[ResumableStream]:
+        """
+        @return: The stream with that id, while it is kept.
+        """
+        return self._streams.get(id)
+
+    def charge(self, stream: ResumableStream, size: int) -> bool:
+        """
+        @return: Whether C{stream} may keep C{size} more bytes (they are
+            counted if so).
+        """
+        held = self._size.get(stream.id, 0) + size
+        if held > self.maxBytes or self.kept + size > self.maxMemory:
+            return False
+        self._size[stream.id] = held
+        self.kept += size
+        return True
+
+    def ended(self, stream: ResumableStream) -> None:
+        if stream.id in self._streams:
+            self._expiry[stream.id] = self.clock.callLater(stream.window, self.forget, stream)
+
+    def forget(self, stream: ResumableStream) -> None:
+        """
+        Keep C{stream} no longer: its id is unknown from now on.
+        """
+        if self._streams.pop(stream.id, None) is None:
+            return
+        self.kept -= self._size.pop(stream.id)
+        expiry = self._expiry.pop(stream.id, None)
+        if expiry is not None and expiry.active():
+            expiry.cancel()
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+
+@implementer(IPushProducer)
+class StreamReader:
+    """
+    One reader of a L{ResumableStream}: writes to its request from its
+    offset as the stream grows, while its connection takes it.
+
+    @ivar first: Whether it is the client that started the stream.
+    """
+
+    def __init__(
+        self,
+        stream: ResumableStream,
+        request: Request,
+        offset: int,
+        write: Callable[[bytes], None],
+        ended: Callable[[str], None],
+        first: bool = False,
+    ) -> None:
+        """
+        @param write: Writes body bytes to the request.
+        @param ended: Called once with how the stream ended for this
+            reader (L{COMPLETE}, L{TRUNCATED}), when it has all of it.
+        """
+        self.stream = stream
+        self.offset = offset
+        self.first = first
+        self._request = request
+        self._write = write
+        self._ended = ended
+        self._paused = False
+        self._done = False
+        request.registerProducer(self, True)
+        stream.attach(self)
+        request.notifyFinish().addBoth(self._gone)
+        # What the stream has already, and its end if it has ended.
+        self.wake()
+
+    def wake(self) -> None:
+        """
+        The stream has grown or ended: write what this reader has not had.
+        """
+        if self._paused or self._done:
+            return
+        stream = self.stream
+        if self.offset < stream.end:
+            data = stream.bytesFrom(self.offset)
+            self.offset = stream.end
+            self._write(data)
+        if stream.ended is not None and self.offset == stream.end:
+            self._finish(stream.ended)
+
+    def cutOff(self) -> None:
+        """
+        What this reader needs is no longer kept: it ends truncated.
+        """
+        self._finish(TRUNCATED)
+
+    def _finish(self, how: str) -> None:
+        if self._done:
+            return
+        self._done = True
+        self.stream.detach(self)
+        self._request.unregisterProducer()
+        self._ended(how)
+
+    def release(self) -> None:
+        """
+        Stop reading the stream, the request left to whoever wrote to it
+        (the exchange, when the stream outgrew its bounds).
+        """
+        if not self._done:
+            self._done = True
+            self.stream.detach(self)
+            self._request.unregisterProducer()
+
+    def _gone(self, reason: object) -> None:
+        # The client's connection closed (or its answer ended).
+        if not self._done:
+            self._done = True
+            self.stream.detach(self)
+
+    # IPushProducer: the reader's connection paces it.
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self.wake()
+
+    def stopProducing(self) -> None:
+        self._gone(None)
+
+
+def resumeAnswer(
+    request: Request, store: ResumeStore, truncate: Callable[[Request], None]
+) -> bytes | int:
+    """
+    Answer C{GET /_streams/ID?from=N}: the stream's status and headers,
+    then its body from offset N (0 by default), then each later byte as it
+    arrives, then the end the original had.
+
+    @param request: The resume request.
+    @param store: Where the streams are kept.
+    @param truncate: Ends a response as broken off, in its protocol.
+    @return: L{NOT_DONE_YET}, or a refusal's body: C{404} for an id
+        unknown or expired, C{401} for another credential than the one that
+        started it, C{400} for a C{from} that is not a whole number, C{416}
+        for one outside what is kept.
+    """
+    path, _, query = request.uri.partition(b"?")
+    id = path[len(RESUME_PREFIX) :].decode("ascii", "replace")
+    stream = store.get(id)
+    if stream is None:
+        return Refusal(404, "no stream with that id: it is unknown, has expired, or outgrew what is kept").render(request)
+    if not stream.may(request.getHeader(b"authorization")):
+        return Refusal(401, "this stream was started with another credential").render(request)
+    given = parse_qs(query.decode("ascii", "replace")).get("from", ["0"])[-1]
+    if not given.isdigit() or len(given) > 18:
+        return Refusal(400, f"from must be a whole number of bytes, not {given[:40]!r}").render(request)
+    offset = int(given)
+    if offset > stream.end:
+        return Refusal(416, f"from={offset} is beyond the {stream.end} bytes the stream has so far").render(request)
+    if offset < stream.start:
+        return Refusal(416, f"from={offset} is before the {stream.start} bytes no longer kept").render(request)
+    request.setResponseCode(stream.status)
+    setHeader = request.responseHeaders.addRawHeader
+    for name, value in stream.headers:
+        setHeader(name, value)
+    request.responseHeaders.setRawHeaders(b"x-stream-id", [stream.id.encode("ascii")])
+    if not any(name == b"content-type" for name, _ in stream.headers):
+        request.defaultContentType = None
+    request.write(b"")
+
+    def ended(how: str) -> None:
+        if how == COMPLETE:
+            request.finish()
+        else:
+            truncate(request)
+
+    StreamReader(stream, request, offset, bodyWriter(request), ended)
+    return NOT_DONE_YET
