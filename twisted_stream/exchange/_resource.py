@@ -66,6 +66,7 @@ from twisted_stream.exchange._resumable import (
     ResumeStore,
     StreamReader,
     credentialOf,
+    endsWith,
 )
 from twisted_stream.exchange._rules import FORWARDED_METHODS, ForwardingRules, requestTargetProblem
 from twisted_stream.exchange._streamlog import StreamRecord, clientOf
@@ -362,7 +363,7 @@ class _Exchange:
             # Every piece goes to the stream, and from it to each reader,
             # the client first.
             self._write = write
-            StreamReader(self._stream, request, 0, write, self._readerEnded(request), first=True)
+            StreamReader(self._stream, request, 0, write, endsWith(request, self._hooks.truncate), first=True)
             write = self._toStream
         proxy = self._proxy
         if proxy.recorder is not None:
@@ -505,15 +506,6 @@ class _Exchange:
         self._write(rest + data)
         if self._producer is not None:
             self.request.registerProducer(self._producer, True)
-
-    def _readerEnded(self, request: Request) -> Callable[[str], None]:
-        def ended(how: str) -> None:
-            if how == COMPLETE:
-                request.finish()
-            else:
-                self._hooks.truncate(request)
-
-        return ended
 
     def _abandoned(self) -> None:
         # No reader came back within the window: the upstream goes, as on a

@@ -50,6 +50,7 @@ __all__ = [
     "ResumeStore",
     "StreamReader",
     "credentialOf",
+    "endsWith",
     "resumeAnswer",
 ]
 
@@ -414,11 +415,20 @@ def resumeAnswer(
         request.defaultContentType = None
     request.write(b"")
 
+    StreamReader(stream, request, offset, bodyWriter(request), endsWith(request, truncate))
+    return NOT_DONE_YET
+
+
+def endsWith(request: Request, truncate: Callable[[Request], None]) -> Callable[[str], None]:
+    """
+    @return: What ends a reader's response as the stream ended: finished,
+        or truncated (in the request's protocol).
+    """
+
     def ended(how: str) -> None:
         if how == COMPLETE:
             request.finish()
         else:
             truncate(request)
 
-    StreamReader(stream, request, offset, bodyWriter(request), ended)
-    return NOT_DONE_YET
+    return ended
