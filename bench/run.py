@@ -304,6 +304,18 @@ def chunkproxyFailover(upstream: str, workdir: Path) -> Process:
     return _pooled("chunkproxy-failover", [(dead, 1000), (upstream, 1)], workdir, "eject-after = 1000000000")
 
 
+def chunkproxyResumable(upstream: str, workdir: Path) -> Process:
+    """
+    chunkproxy with both routes resumable (C{--resumable 5}, the memory
+    store): what keeping every stream for resuming costs.
+    """
+    return Process(
+        "chunkproxy-resumable",
+        pinned(PROXY_CORE, [str(BIN / "twistd"), "-n", "--pidfile=", "chunkproxy", "--listen", LISTEN,
+                            "--resumable", "5", "--upstream", upstream + "stream", "--route", f"/v1/={upstream}v1/"]),
+    )
+
+
 def chunkproxyAt(revision: str, upstream: str, workdir: Path) -> Process:
     """
     chunkproxy as it was at a git revision of this project, from an export
@@ -327,12 +339,13 @@ STARTERS: dict[str, Callable[[str, Path], Optional[Process]]] = {
     "chunkproxy-w2": chunkproxyWorkers,
     "chunkproxy-pool3": chunkproxyPool3,
     "chunkproxy-failover": chunkproxyFailover,
+    "chunkproxy-resumable": chunkproxyResumable,
     "reverseproxy": reverseProxy,
     "nginx": nginx,
     "goproxy": goproxy,
 }
-ORDER = ["direct", "chunkproxy", "chunkproxy-pool3", "chunkproxy-failover", "chunkproxy-w2", "reverseproxy", "nginx",
-         "goproxy"]
+ORDER = ["direct", "chunkproxy", "chunkproxy-pool3", "chunkproxy-failover", "chunkproxy-resumable", "chunkproxy-w2",
+         "reverseproxy", "nginx", "goproxy"]
 DEFAULT_TARGETS = ["chunkproxy", "reverseproxy", "nginx", "goproxy"]
 """What runs unless --targets says otherwise (chunkproxy-w2 is asked for by
 name: it needs the load's core too; so are the pools')."""
@@ -665,7 +678,7 @@ def report(samples: list[Sample]) -> str:
 
     if not any(s.scenario.startswith("S") for s in samples):
         # Only the LLM scenario ran.
-        return "\n".join([*llmReport(samples), *poolReport(samples)])
+        return "\n".join([*llmReport(samples), *variantReport(samples)])
     direct = {s.round: s for s in samples if s.target == "direct" and s.scenario == "S1"}
     mid = 1000 if 1000 in levels or not levels else levels[-1]
     lines = [
@@ -701,7 +714,7 @@ def report(samples: list[Sample]) -> str:
             f" ms | – | – | – | {spread(rate, '.0f')} | {spread([s.load['ttfbP99Ms'] for s in s6], '.1f')} ms | – | – |"
             f" {', '.join(closed(s) for s in s5)} |"
         )
-    lines += ["", *llmReport(samples), *poolReport(samples)]
+    lines += ["", *llmReport(samples), *variantReport(samples)]
     lines += ["", "The ladder (S2): delay p50 / p99, TTFB p99, chunks delivered of sent, proxy CPU, RSS.", "",
               "| target | streams | delay p50 | delay p99 | TTFB p99 | delivered | CPU | RSS |",
               "|---|---|---|---|---|---|---|---|"]
@@ -724,27 +737,38 @@ def report(samples: list[Sample]) -> str:
     return "\n".join(lines)
 
 
-def poolReport(samples: list[Sample]) -> list[str]:
+VARIANTS = {
+    "chunkproxy-pool3": "A pool of three against one upstream",
+    "chunkproxy-resumable": "Resumable routes (--resumable, the memory store) against plain ones",
+}
+"""The variants of chunkproxy measured against it, round by round."""
+
+
+def variantReport(samples: list[Sample]) -> list[str]:
     """
-    @return: What a pool costs (none where no pool ran): CPU per new short
-        stream (S6) and per LLM client (L2) with a pool of three, as a
-        multiple of one upstream's in the same round; and the first token
-        (L1) added by failing over once from a member that refuses.
+    @return: What each variant of chunkproxy (L{VARIANTS}) costs, where it
+        ran: CPU per forwarded chunk (S2), per new short stream (S6) and per
+        LLM answer (L2), as a multiple of plain chunkproxy's in the same
+        round; and the first token (L1) added by failing over once from a
+        member that refuses.
     """
     def by(target: str, scenario: str) -> dict[tuple[int, int], Sample]:
         return {(s.round, s.level): s for s in samples if s.target == target and s.scenario == scenario}
 
-    single = {scenario: by("chunkproxy", scenario) for scenario in ("S6", "L1", "L2")}
+    scenarios = (("S2", "chunksReceived", "chunk"), ("S6", "streams", "new stream"), ("L2", "requests", "answer"))
+    single = {scenario: by("chunkproxy", scenario) for scenario, _, _ in scenarios}
     lines: list[str] = []
-    pool = {scenario: by("chunkproxy-pool3", scenario) for scenario in ("S6", "L2")}
-    if any(pool.values()):
-        lines += ["", "A pool of three against one upstream, in the same rounds (CPU, as a multiple of one upstream's):",
-                  "", "| scenario | one upstream | pool of three | pool / one |", "|---|---|---|---|"]
-        for scenario, unit in (("S6", "streams"), ("L2", "requests")):
-            for level in sorted({level for _, level in pool[scenario]}):
+    for target, title in VARIANTS.items():
+        variant = {scenario: by(target, scenario) for scenario, _, _ in scenarios}
+        if not any(variant.values()):
+            continue
+        lines += ["", f"{title}, in the same rounds (CPU, and as a multiple of plain chunkproxy's):", "",
+                  "| CPU per | plain | variant | variant / plain |", "|---|---|---|---|"]
+        for scenario, unit, what in scenarios:
+            for level in sorted({level for _, level in variant[scenario]}):
                 per = [
                     (cpu * 1e6 / max(1, a.load[unit]), other * 1e6 / max(1, b.load[unit]))
-                    for key, b in pool[scenario].items()
+                    for key, b in variant[scenario].items()
                     if key[1] == level and key in single[scenario]
                     for a in [single[scenario][key]]
                     if (cpu := a.cpuSeconds) is not None and (other := b.cpuSeconds) is not None
@@ -752,10 +776,11 @@ def poolReport(samples: list[Sample]) -> list[str]:
                 if not per:
                     continue
                 lines.append(
-                    f"| {scenario}{f' {level:,}' if level else ''} | {spread([a for a, _ in per], '.0f')} µs"
+                    f"| {what} ({scenario}{f' {level:,}' if level else ''}) | {spread([a for a, _ in per], '.0f')} µs"
                     f" | {spread([b for _, b in per], '.0f')} µs | {spread([b / a for a, b in per], '.2f')}× |"
                 )
     failover = by("chunkproxy-failover", "L1")
+    single["L1"] = by("chunkproxy", "L1")
     if failover:
         firsts = [(single["L1"][key].load, s.load) for key, s in failover.items() if key in single["L1"]]
         lines += ["", "Failover: every request's first member refuses the connection (L1, reused client connections):",

@@ -8,6 +8,7 @@ store's bounds on a fake clock.
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -17,7 +18,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from tests.support import (
+    PEERS,
     Exchange,
+    LineProcess,
     Server,
     StrictClient,
     Upstream,
@@ -119,8 +122,9 @@ class ResumeTests(TestCase):
         whole: Exchange = yield fetch(proxy.url + f"_streams/{id.decode()}")
         self.assertTrue(whole.complete)
         self.assertEqual(had + rest.body, whole.body)
-        self.assertTrue(whole.body.endswith(b"data: [DONE]\n\n"))
         self.assertEqual(whole.body.count(b'"chat.completion.chunk"'), 42)
+        # Each event numbered, [DONE] the 43rd.
+        self.assertTrue(whole.body.endswith(b"data: [DONE]\nid: " + id + b".43\n\n"), whole.body[-80:])
         yield until(lambda: "POST /v1/chat/completions 200 complete" in proxy.output, 5, lambda: proxy.output)
         # The id is never whole in the log.
         self.assertNotIn(id.decode(), proxy.output)
@@ -222,6 +226,57 @@ class ResumeTests(TestCase):
         gone: Exchange = yield fetch(proxy.url + f"_streams/{id.decode()}")
         self.assertEqual(gone.status, 404)
         self.assertIn("outgrew what a resumable stream may keep; it is no longer resumable", proxy.output)
+
+    @inlineCallbacks
+    def test_eventIdsAndLastEventId(self) -> Any:
+        """
+        On a resumable route each event gets an id line naming its stream;
+        a reconnect to the same URL with Last-Event-ID (what a browser's
+        EventSource sends) gets the events after that one, as does
+        /_streams/ID with it; joined, exactly the whole stream.
+        """
+        generator: Server = yield startTwistd(self, "chunkgen")
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--upstream", generator.url + "generate", "--resumable", "5"
+        )
+        url = proxy.url + "stream?count=12&interval=0.05&format=sse"
+
+        def afterFour(client: StrictClient) -> None:
+            if client.exchange.body.count(b"\n\n") >= 4:
+                client.tcp.abortConnection()
+
+        cut: Exchange = yield fetch(url, onPiece=afterFour)
+        [id] = cut.header(b"x-stream-id")
+        events = cut.body.split(b"\n\n")
+        self.assertIn(b"\nid: " + id + b".1", events[0])
+        self.assertIn(b"\nid: " + id + b".4", events[3])
+        had = b"".join(event + b"\n\n" for event in events[:4])
+        again: Exchange = yield fetch(url, headers=[(b"Last-Event-ID", id + b".4")])
+        self.assertEqual(again.header(b"x-stream-id"), [id])
+        whole: Exchange = yield fetch(proxy.url + f"_streams/{id.decode()}")
+        self.assertTrue(whole.complete and again.complete)
+        self.assertEqual(had + again.body, whole.body)
+        self.assertEqual(whole.body.count(b"\nid: " + id + b"."), 12)
+        viaStreams: Exchange = yield fetch(proxy.url + f"_streams/{id.decode()}", headers=[(b"Last-Event-ID", b"4")])
+        self.assertEqual(viaStreams.body, again.body)
+        # An id this gateway does not keep: a new stream, not a resume.
+        fresh: Exchange = yield fetch(url, headers=[(b"Last-Event-ID", b"unknown.4")])
+        self.assertNotEqual(fresh.header(b"x-stream-id"), [id])
+        self.assertIn(b"id: " + fresh.header(b"x-stream-id")[0] + b".1\n", fresh.body)
+
+    @inlineCallbacks
+    def test_sdkIgnoresTheIds(self) -> Any:
+        """
+        The openai SDK streams through a resumable route (event ids in
+        every event) as through any: every delta, the usage, no error.
+        """
+        proxy = yield self.gateway(tokensPerSecond="200")
+        client = LineProcess.spawn(sys.executable, str(PEERS / "openai_chat.py"), proxy.url + "v1", "mock-passage", "hi")
+        code = yield client.exitCode
+        self.assertEqual(code, 0, client.stderr.decode())
+        lines = [line for _, line in client.lines]
+        self.assertEqual(lines[-2:], [b"usage 55", b"done"])
+        self.assertEqual(len(lines), 57)
 
     @inlineCallbacks
     def test_routesNotResumableAsBefore(self) -> Any:

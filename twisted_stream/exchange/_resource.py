@@ -55,6 +55,7 @@ from zope.interface import implementer
 
 from twisted_stream.exchange._bodywatch import BodyWatch, WatchedProducer
 from twisted_stream.exchange._bodywriter import bodyWriter
+from twisted_stream.exchange._eventids import EventIds
 from twisted_stream.exchange._exhaustion import OUT_OF_DESCRIPTORS, noteExhausted
 from twisted_stream.exchange._hooks import hooksOf
 from twisted_stream.exchange._llmusage import UsageReader, WholeAnswerReader
@@ -343,6 +344,7 @@ class _Exchange:
                 owner,
                 response.code,
                 [(name, value) for name, values in forwarded.items() for value in values],
+                request.uri,
             )
             setHeader(b"x-stream-id", [stream.id.encode("ascii")])
             setHeader(b"x-stream-resume", [b"/_streams/" + stream.id.encode("ascii")])
@@ -354,6 +356,9 @@ class _Exchange:
             request.defaultContentType = None
         mediaType = contentType[0].split(b";")[0].strip().lower() if contentType else b""
         encoding = forwarded.get(b"content-encoding", [b"identity"])[-1].strip().lower()
+        # (Nothing is put into a compressed stream: no heartbeat, no id.)
+        uncompressed = encoding in (b"identity", b"")
+        events = mediaType == b"text/event-stream" and uncompressed
         # The headers go out now, before the first piece of the body, and
         # the body's writer is made only after that: on a HEAD request
         # Twisted replaces write with a no-op once the headers are written.
@@ -365,6 +370,9 @@ class _Exchange:
             self._write = write
             StreamReader(self._stream, request, 0, write, endsWith(request, self._hooks.truncate), first=True)
             write = self._toStream
+            if events:
+                # Each event numbered, for Last-Event-ID.
+                write = self._stream.events = EventIds(self._stream.id, write)
         proxy = self._proxy
         if proxy.recorder is not None:
             # Noted after each piece is written, as forwarded (heartbeats too).
@@ -374,9 +382,6 @@ class _Exchange:
             )  # fmt: skip
             write = _thenNoted(write, self._recording.piece)
 
-        # A heartbeat is plain text: never put into a compressed stream.
-        uncompressed = encoding in (b"identity", b"")
-        events = mediaType == b"text/event-stream" and uncompressed
         heartbeat = proxy.heartbeat if events else None
         if proxy.idleTimeout or heartbeat:
             self._watch = BodyWatch(proxy.clock, self, write, proxy.idleTimeout, heartbeat, self._upstreamIdle)

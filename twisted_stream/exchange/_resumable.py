@@ -37,6 +37,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from twisted_stream.exchange._bodywriter import bodyWriter
+from twisted_stream.exchange._eventids import EventIds, parseEventId
 from twisted_stream.exchange._streamlog import RESUME_PREFIX
 from twisted_stream.http._refusal import Refusal
 
@@ -49,6 +50,7 @@ __all__ = [
     "ResumableStream",
     "ResumeStore",
     "StreamReader",
+    "afterEvent",
     "credentialOf",
     "endsWith",
     "resumeAnswer",
@@ -81,6 +83,8 @@ class ResumableStream:
         it, where no credential is asked for.
     @ivar status: The status it was answered with.
     @ivar headers: The headers it was answered with, as forwarded.
+    @ivar target: The request target that started it (a browser's
+        C{EventSource} reconnects to it, with C{Last-Event-ID}).
     @ivar start: The body offset of the first byte still kept.
     @ivar end: The body offset after the last byte appended.
     @ivar ended: How it ended (L{COMPLETE}, L{TRUNCATED}), or L{None}.
@@ -95,9 +99,11 @@ class ResumableStream:
         owner: Optional[bytes],
         status: int,
         headers: list[tuple[bytes, bytes]],
+        target: bytes = b"",
     ) -> None:
         self.id = secrets.token_urlsafe(16)
         self.window = window
+        self.target = target
         self.owner = owner
         self.status = status
         self.headers = headers
@@ -109,6 +115,9 @@ class ResumableStream:
         self.ended: Optional[str] = None
         self.overflowed = False
         self.readers: list[StreamReader] = []
+        self.events: Optional[EventIds] = None
+        """Where its events end, for an event stream (see
+        L{twisted_stream.exchange._eventids})."""
         self._alone: Optional[IDelayedCall] = None
         self.abandoned: Callable[[], None] = lambda: None
         """Called when no reader has come back within the window (the
@@ -231,15 +240,21 @@ class ResumeStore:
         self._expiry: dict[str, IDelayedCall] = {}
 
     def open(
-        self, window: float, owner: Optional[bytes], status: int, headers: list[tuple[bytes, bytes]]
+        self,
+        window: float,
+        owner: Optional[bytes],
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        target: bytes = b"",
     ) -> ResumableStream:
         """
         @param window: Seconds it keeps its upstream with no reader, and
             stays readable after its end.
         @param owner: The credential that may read it (L{credentialOf}).
+        @param target: The request target that started it.
         @return: A new stream, readable by its id from now on.
         """
-        stream = ResumableStream(self, window, owner, status, headers)
+        stream = ResumableStream(self, window, owner, status, headers, target)
         self._streams[stream.id] = stream
         self._size[stream.id] = 0
         return stream
@@ -249,6 +264,17 @@ class ResumeStore:
         @return: The stream with that id, while it is kept.
         """
         return self._streams.get(id)
+
+    def reconnecting(self, target: bytes, lastEventId: bytes) -> Optional[ResumableStream]:
+        """
+        @param target: A request's target.
+        @param lastEventId: Its C{Last-Event-ID}.
+        @return: The stream that request resumes, where it is a browser's
+            C{EventSource} reconnecting to a stream kept here (the id names
+            it, and the target is the one that started it).
+        """
+        stream = self._streams.get(lastEventId.decode("ascii", "replace").strip().rpartition(".")[0])
+        return stream if stream is not None and stream.target == target else None
 
     def charge(self, stream: ResumableStream, size: int) -> bool:
         """
@@ -380,7 +406,8 @@ def resumeAnswer(
 ) -> bytes | int:
     """
     Answer C{GET /_streams/ID?from=N}: the stream's status and headers,
-    then its body from offset N (0 by default), then each later byte as it
+    then its body from offset N (0 by default; or, with C{Last-Event-ID}
+    and no C{from}, just after that event), then each later byte as it
     arrives, then the end the original had.
 
     @param request: The resume request.
@@ -392,16 +419,26 @@ def resumeAnswer(
         for one outside what is kept.
     """
     path, _, query = request.uri.partition(b"?")
-    id = path[len(RESUME_PREFIX) :].decode("ascii", "replace")
-    stream = store.get(id)
+    if path.startswith(RESUME_PREFIX):
+        stream = store.get(path[len(RESUME_PREFIX) :].decode("ascii", "replace"))
+    else:
+        # A browser's EventSource, reconnecting where it started.
+        stream = store.reconnecting(request.uri, request.getHeader(b"last-event-id") or b"")
+        query = b""
     if stream is None:
         return Refusal(404, "no stream with that id: it is unknown, has expired, or outgrew what is kept").render(request)
     if not stream.may(request.getHeader(b"authorization")):
         return Refusal(401, "this stream was started with another credential").render(request)
-    given = parse_qs(query.decode("ascii", "replace")).get("from", ["0"])[-1]
-    if not given.isdigit() or len(given) > 18:
+    given = parse_qs(query.decode("ascii", "replace")).get("from", [None])[-1]
+    lastEvent = request.getHeader(b"last-event-id")
+    if given is None and lastEvent is not None:
+        offset = afterEvent(stream, lastEvent)
+        if offset is None:
+            return Refusal(416, "Last-Event-ID names no event of this stream").render(request)
+    elif given is not None and (not given.isdigit() or len(given) > 18):
         return Refusal(400, f"from must be a whole number of bytes, not {given[:40]!r}").render(request)
-    offset = int(given)
+    else:
+        offset = int(given or 0)
     if offset > stream.end:
         return Refusal(416, f"from={offset} is beyond the {stream.end} bytes the stream has so far").render(request)
     if offset < stream.start:
@@ -417,6 +454,20 @@ def resumeAnswer(
 
     StreamReader(stream, request, offset, bodyWriter(request), endsWith(request, truncate))
     return NOT_DONE_YET
+
+
+def afterEvent(stream: ResumableStream, lastEventId: bytes) -> Optional[int]:
+    """
+    @param lastEventId: A C{Last-Event-ID}, as a browser's C{EventSource}
+        sends it back: C{STREAM.N} (or C{N}).
+    @return: The body offset just after event N of C{stream} (0 for event
+        0), or L{None} where it names none.
+    """
+    number = parseEventId(lastEventId, stream.id)
+    ends = stream.events.ends if stream.events is not None else []
+    if number is None or number > len(ends):
+        return None
+    return ends[number - 1] if number else 0
 
 
 def endsWith(request: Request, truncate: Callable[[Request], None]) -> Callable[[str], None]:

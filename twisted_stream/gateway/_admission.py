@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Sequence, U
 from twisted.web.http_headers import Headers
 
 from twisted_stream.exchange._resource import StreamProxyResource
-from twisted_stream.exchange._resumable import RESUME_PREFIX
+from twisted_stream.exchange._resumable import RESUME_PREFIX, ResumeStore
 from twisted_stream.exchange._rules import ALLOW_FORWARDED, requestTargetProblem
 from twisted_stream.gateway._cors import CorsPolicy
 from twisted_stream.gateway._streamlimits import StreamLimits
@@ -367,17 +367,27 @@ class Routing:
         return Refusal(404, "no route for " + path.decode("latin-1"))
 
 
-def resuming(head: Head, admitted: Admitted) -> Admitted | Refusal:
+@dataclass(frozen=True)
+class Resuming:
     """
     C{/_streams/ID} is a resumable stream the gateway keeps (see
     L{twisted_stream.exchange._resumable}): read with C{GET}, never
-    forwarded.
+    forwarded; and so is a C{GET} whose C{Last-Event-ID} names an event of
+    a stream kept here that started with the same target (a browser's
+    C{EventSource} reconnecting).
     """
-    if not head.path.startswith(RESUME_PREFIX):
+
+    store: ResumeStore
+
+    def __call__(self, head: Head, admitted: Admitted) -> Admitted | Refusal:
+        if head.path.startswith(RESUME_PREFIX):
+            if head.method not in (b"GET", b"HEAD"):
+                return Refusal(405, "a stream is resumed with GET", ((b"Allow", b"GET, HEAD"),))
+            return replace(admitted, answer=RESUME)
+        lastEventId = head.headers.getRawHeaders(b"last-event-id")
+        if lastEventId and head.method == b"GET" and self.store.reconnecting(head.target, lastEventId[-1]):
+            return replace(admitted, answer=RESUME)
         return admitted
-    if head.method not in (b"GET", b"HEAD"):
-        return Refusal(405, "a stream is resumed with GET", ((b"Allow", b"GET, HEAD"),))
-    return replace(admitted, answer=RESUME)
 
 
 def routeRules(head: Head, admitted: Admitted) -> Admitted | Refusal:
@@ -415,7 +425,7 @@ def gatewayRules(
     metricsToken: Optional[bytes] = None,
     drain: Optional[Drain] = None,
     streams: Optional[StreamLimits] = None,
-    resumable: bool = False,
+    resume: Optional[ResumeStore] = None,
 ) -> list[Rule]:
     """
     The gateway's rules, in order.
@@ -428,7 +438,8 @@ def gatewayRules(
     @param drain: The gateway's drain (none: never draining).
     @param streams: The limits on streams in flight (none: no limits, and
         nothing counted).
-    @param resumable: Whether the gateway keeps resumable streams.
+    @param resume: Where the gateway keeps resumable streams, while a route
+        has them.
     @return: The rules.
     """
     rules: list[Rule] = [wellFormedHead, healthChecks]
@@ -439,8 +450,8 @@ def gatewayRules(
     if metricsHere:
         rules.append(MetricsPage(metricsToken))
     rules.append(originFormTarget)
-    if resumable:
-        rules.append(resuming)
+    if resume is not None:
+        rules.append(Resuming(resume))
     rules += [Routing.of(routes, page), routeRules]
     if streams is not None:
         rules.append(StreamsInFlight(streams))

@@ -107,7 +107,7 @@ class GatewayResource(PlainResource):
             self._metricsToken,
             drain,
             streams,
-            resumable=self._resume is not None and any(route.proxy.resume for route in self.routes),
+            resume=self._resume if any(route.proxy.resume for route in self.routes) else None,
         )
 
     def render(self, request: Request) -> bytes | int:

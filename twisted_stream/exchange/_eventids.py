@@ -1,0 +1,105 @@
+# -*- test-case-name: tests.test_eventids -*-
+"""
+L{EventIds}: numbers the events of an event stream as they pass, so that a
+reader can say where it was (C{Last-Event-ID}) and resume after the last
+event it had.
+
+Each event (a block of lines ended by a blank line, RFC-free but as the
+HTML standard's event stream format reads it: lines end with CR LF, LF or
+CR) gets an C{id: STREAM.N} line just before its blank line. The HTML
+standard allows the field anywhere in the event; the OpenAI, Anthropic and
+Gemini SDKs ignore it; a browser's C{EventSource} keeps it and sends it
+back as C{Last-Event-ID} when it reconnects, to the same URL, which is how
+a page resumes with no code of its own. Blocks with nothing in them are
+not numbered.
+
+Nothing is held back: a piece is written at once, with its ids in it; an
+event whose blank line starts the next piece gets its id at the start of
+that piece.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+__all__ = ["EventIds", "parseEventId"]
+
+_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
+def parseEventId(value: bytes, stream: str) -> int | None:
+    """
+    @param value: A C{Last-Event-ID}: C{STREAM.N}, or C{N}.
+    @param stream: The id of the stream it should name.
+    @return: N, where C{value} names an event of that stream, else L{None}.
+    """
+    text = value.decode("ascii", "replace").strip()
+    name, dot, number = text.rpartition(".")
+    if (dot and name != stream) or not number.isdigit() or len(number) > 12:
+        return None
+    return int(number)
+
+
+class EventIds:
+    """
+    Numbers events as they pass (see the module's docstring), and notes
+    where each ends.
+
+    @ivar ends: The body offset just after each event, in order: event N
+        ends at C{ends[N - 1]}.
+    """
+
+    def __init__(self, stream: str, write: Callable[[bytes], None]) -> None:
+        """
+        @param stream: The stream's id, each event id's first part.
+        @param write: Where the pieces go, numbered.
+        """
+        self._prefix = b"id: " + stream.encode("ascii") + b"."
+        self._write = write
+        self.ends: list[int] = []
+        self._written = 0
+        self._lineEmpty = True
+        self._blockHasContent = False
+        self._cr = False
+        self._crEnded = False
+
+    def __call__(self, data: bytes) -> None:
+        out: list[bytes] = []
+        start = 0
+        position = 0
+        if self._cr and data[:1] == b"\n":
+            # The LF of a CR LF whose CR ended the last piece: one break,
+            # which may have ended an event (it ends after the LF).
+            position = 1
+            if self._crEnded:
+                self.ends[-1] += 1
+        self._cr = self._crEnded = False
+        ended = False
+        for found in _BREAK.finditer(data, position):
+            at = found.start()
+            if at > position:
+                self._lineEmpty = False
+            ended = False
+            if self._lineEmpty:
+                # A blank line: the block before it ends here.
+                if self._blockHasContent:
+                    ended = True
+                    out.append(data[start:at])
+                    out.append(self._prefix + b"%d\n" % (len(self.ends) + 1,))
+                    start = at
+                    self.ends.append(self._written + sum(len(piece) for piece in out) + (found.end() - at))
+                self._blockHasContent = False
+            else:
+                self._blockHasContent = True
+            self._lineEmpty = True
+            position = found.end()
+        if position < len(data):
+            self._lineEmpty = False
+        elif data.endswith(b"\r") and not data.endswith(b"\r\n"):
+            self._cr = True
+            self._crEnded = ended
+        out.append(data[start:])
+        piece = b"".join(out) if len(out) > 1 else data
+        self._written += len(piece)
+        self._write(piece)
