@@ -112,6 +112,8 @@ class ResumableStream:
         self._offsets: list[int] = []
         self.start = 0
         self.end = 0
+        self.held = 0
+        """Bytes it keeps, as its store counts them."""
         self.ended: Optional[str] = None
         self.overflowed = False
         self.readers: list[StreamReader] = []
@@ -166,11 +168,18 @@ class ResumableStream:
         if not self._store.charge(self, len(data)):
             self._overflow()
             return False
+        start = self.end
         self._pieces.append(data)
-        self._offsets.append(self.end)
-        self.end += len(data)
-        for reader in list(self.readers):
-            reader.wake()
+        self._offsets.append(start)
+        self.end = end = start + len(data)
+        for reader in self.readers if len(self.readers) == 1 else list(self.readers):
+            if reader.offset == start and reader.ready:
+                # Up to date and not paused (most readers, most pieces):
+                # this piece is all it has not had.
+                reader.offset = end
+                reader.write(data)
+            else:
+                reader.wake()
         return True
 
     def finish(self, how: str) -> None:
@@ -236,7 +245,6 @@ class ResumeStore:
         self.maxMemory = maxMemory
         self.kept = 0
         self._streams: dict[str, ResumableStream] = {}
-        self._size: dict[str, int] = {}
         self._expiry: dict[str, IDelayedCall] = {}
 
     def open(
@@ -256,7 +264,6 @@ class ResumeStore:
         """
         stream = ResumableStream(self, window, owner, status, headers, target)
         self._streams[stream.id] = stream
-        self._size[stream.id] = 0
         return stream
 
     def get(self, id: str) -> Optional[ResumableStream]:
@@ -281,10 +288,10 @@ class ResumeStore:
         @return: Whether C{stream} may keep C{size} more bytes (they are
             counted if so).
         """
-        held = self._size.get(stream.id, 0) + size
+        held = stream.held + size
         if held > self.maxBytes or self.kept + size > self.maxMemory:
             return False
-        self._size[stream.id] = held
+        stream.held = held
         self.kept += size
         return True
 
@@ -298,7 +305,7 @@ class ResumeStore:
         """
         if self._streams.pop(stream.id, None) is None:
             return
-        self.kept -= self._size.pop(stream.id)
+        self.kept -= stream.held
         expiry = self._expiry.pop(stream.id, None)
         if expiry is not None and expiry.active():
             expiry.cancel()
@@ -334,8 +341,11 @@ class StreamReader:
         self.offset = offset
         self.first = first
         self._request = request
-        self._write = write
+        self.write = write
+        """Writes body bytes to its request."""
         self._ended = ended
+        self.ready = True
+        """Neither paused nor done: what it is given is written at once."""
         self._paused = False
         self._done = False
         request.registerProducer(self, True)
@@ -354,7 +364,7 @@ class StreamReader:
         if self.offset < stream.end:
             data = stream.bytesFrom(self.offset)
             self.offset = stream.end
-            self._write(data)
+            self.write(data)
         if stream.ended is not None and self.offset == stream.end:
             self._finish(stream.ended)
 
@@ -368,6 +378,7 @@ class StreamReader:
         if self._done:
             return
         self._done = True
+        self.ready = False
         self.stream.detach(self)
         self._request.unregisterProducer()
         self._ended(how)
@@ -379,6 +390,7 @@ class StreamReader:
         """
         if not self._done:
             self._done = True
+            self.ready = False
             self.stream.detach(self)
             self._request.unregisterProducer()
 
@@ -386,15 +398,18 @@ class StreamReader:
         # The client's connection closed (or its answer ended).
         if not self._done:
             self._done = True
+            self.ready = False
             self.stream.detach(self)
 
     # IPushProducer: the reader's connection paces it.
 
     def pauseProducing(self) -> None:
         self._paused = True
+        self.ready = False
 
     def resumeProducing(self) -> None:
         self._paused = False
+        self.ready = not self._done
         self.wake()
 
     def stopProducing(self) -> None:
