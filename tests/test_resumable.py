@@ -8,11 +8,15 @@ store's bounds on a fake clock.
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.task import Clock
+from twisted.protocols import portforward
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -26,6 +30,7 @@ from tests.support import (
     Upstream,
     fetch,
     onceAcrossRunners,
+    portOf,
     reactor,
     startTwistd,
     until,
@@ -279,6 +284,39 @@ class ResumeTests(TestCase):
         self.assertEqual(len(lines), 57)
 
     @inlineCallbacks
+    def test_chunkwatchResumes(self) -> Any:
+        """
+        chunkwatch --resume, its connection cut mid-stream (by a relay in
+        between that cuts its first connection after 800 bytes), picks
+        the stream up where it was, says so, and ends cleanly with the
+        whole stream: the same bytes as a reader of the whole.
+        """
+        generator: Server = yield startTwistd(self, "chunkgen")
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--upstream", generator.url + "generate", "--resumable", "5"
+        )
+        relay = reactor.listenTCP(0, _cuttingRelay(proxy.port, 800), interface="127.0.0.1")
+        self.addCleanup(relay.stopListening)
+        watched = LineProcess.spawn(
+            os.path.join(os.path.dirname(sys.executable), "chunkwatch"), "--resume",
+            f"http://127.0.0.1:{portOf(relay)}/stream?count=60&interval=0.02",
+        )  # fmt: skip
+        code = yield watched.exitCode
+        text = watched.text
+        self.assertEqual(code, 0, text)
+        self.assertRegex(text, r"-- connection lost after (\d+) bytes \(.*\); resuming there")
+        self.assertRegex(text, r"-- resumed after [0-9.]+ ms, from byte \d+")
+        self.assertIn("ended cleanly", text)
+        total = int(re.search(r"-- \d+ chunks, (\d+) bytes", text).group(1))  # type: ignore[union-attr]
+        lost = int(re.search(r"connection lost after (\d+) bytes", text).group(1))  # type: ignore[union-attr]
+        self.assertGreaterEqual(lost, 1)
+        # Every chunk once, in order, and as many bytes as they make.
+        numbers = [int(n) for n in re.findall(r"Chunk (\d+) \[", text)]
+        self.assertEqual(numbers, list(range(1, 61)))
+        self.assertEqual(total, sum(len(f"Chunk {n} [00:00:00.000]\n") for n in numbers))
+        self.assertGreater(total, lost)
+
+    @inlineCallbacks
     def test_routesNotResumableAsBefore(self) -> Any:
         """
         Without --resumable: no stream id, and /_streams/ is no path of the
@@ -344,3 +382,32 @@ class StoreTests(SynchronousTestCase):
             stream.append(piece)
         self.assertEqual([stream.bytesFrom(n) for n in (0, 2, 3, 4, 9)], [b"abcdefghi", b"cdefghi", b"defghi", b"efghi", b""])
 
+
+
+def _cuttingRelay(port: int, after: int) -> portforward.ProxyFactory:
+    """
+    A TCP relay to 127.0.0.1:PORT that cuts its first connection (both
+    sides, at once) once AFTER bytes of answer have passed.
+    """
+    cut = [False]
+    passed = [0]
+
+    class Cutting(portforward.ProxyClient):
+        def dataReceived(self, data: bytes) -> None:
+            super().dataReceived(data)
+            passed[0] += len(data)
+            if not cut[0] and passed[0] >= after:
+                cut[0] = True
+                assert self.peer is not None
+                cast(ITCPTransport, self.peer.transport).abortConnection()
+                cast(ITCPTransport, self.transport).abortConnection()
+
+    class CuttingFactory(portforward.ProxyClientFactory):
+        protocol = Cutting
+
+    class Server(portforward.ProxyServer):
+        clientProtocolFactory = CuttingFactory
+
+    factory = portforward.ProxyFactory("127.0.0.1", port)
+    factory.protocol = Server
+    return factory

@@ -221,7 +221,16 @@ class WatchOptions(usage.Options):
         "end-to-end delay; then a summary. Exit status: 0 clean end, 1 truncated stream or "
         "failed connection, 2 bad command line, 3 HTTP error status."
     )
-    optFlags = [["quiet", "q", "Print only the summary."]]
+    optFlags = [
+        ["quiet", "q", "Print only the summary."],
+        [
+            "resume",
+            "r",
+            "When the connection drops mid-stream and the answer said where it resumes"
+            " (X-Stream-Resume, from chunkproxy --resumable), pick it up there (up to 5 times),"
+            " saying where.",
+        ],
+    ]
     optParameters = [
         ["timeout", "t", 10.0, "Seconds to wait for the response headers.", parseTimeout],
         ["method", "X", None, "The request method (GET, or POST with --data)."],
@@ -307,11 +316,57 @@ def watch(reactor: Any, options: WatchOptions, out: TextIO) -> Generator[Deferre
         out.write(f"{'#':>5} {'arrived':>10} {'gap':>10} {'delay':>9} {'size':>8}  content\n")
     out.flush()
     watcher = Watcher(started, reactor, out, options["quiet"], response.code)
-    response.deliverBody(watcher)
+    resumeAt = (response.headers.getRawHeaders(b"x-stream-resume") or [None])[0] if options["resume"] else None
+    for attempt in range(_RESUMES + 1):
+        piece = _Connection(watcher)
+        response.deliverBody(piece)
+        yield piece.ended
+        reason = piece.reason
+        if reason.check(ResponseDone, PotentialDataLoss) or resumeAt is None or attempt == _RESUMES:
+            break
+        lost = reactor.seconds()
+        watcher.write(f"-- connection lost after {watcher.size} bytes ({whyBrokenOff(reason)}); resuming there")
+        target = _origin(url) + resumeAt + b"?from=%d" % (watcher.size,)
+        try:
+            response = yield client.request("GET", target, headers=headers, unbuffered=True, timeout=options["timeout"])
+        except Exception as e:
+            watcher.write(f"-- could not resume: {e}")
+            break
+        if response.code != 200:
+            watcher.write(f"-- could not resume: HTTP {response.code}")
+            break
+        watcher.write(f"-- resumed after {(reactor.seconds() - lost) * 1000:.1f} ms, from byte {watcher.size}")
+    watcher.connectionLost(reason)
     code: int = yield watcher.done
-    if code == EXIT_CLEAN and response.code >= 400:
+    if code == EXIT_CLEAN and watcher.status >= 400:
         code = EXIT_HTTP_ERROR
     return code
+
+
+_RESUMES = 5
+"""The most times C{--resume} picks a stream up again."""
+
+
+def _origin(url: bytes) -> bytes:
+    scheme, _, netloc = url.split(b"/", 3)[:3]
+    return scheme + b"//" + netloc
+
+
+class _Connection(Protocol):
+    """
+    One connection's share of a body: its pieces go to the watcher, its
+    end to whoever decides whether to resume.
+    """
+
+    def __init__(self, watcher: Watcher) -> None:
+        self.dataReceived = watcher.dataReceived  # type: ignore[method-assign]
+        self.ended: Deferred[None] = Deferred()
+        self.reason: Failure = connectionDone
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # (A Failure given to callback would fail the Deferred.)
+        self.reason = reason
+        self.ended.callback(None)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> NoReturn:
