@@ -27,6 +27,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from twisted_stream.http._text import STREAMING_HEADERS, PlainResource
+from twisted_stream.mock._background import BackgroundAnswer, BackgroundAnswers
 from twisted_stream.mock._faults import STATUS_FAULTS, Fault, FaultPlan, faultOf
 from twisted_stream.mock.apis import (
     Answer,
@@ -297,18 +298,28 @@ class ChatResource(PlainResource):
 
     isLeaf = True
 
-    def __init__(self, api: ChatAPI, pace: Pace, clock: IReactorTime, faults: Optional[FaultPlan] = None) -> None:
+    def __init__(
+        self,
+        api: ChatAPI,
+        pace: Pace,
+        clock: IReactorTime,
+        faults: Optional[FaultPlan] = None,
+        background: Optional[BackgroundAnswers] = None,
+    ) -> None:
         """
         @param api: Whose wire shapes to speak.
         @param pace: The default pace.
         @param clock: What paces the tokens.
         @param faults: The process's fault, for requests that ask for none.
+        @param background: Where answers asked for in the background are
+            kept (the Responses API's), if they may be.
         """
         super().__init__()
         self._api = api
         self._pace = pace
         self._clock = clock
         self._faults = faults
+        self._background = background
 
     def render(self, request: Request) -> bytes | int:
         """
@@ -359,6 +370,8 @@ class ChatResource(PlainResource):
             chat,
             sum(len(tokens(text)) for _, text in chat.messages),
         )
+        if self._background is not None and chat.extra.get("background") is True:
+            return self._inBackground(request, chat.stream, answer, pieces, finish, pace, fault, wait)
         if chat.stream:
             request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
             for name, value in STREAMING_HEADERS:
@@ -385,6 +398,32 @@ class ChatResource(PlainResource):
                 request.setHeader(name, value)
         return _jsonError(request, self._api, RequestError(message, status=status, code=fault.kind))
 
+    def _inBackground(
+        self,
+        request: Request,
+        stream: bool,
+        answer: Answer,
+        pieces: Sequence[str],
+        finish: Finish,
+        pace: Pace,
+        fault: Optional[Fault],
+        wait: float,
+    ) -> bytes | int:
+        """
+        Make the answer in the background (OpenAI's C{background: true}):
+        it runs whether the client stays or not; streamed, the client
+        follows it as it is made; else it gets the response, C{queued}.
+        """
+        assert self._background is not None and isinstance(self._api, OpenAIResponses)
+        job = BackgroundAnswer(self._api, answer)
+        self._background.add(job)
+        tokens = _TokenStream(job, self._api, answer, pieces, finish, pace, self._clock, fault)  # type: ignore[arg-type]
+        self._afterWait(job, wait, tokens.start)  # type: ignore[arg-type]
+        if stream:
+            return job.follow(request, -1)
+        request.setHeader(b"Content-Type", b"application/json")
+        return job.responseObject()
+
     def _afterWait(self, request: Request, wait: float, then: Callable[[], None]) -> None:
         if not wait:
             then()
@@ -404,6 +443,51 @@ class ChatResource(PlainResource):
 
         call = self._clock.callLater(delay, answer)
         request.notifyFinish().addErrback(lambda _: call.cancel() if call.active() else None)
+
+
+class ResponsesResource(PlainResource):
+    """
+    C{/v1/responses}: C{POST} an answer (in the background too, see
+    L{twisted_stream.mock._background}); C{GET /v1/responses/ID} (and
+    C{?stream=true&starting_after=N}) and C{POST /v1/responses/ID/cancel}
+    for one made in the background.
+    """
+
+    isLeaf = True
+
+    def __init__(self, pace: Pace, clock: IReactorTime, faults: Optional[FaultPlan] = None) -> None:
+        super().__init__()
+        self._api = OpenAIResponses()
+        self.answers = BackgroundAnswers()
+        self._create = ChatResource(self._api, pace, clock, faults, self.answers)
+
+    def render(self, request: Request) -> bytes | int:
+        where = [segment for segment in request.postpath or [] if segment]
+        if not where:
+            return self._create.render(request)
+        job = self.answers.get(where[0].decode("ascii", "replace"))
+        if job is None or len(where) > 2 or (len(where) == 2 and where[1] != b"cancel"):
+            problem = RequestError(f"No response found with id '{where[0].decode('ascii', 'replace')}'.", status=404)
+            return _jsonError(request, self._api, problem)
+        if len(where) == 2:
+            if request.method != b"POST":
+                return _postOnly(request, self._api)
+            job.cancel()
+        elif request.method != b"GET":
+            return _jsonError(request, self._api, RequestError("use GET to retrieve a response", status=405))
+        elif _query(request, b"stream") == b"true":
+            after = _query(request, b"starting_after") or b"-1"
+            if not after.lstrip(b"-").isdigit():
+                return _jsonError(request, self._api, RequestError("starting_after must be a number", "starting_after"))
+            return job.follow(request, int(after))
+        request.setHeader(b"Content-Type", b"application/json")
+        return job.responseObject()
+
+
+def _query(request: Request, name: bytes) -> Optional[bytes]:
+    args: dict[bytes, list[bytes]] = request.args or {}
+    values = args.get(name)
+    return values[-1] if values else None
 
 
 class EmbeddingsResource(PlainResource):
@@ -473,7 +557,7 @@ class MockLLMResource(PlainResource):
         chat.getChild = self.getChild  # type: ignore[method-assign]
         self.putChild(b"chat", chat)
         self.putChild(b"messages", ChatResource(AnthropicMessages(), pace, clock, faults))
-        self.putChild(b"responses", ChatResource(OpenAIResponses(), pace, clock, faults))
+        self.putChild(b"responses", ResponsesResource(pace, clock, faults))
         self.putChild(b"embeddings", EmbeddingsResource())
         self.putChild(b"models", ModelsResource(clock, GeminiResource(pace, clock, faults)))
 
