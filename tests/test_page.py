@@ -8,13 +8,15 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Any
+from typing import Any, Callable, Optional, cast
 
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.threads import deferToThread
+from twisted.protocols import portforward
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.support import BreaksOff, Server, Upstream, browser, onceAcrossRunners, startTwistd
+from tests.support import BreaksOff, Server, Upstream, browser, onceAcrossRunners, reactor, startTwistd
 from twisted_stream.mock.llm import PASSAGE, tokens
 from twisted_stream.page import pageHTML
 
@@ -55,7 +57,10 @@ class PageInChromiumTests(TestCase):
 
     timeout = 90
 
-    def drive(self, url: str, setUp: str, *arguments: object, counting: str, collect: str) -> dict[str, Any]:
+    def drive(
+        self, url: str, setUp: str, *arguments: object, counting: str, collect: str,
+        during: Optional[Callable[[Any, int], None]] = None,
+    ) -> dict[str, Any]:
         """
         Open the page, set it up, click Start, and watch what appears until
         the status says it is over.
@@ -64,6 +69,7 @@ class PageInChromiumTests(TestCase):
         @param counting: A CSS selector of what appears (rows or tokens).
         @param collect: JavaScript returning an object of what to report at
             the end.
+        @param during: Called with the driver and the count at each poll.
         @return: C{polls} as C{(seconds since the click, how many had
             appeared)}, the final C{state} and C{status}, and what C{collect}
             returned.
@@ -80,6 +86,8 @@ class PageInChromiumTests(TestCase):
             seen = driver.execute_script(_STATE, counting)
             while seen["state"] in ("idle", "streaming") and time.monotonic() - clicked < 30:
                 polls.append((time.monotonic() - clicked, seen["count"]))
+                if during is not None:
+                    during(driver, seen["count"])
                 seen = driver.execute_script(_STATE, counting)
             collected = driver.execute_script(collect)
             driver.save_screenshot(os.path.abspath(self.mktemp() + ".png"))
@@ -102,7 +110,9 @@ class PageInChromiumTests(TestCase):
             collect=f"return {{times: Array.from(document.querySelectorAll('{_ROWS}'), r => parseFloat(r.dataset.t))}};",
         )
 
-    def driveChat(self, url: str, model: str) -> dict[str, Any]:
+    def driveChat(
+        self, url: str, model: str, during: Optional[Callable[[Any, int], None]] = None
+    ) -> dict[str, Any]:
         """
         Switch to chat and send the prompt; each token's C{data-t} comes back
         as C{times}, with the C{answer} text and the C{summary} line.
@@ -117,6 +127,7 @@ class PageInChromiumTests(TestCase):
             collect=f"return {{times: Array.from(document.querySelectorAll('{_TOKENS}'), t => parseFloat(t.dataset.t)),"
             " answer: document.getElementById('answer').textContent,"
             " summary: document.getElementById('summary').textContent};",
+            during=during,
         )
 
     @inlineCallbacks
@@ -143,6 +154,48 @@ class PageInChromiumTests(TestCase):
         self.assertLessEqual(abs(int(found.group(1)) - times[0]), 1)
         self.assertTrue(20 <= float(found.group(2)) <= 30, seen["summary"])
         self.assertEqual(int(found.group(3)), len(times))
+
+    @inlineCallbacks
+    def test_chatResumesAfterGoingOffline(self) -> Any:
+        """
+        On a resumable route, mid-answer, the browser goes offline (CDP's
+        network emulation) and its connections drop (cut by a relay in
+        between: Chromium's emulation alone lets a response already
+        streaming go on), and a second later it is back online: the page
+        resumes the answer where it was, no token lost or repeated, and
+        says after how long.
+        """
+        generator: Server = yield startTwistd(self, "chunkgen", "--ttft", "0.1", "--tokens-per-second", "12")
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--upstream", generator.url + "generate", "--resumable", "30"
+        )
+        relay = _Relay(proxy.port)
+        listening = reactor.listenTCP(0, relay, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        offline: list[float] = []
+        conditions = {"latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+
+        def network(driver: Any, count: int) -> None:
+            if count >= 10 and not offline:
+                driver.execute_cdp_cmd("Network.enable", {})
+                driver.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": True, **conditions})
+                reactor.callFromThread(relay.cutAll)
+                offline.append(time.monotonic())
+            elif len(offline) == 1 and time.monotonic() - offline[0] > 1.0:
+                driver.execute_cdp_cmd("Network.emulateNetworkConditions", {"offline": False, **conditions})
+                offline.append(time.monotonic())
+
+        url = f"http://127.0.0.1:{listening.getHost().port}/"
+        seen = yield deferToThread(self.driveChat, url, "mock-passage", network)
+        self.assertEqual(len(offline), 2, "the page should have gone offline and back")
+        self.assertEqual(seen["state"], "done", seen["status"])
+        self.assertEqual(seen["answer"], PASSAGE)
+        self.assertEqual(len(seen["times"]), len(tokens(PASSAGE)))
+        resumed = re.search(r" · resumed after (\d+) ms$", seen["summary"])
+        assert resumed is not None, seen["summary"]
+        # It waited for the network to come back (a second), not much more.
+        self.assertTrue(800 <= int(resumed.group(1)) <= 5000, seen["summary"])
+        self.assertIn("GET /_streams/", proxy.output)
 
     @inlineCallbacks
     def test_chunksAppearOneByOne(self) -> Any:
@@ -261,3 +314,29 @@ const columns = row ? heads.map((th, i) => {
 }) : [];
 return {bottoms: controls.map((e) => Math.round(e.getBoundingClientRect().bottom)), selects, columns};
 """
+
+
+class _Relay(portforward.ProxyFactory):
+    """
+    A TCP relay to the gateway whose connections can all be cut at once
+    (both sides), as a network that drops them.
+    """
+
+    def __init__(self, port: int) -> None:
+        super().__init__("127.0.0.1", port)
+        self.connections: list[portforward.ProxyServer] = []
+        relay = self
+
+        class Server(portforward.ProxyServer):
+            def connectionMade(self) -> None:
+                relay.connections.append(self)
+                super().connectionMade()
+
+        self.protocol = Server
+
+    def cutAll(self) -> None:
+        for connection in self.connections:
+            for side in (connection, connection.peer):
+                if side is not None and side.transport is not None:
+                    cast(ITCPTransport, side.transport).abortConnection()
+        self.connections = []
