@@ -270,6 +270,20 @@ class PoolFailoverTests(SynchronousTestCase):
         self.assertEqual(len(inner.requests), 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_lostOnAReusedConnectionCounts(self) -> None:
+        """
+        A POST lost on a reused connection is not sent again, and counts as
+        its member's failure: a member that resets every request is
+        ejected however its connections came (seen: its health check's
+        connection, kept alive, took the next request).
+        """
+        inner = FakeAgent(*[fail(ReusedConnectionLost([Failure(ConnectionLost())])) for _ in range(4)])
+        failover = self.failover(inner, members=2, policy=PoolPolicy(ejectAfter=2))
+        for _ in range(4):
+            self.failureResultOf(failover.request(b"POST", b"/", b"", Headers(), _SOME_BODY), ReusedConnectionLost)
+        self.assertEqual(len(inner.requests), 4)
+        self.assertEqual([why for _, why in self.pool.out()], ["ejected"])
+
     def test_eachMembersHeadersAndURL(self) -> None:
         """
         Each member's URL takes the rest of the path and the query; its own

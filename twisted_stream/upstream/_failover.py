@@ -41,7 +41,6 @@ from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 
 from twisted_stream.upstream._pool import MemberState, Pool
 from twisted_stream.upstream._retry import NoResponseInTime, retriable
-from twisted_stream.upstream._wire import ReusedConnectionLost
 
 __all__ = ["Failover", "PoolFull", "Served", "discard", "joinURL", "retryAfter"]
 
@@ -305,10 +304,13 @@ class _Attempts:
             sendable = True
         else:
             sendable = retriable(failure, self._method, self._body is None)
-        if not failure.check(ReusedConnectionLost, ConnectBindError):
-            # (A kept-alive connection closing as a request went out is
-            # the connection pool's race, and a socket this process could
-            # not make is its own lack: neither is the member's failure.)
+        if not failure.check(ConnectBindError):
+            # (A socket this process could not make is its own lack, not
+            # the member's failure. A kept-alive connection lost as a
+            # request went out counts: it may be the pool's race with an
+            # idle close, rare, or a member that resets every request,
+            # which must not escape ejection by being asked on reused
+            # connections, its health check's among them.)
             why = "no answer in time" if timedOut or self._outOfTime else type(failure.value).__name__
             pool.failed(member, why)
         if timedOut and not failure.check(ConnectingCancelledError):
