@@ -97,8 +97,10 @@ class _Discard(Protocol):
 
 def discard(response: IResponse) -> None:
     """
-    Take a response's body that nobody will read: its connection is closed
-    (cheaper than reading a body of any size to keep it).
+    Take a response's body that nobody will read: a body still coming is
+    stopped, its connection closed (cheaper than reading a body of any size
+    to keep it); one that had already arrived whole leaves its connection
+    kept alive, for the next request.
     """
     response.deliverBody(_Discard())
 
