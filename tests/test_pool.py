@@ -9,6 +9,7 @@ from collections import Counter
 from random import Random
 
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_stream.upstream._pool import Member, MemberState, Pool, PoolPolicy
@@ -206,3 +207,22 @@ class EjectionTests(SynchronousTestCase):
         self.assertIs(new.members[0], kept)
         self.assertEqual(new.members[1].open, 0)
         self.assertEqual(new.out(), [(kept, "ejected")])
+
+
+class FailoverLogTests(SynchronousTestCase):
+    def test_pacedPerMember(self) -> None:
+        """
+        Failovers are logged at most once a second per member, each line
+        with how many there were since the last.
+        """
+        clock = Clock()
+        pool = Pool(_members(1, 1), clock=clock, chance=Random(0), route="/v1/")
+        first, second = pool.members
+        with capturedLogs() as said:
+            for _ in range(5):
+                pool.failedOver(first, "answered 429")
+            pool.failedOver(second, "answered 503")
+            clock.advance(1)
+            pool.failedOver(first, "answered 429")
+        lines = [(event["member"], event["count"]) for event in said if event.get("pool_event") == "failover"]
+        self.assertEqual(lines, [("http://m0/", 1), ("http://m1/", 1), ("http://m0/", 5)])

@@ -278,16 +278,9 @@ class _Attempts:
         elif status != 429:
             pool.succeeded(member)
         if status in pool.policy.retryStatuses and self._untriedLeft() and pool.retryAllowed():
-            _log.info(
-                "{method} {url}: {member} answered {status}; trying another member",
-                method=self._method.decode("ascii"),
-                url=self._where,
-                member=member.member.label,
-                status=status,
-            )
             discard(response)
             pool.release(member)
-            pool.failedOver(member)
+            pool.failedOver(member, f"answered {status}")
             self._failovers += 1
             self._attempt()
             return
@@ -319,15 +312,8 @@ class _Attempts:
             failure = Failure(NoResponseInTime(self._failover.tryTimeout))
         if sendable and self._deadline is not None:
             if self._untriedLeft() and pool.retryAllowed():
-                _log.info(
-                    "{method} {url}: {member} failed ({why}) before any answer; trying another member",
-                    method=self._method.decode("ascii"),
-                    url=self._where,
-                    member=member.member.label,
-                    why=failure.getErrorMessage() or type(failure.value).__name__,
-                )
                 self._lastFailure = failure
-                pool.failedOver(member)
+                pool.failedOver(member, f"failed before any answer: {failure.getErrorMessage() or type(failure.value).__name__}")
                 self._failovers += 1
                 self._attempt()
                 return

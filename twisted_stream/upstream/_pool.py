@@ -151,6 +151,8 @@ class MemberState:
     checked: bool = True
     probed: bool = False
     current: int = field(default=0, repr=False)
+    failoverSaidAt: float = field(default=float("-inf"), repr=False)
+    failoversUnsaid: int = field(default=0, repr=False)
 
     def full(self) -> bool:
         cap = self.member.maxStreams
@@ -293,12 +295,28 @@ class Pool:
         if self.watch is not None:
             self.watch.memberOpen(self.route, state.member.label, -1)
 
-    def failedOver(self, state: MemberState) -> None:
+    def failedOver(self, state: MemberState, why: str) -> None:
         """
-        A request left C{state} for another member.
+        A request left C{state} for another member, C{why}: logged at most
+        once a second per member, with how many did since the last line (a
+        failing fleet would write a line per request).
         """
         if self.watch is not None:
             self.watch.memberEvent(self.route, state.member.label, "failover")
+        state.failoversUnsaid += 1
+        now = self._clock.seconds()
+        if now - state.failoverSaidAt < 1.0:
+            return
+        self.log.info(
+            "pool {route}: {count} request(s) went from {member} to another member (the last: {why})",
+            route=self.route,
+            member=state.member.label,
+            count=state.failoversUnsaid,
+            why=why,
+            pool_event="failover",
+        )
+        state.failoverSaidAt = now
+        state.failoversUnsaid = 0
 
     # What attempts found.
 
