@@ -78,6 +78,21 @@ class HealthCheckerTests(SynchronousTestCase):
         self.clock.advance(4)
         self.assertEqual(self.pool.out(), [])
 
+    def test_passKeepsTheFailuresCount(self) -> None:
+        """
+        A probe that passes between failed requests does not start their
+        count again: a member whose probe path answers while its real
+        work fails is ejected all the same.
+        """
+        self.checker.start()
+        state = self.pool.members[0]
+        self.pool.failed(state, "reset")
+        self.pool.failed(state, "reset")
+        self.clock.advance(5)
+        for _ in range(3):
+            self.pool.failed(state, "reset")
+        self.assertEqual(self.pool.out(), [(state, "ejected")])
+
     def test_passBringsEjectedBack(self) -> None:
         self.checker.start()
         state = self.pool.members[0]

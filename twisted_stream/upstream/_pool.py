@@ -377,16 +377,18 @@ class Pool:
     def checked(self, state: MemberState, passed: bool) -> None:
         """
         C{state}'s active health check passed, or did not: a pass brings
-        an ejected member back at once.
+        an ejected member back at once (its count of failures afresh). A
+        pass says nothing of the requests it fails meanwhile: their count
+        goes on (a member whose probe path answers while its real work
+        fails is still ejected).
         """
         state.checked = passed
-        if passed:
-            if state.ejectedUntil > self._clock.seconds():
-                self.log.info(
-                    "pool {route}: {member} is back: its health check passed",
-                    route=self.route,
-                    member=state.member.label,
-                )
+        if passed and state.ejectedUntil > self._clock.seconds():
+            self.log.info(
+                "pool {route}: {member} is back: its health check passed",
+                route=self.route,
+                member=state.member.label,
+            )
             state.ejectedUntil = 0.0
             state.failures = 0
 
