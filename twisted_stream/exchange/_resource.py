@@ -64,10 +64,9 @@ from twisted_stream.exchange._resumable import (
     COMPLETE,
     TRUNCATED,
     ResumableStream,
+    ResumableWriter,
     ResumeStore,
-    StreamReader,
     credentialOf,
-    endsWith,
 )
 from twisted_stream.exchange._rules import FORWARDED_METHODS, ForwardingRules, requestTargetProblem
 from twisted_stream.exchange._streamlog import StreamRecord, clientOf
@@ -175,10 +174,6 @@ class _UpstreamBody(Protocol):
         self._exchange.bodyEnded(reason)
 
 
-def _nowhere(data: bytes) -> None:
-    pass
-
-
 def _thenNoted(write: Callable[[bytes], None], note: Callable[[bytes], None]) -> Callable[[bytes], None]:
     """
     @return: A writer that writes each piece, then notes it: what reads a
@@ -253,7 +248,6 @@ class _Exchange:
         self._watch: Optional[BodyWatch] = None
         self._usage: Optional[UsageReader | WholeAnswerReader] = None
         self._stream: Optional[ResumableStream] = None
-        self._write: Callable[[bytes], None] = _nowhere
 
     @property
     def sentLength(self) -> int:
@@ -367,9 +361,7 @@ class _Exchange:
         if self._stream is not None:
             # Every piece goes to the stream, and from it to each reader,
             # the client first.
-            self._write = write
-            StreamReader(self._stream, request, 0, write, endsWith(request, self._hooks.truncate), first=True)
-            write = self._toStream
+            write = ResumableWriter(self._stream, request, write, self._hooks.truncate, self._overflowed)
             if events:
                 # Each event numbered, for Last-Event-ID.
                 write = self._stream.events = EventIds(self._stream.id, write)
@@ -480,19 +472,12 @@ class _Exchange:
 
     # A resumable stream (see twisted_stream.exchange._resumable).
 
-    def _toStream(self, data: bytes) -> None:
-        stream = self._stream
-        if stream is None:
-            # It outgrew its bounds: today's path from then on.
-            self._write(data)
-        elif not stream.append(data):
-            self._overflowed(stream, data)
-
-    def _overflowed(self, stream: ResumableStream, data: bytes) -> None:
+    def _overflowed(self, stream: ResumableStream, clientThere: bool) -> None:
         """
-        The stream outgrew its bounds: it is no longer resumable (its other
-        readers have been cut off). The client that started it gets the
-        rest directly, paced as on any route; gone, the upstream stops.
+        The stream outgrew its bounds: it is no longer resumable. Its
+        client, still there, gets the rest directly, paced as on any route
+        (the upstream's producer registered with it); gone, the upstream
+        stops.
         """
         self._stream = None
         self.record.fields["resumable_lost"] = "too large"
@@ -502,14 +487,9 @@ class _Exchange:
             url=self._where,
             id=stream.short,
         )
-        first = next((reader for reader in stream.readers if reader.first), None)
-        if first is None:
+        if not clientThere:
             self._clientGone(Failure(ConnectionDone()))
-            return
-        rest = stream.bytesFrom(first.offset)
-        first.release()
-        self._write(rest + data)
-        if self._producer is not None:
+        elif self._producer is not None:
             self.request.registerProducer(self._producer, True)
 
     def _abandoned(self) -> None:

@@ -49,6 +49,7 @@ __all__ = [
     "TRUNCATED",
     "ResumableStream",
     "ResumeStore",
+    "ResumableWriter",
     "StreamReader",
     "afterEvent",
     "credentialOf",
@@ -469,6 +470,54 @@ def resumeAnswer(
 
     StreamReader(stream, request, offset, bodyWriter(request), endsWith(request, truncate))
     return NOT_DONE_YET
+
+
+class ResumableWriter:
+    """
+    What the pieces of a resumable answer are written to: its stream, which
+    every reader follows (the client that started it first, at its own
+    pace); once the stream has outgrown its bounds, that client directly.
+
+    @ivar stream: The stream, while it is resumable.
+    """
+
+    def __init__(
+        self,
+        stream: ResumableStream,
+        request: Request,
+        write: Callable[[bytes], None],
+        truncate: Callable[[Request], None],
+        overflowed: Callable[[ResumableStream, bool], None],
+    ) -> None:
+        """
+        @param request: The request of the client that started it.
+        @param write: Writes body bytes to that request.
+        @param truncate: Ends a response as broken off, in its protocol.
+        @param overflowed: Called once the stream has outgrown its bounds,
+            with the stream and whether its client is still there (then
+            it has had all that was kept, and gets the rest directly).
+        """
+        self.stream: Optional[ResumableStream] = stream
+        self._write = write
+        self._overflowed = overflowed
+        StreamReader(stream, request, 0, write, endsWith(request, truncate), first=True)
+
+    def __call__(self, data: bytes) -> None:
+        stream = self.stream
+        if stream is None:
+            self._write(data)
+        elif not stream.append(data):
+            self._overflow(stream, data)
+
+    def _overflow(self, stream: ResumableStream, data: bytes) -> None:
+        # No longer resumable (its other readers have been cut off).
+        self.stream = None
+        first = next((reader for reader in stream.readers if reader.first), None)
+        if first is not None:
+            rest = stream.bytesFrom(first.offset)
+            first.release()
+            self._write(rest + data)
+        self._overflowed(stream, first is not None)
 
 
 def afterEvent(stream: ResumableStream, lastEventId: bytes) -> Optional[int]:
