@@ -16,7 +16,8 @@ from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
 from tests.support import FakeResponse
-from twisted_stream.upstream._health import HealthCheck, HealthChecker, probeURL
+from twisted_stream.upstream._failover import onOrigin
+from twisted_stream.upstream._health import HealthCheck, HealthChecker
 from twisted_stream.upstream._pool import Member, Pool
 
 
@@ -113,5 +114,5 @@ class HealthCheckerTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(self.pool.out(), [])
 
-    def test_probeURL(self) -> None:
-        self.assertEqual(probeURL(b"http://[::1]:8000/v1/x?k=1", b"/healthz"), b"http://[::1]:8000/healthz")
+    def test_onOrigin(self) -> None:
+        self.assertEqual(onOrigin(b"http://[::1]:8000/v1/x?k=1", b"/healthz"), b"http://[::1]:8000/healthz")

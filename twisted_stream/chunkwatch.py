@@ -35,6 +35,7 @@ from twisted.web.http_headers import Headers
 
 from twisted_stream.tap.options import parseHTTPURL, parseTimeout
 from twisted_stream.upstream._agent import UpstreamAgent
+from twisted_stream.upstream._failover import onOrigin
 from twisted_stream.upstream._wire import whyBrokenOff
 
 __all__ = ["WatchOptions", "Watcher", "main", "percentile", "sendTime"]
@@ -326,7 +327,7 @@ def watch(reactor: Any, options: WatchOptions, out: TextIO) -> Generator[Deferre
             break
         lost = reactor.seconds()
         watcher.write(f"-- connection lost after {watcher.size} bytes ({whyBrokenOff(reason)}); resuming there")
-        target = _origin(url) + resumeAt + b"?from=%d" % (watcher.size,)
+        target = onOrigin(url, resumeAt + b"?from=%d" % (watcher.size,))
         try:
             response = yield client.request("GET", target, headers=headers, unbuffered=True, timeout=options["timeout"])
         except Exception as e:
@@ -345,11 +346,6 @@ def watch(reactor: Any, options: WatchOptions, out: TextIO) -> Generator[Deferre
 
 _RESUMES = 5
 """The most times C{--resume} picks a stream up again."""
-
-
-def _origin(url: bytes) -> bytes:
-    scheme, _, netloc = url.split(b"/", 3)[:3]
-    return scheme + b"//" + netloc
 
 
 class _Connection(Protocol):

@@ -42,7 +42,7 @@ from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from twisted_stream.upstream._pool import MemberState, Pool
 from twisted_stream.upstream._retry import NoResponseInTime, retriable
 
-__all__ = ["Failover", "PoolFull", "Served", "discard", "joinURL", "retryAfter"]
+__all__ = ["Failover", "PoolFull", "Served", "discard", "joinURL", "onOrigin", "retryAfter"]
 
 _COOLING_STATUSES = (429, 503)
 
@@ -71,6 +71,16 @@ def joinURL(base: bytes, rest: bytes, query: bytes) -> bytes:
     url = path + rest
     queries = [q for q in (baseQuery, query) if q]
     return url + b"?" + b"&".join(queries) if queries else url
+
+
+def onOrigin(url: bytes, path: bytes) -> bytes:
+    """
+    @param url: An absolute URL.
+    @param path: A path (and query) starting with C{/}.
+    @return: C{path} on the origin of C{url}.
+    """
+    scheme, _, netloc = url.split(b"/", 3)[:3]
+    return scheme + b"//" + netloc + path
 
 
 def retryAfter(response: IResponse, now: float) -> Optional[float]:

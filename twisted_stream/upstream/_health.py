@@ -21,10 +21,10 @@ from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 
-from twisted_stream.upstream._failover import discard
+from twisted_stream.upstream._failover import discard, onOrigin
 from twisted_stream.upstream._pool import MemberState, Pool
 
-__all__ = ["HealthCheck", "HealthChecker", "probeURL"]
+__all__ = ["HealthCheck", "HealthChecker"]
 
 _log = Logger()
 
@@ -44,14 +44,6 @@ class HealthCheck:
     interval: float = 5.0
     expect: int = 200
     timeout: float = 2.0
-
-
-def probeURL(memberURL: bytes, path: bytes) -> bytes:
-    """
-    @return: C{path} on the origin of C{memberURL}.
-    """
-    scheme, _, netloc = memberURL.split(b"/", 3)[:3]
-    return scheme + b"//" + netloc + path
 
 
 class HealthChecker:
@@ -101,7 +93,7 @@ class HealthChecker:
                 self._probe(state)
 
     def _probe(self, state: MemberState) -> None:
-        url = probeURL(state.member.url, self._check.path)
+        url = onOrigin(state.member.url, self._check.path)
         pending = self._agent.request(b"GET", url, Headers({b"user-agent": [b"chunkproxy-health-check"]}))
         self._pending[state] = pending
         timer = self._clock.callLater(self._check.timeout, pending.cancel)
