@@ -31,7 +31,9 @@ class _Agent:
         self.answers = answers
         self.asked: list[bytes] = []
 
-    def request(self, method: bytes, uri: bytes, headers: Any = None, body: Any = None) -> Deferred[IResponse]:
+    def request(
+        self, method: bytes, uri: bytes, headers: Any = None, body: Any = None
+    ) -> Deferred[IResponse]:
         self.asked.append(uri)
         answer = self.answers[uri]
         if isinstance(answer, int):

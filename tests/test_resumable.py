@@ -11,7 +11,7 @@ import json
 import os
 import re
 import sys
-from typing import Any, cast
+from typing import Any, Optional, cast
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import ITCPTransport
@@ -35,14 +35,19 @@ from tests.support import (
     startTwistd,
     until,
 )
-from twisted_stream.exchange._resumable import ResumeStore, credentialOf
+from twisted_stream.exchange._resumable import ResumableStream, ResumeStore, credentialOf
 
 _TOKEN = "client-token-0123456789"
 
 
 def _chatBody(tokens: int) -> bytes:
     return json.dumps(
-        {"model": "mock-passage", "stream": True, "max_tokens": tokens, "messages": [{"role": "user", "content": "hi"}]}
+        {
+            "model": "mock-passage",
+            "stream": True,
+            "max_tokens": tokens,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
     ).encode()
 
 
@@ -85,7 +90,14 @@ class ResumeTests(TestCase):
     def gateway(self, *options: str, tokensPerSecond: str = "20", env: Any = None) -> Any:
         self.generator: Server = yield startTwistd(self, "chunkgen", "--tokens-per-second", tokensPerSecond)
         proxy: Server = yield startTwistd(
-            self, "chunkproxy", "--route", f"/v1/={self.generator.url}v1/", "--resumable", "3", *options, env=env
+            self,
+            "chunkproxy",
+            "--route",
+            f"/v1/={self.generator.url}v1/",
+            "--resumable",
+            "3",
+            *options,
+            env=env,
         )
         return proxy
 
@@ -143,7 +155,9 @@ class ResumeTests(TestCase):
         """
         slow = _Slow()
         upstream = Upstream(self, slow)
-        proxy: Server = yield startTwistd(self, "chunkproxy", "--route", f"/s/={upstream.url}", "--resumable", "1")
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--route", f"/s/={upstream.url}", "--resumable", "1"
+        )
         cut: Exchange = yield fetch(proxy.url + "s/x", onPiece=lambda c: c.tcp.abortConnection())
         left = reactor.seconds()
         [id] = cut.header(b"x-stream-id")
@@ -178,7 +192,9 @@ class ResumeTests(TestCase):
         self.assertEqual(one.body, second.body)
         self.assertTrue(one.complete and second.complete)
         arrivals = [at for at, _ in second.pieces]
-        self.assertGreater(arrivals[-1] - arrivals[0], 1.0, "the second reader should get the pieces as they come")
+        self.assertGreater(
+            arrivals[-1] - arrivals[0], 1.0, "the second reader should get the pieces as they come"
+        )
 
     @inlineCallbacks
     def test_onlyTheCredentialThatStartedIt(self) -> Any:
@@ -193,7 +209,9 @@ class ResumeTests(TestCase):
         url = proxy.url + f"_streams/{id.decode()}"
         for headers in ([], [(b"Authorization", b"Bearer someone-else")]):
             refused: Exchange = yield fetch(url, headers=headers)
-            self.assertEqual((refused.status, refused.body), (401, b"this stream was started with another credential\n"))
+            self.assertEqual(
+                (refused.status, refused.body), (401, b"this stream was started with another credential\n")
+            )
         allowed: Exchange = yield fetch(url, headers=[auth])
         self.assertEqual(allowed.body, started.body)
 
@@ -262,7 +280,9 @@ class ResumeTests(TestCase):
         self.assertTrue(whole.complete and again.complete)
         self.assertEqual(had + again.body, whole.body)
         self.assertEqual(whole.body.count(b"\nid: " + id + b"."), 12)
-        viaStreams: Exchange = yield fetch(proxy.url + f"_streams/{id.decode()}", headers=[(b"Last-Event-ID", b"4")])
+        viaStreams: Exchange = yield fetch(
+            proxy.url + f"_streams/{id.decode()}", headers=[(b"Last-Event-ID", b"4")]
+        )
         self.assertEqual(viaStreams.body, again.body)
         # An id this gateway does not keep: a new stream, not a resume.
         fresh: Exchange = yield fetch(url, headers=[(b"Last-Event-ID", b"unknown.4")])
@@ -276,7 +296,9 @@ class ResumeTests(TestCase):
         every event) as through any: every delta, the usage, no error.
         """
         proxy = yield self.gateway(tokensPerSecond="200")
-        client = LineProcess.spawn(sys.executable, str(PEERS / "openai_chat.py"), proxy.url + "v1", "mock-passage", "hi")
+        client = LineProcess.spawn(
+            sys.executable, str(PEERS / "openai_chat.py"), proxy.url + "v1", "mock-passage", "hi"
+        )
         code = yield client.exitCode
         self.assertEqual(code, 0, client.stderr.decode())
         lines = [line for _, line in client.lines]
@@ -339,20 +361,27 @@ class StoreTests(SynchronousTestCase):
         self.clock = Clock()
         self.store = ResumeStore(self.clock, maxBytes=10, maxMemory=15)
 
+    def open(
+        self, window: float, owner: Optional[bytes], status: int, headers: list[tuple[bytes, bytes]]
+    ) -> ResumableStream:
+        stream = self.store.open(window, owner, status, headers)
+        assert stream is not None, "a store of its own memory takes every stream"
+        return stream
+
     def test_boundsPerStreamAndInAll(self) -> None:
-        one = self.store.open(5, None, 200, [])
+        one = self.open(5, None, 200, [])
         self.assertTrue(one.append(b"x" * 10))
         self.assertFalse(one.append(b"x"))
         self.assertTrue(one.overflowed)
         self.assertIsNone(self.store.get(one.id))
         self.assertEqual(self.store.kept, 0)
-        two, three = self.store.open(5, None, 200, []), self.store.open(5, None, 200, [])
+        two, three = self.open(5, None, 200, []), self.open(5, None, 200, [])
         self.assertTrue(two.append(b"x" * 8))
         self.assertFalse(three.append(b"x" * 8))
         self.assertEqual(self.store.kept, 8)
 
     def test_forgottenAfterTheWindow(self) -> None:
-        stream = self.store.open(5, None, 200, [])
+        stream = self.open(5, None, 200, [])
         stream.append(b"abc")
         stream.finish("complete")
         self.clock.advance(4.9)
@@ -362,7 +391,7 @@ class StoreTests(SynchronousTestCase):
         self.assertEqual((len(self.store), self.store.kept), (0, 0))
 
     def test_abandonedWithNoReader(self) -> None:
-        stream = self.store.open(2, None, 200, [])
+        stream = self.open(2, None, 200, [])
         given: list[bool] = []
         stream.abandoned = lambda: given.append(True)
         # No reader ever attached and none left: nothing is timed yet.
@@ -370,18 +399,21 @@ class StoreTests(SynchronousTestCase):
         self.assertEqual(given, [])
 
     def test_credential(self) -> None:
-        stream = self.store.open(5, credentialOf(b"Bearer a"), 200, [])
+        stream = self.open(5, credentialOf(b"Bearer a"), 200, [])
         self.assertTrue(stream.may(b"Bearer a"))
         self.assertFalse(stream.may(b"Bearer b"))
         self.assertFalse(stream.may(None))
-        self.assertTrue(self.store.open(5, None, 200, []).may(None))
+        self.assertTrue(self.open(5, None, 200, []).may(None))
 
     def test_bytesFrom(self) -> None:
-        stream = ResumeStore(self.clock).open(5, None, 200, [])
+        self.store = ResumeStore(self.clock)
+        stream = self.open(5, None, 200, [])
         for piece in (b"abc", b"de", b"fghi"):
             stream.append(piece)
-        self.assertEqual([stream.bytesFrom(n) for n in (0, 2, 3, 4, 9)], [b"abcdefghi", b"cdefghi", b"defghi", b"efghi", b""])
-
+        self.assertEqual(
+            [stream.bytesFrom(n) for n in (0, 2, 3, 4, 9)],
+            [b"abcdefghi", b"cdefghi", b"defghi", b"efghi", b""],
+        )
 
 
 def _cuttingRelay(port: int, after: int) -> portforward.ProxyFactory:

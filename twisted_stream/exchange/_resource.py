@@ -86,6 +86,7 @@ DEFAULT_MAX_BODY = 1024 * 1024
 
 _NO_BODY_UNLESS_SENT = {b"GET", b"HEAD", b"DELETE", b"OPTIONS"}
 
+
 def _failureReason(failure: Failure, timeout: float) -> tuple[int, str]:
     """
     Say why an upstream request failed before its response headers came.
@@ -317,7 +318,9 @@ class _Exchange:
         # The header lines as they came where the agent keeps them (ours
         # does): one pass from them to the client's headers.
         fields = getattr(response, "fields", None)
-        forwarded = forwardedResponseHeaders(fields if fields is not None else fieldsOf(response.headers), request)
+        forwarded = forwardedResponseHeaders(
+            fields if fields is not None else fieldsOf(response.headers), request
+        )
         if b"cache-control" not in forwarded:
             forwarded[b"cache-control"] = [b"no-cache"]
         # nginx buffers proxied responses unless told otherwise per response.
@@ -332,7 +335,9 @@ class _Exchange:
             store, window = resume
             # With a token, only its bearer may resume; without, the id is
             # the capability.
-            owner = credentialOf(request.getHeader(b"authorization")) if self._proxy.rules.requireToken else None
+            owner = (
+                credentialOf(request.getHeader(b"authorization")) if self._proxy.rules.requireToken else None
+            )
             stream = self._stream = store.open(
                 window,
                 owner,
@@ -340,10 +345,14 @@ class _Exchange:
                 [(name, value) for name, values in forwarded.items() for value in values],
                 request.uri,
             )
-            setHeader(b"x-stream-id", [stream.id.encode("ascii")])
-            setHeader(b"x-stream-resume", [b"/_streams/" + stream.id.encode("ascii")])
-            stream.abandoned = self._abandoned
-            self.record.fields["stream_id"] = stream.short
+            if stream is not None:
+                setHeader(b"x-stream-id", [stream.id.encode("ascii")])
+                setHeader(b"x-stream-resume", [b"/_streams/" + stream.id.encode("ascii")])
+                stream.abandoned = self._abandoned
+                self.record.fields["stream_id"] = stream.short
+            else:
+                # Its shared store cannot take it now (said by the store).
+                self.record.fields["resumable_lost"] = "store unavailable"
         contentType = forwarded.get(b"content-type")
         if contentType is None:
             # Nothing is invented: Twisted would otherwise add text/html.
@@ -376,7 +385,9 @@ class _Exchange:
 
         heartbeat = proxy.heartbeat if events else None
         if proxy.idleTimeout or heartbeat:
-            self._watch = BodyWatch(proxy.clock, self, write, proxy.idleTimeout, heartbeat, self._upstreamIdle)
+            self._watch = BodyWatch(
+                proxy.clock, self, write, proxy.idleTimeout, heartbeat, self._upstreamIdle
+            )
             if heartbeat:
                 write = self._watch.trackEvents
         if events or (mediaType == b"application/json" and uncompressed):
@@ -474,19 +485,22 @@ class _Exchange:
 
     def _overflowed(self, stream: ResumableStream, clientThere: bool) -> None:
         """
-        The stream outgrew its bounds: it is no longer resumable. Its
-        client, still there, gets the rest directly, paced as on any route
-        (the upstream's producer registered with it); gone, the upstream
-        stops.
+        The stream is no longer resumable (it outgrew its bounds, or its
+        shared store failed). Its client, still there, gets the rest
+        directly, paced as on any route (the upstream's producer registered
+        with it); gone, the upstream stops.
         """
         self._stream = None
-        self.record.fields["resumable_lost"] = "too large"
-        self._log.warn(
-            "{method} {url}: stream {id} outgrew what a resumable stream may keep; it is no longer resumable",
-            method=self.request.method.decode("ascii"),
-            url=self._where,
-            id=stream.short,
-        )
+        self.record.fields["resumable_lost"] = stream.lost
+        if stream.lost == "too large":
+            # (A store's failure is said by the store, once a minute at
+            # most: not once per stream.)
+            self._log.warn(
+                "{method} {url}: stream {id} outgrew what a resumable stream may keep; it is no longer resumable",
+                method=self.request.method.decode("ascii"),
+                url=self._where,
+                id=stream.short,
+            )
         if not clientThere:
             self._clientGone(Failure(ConnectionDone()))
         elif self._producer is not None:
@@ -685,11 +699,17 @@ class StreamProxyResource(PlainResource):
         self.clock: IReactorTime = reactor
         self.agent: IAgent = agent if agent is not None else UpstreamAgent(reactor, tlsPolicy)
         if isinstance(upstream, (str, bytes)):
-            members: Sequence[Member] = [Member(upstream.encode("ascii") if isinstance(upstream, str) else upstream)]
+            members: Sequence[Member] = [
+                Member(upstream.encode("ascii") if isinstance(upstream, str) else upstream)
+            ]
         else:
             members = upstream
         self.pool = Pool(
-            members, policy, reactor, states=replacing.members if replacing is not None else (), route=name,
+            members,
+            policy,
+            reactor,
+            states=replacing.members if replacing is not None else (),
+            route=name,
             watch=watch,
         )
         self.connectTimeout = connectTimeout
@@ -762,7 +782,11 @@ class StreamProxyResource(PlainResource):
         body = content.read() if content is not None else b""
         if len(body) > self.maxBody:
             return self.rules.tooLarge.render(request)
-        if not body and method in _NO_BODY_UNLESS_SENT and not request.requestHeaders.hasHeader(b"content-length"):
+        if (
+            not body
+            and method in _NO_BODY_UNLESS_SENT
+            and not request.requestHeaders.hasHeader(b"content-length")
+        ):
             sent: Optional[bytes] = None
         else:
             sent = body

@@ -29,7 +29,7 @@ import hashlib
 import hmac
 import secrets
 from bisect import bisect_right
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 from urllib.parse import parse_qs
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -40,6 +40,9 @@ from twisted_stream.exchange._bodywriter import bodyWriter
 from twisted_stream.exchange._eventids import EventIds, parseEventId
 from twisted_stream.exchange._streamlog import RESUME_PREFIX
 from twisted_stream.http._refusal import Refusal
+
+if TYPE_CHECKING:
+    from twisted_stream.exchange._sharedstreams import Mirror, SharedStreams
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -125,6 +128,12 @@ class ResumableStream:
         self.abandoned: Callable[[], None] = lambda: None
         """Called when no reader has come back within the window (the
         exchange cancels its upstream)."""
+        self.lost: Optional[str] = None
+        """Why it is no longer resumable, once it is not."""
+        self.whenLost: Callable[[str], None] = lambda why: None
+        """Called once when it stops being resumable, with why."""
+        self.mirror: Optional[Mirror] = None
+        """Its copy in a store shared by a fleet, if it has one."""
 
     @property
     def short(self) -> str:
@@ -167,12 +176,14 @@ class ResumableStream:
         if self.overflowed:
             return False
         if not self._store.charge(self, len(data)):
-            self._overflow()
+            self.lose("too large")
             return False
         start = self.end
         self._pieces.append(data)
         self._offsets.append(start)
         self.end = end = start + len(data)
+        if self.mirror is not None:
+            self.mirror.append(data)
         for reader in self.readers if len(self.readers) == 1 else list(self.readers):
             if reader.offset == start and reader.ready:
                 # Up to date and not paused (most readers, most pieces):
@@ -192,19 +203,35 @@ class ResumableStream:
             return
         self.ended = how
         self._stopAlone()
+        if self.mirror is not None:
+            self.mirror.finish(how)
         for reader in list(self.readers):
             reader.wake()
         self._store.ended(self)
 
-    def _overflow(self) -> None:
+    def lose(self, why: str) -> None:
+        """
+        It is no longer resumable (it outgrew its bounds, or its shared
+        store failed): forgotten, its readers but the client that started
+        it cut off, and L{whenLost} told.
+
+        @param why: Why, as its log event says it.
+        """
+        if self.overflowed:
+            return
         self.overflowed = True
+        self.lost = why
         self._stopAlone()
         self._store.forget(self)
+        mirror, self.mirror = self.mirror, None
+        if mirror is not None:
+            mirror.lose()
         # The first reader is the client that started it, if it is still
         # there: the exchange goes on with it directly. Any other cannot
         # be served what is no longer kept: a truncated end.
         for reader in self.readers[1:] if self.readers and self.readers[0].first else self.readers:
             reader.cutOff()
+        self.whenLost(why)
 
     # Readers.
 
@@ -225,7 +252,20 @@ class ResumableStream:
 
     def _giveUp(self) -> None:
         self._alone = None
-        self.abandoned()
+        if self.mirror is None:
+            self.abandoned()
+            return
+
+        # Readers on other instances follow it in the shared store.
+        def answered(elsewhere: bool) -> None:
+            if self.readers or self.ended is not None or self.overflowed or self._alone is not None:
+                return
+            if elsewhere:
+                self._alone = self._store.clock.callLater(self.window, self._giveUp)
+            else:
+                self.abandoned()
+
+        self.mirror.readersElsewhere().addCallback(answered)
 
 
 class ResumeStore:
@@ -240,10 +280,17 @@ class ResumeStore:
         clock: IReactorTime,
         maxBytes: int = DEFAULT_MAX_BYTES,
         maxMemory: int = DEFAULT_MAX_MEMORY,
+        shared: Optional[SharedStreams] = None,
     ) -> None:
+        """
+        @param shared: Where a fleet keeps its resumable streams (Redis), so
+            that any instance serves a resume: each stream is kept here for
+            this instance's readers, and copied there.
+        """
         self.clock = clock
         self.maxBytes = maxBytes
         self.maxMemory = maxMemory
+        self.shared = shared
         self.kept = 0
         self._streams: dict[str, ResumableStream] = {}
         self._expiry: dict[str, IDelayedCall] = {}
@@ -255,15 +302,21 @@ class ResumeStore:
         status: int,
         headers: list[tuple[bytes, bytes]],
         target: bytes = b"",
-    ) -> ResumableStream:
+    ) -> Optional[ResumableStream]:
         """
         @param window: Seconds it keeps its upstream with no reader, and
             stays readable after its end.
         @param owner: The credential that may read it (L{credentialOf}).
         @param target: The request target that started it.
-        @return: A new stream, readable by its id from now on.
+        @return: A new stream, readable by its id from now on; or L{None}
+            while the shared store cannot take it (it is not there, or is
+            behind): the answer is then streamed as on any route.
         """
         stream = ResumableStream(self, window, owner, status, headers, target)
+        if self.shared is not None:
+            stream.mirror = self.shared.mirror(stream)
+            if stream.mirror is None:
+                return None
         self._streams[stream.id] = stream
         return stream
 
@@ -417,9 +470,7 @@ class StreamReader:
         self._gone(None)
 
 
-def resumeAnswer(
-    request: Request, store: ResumeStore, truncate: Callable[[Request], None]
-) -> bytes | int:
+def resumeAnswer(request: Request, store: ResumeStore, truncate: Callable[[Request], None]) -> bytes | int:
     """
     Answer C{GET /_streams/ID?from=N}: the stream's status and headers,
     then its body from offset N (0 by default; or, with C{Last-Event-ID}
@@ -436,40 +487,80 @@ def resumeAnswer(
     """
     path, _, query = request.uri.partition(b"?")
     if path.startswith(RESUME_PREFIX):
-        stream = store.get(path[len(RESUME_PREFIX) :].decode("ascii", "replace"))
+        id = path[len(RESUME_PREFIX) :].decode("ascii", "replace")
+        stream = store.get(id)
+        if stream is None and store.shared is not None:
+            # Perhaps another instance of the fleet reads its upstream.
+            return store.shared.resume(request, id, query, truncate)
     else:
         # A browser's EventSource, reconnecting where it started.
         stream = store.reconnecting(request.uri, request.getHeader(b"last-event-id") or b"")
         query = b""
     if stream is None:
-        return Refusal(404, "no stream with that id: it is unknown, has expired, or outgrew what is kept").render(request)
+        return UNKNOWN_STREAM.render(request)
     if not stream.may(request.getHeader(b"authorization")):
-        return Refusal(401, "this stream was started with another credential").render(request)
+        return OTHER_CREDENTIAL.render(request)
+    offset = requestedOffset(request, query, lambda lastEvent: afterEvent(stream, lastEvent))
+    if isinstance(offset, Refusal):
+        return offset.render(request)
+    refusal = outside(offset, stream.start, stream.end)
+    if refusal is not None:
+        return refusal.render(request)
+    startAnswer(request, stream.id, stream.status, stream.headers)
+    StreamReader(stream, request, offset, bodyWriter(request), endsWith(request, truncate))
+    return NOT_DONE_YET
+
+
+UNKNOWN_STREAM = Refusal(404, "no stream with that id: it is unknown, has expired, or outgrew what is kept")
+OTHER_CREDENTIAL = Refusal(401, "this stream was started with another credential")
+
+
+def requestedOffset(
+    request: Request, query: bytes, afterEvent: Callable[[bytes], Optional[int]]
+) -> int | Refusal:
+    """
+    @param query: The resume request's query string.
+    @param afterEvent: The offset just after the event a C{Last-Event-ID}
+        names, or L{None}.
+    @return: The body offset a resume asks for (C{from}; or, without it,
+        just after its C{Last-Event-ID}'s event; or 0), or why it is
+        refused.
+    """
     given = parse_qs(query.decode("ascii", "replace")).get("from", [None])[-1]
     lastEvent = request.getHeader(b"last-event-id")
     if given is None and lastEvent is not None:
-        offset = afterEvent(stream, lastEvent)
-        if offset is None:
-            return Refusal(416, "Last-Event-ID names no event of this stream").render(request)
-    elif given is not None and (not given.isdigit() or len(given) > 18):
-        return Refusal(400, f"from must be a whole number of bytes, not {given[:40]!r}").render(request)
-    else:
-        offset = int(given or 0)
-    if offset > stream.end:
-        return Refusal(416, f"from={offset} is beyond the {stream.end} bytes the stream has so far").render(request)
-    if offset < stream.start:
-        return Refusal(416, f"from={offset} is before the {stream.start} bytes no longer kept").render(request)
-    request.setResponseCode(stream.status)
+        offset = afterEvent(lastEvent)
+        return Refusal(416, "Last-Event-ID names no event of this stream") if offset is None else offset
+    if given is not None and (not given.isdigit() or len(given) > 18):
+        return Refusal(400, f"from must be a whole number of bytes, not {given[:40]!r}")
+    return int(given or 0)
+
+
+def outside(offset: int, start: int, end: int) -> Optional[Refusal]:
+    """
+    @return: Why C{offset} cannot be resumed from, where it is not within
+        what is kept (C{start} to C{end}).
+    """
+    if offset > end:
+        return Refusal(416, f"from={offset} is beyond the {end} bytes the stream has so far")
+    if offset < start:
+        return Refusal(416, f"from={offset} is before the {start} bytes no longer kept")
+    return None
+
+
+def startAnswer(request: Request, id: str, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    """
+    Send a resume's head: the stream's status and headers, as the original
+    had them, and its id.
+    """
+    request.setResponseCode(status)
     setHeader = request.responseHeaders.addRawHeader
-    for name, value in stream.headers:
+    for name, value in headers:
         setHeader(name, value)
-    request.responseHeaders.setRawHeaders(b"x-stream-id", [stream.id.encode("ascii")])
-    if not any(name == b"content-type" for name, _ in stream.headers):
+    request.responseHeaders.setRawHeaders(b"x-stream-id", [id.encode("ascii")])
+    if not any(name == b"content-type" for name, _ in headers):
         request.defaultContentType = None
     request.write(b"")
-
-    StreamReader(stream, request, offset, bodyWriter(request), endsWith(request, truncate))
-    return NOT_DONE_YET
 
 
 class ResumableWriter:
@@ -487,37 +578,41 @@ class ResumableWriter:
         request: Request,
         write: Callable[[bytes], None],
         truncate: Callable[[Request], None],
-        overflowed: Callable[[ResumableStream, bool], None],
+        lost: Callable[[ResumableStream, bool], None],
     ) -> None:
         """
         @param request: The request of the client that started it.
         @param write: Writes body bytes to that request.
         @param truncate: Ends a response as broken off, in its protocol.
-        @param overflowed: Called once the stream has outgrown its bounds,
-            with the stream and whether its client is still there (then
-            it has had all that was kept, and gets the rest directly).
+        @param lost: Called once the stream is no longer resumable (it
+            outgrew its bounds, or its shared store failed: see
+            L{ResumableStream.lost}), with the stream and whether its
+            client is still there (then it has had all that was kept, and
+            gets the rest directly).
         """
         self.stream: Optional[ResumableStream] = stream
         self._write = write
-        self._overflowed = overflowed
+        self._lost = lost
+        stream.whenLost = self._whenLost
         StreamReader(stream, request, 0, write, endsWith(request, truncate), first=True)
 
     def __call__(self, data: bytes) -> None:
         stream = self.stream
-        if stream is None:
+        if stream is None or not stream.append(data):
             self._write(data)
-        elif not stream.append(data):
-            self._overflow(stream, data)
 
-    def _overflow(self, stream: ResumableStream, data: bytes) -> None:
+    def _whenLost(self, why: str) -> None:
         # No longer resumable (its other readers have been cut off).
-        self.stream = None
+        stream, self.stream = self.stream, None
+        if stream is None:
+            return
         first = next((reader for reader in stream.readers if reader.first), None)
         if first is not None:
             rest = stream.bytesFrom(first.offset)
             first.release()
-            self._write(rest + data)
-        self._overflowed(stream, first is not None)
+            if rest:
+                self._write(rest)
+        self._lost(stream, first is not None)
 
 
 def afterEvent(stream: ResumableStream, lastEventId: bytes) -> Optional[int]:

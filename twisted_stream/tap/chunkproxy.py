@@ -21,9 +21,11 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from twisted_stream.exchange._recording import DEFAULT_RECORD_MAX_BYTES
+from twisted_stream.exchange._redislink import RedisAddress, RedisLink, parseRedisURL
 from twisted_stream.exchange._resumable import DEFAULT_MAX_BYTES as DEFAULT_RESUME_MAX_BYTES
 from twisted_stream.exchange._resumable import DEFAULT_MAX_MEMORY as DEFAULT_RESUME_MEMORY
 from twisted_stream.exchange._resumable import ResumeStore
+from twisted_stream.exchange._sharedstreams import SharedStreams
 from twisted_stream.gateway import (
     DEFAULT_MAX_BODY_MEMORY,
     GatewayResource,
@@ -85,6 +87,34 @@ class _PoolService(Service):
     def stopService(self) -> Deferred[None]:
         super().stopService()
         return self._agent.closeCachedConnections()
+
+
+class _SharedStreamsService(Service):
+    """
+    Keeps the connection to the resume store in Redis while the gateway
+    runs.
+    """
+
+    def __init__(self, shared: SharedStreams) -> None:
+        self._shared = shared
+
+    def startService(self) -> None:
+        super().startService()
+        self._shared.start()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return self._shared.stop()
+
+
+def _resumeStore(text: str) -> Optional[RedisAddress]:
+    # "memory" (the default), or a redis:// URL.
+    if text.strip() == "memory":
+        return None
+    try:
+        return parseRedisURL(text.strip())
+    except ValueError as e:
+        raise ValueError(f"--resume-store: {e} (or 'memory')") from None
 
 
 def _chooseReactor() -> None:
@@ -238,6 +268,14 @@ class Options(PluginOptions):
             wholeNumberOption("resume-memory"),
         ],
         [
+            "resume-store",
+            None,
+            None,
+            "Where resumable streams are kept: in this process's memory (the default), or in Redis"
+            " (redis://HOST:PORT/DB), so that a resume may land on any instance of a fleet.",
+            _resumeStore,
+        ],
+        [
             "max-body-memory",
             None,
             DEFAULT_MAX_BODY_MEMORY,
@@ -371,7 +409,9 @@ class Options(PluginOptions):
             header = parseHeader(text)
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
-        (self._lastMember.injectHeaders if self._lastMember is not None else self.injectHeaders).append(header)
+        (self._lastMember.injectHeaders if self._lastMember is not None else self.injectHeaders).append(
+            header
+        )
 
     def opt_resumable(self, text: str) -> None:
         """
@@ -415,7 +455,9 @@ class Options(PluginOptions):
             checkEndpoint(self["metrics-listen"], "--metrics-listen")
         if self["require-token"] is not None:
             try:
-                self["require-token"] = resolveSecret(self["require-token"], "--require-token").encode("utf-8")
+                self["require-token"] = resolveSecret(self["require-token"], "--require-token").encode(
+                    "utf-8"
+                )
             except ValueError as e:
                 raise usage.UsageError(str(e)) from None
         if b"*" in self.corsOrigins and self["require-token"] is not None:
@@ -461,7 +503,9 @@ class Options(PluginOptions):
         if not routes:
             # No routes given: /v1/ goes to the generator's mock LLM, beside
             # the generator's stream, so the page's chat mode works too.
-            origin = URL.from_text(self["upstream"].decode("ascii")).replace(path=("v1", ""), query=(), fragment="")
+            origin = URL.from_text(self["upstream"].decode("ascii")).replace(
+                path=("v1", ""), query=(), fragment=""
+            )
             routes.append(RouteOptions(b"/v1/", [MemberOptions(origin.to_text().encode("ascii"))]))
         if not any(route.prefix == b"/stream" for route in routes):
             routes.insert(0, RouteOptions(b"/stream", [MemberOptions(self["upstream"])]))
@@ -529,7 +573,12 @@ def _metricsService(reactor: Any, options: Options, registry: CollectorRegistry)
     metricsSite = Site(MetricsResource(registry))
     metricsSite.displayTracebacks = False
     return listeningService(
-        reactor, options["metrics-listen"], metricsSite, "chunkproxy metrics", [("metrics", "")], options["backlog"]
+        reactor,
+        options["metrics-listen"],
+        metricsSite,
+        "chunkproxy metrics",
+        [("metrics", "")],
+        options["backlog"],
     )
 
 
@@ -632,7 +681,9 @@ class _RoutesService(Service):
                 _log.error("reload refused: {problem}", problem=line)
             _log.warn("reload of {path} refused: the routes stay as they were", path=path)
             return
-        routes, checkers = _routes(self._reactor, fresh, self._agent, self._site.metrics, self._store, self.routes)
+        routes, checkers = _routes(
+            self._reactor, fresh, self._agent, self._site.metrics, self._store, self.routes
+        )
         for checker in self._checkers:
             checker.stop()
         self.routes, self._checkers = routes, checkers
@@ -652,7 +703,9 @@ class _RoutesService(Service):
         )
         if changed:
             _log.warn(
-                "reload: {names} changed in {path}; a restart applies them", names=", ".join(changed), path=path
+                "reload: {names} changed in {path}; a restart applies them",
+                names=", ".join(changed),
+                path=path,
             )
 
 
@@ -676,16 +729,25 @@ def _gatewayService(reactor: Any, options: Options, worker: Optional[int]) -> IS
     # A worker's metrics are the group's; the parent serves --metrics-listen.
     metrics = Metrics(exposed=groupRegistry(os.environ[METRICS_FOLDER_VARIABLE])) if worker else Metrics()
     metricsListen = None if worker else options["metrics-listen"]
-    store = ResumeStore(reactor, options["resume-max-bytes"], options["resume-memory"])
+    shared = None
+    if options["resume-store"] is not None:
+        shared = SharedStreams(RedisLink(reactor, options["resume-store"]), reactor)
+    store = ResumeStore(reactor, options["resume-max-bytes"], options["resume-memory"], shared)
     site = GatewaySite(
         GatewayResource(
-            [], PageResource(), cors, metricsHere=options["metrics-listen"] is None,
-            metricsToken=options["require-token"], resume=store,
+            [],
+            PageResource(),
+            cors,
+            metricsHere=options["metrics-listen"] is None,
+            metricsToken=options["require-token"],
+            resume=store,
         ),
         options["max-body"],
         options["client-timeout"],
         RequestLimits(
-            options["max-request-line-bytes"], options["max-request-header-bytes"], options["max-request-headers"]
+            options["max-request-line-bytes"],
+            options["max-request-header-bytes"],
+            options["max-request-headers"],
         ),
         options["max-body-memory"],
         StreamLimits(
@@ -699,10 +761,14 @@ def _gatewayService(reactor: Any, options: Options, worker: Optional[int]) -> IS
     site.replaceRoutes(routes.routes)
     service = MultiService()
     _PoolService(agent).setServiceParent(service)
+    if shared is not None:
+        _SharedStreamsService(shared).setServiceParent(service)
     routes.setServiceParent(service)
     GarbageCollectionService().setServiceParent(service)
     FileLimitService().setServiceParent(service)
-    DrainService(site.drain, options["drain-timeout"], hangup=options["config"] is None).setServiceParent(service)
+    DrainService(site.drain, options["drain-timeout"], hangup=options["config"] is None).setServiceParent(
+        service
+    )
     listeningService(
         reactor,
         options["listen"],

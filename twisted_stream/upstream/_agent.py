@@ -76,7 +76,6 @@ def tlsPolicy(caFile: Optional[str]) -> Optional[IPolicyForHTTPS]:
     return BrowserLikePolicyForHTTPS(trustRoot=trustRootFromCertificates(certificates))
 
 
-
 @dataclass(frozen=True)
 class _Origin:
     """
@@ -235,7 +234,9 @@ class UpstreamAgent:
             self._expiry.pop(protocol)[0].cancel()
             return protocol.request(method, target, origin.hostHeader, headers, bodyProducer)
         connected = self._connect(origin)
-        return connected.addCallback(lambda p: p.request(method, target, origin.hostHeader, headers, bodyProducer))
+        return connected.addCallback(
+            lambda p: p.request(method, target, origin.hostHeader, headers, bodyProducer)
+        )
 
     # Connections.
 
@@ -385,4 +386,3 @@ class UpstreamAgent:
         resolved = self._resolved[host] = _Resolved(addresses, self._reactor.seconds() + self.dnsTTL)
         for d in waiting:
             d.callback(resolved)
-

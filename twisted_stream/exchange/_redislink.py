@@ -1,0 +1,211 @@
+# -*- test-case-name: tests.test_sharedstreams -*-
+"""
+The gateway's connection to Redis, for resumable streams kept there (see
+L{twisted_stream.exchange._sharedstreams}).
+
+One connection carries every command that answers at once (the writes of
+every stream, the reads that start a resume); it is kept open, and opened
+again with a growing delay when it is lost, by a L{ClientService}. A
+blocking read (C{XREAD BLOCK}) holds its connection until Redis answers, so
+each reader that follows a stream live has a connection of its own
+(L{RedisLink.blockingConnection}), closed when it stops.
+
+The wire is txredisapi's protocol, with what a stream's bytes need: no
+decoding of replies (C{charset=None}) and no turning of replies that look
+like numbers into numbers (C{convertNumbers=False}): a body's piece that
+reads C{"42"} stays C{b"42"}. (txredisapi is imported only when a
+connection is made: importing it installs the default reactor.)
+
+Nothing here waits for Redis on a request's behalf: L{RedisLink.up} says
+whether commands may be sent now; a command sent while the connection is
+not there fails at once (L{RedisDown}).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Optional
+from urllib.parse import unquote, urlsplit
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+if TYPE_CHECKING:
+    import txredisapi
+
+__all__ = ["RedisAddress", "RedisDown", "RedisLink", "parseRedisURL"]
+
+_log = Logger()
+
+
+class RedisDown(Exception):
+    """
+    Redis is not connected now: the command was not sent.
+    """
+
+
+class RedisAddress:
+    """
+    Where Redis is: C{redis://[:PASSWORD@]HOST[:PORT][/DB]}.
+
+    @ivar host: Its host (an IPv6 address without brackets).
+    @ivar port: Its port.
+    @ivar db: The database number.
+    @ivar password: The password C{AUTH} gives, if any.
+    """
+
+    def __init__(self, host: str, port: int, db: int, password: Optional[str] = None) -> None:
+        self.host, self.port, self.db, self.password = host, port, db, password
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"redis://{host}:{self.port}/{self.db}"
+
+
+def parseRedisURL(text: str) -> RedisAddress:
+    """
+    @param text: C{redis://HOST:PORT/DB} (the port 6379 and the database 0
+        when not said; a password as C{redis://:PASSWORD@HOST}).
+    @return: The address it names.
+    @raise ValueError: With a one-line reason, for anything else.
+    """
+    try:
+        parts = urlsplit(text)
+        port = parts.port or 6379
+    except ValueError as error:
+        raise ValueError(f"{text!r} is not a redis:// URL: {error}") from None
+    if parts.scheme != "redis" or not parts.hostname:
+        raise ValueError(f"{text!r} is not a redis://HOST:PORT/DB URL")
+    db = parts.path.strip("/") or "0"
+    if not db.isdigit():
+        raise ValueError(f"{text!r}: the database must be a number, not {db!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{text!r}: a redis:// URL here takes no query or fragment")
+    password = unquote(parts.password) if parts.password else None
+    return RedisAddress(parts.hostname, port, int(db), password)
+
+
+class _RedisFactory(Factory):
+    """
+    Builds txredisapi's protocol for bytes, and gives it what it calls on
+    its factory when C{AUTH} or C{SELECT} fails (the connection is closed;
+    the link says it when its commands fail).
+    """
+
+    isLazy = False
+
+    def __init__(self, address: RedisAddress, replyTimeout: Optional[float]) -> None:
+        self._address = address
+        self._replyTimeout = replyTimeout
+
+    def buildProtocol(self, addr: Any) -> txredisapi.RedisProtocol:
+        # Imported here, not above: txredisapi imports the global reactor,
+        # which would install the default one before twistd or chunkproxy
+        # has chosen it.
+        import txredisapi
+
+        protocol = txredisapi.RedisProtocol(
+            charset=None,
+            convertNumbers=False,
+            replyTimeout=self._replyTimeout,
+            password=self._address.password,
+            dbid=self._address.db,
+        )
+        protocol.factory = self
+        return protocol
+
+    def stopTrying(self) -> None:
+        pass
+
+    def connectionError(self, why: str) -> None:
+        _log.warn("redis: {why}", why=why)
+
+
+class RedisLink:
+    """
+    A connection to Redis kept open, and connections of their own for
+    blocking reads.
+    """
+
+    def __init__(self, reactor: Any, address: RedisAddress, replyTimeout: float = 2.0) -> None:
+        """
+        @param reactor: The reactor.
+        @param address: Where Redis is.
+        @param replyTimeout: Seconds Redis has to answer a command on the
+            shared connection before it is taken as gone (the connection is
+            closed, and opened again): a Redis that is slow is treated as a
+            Redis that is not there.
+        """
+        self.address = address
+        self._reactor: IReactorTime = reactor
+        self._endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=5)
+        self._blockingFactory = _RedisFactory(address, None)
+        self._protocol: Optional[txredisapi.RedisProtocol] = None
+        self._service = ClientService(
+            self._endpoint,
+            _RedisFactory(address, replyTimeout),
+            retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=5.0),
+            clock=reactor,
+            prepareConnection=self._connected,
+        )
+
+    def start(self) -> None:
+        """
+        Connect, and keep connecting.
+        """
+        self._service.startService()
+
+    def stop(self) -> Deferred[None]:
+        """
+        Close the connection, and connect no more.
+        """
+        self._protocol = None
+        return self._service.stopService()
+
+    def _connected(self, protocol: txredisapi.RedisProtocol) -> Deferred[None]:
+        # Ready once AUTH and SELECT are done (the protocol says so).
+        def ready(_: object) -> None:
+            self._protocol = protocol
+            protocol.whenDisconnected().addCallback(self._lost)
+
+        return protocol.whenConnected().addCallback(ready)
+
+    def _lost(self, protocol: txredisapi.RedisProtocol) -> None:
+        if self._protocol is protocol:
+            self._protocol = None
+
+    @property
+    def up(self) -> bool:
+        """
+        Whether the shared connection is there now.
+        """
+        return self._protocol is not None
+
+    def command(self, *args: bytes | str | int) -> Deferred[Any]:
+        """
+        Send one command on the shared connection, now.
+
+        @return: Its reply, or a failure (L{RedisDown} at once when the
+            connection is not there).
+        """
+        protocol = self._protocol
+        if protocol is None:
+            return fail(RedisDown())
+        result: Deferred[Any] = protocol.execute_command(*args)
+        return result
+
+    def blockingConnection(self) -> Deferred[txredisapi.RedisProtocol]:
+        """
+        @return: A new connection of its own, ready for commands (its
+            caller closes it).
+        """
+
+        def ready(protocol: Any) -> Deferred[txredisapi.RedisProtocol]:
+            # (After AUTH and SELECT.)
+            readied: Deferred[txredisapi.RedisProtocol] = protocol.whenConnected()
+            return readied
+
+        return self._endpoint.connect(self._blockingFactory).addCallback(ready)

@@ -1,0 +1,614 @@
+# -*- test-case-name: tests.test_sharedstreams -*-
+"""
+Resumable streams shared by a fleet, in Redis: a resume may land on any
+instance behind a load balancer, with no sticky sessions.
+
+The instance that reads a stream's upstream keeps it in its memory as on
+one instance (L{twisted_stream.exchange._resumable}: its own readers follow
+it there), and copies it to Redis (a L{Mirror}): the stream's head (status,
+headers, target, credential) in a hash, each piece of its body as an entry
+of a Redis stream (C{XADD}, its body offset beside it, and where the events
+that ended in it end), its end as a last entry. The pieces of one reactor
+turn go as one entry per stream, all streams' commands written together:
+one round trip per turn, never one per chunk, and never waited for.
+
+An instance asked to resume a stream it does not hold reads it there (a
+L{RemoteResume}): the head, what is kept (C{XRANGE}), then each later entry
+the moment it lands (a blocking C{XREAD} on a connection of its own), at its
+client's pace. While it follows, it says so in a key with the stream's
+window as its expiry, which the writing instance reads before it gives up
+an upstream that no reader of its own follows.
+
+Keys (the stream's id in braces, so that a Redis Cluster keeps a stream's
+keys in one slot): C{chunkproxy:stream:{ID}} (the body),
+C{chunkproxy:stream:{ID}:head}, C{chunkproxy:stream:{ID}:readers}. While a
+stream is live its keys expire C{max(window, 15 s)} after the last refresh
+(every 5 s), so that the copy of an instance that died goes away; once it
+has ended, C{window} seconds after its end.
+
+Redis unreachable or slow (a reply later than the link's reply timeout, or
+more than C{maxBacklog} bytes sent and not yet answered): the streams being
+copied stop being resumable (their log events say C{resumable_lost: store
+unreachable}) and go on as on any route; new streams are not resumable
+until Redis is back; said once a minute at most. No request waits for Redis
+or fails because of it, but a resume that can only be answered from it
+(C{503}).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import NOT_DONE_YET, Request
+from zope.interface import implementer
+
+from twisted_stream.exchange._bodywriter import bodyWriter
+from twisted_stream.exchange._eventids import parseEventId
+from twisted_stream.exchange._redislink import RedisLink
+from twisted_stream.exchange._resumable import (
+    COMPLETE,
+    OTHER_CREDENTIAL,
+    TRUNCATED,
+    UNKNOWN_STREAM,
+    ResumableStream,
+    credentialOf,
+    endsWith,
+    outside,
+    requestedOffset,
+    startAnswer,
+)
+from twisted_stream.http._refusal import Refusal
+
+if TYPE_CHECKING:
+    import txredisapi
+
+__all__ = ["Mirror", "RemoteResume", "SharedStreams"]
+
+_log = Logger()
+
+LIVE_TTL = 15.0
+"""The least a live stream's keys live past their last refresh, in seconds."""
+
+REFRESH = 5.0
+"""Seconds between refreshes of live streams' expiries."""
+
+MAX_ENTRIES = 100_000
+"""The most entries a stream keeps in Redis (C{MAXLEN ~}): a bound beside
+the bytes' bound, for a body of many tiny pieces."""
+
+FOLLOW_BLOCK_MS = 1000
+"""How long one blocking read waits for an entry before the reader looks
+whether the stream is still there."""
+
+REACH_WAIT = 2.0
+"""Seconds a resume from an offset a little beyond what Redis has waits for
+it to arrive (the writing instance sends what its client had in the same
+turn, but another instance's read may overtake it)."""
+
+UNREACHABLE = "store unreachable"
+
+
+def keysOf(id: str) -> tuple[bytes, bytes, bytes]:
+    """
+    @return: The keys of a stream in Redis: its body, its head, its readers.
+    """
+    body = b"chunkproxy:stream:{" + id.encode("ascii") + b"}"
+    return body, body + b":head", body + b":readers"
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+class SharedStreams:
+    """
+    The Redis side of a L{twisted_stream.exchange._resumable.ResumeStore}:
+    copies of the streams this instance reads, and resumes of those another
+    instance reads.
+    """
+
+    def __init__(self, link: RedisLink, clock: Any, maxBacklog: int = 16 * 1024 * 1024) -> None:
+        """
+        @param link: The connection to Redis.
+        @param clock: The reactor's clock.
+        @param maxBacklog: The most bytes sent to Redis and not yet
+            answered before Redis is taken as too slow.
+        """
+        self.link = link
+        self.clock = clock
+        self.maxBacklog = maxBacklog
+        self.backlog = 0
+        self._due: list[Mirror] = []
+        self._flush: Optional[IDelayedCall] = None
+        self._live: set[Mirror] = set()
+        self._refresh = LoopingCall(self._refreshLive)
+        self._refresh.clock = clock
+        self._saidAt: Optional[float] = None
+
+    def start(self) -> None:
+        self.link.start()
+        self._refresh.start(REFRESH, now=False)
+
+    def stop(self) -> Deferred[None]:
+        if self._refresh.running:
+            self._refresh.stop()
+        return self.link.stop()
+
+    def trouble(self, what: str) -> None:
+        """
+        Say that Redis failed, once a minute at most.
+        """
+        now = self.clock.seconds()
+        if self._saidAt is None or now - self._saidAt >= 60:
+            self._saidAt = now
+            _log.warn(
+                "resume store {address}: {what}; resumable routes stream without resumability until it is back",
+                address=str(self.link.address),
+                what=what,
+            )
+
+    # Writing: the streams this instance reads.
+
+    def mirror(self, stream: ResumableStream) -> Optional[Mirror]:
+        """
+        @return: A copy of C{stream} in Redis, or L{None} while Redis cannot
+            take one (not connected, or behind).
+        """
+        if not self.link.up:
+            self.trouble("not connected")
+            return None
+        if self.backlog > self.maxBacklog:
+            self.trouble(f"more than {self.maxBacklog} bytes sent and not yet answered")
+            return None
+        mirror = Mirror(self, stream)
+        self._live.add(mirror)
+        self.due(mirror)
+        return mirror
+
+    def due(self, mirror: Mirror) -> None:
+        """
+        C{mirror} has something to send, this turn.
+        """
+        self._due.append(mirror)
+        if self._flush is None:
+            self._flush = self.clock.callLater(0, self._send)
+
+    def _send(self) -> None:
+        self._flush = None
+        due, self._due = self._due, []
+        for mirror in due:
+            mirror.send()
+
+    def send(self, mirror: Mirror, size: int, *command: bytes | str | int) -> None:
+        """
+        Send one command for C{mirror}, counted in the backlog until it is
+        answered; a failure ends the mirror.
+        """
+        if self.backlog > self.maxBacklog:
+            self.trouble(f"more than {self.maxBacklog} bytes sent and not yet answered")
+            mirror.failed()
+            return
+        self.backlog += size
+
+        def answered(result: object) -> None:
+            self.backlog -= size
+
+        def failed(failure: Failure) -> None:
+            self.backlog -= size
+            self.trouble(failure.getErrorMessage() or failure.type.__name__)
+            mirror.failed()
+
+        self.link.command(*command).addCallbacks(answered, failed)
+
+    def ended(self, mirror: Mirror) -> None:
+        self._live.discard(mirror)
+
+    def _refreshLive(self) -> None:
+        for mirror in list(self._live):
+            mirror.refresh()
+
+    # Reading: a stream another instance reads.
+
+    def resume(self, request: Request, id: str, query: bytes, truncate: Callable[[Request], None]) -> int:
+        """
+        Answer a resume of a stream this instance does not hold, from Redis.
+
+        @return: L{NOT_DONE_YET}.
+        """
+        RemoteResume(self, request, id, query, truncate).start()
+        return NOT_DONE_YET
+
+
+class Mirror:
+    """
+    The copy in Redis of one stream this instance reads.
+
+    @ivar broken: Whether it has stopped (Redis failed, or the stream was
+        lost): nothing more is sent.
+    """
+
+    def __init__(self, shared: SharedStreams, stream: ResumableStream) -> None:
+        self._shared = shared
+        self.stream = stream
+        self.body, self.head, self.readers = keysOf(stream.id)
+        self._pieces: list[bytes] = []
+        self._offset = 0
+        self._eventsSent = 0
+        self._headSent = False
+        self._ended: Optional[str] = None
+        self._endSent = False
+        self._scheduled = True  # (the head, in this turn)
+        self.broken = False
+
+    def append(self, data: bytes) -> None:
+        self._pieces.append(data)
+        self._schedule()
+
+    def finish(self, how: str) -> None:
+        self._ended = how
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled and not self.broken:
+            self._scheduled = True
+            self._shared.due(self)
+
+    def send(self) -> None:
+        """
+        Send what this turn added (the head first, the first time).
+        """
+        self._scheduled = False
+        if self.broken:
+            return
+        shared, stream = self._shared, self.stream
+        if not self._headSent:
+            self._headSent = True
+            headers = b"".join(name + b": " + value + b"\r\n" for name, value in stream.headers)
+            shared.send(
+                self, len(headers) + len(stream.target), "HSET", self.head,
+                "status", stream.status, "headers", headers, "target", stream.target,
+                "owner", stream.owner or b"", "window", repr(stream.window),
+            )  # fmt: skip
+            self._expire(max(stream.window, LIVE_TTL))
+        if self._pieces:
+            data = b"".join(self._pieces) if len(self._pieces) > 1 else self._pieces[0]
+            self._pieces = []
+            entry: list[bytes | str | int] = ["o", self._offset, "d", data]
+            self._offset += len(data)
+            events = self._events(data)
+            if events:
+                entry += ["e", events]
+            shared.send(self, len(data), "XADD", self.body, "MAXLEN", "~", MAX_ENTRIES, "*", *entry)
+        if self._ended is not None and not self._endSent and not self.broken:
+            self._endSent = True
+            shared.send(self, 0, "XADD", self.body, "*", "end", self._ended)
+            self._expire(stream.window)
+            shared.ended(self)
+
+    def _events(self, data: bytes) -> bytes:
+        # Where the events that ended in these pieces end, as "N:OFFSET,...".
+        ids = self.stream.events
+        if ids is None:
+            return b""
+        ends = ids.ends
+        upTo = len(ends)
+        if upTo and ends[-1] == self._offset and data.endswith(b"\r") and self._ended is None:
+            # A CR that may be the first half of a CR LF: that event's end
+            # moves past the LF when the next piece starts with one.
+            upTo -= 1
+        new = b",".join(b"%d:%d" % (number + 1, ends[number]) for number in range(self._eventsSent, upTo))
+        self._eventsSent = max(self._eventsSent, upTo)
+        return new
+
+    def _expire(self, seconds: float) -> None:
+        for key in (self.body, self.head):
+            self._shared.send(self, 0, "PEXPIRE", key, _ms(seconds))
+
+    def refresh(self) -> None:
+        """
+        The stream is still live: its keys live on.
+        """
+        if not self.broken:
+            self._expire(max(self.stream.window, LIVE_TTL))
+
+    def readersElsewhere(self) -> Deferred[bool]:
+        """
+        @return: Whether a reader on another instance follows the stream.
+        """
+        if self.broken:
+            return succeed(False)
+        asked: Deferred[Any] = self._shared.link.command("EXISTS", self.readers)
+        return asked.addCallbacks(lambda count: bool(int(count)), lambda failure: False)
+
+    def failed(self) -> None:
+        """
+        A command failed: nothing more goes to Redis, and the stream, if it
+        has not ended, stops being resumable.
+        """
+        if self.broken:
+            return
+        self.broken = True
+        self._shared.ended(self)
+        if self.stream.ended is None:
+            self.stream.lose(UNREACHABLE)
+
+    def lose(self) -> None:
+        """
+        The stream is no longer resumable (it outgrew its bounds): its
+        readers elsewhere get a truncated end, and new resumes a C{404}.
+        """
+        if self.broken:
+            return
+        self._pieces = []
+        shared = self._shared
+        shared.send(self, 0, "XADD", self.body, "*", "end", TRUNCATED)
+        shared.send(self, 0, "DEL", self.head)
+        shared.send(self, 0, "PEXPIRE", self.body, _ms(LIVE_TTL))
+        self.broken = True
+        shared.ended(self)
+
+
+def _fields(values: list[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(values[::2], values[1::2], strict=True))
+
+
+@implementer(IPushProducer)
+class RemoteResume:
+    """
+    One resume of a stream another instance reads: its head and what is
+    kept, read from Redis, then each later entry as it lands, at the
+    client's pace.
+
+    Phases: C{head} (the hash asked for), C{kept} (C{XRANGE}), C{reaching}
+    (the offset asked for is not yet in Redis; a short wait), C{following}
+    (blocking reads on a connection of its own), C{done}.
+    """
+
+    def __init__(
+        self,
+        shared: SharedStreams,
+        request: Request,
+        id: str,
+        query: bytes,
+        truncate: Callable[[Request], None],
+    ) -> None:
+        self._shared = shared
+        self._request = request
+        self._id = id
+        self._query = query
+        self._truncate = truncate
+        self._body, self._head, self._readers = keysOf(id)
+        self.phase = "head"
+        self._status = 200
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._window = LIVE_TTL
+        self._offset = 0
+        self._end = 0
+        self._last = b"0-0"
+        self._connection: Optional[txredisapi.RedisProtocol] = None
+        self._paused = False
+        self._reading = False
+        self._saidAt = -1e18
+        self._deadline: Optional[IDelayedCall] = None
+        self._write: Callable[[bytes], None] = request.write
+        request.notifyFinish().addBoth(self._gone)
+
+    def start(self) -> None:
+        self._shared.link.command("HGETALL", self._head).addCallbacks(self._gotHead, self._unreachable)
+
+    def _refuse(self, refusal: Refusal) -> None:
+        if self.phase == "done":
+            return
+        self.phase = "done"
+        body = refusal.render(self._request)
+        self._request.setHeader(b"content-length", b"%d" % (len(body),))
+        self._request.write(body)
+        self._request.finish()
+
+    def _unreachable(self, failure: Failure) -> None:
+        self._shared.trouble(failure.getErrorMessage() or failure.type.__name__)
+        self._refuse(Refusal(503, "the resume store is unreachable"))
+
+    def _gotHead(self, values: list[bytes]) -> None:
+        if self.phase == "done":
+            return
+        head = _fields(values)
+        if b"status" not in head:
+            self._refuse(UNKNOWN_STREAM)
+            return
+        owner = head.get(b"owner") or None
+        if owner is not None:
+            given = credentialOf(self._request.getHeader(b"authorization"))
+            if given is None or not hmac.compare_digest(given, owner):
+                self._refuse(OTHER_CREDENTIAL)
+                return
+        self._status = int(head[b"status"])
+        self._headers = [
+            (name, value)
+            for name, _, value in (line.partition(b": ") for line in head.get(b"headers", b"").split(b"\r\n"))
+            if name
+        ]
+        self._window = float(head.get(b"window", b"15"))
+        self.phase = "kept"
+        self._shared.link.command("XRANGE", self._body, "-", "+").addCallbacks(
+            self._gotKept, self._unreachable
+        )
+
+    def _gotKept(self, entries: list[Any]) -> None:
+        if self.phase == "done":
+            return
+        start: Optional[int] = None
+        events: dict[int, int] = {}
+        for _, values in entries:
+            fields = _fields(values)
+            if b"o" in fields:
+                at = int(fields[b"o"])
+                start = at if start is None else start
+                self._end = at + len(fields[b"d"])
+            for pair in fields.get(b"e", b"").split(b","):
+                if pair:
+                    number, _, end = pair.partition(b":")
+                    events[int(number)] = int(end)
+        ended = any(b"end" in _fields(values) for _, values in entries)
+
+        def afterEvent(lastEventId: bytes) -> Optional[int]:
+            number = parseEventId(lastEventId, self._id)
+            if number == 0:
+                return 0
+            return events.get(number) if number is not None else None
+
+        offset = requestedOffset(self._request, self._query, afterEvent)
+        if isinstance(offset, Refusal):
+            self._refuse(offset)
+            return
+        refusal = outside(offset, start if start is not None else 0, self._end)
+        if refusal is not None and (ended or offset < (start or 0)):
+            self._refuse(refusal)
+            return
+        self._offset = offset
+        if refusal is not None:
+            # Not in Redis yet: it may be on its way.
+            self.phase = "reaching"
+            self._deadline = self._shared.clock.callLater(REACH_WAIT, self._refuse, refusal)
+        else:
+            self._answer()
+        self._take(entries)
+        if self.phase != "done":
+            self._shared.link.command("SET", self._readers, b"1", "PX", _ms(self._window))
+            self._shared.link.blockingConnection().addCallbacks(self._connected, self._broken)
+
+    def _answer(self) -> None:
+        self.phase = "following"
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        request = self._request
+        startAnswer(request, self._id, self._status, self._headers)
+        self._write = bodyWriter(request)
+        request.registerProducer(self, True)
+
+    def _take(self, entries: list[Any]) -> None:
+        # Write what the entries hold from the reader's offset on.
+        for entryId, values in entries:
+            self._last = entryId
+            if self.phase == "done":
+                return
+            fields = _fields(values)
+            how = fields.get(b"end")
+            if how is not None:
+                if self.phase == "reaching":
+                    self._refuse(
+                        Refusal(416, f"from={self._offset} is beyond the {self._end} bytes the stream has")
+                    )
+                else:
+                    self._finish(COMPLETE if how == COMPLETE.encode() else TRUNCATED)
+                return
+            data = fields.get(b"d")
+            if data is None:
+                continue
+            offset = int(fields[b"o"])
+            self._end = offset + len(data)
+            if self.phase == "reaching" and self._end >= self._offset:
+                self._answer()
+            if self.phase == "following" and self._end > self._offset:
+                piece = data[self._offset - offset :] if offset < self._offset else data
+                self._offset = self._end
+                self._write(piece)
+
+    def _connected(self, connection: txredisapi.RedisProtocol) -> None:
+        if self.phase == "done":
+            connection.transport.loseConnection()
+            return
+        self._connection = connection
+        self._follow()
+
+    def _follow(self) -> None:
+        connection = self._connection
+        if connection is None or self._paused or self._reading or self.phase == "done":
+            return
+        self._reading = True
+        now = self._shared.clock.seconds()
+        if now - self._saidAt >= self._window / 3:
+            # Still following: the writing instance keeps the upstream.
+            self._saidAt = now
+            self._shared.link.command("SET", self._readers, b"1", "PX", _ms(self._window)).addErrback(
+                lambda f: None
+            )
+        connection.execute_command(
+            "XREAD",
+            "COUNT",
+            100,
+            "BLOCK",
+            FOLLOW_BLOCK_MS,
+            "STREAMS",
+            self._body,
+            self._last,
+            apply_timeout=False,
+        ).addCallbacks(self._gotNew, self._broken)
+
+    def _gotNew(self, reply: Optional[list[Any]]) -> None:
+        self._reading = False
+        if self.phase == "done":
+            return
+        if reply is None:
+            # Nothing for a while: is the stream still there?
+            self._shared.link.command("EXISTS", self._body).addCallbacks(self._stillThere, self._broken)
+            return
+        for _, entries in reply:
+            self._take(entries)
+        self._follow()
+
+    def _stillThere(self, count: object) -> None:
+        if int(str(count)) == 0:
+            # Its keys expired: the instance that read it is gone.
+            self._finish(TRUNCATED)
+        else:
+            self._follow()
+
+    def _broken(self, failure: Failure) -> None:
+        self._reading = False
+        if self.phase == "done":
+            return
+        self._shared.trouble(failure.getErrorMessage() or failure.type.__name__)
+        if self.phase == "following":
+            self._finish(TRUNCATED)
+        else:
+            self._refuse(Refusal(503, "the resume store is unreachable"))
+
+    def _finish(self, how: str) -> None:
+        if self.phase == "done":
+            return
+        if self.phase == "following":
+            self._request.unregisterProducer()
+        self.phase = "done"
+        self._close()
+        endsWith(self._request, self._truncate)(how)
+
+    def _close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and connection.transport is not None:
+            connection.transport.loseConnection()
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+
+    def _gone(self, reason: object) -> None:
+        if self.phase != "done":
+            self.phase = "done"
+            self._close()
+
+    # IPushProducer: the client's connection paces the reads.
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._follow()
+
+    def stopProducing(self) -> None:
+        self._gone(None)
