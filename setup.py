@@ -48,6 +48,10 @@ setup(
         "prometheus-client>=0.17",
         # --config: TOML (tomllib is in the standard library from 3.11).
         'tomli>=1.1.0; python_version < "3.11"',
+        # --resume-store redis://: the Twisted-native Redis client (1.6.0:
+        # the protocol's whenConnected/whenDisconnected, and ClientService
+        # as its own pool; the version this was built and tested with).
+        "txredisapi>=1.6.0",
     ],
     entry_points={"console_scripts": ["chunkwatch = twisted_stream.chunkwatch:main"]},
     extras_require={

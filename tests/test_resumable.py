@@ -7,7 +7,6 @@ store's bounds on a fake clock.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -18,18 +17,18 @@ from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.task import Clock
 from twisted.protocols import portforward
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request
 
 from tests.support import (
     PEERS,
     Exchange,
     LineProcess,
     Server,
+    SlowPieces,
     StrictClient,
     Upstream,
     fetch,
     onceAcrossRunners,
+    passageChat,
     portOf,
     reactor,
     startTwistd,
@@ -38,48 +37,6 @@ from tests.support import (
 from twisted_stream.exchange._resumable import ResumableStream, ResumeStore, credentialOf
 
 _TOKEN = "client-token-0123456789"
-
-
-def _chatBody(tokens: int) -> bytes:
-    return json.dumps(
-        {
-            "model": "mock-passage",
-            "stream": True,
-            "max_tokens": tokens,
-            "messages": [{"role": "user", "content": "hi"}],
-        }
-    ).encode()
-
-
-class _Slow(Resource):
-    """
-    An upstream that sends a piece every 0.1 s, 40 in all, and notes when
-    its client (the gateway) went.
-    """
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gone: Deferred[float] = Deferred()
-
-    def render_GET(self, request: Request) -> int:
-        request.setHeader(b"Content-Type", b"text/plain")
-        sent = [0]
-
-        def piece() -> None:
-            if request.finished or self.gone.called:
-                return
-            sent[0] += 1
-            request.write(b"piece %d\n" % (sent[0],))
-            if sent[0] == 40:
-                request.finish()
-            else:
-                reactor.callLater(0.1, piece)
-
-        request.notifyFinish().addErrback(lambda _: self.gone.callback(reactor.seconds()))
-        piece()
-        return NOT_DONE_YET
 
 
 @onceAcrossRunners
@@ -115,7 +72,7 @@ class ResumeTests(TestCase):
             proxy.url + "v1/chat/completions",
             method=b"POST",
             headers=[(b"Content-Type", b"application/json"), *headers],
-            body=_chatBody(tokens),
+            body=passageChat(tokens),
             onPiece=cut if cutAfter else None,
         )
 
@@ -153,7 +110,7 @@ class ResumeTests(TestCase):
         cancelled the window (1 s) after, not at once; a stream ended
         truncated is resumed with its truncated end.
         """
-        slow = _Slow()
+        slow = SlowPieces()
         upstream = Upstream(self, slow)
         proxy: Server = yield startTwistd(
             self, "chunkproxy", "--route", f"/s/={upstream.url}", "--resumable", "1"
@@ -183,7 +140,7 @@ class ResumeTests(TestCase):
             ids.extend([] if ids else client.exchange.header(b"x-stream-id"))
 
         first = fetch(
-            proxy.url + "v1/chat/completions", method=b"POST", body=_chatBody(20),
+            proxy.url + "v1/chat/completions", method=b"POST", body=passageChat(20),
             headers=[(b"Content-Type", b"application/json")], onPiece=noteId,
         )  # fmt: skip
         yield until(lambda: bool(ids), 5)

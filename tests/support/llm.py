@@ -44,6 +44,21 @@ def sseEvents(body: bytes) -> list[Any]:
     return events
 
 
+def passageChat(tokens: int) -> bytes:
+    """
+    @return: The body of a streamed chat request to C{mock-passage} for
+        C{tokens} tokens.
+    """
+    return json.dumps(
+        {
+            "model": "mock-passage",
+            "stream": True,
+            "max_tokens": tokens,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+    ).encode()
+
+
 def chatRequest(content: str = "one two three four", **fields: Any) -> dict[str, Any]:
     """
     @return: A chat completion request for C{mock-echo}, with more fields.

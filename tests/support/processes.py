@@ -363,3 +363,54 @@ def browser(profile: str, *arguments: str) -> Any:
     ):
         options.add_argument(argument)
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
+@dataclass
+class RedisServer:
+    """
+    A C{redis-server} a test started on a free port of loopback.
+
+    @ivar port: Its port.
+    @ivar process: The process.
+    """
+
+    port: int
+    process: LineProcess
+
+    @property
+    def url(self) -> str:
+        """
+        @return: Its database 0, as C{--resume-store} takes it.
+        """
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def kill(self) -> Deferred[int]:
+        """
+        Kill it (C{SIGKILL}: no goodbye to its clients).
+
+        @return: A Deferred that fires once it has ended.
+        """
+        return stopped(self.process)
+
+
+def startRedis(case: SynchronousTestCase) -> Deferred[RedisServer]:
+    """
+    Start C{redis-server} on a free port of loopback, keeping nothing on
+    disk, and stop it when the test ends.
+
+    @raise SkipTest: Where redis-server is not installed (.ci/run installs
+        it: Debian's redis-server).
+    """
+    command = shutil.which("redis-server")
+    if command is None:
+        raise SkipTest("redis-server is not installed (.ci/run installs it)")
+    port = freePort()
+    process = LineProcess.spawn(
+        command, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        "--protected-mode", "yes", "--dir", _mkdir(case),
+    )  # fmt: skip
+    case.addCleanup(stopped, process)
+    ready = until(
+        lambda: "Ready to accept connections" in process.text, 10, lambda: process.text + repr(process.stderr)
+    )
+    return ready.addCallback(lambda _: RedisServer(port, process))

@@ -19,7 +19,7 @@ from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from tests.support.processes import reactor  # noqa: F401 (used below)
 
@@ -329,3 +329,34 @@ def h2Frame(kind: int, flags: int, payload: bytes, stream: int = 1) -> bytes:
         C{payload}.
     """
     return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+class SlowPieces(Resource):
+    """
+    An upstream that sends a piece every 0.1 s, 40 in all, and notes when
+    its client (the gateway) went.
+    """
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gone: Deferred[float] = Deferred()
+
+    def render_GET(self, request: Request) -> int:
+        request.setHeader(b"Content-Type", b"text/plain")
+        sent = [0]
+
+        def piece() -> None:
+            if request.finished or self.gone.called:
+                return
+            sent[0] += 1
+            request.write(b"piece %d\n" % (sent[0],))
+            if sent[0] == 40:
+                request.finish()
+            else:
+                reactor.callLater(0.1, piece)
+
+        request.notifyFinish().addErrback(lambda _: self.gone.callback(reactor.seconds()))
+        piece()
+        return NOT_DONE_YET

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import unquote, urlsplit
 
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
@@ -169,7 +169,10 @@ class RedisLink:
         # Ready once AUTH and SELECT are done (the protocol says so).
         def ready(_: object) -> None:
             self._protocol = protocol
-            protocol.whenDisconnected().addCallback(self._lost)
+            # (The protocol fires this with itself; ClientService gave us
+            # a proxy of it, which is what is compared.)
+            protocol.whenDisconnected().addCallback(lambda _: self._lost(protocol))
+            _log.info("resume store {address}: connected", address=str(self.address))
 
         return protocol.whenConnected().addCallback(ready)
 
@@ -192,10 +195,21 @@ class RedisLink:
             connection is not there).
         """
         protocol = self._protocol
-        if protocol is None:
+        if protocol is None or not protocol.connected:
             return fail(RedisDown())
         result: Deferred[Any] = protocol.execute_command(*args)
         return result
+
+    def whenUp(self, seconds: float) -> Deferred[None]:
+        """
+        @return: A Deferred that fires once the shared connection is there
+            (at once if it is), or fails after C{seconds} (or at the first
+            failed attempt to connect).
+        """
+        if self._protocol is not None:
+            return succeed(None)
+        connected: Deferred[Any] = self._service.whenConnected(failAfterFailures=1)
+        return connected.addTimeout(seconds, self._reactor).addCallback(lambda _: None)
 
     def blockingConnection(self) -> Deferred[txredisapi.RedisProtocol]:
         """

@@ -91,6 +91,10 @@ REACH_WAIT = 2.0
 it to arrive (the writing instance sends what its client had in the same
 turn, but another instance's read may overtake it)."""
 
+CONNECT_WAIT = 2.0
+"""Seconds a resume waits for the connection to Redis, when it is being
+made (the gateway just started, or Redis came back)."""
+
 UNREACHABLE = "store unreachable"
 
 
@@ -400,7 +404,12 @@ class RemoteResume:
         request.notifyFinish().addBoth(self._gone)
 
     def start(self) -> None:
-        self._shared.link.command("HGETALL", self._head).addCallbacks(self._gotHead, self._unreachable)
+        # (A resume can only be answered from Redis: it waits a little for
+        # a connection being made, as no stream's request ever does.)
+        link = self._shared.link
+        waited = link.whenUp(CONNECT_WAIT)
+        waited.addCallback(lambda _: link.command("HGETALL", self._head))
+        waited.addCallbacks(self._gotHead, self._unreachable)
 
     def _refuse(self, refusal: Refusal) -> None:
         if self.phase == "done":

@@ -1,0 +1,449 @@
+"""
+Tests for L{twisted_stream.exchange._sharedstreams} and
+L{twisted_stream.exchange._redislink}: resumable streams kept in a real
+C{redis-server}, resumed on another C{chunkproxy} of the fleet than the
+one that reads the upstream; and Redis going away mid-stream.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from typing import Any
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tests.support import (
+    Exchange,
+    RedisServer,
+    Server,
+    SlowPieces,
+    StrictClient,
+    Upstream,
+    fetch,
+    freePort,
+    onceAcrossRunners,
+    passageChat,
+    reactor,
+    startRedis,
+    startTwistd,
+    until,
+)
+from twisted_stream.exchange._redislink import parseRedisURL
+
+_TOKEN = "client-token-0123456789"
+
+
+def _chat(proxy: Server, tokens: int, headers: Any = (), cutAfter: int = 0) -> Deferred[Exchange]:
+    def cut(client: StrictClient) -> None:
+        if sum(len(data) for _, data in client.exchange.pieces) >= cutAfter:
+            client.tcp.abortConnection()
+
+    return fetch(
+        proxy.url + "v1/chat/completions",
+        method=b"POST",
+        headers=[(b"Content-Type", b"application/json"), *headers],
+        body=passageChat(tokens),
+        onPiece=cut if cutAfter else None,
+    )
+
+
+def _storeConnected(proxy: Server) -> Deferred[None]:
+    """
+    @return: A Deferred that fires once C{proxy} has connected to its Redis
+        (until then, a stream it reads is not resumable).
+    """
+    return until(
+        lambda: re.search(r"resume store redis://\S+: connected", proxy.output) is not None,
+        5,
+        lambda: proxy.output,
+    )
+
+
+@onceAcrossRunners
+class FleetTests(TestCase):
+    """
+    Two gateways and one Redis: a stream read by one is resumed on the
+    other.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def fleet(self, *options: str, upstream: str = "", window: str = "3", tokensPerSecond: str = "20") -> Any:
+        """
+        Start Redis, the mock LLM (unless C{upstream} is given) and two
+        gateways that keep their resumable streams in that Redis.
+
+        @return: The two gateways.
+        """
+        self.redis: RedisServer = yield startRedis(self)
+        if not upstream:
+            generator: Server = yield startTwistd(self, "chunkgen", "--tokens-per-second", tokensPerSecond)
+            upstream = f"/v1/={generator.url}v1/"
+        gateways = []
+        for _ in range(2):
+            proxy: Server = yield startTwistd(
+                self, "chunkproxy", "--route", upstream, "--resumable", window,
+                "--resume-store", self.redis.url, *options,
+            )  # fmt: skip
+            gateways.append(proxy)
+        for proxy in gateways:
+            # (Until then, a stream it reads is not resumable.)
+            yield _storeConnected(proxy)
+        return gateways
+
+    @inlineCallbacks
+    def test_cutThenResumedElsewhereJoinsExactly(self) -> Any:
+        """
+        A chat answer read by the first gateway, cut after some tokens,
+        resumed on the second from the bytes the client had: joined,
+        exactly the whole answer, as the second gateway serves it whole too
+        (with the same event ids), and as the first still has it.
+        """
+        one, two = yield self.fleet()
+        cut: Exchange = yield _chat(one, 40, cutAfter=600)
+        self.assertFalse(cut.complete)
+        [id] = cut.header(b"x-stream-id")
+        had = cut.body
+        rest: Exchange = yield fetch(two.url + f"_streams/{id.decode()}?from={len(had)}")
+        self.assertEqual((rest.status, rest.complete), (200, True))
+        self.assertEqual(rest.header(b"content-type"), [b"text/event-stream; charset=utf-8"])
+        self.assertEqual(rest.header(b"x-stream-id"), [id])
+        whole: Exchange = yield fetch(two.url + f"_streams/{id.decode()}")
+        self.assertTrue(whole.complete)
+        self.assertEqual(had + rest.body, whole.body)
+        self.assertEqual(whole.body.count(b'"chat.completion.chunk"'), 42)
+        self.assertTrue(whole.body.endswith(b"data: [DONE]\nid: " + id + b".43\n\n"), whole.body[-80:])
+        local: Exchange = yield fetch(one.url + f"_streams/{id.decode()}")
+        self.assertEqual(local.body, whole.body)
+        # After event 20 (Last-Event-ID at /_streams/ID): the rest.
+        after20: Exchange = yield fetch(
+            two.url + f"_streams/{id.decode()}", headers=[(b"Last-Event-ID", id + b".20")]
+        )
+        marker = b"id: " + id + b".20\n\n"
+        self.assertEqual(after20.body, whole.body[whole.body.index(marker) + len(marker) :])
+        self.assertNotIn(id.decode(), two.output)
+
+    @inlineCallbacks
+    def test_followedLiveElsewhere(self) -> Any:
+        """
+        A second reader on the other gateway follows the stream live: it
+        gets each piece as it is made (over more than a second), not at the
+        end, and the same bytes as the first.
+        """
+        one, two = yield self.fleet(tokensPerSecond="10")
+        ids: list[bytes] = []
+
+        def noteId(client: StrictClient) -> None:
+            ids.extend([] if ids else client.exchange.header(b"x-stream-id"))
+
+        first = fetch(
+            one.url + "v1/chat/completions", method=b"POST", body=passageChat(20),
+            headers=[(b"Content-Type", b"application/json")], onPiece=noteId,
+        )  # fmt: skip
+        yield until(lambda: bool(ids), 5)
+        second: Exchange = yield fetch(two.url + f"_streams/{ids[0].decode()}")
+        firstSaw: Exchange = yield first
+        self.assertEqual(firstSaw.body, second.body)
+        self.assertTrue(firstSaw.complete and second.complete)
+        arrivals = [at for at, _ in second.pieces]
+        self.assertGreater(
+            arrivals[-1] - arrivals[0], 1.0, "the second reader should get the pieces as they come"
+        )
+
+    @inlineCallbacks
+    def test_upstreamKeptWhileAReaderElsewhereFollows(self) -> Any:
+        """
+        The client on the first gateway leaves; a reader on the second
+        follows: the upstream is not cancelled (the window is 1 s, the
+        stream 4 s) and the reader gets all of it. A stream whose reader
+        elsewhere leaves too is cancelled about the window after.
+        """
+        slow = SlowPieces()
+        upstream = Upstream(self, slow)
+        one, two = yield self.fleet(upstream=f"/s/={upstream.url}", window="1")
+        cut: Exchange = yield fetch(one.url + "s/x", onPiece=lambda c: c.tcp.abortConnection())
+        [id] = cut.header(b"x-stream-id")
+        whole: Exchange = yield fetch(two.url + f"_streams/{id.decode()}")
+        self.assertTrue(whole.complete)
+        self.assertEqual(whole.body, b"".join(b"piece %d\n" % (n,) for n in range(1, 41)))
+        self.assertFalse(slow.gone.called, "the upstream was cancelled while a reader followed elsewhere")
+
+        slow2 = SlowPieces()
+        upstream2 = Upstream(self, slow2)
+        one, two = yield self.fleet(upstream=f"/s/={upstream2.url}", window="1")
+        cut = yield fetch(one.url + "s/x", onPiece=lambda c: c.tcp.abortConnection())
+        [id] = cut.header(b"x-stream-id")
+        yield fetch(
+            two.url + f"_streams/{id.decode()}",
+            onPiece=lambda c: c.tcp.abortConnection() if b"piece 10\n" in c.exchange.body else None,
+        )
+        left = reactor.seconds()
+        gone = yield slow2.gone
+        self.assertLess(
+            gone - left, 3.5, "the upstream should go about the window after the last reader left"
+        )
+
+
+@onceAcrossRunners
+class FleetRefusalTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_refusalsElsewhere(self) -> Any:
+        """
+        On the other gateway: an unknown id is a 404, a from beyond an
+        ended stream a 416, a resume with another credential or none a
+        401, each with its one-line reason; with the right one, the stream.
+        """
+        redis: RedisServer = yield startRedis(self)
+        generator: Server = yield startTwistd(self, "chunkgen")
+        gateways = []
+        for _ in range(2):
+            proxy: Server = yield startTwistd(
+                self, "chunkproxy", "--route", f"/v1/={generator.url}v1/", "--resumable", "3",
+                "--resume-store", redis.url, "--require-token", "env:TOKEN", env={"TOKEN": _TOKEN},
+            )  # fmt: skip
+            gateways.append(proxy)
+        one, two = gateways
+        auth = (b"Authorization", f"Bearer {_TOKEN}".encode())
+        started: Exchange = yield _chat(one, 3, headers=[auth])
+        [id] = started.header(b"x-stream-id")
+        url = two.url + f"_streams/{id.decode()}"
+        for path, headers, status, reason in (
+            ("_streams/AAAAAAAAAAAAAAAAAAAAAA", [auth], 404,
+             b"no stream with that id: it is unknown, has expired, or outgrew what is kept\n"),
+            (f"_streams/{id.decode()}", [], 401, b"this stream was started with another credential\n"),
+            (f"_streams/{id.decode()}", [(b"Authorization", b"Bearer someone-else")], 401,
+             b"this stream was started with another credential\n"),
+            (f"_streams/{id.decode()}?from=99999", [auth], 416,
+             b"from=99999 is beyond the %d bytes the stream has so far\n" % (len(started.body),)),
+            (f"_streams/{id.decode()}?from=x", [auth], 400, b"from must be a whole number of bytes, not 'x'\n"),
+        ):  # fmt: skip
+            refused: Exchange = yield fetch(two.url + path, headers=headers)
+            self.assertEqual((refused.status, refused.body), (status, reason), path)
+        allowed: Exchange = yield fetch(url, headers=[auth])
+        self.assertEqual((allowed.status, allowed.body), (200, started.body))
+
+
+def _streamEvents(proxy: Server) -> list[dict[str, Any]]:
+    """
+    @return: The stream events a gateway started with C{--log-format json}
+        has logged so far.
+    """
+    events = []
+    for line in proxy.output.splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event.get("namespace") == "chunkproxy.stream":
+                events.append(event)
+    return events
+
+
+@onceAcrossRunners
+class StoreFailureTests(TestCase):
+    """
+    Redis killed, or stopped, mid-stream: the stream goes on at its pace
+    and completes; it is no longer resumable, and the gateway says so.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def gatewayAndStream(self, fail: Any) -> Any:
+        """
+        One gateway with Redis behind it; a 4 s stream (a piece every
+        0.1 s); C{fail(redis)} once its client has 5 pieces.
+
+        @return: The gateway, Redis, the stream's exchange.
+        """
+        redis: RedisServer = yield startRedis(self)
+        self.addCleanup(
+            lambda: os.kill(redis.process.pid, signal.SIGCONT) if not redis.process.exitCode.called else None
+        )
+        slow = SlowPieces()
+        upstream = Upstream(self, slow)
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--route", f"/s/={upstream.url}", "--resumable", "3",
+            "--resume-store", redis.url, "--log-format", "json",
+        )  # fmt: skip
+        yield _storeConnected(proxy)
+        failed: list[bool] = []
+
+        def failAfterFive(client: StrictClient) -> None:
+            if not failed and client.exchange.body.count(b"\n") >= 5:
+                failed.append(True)
+                fail(redis)
+
+        exchange: Exchange = yield fetch(proxy.url + "s/x", onPiece=failAfterFive)
+        return proxy, redis, exchange
+
+    def assertWholeAtPace(self, exchange: Exchange) -> None:
+        self.assertTrue(exchange.complete)
+        self.assertEqual(exchange.body, b"".join(b"piece %d\n" % (n,) for n in range(1, 41)))
+        arrivals = [at for at, _ in exchange.pieces]
+        gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
+        self.assertLess(max(gaps), 0.5, "a piece waited for Redis")
+
+    @inlineCallbacks
+    def test_killed(self) -> Any:
+        """
+        Redis killed after 5 pieces: the client gets the whole stream at its
+        pace; its event says C{resumable_lost: store unreachable}; the
+        gateway says once that Redis is gone; a resume is a C{503} with its
+        reason; a stream started while Redis is down is not resumable (no
+        C{X-Stream-Id}) and complete.
+        """
+        proxy, redis, exchange = yield self.gatewayAndStream(lambda redis: redis.kill())
+        self.assertWholeAtPace(exchange)
+        [id] = exchange.header(b"x-stream-id")
+        yield until(lambda: len(_streamEvents(proxy)) == 1, 5, lambda: proxy.output)
+        [event] = _streamEvents(proxy)
+        self.assertEqual((event["outcome"], event["resumable_lost"]), ("complete", "store unreachable"))
+        resume: Exchange = yield fetch(proxy.url + f"_streams/{id.decode()}")
+        self.assertEqual((resume.status, resume.body), (503, b"the resume store is unreachable\n"))
+        later: Exchange = yield fetch(proxy.url + "s/y")
+        self.assertTrue(later.complete)
+        self.assertEqual(later.header(b"x-stream-id"), [], proxy.output)
+        self.assertEqual(proxy.output.count("resumable routes stream without resumability"), 1, proxy.output)
+        self.assertNotIn("Traceback", proxy.output)
+
+    @inlineCallbacks
+    def test_stopped(self) -> Any:
+        """
+        Redis stopped (SIGSTOP: it takes the connection's bytes and never
+        answers) after 5 pieces: no piece waits for it; after its reply
+        timeout the stream is no longer resumable, and says so.
+        """
+        proxy, redis, exchange = yield self.gatewayAndStream(
+            lambda redis: os.kill(redis.process.pid, signal.SIGSTOP)
+        )
+        self.assertWholeAtPace(exchange)
+        yield until(lambda: len(_streamEvents(proxy)) == 1, 5, lambda: proxy.output)
+        [event] = _streamEvents(proxy)
+        self.assertEqual((event["outcome"], event["resumable_lost"]), ("complete", "store unreachable"))
+        self.assertEqual(proxy.output.count("resumable routes stream without resumability"), 1, proxy.output)
+
+
+@onceAcrossRunners
+class StoreDownAtStartTests(TestCase):
+    timeout = 30
+
+    @inlineCallbacks
+    def test_nothingListening(self) -> Any:
+        """
+        A gateway whose Redis is not there streams as on any route (no
+        stream id), says so once, and answers a resume C{503}.
+        """
+        slow = SlowPieces()
+        upstream = Upstream(self, slow)
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--route", f"/s/={upstream.url}", "--resumable", "3",
+            "--resume-store", f"redis://127.0.0.1:{freePort()}/0",
+        )  # fmt: skip
+        exchange: Exchange = yield fetch(proxy.url + "s/x")
+        self.assertTrue(exchange.complete)
+        self.assertEqual(exchange.header(b"x-stream-id"), [])
+        resume: Exchange = yield fetch(proxy.url + "_streams/AAAAAAAAAAAAAAAAAAAAAA")
+        self.assertEqual((resume.status, resume.body), (503, b"the resume store is unreachable\n"))
+        self.assertEqual(proxy.output.count("resumable routes stream without resumability"), 1, proxy.output)
+        self.assertNotIn("Traceback", proxy.output)
+
+
+@onceAcrossRunners
+class BoundsTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_tooLargeForgottenInRedisToo(self) -> Any:
+        """
+        A stream larger than --resume-max-bytes: its client gets it whole;
+        the other gateway answers its resume C{404}, and a reader that
+        followed it there gets a truncated end.
+        """
+        redis: RedisServer = yield startRedis(self)
+        generator: Server = yield startTwistd(self, "chunkgen", "--tokens-per-second", "40")
+        gateways = []
+        for _ in range(2):
+            proxy: Server = yield startTwistd(
+                self, "chunkproxy", "--route", f"/v1/={generator.url}v1/", "--resumable", "3",
+                "--resume-store", redis.url, "--resume-max-bytes", "3000",
+            )  # fmt: skip
+            yield _storeConnected(proxy)
+            gateways.append(proxy)
+        one, two = gateways
+        ids: list[bytes] = []
+
+        def noteId(client: StrictClient) -> None:
+            ids.extend([] if ids else client.exchange.header(b"x-stream-id"))
+
+        first = fetch(
+            one.url + "v1/chat/completions", method=b"POST", body=passageChat(40),
+            headers=[(b"Content-Type", b"application/json")], onPiece=noteId,
+        )  # fmt: skip
+        yield until(lambda: bool(ids), 5)
+        follower: Exchange = yield fetch(two.url + f"_streams/{ids[0].decode()}")
+        answer: Exchange = yield first
+        self.assertTrue(answer.complete)
+        self.assertEqual(answer.body.count(b'"chat.completion.chunk"'), 42)
+        self.assertFalse(follower.complete, "a reader of a stream no longer kept ends truncated")
+        self.assertTrue(answer.body.startswith(follower.body))
+        self.assertLessEqual(len(follower.body), 3000)
+        gone: Exchange = yield fetch(two.url + f"_streams/{ids[0].decode()}")
+        self.assertEqual(gone.status, 404)
+
+
+class RedisURLTests(SynchronousTestCase):
+    def test_parsed(self) -> None:
+        """
+        C{redis://HOST:PORT/DB}, with 6379 and 0 when not said, IPv6 in
+        brackets, a password before the host.
+        """
+        for text, (host, port, db, password) in (
+            ("redis://127.0.0.1:6380/2", ("127.0.0.1", 6380, 2, None)),
+            ("redis://127.0.0.1", ("127.0.0.1", 6379, 0, None)),
+            ("redis://[::1]:7000/", ("::1", 7000, 0, None)),
+            ("redis://:s%40cret@127.0.0.1/1", ("127.0.0.1", 6379, 1, "s@cret")),
+        ):
+            address = parseRedisURL(text)
+            self.assertEqual(
+                (address.host, address.port, address.db, address.password), (host, port, db, password)
+            )
+        self.assertEqual(str(parseRedisURL("redis://[::1]:7000/3")), "redis://[::1]:7000/3")
+
+    def test_refused(self) -> None:
+        """
+        Anything else is refused with a one-line reason.
+        """
+        for text, reason in (
+            ("http://127.0.0.1/", "'http://127.0.0.1/' is not a redis://HOST:PORT/DB URL"),
+            ("redis://127.0.0.1:99999/0", "'redis://127.0.0.1:99999/0' is not a redis:// URL"),
+            ("redis://127.0.0.1/x", "'redis://127.0.0.1/x': the database must be a number, not 'x'"),
+            ("redis:///0", "'redis:///0' is not a redis://HOST:PORT/DB URL"),
+        ):
+            with self.assertRaises(ValueError) as caught:
+                parseRedisURL(text)
+            self.assertIn(reason, str(caught.exception))
+
+    def test_option(self) -> None:
+        """
+        C{--resume-store} takes C{memory} or a Redis URL; anything else is a
+        usage error naming the option.
+        """
+        from twisted.python.usage import UsageError
+
+        from twisted_stream.tap.chunkproxy import Options
+
+        memory = Options()
+        memory.parseOptions(["--resume-store", "memory"])
+        self.assertIsNone(memory["resume-store"])
+        options = Options()
+        options.parseOptions(["--resume-store", "redis://127.0.0.1:6390/1"])
+        self.assertEqual(str(options["resume-store"]), "redis://127.0.0.1:6390/1")
+        with self.assertRaises(UsageError) as caught:
+            Options().parseOptions(["--resume-store", "redis.example:6379"])
+        self.assertIn("--resume-store", str(caught.exception))
