@@ -158,12 +158,18 @@ class Process:
                 pass
         return total
 
+    companion: Optional[Process] = None
+    """A process it needs that runs beside it (its Redis), whose CPU is
+    reported beside its own, not in it."""
+
     def stop(self) -> None:
         self.process.terminate()
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.process.kill()
+        if self.companion is not None:
+            self.companion.stop()
 
 
 def freePort() -> int:
@@ -381,6 +387,43 @@ def chunkproxyResumable(upstream: str, workdir: Path) -> Process:
     )
 
 
+def chunkproxyResumableRedis(upstream: str, workdir: Path) -> Optional[Process]:
+    """
+    chunkproxy with both routes resumable in Redis (C{--resumable 5
+    --resume-store redis://...}): every stream copied to a C{redis-server}
+    started for it on the load's core; Redis's own CPU is reported beside
+    chunkproxy's.
+    """
+    command = shutil.which("redis-server")
+    if command is None:
+        return None
+    port = freePort()
+    redis = Process(
+        "redis",
+        pinned(LOAD_CORE, [command, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                           "--dir", str(workdir)]),
+        port=port,
+    )  # fmt: skip
+    try:
+        waitForPort(port)
+    except RuntimeError:
+        redis.stop()
+        raise
+    proxy = Process(
+        "chunkproxy-resumable-redis",
+        pinned(
+            PROXY_CORE,
+            [
+                str(BIN / "twistd"), "-n", "--pidfile=", "chunkproxy", "--listen", LISTEN,
+                "--resumable", "5", "--resume-store", f"redis://127.0.0.1:{port}/0",
+                "--upstream", upstream + "stream", "--route", f"/v1/={upstream}v1/",
+            ],
+        ),
+    )  # fmt: skip
+    proxy.companion = redis
+    return proxy
+
+
 def chunkproxyAt(revision: str, upstream: str, workdir: Path) -> Process:
     """
     chunkproxy as it was at a git revision of this project, from an export
@@ -420,6 +463,7 @@ STARTERS: dict[str, Callable[[str, Path], Optional[Process]]] = {
     "chunkproxy-pool3": chunkproxyPool3,
     "chunkproxy-failover": chunkproxyFailover,
     "chunkproxy-resumable": chunkproxyResumable,
+    "chunkproxy-resumable-redis": chunkproxyResumableRedis,
     "reverseproxy": reverseProxy,
     "nginx": nginx,
     "goproxy": goproxy,
@@ -430,6 +474,7 @@ ORDER = [
     "chunkproxy-pool3",
     "chunkproxy-failover",
     "chunkproxy-resumable",
+    "chunkproxy-resumable-redis",
     "chunkproxy-w2",
     "reverseproxy",
     "nginx",
@@ -476,6 +521,8 @@ class Sample:
     wallSeconds: float = 0.0
     rssKiB: Optional[int] = None
     rssBeforeKiB: Optional[int] = None
+    companionCpuSeconds: Optional[float] = None
+    """The CPU of the process beside the target (its Redis), if it has one."""
 
     @property
     def lost(self) -> bool:
@@ -515,6 +562,7 @@ def runLoad(
     if target is not None:
         sample.rssBeforeKiB = target.rssKiB()
         cpuBefore = target.cpuNanoseconds()
+        companionBefore = target.companion.cpuNanoseconds() if target.companion is not None else 0
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
     began = time.monotonic()
@@ -529,6 +577,8 @@ def runLoad(
     done.set()
     if target is not None:
         sample.cpuSeconds = (target.cpuNanoseconds() - cpuBefore) / 1e9
+        if target.companion is not None:
+            sample.companionCpuSeconds = (target.companion.cpuNanoseconds() - companionBefore) / 1e9
         rss.append(target.rssKiB())
         sample.rssKiB = max(rss)
     if finished.returncode != 0:
@@ -992,6 +1042,7 @@ def report(samples: list[Sample]) -> str:
 VARIANTS = {
     "chunkproxy-pool3": "A pool of three against one upstream",
     "chunkproxy-resumable": "Resumable routes (--resumable, the memory store) against plain ones",
+    "chunkproxy-resumable-redis": "Resumable routes in Redis (--resume-store redis://) against plain ones",
 }
 """The variants of chunkproxy measured against it, round by round."""
 
@@ -1041,6 +1092,16 @@ def variantReport(samples: list[Sample]) -> list[str]:
                     f"| {what} ({scenario}{f' {level:,}' if level else ''}) | {spread([a for a, _ in per], '.0f')} µs"
                     f" | {spread([b for _, b in per], '.0f')} µs | {spread([b / a for a, b in per], '.2f')}× |"
                 )
+                besides = [
+                    b.companionCpuSeconds * 1e6 / max(1, b.load[unit])
+                    for key, b in variant[scenario].items()
+                    if key[1] == level and b.companionCpuSeconds is not None
+                ]
+                if besides:
+                    lines.append(
+                        f"| {what} ({scenario}{f' {level:,}' if level else ''}), Redis's own | |"
+                        f" {spread(besides, '.0f')} µs | |"
+                    )
     failover = by("chunkproxy-failover", "L1")
     single["L1"] = by("chunkproxy", "L1")
     if failover:

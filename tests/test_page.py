@@ -202,6 +202,71 @@ class PageInChromiumTests(TestCase):
         self.assertTrue(800 <= int(resumed.group(1)) <= 5000, seen["summary"])
         self.assertIn("GET /_streams/", proxy.output)
 
+    def followInSecondTab(self, url: str) -> dict[str, Any]:
+        """
+        Start a chat; once 5 tokens are there, open the page's "follow" link
+        in a second tab and watch it until its answer is over; then read
+        the first tab.
+
+        @return: C{second} and C{first}: each tab's C{state}, C{answer} and
+            C{summary}; C{polls}: the second tab's token count at each poll.
+        """
+        profile = self.mktemp()
+        os.makedirs(profile)
+        driver = browser(profile)
+        read = (
+            "return {count: document.querySelectorAll('#answer span.token').length,"
+            " state: document.getElementById('status').dataset.state,"
+            " answer: document.getElementById('answer').textContent,"
+            " summary: document.getElementById('summary').textContent,"
+            " follow: document.getElementById('follow').hidden ? null : document.getElementById('follow').href};"
+        )
+        try:
+            driver.get(url)
+            driver.execute_script(
+                "const mode = document.getElementById('mode'); mode.value = 'chat';"
+                "mode.dispatchEvent(new Event('change'));"
+                "document.getElementById('model').value = 'mock-passage';"
+            )
+            driver.find_element("id", "start").click()
+            began = time.monotonic()
+            seen = driver.execute_script(read)
+            while (seen["count"] < 5 or not seen["follow"]) and time.monotonic() - began < 20:
+                seen = driver.execute_script(read)
+            first = driver.current_window_handle
+            driver.switch_to.new_window("tab")
+            driver.get(seen["follow"])
+            polls: list[int] = []
+            second = driver.execute_script(read)
+            while second["state"] in ("idle", "streaming") and time.monotonic() - began < 40:
+                polls.append(second["count"])
+                second = driver.execute_script(read)
+            driver.switch_to.window(first)
+            return dict(second=second, first=driver.execute_script(read), polls=polls, follow=seen["follow"])
+        finally:
+            driver.quit()
+
+    @inlineCallbacks
+    def test_secondTabFollowsLive(self) -> Any:
+        """
+        On a resumable route the page offers to follow the answer in
+        another tab; opened mid-answer, that tab shows all of it so far,
+        then each token as it comes (live: its count climbs through many
+        values), and both tabs end with the whole answer.
+        """
+        generator: Server = yield startTwistd(self, "chunkgen", "--ttft", "0.1", "--tokens-per-second", "12")
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--upstream", generator.url + "generate", "--resumable", "30"
+        )
+        seen = yield deferToThread(self.followInSecondTab, proxy.url)
+        self.assertRegex(seen["follow"], r"\?follow=[A-Za-z0-9_-]{22}$")
+        for tab in ("first", "second"):
+            self.assertEqual(seen[tab]["state"], "done", seen[tab])
+            self.assertEqual(seen[tab]["answer"], PASSAGE)
+        between = {count for count in seen["polls"] if 5 < count < len(tokens(PASSAGE))}
+        self.assertGreater(len(between), 10, seen["polls"][-5:])
+        self.assertIn("GET /_streams/", proxy.output)
+
     @inlineCallbacks
     def test_chunksAppearOneByOne(self) -> Any:
         """

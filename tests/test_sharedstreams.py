@@ -11,7 +11,7 @@ import json
 import os
 import re
 import signal
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -33,6 +33,7 @@ from tests.support import (
     until,
 )
 from twisted_stream.exchange._redislink import parseRedisURL
+from twisted_stream.exchange._sharedstreams import _TURN
 
 _TOKEN = "client-token-0123456789"
 
@@ -447,3 +448,201 @@ class RedisURLTests(SynchronousTestCase):
         with self.assertRaises(UsageError) as caught:
             Options().parseOptions(["--resume-store", "redis.example:6379"])
         self.assertIn("--resume-store", str(caught.exception))
+
+
+class _FakeLink:
+    """
+    A link to Redis that notes each command and answers when told.
+    """
+
+    def __init__(self) -> None:
+        self.up = True
+        self.address = parseRedisURL("redis://127.0.0.1:1/0")
+        self.sent: list[tuple[Any, ...]] = []
+        self.answers: list[Deferred[Any]] = []
+
+    def start(self) -> None:
+        pass
+
+    def command(self, *args: Any) -> Deferred[Any]:
+        self.sent.append(args)
+        answer: Deferred[Any] = Deferred()
+        self.answers.append(answer)
+        return answer
+
+    def answerAll(self, value: Any = b"OK") -> None:
+        answers, self.answers = self.answers, []
+        for answer in answers:
+            answer.callback(value)
+
+
+class MirrorTests(SynchronousTestCase):
+    """
+    What a stream's copy sends to Redis, on a fake clock and a fake link:
+    the pieces of one turn as one entry, never waited for; a failure ends
+    its resumability.
+    """
+
+    def setUp(self) -> None:
+        from twisted.internet.task import Clock
+
+        from twisted_stream.exchange._resumable import ResumeStore
+        from twisted_stream.exchange._sharedstreams import SharedStreams
+
+        self.clock = Clock()
+        self.link = _FakeLink()
+        self.shared = SharedStreams(cast(Any, self.link), self.clock, maxBacklog=100)
+        self.store = ResumeStore(self.clock, shared=self.shared)
+        self.shared.start()
+
+    def open(self) -> Any:
+        stream = self.store.open(5, None, 200, [(b"content-type", b"text/plain")], b"/s/x")
+        assert stream is not None
+        return stream
+
+    def commands(self) -> list[tuple[Any, ...]]:
+        sent, self.link.sent = self.link.sent, []
+        return sent
+
+    def turns(self) -> list[list[Any]]:
+        """
+        @return: The fields of each stream of each turn's command sent
+            since the last call (each C{EVAL _TURN} with its keys).
+        """
+        turns = []
+        for command in self.commands():
+            self.assertEqual(command[:2], ("EVAL", _TURN))
+            count = command[2]
+            keys, maxEntries, fields = command[3 : 3 + count], command[3 + count], command[4 + count :]
+            self.assertEqual(maxEntries, 100000)
+            turns.append([[key, *fields[10 * n : 10 * n + 10]] for n, key in enumerate(keys)])
+        return turns
+
+    def test_piecesOfOneTurnAreOneEntry(self) -> None:
+        """
+        The head, then the pieces appended in one turn as one entry with
+        their offset, sent at the end of the turn in one command; the next
+        turn's pieces as the next entry; the end with its expiry.
+        """
+        stream = self.open()
+        body = b"chunkproxy:stream:{" + stream.id.encode() + b"}"
+        for piece in (b"ab", b"c", b"de"):
+            stream.append(piece)
+        self.assertEqual(self.link.sent, [], "nothing is sent before the turn ends")
+        self.clock.advance(0)
+        head = [200, b"content-type: text/plain\r\n", b"/s/x", b"", "5"]
+        self.assertEqual(self.turns(), [[[body, *head, 0, b"abcde", b"", b"", 15000]]])
+        stream.append(b"fg")
+        self.clock.advance(0)
+        self.assertEqual(self.turns(), [[[body, *[b""] * 5, 5, b"fg", b"", b"", b""]]])
+        stream.finish("complete")
+        self.clock.advance(0)
+        self.assertEqual(self.turns(), [[[body, *[b""] * 5, b"", b"", b"", "complete", 5000]]])
+
+    def test_allStreamsOfATurnInOneCommand(self) -> None:
+        """
+        Two streams that each got a piece in the same turn: one command;
+        the refresh of live streams' expiries rides on a turn too.
+        """
+        one, two = self.open(), self.open()
+        self.clock.advance(0)
+        self.commands()
+        one.append(b"1")
+        two.append(b"2")
+        self.clock.advance(0)
+        [turn] = self.turns()
+        self.assertEqual([(stream[6], stream[7]) for stream in turn], [(0, b"1"), (0, b"2")])
+        self.clock.advance(5)
+        [turn] = self.turns()
+        self.assertEqual([stream[-1] for stream in turn], [15000, 15000])
+
+    def test_eventEndsBesideTheirPiece(self) -> None:
+        """
+        Where each numbered event ends goes with the piece it ended in, so
+        that another instance finds C{Last-Event-ID}'s offset.
+        """
+        from twisted_stream.exchange._eventids import EventIds
+
+        stream = self.open()
+        stream.events = EventIds(stream.id, stream.append)
+        stream.events(b"data: one\n\ndata: tw")
+        self.clock.advance(0)
+        [[fields]] = self.turns()
+        id = stream.id.encode()
+        self.assertEqual(
+            fields[7:9], [b"data: one\nid: " + id + b".1\n\ndata: tw", b"1:%d" % (len(id) + 18,)]
+        )
+        stream.events(b"o\n\n")
+        self.clock.advance(0)
+        [[fields]] = self.turns()
+        self.assertEqual(fields[8], b"2:%d" % (stream.end,))
+
+    def test_aFailureEndsResumability(self) -> None:
+        """
+        A command that fails (the connection lost): the stream is no longer
+        resumable (forgotten here, C{lost} says why), and nothing more is
+        sent for it; said once a minute at most.
+        """
+        stream = self.open()
+        lost: list[str] = []
+        stream.whenLost = lost.append
+        stream.append(b"x")
+        self.clock.advance(0)
+        self.link.answers[0].errback(ConnectionError("Lost connection"))
+        self.assertEqual((stream.lost, lost), ("store unreachable", ["store unreachable"]))
+        self.assertIsNone(self.store.get(stream.id))
+        self.commands()
+        stream.append(b"y")
+        self.clock.advance(0)
+        self.assertEqual(self.commands(), [])
+        self.flushLoggedErrors()
+
+    def test_notConnectedNotResumable(self) -> None:
+        """
+        While the link is not up, a new stream is not resumable (the store
+        gives none), and nothing waits.
+        """
+        self.link.up = False
+        self.assertIsNone(self.store.open(5, None, 200, []))
+        self.assertEqual(self.link.sent, [])
+
+    def test_behindNotResumable(self) -> None:
+        """
+        More than C{maxBacklog} bytes sent and not answered: Redis is too
+        slow; the stream is no longer resumable, and new ones are not
+        until it has answered.
+        """
+        stream = self.open()
+        stream.append(b"x" * 150)
+        self.clock.advance(0)
+        stream.append(b"y")
+        self.clock.advance(0)
+        self.assertEqual(stream.lost, "store unreachable")
+        self.assertIsNone(self.store.open(5, None, 200, []))
+        self.link.answerAll()
+        self.assertIsNotNone(self.store.open(5, None, 200, []))
+
+    def test_keptWhileAReaderElsewhereFollows(self) -> None:
+        """
+        With no reader here for the window, the stream asks Redis whether
+        one elsewhere follows it: while one does, it keeps its upstream;
+        once none does, it gives it up.
+        """
+        stream = self.open()
+        given: list[bool] = []
+        stream.abandoned = lambda: given.append(True)
+        stream.detach(None)
+        self.clock.advance(5)
+        readers = b"chunkproxy:stream:{" + stream.id.encode() + b"}:readers"
+
+        def answerExists(count: int) -> None:
+            asked = [n for n, command in enumerate(self.link.sent) if command == ("EXISTS", readers)]
+            self.assertEqual(len(asked), 1)
+            self.link.answers[asked[0]].callback(count)
+            self.link.sent, self.link.answers = [], []
+
+        answerExists(1)
+        self.assertEqual(given, [])
+        self.clock.advance(5)
+        answerExists(0)
+        self.assertEqual(given, [True])

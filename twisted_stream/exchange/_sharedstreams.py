@@ -9,8 +9,11 @@ it there), and copies it to Redis (a L{Mirror}): the stream's head (status,
 headers, target, credential) in a hash, each piece of its body as an entry
 of a Redis stream (C{XADD}, its body offset beside it, and where the events
 that ended in it end), its end as a last entry. The pieces of one reactor
-turn go as one entry per stream, all streams' commands written together:
-one round trip per turn, never one per chunk, and never waited for.
+turn go as one entry per stream, and all streams' writes of a turn as one
+command (a short Lua script, L{_TURN}): one round trip per turn, never one
+per chunk, and never waited for. (A script that writes many streams' keys
+is why Redis Cluster is not supported: one Redis, or a primary with
+replicas.)
 
 An instance asked to resume a stream it does not hold reads it there (a
 L{RemoteResume}): the head, what is kept (C{XRANGE}), then each later entry
@@ -19,8 +22,7 @@ client's pace. While it follows, it says so in a key with the stream's
 window as its expiry, which the writing instance reads before it gives up
 an upstream that no reader of its own follows.
 
-Keys (the stream's id in braces, so that a Redis Cluster keeps a stream's
-keys in one slot): C{chunkproxy:stream:{ID}} (the body),
+Keys: C{chunkproxy:stream:{ID}} (the body),
 C{chunkproxy:stream:{ID}:head}, C{chunkproxy:stream:{ID}:readers}. While a
 stream is live its keys expire C{max(window, 15 s)} after the last refresh
 (every 5 s), so that the copy of an instance that died goes away; once it
@@ -38,7 +40,7 @@ or fails because of it, but a resume that can only be answered from it
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, cast
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
@@ -96,6 +98,40 @@ CONNECT_WAIT = 2.0
 made (the gateway just started, or Redis came back)."""
 
 UNREACHABLE = "store unreachable"
+
+
+_TURN = b"""
+local maxlen = ARGV[1]
+for i, body in ipairs(KEYS) do
+  local at = 1 + (i - 1) * 10
+  local head = body .. ':head'
+  if ARGV[at + 1] ~= '' then
+    redis.call('HSET', head, 'status', ARGV[at + 1], 'headers', ARGV[at + 2], 'target', ARGV[at + 3],
+               'owner', ARGV[at + 4], 'window', ARGV[at + 5])
+  end
+  if ARGV[at + 7] ~= '' then
+    if ARGV[at + 8] ~= '' then
+      redis.call('XADD', body, 'MAXLEN', '~', maxlen, '*', 'o', ARGV[at + 6], 'd', ARGV[at + 7], 'e', ARGV[at + 8])
+    else
+      redis.call('XADD', body, 'MAXLEN', '~', maxlen, '*', 'o', ARGV[at + 6], 'd', ARGV[at + 7])
+    end
+  end
+  if ARGV[at + 9] ~= '' then
+    redis.call('XADD', body, '*', 'end', ARGV[at + 9])
+  end
+  if ARGV[at + 10] ~= '' then
+    redis.call('PEXPIRE', body, ARGV[at + 10])
+    redis.call('PEXPIRE', head, ARGV[at + 10])
+  end
+end
+return #KEYS
+"""
+"""One turn's writes for every stream that has some, in one command: KEYS
+are the streams' bodies; ARGV the most entries a body keeps, then ten
+fields per stream (see L{Mirror.turn}); an empty field is nothing to do.
+One command per turn, not one per stream or per chunk: most of what a
+stream's copy costs the gateway is a command's round through the client
+library, not the bytes."""
 
 
 def keysOf(id: str) -> tuple[bytes, bytes, bytes]:
@@ -184,19 +220,27 @@ class SharedStreams:
             self._flush = self.clock.callLater(0, self._send)
 
     def _send(self) -> None:
+        # What every stream added this turn, in one command: one round trip
+        # and one reply per turn, however many streams and chunks.
         self._flush = None
         due, self._due = self._due, []
-        for mirror in due:
-            mirror.send()
-
-    def send(self, mirror: Mirror, size: int, *command: bytes | str | int) -> None:
-        """
-        Send one command for C{mirror}, counted in the backlog until it is
-        answered; a failure ends the mirror.
-        """
         if self.backlog > self.maxBacklog:
             self.trouble(f"more than {self.maxBacklog} bytes sent and not yet answered")
-            mirror.failed()
+            for mirror in due:
+                mirror.failed()
+            return
+        keys: list[bytes] = []
+        arguments: list[bytes | str | int] = []
+        size = 0
+        sent: list[Mirror] = []
+        for mirror in due:
+            fields = mirror.turn()
+            if fields is not None:
+                keys.append(mirror.body)
+                arguments += fields
+                size += len(cast(bytes, fields[6]))
+                sent.append(mirror)
+        if not keys:
             return
         self.backlog += size
 
@@ -206,15 +250,29 @@ class SharedStreams:
         def failed(failure: Failure) -> None:
             self.backlog -= size
             self.trouble(failure.getErrorMessage() or failure.type.__name__)
+            for mirror in sent:
+                mirror.failed()
+
+        command = self.link.command("EVAL", _TURN, len(keys), *keys, MAX_ENTRIES, *arguments)
+        command.addCallbacks(answered, failed)
+
+    def send(self, mirror: Mirror, *command: bytes | str | int) -> None:
+        """
+        Send one command for C{mirror} on its own (what is rare: a stream
+        that is no longer resumable); a failure ends the mirror.
+        """
+
+        def failed(failure: Failure) -> None:
+            self.trouble(failure.getErrorMessage() or failure.type.__name__)
             mirror.failed()
 
-        self.link.command(*command).addCallbacks(answered, failed)
+        self.link.command(*command).addErrback(failed)
 
     def ended(self, mirror: Mirror) -> None:
         self._live.discard(mirror)
 
     def _refreshLive(self) -> None:
-        for mirror in list(self._live):
+        for mirror in self._live:
             mirror.refresh()
 
     # Reading: a stream another instance reads.
@@ -247,6 +305,7 @@ class Mirror:
         self._headSent = False
         self._ended: Optional[str] = None
         self._endSent = False
+        self._refresh = False
         self._scheduled = True  # (the head, in this turn)
         self.broken = False
 
@@ -263,37 +322,45 @@ class Mirror:
             self._scheduled = True
             self._shared.due(self)
 
-    def send(self) -> None:
+    def turn(self) -> Optional[list[bytes | str | int]]:
         """
-        Send what this turn added (the head first, the first time).
+        What this turn added, as the ten fields of L{_TURN}'s arguments for
+        one stream: its head (status, headers, target, owner, window: the
+        first time only), its new piece (offset, bytes, event ends), its
+        end, and the expiry its keys get now; or L{None} if nothing.
         """
         self._scheduled = False
         if self.broken:
-            return
-        shared, stream = self._shared, self.stream
+            return None
+        stream = self.stream
+        fields: list[bytes | str | int] = []
+        expiry: float | None = None
         if not self._headSent:
             self._headSent = True
             headers = b"".join(name + b": " + value + b"\r\n" for name, value in stream.headers)
-            shared.send(
-                self, len(headers) + len(stream.target), "HSET", self.head,
-                "status", stream.status, "headers", headers, "target", stream.target,
-                "owner", stream.owner or b"", "window", repr(stream.window),
-            )  # fmt: skip
-            self._expire(max(stream.window, LIVE_TTL))
+            fields += [stream.status, headers, stream.target, stream.owner or b"", repr(stream.window)]
+            expiry = max(stream.window, LIVE_TTL)
+        else:
+            fields += [b"", b"", b"", b"", b""]
         if self._pieces:
             data = b"".join(self._pieces) if len(self._pieces) > 1 else self._pieces[0]
             self._pieces = []
-            entry: list[bytes | str | int] = ["o", self._offset, "d", data]
+            fields += [self._offset, data, self._events(data)]
             self._offset += len(data)
-            events = self._events(data)
-            if events:
-                entry += ["e", events]
-            shared.send(self, len(data), "XADD", self.body, "MAXLEN", "~", MAX_ENTRIES, "*", *entry)
-        if self._ended is not None and not self._endSent and not self.broken:
+        else:
+            fields += [b"", b"", b""]
+        if self._ended is not None and not self._endSent:
             self._endSent = True
-            shared.send(self, 0, "XADD", self.body, "*", "end", self._ended)
-            self._expire(stream.window)
-            shared.ended(self)
+            fields.append(self._ended)
+            expiry = stream.window
+            self._shared.ended(self)
+        else:
+            fields.append(b"")
+        if self._refresh and expiry is None:
+            expiry = max(stream.window, LIVE_TTL)
+        self._refresh = False
+        fields.append(_ms(expiry) if expiry is not None else b"")
+        return fields
 
     def _events(self, data: bytes) -> bytes:
         # Where the events that ended in these pieces end, as "N:OFFSET,...".
@@ -302,7 +369,7 @@ class Mirror:
             return b""
         ends = ids.ends
         upTo = len(ends)
-        if upTo and ends[-1] == self._offset and data.endswith(b"\r") and self._ended is None:
+        if upTo and ends[-1] == self._offset + len(data) and data.endswith(b"\r") and self._ended is None:
             # A CR that may be the first half of a CR LF: that event's end
             # moves past the LF when the next piece starts with one.
             upTo -= 1
@@ -310,16 +377,12 @@ class Mirror:
         self._eventsSent = max(self._eventsSent, upTo)
         return new
 
-    def _expire(self, seconds: float) -> None:
-        for key in (self.body, self.head):
-            self._shared.send(self, 0, "PEXPIRE", key, _ms(seconds))
-
     def refresh(self) -> None:
         """
-        The stream is still live: its keys live on.
+        The stream is still live: its keys live on (sent with this turn's).
         """
-        if not self.broken:
-            self._expire(max(self.stream.window, LIVE_TTL))
+        self._refresh = True
+        self._schedule()
 
     def readersElsewhere(self) -> Deferred[bool]:
         """
@@ -351,9 +414,9 @@ class Mirror:
             return
         self._pieces = []
         shared = self._shared
-        shared.send(self, 0, "XADD", self.body, "*", "end", TRUNCATED)
-        shared.send(self, 0, "DEL", self.head)
-        shared.send(self, 0, "PEXPIRE", self.body, _ms(LIVE_TTL))
+        shared.send(self, "XADD", self.body, "*", "end", TRUNCATED)
+        shared.send(self, "DEL", self.head)
+        shared.send(self, "PEXPIRE", self.body, _ms(LIVE_TTL))
         self.broken = True
         shared.ended(self)
 
