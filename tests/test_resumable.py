@@ -296,6 +296,33 @@ class ResumeTests(TestCase):
         self.assertGreater(total, lost)
 
     @inlineCallbacks
+    def test_recordingsHaveNoStreamId(self) -> Any:
+        """
+        A resumable route that records: the recording is of the upstream's
+        answer as it came, with neither the stream's id (in a header or an
+        event's id line) nor any id line.
+        """
+        folder = os.path.abspath(self.mktemp())
+        proxy = yield self.gateway("--record", folder)
+        answer: Exchange = yield self.chat(proxy, 5)
+        [id] = answer.header(b"x-stream-id")
+        self.assertIn(b"id: " + id + b".1\n", answer.body)
+        yield until(lambda: os.path.isdir(folder) and bool(os.listdir(folder)), 5)
+        [name] = os.listdir(folder)
+        path = os.path.join(folder, name)
+        yield until(
+            lambda: b'"complete"' in open(path, "rb").read(),
+            5,
+            lambda: open(path, "rb").read()[-300:].decode(),
+        )
+        with open(path, "rb") as recording:
+            recorded = recording.read()
+        self.assertIn(b"chat.completion.chunk", recorded)
+        self.assertNotIn(id, recorded)
+        self.assertNotIn(id[:6], recorded)
+        self.assertNotIn(b"id: ", recorded)
+
+    @inlineCallbacks
     def test_routesNotResumableAsBefore(self) -> Any:
         """
         Without --resumable: no stream id, and /_streams/ is no path of the

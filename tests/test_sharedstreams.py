@@ -130,6 +130,39 @@ class FleetTests(TestCase):
         self.assertNotIn(id.decode(), two.output)
 
     @inlineCallbacks
+    def test_eventSourceReconnectsElsewhere(self) -> Any:
+        """
+        A browser's C{EventSource} reconnecting to the URL it started with,
+        with C{Last-Event-ID}, lands on the other gateway: it gets the events
+        after that one, joining exactly; with an id no gateway knows, the
+        request is forwarded as a new one.
+        """
+        generator: Server = yield startTwistd(self, "chunkgen")
+        one, two = yield self.fleet(upstream=f"/g/={generator.url}")
+        target = "g/generate?count=30&interval=0.05&format=sse"
+        cut: Exchange = yield fetch(
+            one.url + target,
+            onPiece=lambda c: c.tcp.abortConnection() if c.exchange.body.count(b"\n\n") >= 8 else None,
+        )
+        self.assertEqual(cut.status, 200, cut.body)
+        [id] = cut.header(b"x-stream-id")
+        last = re.findall(rb"id: (\S+)\n\n", cut.body)[-1]
+        self.assertTrue(last.startswith(id + b"."), last)
+        rest: Exchange = yield fetch(two.url + target, headers=[(b"Last-Event-ID", last)])
+        self.assertEqual((rest.status, rest.complete), (200, True), (last, rest.body))
+        self.assertEqual(rest.header(b"x-stream-id"), [id])
+        whole: Exchange = yield fetch(two.url + f"_streams/{id.decode()}")
+        marker = b"id: " + last + b"\n\n"
+        self.assertEqual(rest.body, whole.body[whole.body.index(marker) + len(marker) :])
+        self.assertEqual(whole.body.count(b"data: "), 30)
+        fresh: Exchange = yield fetch(
+            two.url + target, headers=[(b"Last-Event-ID", b"AAAAAAAAAAAAAAAAAAAAAA.3")]
+        )
+        self.assertTrue(fresh.complete)
+        self.assertEqual(fresh.body.count(b"data: "), 30)
+        self.assertNotEqual(fresh.header(b"x-stream-id"), [id])
+
+    @inlineCallbacks
     def test_followedLiveElsewhere(self) -> Any:
         """
         A second reader on the other gateway follows the stream live: it
@@ -504,57 +537,71 @@ class MirrorTests(SynchronousTestCase):
         sent, self.link.sent = self.link.sent, []
         return sent
 
-    def turns(self) -> list[list[Any]]:
+    def batches(self) -> list[list[list[bytes]]]:
         """
-        @return: The fields of each stream of each turn's command sent
-            since the last call (each C{EVAL _TURN} with its keys).
+        @return: Each command sent since the last call (an C{EVAL _TURN}),
+            as its streams: each its key, what it has, and the fields.
         """
-        turns = []
+        batches = []
         for command in self.commands():
             self.assertEqual(command[:2], ("EVAL", _TURN))
-            count = command[2]
-            keys, maxEntries, fields = command[3 : 3 + count], command[3 + count], command[4 + count :]
-            self.assertEqual(maxEntries, 100000)
-            turns.append([[key, *fields[10 * n : 10 * n + 10]] for n, key in enumerate(keys)])
-        return turns
+            count = int(command[2])
+            keys, maxEntries, arguments = (
+                command[3 : 3 + count],
+                command[3 + count],
+                list(command[4 + count :]),
+            )
+            self.assertEqual(maxEntries, b"100000")
+            streams = []
+            for key in keys:
+                what = arguments.pop(0)
+                size = {ord("h"): 5, ord("p"): 2, ord("e"): 3, ord("x"): 1, ord("t"): 1}
+                count = sum(size[letter] for letter in what)
+                streams.append([key, what, *arguments[:count]])
+                del arguments[:count]
+            self.assertEqual(arguments, [])
+            batches.append(streams)
+        return batches
 
-    def test_piecesOfOneTurnAreOneEntry(self) -> None:
+    def test_piecesTogetherAsOneEntry(self) -> None:
         """
-        The head, then the pieces appended in one turn as one entry with
-        their offset, sent at the end of the turn in one command; the next
-        turn's pieces as the next entry; the end with its expiry.
+        The head, then the pieces appended within L{FLUSH_EVERY} as one
+        entry with their offset, sent together in one command after it;
+        the next pieces as the next entry; the end with its expiry.
         """
         stream = self.open()
         body = b"chunkproxy:stream:{" + stream.id.encode() + b"}"
         for piece in (b"ab", b"c", b"de"):
             stream.append(piece)
-        self.assertEqual(self.link.sent, [], "nothing is sent before the turn ends")
-        self.clock.advance(0)
-        head = [200, b"content-type: text/plain\r\n", b"/s/x", b"", "5"]
-        self.assertEqual(self.turns(), [[[body, *head, 0, b"abcde", b"", b"", 15000]]])
+        self.clock.advance(0.004)
+        self.assertEqual(self.link.sent, [], "nothing is sent before FLUSH_EVERY")
+        self.clock.advance(0.001)
+        head = [b"200", b"content-type: text/plain\r\n", b"/s/x", b"", b"5"]
+        self.assertEqual(self.batches(), [[[body, b"hpt", *head, b"0", b"abcde", b"15000"]]])
         stream.append(b"fg")
-        self.clock.advance(0)
-        self.assertEqual(self.turns(), [[[body, *[b""] * 5, 5, b"fg", b"", b"", b""]]])
+        self.clock.advance(0.005)
+        self.assertEqual(self.batches(), [[[body, b"p", b"5", b"fg"]]])
         stream.finish("complete")
-        self.clock.advance(0)
-        self.assertEqual(self.turns(), [[[body, *[b""] * 5, b"", b"", b"", "complete", 5000]]])
+        self.clock.advance(0.005)
+        self.assertEqual(self.batches(), [[[body, b"xt", b"complete", b"5000"]]])
 
-    def test_allStreamsOfATurnInOneCommand(self) -> None:
+    def test_allStreamsInOneCommand(self) -> None:
         """
-        Two streams that each got a piece in the same turn: one command;
-        the refresh of live streams' expiries rides on a turn too.
+        Two streams that each got a piece: one command; the refresh of live
+        streams' expiries rides on one too.
         """
         one, two = self.open(), self.open()
-        self.clock.advance(0)
+        self.clock.advance(0.005)
         self.commands()
         one.append(b"1")
         two.append(b"2")
-        self.clock.advance(0)
-        [turn] = self.turns()
-        self.assertEqual([(stream[6], stream[7]) for stream in turn], [(0, b"1"), (0, b"2")])
+        self.clock.advance(0.005)
+        [batch] = self.batches()
+        self.assertEqual([stream[1:] for stream in batch], [[b"p", b"0", b"1"], [b"p", b"0", b"2"]])
         self.clock.advance(5)
-        [turn] = self.turns()
-        self.assertEqual([stream[-1] for stream in turn], [15000, 15000])
+        self.clock.advance(0.005)
+        [batch] = self.batches()
+        self.assertEqual([stream[1:] for stream in batch], [[b"t", b"15000"], [b"t", b"15000"]])
 
     def test_eventEndsBesideTheirPiece(self) -> None:
         """
@@ -566,16 +613,18 @@ class MirrorTests(SynchronousTestCase):
         stream = self.open()
         stream.events = EventIds(stream.id, stream.append)
         stream.events(b"data: one\n\ndata: tw")
-        self.clock.advance(0)
-        [[fields]] = self.turns()
+        self.clock.advance(0.005)
+        [[fields]] = self.batches()
         id = stream.id.encode()
+        self.assertEqual(fields[1], b"het")
         self.assertEqual(
-            fields[7:9], [b"data: one\nid: " + id + b".1\n\ndata: tw", b"1:%d" % (len(id) + 18,)]
+            fields[8:10], [b"data: one\nid: " + id + b".1\n\ndata: tw", b"1:%d" % (len(id) + 18,)]
         )
         stream.events(b"o\n\n")
-        self.clock.advance(0)
-        [[fields]] = self.turns()
-        self.assertEqual(fields[8], b"2:%d" % (stream.end,))
+        self.clock.advance(0.005)
+        [[fields]] = self.batches()
+        self.assertEqual(fields[1:3], [b"e", b"%d" % (stream.end - 3 - len(id) - 7,)])
+        self.assertEqual(fields[4], b"2:%d" % (stream.end,))
 
     def test_aFailureEndsResumability(self) -> None:
         """
@@ -587,13 +636,13 @@ class MirrorTests(SynchronousTestCase):
         lost: list[str] = []
         stream.whenLost = lost.append
         stream.append(b"x")
-        self.clock.advance(0)
+        self.clock.advance(0.005)
         self.link.answers[0].errback(ConnectionError("Lost connection"))
         self.assertEqual((stream.lost, lost), ("store unreachable", ["store unreachable"]))
         self.assertIsNone(self.store.get(stream.id))
         self.commands()
         stream.append(b"y")
-        self.clock.advance(0)
+        self.clock.advance(0.005)
         self.assertEqual(self.commands(), [])
         self.flushLoggedErrors()
 
@@ -614,9 +663,9 @@ class MirrorTests(SynchronousTestCase):
         """
         stream = self.open()
         stream.append(b"x" * 150)
-        self.clock.advance(0)
+        self.clock.advance(0.005)
         stream.append(b"y")
-        self.clock.advance(0)
+        self.clock.advance(0.005)
         self.assertEqual(stream.lost, "store unreachable")
         self.assertIsNone(self.store.open(5, None, 200, []))
         self.link.answerAll()

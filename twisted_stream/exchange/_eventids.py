@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-__all__ = ["EventIds", "parseEventId"]
+__all__ = ["EventIds", "parseEventId", "streamOfEventId"]
 
 _BREAK = re.compile(rb"\r\n|\r|\n")
 
@@ -39,6 +39,22 @@ def parseEventId(value: bytes, stream: str) -> int | None:
     if (dot and name != stream) or not number.isdigit() or len(number) > 12:
         return None
     return int(number)
+
+
+def streamOfEventId(value: bytes) -> str | None:
+    """
+    @param value: A C{Last-Event-ID}.
+    @return: The id of the stream it names, where it reads as one of the
+        ids this gateway gives (C{STREAM.N}, STREAM 22 URL-safe characters),
+        else L{None}.
+    """
+    name, dot, number = value.strip().rpartition(b".")
+    if dot and len(name) == 22 and _STREAM_ID.fullmatch(name) and number.isdigit() and len(number) <= 12:
+        return name.decode("ascii")
+    return None
+
+
+_STREAM_ID = re.compile(rb"[A-Za-z0-9_-]{22}")
 
 
 class EventIds:

@@ -8,12 +8,13 @@ one instance (L{twisted_stream.exchange._resumable}: its own readers follow
 it there), and copies it to Redis (a L{Mirror}): the stream's head (status,
 headers, target, credential) in a hash, each piece of its body as an entry
 of a Redis stream (C{XADD}, its body offset beside it, and where the events
-that ended in it end), its end as a last entry. The pieces of one reactor
-turn go as one entry per stream, and all streams' writes of a turn as one
-command (a short Lua script, L{_TURN}): one round trip per turn, never one
-per chunk, and never waited for. (A script that writes many streams' keys
-is why Redis Cluster is not supported: one Redis, or a primary with
-replicas.)
+that ended in it end), its end as a last entry. Pieces go together: all
+that every stream added in the last few milliseconds (L{FLUSH_EVERY}) as
+one entry per stream, in one command (a short Lua script, L{_TURN}): one
+round trip per batch, never one per chunk, and never waited for. Only the
+copy waits: the client and this instance's readers have each piece at
+once. (A script that writes many streams' keys is why Redis Cluster is not
+supported: one Redis, or a primary with replicas.)
 
 An instance asked to resume a stream it does not hold reads it there (a
 L{RemoteResume}): the head, what is kept (C{XRANGE}), then each later entry
@@ -40,7 +41,7 @@ or fails because of it, but a resume that can only be answered from it
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING, Any, Callable, Optional, cast
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
@@ -51,7 +52,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from twisted_stream.exchange._bodywriter import bodyWriter
-from twisted_stream.exchange._eventids import parseEventId
+from twisted_stream.exchange._eventids import parseEventId, streamOfEventId
 from twisted_stream.exchange._redislink import RedisLink
 from twisted_stream.exchange._resumable import (
     COMPLETE,
@@ -83,6 +84,13 @@ REFRESH = 5.0
 MAX_ENTRIES = 100_000
 """The most entries a stream keeps in Redis (C{MAXLEN ~}): a bound beside
 the bytes' bound, for a body of many tiny pieces."""
+_MAX_ENTRIES = b"%d" % (MAX_ENTRIES,)
+
+FLUSH_EVERY = 0.005
+"""Seconds the pieces wait, at most, to go to Redis together: every
+stream's of that time in one command. Only the copy waits: the client, and
+every reader on this instance, have each piece at once; a reader on
+another instance has it this much later at most."""
 
 FOLLOW_BLOCK_MS = 1000
 """How long one blocking read waits for an entry before the reader looks
@@ -93,6 +101,11 @@ REACH_WAIT = 2.0
 it to arrive (the writing instance sends what its client had in the same
 turn, but another instance's read may overtake it)."""
 
+UNKNOWN_WAIT = 0.05
+"""Seconds a resume of an id Redis does not know waits to ask again: the
+head of a stream that has just started elsewhere waits there up to
+L{FLUSH_EVERY}."""
+
 CONNECT_WAIT = 2.0
 """Seconds a resume waits for the connection to Redis, when it is being
 made (the gateway just started, or Redis came back)."""
@@ -102,35 +115,42 @@ UNREACHABLE = "store unreachable"
 
 _TURN = b"""
 local maxlen = ARGV[1]
-for i, body in ipairs(KEYS) do
-  local at = 1 + (i - 1) * 10
+local at = 2
+for _, body in ipairs(KEYS) do
+  local what = ARGV[at]
   local head = body .. ':head'
-  if ARGV[at + 1] ~= '' then
-    redis.call('HSET', head, 'status', ARGV[at + 1], 'headers', ARGV[at + 2], 'target', ARGV[at + 3],
-               'owner', ARGV[at + 4], 'window', ARGV[at + 5])
+  at = at + 1
+  if string.find(what, 'h', 1, true) then
+    redis.call('HSET', head, 'status', ARGV[at], 'headers', ARGV[at + 1], 'target', ARGV[at + 2],
+               'owner', ARGV[at + 3], 'window', ARGV[at + 4])
+    at = at + 5
   end
-  if ARGV[at + 7] ~= '' then
-    if ARGV[at + 8] ~= '' then
-      redis.call('XADD', body, 'MAXLEN', '~', maxlen, '*', 'o', ARGV[at + 6], 'd', ARGV[at + 7], 'e', ARGV[at + 8])
-    else
-      redis.call('XADD', body, 'MAXLEN', '~', maxlen, '*', 'o', ARGV[at + 6], 'd', ARGV[at + 7])
-    end
+  if string.find(what, 'p', 1, true) then
+    redis.call('XADD', body, 'MAXLEN', '~', maxlen, '*', 'o', ARGV[at], 'd', ARGV[at + 1])
+    at = at + 2
+  elseif string.find(what, 'e', 1, true) then
+    redis.call('XADD', body, 'MAXLEN', '~', maxlen, '*', 'o', ARGV[at], 'd', ARGV[at + 1], 'e', ARGV[at + 2])
+    at = at + 3
   end
-  if ARGV[at + 9] ~= '' then
-    redis.call('XADD', body, '*', 'end', ARGV[at + 9])
+  if string.find(what, 'x', 1, true) then
+    redis.call('XADD', body, '*', 'end', ARGV[at])
+    at = at + 1
   end
-  if ARGV[at + 10] ~= '' then
-    redis.call('PEXPIRE', body, ARGV[at + 10])
-    redis.call('PEXPIRE', head, ARGV[at + 10])
+  if string.find(what, 't', 1, true) then
+    redis.call('PEXPIRE', body, ARGV[at])
+    redis.call('PEXPIRE', head, ARGV[at])
+    at = at + 1
   end
 end
 return #KEYS
 """
-"""One turn's writes for every stream that has some, in one command: KEYS
-are the streams' bodies; ARGV the most entries a body keeps, then ten
-fields per stream (see L{Mirror.turn}); an empty field is nothing to do.
-One command per turn, not one per stream or per chunk: most of what a
-stream's copy costs the gateway is a command's round through the client
+"""The writes of every stream that has some, in one command. KEYS are the
+streams' bodies; ARGV the most entries a body keeps, then for each stream
+what it has (letters: C{h} its head, C{p} a piece or C{e} a piece with the
+ends of events, C{x} its end, C{t} an expiry), each followed by its fields
+(see L{Mirror.turn}). One command for all, and the fewest arguments for the
+common case (a piece: three): most of what a stream's copy costs the
+gateway is a command's, and each argument's, round through the client
 library, not the bytes."""
 
 
@@ -153,13 +173,17 @@ class SharedStreams:
     instance reads.
     """
 
-    def __init__(self, link: RedisLink, clock: Any, maxBacklog: int = 16 * 1024 * 1024) -> None:
+    def __init__(
+        self, link: RedisLink, clock: Any, maxBacklog: int = 16 * 1024 * 1024, flushEvery: float = FLUSH_EVERY
+    ) -> None:
         """
         @param link: The connection to Redis.
         @param clock: The reactor's clock.
         @param maxBacklog: The most bytes sent to Redis and not yet
             answered before Redis is taken as too slow.
+        @param flushEvery: Seconds pieces wait, at most, to go together.
         """
+        self.flushEvery = flushEvery
         self.link = link
         self.clock = clock
         self.maxBacklog = maxBacklog
@@ -213,15 +237,15 @@ class SharedStreams:
 
     def due(self, mirror: Mirror) -> None:
         """
-        C{mirror} has something to send, this turn.
+        C{mirror} has something to send: it goes with the next command.
         """
         self._due.append(mirror)
         if self._flush is None:
-            self._flush = self.clock.callLater(0, self._send)
+            self._flush = self.clock.callLater(self.flushEvery, self._send)
 
     def _send(self) -> None:
-        # What every stream added this turn, in one command: one round trip
-        # and one reply per turn, however many streams and chunks.
+        # What every stream added since the last command, in one: one round
+        # trip and one reply, however many streams and chunks.
         self._flush = None
         due, self._due = self._due, []
         if self.backlog > self.maxBacklog:
@@ -230,7 +254,7 @@ class SharedStreams:
                 mirror.failed()
             return
         keys: list[bytes] = []
-        arguments: list[bytes | str | int] = []
+        arguments: list[bytes] = []
         size = 0
         sent: list[Mirror] = []
         for mirror in due:
@@ -238,7 +262,7 @@ class SharedStreams:
             if fields is not None:
                 keys.append(mirror.body)
                 arguments += fields
-                size += len(cast(bytes, fields[6]))
+                size += sum(len(field) for field in fields)
                 sent.append(mirror)
         if not keys:
             return
@@ -253,7 +277,7 @@ class SharedStreams:
             for mirror in sent:
                 mirror.failed()
 
-        command = self.link.command("EVAL", _TURN, len(keys), *keys, MAX_ENTRIES, *arguments)
+        command = self.link.command("EVAL", _TURN, b"%d" % (len(keys),), *keys, _MAX_ENTRIES, *arguments)
         command.addCallbacks(answered, failed)
 
     def send(self, mirror: Mirror, *command: bytes | str | int) -> None:
@@ -286,6 +310,23 @@ class SharedStreams:
         RemoteResume(self, request, id, query, truncate).start()
         return NOT_DONE_YET
 
+    def reconnect(
+        self, request: Request, otherwise: Callable[[], None], truncate: Callable[[Request], None]
+    ) -> int:
+        """
+        Answer a request whose C{Last-Event-ID} names a stream this
+        instance does not hold (a browser's C{EventSource} reconnecting):
+        from Redis, if it has that stream and it started with this very
+        target; else C{otherwise()} answers it (its route forwards it).
+
+        @return: L{NOT_DONE_YET}.
+        """
+        lastEventId = request.getHeader(b"last-event-id") or b""
+        id = streamOfEventId(lastEventId)
+        assert id is not None, "admission asks for a stream's event id"
+        RemoteResume(self, request, id, b"", truncate, otherwise).start()
+        return NOT_DONE_YET
+
 
 class Mirror:
     """
@@ -306,7 +347,7 @@ class Mirror:
         self._ended: Optional[str] = None
         self._endSent = False
         self._refresh = False
-        self._scheduled = True  # (the head, in this turn)
+        self._scheduled = True  # (the head, with the next command)
         self.broken = False
 
     def append(self, data: bytes) -> None:
@@ -322,44 +363,55 @@ class Mirror:
             self._scheduled = True
             self._shared.due(self)
 
-    def turn(self) -> Optional[list[bytes | str | int]]:
+    def turn(self) -> Optional[list[bytes]]:
         """
-        What this turn added, as the ten fields of L{_TURN}'s arguments for
-        one stream: its head (status, headers, target, owner, window: the
-        first time only), its new piece (offset, bytes, event ends), its
-        end, and the expiry its keys get now; or L{None} if nothing.
+        What it added since its last turn, as L{_TURN}'s arguments for one
+        stream: what it has, then its head (status, headers, target, owner,
+        window: the first time only), its new piece (offset, bytes, and
+        the ends of the events that ended in it, if any), its end, the
+        expiry its keys get now; or L{None} if nothing.
         """
         self._scheduled = False
         if self.broken:
             return None
         stream = self.stream
-        fields: list[bytes | str | int] = []
+        what = b""
+        fields: list[bytes] = [what]
         expiry: float | None = None
         if not self._headSent:
             self._headSent = True
             headers = b"".join(name + b": " + value + b"\r\n" for name, value in stream.headers)
-            fields += [stream.status, headers, stream.target, stream.owner or b"", repr(stream.window)]
+            what += b"h"
+            fields += [
+                b"%d" % (stream.status,),
+                headers,
+                stream.target,
+                stream.owner or b"",
+                repr(stream.window).encode(),
+            ]
             expiry = max(stream.window, LIVE_TTL)
-        else:
-            fields += [b"", b"", b"", b"", b""]
         if self._pieces:
             data = b"".join(self._pieces) if len(self._pieces) > 1 else self._pieces[0]
             self._pieces = []
-            fields += [self._offset, data, self._events(data)]
+            events = self._events(data)
+            what += b"e" if events else b"p"
+            fields += [b"%d" % (self._offset,), data, events] if events else [b"%d" % (self._offset,), data]
             self._offset += len(data)
-        else:
-            fields += [b"", b"", b""]
         if self._ended is not None and not self._endSent:
             self._endSent = True
-            fields.append(self._ended)
+            what += b"x"
+            fields.append(self._ended.encode())
             expiry = stream.window
             self._shared.ended(self)
-        else:
-            fields.append(b"")
         if self._refresh and expiry is None:
             expiry = max(stream.window, LIVE_TTL)
         self._refresh = False
-        fields.append(_ms(expiry) if expiry is not None else b"")
+        if expiry is not None:
+            what += b"t"
+            fields.append(b"%d" % (_ms(expiry),))
+        if not what:
+            return None
+        fields[0] = what
         return fields
 
     def _events(self, data: bytes) -> bytes:
@@ -379,7 +431,7 @@ class Mirror:
 
     def refresh(self) -> None:
         """
-        The stream is still live: its keys live on (sent with this turn's).
+        The stream is still live: its keys live on (with the next command).
         """
         self._refresh = True
         self._schedule()
@@ -432,8 +484,10 @@ class RemoteResume:
     kept, read from Redis, then each later entry as it lands, at the
     client's pace.
 
-    Phases: C{head} (the hash asked for), C{kept} (C{XRANGE}), C{reaching}
-    (the offset asked for is not yet in Redis; a short wait), C{following}
+    Phases: C{head} (the hash asked for; asked again once, a moment later,
+    where Redis does not have it yet), C{kept} (C{XRANGE}; read again every
+    L{UNKNOWN_WAIT} for up to L{REACH_WAIT} while the offset or event asked
+    for is not there yet and the stream has not ended), C{following}
     (blocking reads on a connection of its own), C{done}.
     """
 
@@ -444,7 +498,15 @@ class RemoteResume:
         id: str,
         query: bytes,
         truncate: Callable[[Request], None],
+        otherwise: Optional[Callable[[], None]] = None,
     ) -> None:
+        """
+        @param otherwise: For a browser's C{EventSource} reconnecting to
+            the target it started with: what answers the request where Redis
+            has no such stream with that target (or cannot be asked).
+        """
+        self._otherwise = otherwise
+        self._lookedAgain = False
         self._shared = shared
         self._request = request
         self._id = id
@@ -462,7 +524,7 @@ class RemoteResume:
         self._paused = False
         self._reading = False
         self._saidAt = -1e18
-        self._deadline: Optional[IDelayedCall] = None
+        self._kepts = 0
         self._write: Callable[[bytes], None] = request.write
         request.notifyFinish().addBoth(self._gone)
 
@@ -473,6 +535,10 @@ class RemoteResume:
         waited = link.whenUp(CONNECT_WAIT)
         waited.addCallback(lambda _: link.command("HGETALL", self._head))
         waited.addCallbacks(self._gotHead, self._unreachable)
+
+    def _lookAgain(self) -> None:
+        self._lookedAgain = True
+        self._shared.link.command("HGETALL", self._head).addCallbacks(self._gotHead, self._unreachable)
 
     def _refuse(self, refusal: Refusal) -> None:
         if self.phase == "done":
@@ -485,14 +551,32 @@ class RemoteResume:
 
     def _unreachable(self, failure: Failure) -> None:
         self._shared.trouble(failure.getErrorMessage() or failure.type.__name__)
-        self._refuse(Refusal(503, "the resume store is unreachable"))
+        if not self._elsewise():
+            self._refuse(Refusal(503, "the resume store is unreachable"))
+
+    def _elsewise(self) -> bool:
+        # Not a stream to resume after all: the request is answered as any.
+        otherwise = self._otherwise
+        if otherwise is None or self.phase == "done":
+            return False
+        self.phase = "done"
+        otherwise()
+        return True
 
     def _gotHead(self, values: list[bytes]) -> None:
         if self.phase == "done":
             return
         head = _fields(values)
-        if b"status" not in head:
-            self._refuse(UNKNOWN_STREAM)
+        if b"status" not in head and not self._lookedAgain:
+            # Perhaps a stream just started elsewhere, whose head is on its
+            # way (it waits up to FLUSH_EVERY there): asked once more.
+            self._shared.clock.callLater(UNKNOWN_WAIT, self._lookAgain)
+            return
+        if b"status" not in head or (
+            self._otherwise is not None and head.get(b"target") != self._request.uri
+        ):
+            if not self._elsewise():
+                self._refuse(UNKNOWN_STREAM)
             return
         owner = head.get(b"owner") or None
         if owner is not None:
@@ -508,9 +592,14 @@ class RemoteResume:
         ]
         self._window = float(head.get(b"window", b"15"))
         self.phase = "kept"
-        self._shared.link.command("XRANGE", self._body, "-", "+").addCallbacks(
-            self._gotKept, self._unreachable
-        )
+        self._readKept()
+
+    def _readKept(self) -> None:
+        if self.phase != "done":
+            self._kepts += 1
+            self._shared.link.command("XRANGE", self._body, "-", "+").addCallbacks(
+                self._gotKept, self._unreachable
+            )
 
     def _gotKept(self, entries: list[Any]) -> None:
         if self.phase == "done":
@@ -536,20 +625,20 @@ class RemoteResume:
             return events.get(number) if number is not None else None
 
         offset = requestedOffset(self._request, self._query, afterEvent)
-        if isinstance(offset, Refusal):
-            self._refuse(offset)
-            return
-        refusal = outside(offset, start if start is not None else 0, self._end)
-        if refusal is not None and (ended or offset < (start or 0)):
+        refusal = offset if isinstance(offset, Refusal) else outside(offset, start or 0, self._end)
+        if refusal is not None:
+            if refusal.code == 416 and not ended and self._kepts * UNKNOWN_WAIT < REACH_WAIT:
+                if isinstance(offset, Refusal) or offset > self._end:
+                    # Not in Redis yet, perhaps: it is on its way from the
+                    # instance that reads the stream (it waits there up
+                    # to FLUSH_EVERY).
+                    self._shared.clock.callLater(UNKNOWN_WAIT, self._readKept)
+                    return
             self._refuse(refusal)
             return
+        assert isinstance(offset, int)
         self._offset = offset
-        if refusal is not None:
-            # Not in Redis yet: it may be on its way.
-            self.phase = "reaching"
-            self._deadline = self._shared.clock.callLater(REACH_WAIT, self._refuse, refusal)
-        else:
-            self._answer()
+        self._answer()
         self._take(entries)
         if self.phase != "done":
             self._shared.link.command("SET", self._readers, b"1", "PX", _ms(self._window))
@@ -557,8 +646,6 @@ class RemoteResume:
 
     def _answer(self) -> None:
         self.phase = "following"
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
         request = self._request
         startAnswer(request, self._id, self._status, self._headers)
         self._write = bodyWriter(request)
@@ -573,21 +660,14 @@ class RemoteResume:
             fields = _fields(values)
             how = fields.get(b"end")
             if how is not None:
-                if self.phase == "reaching":
-                    self._refuse(
-                        Refusal(416, f"from={self._offset} is beyond the {self._end} bytes the stream has")
-                    )
-                else:
-                    self._finish(COMPLETE if how == COMPLETE.encode() else TRUNCATED)
+                self._finish(COMPLETE if how == COMPLETE.encode() else TRUNCATED)
                 return
             data = fields.get(b"d")
             if data is None:
                 continue
             offset = int(fields[b"o"])
             self._end = offset + len(data)
-            if self.phase == "reaching" and self._end >= self._offset:
-                self._answer()
-            if self.phase == "following" and self._end > self._offset:
+            if self._end > self._offset:
                 piece = data[self._offset - offset :] if offset < self._offset else data
                 self._offset = self._end
                 self._write(piece)
@@ -665,8 +745,6 @@ class RemoteResume:
         connection, self._connection = self._connection, None
         if connection is not None and connection.transport is not None:
             connection.transport.loseConnection()
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
 
     def _gone(self, reason: object) -> None:
         if self.phase != "done":

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Sequence, U
 
 from twisted.web.http_headers import Headers
 
+from twisted_stream.exchange._eventids import streamOfEventId
 from twisted_stream.exchange._resource import StreamProxyResource
 from twisted_stream.exchange._resumable import RESUME_PREFIX, ResumeStore
 from twisted_stream.exchange._rules import ALLOW_FORWARDED, requestTargetProblem
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RESUME",
+    "RECONNECT",
     "FORWARD",
     "HEALTH",
     "HEALTH_PATHS",
@@ -73,6 +75,11 @@ PAGE = "page"
 RESUME = "resume"
 """Answered by the gateway from a resumable stream it keeps:
 C{/_streams/ID}."""
+
+RECONNECT = "reconnect"
+"""Answered from a resumable stream another instance of the fleet reads (a
+browser's C{EventSource} reconnecting with C{Last-Event-ID}), if Redis has
+it with this target; else forwarded by its route, as a new request."""
 
 _LOCAL = frozenset({HEALTH, METRICS, PREFLIGHT, PAGE, RESUME})
 
@@ -390,6 +397,28 @@ class Resuming:
         return admitted
 
 
+@dataclass(frozen=True)
+class ReconnectingElsewhere:
+    """
+    With a store shared by a fleet: a C{GET} to a resumable route whose
+    C{Last-Event-ID} names an event of a stream this instance does not
+    hold (L{Resuming} took those it holds) may be a browser's
+    C{EventSource} reconnecting to a stream another instance reads; that
+    is looked up in Redis when it is answered (L{RECONNECT}), which
+    admission does not wait for. Asked last: the route's rules and the
+    stream limits hold as for the request it may turn out to be.
+    """
+
+    def __call__(self, head: Head, admitted: Admitted) -> Admitted | Refusal:
+        route = admitted.route
+        if head.method != b"GET" or route is None or route.proxy.resume is None:
+            return admitted
+        lastEventId = head.headers.getRawHeaders(b"last-event-id")
+        if lastEventId and streamOfEventId(lastEventId[-1]) is not None:
+            return replace(admitted, answer=RECONNECT)
+        return admitted
+
+
 def routeRules(head: Head, admitted: Admitted) -> Admitted | Refusal:
     """
     The route's own rules (L{twisted_stream.exchange._rules.ForwardingRules}): the method,
@@ -455,4 +484,6 @@ def gatewayRules(
     rules += [Routing.of(routes, page), routeRules]
     if streams is not None:
         rules.append(StreamsInFlight(streams))
+    if resume is not None and resume.shared is not None:
+        rules.append(ReconnectingElsewhere())
     return rules

@@ -14,7 +14,7 @@ from twisted.web.server import Request
 
 from twisted_stream.exchange._hooks import Stream
 from twisted_stream.exchange._resource import DEFAULT_MAX_BODY
-from twisted_stream.gateway._admission import FORWARD, Admitted
+from twisted_stream.gateway._admission import FORWARD, RECONNECT, Admitted
 from twisted_stream.gateway._cors import CorsPolicy
 from twisted_stream.gateway._streamlimits import StreamLimits
 from twisted_stream.http._refusal import Refusal
@@ -84,7 +84,7 @@ class GatewayRequest(Request):
         if admitted.client is not None:
             self._counted = (streams, admitted.client)
             streams.started(admitted.client)
-        if admitted.answer == FORWARD:
+        if admitted.answer in (FORWARD, RECONNECT):
             self._drain = drain
             drain.started(self)
 

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 from twisted.web import http
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
 from twisted_stream.exchange._hooks import IStreamHooks, Stream, hooksOf
@@ -26,6 +26,7 @@ from twisted_stream.gateway._admission import (
     METRICS,
     PAGE,
     PREFLIGHT,
+    RECONNECT,
     RESUME,
     Admission,
     Head,
@@ -153,6 +154,20 @@ class GatewayResource(PlainResource):
             return result
         route = admitted.route
         assert route is not None
+        if answer == RECONNECT:
+            # Perhaps a stream another instance reads: answered from Redis,
+            # or, if it is not there, forwarded as any request.
+            assert self._resume is not None and self._resume.shared is not None
+
+            def forward() -> None:
+                assert route is not None
+                result = route.proxy.forward(request, admitted.rest, route.prefix)
+                if result != NOT_DONE_YET:
+                    assert isinstance(result, bytes)
+                    request.write(result)
+                    request.finish()
+
+            return self._resume.shared.reconnect(request, forward, hooksOf(request).truncate)
         return route.proxy.forward(request, admitted.rest, route.prefix)
 
     @staticmethod
