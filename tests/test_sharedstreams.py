@@ -506,7 +506,8 @@ class _FakeLink:
     def answerAll(self, value: Any = b"OK") -> None:
         answers, self.answers = self.answers, []
         for answer in answers:
-            answer.callback(value)
+            if not answer.called:
+                answer.callback(value)
 
 
 class MirrorTests(SynchronousTestCase):
@@ -524,7 +525,7 @@ class MirrorTests(SynchronousTestCase):
 
         self.clock = Clock()
         self.link = _FakeLink()
-        self.shared = SharedStreams(cast(Any, self.link), self.clock, maxBacklog=100)
+        self.shared = SharedStreams(cast(Any, self.link), self.clock, maxBacklog=1000, flushEvery=0.005)
         self.store = ResumeStore(self.clock, shared=self.shared)
         self.shared.start()
 
@@ -534,7 +535,11 @@ class MirrorTests(SynchronousTestCase):
         return stream
 
     def commands(self) -> list[tuple[Any, ...]]:
+        """
+        @return: The commands sent since the last call, each answered.
+        """
         sent, self.link.sent = self.link.sent, []
+        self.link.answerAll()
         return sent
 
     def batches(self) -> list[list[list[bytes]]]:
@@ -544,28 +549,27 @@ class MirrorTests(SynchronousTestCase):
         """
         batches = []
         for command in self.commands():
-            self.assertEqual(command[:2], ("EVAL", _TURN))
-            count = int(command[2])
-            keys, maxEntries, arguments = (
-                command[3 : 3 + count],
-                command[3 + count],
-                list(command[4 + count :]),
-            )
+            self.assertEqual(command[:3], ("EVAL", _TURN, b"0"))
+            batch, maxEntries = command[3:]
             self.assertEqual(maxEntries, b"100000")
+            fields = []
+            while batch:
+                size, _, rest = batch.partition(b":")
+                fields.append(rest[: int(size)])
+                batch = rest[int(size) :]
             streams = []
-            for key in keys:
-                what = arguments.pop(0)
+            while fields:
+                key, what = fields.pop(0), fields.pop(0)
                 size = {ord("h"): 5, ord("p"): 2, ord("e"): 3, ord("x"): 1, ord("t"): 1}
                 count = sum(size[letter] for letter in what)
-                streams.append([key, what, *arguments[:count]])
-                del arguments[:count]
-            self.assertEqual(arguments, [])
+                streams.append([key, what, *fields[:count]])
+                del fields[:count]
             batches.append(streams)
         return batches
 
     def test_piecesTogetherAsOneEntry(self) -> None:
         """
-        The head, then the pieces appended within L{FLUSH_EVERY} as one
+        The head, then the pieces appended within C{flushEvery} as one
         entry with their offset, sent together in one command after it;
         the next pieces as the next entry; the end with its expiry.
         """
@@ -574,15 +578,15 @@ class MirrorTests(SynchronousTestCase):
         for piece in (b"ab", b"c", b"de"):
             stream.append(piece)
         self.clock.advance(0.004)
-        self.assertEqual(self.link.sent, [], "nothing is sent before FLUSH_EVERY")
-        self.clock.advance(0.001)
+        self.assertEqual(self.link.sent, [], "nothing is sent before flushEvery")
+        self.clock.advance(0.002)
         head = [b"200", b"content-type: text/plain\r\n", b"/s/x", b"", b"5"]
         self.assertEqual(self.batches(), [[[body, b"hpt", *head, b"0", b"abcde", b"15000"]]])
         stream.append(b"fg")
-        self.clock.advance(0.005)
+        self.clock.advance(0.01)
         self.assertEqual(self.batches(), [[[body, b"p", b"5", b"fg"]]])
         stream.finish("complete")
-        self.clock.advance(0.005)
+        self.clock.advance(0.01)
         self.assertEqual(self.batches(), [[[body, b"xt", b"complete", b"5000"]]])
 
     def test_allStreamsInOneCommand(self) -> None:
@@ -591,15 +595,15 @@ class MirrorTests(SynchronousTestCase):
         streams' expiries rides on one too.
         """
         one, two = self.open(), self.open()
-        self.clock.advance(0.005)
+        self.clock.advance(0.01)
         self.commands()
         one.append(b"1")
         two.append(b"2")
-        self.clock.advance(0.005)
+        self.clock.advance(0.01)
         [batch] = self.batches()
         self.assertEqual([stream[1:] for stream in batch], [[b"p", b"0", b"1"], [b"p", b"0", b"2"]])
         self.clock.advance(5)
-        self.clock.advance(0.005)
+        self.clock.advance(0.01)
         [batch] = self.batches()
         self.assertEqual([stream[1:] for stream in batch], [[b"t", b"15000"], [b"t", b"15000"]])
 
@@ -613,7 +617,7 @@ class MirrorTests(SynchronousTestCase):
         stream = self.open()
         stream.events = EventIds(stream.id, stream.append)
         stream.events(b"data: one\n\ndata: tw")
-        self.clock.advance(0.005)
+        self.clock.advance(0.01)
         [[fields]] = self.batches()
         id = stream.id.encode()
         self.assertEqual(fields[1], b"het")
@@ -621,7 +625,7 @@ class MirrorTests(SynchronousTestCase):
             fields[8:10], [b"data: one\nid: " + id + b".1\n\ndata: tw", b"1:%d" % (len(id) + 18,)]
         )
         stream.events(b"o\n\n")
-        self.clock.advance(0.005)
+        self.clock.advance(0.01)
         [[fields]] = self.batches()
         self.assertEqual(fields[1:3], [b"e", b"%d" % (stream.end - 3 - len(id) - 7,)])
         self.assertEqual(fields[4], b"2:%d" % (stream.end,))
@@ -636,13 +640,13 @@ class MirrorTests(SynchronousTestCase):
         lost: list[str] = []
         stream.whenLost = lost.append
         stream.append(b"x")
-        self.clock.advance(0.005)
+        self.clock.advance(0.01)
         self.link.answers[0].errback(ConnectionError("Lost connection"))
         self.assertEqual((stream.lost, lost), ("store unreachable", ["store unreachable"]))
         self.assertIsNone(self.store.get(stream.id))
         self.commands()
         stream.append(b"y")
-        self.clock.advance(0.005)
+        self.clock.advance(0.01)
         self.assertEqual(self.commands(), [])
         self.flushLoggedErrors()
 
@@ -662,10 +666,10 @@ class MirrorTests(SynchronousTestCase):
         until it has answered.
         """
         stream = self.open()
-        stream.append(b"x" * 150)
-        self.clock.advance(0.005)
+        stream.append(b"x" * 1500)
+        self.clock.advance(0.01)
         stream.append(b"y")
-        self.clock.advance(0.005)
+        self.clock.advance(0.01)
         self.assertEqual(stream.lost, "store unreachable")
         self.assertIsNone(self.store.open(5, None, 200, []))
         self.link.answerAll()
