@@ -17,6 +17,7 @@ from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.task import Clock
 from twisted.protocols import portforward
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
 
 from tests.support import (
     PEERS,
@@ -126,6 +127,34 @@ class ResumeTests(TestCase):
         self.assertFalse(late.complete, "a stream given up is resumed with a truncated end")
         self.assertIn(b"piece 5\n", late.body)
         yield until(lambda: "abandoned" in proxy.output, 5, lambda: proxy.output)
+
+    @inlineCallbacks
+    def test_aStreamLeftRunningStaysCounted(self) -> Any:
+        """
+        A client that leaves a resumable stream (its upstream read on for
+        whoever comes back) still has it counted as one of its streams:
+        with --max-streams-per-client 1 its next stream is refused until
+        that one was given up, then taken.
+        """
+        slow, later = SlowPieces(), SlowPieces()
+        root = Resource()
+        root.putChild(b"x", slow)
+        root.putChild(b"z", later)
+        upstream = Upstream(self, root)
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--route", f"/s/={upstream.url}", "--resumable", "1",
+            "--max-streams-per-client", "1",
+        )  # fmt: skip
+        yield fetch(proxy.url + "s/x", onPiece=lambda c: c.tcp.abortConnection())
+        refused: Exchange = yield fetch(proxy.url + "s/y")
+        self.assertEqual(
+            (refused.status, refused.body),
+            (503, b"this client has 1 streams open already; try again shortly\n"),
+        )
+        yield slow.gone
+        yield until(lambda: "abandoned" in proxy.output, 5, lambda: proxy.output)
+        taken: Exchange = yield fetch(proxy.url + "s/z", onPiece=lambda c: c.tcp.abortConnection())
+        self.assertEqual((taken.status, taken.body), (200, b"piece 1\n"))
 
     @inlineCallbacks
     def test_twoReadersLive(self) -> Any:
@@ -381,6 +410,20 @@ class StoreTests(SynchronousTestCase):
         # No reader ever attached and none left: nothing is timed yet.
         self.clock.advance(5)
         self.assertEqual(given, [])
+
+    def test_lostStreamLetsGoOfItsBytes(self) -> None:
+        """
+        A stream that outgrows its bounds keeps nothing: the store's count
+        and the stream's own pieces go back to nothing at once, after its
+        client was given what it had not had.
+        """
+        stream = self.open(5, None, 200, [])
+        given: list[str] = []
+        stream.whenLost = given.append
+        self.assertTrue(stream.append(b"x" * 8))
+        self.assertFalse(stream.append(b"y" * 8))
+        self.assertEqual((given, stream.lost, self.store.kept), (["too large"], "too large", 0))
+        self.assertEqual((stream.start, stream.end, stream.bytesFrom(stream.end)), (8, 8, b""))
 
     def test_credential(self) -> None:
         stream = self.open(5, credentialOf(b"Bearer a"), 200, [])

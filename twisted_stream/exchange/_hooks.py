@@ -12,7 +12,7 @@ Any other site gets L{DEFAULT_HOOKS}.
 
 from __future__ import annotations
 
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 from twisted.web.iweb import IRequest
 from twisted.web.server import Request
@@ -57,6 +57,14 @@ class IStreamHooks(Interface):
         after what was written (never as a clean end).
         """
 
+    def outlives(request: Request, stream: Stream) -> Callable[[], None]:
+        """
+        C{request}'s client has gone but its stream goes on (a resumable
+        stream, kept for whoever comes back): it is still counted as in
+        flight (in the client's streams, and for a drain, which may cut it
+        off) until the callable returned is called, once, at its end.
+        """
+
 
 @implementer(IStreamHooks)
 class DefaultStreamHooks:
@@ -70,6 +78,9 @@ class DefaultStreamHooks:
     def streamStarted(self, request: Request, stream: Stream) -> None:
         pass
 
+    def outlives(self, request: Request, stream: Stream) -> Callable[[], None]:
+        return _nothing
+
     def truncate(self, request: Request) -> None:
         stream = streamOf(request)
         if stream is not None:
@@ -80,6 +91,10 @@ class DefaultStreamHooks:
             return
         # HTTP/1.x: the connection closes without the terminating chunk.
         request.loseConnection()
+
+
+def _nothing() -> None:
+    pass
 
 
 DEFAULT_HOOKS = DefaultStreamHooks()

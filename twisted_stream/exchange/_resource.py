@@ -249,6 +249,8 @@ class _Exchange:
         self._watch: Optional[BodyWatch] = None
         self._usage: Optional[UsageReader | WholeAnswerReader] = None
         self._stream: Optional[ResumableStream] = None
+        self._outlived: Optional[Callable[[], None]] = None
+        """Ends the count of a stream that outlives its client."""
 
     @property
     def sentLength(self) -> int:
@@ -289,6 +291,9 @@ class _Exchange:
 
     def _ended(self, outcome: str) -> None:
         self.phase = _DONE
+        if self._outlived is not None:
+            self._outlived()
+            self._outlived = None
         if self._served is not None:
             self._served.done()
         if self._recording is not None:
@@ -590,8 +595,13 @@ class _Exchange:
 
     def _clientGone(self, reason: Failure) -> None:
         # The client has gone: stop the upstream, whatever phase it is in;
-        # but a resumable stream goes on for whoever comes back.
-        if self.phase == _DONE or self._stream is not None:
+        # but a resumable stream goes on for whoever comes back, still
+        # counted as its client's (a client may not leave streams running
+        # beyond its limits) and for the drain.
+        if self.phase == _DONE:
+            return
+        if self._stream is not None:
+            self._outlived = self._hooks.outlives(self.request, self)
             return
         self._ended("client_gone")
         if self._pending is not None:

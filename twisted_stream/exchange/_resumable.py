@@ -232,6 +232,10 @@ class ResumableStream:
         for reader in self.readers[1:] if self.readers and self.readers[0].first else self.readers:
             reader.cutOff()
         self.whenLost(why)
+        # What it kept is no longer anyone's (the client that started it has
+        # had it by now): its memory goes at once, not with the exchange.
+        self._pieces, self._offsets = [], []
+        self.start = self.end
 
     # Readers.
 

@@ -680,6 +680,12 @@ class RemoteResume:
             if data is None:
                 continue
             offset = int(fields[b"o"])
+            if offset > self._offset:
+                # Entries this reader had not had are gone (trimmed past
+                # MAX_ENTRIES while it was paused): it cannot be served what
+                # is no longer kept.
+                self._finish(TRUNCATED)
+                return
             self._end = offset + len(data)
             if self._end > self._offset:
                 piece = data[self._offset - offset :] if offset < self._offset else data

@@ -10,7 +10,7 @@ preflights.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from twisted.web import http
 from twisted.web.resource import Resource
@@ -320,6 +320,29 @@ class GatewaySite(Site):
         """
         if isinstance(request, GatewayRequest):
             request.streamStarted(stream)
+
+    def outlives(self, request: Request, stream: Stream) -> Callable[[], None]:
+        """
+        A stream goes on after its client left (see
+        L{IStreamHooks.outlives}): counted again as its client's, and for
+        the drain, until its end.
+        """
+        if not isinstance(request, GatewayRequest) or request.admitted is None:
+            return lambda: None
+        client = request.admitted.client
+        if client is not None:
+            self.streams.started(client)
+        self.drain.started(stream)
+        released: list[bool] = []
+
+        def ended() -> None:
+            if not released:
+                released.append(True)
+                if client is not None:
+                    self.streams.ended(client)
+                self.drain.ended(stream)
+
+        return ended
 
     def truncate(self, request: Request) -> None:
         """
