@@ -36,7 +36,7 @@ from twisted.logger import Logger
 if TYPE_CHECKING:
     import txredisapi
 
-__all__ = ["RedisAddress", "RedisDown", "RedisLink", "parseRedisURL"]
+__all__ = ["LIVE_TTL", "RedisAddress", "RedisDown", "RedisLink", "keysOf", "milliseconds", "parseRedisURL"]
 
 _log = Logger()
 
@@ -223,3 +223,26 @@ class RedisLink:
             return readied
 
         return self._endpoint.connect(self._blockingFactory).addCallback(ready)
+
+
+# Where a stream is kept in Redis: what the instance that reads it writes
+# (twisted_stream.exchange._sharedstreams) and any instance reads back
+# (twisted_stream.exchange._remoteresume).
+
+LIVE_TTL = 15.0
+"""The least a live stream's keys live past their last refresh, in seconds."""
+
+
+def keysOf(id: str) -> tuple[bytes, bytes, bytes]:
+    """
+    @return: The keys of a stream in Redis: its body, its head, its readers.
+    """
+    body = b"chunkproxy:stream:{" + id.encode("ascii") + b"}"
+    return body, body + b":head", body + b":readers"
+
+
+def milliseconds(seconds: float) -> int:
+    """
+    @return: C{seconds} as Redis's expiries take them (at least 1).
+    """
+    return max(1, int(seconds * 1000))

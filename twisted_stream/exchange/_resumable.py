@@ -29,9 +29,10 @@ import hashlib
 import hmac
 import secrets
 from bisect import bisect_right
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional, Protocol
 from urllib.parse import parse_qs
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
@@ -40,9 +41,6 @@ from twisted_stream.exchange._bodywriter import bodyWriter
 from twisted_stream.exchange._eventids import EventIds, parseEventId
 from twisted_stream.exchange._streamlog import RESUME_PREFIX
 from twisted_stream.http._refusal import Refusal
-
-if TYPE_CHECKING:
-    from twisted_stream.exchange._sharedstreams import Mirror, SharedStreams
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -53,6 +51,8 @@ __all__ = [
     "ResumableStream",
     "ResumeStore",
     "ResumableWriter",
+    "SharedStore",
+    "StreamCopy",
     "StreamReader",
     "afterEvent",
     "credentialOf",
@@ -68,6 +68,45 @@ DEFAULT_MAX_MEMORY = 256 * 1024 * 1024
 
 COMPLETE, TRUNCATED = "complete", "truncated"
 """How a stream ended: as the upstream ended it, or broken off."""
+
+
+class StreamCopy(Protocol):
+    """
+    A stream's copy in a store a fleet shares (L{SharedStore}), told of
+    everything the stream is told.
+    """
+
+    def append(self, data: bytes) -> None:
+        """A piece of the body, appended."""
+
+    def finish(self, how: str) -> None:
+        """The body has ended, C{how} (L{COMPLETE}, L{TRUNCATED})."""
+
+    def lose(self) -> None:
+        """The stream is no longer resumable: its copy goes too."""
+
+    def readersElsewhere(self) -> Deferred[bool]:
+        """Whether a reader on another instance follows the stream."""
+
+
+class SharedStore(Protocol):
+    """
+    Where a fleet keeps its resumable streams, beside each instance's
+    memory (L{twisted_stream.exchange._sharedstreams.SharedStreams}, in
+    Redis): declared here, so that this module needs nothing of Redis.
+    """
+
+    def mirror(self, stream: ResumableStream) -> Optional[StreamCopy]:
+        """A copy of C{stream}, or L{None} while the store cannot take one."""
+
+    def resume(self, request: Request, id: str, query: bytes, truncate: Callable[[Request], None]) -> int:
+        """Answer a resume of a stream this instance does not hold."""
+
+    def reconnect(
+        self, request: Request, otherwise: Callable[[], None], truncate: Callable[[Request], None]
+    ) -> int:
+        """Answer an C{EventSource} reconnecting to a stream held elsewhere,
+        or, if there is none, C{otherwise()}."""
 
 
 def credentialOf(authorization: Optional[bytes]) -> Optional[bytes]:
@@ -132,7 +171,7 @@ class ResumableStream:
         """Why it is no longer resumable, once it is not."""
         self.whenLost: Callable[[str], None] = lambda why: None
         """Called once when it stops being resumable, with why."""
-        self.mirror: Optional[Mirror] = None
+        self.mirror: Optional[StreamCopy] = None
         """Its copy in a store shared by a fleet, if it has one."""
 
     @property
@@ -284,7 +323,7 @@ class ResumeStore:
         clock: IReactorTime,
         maxBytes: int = DEFAULT_MAX_BYTES,
         maxMemory: int = DEFAULT_MAX_MEMORY,
-        shared: Optional[SharedStreams] = None,
+        shared: Optional[SharedStore] = None,
     ) -> None:
         """
         @param shared: Where a fleet keeps its resumable streams (Redis), so
