@@ -91,9 +91,8 @@ class Process:
     A server process of the benchmark, and the processes whose CPU it costs.
     """
 
-    def __init__(
-        self, name: str, argv: list[str], env: Optional[dict[str, str]] = None, port: Optional[int] = None
-    ) -> None:
+    def __init__(self, name: str, argv: list[str], env: Optional[dict[str, str]] = None,
+                 port: Optional[int] = None) -> None:
         self.name = name
         self.process = subprocess.Popen(
             argv,
@@ -199,21 +198,8 @@ LISTEN = "tcp:0:interface=127.0.0.1:backlog=4096"
 def chunkproxy(upstream: str, workdir: Path) -> Process:
     return Process(
         "chunkproxy",
-        pinned(
-            PROXY_CORE,
-            [
-                str(BIN / "twistd"),
-                "-n",
-                "--pidfile=",
-                "chunkproxy",
-                "--listen",
-                LISTEN,
-                "--upstream",
-                upstream + "stream",
-                "--route",
-                f"/v1/={upstream}v1/",
-            ],
-        ),
+        pinned(PROXY_CORE, [str(BIN / "twistd"), "-n", "--pidfile=", "chunkproxy", "--listen", LISTEN,
+                            "--upstream", upstream + "stream", "--route", f"/v1/={upstream}v1/"]),
     )
 
 
@@ -224,37 +210,20 @@ def chunkproxyWorkers(upstream: str, workdir: Path) -> Process:
     """
     return Process(
         "chunkproxy-w2",
-        pinned(
-            f"{PROXY_CORE},{LOAD_CORE}",
-            [
-                str(BIN / "twistd"),
-                "-n",
-                "--pidfile=",
-                "chunkproxy",
-                "--listen",
-                LISTEN,
-                "--upstream",
-                upstream + "stream",
-                "--route",
-                f"/v1/={upstream}v1/",
-                "--workers",
-                "2",
-            ],
-        ),
+        pinned(f"{PROXY_CORE},{LOAD_CORE}", [str(BIN / "twistd"), "-n", "--pidfile=", "chunkproxy", "--listen", LISTEN,
+                                             "--upstream", upstream + "stream", "--route", f"/v1/={upstream}v1/",
+                                             "--workers", "2"]),
     )
 
 
 def reverseProxy(upstream: str, workdir: Path) -> Process:
     port = int(upstream.rsplit(":", 1)[1].strip("/"))
-    return Process(
-        "reverseproxy", pinned(PROXY_CORE, [sys.executable, str(HERE / "reverseproxy.py"), str(port)])
-    )
+    return Process("reverseproxy", pinned(PROXY_CORE, [sys.executable, str(HERE / "reverseproxy.py"), str(port)]))
 
 
 def goproxy(upstream: str, workdir: Path) -> Process:
-    return Process(
-        "goproxy", pinned(PROXY_CORE, [str(LOAD), "goproxy", "-upstream", upstream]), env={"GOMAXPROCS": "1"}
-    )
+    return Process("goproxy", pinned(PROXY_CORE, [str(LOAD), "goproxy", "-upstream", upstream]),
+                   env={"GOMAXPROCS": "1"})
 
 
 def nginx(upstream: str, workdir: Path) -> Optional[Process]:
@@ -279,7 +248,7 @@ http {{
     fastcgi_temp_path {workdir}/fastcgi;
     uwsgi_temp_path {workdir}/uwsgi;
     scgi_temp_path {workdir}/scgi;
-    upstream load {{ server {upstream[len("http://") :].rstrip("/")}; keepalive 1024; }}
+    upstream load {{ server {upstream[len("http://"):].rstrip("/")}; keepalive 1024; }}
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         location /stream {{
@@ -298,11 +267,8 @@ http {{
 }}
 """
     )
-    server = Process(
-        "nginx",
-        pinned(PROXY_CORE, [command, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"]),
-        port=port,
-    )
+    server = Process("nginx", pinned(PROXY_CORE, [command, "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"]),
+                     port=port)
     waitForPort(port)
     return server
 
@@ -317,28 +283,12 @@ def _pooled(name: str, members: list[tuple[str, int]], workdir: Path, policy: st
     for prefix, path in (("/stream", "stream"), ("/v1/", "v1/")):
         routes += ["[[route]]", f'prefix = "{prefix}"', policy]
         for number, (root, weight) in enumerate(members):
-            routes += [
-                "[[route.member]]",
-                f'url = "{root}{path}"',
-                f"weight = {weight}",
-                f'name = "m{number}"',
-            ]
+            routes += ["[[route.member]]", f'url = "{root}{path}"', f"weight = {weight}", f'name = "m{number}"']
     config.write_text("\n".join(routes) + "\n")
     return Process(
         name,
-        pinned(
-            PROXY_CORE,
-            [
-                str(BIN / "twistd"),
-                "-n",
-                "--pidfile=",
-                "chunkproxy",
-                "--listen",
-                LISTEN,
-                "--config",
-                str(config),
-            ],
-        ),
+        pinned(PROXY_CORE, [str(BIN / "twistd"), "-n", "--pidfile=", "chunkproxy", "--listen", LISTEN,
+                            "--config", str(config)]),
     )
 
 
@@ -367,23 +317,8 @@ def chunkproxyResumable(upstream: str, workdir: Path) -> Process:
     """
     return Process(
         "chunkproxy-resumable",
-        pinned(
-            PROXY_CORE,
-            [
-                str(BIN / "twistd"),
-                "-n",
-                "--pidfile=",
-                "chunkproxy",
-                "--listen",
-                LISTEN,
-                "--resumable",
-                "5",
-                "--upstream",
-                upstream + "stream",
-                "--route",
-                f"/v1/={upstream}v1/",
-            ],
-        ),
+        pinned(PROXY_CORE, [str(BIN / "twistd"), "-n", "--pidfile=", "chunkproxy", "--listen", LISTEN,
+                            "--resumable", "5", "--upstream", upstream + "stream", "--route", f"/v1/={upstream}v1/"]),
     )
 
 
@@ -432,27 +367,12 @@ def chunkproxyAt(revision: str, upstream: str, workdir: Path) -> Process:
     """
     source = workdir / f"at-{revision}"
     source.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(HERE.parent), "archive", revision], capture_output=True, check=True
-    )
+    archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", revision], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
     return Process(
         f"chunkproxy@{revision}",
-        pinned(
-            PROXY_CORE,
-            [
-                str(BIN / "twistd"),
-                "-n",
-                "--pidfile=",
-                "chunkproxy",
-                "--listen",
-                LISTEN,
-                "--upstream",
-                upstream + "stream",
-                "--route",
-                f"/v1/={upstream}v1/",
-            ],
-        ),
+        pinned(PROXY_CORE, [str(BIN / "twistd"), "-n", "--pidfile=", "chunkproxy", "--listen", LISTEN,
+                            "--upstream", upstream + "stream", "--route", f"/v1/={upstream}v1/"]),
         env={"PYTHONPATH": str(source)},
     )
 
@@ -468,22 +388,11 @@ STARTERS: dict[str, Callable[[str, Path], Optional[Process]]] = {
     "nginx": nginx,
     "goproxy": goproxy,
 }
-ORDER = [
-    "direct",
-    "chunkproxy",
-    "chunkproxy-pool3",
-    "chunkproxy-failover",
-    "chunkproxy-resumable",
-    "chunkproxy-resumable-redis",
-    "chunkproxy-w2",
-    "reverseproxy",
-    "nginx",
-    "goproxy",
-]
+ORDER = ["direct", "chunkproxy", "chunkproxy-pool3", "chunkproxy-failover", "chunkproxy-resumable",
+         "chunkproxy-resumable-redis", "chunkproxy-w2", "reverseproxy", "nginx", "goproxy"]
 DEFAULT_TARGETS = ["chunkproxy", "reverseproxy", "nginx", "goproxy"]
 """What runs unless --targets says otherwise (chunkproxy-w2 is asked for by
 name: it needs the load's core too; so are the pools')."""
-
 
 # The load.
 
@@ -498,12 +407,8 @@ def buildLoad() -> None:
     if go is None:
         sys.exit("bench: Go is needed for the load side (apt-get install golang-go)")
     LOAD.parent.mkdir(exist_ok=True)
-    subprocess.run(
-        [go, "build", "-o", str(LOAD), "."],
-        cwd=HERE / "load",
-        check=True,
-        env=dict(os.environ, GOFLAGS="-mod=mod", GO111MODULE="on"),
-    )
+    subprocess.run([go, "build", "-o", str(LOAD), "."], cwd=HERE / "load", check=True,
+                   env=dict(os.environ, GOFLAGS="-mod=mod", GO111MODULE="on"))
 
 
 @dataclass
@@ -529,24 +434,15 @@ class Sample:
         load = self.load
         if self.scenario in ("L1", "L2"):
             return bool(load.get("failed") or load.get("corrupt")) or (
-                load.get("tokensReceived") != load.get("tokensExpected")
-                or load.get("complete") != load.get("requests")
+                load.get("tokensReceived") != load.get("tokensExpected") or load.get("complete") != load.get("requests")
             )
         return bool(load.get("failed") or load.get("corrupt")) or (
             self.scenario in ("S1", "S2", "S6") and load.get("chunksReceived") != load.get("chunksExpected")
         )
 
 
-def runLoad(
-    target: Optional[Process],
-    upstream: Process,
-    command: str,
-    url: str,
-    *args: str,
-    scenario: str,
-    round: int,
-    level: int = 0,
-) -> Sample:
+def runLoad(target: Optional[Process], upstream: Process, command: str, url: str, *args: str,
+            scenario: str, round: int, level: int = 0) -> Sample:
     """
     Run one client command of the load tool against C{url}, measuring the
     target's CPU and its largest RSS meanwhile.
@@ -604,26 +500,10 @@ class Plan:
     scenarios: list[str] = field(default_factory=lambda: ["S1", "S2", "S4", "S5", "S6", "L1", "L2"])
 
 
-FULL = Plan(
-    s1Chunks=1000,
-    levels=[100, 500, 1000, 2000, 4000],
-    s2Chunks=50,
-    s4Seconds=5,
-    s5Streams=200,
-    s6Streams=2000,
-    l1Answers=50,
-    llmLevels=[100, 500, 1000],
-)
-QUICK = Plan(
-    s1Chunks=100,
-    levels=[100],
-    s2Chunks=10,
-    s4Seconds=1,
-    s5Streams=20,
-    s6Streams=200,
-    l1Answers=10,
-    llmLevels=[100],
-)
+FULL = Plan(s1Chunks=1000, levels=[100, 500, 1000, 2000, 4000], s2Chunks=50, s4Seconds=5, s5Streams=200,
+            s6Streams=2000, l1Answers=50, llmLevels=[100, 500, 1000])
+QUICK = Plan(s1Chunks=100, levels=[100], s2Chunks=10, s4Seconds=1, s5Streams=20, s6Streams=200, l1Answers=10,
+             llmLevels=[100])
 LLM_TOKENS = 20
 """Tokens in each answer of the LLM scenario."""
 
@@ -635,147 +515,46 @@ def scenarios(plan: Plan, target: Optional[Process], upstream: Process, round: i
     url = target.url if target else upstream.url
     samples = []
     if "S1" in plan.scenarios:
-        samples.append(
-            runLoad(
-                target,
-                upstream,
-                "streams",
-                url,
-                "-c",
-                "1",
-                "-count",
-                str(plan.s1Chunks),
-                "-interval",
-                "10",
-                scenario="S1",
-                round=round,
-            )
-        )
+        samples.append(runLoad(target, upstream, "streams", url, "-c", "1", "-count", str(plan.s1Chunks),
+                               "-interval", "10", scenario="S1", round=round))
     for level in plan.levels if "S2" in plan.scenarios else []:
         spread = max(1.0, level / 1000)
-        samples.append(
-            runLoad(
-                target,
-                upstream,
-                "streams",
-                url,
-                "-c",
-                str(level),
-                "-spread",
-                str(spread),
-                "-count",
-                str(plan.s2Chunks),
-                "-interval",
-                "100",
-                scenario="S2",
-                round=round,
-                level=level,
-            )
-        )
+        samples.append(runLoad(target, upstream, "streams", url, "-c", str(level), "-spread", str(spread),
+                               "-count", str(plan.s2Chunks), "-interval", "100", scenario="S2", round=round,
+                               level=level))
         time.sleep(1)
     if "S4" in plan.scenarios:
-        samples.append(
-            runLoad(
-                target, upstream, "slow", url, "-seconds", str(plan.s4Seconds), scenario="S4", round=round
-            )
-        )
+        samples.append(runLoad(target, upstream, "slow", url, "-seconds", str(plan.s4Seconds), scenario="S4",
+                               round=round))
     if "S5" in plan.scenarios:
-        samples.append(
-            runLoad(
-                target,
-                upstream,
-                "leave",
-                url,
-                "-c",
-                str(plan.s5Streams),
-                "-spread",
-                "1",
-                scenario="S5",
-                round=round,
-            )
-        )
+        samples.append(runLoad(target, upstream, "leave", url, "-c", str(plan.s5Streams), "-spread", "1",
+                               scenario="S5", round=round))
     if "S6" in plan.scenarios:
-        samples.append(
-            runLoad(
-                target,
-                upstream,
-                "short",
-                url,
-                "-n",
-                str(plan.s6Streams),
-                "-k",
-                "50",
-                scenario="S6",
-                round=round,
-            )
-        )
+        samples.append(runLoad(target, upstream, "short", url, "-n", str(plan.s6Streams), "-k", "50",
+                               scenario="S6", round=round))
     if "L1" in plan.scenarios:
         # Fast tokens (5 ms apart): what the proxy adds is what is seen.
-        samples.append(
-            runLoad(
-                target,
-                upstream,
-                "llm",
-                url,
-                "-c",
-                "1",
-                "-r",
-                str(plan.l1Answers),
-                "-tokens",
-                str(LLM_TOKENS),
-                "-interval",
-                "5",
-                scenario="L1",
-                round=round,
-            )
-        )
+        samples.append(runLoad(target, upstream, "llm", url, "-c", "1", "-r", str(plan.l1Answers),
+                               "-tokens", str(LLM_TOKENS), "-interval", "5", scenario="L1", round=round))
     for level in plan.llmLevels if "L2" in plan.scenarios else []:
-        samples.append(
-            runLoad(
-                target,
-                upstream,
-                "llm",
-                url,
-                "-c",
-                str(level),
-                "-r",
-                "2",
-                "-spread",
-                str(max(1.0, level / 1000)),
-                "-tokens",
-                str(LLM_TOKENS),
-                "-interval",
-                "50",
-                scenario="L2",
-                round=round,
-                level=level,
-            )
-        )
+        samples.append(runLoad(target, upstream, "llm", url, "-c", str(level), "-r", "2",
+                               "-spread", str(max(1.0, level / 1000)), "-tokens", str(LLM_TOKENS), "-interval", "50",
+                               scenario="L2", round=round, level=level))
         time.sleep(1)
     return samples
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="every scenario small; exit 1 if a byte is lost")
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument(
-        "--targets",
-        default=",".join(DEFAULT_TARGETS),
-        help="comma-separated, besides direct; known: " + ", ".join(ORDER[1:]),
-    )
+    parser.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
+                        help="comma-separated, besides direct; known: " + ", ".join(ORDER[1:]))
     parser.add_argument("--out", type=Path, default=HERE / "results")
-    parser.add_argument(
-        "--levels", help="the ladder's levels, comma-separated (to explore; default 100-4000)"
-    )
+    parser.add_argument("--levels", help="the ladder's levels, comma-separated (to explore; default 100-4000)")
     parser.add_argument("--scenarios", default="S1,S2,S4,S5,S6,L1,L2", help="which scenarios (to explore)")
-    parser.add_argument(
-        "--also-at",
-        metavar="REVISION",
-        help="also measure chunkproxy as it was at this git revision, in the same run",
-    )
+    parser.add_argument("--also-at", metavar="REVISION",
+                        help="also measure chunkproxy as it was at this git revision, in the same run")
     args = parser.parse_args()
     if not 1 <= args.rounds <= 5:
         parser.error("keep it bounded: 1 to 5 rounds")
@@ -801,20 +580,8 @@ def main() -> None:
             targets[before.name] = before
         # One small run each first, not counted: imports, pools, caches.
         for target in targets.values():
-            runLoad(
-                target,
-                upstream,
-                "streams",
-                (target or upstream).url,
-                "-c",
-                "20",
-                "-count",
-                "5",
-                "-interval",
-                "10",
-                scenario="warm-up",
-                round=0,
-            )
+            runLoad(target, upstream, "streams", (target or upstream).url, "-c", "20", "-count", "5",
+                    "-interval", "10", scenario="warm-up", round=0)
         samples: list[Sample] = []
         for round in range(1, args.rounds + 1):
             names = list(targets)
@@ -852,18 +619,10 @@ def revision() -> str:
         changes.
     """
     try:
-        head = subprocess.run(
-            ["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(HERE.parent), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        head = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(HERE.parent), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "no git revision"
     return f"chunkproxy at {head}" + (" with uncommitted changes" if dirty else "")
@@ -984,18 +743,12 @@ def report(samples: list[Sample]) -> str:
         s5 = of(t, "S5")
         s6 = of(t, "S6")
         cpu = [s.cpuSeconds / s.wallSeconds * 100 for s in atMid if s.cpuSeconds is not None]
-        perChunk = [
-            s.cpuSeconds * 1e6 / max(1, s.load["chunksReceived"]) for s in atMid if s.cpuSeconds is not None
-        ]
+        perChunk = [s.cpuSeconds * 1e6 / max(1, s.load["chunksReceived"]) for s in atMid if s.cpuSeconds is not None]
         perStream = [s.cpuSeconds * 1e6 / max(1, s.load["streams"]) for s in s6 if s.cpuSeconds is not None]
         rate = [s.load["streams"] / s.wallSeconds for s in s6]
         added = [
-            (
-                s.load["delayP50Ms"] - direct[s.round].load["delayP50Ms"],
-                s.load["delayP99Ms"] - direct[s.round].load["delayP99Ms"],
-            )
-            for s in s1
-            if s.round in direct
+            (s.load["delayP50Ms"] - direct[s.round].load["delayP50Ms"], s.load["delayP99Ms"] - direct[s.round].load[
+                "delayP99Ms"]) for s in s1 if s.round in direct
         ]
         growth = [(s.rssKiB - s.rssBeforeKiB) / 1024 for s in s4 if s.rssKiB is not None and s.rssBeforeKiB]
         lines.append(
@@ -1004,19 +757,15 @@ def report(samples: list[Sample]) -> str:
             f" | {spread(rate, '.0f')} | {spread([s.load['ttfbP99Ms'] for s in s6], '.1f')} ms"
             f" | {spread([a * 1000 for a, _ in added], '.0f')} / {spread([b * 1000 for _, b in added], '.0f')} µs"
             f" | {spread(growth, '.1f')} MiB | {', '.join(closed(s) for s in s5)} |"
-            if t != "direct"
-            else f"| direct (the load side alone) | {capacity(ladder):,} | {spread([s.load['delayP99Ms'] for s in atMid], '.1f')}"
+            if t != "direct" else
+            f"| direct (the load side alone) | {capacity(ladder):,} | {spread([s.load['delayP99Ms'] for s in atMid], '.1f')}"
             f" ms | – | – | – | {spread(rate, '.0f')} | {spread([s.load['ttfbP99Ms'] for s in s6], '.1f')} ms | – | – |"
             f" {', '.join(closed(s) for s in s5)} |"
         )
     lines += ["", *llmReport(samples), *variantReport(samples)]
-    lines += [
-        "",
-        "The ladder (S2): delay p50 / p99, TTFB p99, chunks delivered of sent, proxy CPU, RSS.",
-        "",
-        "| target | streams | delay p50 | delay p99 | TTFB p99 | delivered | CPU | RSS |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    lines += ["", "The ladder (S2): delay p50 / p99, TTFB p99, chunks delivered of sent, proxy CPU, RSS.", "",
+              "| target | streams | delay p50 | delay p99 | TTFB p99 | delivered | CPU | RSS |",
+              "|---|---|---|---|---|---|---|---|"]
     for t in targets:
         for level in levels:
             runs = of(t, "S2", level)
@@ -1029,11 +778,8 @@ def report(samples: list[Sample]) -> str:
                 f" | {spread([s.load['delayP99Ms'] for s in runs], '.1f')} ms"
                 f" | {spread([s.load['ttfbP99Ms'] for s in runs], '.1f')} ms"
                 f" | {sum(s.load['chunksReceived'] for s in runs):,} / {sum(s.load['chunksExpected'] for s in runs):,}"
-                + (
-                    f" ({sum(s.load['failed'] for s in runs)} streams failed)"
-                    if any(s.load["failed"] for s in runs)
-                    else ""
-                )
+                + (f" ({sum(s.load['failed'] for s in runs)} streams failed)" if any(s.load["failed"] for s in runs)
+                   else "")
                 + f" | {spread(cpu, '.0f') + ' %' if cpu else '–'} | {spread(rss, '.0f') + ' MiB' if rss else '–'} |"
             )
     return "\n".join(lines)
@@ -1055,28 +801,18 @@ def variantReport(samples: list[Sample]) -> list[str]:
         round; and the first token (L1) added by failing over once from a
         member that refuses.
     """
-
     def by(target: str, scenario: str) -> dict[tuple[int, int], Sample]:
         return {(s.round, s.level): s for s in samples if s.target == target and s.scenario == scenario}
 
-    scenarios = (
-        ("S2", "chunksReceived", "chunk"),
-        ("S6", "streams", "new stream"),
-        ("L2", "requests", "answer"),
-    )
+    scenarios = (("S2", "chunksReceived", "chunk"), ("S6", "streams", "new stream"), ("L2", "requests", "answer"))
     single = {scenario: by("chunkproxy", scenario) for scenario, _, _ in scenarios}
     lines: list[str] = []
     for target, title in VARIANTS.items():
         variant = {scenario: by(target, scenario) for scenario, _, _ in scenarios}
         if not any(variant.values()):
             continue
-        lines += [
-            "",
-            f"{title}, in the same rounds (CPU, and as a multiple of plain chunkproxy's):",
-            "",
-            "| CPU per | plain | variant | variant / plain |",
-            "|---|---|---|---|",
-        ]
+        lines += ["", f"{title}, in the same rounds (CPU, and as a multiple of plain chunkproxy's):", "",
+                  "| CPU per | plain | variant | variant / plain |", "|---|---|---|---|"]
         for scenario, unit, what in scenarios:
             for level in sorted({level for _, level in variant[scenario]}):
                 per = [
@@ -1106,19 +842,14 @@ def variantReport(samples: list[Sample]) -> list[str]:
     single["L1"] = by("chunkproxy", "L1")
     if failover:
         firsts = [(single["L1"][key].load, s.load) for key, s in failover.items() if key in single["L1"]]
-        lines += [
-            "",
-            "Failover: every request's first member refuses the connection (L1, reused client connections):",
-            "",
-            "| | first token p50 | first token p99 |",
-            "|---|---|---|",
-            f"| one upstream | {spread([a['ttftReusedP50Ms'] for a, _ in firsts], '.2f')} ms"
-            f" | {spread([a['ttftReusedP99Ms'] for a, _ in firsts], '.2f')} ms |",
-            f"| failing over once | {spread([b['ttftReusedP50Ms'] for _, b in firsts], '.2f')} ms"
-            f" | {spread([b['ttftReusedP99Ms'] for _, b in firsts], '.2f')} ms |",
-            f"| added | {spread([b['ttftReusedP50Ms'] - a['ttftReusedP50Ms'] for a, b in firsts], '.2f')} ms"
-            f" | {spread([b['ttftReusedP99Ms'] - a['ttftReusedP99Ms'] for a, b in firsts], '.2f')} ms |",
-        ]
+        lines += ["", "Failover: every request's first member refuses the connection (L1, reused client connections):",
+                  "", "| | first token p50 | first token p99 |", "|---|---|---|",
+                  f"| one upstream | {spread([a['ttftReusedP50Ms'] for a, _ in firsts], '.2f')} ms"
+                  f" | {spread([a['ttftReusedP99Ms'] for a, _ in firsts], '.2f')} ms |",
+                  f"| failing over once | {spread([b['ttftReusedP50Ms'] for _, b in firsts], '.2f')} ms"
+                  f" | {spread([b['ttftReusedP99Ms'] for _, b in firsts], '.2f')} ms |",
+                  f"| added | {spread([b['ttftReusedP50Ms'] - a['ttftReusedP50Ms'] for a, b in firsts], '.2f')} ms"
+                  f" | {spread([b['ttftReusedP99Ms'] - a['ttftReusedP99Ms'] for a, b in firsts], '.2f')} ms |"]
     return lines
 
 
@@ -1148,18 +879,14 @@ def llmReport(samples: list[Sample]) -> list[str]:
         lines.append(
             f"| {t} | {spread([s.load['ttftReusedP50Ms'] for s in firsts], '.2f')}"
             f" / {spread([s.load['ttftReusedP99Ms'] for s in firsts], '.2f')} ms"
-            + (
-                " | – | – |"
-                if t == "direct"
-                else f" | {spread([a['ttftReusedP50Ms'] - d['ttftReusedP50Ms'] for a, d in paired], '.2f')}"
-                f" / {spread([a['ttftReusedP99Ms'] - d['ttftReusedP99Ms'] for a, d in paired], '.2f')} ms"
-                f" | {spread([a['delayP50Ms'] - d['delayP50Ms'] for a, d in paired], '.2f')}"
-                f" / {spread([a['delayP99Ms'] - d['delayP99Ms'] for a, d in paired], '.2f')} ms |"
-            )
+            + (" | – | – |" if t == "direct" else
+               f" | {spread([a['ttftReusedP50Ms'] - d['ttftReusedP50Ms'] for a, d in paired], '.2f')}"
+               f" / {spread([a['ttftReusedP99Ms'] - d['ttftReusedP99Ms'] for a, d in paired], '.2f')} ms"
+               f" | {spread([a['delayP50Ms'] - d['delayP50Ms'] for a, d in paired], '.2f')}"
+               f" / {spread([a['delayP99Ms'] - d['delayP99Ms'] for a, d in paired], '.2f')} ms |")
         )
     nginxCPU = {
-        (s.round, s.level): s.cpuSeconds / s.wallSeconds
-        for s in samples
+        (s.round, s.level): s.cpuSeconds / s.wallSeconds for s in samples
         if s.target == "nginx" and s.scenario == "L2" and s.cpuSeconds is not None
     }
     lines += [
@@ -1173,11 +900,8 @@ def llmReport(samples: list[Sample]) -> list[str]:
             if not runs:
                 continue
             cpu = [s.cpuSeconds / s.wallSeconds * 100 for s in runs if s.cpuSeconds is not None]
-            ratio = [
-                s.cpuSeconds / s.wallSeconds / nginxCPU[(s.round, level)]
-                for s in runs
-                if s.cpuSeconds is not None and nginxCPU.get((s.round, level))
-            ]
+            ratio = [s.cpuSeconds / s.wallSeconds / nginxCPU[(s.round, level)] for s in runs
+                     if s.cpuSeconds is not None and nginxCPU.get((s.round, level))]
             lines.append(
                 f"| {t} | {level:,} | {spread(cpu, '.0f') + ' %' if cpu else '–'}"
                 f" | {spread(ratio, '.2f') + '×' if ratio else '–'}"

@@ -7,13 +7,10 @@ from twisted.web.server import Site
 from twisted_stream import StreamProxyResource
 
 root = Resource()
-root.putChild(
-    b"llm",
-    StreamProxyResource(
-        os.environ.get("UPSTREAM", "https://api.openai.com/v1/"),
-        injectHeaders=[(b"Authorization", b"Bearer " + os.environ["OPENAI_API_KEY"].encode())],
-    ),
-)
+root.putChild(b"llm", StreamProxyResource(
+    os.environ.get("UPSTREAM", "https://api.openai.com/v1/"),
+    injectHeaders=[(b"Authorization", b"Bearer " + os.environ["OPENAI_API_KEY"].encode())],
+))
 # parsePOSTFormSubmission=False: form bodies are the upstream's to read.
 site = Site(root, parsePOSTFormSubmission=False)
 listening = endpoints.serverFromString(reactor, os.environ.get("LISTEN", "tcp:8000")).listen(site)

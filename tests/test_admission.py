@@ -140,14 +140,10 @@ class RuleTests(SynchronousTestCase):
         self.assertEqual(
             rule(_head(b"/v1/inner/x?q"), _NOTHING_YET), Admitted(answer=FORWARD, route=inner, rest=b"/x")
         )
-        self.assertEqual(
-            rule(_head(b"/v1/innerx"), _NOTHING_YET), Admitted(answer=FORWARD, route=outer, rest=b"innerx")
-        )
+        self.assertEqual(rule(_head(b"/v1/innerx"), _NOTHING_YET), Admitted(answer=FORWARD, route=outer, rest=b"innerx"))
         self.assertEqual(rule(_head(b"/"), _NOTHING_YET), Admitted(answer=PAGE))
         self.assertEqual(rule(_head(b"/v2/"), _NOTHING_YET), Refusal(404, "no route for /v2/"))
-        self.assertEqual(
-            Routing.of([outer], page=False)(_head(b"/"), _NOTHING_YET), Refusal(404, "no route for /")
-        )
+        self.assertEqual(Routing.of([outer], page=False)(_head(b"/"), _NOTHING_YET), Refusal(404, "no route for /"))
 
     def test_routeRules(self) -> None:
         """

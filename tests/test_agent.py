@@ -159,9 +159,7 @@ class AgentTests(TestCase):
             self.assertEqual(answer, (200, b"ok"))
         self.assertEqual(len(upstream.connections), 1)
         self.assertEqual(len(upstream.requests), 3)
-        self.assertEqual(
-            upstream.requests[0], b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:%d" % (portOf(upstream.port),)
-        )
+        self.assertEqual(upstream.requests[0], b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:%d" % (portOf(upstream.port),))
 
     @inlineCallbacks
     def test_postOnAKeptAliveConnectionIsNotHeldBack(self) -> Any:
@@ -182,10 +180,7 @@ class AgentTests(TestCase):
         for _ in range(7):
             started = reactor.seconds()
             response = yield agent.request(
-                b"POST",
-                url,
-                Headers({b"content-type": [b"application/json"]}),
-                BytesBody(body, piece=len(body)),
+                b"POST", url, Headers({b"content-type": [b"application/json"]}), BytesBody(body, piece=len(body))
             )
             took.append(reactor.seconds() - started)
             self.assertEqual(response.code, 200)
@@ -312,9 +307,7 @@ class AgentTests(TestCase):
         A host name is looked up once, used for every connection (kept-alive
         or new) until the TTL has passed, then looked up again.
         """
-        upstream = RawUpstream(
-            self, lambda c, h: c.tcp.write(OK.replace(b"OK\r\n", b"OK\r\nConnection: close\r\n"))
-        )
+        upstream = RawUpstream(self, lambda c, h: c.tcp.write(OK.replace(b"OK\r\n", b"OK\r\nConnection: close\r\n")))
         names = _Names(["127.0.0.1"])
         agent = self.agent(names, dnsTTL=60)
         url = f"http://upstream.test:{portOf(upstream.port)}/"
@@ -323,9 +316,7 @@ class AgentTests(TestCase):
             self.assertEqual(answer, (200, b"ok"))
         self.assertEqual(names.lookups, ["upstream.test"])
         self.assertEqual(len(upstream.connections), 3)
-        self.assertEqual(
-            upstream.requests[0], b"GET / HTTP/1.1\r\nHost: upstream.test:%d" % (portOf(upstream.port),)
-        )
+        self.assertEqual(upstream.requests[0], b"GET / HTTP/1.1\r\nHost: upstream.test:%d" % (portOf(upstream.port),))
         self.fakeReactor.ahead = 61
         yield self.get(agent, url)
         self.assertEqual(names.lookups, ["upstream.test"] * 2)
@@ -427,3 +418,4 @@ class LearnedIdleTimeTests(SynchronousTestCase):
             clock.advance(0.02)
             self.assertTrue(idle.transport.disconnecting)
             agent._forget(idle)  # type: ignore[arg-type]
+

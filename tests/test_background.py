@@ -19,15 +19,17 @@ from twisted_stream.mock.llm import PASSAGE, Pace, ResponsesResource, tokens
 
 
 def _request(method: bytes, path: list[bytes], body: Any = None, args: Any = None) -> StreamingRequest:
-    request = StreamingRequest(
-        path, method=method, uri=b"/v1/responses", body=json.dumps(body or {}).encode()
-    )
+    request = StreamingRequest(path, method=method, uri=b"/v1/responses", body=json.dumps(body or {}).encode())
     request.args = args or {}
     return request
 
 
 def _events(data: bytes) -> list[dict[str, Any]]:
-    return [json.loads(line[len(b"data: ") :]) for line in data.split(b"\n") if line.startswith(b"data: ")]
+    return [
+        json.loads(line[len(b"data: ") :])
+        for line in data.split(b"\n")
+        if line.startswith(b"data: ")
+    ]
 
 
 class BackgroundTests(SynchronousTestCase):
@@ -123,9 +125,7 @@ class SDKTests(TestCase):
 
     @inlineCallbacks
     def resumed(self, baseURL: str) -> Any:
-        client = LineProcess.spawn(
-            sys.executable, str(PEERS / "openai_background.py"), baseURL, "mock-passage", "hi", "8"
-        )
+        client = LineProcess.spawn(sys.executable, str(PEERS / "openai_background.py"), baseURL, "mock-passage", "hi", "8")
         code = yield client.exitCode
         self.assertEqual(code, 0, client.stderr.decode())
         seen = json.loads(client.lines[-1][1])
@@ -138,15 +138,11 @@ class SDKTests(TestCase):
 
     @inlineCallbacks
     def test_direct(self) -> Any:
-        generator: Server = yield startTwistd(
-            self, "chunkgen", "--ttft", "0.05", "--tokens-per-second", "100"
-        )
+        generator: Server = yield startTwistd(self, "chunkgen", "--ttft", "0.05", "--tokens-per-second", "100")
         yield self.resumed(generator.url + "v1")
 
     @inlineCallbacks
     def test_throughTheGateway(self) -> Any:
-        generator: Server = yield startTwistd(
-            self, "chunkgen", "--ttft", "0.05", "--tokens-per-second", "100"
-        )
+        generator: Server = yield startTwistd(self, "chunkgen", "--ttft", "0.05", "--tokens-per-second", "100")
         proxy: Server = yield startTwistd(self, "chunkproxy", "--route", f"/v1/={generator.url}v1/")
         yield self.resumed(proxy.url + "v1")

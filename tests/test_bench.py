@@ -13,9 +13,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-_spec = importlib.util.spec_from_file_location(
-    "bench_run", Path(__file__).resolve().parent.parent / "bench" / "run.py"
-)
+_spec = importlib.util.spec_from_file_location("bench_run", Path(__file__).resolve().parent.parent / "bench" / "run.py")
 assert _spec is not None and _spec.loader is not None
 bench: Any = importlib.util.module_from_spec(_spec)
 sys.modules["bench_run"] = bench
@@ -78,9 +76,7 @@ class ReportTests(SynchronousTestCase):
         The ladder table has a row per level with its figures.
         """
         table = bench.report([_level(100, 1.234), _level(1000, 7.5, received=4999, expected=5000)])
-        self.assertIn(
-            "| chunkproxy | 1,000 | 1.00 ms | 7.5 ms | 2.0 ms | 4,999 / 5,000 | 50 % | 10 MiB |", table
-        )
+        self.assertIn("| chunkproxy | 1,000 | 1.00 ms | 7.5 ms | 2.0 ms | 4,999 / 5,000 | 50 % | 10 MiB |", table)
         self.assertIn("| chunkproxy | 100 | 1.00 ms | 1.2 ms |", table)
 
 
@@ -128,17 +124,8 @@ class LLMScenarioTests(SynchronousTestCase):
         """
         table = bench.report(
             [
-                _llm(
-                    "direct", "L1", ttftReusedP50Ms=1.5, ttftReusedP99Ms=2.5, delayP50Ms=0.1, delayP99Ms=0.3
-                ),
-                _llm(
-                    "chunkproxy",
-                    "L1",
-                    ttftReusedP50Ms=2.0,
-                    ttftReusedP99Ms=3.5,
-                    delayP50Ms=0.3,
-                    delayP99Ms=0.9,
-                ),
+                _llm("direct", "L1", ttftReusedP50Ms=1.5, ttftReusedP99Ms=2.5, delayP50Ms=0.1, delayP99Ms=0.3),
+                _llm("chunkproxy", "L1", ttftReusedP50Ms=2.0, ttftReusedP99Ms=3.5, delayP50Ms=0.3, delayP99Ms=0.9),
                 _llm("nginx", "L2", 1000, cpu=0.5),
                 _llm("chunkproxy", "L2", 1000, cpu=0.8, tokensReceived=199, complete=9),
             ]

@@ -34,9 +34,7 @@ _LIMITS = RequestLimits(maxLineBytes=1024, maxHeaderBytes=4096, maxHeaders=20)
 class HostileClientTests(TestCase):
     timeout = 30
 
-    def gateway(
-        self, token: Optional[bytes] = None, maxBodyMemory: int = 10**6, holdUpstream: bool = False
-    ) -> None:
+    def gateway(self, token: Optional[bytes] = None, maxBodyMemory: int = 10**6, holdUpstream: bool = False) -> None:
         """
         Start a gateway (bodies up to 1000 bytes, requests given 5 s to
         arrive) whose C{/up/} goes to a raw upstream.
@@ -49,9 +47,7 @@ class HostileClientTests(TestCase):
         self.upstream = RawUpstream(self, script)
         agent = UpstreamAgent(reactor)
         self.addCleanup(agent.closeCachedConnections)
-        proxy = StreamProxyResource(
-            self.upstream.url, reactor=reactor, agent=agent, maxBody=1000, requireToken=token
-        )
+        proxy = StreamProxyResource(self.upstream.url, reactor=reactor, agent=agent, maxBody=1000, requireToken=token)
         site = GatewaySite(GatewayResource([Route(b"/up/", proxy)]), 1000, 5, _LIMITS, maxBodyMemory)
         site.channel = _Counted
         self.site = site
@@ -115,9 +111,7 @@ class HostileClientTests(TestCase):
         closes, instead of resetting the connection.
         """
         self.gateway()
-        yield self.assertRefused(
-            b"GET /up/" + b"a" * 1024 * 1024, Refusal(414, "the request line is over 1024 bytes")
-        )
+        yield self.assertRefused(b"GET /up/" + b"a" * 1024 * 1024, Refusal(414, "the request line is over 1024 bytes"))
 
     # Refused while the client still sends
 
@@ -182,9 +176,7 @@ class HostileClientTests(TestCase):
         """
         self.gateway()
         request = b"GET /up/x HTTP/1.1\r\nHost: g\r\n\r\n"
-        answer, _ = yield self.send(
-            request * 2 + request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
-        )
+        answer, _ = yield self.send(request * 2 + request.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
         self.assertEqual(answer.count(b"HTTP/1.1 200 OK\r\n"), 3)
         self.assertEqual(len(self.upstream.requests), 3)
         self.assertEqual(self.site.hostAsked, 1)  # type: ignore[attr-defined]
@@ -202,8 +194,7 @@ class HostileClientTests(TestCase):
         body = b"not a multipart body"
         answer, _ = yield self.send(
             b"POST /up/form HTTP/1.1\r\nHost: g\r\nConnection: close\r\n"
-            b"Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: %d\r\n\r\n%s"
-            % (len(body), body)
+            b"Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
         )
         self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer)
         self.assertEqual(len(self.upstream.requests), 1)
@@ -223,9 +214,7 @@ class HostileClientTests(TestCase):
         yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", portOf(self.port)), first)
         while not self.upstream.requests:
             yield _turn()
-        answer, _ = yield self.send(
-            b"POST /up/y HTTP/1.1\r\nHost: g\r\nContent-Length: 1000\r\n\r\n" + b"a" * 1000
-        )
+        answer, _ = yield self.send(b"POST /up/y HTTP/1.1\r\nHost: g\r\nContent-Length: 1000\r\n\r\n" + b"a" * 1000)
         self.assertEqual(
             answer,
             Refusal(
@@ -239,10 +228,10 @@ class HostileClientTests(TestCase):
         yield _turn()
         self.upstream.script = answerWith(_OK)
         answer, _ = yield self.send(
-            b"POST /up/z HTTP/1.1\r\nHost: g\r\nConnection: close\r\nContent-Length: 1000\r\n\r\n"
-            + b"a" * 1000
+            b"POST /up/z HTTP/1.1\r\nHost: g\r\nConnection: close\r\nContent-Length: 1000\r\n\r\n" + b"a" * 1000
         )
         self.assertTrue(answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:80])
+
 
 
 class RefusedAtOnceTests(SynchronousTestCase):
@@ -277,8 +266,7 @@ class RefusedAtOnceTests(SynchronousTestCase):
     def test_longRequestLine(self) -> None:
         self.gateway()
         self.assertRefused(
-            b"GET /up/" + b"a" * 1100 + b" HTTP/1.1\r\nHost: g\r\n\r\n",
-            Refusal(414, "the request line is over 1024 bytes"),
+            b"GET /up/" + b"a" * 1100 + b" HTTP/1.1\r\nHost: g\r\n\r\n", Refusal(414, "the request line is over 1024 bytes")
         )
 
     def test_longHeaderLine(self) -> None:
@@ -335,20 +323,14 @@ class RefusedAtOnceTests(SynchronousTestCase):
         self.gateway()
         self.assertRefused(
             b"POST /up/x HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n"
-            + b"1f4\r\n"
-            + b"a" * 500
-            + b"\r\n"
-            + b"1f5\r\n"
-            + b"a" * 501
-            + b"\r\n",
+            + b"1f4\r\n" + b"a" * 500 + b"\r\n" + b"1f5\r\n" + b"a" * 501 + b"\r\n",
             Refusal(413, "the request body is over 1000 bytes"),
         )
 
     def test_noRoute(self) -> None:
         self.gateway()
         self.assertRefused(
-            b"POST /nowhere HTTP/1.1\r\nHost: g\r\nContent-Length: 900\r\n\r\n",
-            Refusal(404, "no route for /nowhere"),
+            b"POST /nowhere HTTP/1.1\r\nHost: g\r\nContent-Length: 900\r\n\r\n", Refusal(404, "no route for /nowhere")
         )
 
     def test_noHost(self) -> None:
@@ -360,8 +342,7 @@ class RefusedAtOnceTests(SynchronousTestCase):
     def test_twoHosts(self) -> None:
         self.gateway()
         self.assertRefused(
-            b"GET /up/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-            Refusal(400, "the request has more than one Host header"),
+            b"GET /up/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", Refusal(400, "the request has more than one Host header")
         )
 
     def test_controlCharacterInValue(self) -> None:
@@ -421,7 +402,6 @@ class _ShuttingTransport(StringTransport):
 
     def loseWriteConnection(self) -> None:
         self.writesShut = True
-
 
 class _Counted(GatewayChannel):
     """
@@ -495,10 +475,7 @@ class UnauthenticatedBodiesTests(TestCase):
         )
         baseline = proxy.rssKiB()
         clients = [
-            RawClient(
-                b"POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\nContent-Length: 1048576\r\n\r\n"
-                + b"a" * 1048576
-            )
+            RawClient(b"POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\nContent-Length: 1048576\r\n\r\n" + b"a" * 1048576)
             for _ in range(100)
         ]
         for client in clients:
@@ -509,8 +486,6 @@ class UnauthenticatedBodiesTests(TestCase):
             peak = max(peak, proxy.rssKiB())
             yield _turn()
         for client in clients:
-            self.assertTrue(
-                client.received.startswith(b"HTTP/1.1 401 Unauthorized\r\n"), client.received[:60]
-            )
+            self.assertTrue(client.received.startswith(b"HTTP/1.1 401 Unauthorized\r\n"), client.received[:60])
             self.assertTrue(client.closed.called, "the gateway closes each refused connection")
         self.assertLess((peak - baseline) / 1024, 16, f"grew {(peak - baseline) / 1024:.1f} MiB")

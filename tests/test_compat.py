@@ -74,7 +74,9 @@ def _violations(module: str) -> list[str]:
                 continue
             private = set().union(*(_privateNamesOf(klass) for klass in bases))
             foreignPrivate |= private
-            classNode = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == name)
+            classNode = next(
+                n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == name
+            )
             for node in ast.walk(classNode):
                 if isinstance(node, ast.FunctionDef) and node.name in private:
                     found.append(f"{module}:{node.lineno} {name} overrides {node.name}")

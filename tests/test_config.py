@@ -99,11 +99,7 @@ class ConfigFileTests(SynchronousTestCase):
         self.assertEqual(
             pool.policy,
             PoolPolicy(
-                retryStatuses=frozenset({429, 503}),
-                tries=2,
-                ejectAfter=3,
-                ejectFor=10.0,
-                maxEjectedFraction=0.34,
+                retryStatuses=frozenset({429, 503}), tries=2, ejectAfter=3, ejectFor=10.0, maxEjectedFraction=0.34
             ),
         )
         self.assertEqual(pool.tryTimeout, 1.5)
@@ -116,13 +112,7 @@ class ConfigFileTests(SynchronousTestCase):
         --route for a prefix the file has replaces the file's route.
         """
         options = self.parse(
-            _POOL,
-            "--connect-timeout",
-            "9",
-            "--route",
-            "/h=http://127.0.0.1:9999/",
-            "--route",
-            "/x/=http://y/",
+            _POOL, "--connect-timeout", "9", "--route", "/h=http://127.0.0.1:9999/", "--route", "/x/=http://y/"
         )
         self.assertEqual(options["connect-timeout"], 9.0)
         self.assertEqual(options["max-streams"], 500)
@@ -177,27 +167,19 @@ prefix = "/p/"
     def test_missingFile(self) -> None:
         with self.assertRaises(UsageError) as caught:
             Options().parseOptions(["--config", "/no/such/file.toml"])
-        self.assertEqual(
-            str(caught.exception), "/no/such/file.toml: cannot be read: No such file or directory"
-        )
+        self.assertEqual(str(caught.exception), "/no/such/file.toml: cannot be read: No such file or directory")
 
     def test_routeShapes(self) -> None:
         """
         A route needs url or members, not both; a prefix once; a member's
         URL once per pool.
         """
-        both = self.problems(
-            '[[route]]\nprefix = "/a/"\nurl = "http://x/"\n[[route.member]]\nurl = "http://y/"\n'
-        )
+        both = self.problems('[[route]]\nprefix = "/a/"\nurl = "http://x/"\n[[route.member]]\nurl = "http://y/"\n')
         self.assertEqual([line.split(": ", 1)[1] for line in both], [
             "route[1]: needs either url (one upstream) or [[route.member]] tables (a pool), not both"
         ])  # fmt: skip
-        twice = self.problems(
-            '[[route]]\nprefix = "/a/"\nurl = "http://x/"\n[[route]]\nprefix = "/a/"\nurl = "http://y/"\n'
-        )
-        self.assertEqual(
-            [line.split(": ", 1)[1] for line in twice], ["route[2].prefix: a second route for /a/"]
-        )
+        twice = self.problems('[[route]]\nprefix = "/a/"\nurl = "http://x/"\n[[route]]\nprefix = "/a/"\nurl = "http://y/"\n')
+        self.assertEqual([line.split(": ", 1)[1] for line in twice], ["route[2].prefix: a second route for /a/"])
         same = self.problems(
             '[[route]]\nprefix = "/a/"\n[[route.member]]\nurl = "http://x/"\n[[route.member]]\nurl = "http://x/"\n'
         )
@@ -206,24 +188,16 @@ prefix = "/p/"
             ["route[1].member[2]: a second member called http://x/: give each of them a name of its own"],
         )
         named = '[[route]]\nprefix = "/a/"\n[[route.member]]\nurl = "http://x/"\nname = "a"\n[[route.member]]\nurl = "http://x/"\nname = "b"\n'
-        self.assertEqual(
-            [m.name for m in {r.prefix: r for r in self.parse(named).allRoutes()}[b"/a/"].members], ["a", "b"]
-        )
+        self.assertEqual([m.name for m in {r.prefix: r for r in self.parse(named).allRoutes()}[b"/a/"].members], ["a", "b"])
 
     def test_exampleFile(self) -> None:
         """
         The example a deployment starts from (examples/deploy/chunkproxy.toml)
         reads without a problem: two pools, one of two keys to one API.
         """
-        self.patch(
-            os,
-            "environ",
-            dict(os.environ, GATEWAY_TOKEN="t", OPENAI_KEY_A="Bearer a", OPENAI_KEY_B="Bearer b"),
-        )
+        self.patch(os, "environ", dict(os.environ, GATEWAY_TOKEN="t", OPENAI_KEY_A="Bearer a", OPENAI_KEY_B="Bearer b"))
         options = Options()
-        options.parseOptions(
-            ["--config", str(Path(__file__).parent.parent / "examples" / "deploy" / "chunkproxy.toml")]
-        )
+        options.parseOptions(["--config", str(Path(__file__).parent.parent / "examples" / "deploy" / "chunkproxy.toml")])
         routes = {route.prefix: route for route in options.allRoutes()}
         self.assertEqual([m.name for m in routes[b"/v1/"].members], ["gpu1", "gpu2", "gpu3"])
         self.assertEqual(

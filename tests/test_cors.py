@@ -89,9 +89,7 @@ class PolicyTests(SynchronousTestCase):
             _POLICY.preflight(_preflight(b"https://evil.example")),
             Preflight(403, (), "origin 'https://evil.example' is not allowed"),
         )
-        self.assertEqual(
-            _POLICY.preflight(_preflight(_APP, b"TRACE")), Preflight(403, (), "method 'TRACE' is not allowed")
-        )
+        self.assertEqual(_POLICY.preflight(_preflight(_APP, b"TRACE")), Preflight(403, (), "method 'TRACE' is not allowed"))
         self.assertEqual(
             _POLICY.preflight(_preflight(_APP, b"POST", b"content-type, x-internal-admin")),
             Preflight(403, (), "request header 'x-internal-admin' is not allowed"),
@@ -110,8 +108,7 @@ class PolicyTests(SynchronousTestCase):
         """
         self.assertEqual(
             _POLICY.responseHeaders(
-                _APP,
-                [b"Content-Type", b"X-Request-Id", b"Set-Cookie", b"Via", b"Access-Control-Allow-Origin"],
+                _APP, [b"Content-Type", b"X-Request-Id", b"Set-Cookie", b"Via", b"Access-Control-Allow-Origin"]
             ),
             [
                 (b"Access-Control-Allow-Origin", _APP),
@@ -184,13 +181,10 @@ class GatewayCorsTests(TestCase):
         lines = head.split("\r\n")
         self.assertIn("Access-Control-Allow-Origin: https://app.example", lines)
         self.assertIn("Vary: Accept-Encoding, Origin", lines)
-        self.assertIn(
-            "Access-Control-Expose-Headers: date, server, via, x-accel-buffering, x-request-id", lines
-        )
-        self.assertEqual(
-            [line for line in lines if line.startswith("Access-Control-Allow-")],
-            ["Access-Control-Allow-Origin: https://app.example"],
-        )
+        self.assertIn("Access-Control-Expose-Headers: date, server, via, x-accel-buffering, x-request-id", lines)
+        self.assertEqual([line for line in lines if line.startswith("Access-Control-Allow-")], [
+            "Access-Control-Allow-Origin: https://app.example"
+        ])
 
     @inlineCallbacks
     def test_refusalReadable(self) -> Any:
@@ -199,9 +193,7 @@ class GatewayCorsTests(TestCase):
         allowed origin, so the page can say why.
         """
         self.gateway(token=b"secret")
-        answer = yield self.send(
-            b"POST /up/x HTTP/1.1\r\nHost: g\r\nOrigin: https://app.example\r\nContent-Length: 5\r\n\r\n"
-        )
+        answer = yield self.send(b"POST /up/x HTTP/1.1\r\nHost: g\r\nOrigin: https://app.example\r\nContent-Length: 5\r\n\r\n")
         self.assertTrue(answer.startswith(b"HTTP/1.1 401 Unauthorized\r\n"), answer[:60])
         self.assertIn(b"\r\nAccess-Control-Allow-Origin: https://app.example\r\n", answer)
         self.assertIn(b"\r\nAccess-Control-Expose-Headers: www-authenticate\r\n", answer)
@@ -310,12 +302,9 @@ class CorsInChromiumTests(TestCase):
         proxy: Server = yield startTwistd(
             self,
             "chunkproxy",
-            "--upstream",
-            generator.url + "generate",
-            "--cors-origin",
-            allowed,
-            "--require-token",
-            "env:CHUNKPROXY_TOKEN",
+            "--upstream", generator.url + "generate",
+            "--cors-origin", allowed,
+            "--require-token", "env:CHUNKPROXY_TOKEN",
             env={"CHUNKPROXY_TOKEN": "secret"},
         )
         seen = yield deferToThread(self.drive, allowed + "/", proxy.url)

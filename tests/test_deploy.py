@@ -166,6 +166,5 @@ class NginxInFrontTests(TestCase):
         codes = yield gatherResults([client.exitCode for client in clients])
         self.assertEqual(codes, [0] * 40, [client.stderr for client in clients if client.stderr])
         self.assertEqual(
-            [len([line for _, line in client.lines if line.startswith(b"Chunk ")]) for client in clients],
-            [30] * 40,
+            [len([line for _, line in client.lines if line.startswith(b"Chunk ")]) for client in clients], [30] * 40
         )

@@ -96,9 +96,7 @@ class OutOfDescriptorsTests(TestCase):
                 generator.url + "generate",
             ],
         )
-        clients: list[RawClient] = yield rawClients(
-            proxy.port, 70, b"GET /stream HTTP/1.1\r\nHost: g\r\n\r\n"
-        )
+        clients: list[RawClient] = yield rawClients(proxy.port, 70, b"GET /stream HTTP/1.1\r\nHost: g\r\n\r\n")
         yield deferLater(reactor, 1.5, lambda: None)
         refused = [client for client in clients if client.received.startswith(b"HTTP/1.1 503 ")]
         streaming = [client for client in clients if client.received.startswith(b"HTTP/1.1 200 OK\r\n")]

@@ -169,9 +169,7 @@ class SIGTERMTests(TestCase):
         client = curl(proxy.url + "stream?count=30&interval=0.1")
         yield deferLater(reactor, 1.0, lambda: None)
         served = keptAlive.received
-        self.assertTrue(
-            served.startswith(b"HTTP/1.1 200 OK\r\n") and served.endswith(b"\r\n\r\nok\n"), served
-        )
+        self.assertTrue(served.startswith(b"HTTP/1.1 200 OK\r\n") and served.endswith(b"\r\n\r\nok\n"), served)
         exited = proxy.stopWith("TERM")
         yield deferLater(reactor, 0.3, lambda: None)
         yield self.assertFailure(
@@ -184,9 +182,7 @@ class SIGTERMTests(TestCase):
         answer = answer[len(served) :]
         self.assertTrue(answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), answer[:60])
         self.assertIn(b"\r\nConnection: close\r\n", answer)
-        self.assertTrue(
-            answer.endswith(b"\r\n\r\nthe gateway is shutting down; send the request again\n"), answer
-        )
+        self.assertTrue(answer.endswith(b"\r\n\r\nthe gateway is shutting down; send the request again\n"), answer)
         answer = yield fresh.closed
         head, _, body = answer.partition(b"\r\n\r\n")
         self.assertTrue(head.startswith(b"HTTP/1.1 200 OK\r\n"), head)
@@ -233,9 +229,7 @@ class SIGTERMTests(TestCase):
         """
         proxy = yield self.startBoth()
         client = curl(proxy.url + "stream?count=10&interval=0.1")
-        yield until(
-            lambda: any(line.startswith(b"Chunk ") for _, line in client.lines), what=lambda: proxy.output
-        )
+        yield until(lambda: any(line.startswith(b"Chunk ") for _, line in client.lines), what=lambda: proxy.output)
         exited = proxy.stopWith("HUP")
         code = yield client.exitCode
         self.assertEqual(code, 0, client.stderr)
@@ -280,15 +274,8 @@ class HealthTests(TestCase):
         forwarded nor logged as streams.
         """
         proxy: Server = yield startTwistd(
-            self,
-            "chunkproxy",
-            "--upstream",
-            "http://127.0.0.1:9/none",
-            "--require-token",
-            "env:T",
-            "--log-format",
-            "json",
-            env={"T": "secret"},
+            self, "chunkproxy", "--upstream", "http://127.0.0.1:9/none", "--require-token", "env:T",
+            "--log-format", "json", env={"T": "secret"},
         )
         for path, body in (("healthz", b"ok\n"), ("readyz", b"ok\n")):
             exchange = yield fetch(proxy.url + path)

@@ -73,9 +73,7 @@ class OneUpstreamTests(SynchronousTestCase):
         Refused connections and requests the agent says it did not send are
         tried again, later each time; then the answer is the last failure.
         """
-        inner = FakeAgent(
-            fail(ConnectionRefusedError()), fail(RequestNotSent()), fail(ConnectionRefusedError())
-        )
+        inner = FakeAgent(fail(ConnectionRefusedError()), fail(RequestNotSent()), fail(ConnectionRefusedError()))
         d = self.agent(inner).request(b"POST", b"http://u/")
         self.assertEqual(len(inner.requests), 1)
         self.clock.advance(0.1)
@@ -152,11 +150,7 @@ class OneUpstreamTests(SynchronousTestCase):
 
 
 def _answer(code: int, **headers: str) -> Deferred[IResponse]:
-    return succeed(
-        FakeResponse(
-            code, {name.replace("_", "-").encode(): value.encode() for name, value in headers.items()}
-        )
-    )
+    return succeed(FakeResponse(code, {name.replace("_", "-").encode(): value.encode() for name, value in headers.items()}))
 
 
 class PoolFailoverTests(SynchronousTestCase):
@@ -169,18 +163,10 @@ class PoolFailoverTests(SynchronousTestCase):
         self.clock = Clock()
 
     def failover(
-        self,
-        inner: FakeAgent,
-        members: int = 3,
-        policy: PoolPolicy = DEFAULT_POLICY,
-        retries: int = 1,
-        **kw: Any,
+        self, inner: FakeAgent, members: int = 3, policy: PoolPolicy = DEFAULT_POLICY, retries: int = 1, **kw: Any
     ) -> Failover:
         self.pool = Pool(
-            [Member(b"http://m%d/v1/" % (n,), **kw) for n in range(members)],
-            policy,
-            self.clock,
-            chance=Random(1),
+            [Member(b"http://m%d/v1/" % (n,), **kw) for n in range(members)], policy, self.clock, chance=Random(1)
         )
         return Failover(inner, self.clock, self.pool, 10, retries)
 
@@ -213,9 +199,7 @@ class PoolFailoverTests(SynchronousTestCase):
         answer, its Retry-After with it, not a 502.
         """
         inner = FakeAgent(_answer(429), _answer(503), _answer(429, retry_after="7"))
-        served = self.successResultOf(
-            self.failover(inner).request(b"POST", b"/c", b"", Headers(), _SOME_BODY)
-        )
+        served = self.successResultOf(self.failover(inner).request(b"POST", b"/c", b"", Headers(), _SOME_BODY))
         self.assertEqual(served.response.code, 429)
         self.assertEqual(served.response.headers.getRawHeaders(b"retry-after"), [b"7"])
         self.assertEqual(served.tries, 3)
@@ -226,9 +210,7 @@ class PoolFailoverTests(SynchronousTestCase):
         """
         inner = FakeAgent(*[_answer(503) for _ in range(6)])
         served = self.successResultOf(
-            self.failover(inner, members=6, policy=PoolPolicy(tries=4)).request(
-                b"GET", b"/", b"", Headers(), None
-            )
+            self.failover(inner, members=6, policy=PoolPolicy(tries=4)).request(b"GET", b"/", b"", Headers(), None)
         )
         self.assertEqual(len(inner.requests), 4)
         self.assertEqual(len(set(self.members(inner))), 4)
@@ -240,9 +222,7 @@ class PoolFailoverTests(SynchronousTestCase):
         """
         for code in (500, 400, 404, 200):
             inner = FakeAgent(_answer(code))
-            served = self.successResultOf(
-                self.failover(inner).request(b"POST", b"/", b"", Headers(), _SOME_BODY)
-            )
+            served = self.successResultOf(self.failover(inner).request(b"POST", b"/", b"", Headers(), _SOME_BODY))
             self.assertEqual((served.response.code, len(inner.requests)), (code, 1))
 
     def test_refusedGoesToAnotherMemberAtOnce(self) -> None:
@@ -300,9 +280,7 @@ class PoolFailoverTests(SynchronousTestCase):
         inner = FakeAgent(*[fail(ReusedConnectionLost([Failure(ConnectionLost())])) for _ in range(4)])
         failover = self.failover(inner, members=2, policy=PoolPolicy(ejectAfter=2))
         for _ in range(4):
-            self.failureResultOf(
-                failover.request(b"POST", b"/", b"", Headers(), _SOME_BODY), ReusedConnectionLost
-            )
+            self.failureResultOf(failover.request(b"POST", b"/", b"", Headers(), _SOME_BODY), ReusedConnectionLost)
         self.assertEqual(len(inner.requests), 4)
         self.assertEqual([why for _, why in self.pool.out()], ["ejected"])
 
@@ -409,8 +387,6 @@ class HelpersTests(SynchronousTestCase):
 
     def test_retryAfter(self) -> None:
         self.assertEqual(retryAfter(FakeResponse(429, {b"retry-after": b"3"}), 0), 3)
-        self.assertEqual(
-            retryAfter(FakeResponse(429, {b"retry-after": b"Thu, 01 Jan 1970 00:00:10 GMT"}), 4), 6
-        )
+        self.assertEqual(retryAfter(FakeResponse(429, {b"retry-after": b"Thu, 01 Jan 1970 00:00:10 GMT"}), 4), 6)
         self.assertIsNone(retryAfter(FakeResponse(429, {b"retry-after": b"soon"}), 0))
         self.assertIsNone(retryAfter(FakeResponse(429), 0))

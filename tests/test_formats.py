@@ -36,7 +36,9 @@ class RenderTests(SynchronousTestCase):
         """
         SSE is one event per chunk, with the sequence number as its id.
         """
-        self.assertEqual(SSE.render(7, SENT, 0), f"id: 7\ndata: Chunk 7 [{clockTime(SENT)}]\n\n".encode())
+        self.assertEqual(
+            SSE.render(7, SENT, 0), f"id: 7\ndata: Chunk 7 [{clockTime(SENT)}]\n\n".encode()
+        )
         self.assertEqual(SSE.contentType, b"text/event-stream")
 
     def test_ndjson(self) -> None:

@@ -50,10 +50,7 @@ class _Echo(Resource):
         seen = {
             "method": request.method.decode(),
             "uri": request.uri.decode(),
-            "headers": {
-                k.decode().lower(): [v.decode() for v in vs]
-                for k, vs in request.requestHeaders.getAllRawHeaders()
-            },
+            "headers": {k.decode().lower(): [v.decode() for v in vs] for k, vs in request.requestHeaders.getAllRawHeaders()},
             "body": request.content.read().decode(),
         }
         self.seen.append(seen)
@@ -97,9 +94,7 @@ class _Gateway:
     def __init__(self, case: SynchronousTestCase, upstream: Resource, **options: Any) -> None:
         self.clock = Clock()
         self.agent = RequestTraversalAgent(upstream)
-        self.proxy = StreamProxyResource(
-            "http://up.example/api/", agent=self.agent, reactor=self.clock, **options
-        )
+        self.proxy = StreamProxyResource("http://up.example/api/", agent=self.agent, reactor=self.clock, **options)
         self.stream = StreamProxyResource(
             "http://up.example/generate", agent=self.agent, reactor=self.clock, **options
         )
@@ -310,9 +305,7 @@ class CredentialTests(SynchronousTestCase):
             request = self.gw.send(b"/v1/x", headers=headers)
             self.assertEqual(request.responseCode, 401, given)
             self.assertEqual(_body(request), b"a valid Authorization: Bearer token is required\n")
-            self.assertEqual(
-                request.responseHeaders.getRawHeaders(b"www-authenticate"), [b'Bearer realm="chunkproxy"']
-            )
+            self.assertEqual(request.responseHeaders.getRawHeaders(b"www-authenticate"), [b'Bearer realm="chunkproxy"'])
         self.assertEqual(self.echo.seen, [])
 
     def test_keyInjectedTokenStripped(self) -> None:
@@ -499,9 +492,7 @@ class NoCycleTests(TestCase):
         # The gateway's defaults: every stream watched, event streams too.
         proxy = StreamProxyResource(upstream.url, reactor=reactor, idleTimeout=300, heartbeat=15)
         self.addCleanup(proxy.agent.closeCachedConnections)  # type: ignore[attr-defined]
-        port = reactor.listenTCP(
-            0, GatewaySite(GatewayResource([Route(b"/up/", proxy)]), 1000, 10), interface="127.0.0.1"
-        )
+        port = reactor.listenTCP(0, GatewaySite(GatewayResource([Route(b"/up/", proxy)]), 1000, 10), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         url = f"http://127.0.0.1:{portOf(port)}/up/"
         yield fetch(url + "warm")

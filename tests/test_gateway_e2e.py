@@ -45,6 +45,8 @@ KEY = "Bearer sk-server-side-key-0123456789"
 TOKEN = "client-token-abcdefghij"
 
 
+
+
 class _Stalls(Resource):
     """
     An upstream that sends one SSE event, then nothing, until its client
@@ -88,10 +90,7 @@ class _GzipUpstream(Resource):
             request.write(data)
 
         def tick() -> None:
-            write(
-                compressor.compress(b"line %d\n" % (len(self.sent) + 1,))
-                + compressor.flush(zlib.Z_SYNC_FLUSH)
-            )
+            write(compressor.compress(b"line %d\n" % (len(self.sent) + 1,)) + compressor.flush(zlib.Z_SYNC_FLUSH))
             if len(self.sent) == 5:
                 loop.stop()
                 write(compressor.flush())
@@ -122,17 +121,12 @@ class DoneWhenTests(TestCase):
         proxy: Server = yield startTwistd(
             self,
             "chunkproxy",
-            "--route",
-            f"/v1/={upstream.url}v1/",
-            "--inject-header",
-            "Authorization: env:KEY",
-            "--require-token",
-            "env:TOKEN",
+            "--route", f"/v1/={upstream.url}v1/",
+            "--inject-header", "Authorization: env:KEY",
+            "--require-token", "env:TOKEN",
             env={"KEY": KEY, "TOKEN": TOKEN},
         )
-        body = json.dumps(
-            {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-        ).encode()
+        body = json.dumps({"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}).encode()
         exchange: Exchange = yield fetch(
             proxy.url + "v1/chat/completions",
             method=b"POST",
@@ -324,16 +318,11 @@ class EdgeTests(TestCase):
         self.proxy: Server = yield startTwistd(
             self,
             "chunkproxy",
-            "--upstream",
-            self.generator.url + "generate",
-            "--route",
-            f"/v1/={self.upstream.url}v1/",
-            "--max-body",
-            "1000",
-            "--client-timeout",
-            "0.5",
-            "--connect-timeout",
-            "2",
+            "--upstream", self.generator.url + "generate",
+            "--route", f"/v1/={self.upstream.url}v1/",
+            "--max-body", "1000",
+            "--client-timeout", "0.5",
+            "--connect-timeout", "2",
         )
 
     @inlineCallbacks
@@ -390,9 +379,7 @@ class EdgeTests(TestCase):
         self.assertEqual(upstream.acceptEncoding, [b"gzip;q=0.5, br"])
         self.assertEqual(exchange.header(b"content-encoding"), [b"gzip"])
         self.assertEqual(exchange.body, b"".join(upstream.sent))
-        self.assertEqual(
-            zlib.decompress(exchange.body, 31), b"".join(b"line %d\n" % (i,) for i in range(1, 6))
-        )
+        self.assertEqual(zlib.decompress(exchange.body, 31), b"".join(b"line %d\n" % (i,) for i in range(1, 6)))
         self.assertGreater(_spread(exchange), 0.3)
 
     @inlineCallbacks
@@ -477,14 +464,7 @@ class StreamTimingTests(TestCase):
         stalls = _Stalls()
         upstream = Upstream(self, stalls)
         proxy: Server = yield startTwistd(
-            self,
-            "chunkproxy",
-            "--route",
-            f"/s/={upstream.url}",
-            "--heartbeat",
-            "0.3",
-            "--idle-timeout",
-            "1.2",
+            self, "chunkproxy", "--route", f"/s/={upstream.url}", "--heartbeat", "0.3", "--idle-timeout", "1.2"
         )
         exchange: Exchange = yield fetch(proxy.url + "s/events")
         self.assertFalse(exchange.complete)

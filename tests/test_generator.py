@@ -138,7 +138,9 @@ class StreamTests(SynchronousTestCase):
         self.clock.advance(2)
         self.client.flush()
         self.successResultOf(self.done)
-        self.assertEqual(self.pieces, [_expected(1, start, SSE, 100), _expected(2, start + 2, SSE, 100)])
+        self.assertEqual(
+            self.pieces, [_expected(1, start, SSE, 100), _expected(2, start + 2, SSE, 100)]
+        )
 
     def test_zeroCount(self) -> None:
         """

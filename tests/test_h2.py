@@ -64,10 +64,8 @@ class _H2Case(TestCase):
         proxy: Server = yield startTwistd(
             self,
             "chunkproxy",
-            "--listen",
-            f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={self.cert}",
-            "--upstream",
-            upstream,
+            "--listen", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={self.cert}",
+            "--upstream", upstream,
             *options,
             env=env,
         )
@@ -177,34 +175,23 @@ class HTTP2DescriptorsTests(TestCase):
                         answers.append(("no answer", 0, "", f"{e!r} after {time.monotonic() - began:.2f} s"))
                         continue
                     answers.append(
-                        (
-                            response.http_version,
-                            response.status_code,
-                            response.headers.get("retry-after", ""),
-                            response.text,
-                        )
+                        (response.http_version, response.status_code, response.headers.get("retry-after", ""), response.text)
                     )
             return answers
 
         answers = yield deferToThread(ask)
         reason = "the gateway is out of file descriptors; try again shortly\n"
-        self.assertEqual(
-            answers, [("HTTP/2", 503, "1", reason), ("HTTP/1.1", 503, "1", reason)], proxy.output
-        )
+        self.assertEqual(answers, [("HTTP/2", 503, "1", reason), ("HTTP/1.1", 503, "1", reason)], proxy.output)
         # One accepted when they were nearly gone, which says nothing, is
         # closed soon, not after the client timeout (60 s).
-        yield until(
-            lambda: silent[-1].closed.called, seconds=SPEAK_WITHIN_SECONDS + 3, what=lambda: "still open"
-        )
+        yield until(lambda: silent[-1].closed.called, seconds=SPEAK_WITHIN_SECONDS + 3, what=lambda: "still open")
         for connection in silent:
             if connection.transport is not None and connection.transport.connected:  # type: ignore[attr-defined]
                 connection.transport.loseConnection()
             yield connection.closed
         yield deferLater(reactor, 0.2, lambda: None)
         answers = yield deferToThread(ask)
-        self.assertEqual(
-            [answer[:2] for answer in answers], [("HTTP/2", 200), ("HTTP/1.1", 200)], proxy.output
-        )
+        self.assertEqual([answer[:2] for answer in answers], [("HTTP/2", 200), ("HTTP/1.1", 200)], proxy.output)
 
 
 @onceAcrossRunners
@@ -216,9 +203,7 @@ class HTTP2ClientTests(_H2Case):
     def read(self, url: str) -> dict[str, Any]:
         import httpx
 
-        with httpx.Client(
-            http2=True, verify=ssl.create_default_context(cafile=self.ca), timeout=10
-        ) as client:
+        with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=self.ca), timeout=10) as client:
             began = time.monotonic()
             arrivals = []
             error = None
@@ -228,9 +213,7 @@ class HTTP2ClientTests(_H2Case):
                         arrivals.append((time.monotonic() - began, piece))
                 except httpx.HTTPError as e:
                     error = f"{type(e).__name__}: {e}"
-                return dict(
-                    version=response.http_version, status=response.status_code, arrivals=arrivals, error=error
-                )
+                return dict(version=response.http_version, status=response.status_code, arrivals=arrivals, error=error)
 
     @inlineCallbacks
     def test_streamsLive(self) -> Any:
@@ -265,9 +248,7 @@ class HTTP2ClientTests(_H2Case):
     def readThenReset(self, url: str) -> float:
         import httpx
 
-        with httpx.Client(
-            http2=True, verify=ssl.create_default_context(cafile=self.ca), timeout=10
-        ) as client:
+        with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=self.ca), timeout=10) as client:
             with client.stream("GET", url) as response:
                 for _ in response.iter_raw():
                     break
@@ -284,9 +265,7 @@ class HTTP2ClientTests(_H2Case):
         sending = loopsStoppedAtCleanup(self)
 
         def script(connection: RawConnection, head: bytes) -> None:
-            connection.tcp.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
-            )
+            connection.tcp.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
 
             def more() -> None:
                 if connection.closedAt is not None:
@@ -353,12 +332,10 @@ class ChromiumHTTP2Tests(_H2Case):
         try:
             driver.set_script_timeout(30)
             driver.get(url)
-            return dict(
-                driver.execute_async_script(
-                    "const done = arguments[arguments.length - 1];"
-                    f"(async () => {{ {_EIGHT} }})().then(done, (e) => done({{error: String(e)}}));"
-                )
-            )
+            return dict(driver.execute_async_script(
+                "const done = arguments[arguments.length - 1];"
+                f"(async () => {{ {_EIGHT} }})().then(done, (e) => done({{error: String(e)}}));"
+            ))
         finally:
             driver.quit()
 
@@ -391,9 +368,7 @@ class HTTP2LimitsTests(_H2Case):
     def post(self, url: str, body: bytes) -> tuple[str, int, bytes]:
         import httpx
 
-        with httpx.Client(
-            http2=True, verify=ssl.create_default_context(cafile=self.ca), timeout=10
-        ) as client:
+        with httpx.Client(http2=True, verify=ssl.create_default_context(cafile=self.ca), timeout=10) as client:
             response = client.post(url, content=body)
             return response.http_version, response.status_code, response.content
 
@@ -470,13 +445,7 @@ class HTTP2LimitsTests(_H2Case):
         tls, connection = self.h2Connection(port)
         with tls:
             connection.send_headers(
-                1,
-                [
-                    (":method", "POST"),
-                    (":path", "/stream"),
-                    (":authority", "localhost"),
-                    (":scheme", "https"),
-                ],
+                1, [(":method", "POST"), (":path", "/stream"), (":authority", "localhost"), (":scheme", "https")]
             )
             connection.send_data(1, b"a few bytes, and never the rest")
             return _eventsUntilQuiet(tls, connection, 3)
@@ -512,17 +481,11 @@ class HTTP2LimitsTests(_H2Case):
             common = [(":authority", "localhost"), (":scheme", "https")]
             connection.send_headers(
                 1,
-                [
-                    (":method", "POST"),
-                    (":path", "/stream"),
-                    *common,
-                    ("content-length", "1048576"),
-                    ("expect", "100-continue"),
-                ],
+                [(":method", "POST"), (":path", "/stream"), *common, ("content-length", "1048576"),
+                 ("expect", "100-continue")],
             )
             connection.send_headers(
-                3,
-                [(":method", "GET"), (":path", "/stream"), *common, ("authorization", "Bearer secret")],
+                3, [(":method", "GET"), (":path", "/stream"), *common, ("authorization", "Bearer secret")],
                 end_stream=True,
             )
             return _eventsUntilQuiet(tls, connection, 2)
@@ -538,10 +501,8 @@ class HTTP2LimitsTests(_H2Case):
         """
         import h2.events
 
-        upstream = RawUpstream(
-            self,
-            lambda connection, head: connection.tcp.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
-        )
+        upstream = RawUpstream(self, lambda connection, head: connection.tcp.write(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
         yield self.gateway(upstream.url, "--require-token", "env:TOKEN", env={"TOKEN": "secret"})
         events = yield deferToThread(self.refusedAtHead, self.proxy.port)
         first = [event for _, event in events if getattr(event, "stream_id", None) == 1]
@@ -553,11 +514,7 @@ class HTTP2LimitsTests(_H2Case):
         self.assertEqual(first[1].data, b"a valid Authorization: Bearer token is required\n")
         self.assertEqual(first[3].error_code, 0)
         self.assertLess(max(when for when, event in events if getattr(event, "stream_id", None) == 1), 1.0)
-        served = [
-            event
-            for _, event in events
-            if isinstance(event, h2.events.ResponseReceived) and event.stream_id == 3
-        ]
+        served = [event for _, event in events if isinstance(event, h2.events.ResponseReceived) and event.stream_id == 3]
         self.assertEqual(dict(served[0].headers)[b":status"], b"200")
         self.assertEqual(len(upstream.requests), 1)
         self.assertNotIn(b"POST", upstream.requests[0])
@@ -570,9 +527,7 @@ class HTTP2HostileClientTests(_H2Case):
     TLS sockets.
     """
 
-    def flood(
-        self, port: int, rss: Any, first: bytes = h2Frame(0x1, 0, b"\x82\x84\x87"), seconds: float = 5.0
-    ) -> dict[str, Any]:
+    def flood(self, port: int, rss: Any, first: bytes = h2Frame(0x1, 0, b"\x82\x84\x87"), seconds: float = 5.0) -> dict[str, Any]:
         """
         Open a header block and never end it: CONTINUATION frames of 16 KiB
         as fast as the gateway takes them, for C{seconds} at most or until
@@ -707,12 +662,7 @@ class HTTP2HostileClientTests(_H2Case):
             for stream, path in zip(range(1, 2 * len(paths), 2), paths, strict=True):
                 connection.send_headers(
                     stream,
-                    [
-                        (b":method", b"GET"),
-                        (b":path", path),
-                        (b":authority", b"localhost"),
-                        (b":scheme", b"https"),
-                    ],
+                    [(b":method", b"GET"), (b":path", path), (b":authority", b"localhost"), (b":scheme", b"https")],
                     end_stream=True,
                 )
             return [event for _, event in _eventsUntilQuiet(tls, connection, 1.5)]
@@ -745,9 +695,7 @@ class HTTP2HostileClientTests(_H2Case):
         bodies = {e.stream_id: e.data for e in events if isinstance(e, h2.events.DataReceived)}
         self.assertEqual(statuses, [b"400"] * len(paths))
         control = b"the request target must not contain a space or a control byte\n"
-        self.assertEqual(
-            list(bodies.values()), [control] * 7 + [b"the request target must not contain a fragment (#)\n"]
-        )
+        self.assertEqual(list(bodies.values()), [control] * 7 + [b"the request target must not contain a fragment (#)\n"])
         yield deferLater(reactor, 0.2, lambda: None)
         self.assertEqual(upstream.requests, [])
         self.assertIn(" GET /stream\\x1b]0;pwned\\x07\\x1b[2J 400 rejected", self.proxy.output)
@@ -770,12 +718,7 @@ class HTTP2HostileClientTests(_H2Case):
             with tls:
                 tls.settimeout(10)
                 for stream in (1, 3, 5):
-                    fields: list[Any] = [
-                        (":method", "GET"),
-                        (":path", "/nowhere"),
-                        (":authority", "localhost"),
-                        (":scheme", "https"),
-                    ]
+                    fields: list[Any] = [(":method", "GET"), (":path", "/nowhere"), (":authority", "localhost"), (":scheme", "https")]
                     # Never indexed: every request carries its 28 KB.
                     fields += [hpack.NeverIndexedHeaderTuple(f"x-h{k}", "v" * 1000) for k in range(28)]
                     connection.send_headers(stream, fields, end_stream=True)
@@ -784,9 +727,7 @@ class HTTP2HostileClientTests(_H2Case):
                     while not ended:
                         data = tls.recv(65536)
                         assert data, "closed"
-                        ended = any(
-                            isinstance(e, h2.events.StreamEnded) for e in connection.receive_data(data)
-                        )
+                        ended = any(isinstance(e, h2.events.StreamEnded) for e in connection.receive_data(data))
                         tls.sendall(connection.data_to_send())
 
         after = []
@@ -922,16 +863,12 @@ class HTTP2RefusedInMemoryTests(SynchronousTestCase):
             events in order.
         """
         self.client.send_headers(
-            1,
-            [(b":method", method), (b":path", path), (b":scheme", b"https"), (b":authority", b"gw")],
-            end_stream=True,
+            1, [(b":method", method), (b":path", path), (b":scheme", b"https"), (b":authority", b"gw")], end_stream=True
         )
         self.connection.dataReceived(self.client.data_to_send())
         import h2.events
 
-        events = [
-            e for e in self.client.receive_data(self.transport.value()) if getattr(e, "stream_id", 0) == 1
-        ]
+        events = [e for e in self.client.receive_data(self.transport.value()) if getattr(e, "stream_id", 0) == 1]
         headers = dict(next(e.headers for e in events if isinstance(e, h2.events.ResponseReceived)))
         body = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
         return headers, body, [type(e).__name__ for e in events]

@@ -62,9 +62,7 @@ class EndToEndTests(SynchronousTestCase):
         """
         More names can be dropped, in any case.
         """
-        kept = endToEnd(
-            Headers({b"Authorization": [b"Bearer t"], b"Accept": [b"*/*"]}), drop=[b"AUTHORIZATION"]
-        )
+        kept = endToEnd(Headers({b"Authorization": [b"Bearer t"], b"Accept": [b"*/*"]}), drop=[b"AUTHORIZATION"])
         self.assertEqual(list(kept.getAllRawHeaders()), [(b"Accept", [b"*/*"])])
 
 
@@ -145,9 +143,7 @@ class ForwardedResponseTests(SynchronousTestCase):
         The gateway never decodes a body, so the upstream's Content-Encoding
         and Content-Length pass on as they came.
         """
-        headers = forwardedResponseHeaders(
-            [(b"Content-Length", b"10"), (b"Content-Encoding", b"gzip")], _request({})
-        )
+        headers = forwardedResponseHeaders([(b"Content-Length", b"10"), (b"Content-Encoding", b"gzip")], _request({}))
         self.assertEqual(headers[b"content-length"], [b"10"])
         self.assertEqual(headers[b"content-encoding"], [b"gzip"])
 
@@ -166,12 +162,7 @@ class HeaderProblemTests(SynchronousTestCase):
     """
 
     def test_good(self) -> None:
-        for name, value in [
-            (b"X-A", b"v"),
-            (b"a!#$%&'*+-.^_`|~9", b"tab\there"),
-            (b"X", b""),
-            (b"X", b"\x80\xff"),
-        ]:
+        for name, value in [(b"X-A", b"v"), (b"a!#$%&'*+-.^_`|~9", b"tab\there"), (b"X", b""), (b"X", b"\x80\xff")]:
             self.assertIsNone(headerProblem(name, value), (name, value))
 
     def test_bad(self) -> None:

@@ -31,9 +31,7 @@ class _Agent:
         self.answers = answers
         self.asked: list[bytes] = []
 
-    def request(
-        self, method: bytes, uri: bytes, headers: Any = None, body: Any = None
-    ) -> Deferred[IResponse]:
+    def request(self, method: bytes, uri: bytes, headers: Any = None, body: Any = None) -> Deferred[IResponse]:
         self.asked.append(uri)
         answer = self.answers[uri]
         if isinstance(answer, int):

@@ -101,17 +101,13 @@ class HostileUpstreamTests(TestCase):
             (b"O\x1b[2JK", b"the status line's reason phrase holds a control character"),
             (b"O\rK", b"malformed response: Expected LF after CR"),
         ]:
-            upstream = RawUpstream(
-                self, answerWith(b"HTTP/1.1 200 " + reason + b"\r\nContent-Length: 0\r\n\r\n")
-            )
+            upstream = RawUpstream(self, answerWith(b"HTTP/1.1 200 " + reason + b"\r\nContent-Length: 0\r\n\r\n"))
             exchange = yield fetch(self.gateway(upstream))
             self.assertRefused(exchange, expected)
 
     @inlineCallbacks
     def test_controlBytesInHeader(self) -> Any:
-        upstream = RawUpstream(
-            self, answerWith(b"HTTP/1.1 200 OK\r\nX-A: a\x01b\r\nContent-Length: 0\r\n\r\n")
-        )
+        upstream = RawUpstream(self, answerWith(b"HTTP/1.1 200 OK\r\nX-A: a\x01b\r\nContent-Length: 0\r\n\r\n"))
         exchange = yield fetch(self.gateway(upstream))
         self.assertEqual(exchange.status, 502)
         self.assertTrue(exchange.body.startswith(b"upstream sent a bad response: malformed response: "))
@@ -122,9 +118,7 @@ class HostileUpstreamTests(TestCase):
         A response without Content-Type leaves without one (Twisted would
         add text/html), body unchanged.
         """
-        upstream = RawUpstream(
-            self, answerWith(b'HTTP/1.1 200 OK\r\nContent-Length: 14\r\n\r\n<b>{"a": 1}</b>'[:-1])
-        )
+        upstream = RawUpstream(self, answerWith(b"HTTP/1.1 200 OK\r\nContent-Length: 14\r\n\r\n<b>{\"a\": 1}</b>"[:-1]))
         exchange = yield fetch(self.gateway(upstream))
         self.assertEqual(exchange.status, 200)
         self.assertEqual(exchange.header(b"content-type"), [])
@@ -138,9 +132,7 @@ class HostileUpstreamTests(TestCase):
         """
         upstream = RawUpstream(
             self,
-            answerWith(
-                b"HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: secret\r\nX-End: 1\r\nContent-Length: 0\r\n\r\n"
-            ),
+            answerWith(b"HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: secret\r\nX-End: 1\r\nContent-Length: 0\r\n\r\n"),
         )
         exchange = yield fetch(self.gateway(upstream))
         self.assertEqual(exchange.status, 200)

@@ -86,6 +86,8 @@ class _SilentWatched(Protocol):
         self.closed.callback(reactor.seconds())
 
 
+
+
 @onceAcrossRunners
 class StreamingTests(TestCase):
     """
@@ -277,7 +279,9 @@ class FailureTests(TestCase):
         """
         silent = reactor.listenTCP(0, Factory.forProtocol(_Silent), interface="127.0.0.1")
         self.addCleanup(silent.stopListening)
-        proxy = yield self.proxy(f"http://127.0.0.1:{portOf(silent)}/", "--connect-timeout", "0.5")
+        proxy = yield self.proxy(
+            f"http://127.0.0.1:{portOf(silent)}/", "--connect-timeout", "0.5"
+        )
         exchange = yield self.assertOneLineError(
             proxy, 504, b"upstream sent no response headers within 0.5 s"
         )

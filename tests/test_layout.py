@@ -139,10 +139,7 @@ class OnceAcrossRunnersTests(SynchronousTestCase):
             environ[RUNNER_VARIABLE] = runner
         self.patch(os, "environ", environ)
         case = onceAcrossRunners(_cases())
-        return {
-            name: getattr(getattr(case, name), "skip", None)
-            for name in ("test_one", "test_two", "test_three")
-        }
+        return {name: getattr(getattr(case, name), "skip", None) for name in ("test_one", "test_two", "test_three")}
 
     def test_eachUnderExactlyOne(self) -> None:
         """
@@ -153,14 +150,7 @@ class OnceAcrossRunnersTests(SynchronousTestCase):
         for name in underPytest:
             self.assertEqual((underPytest[name] is None) + (underTrial[name] is None), 1, name)
         reasons = {reason for reason in [*underPytest.values(), *underTrial.values()] if reason is not None}
-        self.assertTrue(
-            reasons
-            <= {
-                f"runs under {runner} in this scripts/test run (it drives other processes)"
-                for runner in ("pytest", "trial")
-            },
-            reasons,
-        )
+        self.assertTrue(reasons <= {f"runs under {runner} in this scripts/test run (it drives other processes)" for runner in ("pytest", "trial")}, reasons)
         self.assertEqual(set(self.skipped(None).values()), {None})
 
     def test_sameEveryTime(self) -> None:
@@ -170,9 +160,7 @@ class OnceAcrossRunnersTests(SynchronousTestCase):
         """
         self.assertEqual(self.skipped("trial"), self.skipped("trial"))
         # (os.environ still names trial here.)
-        self.assertFalse(
-            hasattr(vars(onceAcrossRunners(_cases()))["helper"], "skip"), "only tests are marked"
-        )
+        self.assertFalse(hasattr(vars(onceAcrossRunners(_cases()))["helper"], "skip"), "only tests are marked")
 
     def test_scriptsTestNamesTheRunners(self) -> None:
         """

@@ -104,11 +104,7 @@ class MountedTests(TestCase):
         server: Server = yield startServer(
             self,
             [sys.executable, str(EXAMPLE)],
-            env={
-                "UPSTREAM": upstream.url + "v1/",
-                "OPENAI_API_KEY": "sk-example",
-                "LISTEN": "tcp:0:interface=127.0.0.1",
-            },
+            env={"UPSTREAM": upstream.url + "v1/", "OPENAI_API_KEY": "sk-example", "LISTEN": "tcp:0:interface=127.0.0.1"},
         )
         exchange: Exchange = yield fetch(server.url + "llm/chat/completions", method=b"POST", body=b"{}")
         self.assertEqual(exchange.status, 200)

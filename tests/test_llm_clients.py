@@ -132,9 +132,7 @@ class SDKThroughProxyTests(ThroughProxy):
         sent back is quoted; a forced C{tool_choice} gets the tool it names.
         """
         lines = yield self.toolsPeer("anthropic_tools.py", self.proxy.url.rstrip("/"), GATEWAY_TOKEN=TOKEN)
-        self.assertEqual(
-            lines["block"], 'tool_use get_weather {"city": "example", "days": 2, "unit": "celsius"}'
-        )
+        self.assertEqual(lines["block"], 'tool_use get_weather {"city": "example", "days": 2, "unit": "celsius"}')
         self.assertEqual(lines["stop"], "tool_use")
         self.assertEqual(lines["answer"], "The tool returned: 18 degrees and sunny")
         self.assertEqual(lines["forced"], 'other {"n": 1.5}')
@@ -185,9 +183,6 @@ class SDKThroughProxyTests(ThroughProxy):
         data = [json.loads(text) for _, text in events]
         self.assertEqual(data[-1], "[DONE]")
         chunks = [json.loads(d) for d in data[:-1]]
-        contents = [
-            (float(when), c["choices"][0]["delta"].get("content"))
-            for (when, _), c in zip(events, chunks, strict=False)
-        ]
+        contents = [(float(when), c["choices"][0]["delta"].get("content")) for (when, _), c in zip(events, chunks, strict=False)]
         self.assertEqual("".join(text for _, text in contents if text), PROMPT)
         self.assertPaced([when for when, text in contents if text])

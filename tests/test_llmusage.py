@@ -79,12 +79,7 @@ class ReaderTests(SynchronousTestCase):
         api = OpenAIResponses()
         chat = ChatRequest("gpt-r", [("user", "a b c")], True, True, None, {})
         answer = Answer("resp_1", 0, chat, 9)
-        stream = (
-            api.opening(answer)
-            + api.token(answer, "a")
-            + api.token(answer, " b")
-            + api.closing(answer, "complete", 2)
-        )
+        stream = api.opening(answer) + api.token(answer, "a") + api.token(answer, " b") + api.closing(answer, "complete", 2)
         for piece in (1, 17, len(stream)):
             self.assertEqual(
                 _read(stream, piece).fields(),
@@ -127,9 +122,7 @@ class ReaderTests(SynchronousTestCase):
              "usage": {"prompt_tokens": 3, "completion_tokens": 4}},
         ]  # fmt: skip
         for separators in ((", ", ": "), (",", ":")):
-            stream = b"".join(
-                b"data: " + json.dumps(e, separators=separators).encode() + b"\n\n" for e in events
-            )
+            stream = b"".join(b"data: " + json.dumps(e, separators=separators).encode() + b"\n\n" for e in events)
             self.assertEqual(
                 _read(stream, 11).fields(),
                 {"model": "m", "llm_deltas": 4, "prompt_tokens": 3, "completion_tokens": 4},
@@ -197,8 +190,7 @@ class WholeAnswerTests(SynchronousTestCase):
                 "modelVersion": "gemini-x",
             }  # fmt: skip
             self.assertEqual(
-                _whole(document),
-                {"model": "gemini-x", "llm_deltas": 0, "prompt_tokens": 3, "completion_tokens": 4},
+                _whole(document), {"model": "gemini-x", "llm_deltas": 0, "prompt_tokens": 3, "completion_tokens": 4}
             )
 
     def test_embeddings(self) -> None:
@@ -221,12 +213,7 @@ class WholeAnswerTests(SynchronousTestCase):
             self.assertLessEqual(reader.held(), 48 * 1024 + 4096)
         self.assertEqual(
             reader.fields(),
-            {
-                "model": "text-embedding-3-small",
-                "llm_deltas": 0,
-                "prompt_tokens": 40,
-                "completion_tokens": None,
-            },
+            {"model": "text-embedding-3-small", "llm_deltas": 0, "prompt_tokens": 40, "completion_tokens": None},
         )
 
     def test_notAnLLM(self) -> None:
@@ -271,19 +258,11 @@ class ThroughTheGatewayTests(TestCase):
             self, "chunkproxy", "--upstream", generator.url + "generate", "--log-format", "json"
         )
         body = json.dumps(
-            {
-                "model": "mock-passage",
-                "stream": True,
-                "stream_options": {"include_usage": True},
-                "messages": [{"role": "user", "content": "hi"}],
-            }
+            {"model": "mock-passage", "stream": True, "stream_options": {"include_usage": True},
+             "messages": [{"role": "user", "content": "hi"}]}
         ).encode()
-        yield fetch(
-            proxy.url + "v1/chat/completions",
-            method=b"POST",
-            body=body,
-            headers=[(b"Content-Type", b"application/json")],
-        )
+        yield fetch(proxy.url + "v1/chat/completions", method=b"POST", body=body,
+                    headers=[(b"Content-Type", b"application/json")])
         leaving = RawClient(
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: g\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
@@ -311,21 +290,11 @@ class ThroughTheGatewayTests(TestCase):
         scrape = yield fetch(proxy.url + "metrics")
         found = samples(scrape.body.decode())
         self.assertEqual(
-            found[
-                (
-                    "chunkproxy_llm_deltas_total",
-                    (("api", "chat"), ("model", "mock-passage"), ("route", "/v1/")),
-                )
-            ],
+            found[("chunkproxy_llm_deltas_total", (("api", "chat"), ("model", "mock-passage"), ("route", "/v1/")))],
             count + gone["llm_deltas"],
         )
         self.assertEqual(
-            found[
-                (
-                    "chunkproxy_llm_tokens_total",
-                    (("api", "chat"), ("kind", "completion"), ("model", "mock-passage"), ("route", "/v1/")),
-                )
-            ],
+            found[("chunkproxy_llm_tokens_total", (("api", "chat"), ("kind", "completion"), ("model", "mock-passage"), ("route", "/v1/")))],
             count,
         )
 
@@ -348,26 +317,15 @@ class ThroughTheGatewayTests(TestCase):
             ("v1/chat/completions", {"model": "mock-echo", "messages": messages}),
             ("v1/responses", {"model": "mock-echo", "input": "one two three"}),
             ("v1/messages", {"model": "mock-echo", "max_tokens": 50, "messages": messages}),
-            (
-                "v1beta/models/mock-echo:generateContent",
-                {"contents": [{"role": "user", "parts": [{"text": "one two three"}]}]},
-            ),
+            ("v1beta/models/mock-echo:generateContent", {"contents": [{"role": "user", "parts": [{"text": "one two three"}]}]}),
             ("v1/embeddings", {"model": "mock-embed", "input": ["one", "two"]}),
         ]
         for path, ask in asks:
             answer = yield fetch(
-                proxy.url + path,
-                b"POST",
-                [(b"Content-Type", b"application/json")],
-                body=json.dumps(ask).encode(),
+                proxy.url + path, b"POST", [(b"Content-Type", b"application/json")], body=json.dumps(ask).encode()
             )
             self.assertEqual(answer.status, 200, answer.body)
-        bad = yield fetch(
-            proxy.url + "v1/chat/completions",
-            b"POST",
-            [(b"Content-Type", b"application/json")],
-            body=b"{nope",
-        )
+        bad = yield fetch(proxy.url + "v1/chat/completions", b"POST", [(b"Content-Type", b"application/json")], body=b"{nope")
         self.assertEqual(bad.status, 400)
         yield deferLater(reactor, 0.2, lambda: None)
         streams = [
@@ -375,13 +333,8 @@ class ThroughTheGatewayTests(TestCase):
             for record in (json.loads(line) for line in proxy.output.splitlines())
             if record["namespace"] == "chunkproxy.stream"
         ]
-        seen = [
-            (s["api"], s.get("model"), s.get("prompt_tokens"), s.get("completion_tokens"), s["outcome"])
-            for s in streams
-        ]
-        self.assertEqual(
-            [row[0] for row in seen], ["chat", "responses", "messages", "gemini", "embeddings", "chat"]
-        )
+        seen = [(s["api"], s.get("model"), s.get("prompt_tokens"), s.get("completion_tokens"), s["outcome"]) for s in streams]
+        self.assertEqual([row[0] for row in seen], ["chat", "responses", "messages", "gemini", "embeddings", "chat"])
         for api, model, prompt, completion, outcome in seen[:4]:
             self.assertEqual((model, outcome), ("mock-echo", "complete"), api)
             self.assertGreater(prompt, 0, api)
@@ -391,19 +344,8 @@ class ThroughTheGatewayTests(TestCase):
         self.assertEqual(seen[5][4], "upstream_error_status")
         scrape = yield fetch(proxy.url + "metrics")
         found = samples(scrape.body.decode())
-        for api, route in (
-            ("chat", "/v1/"),
-            ("responses", "/v1/"),
-            ("messages", "/v1/"),
-            ("gemini", "/v1beta/"),
-        ):
-            key = (
-                "chunkproxy_llm_tokens_total",
-                (("api", api), ("kind", "completion"), ("model", "mock-echo"), ("route", route)),
-            )
+        for api, route in (("chat", "/v1/"), ("responses", "/v1/"), ("messages", "/v1/"), ("gemini", "/v1beta/")):
+            key = ("chunkproxy_llm_tokens_total", (("api", api), ("kind", "completion"), ("model", "mock-echo"), ("route", route)))
             self.assertEqual(found[key], 3, key)
-        key = (
-            "chunkproxy_requests_total",
-            (("api", "chat"), ("outcome", "upstream_error_status"), ("route", "/v1/"), ("status", "400")),
-        )
+        key = ("chunkproxy_requests_total", (("api", "chat"), ("outcome", "upstream_error_status"), ("route", "/v1/"), ("status", "400")))
         self.assertEqual(found[key], 1)

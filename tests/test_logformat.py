@@ -70,7 +70,6 @@ class TextLineTests(SynchronousTestCase):
         given as bytes or as something else, a system that is not text, no
         level, no namespace, no time.
         """
-
         class Named:
             name = "n"
 
@@ -82,9 +81,7 @@ class TextLineTests(SynchronousTestCase):
                 raise ValueError("no text")
 
         for event in (
-            _event(
-                a="x", b=2.5, log_format="{a!r:>6} {b:.3f} {{literal}} {c.name} {d[k]}", c=Named(), d={"k": 1}
-            ),
+            _event(a="x", b=2.5, log_format="{a!r:>6} {b:.3f} {{literal}} {c.name} {d[k]}", c=Named(), d={"k": 1}),
             _event(a=lambda: "called", b=1, log_format="{a()} and ({b})"),
             _event(a=1, b=2, log_format="{missing}"),
             _event(a=1, b=2, log_format=b"bytes {a}"),

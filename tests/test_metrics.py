@@ -73,31 +73,16 @@ class ScrapeTests(TestCase):
         found = samples(scrape.body.decode())
         route = (("route", "/up/"),)
         self.assertEqual(found[("chunkproxy_streams_in_flight", route)], 0)
-        for status, outcome, count in (
-            ("200", "complete", 1),
-            ("200", "client_gone", 1),
-            ("502", "upstream_error", 1),
-        ):
-            key = (
-                "chunkproxy_requests_total",
-                (("api", "other"), ("outcome", outcome), ("route", "/up/"), ("status", status)),
-            )
+        for status, outcome, count in (("200", "complete", 1), ("200", "client_gone", 1), ("502", "upstream_error", 1)):
+            key = ("chunkproxy_requests_total", (("api", "other"), ("outcome", outcome), ("route", "/up/"), ("status", status)))
             self.assertEqual(found[key], count, key)
         self.assertEqual(
-            found[
-                (
-                    "chunkproxy_requests_total",
-                    (("api", "other"), ("outcome", "rejected"), ("route", ""), ("status", "404")),
-                )
-            ],
-            1,
+            found[("chunkproxy_requests_total", (("api", "other"), ("outcome", "rejected"), ("route", ""), ("status", "404")))], 1
         )
         # The bodies sent: the whole one, the part before the client left,
         # and the 502's reason.
         self.assertEqual(found[("chunkproxy_bytes_sent_total", route)], 5 + 3 + len(bad.body))
-        self.assertEqual(
-            found[("chunkproxy_upstream_errors_total", (("kind", "unreachable_or_bad_response"),))], 1
-        )
+        self.assertEqual(found[("chunkproxy_upstream_errors_total", (("kind", "unreachable_or_bad_response"),))], 1)
         self.assertEqual(found[("chunkproxy_ttfb_seconds_count", route)], 2)
         self.assertEqual(found[("chunkproxy_stream_duration_seconds_count", route)], 3)
         self.assertEqual(found[("chunkproxy_stream_duration_seconds_bucket", (("le", "600.0"), *route))], 3)
@@ -116,12 +101,7 @@ class ListenerTests(TestCase):
         """
         generator: Server = yield startTwistd(self, "chunkgen")
         proxy: Server = yield startTwistd(
-            self,
-            "chunkproxy",
-            "--upstream",
-            generator.url + "generate",
-            "--require-token",
-            "env:T",
+            self, "chunkproxy", "--upstream", generator.url + "generate", "--require-token", "env:T",
             env={"T": "secret"},
         )
         refused = yield fetch(proxy.url + "metrics")
@@ -130,17 +110,11 @@ class ListenerTests(TestCase):
         self.assertEqual(allowed.status, 200)
         self.assertIn("chunkproxy_requests_total", allowed.body.decode())
         separate: Server = yield startTwistd(
-            self,
-            "chunkproxy",
-            "--upstream",
-            generator.url + "generate",
-            "--metrics-listen",
-            "tcp:0:interface=127.0.0.1",
+            self, "chunkproxy", "--upstream", generator.url + "generate",
+            "--metrics-listen", "tcp:0:interface=127.0.0.1",
         )
         for _ in range(50):
-            found = [
-                line for line in separate.output.splitlines() if "chunkproxy metrics listening on" in line
-            ]
+            found = [line for line in separate.output.splitlines() if "chunkproxy metrics listening on" in line]
             if found:
                 break
             yield deferLater(reactor, 0.1, lambda: None)
@@ -169,14 +143,7 @@ class ModelLabelTests(SynchronousTestCase):
         deltas = {dict(labels)["model"]: value for (name, labels), value in found.items()
                   if name == "chunkproxy_llm_deltas_total"}  # fmt: skip
         self.assertEqual(len(deltas), MAX_MODELS + 1)
-        self.assertEqual(
-            (deltas["other"], deltas["model-0"], deltas[f"model-{MAX_MODELS - 1}"]), (100.0, 4.0, 2.0)
-        )
+        self.assertEqual((deltas["other"], deltas["model-0"], deltas[f"model-{MAX_MODELS - 1}"]), (100.0, 4.0, 2.0))
         self.assertNotIn(f"model-{MAX_MODELS}", deltas)
-        prompt = found[
-            (
-                "chunkproxy_llm_tokens_total",
-                (("api", "chat"), ("kind", "prompt"), ("model", "other"), ("route", "/v1/")),
-            )
-        ]
+        prompt = found[("chunkproxy_llm_tokens_total", (("api", "chat"), ("kind", "prompt"), ("model", "other"), ("route", "/v1/")))]
         self.assertEqual(prompt, 500.0)

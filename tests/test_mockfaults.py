@@ -155,15 +155,11 @@ class ServedTests(SynchronousTestCase):
         self.assertEqual(events[-1]["error"]["type"], "server_error")
         self.assertEqual(len(events), 3)
         self.assertEqual(request.finished, 1)
-        request = self.serve(
-            AnthropicMessages(), {**chatRequest(stream=True), "max_tokens": 9}, "error_event:1"
-        )
+        request = self.serve(AnthropicMessages(), {**chatRequest(stream=True), "max_tokens": 9}, "error_event:1")
         self.clock.advance(10)
         kinds = [kind for kind, _ in typedEvents(b"".join(request.written))]
         self.assertEqual(kinds, ["message_start", "content_block_start", "content_block_delta", "error"])
-        request = self.serve(
-            OpenAIResponses(), {"model": "mock-echo", "input": "a b", "stream": True}, "error_event:0"
-        )
+        request = self.serve(OpenAIResponses(), {"model": "mock-echo", "input": "a b", "stream": True}, "error_event:0")
         self.clock.advance(10)
         self.assertEqual(typedEvents(b"".join(request.written))[-1][0], "error")
 
@@ -207,10 +203,7 @@ class ProcessFaultTests(SynchronousTestCase):
         options.parseOptions(["--fault", "stall:2:1.5", "--fault-rate", "0.25"])
         self.assertEqual(options.faults(), FaultPlan(Fault("stall", 2, 1.5), 0.25))
         for argv, reason in (
-            (
-                ["--fault", "explode"],
-                "--fault: must be rate_limit[:SECONDS], overloaded, server_error, reset, disconnect:N",
-            ),
+            (["--fault", "explode"], "--fault: must be rate_limit[:SECONDS], overloaded, server_error, reset, disconnect:N"),
             (["--fault", "reset", "--fault-rate", "2"], "--fault-rate"),
         ):
             with self.assertRaises(UsageError) as caught:

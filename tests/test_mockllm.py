@@ -25,6 +25,10 @@ from twisted_stream.mock.llm import PASSAGE, ChatResource, Pace, tokens
 URL = "http://gen/v1/chat/completions"
 
 
+
+
+
+
 class TokensTests(SynchronousTestCase):
     def test_wordsWithTheirSpace(self) -> None:
         self.assertEqual(tokens("Hi there,  you!"), ["Hi", " there,", "  you!"])
@@ -36,11 +40,7 @@ class ContentTextTests(SynchronousTestCase):
     def test_blocksJoinedOthersSkipped(self) -> None:
         from twisted_stream.mock.apis import RequestError, contentText
 
-        blocks = [
-            {"type": "text", "text": "a"},
-            {"type": "image", "source": {}},
-            {"type": "text", "text": "b"},
-        ]
+        blocks = [{"type": "text", "text": "a"}, {"type": "image", "source": {}}, {"type": "text", "text": "b"}]
         self.assertEqual(contentText(blocks, "m", lambda p, i: f"{p}[{i}]"), "ab")
         self.assertEqual(contentText("plain", "m", lambda p, i: f"{p}[{i}]"), "plain")
         for style, param in ((lambda p, i: f"{p}[{i}]", "m[1].text"), (lambda p, i: f"{p}.{i}", "m.1.text")):
@@ -55,9 +55,7 @@ class ChatTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1_764_000_000)
-        self.client: Any = StubTreq(
-            GeneratorRoot(StreamSpec(), self.clock, Pace(ttft=0.5, tokensPerSecond=10))
-        )
+        self.client: Any = StubTreq(GeneratorRoot(StreamSpec(), self.clock, Pace(ttft=0.5, tokensPerSecond=10)))
         self.pieces: list[bytes] = []
 
     def post(self, body: Any, headers: dict[str, str] | None = None, url: str = URL) -> Any:
@@ -79,23 +77,16 @@ class ChatTests(SynchronousTestCase):
         """
         response = self.post(chatRequest(stream=True))
         self.assertEqual(response.code, 200)
-        self.assertEqual(
-            response.headers.getRawHeaders(b"content-type"), [b"text/event-stream; charset=utf-8"]
-        )
+        self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"text/event-stream; charset=utf-8"])
         self.assertEqual(self.advance(0.499), [])
         events = self.advance(0.001)
-        self.assertEqual(
-            [e["choices"][0]["delta"] for e in events],
-            [{"role": "assistant", "content": ""}, {"content": "one"}],
-        )
+        self.assertEqual([e["choices"][0]["delta"] for e in events], [{"role": "assistant", "content": ""}, {"content": "one"}])
         for i, word in enumerate([" two", " three"], start=3):
             self.assertEqual(len(self.advance(0.099)), i - 1, "a token came early")
             self.assertEqual(self.advance(0.001)[-1]["choices"][0]["delta"], {"content": word})
         events = self.advance(0.1)
         self.assertEqual(events[-3]["choices"][0]["delta"], {"content": " four"})
-        self.assertEqual(
-            events[-2]["choices"][0], {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}
-        )
+        self.assertEqual(events[-2]["choices"][0], {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"})
         self.assertEqual(events[-1], "[DONE]")
         self.successResultOf(self.done)
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -114,9 +105,7 @@ class ChatTests(SynchronousTestCase):
             self.assertEqual(event["model"], "mock-echo")
             self.assertEqual(event["created"], 1_764_000_000)
             self.assertNotIn("usage", event)
-        self.assertEqual(
-            "".join(e["choices"][0]["delta"].get("content", "") for e in events), "one two three four"
-        )
+        self.assertEqual("".join(e["choices"][0]["delta"].get("content", "") for e in events), "one two three four")
 
     def test_includeUsage(self) -> None:
         self.post(chatRequest(stream=True, stream_options={"include_usage": True}))
@@ -160,10 +149,7 @@ class ChatTests(SynchronousTestCase):
         self.assertEqual(response.headers.getRawHeaders(b"content-type"), [b"application/json"])
         answer = json.loads(b"".join(self.pieces))
         self.assertEqual(answer["object"], "chat.completion")
-        self.assertEqual(
-            answer["choices"][0]["message"],
-            {"role": "assistant", "content": "one two three four", "refusal": None},
-        )
+        self.assertEqual(answer["choices"][0]["message"], {"role": "assistant", "content": "one two three four", "refusal": None})
         self.assertEqual(answer["usage"]["completion_tokens"], 4)
 
     def test_paceFromBodyOrHeaders(self) -> None:
@@ -183,29 +169,14 @@ class ChatTests(SynchronousTestCase):
             (b"[1, 2]", 400, None, "JSON object"),
             ({"model": "mock-echo"}, 400, "messages", "messages is required"),
             ({"model": "mock-echo", "messages": "hi"}, 400, "messages", "non-empty array"),
-            (
-                {"model": "mock-echo", "messages": [{"role": "wizard", "content": "x"}]},
-                400,
-                "messages[0].role",
-                "role",
-            ),
-            (
-                {"model": "mock-echo", "messages": [{"role": "user", "content": 5}]},
-                400,
-                "messages[0].content",
-                "string",
-            ),
+            ({"model": "mock-echo", "messages": [{"role": "wizard", "content": "x"}]}, 400, "messages[0].role", "role"),
+            ({"model": "mock-echo", "messages": [{"role": "user", "content": 5}]}, 400, "messages[0].content", "string"),
             ({"messages": [{"role": "user", "content": "x"}]}, 400, "model", "model is required"),
             (chatRequest(stream="yes"), 400, "stream", "boolean"),
             (chatRequest(max_tokens=0), 400, "max_tokens", "positive integer"),
             (chatRequest(stream=True, mock_ttft=600), 400, "mock_ttft", "from 0 to 60"),
             (chatRequest(mock_tokens_per_second="fast"), 400, "mock_tokens_per_second", "number"),
-            (
-                {"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]},
-                404,
-                "model",
-                "does not exist",
-            ),
+            ({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}, 404, "model", "does not exist"),
         ]
         for body, status, param, text in cases:
             self.pieces.clear()
@@ -221,14 +192,8 @@ class ChatTests(SynchronousTestCase):
     def test_modelsAndUnknownURLs(self) -> None:
         response = self.successResultOf(self.client.get("http://gen/v1/models"))
         models = json.loads(self.successResultOf(treq.content(response)))
-        self.assertEqual(
-            [m["id"] for m in models["data"]], ["mock-passage", "mock-echo", "mock-tools", "mock-embed"]
-        )
-        for method, url, status in (
-            ("GET", "http://gen/v1/nope", 404),
-            ("GET", URL, 405),
-            ("POST", "http://gen/v1/chat/x", 404),
-        ):
+        self.assertEqual([m["id"] for m in models["data"]], ["mock-passage", "mock-echo", "mock-tools", "mock-embed"])
+        for method, url, status in (("GET", "http://gen/v1/nope", 404), ("GET", URL, 405), ("POST", "http://gen/v1/chat/x", 404)):
             response = self.successResultOf(self.client.request(method, url))
             self.assertEqual(response.code, status, url)
             self.assertIn("error", json.loads(self.successResultOf(treq.content(response))))
@@ -243,9 +208,7 @@ class ProducerTests(SynchronousTestCase):
         render(self.resource, self.request)
 
     def contents(self) -> list[str]:
-        return [
-            e["choices"][0]["delta"].get("content", "") for e in sseEvents(b"".join(self.request.written))[1:]
-        ]
+        return [e["choices"][0]["delta"].get("content", "") for e in sseEvents(b"".join(self.request.written))[1:]]
 
     def test_clientGone(self) -> None:
         """
@@ -277,6 +240,8 @@ class ProducerTests(SynchronousTestCase):
         self.assertEqual(self.contents(), ["a", " b", " c", " d"])
 
 
+
+
 class AnthropicTests(SynchronousTestCase):
     """
     The same mock, in Anthropic's Messages shape at C{/v1/messages}.
@@ -284,9 +249,7 @@ class AnthropicTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.client: Any = StubTreq(
-            GeneratorRoot(StreamSpec(), self.clock, Pace(ttft=0.5, tokensPerSecond=10))
-        )
+        self.client: Any = StubTreq(GeneratorRoot(StreamSpec(), self.clock, Pace(ttft=0.5, tokensPerSecond=10)))
         self.pieces: list[bytes] = []
 
     def post(self, body: Any, headers: dict[str, str] | None = None) -> Any:
@@ -305,40 +268,27 @@ class AnthropicTests(SynchronousTestCase):
         tokens) and message_stop.
         """
         response = self.post(
-            {
-                "model": "mock-echo",
-                "max_tokens": 3,
-                "stream": True,
-                "system": "be brief",
-                "messages": [{"role": "user", "content": [{"type": "text", "text": "one two three four"}]}],
-            }
+            {"model": "mock-echo", "max_tokens": 3, "stream": True, "system": "be brief",
+             "messages": [{"role": "user", "content": [{"type": "text", "text": "one two three four"}]}]}
         )
         self.assertEqual(response.code, 200)
         events = typedEvents(b"".join(self.pieces))
         self.assertEqual(
             [kind for kind, _ in events],
-            ["message_start", "content_block_start"]
-            + ["content_block_delta"] * 3
+            ["message_start", "content_block_start"] + ["content_block_delta"] * 3
             + ["content_block_stop", "message_delta", "message_stop"],
         )
         for kind, data in events:
             self.assertEqual(data["type"], kind)
         message = events[0][1]["message"]
         self.assertTrue(message["id"].startswith("msg_"))
-        self.assertEqual(
-            (message["role"], message["model"], message["usage"]["input_tokens"]),
-            ("assistant", "mock-echo", 6),
-        )
-        self.assertEqual(
-            "".join(d["delta"]["text"] for k, d in events if k == "content_block_delta"), "one two three"
-        )
+        self.assertEqual((message["role"], message["model"], message["usage"]["input_tokens"]), ("assistant", "mock-echo", 6))
+        self.assertEqual("".join(d["delta"]["text"] for k, d in events if k == "content_block_delta"), "one two three")
         self.assertEqual(events[-2][1]["delta"]["stop_reason"], "max_tokens")
         self.assertEqual(events[-2][1]["usage"], {"output_tokens": 3})
 
     def test_wholeMessage(self) -> None:
-        self.post(
-            {"model": "mock-echo", "max_tokens": 100, "messages": [{"role": "user", "content": "hi there"}]}
-        )
+        self.post({"model": "mock-echo", "max_tokens": 100, "messages": [{"role": "user", "content": "hi there"}]})
         message = json.loads(b"".join(self.pieces))
         self.assertEqual(message["type"], "message")
         self.assertEqual(message["content"], [{"type": "text", "text": "hi there"}])
@@ -347,21 +297,9 @@ class AnthropicTests(SynchronousTestCase):
     def test_errorsInAnthropicsShape(self) -> None:
         for body, status, kind in (
             (b"{", 400, "invalid_request_error"),
-            (
-                {"model": "mock-echo", "messages": [{"role": "user", "content": "x"}]},
-                400,
-                "invalid_request_error",
-            ),
-            (
-                {"model": "mock-echo", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]},
-                400,
-                "invalid_request_error",
-            ),
-            (
-                {"model": "claude-9", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
-                404,
-                "not_found_error",
-            ),
+            ({"model": "mock-echo", "messages": [{"role": "user", "content": "x"}]}, 400, "invalid_request_error"),
+            ({"model": "mock-echo", "max_tokens": 5, "messages": [{"role": "system", "content": "x"}]}, 400, "invalid_request_error"),
+            ({"model": "claude-9", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}, 404, "not_found_error"),
         ):
             self.pieces.clear()
             response = self.post(body)
@@ -370,20 +308,12 @@ class AnthropicTests(SynchronousTestCase):
             self.assertEqual((error["type"], error["error"]["type"]), ("error", kind), body)
 
     def test_modelsForAnthropicClients(self) -> None:
-        response = self.successResultOf(
-            self.client.get("http://gen/v1/models", headers={"anthropic-version": "2023-06-01"})
-        )
+        response = self.successResultOf(self.client.get("http://gen/v1/models", headers={"anthropic-version": "2023-06-01"}))
         models = json.loads(self.successResultOf(treq.content(response)))
-        self.assertEqual(
-            [m["id"] for m in models["data"]], ["mock-passage", "mock-echo", "mock-tools", "mock-embed"]
-        )
+        self.assertEqual([m["id"] for m in models["data"]], ["mock-passage", "mock-echo", "mock-tools", "mock-embed"])
         self.assertEqual(models["data"][0]["type"], "model")
-        response = self.successResultOf(
-            self.client.get("http://gen/v1/nope", headers={"anthropic-version": "2023-06-01"})
-        )
-        self.assertEqual(
-            json.loads(self.successResultOf(treq.content(response)))["error"]["type"], "not_found_error"
-        )
+        response = self.successResultOf(self.client.get("http://gen/v1/nope", headers={"anthropic-version": "2023-06-01"}))
+        self.assertEqual(json.loads(self.successResultOf(treq.content(response)))["error"]["type"], "not_found_error")
 
 
 class ResponsesTests(SynchronousTestCase):
@@ -393,9 +323,7 @@ class ResponsesTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.client: Any = StubTreq(
-            GeneratorRoot(StreamSpec(), self.clock, Pace(ttft=0.5, tokensPerSecond=10))
-        )
+        self.client: Any = StubTreq(GeneratorRoot(StreamSpec(), self.clock, Pace(ttft=0.5, tokensPerSecond=10)))
 
     def post(self, body: Any) -> tuple[int, bytes]:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -431,15 +359,10 @@ class ResponsesTests(SynchronousTestCase):
             self.assertEqual(data["type"], kind)
         created = events[0][1]["response"]
         self.assertTrue(created["id"].startswith("resp_"))
-        self.assertEqual(
-            (created["status"], created["model"], created["instructions"]),
-            ("in_progress", "mock-echo", "be brief"),
-        )
+        self.assertEqual((created["status"], created["model"], created["instructions"]), ("in_progress", "mock-echo", "be brief"))
         item = events[2][1]["item"]["id"]
         self.assertEqual({data["item_id"] for kind, data in events[3:-2]}, {item})
-        self.assertEqual(
-            "".join(d["delta"] for k, d in events if k == "response.output_text.delta"), "one two three"
-        )
+        self.assertEqual("".join(d["delta"] for k, d in events if k == "response.output_text.delta"), "one two three")
         self.assertEqual(events[7][1]["text"], "one two three")
         completed = events[-1][1]["response"]
         self.assertEqual(completed["status"], "completed")
@@ -506,13 +429,10 @@ class EmbeddingsTests(SynchronousTestCase):
         self.assertEqual(vectors[0], vectors[2])
         self.assertNotEqual(vectors[0], vectors[1])
         self.assertEqual(
-            vectors[0],
-            [-0.9523353557338174, -0.30334760309837444, 0.0044878493204636724, 0.03189766640824217],
+            vectors[0], [-0.9523353557338174, -0.30334760309837444, 0.0044878493204636724, 0.03189766640824217]
         )
         self.assertAlmostEqual(sum(v * v for v in vectors[1]), 1.0)
-        self.assertEqual(
-            (answer["object"], answer["model"], answer["usage"]["prompt_tokens"]), ("list", "anything", 3)
-        )
+        self.assertEqual((answer["object"], answer["model"], answer["usage"]["prompt_tokens"]), ("list", "anything", 3))
         code, answer = self.post({"model": "mock-embed", "input": "hello"})
         self.assertEqual(len(answer["data"][0]["embedding"]), 1536)
 
@@ -552,9 +472,7 @@ class GeminiTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.client: Any = StubTreq(
-            GeneratorRoot(StreamSpec(), self.clock, Pace(ttft=0.5, tokensPerSecond=10))
-        )
+        self.client: Any = StubTreq(GeneratorRoot(StreamSpec(), self.clock, Pace(ttft=0.5, tokensPerSecond=10)))
 
     def post(self, path: str, body: Any) -> tuple[int, bytes]:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -580,8 +498,7 @@ class GeminiTests(SynchronousTestCase):
         self.assertEqual(texts, ["one", " two", " three", ""])
         self.assertEqual(chunks[-1]["candidates"][0]["finishReason"], "STOP")
         self.assertEqual(
-            chunks[-1]["usageMetadata"],
-            {"promptTokenCount": 5, "candidatesTokenCount": 3, "totalTokenCount": 8},
+            chunks[-1]["usageMetadata"], {"promptTokenCount": 5, "candidatesTokenCount": 3, "totalTokenCount": 8}
         )
         self.assertEqual({c["modelVersion"] for c in chunks}, {"mock-echo"})
 
@@ -606,3 +523,4 @@ class GeminiTests(SynchronousTestCase):
             error = json.loads(answer)["error"]
             self.assertEqual((code, error["code"]), (status, status), path)
             self.assertEqual(error["status"], "INVALID_ARGUMENT" if status == 400 else "NOT_FOUND")
+

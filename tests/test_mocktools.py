@@ -52,9 +52,7 @@ class ArgumentsTests(SynchronousTestCase):
 
     def test_geminiCapitals(self) -> None:
         self.assertEqual(
-            argumentsFor(
-                {"type": "OBJECT", "properties": {"n": {"type": "INTEGER"}, "s": {"type": "STRING"}}}
-            ),
+            argumentsFor({"type": "OBJECT", "properties": {"n": {"type": "INTEGER"}, "s": {"type": "STRING"}}}),
             {"n": 1, "s": "example"},
         )
 
@@ -76,9 +74,7 @@ class ChatToolCallTests(SynchronousTestCase):
     def answer(self, asked: dict[str, Any]) -> tuple[StreamingRequest, list[Any]]:
         clock = Clock()
         resource = ChatResource(OpenAIChat(), Pace(ttft=0.1, tokensPerSecond=100), clock)
-        request = StreamingRequest(
-            [], method=b"POST", uri=b"/v1/chat/completions", body=json.dumps(asked).encode()
-        )
+        request = StreamingRequest([], method=b"POST", uri=b"/v1/chat/completions", body=json.dumps(asked).encode())
         result = render(resource, request)
         if isinstance(result, bytes):
             request.write(result)
@@ -98,14 +94,9 @@ class ChatToolCallTests(SynchronousTestCase):
         _, events = self.answer({"model": "mock-tools", "stream": True, "tools": tools,
                                  "messages": [{"role": "user", "content": "weather?"}]})  # fmt: skip
         first = events[0]["choices"][0]["delta"]["tool_calls"][0]
-        self.assertEqual(
-            (first["index"], first["type"], first["function"]),
-            (0, "function", {"name": "get_weather", "arguments": ""}),
-        )
+        self.assertEqual((first["index"], first["type"], first["function"]), (0, "function", {"name": "get_weather", "arguments": ""}))
         self.assertTrue(first["id"].startswith("call_"))
-        arguments = "".join(
-            e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] for e in events[1:-2]
-        )
+        arguments = "".join(e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"] for e in events[1:-2])
         self.assertEqual(json.loads(arguments), argumentsFor(_WEATHER))
         self.assertEqual(events[-2]["choices"][0]["finish_reason"], "tool_calls")
         self.assertEqual(events[-1], "[DONE]")
@@ -116,20 +107,13 @@ class ChatToolCallTests(SynchronousTestCase):
         C{required} calls the first tool for any model; a name no tool has
         is a 400.
         """
-        tools = [
-            {"type": "function", "function": {"name": "a"}},
-            {"type": "function", "function": {"name": "b"}},
-        ]
+        tools = [{"type": "function", "function": {"name": "a"}}, {"type": "function", "function": {"name": "b"}}]
         base = {"messages": [{"role": "user", "content": "hi"}], "tools": tools}
         _, events = self.answer({**base, "model": "mock-tools", "tool_choice": "none"})
         self.assertEqual(events[0]["choices"][0]["finish_reason"], "stop")
         _, events = self.answer({**base, "model": "mock-echo", "tool_choice": "required"})
-        self.assertEqual(
-            events[0]["choices"][0]["message"]["tool_calls"][0]["function"], {"name": "a", "arguments": "{}"}
-        )
-        request, events = self.answer(
-            {**base, "model": "mock-echo", "tool_choice": {"type": "function", "function": {"name": "z"}}}
-        )
+        self.assertEqual(events[0]["choices"][0]["message"]["tool_calls"][0]["function"], {"name": "a", "arguments": "{}"})
+        request, events = self.answer({**base, "model": "mock-echo", "tool_choice": {"type": "function", "function": {"name": "z"}}})
         self.assertEqual((request.responseCode, events[0]["error"]["param"]), (400, "tool_choice"))
 
 
@@ -161,9 +145,7 @@ class AnthropicToolUseTests(SynchronousTestCase):
         request = StreamingRequest([], method=b"POST", uri=b"/v1/messages", body=json.dumps(follow).encode())
         render(resource, request)
         clock.pump([0.1] * 20)
-        self.assertEqual(
-            json.loads(b"".join(request.written))["content"][0]["text"], "The tool returned: sunny"
-        )
+        self.assertEqual(json.loads(b"".join(request.written))["content"][0]["text"], "The tool returned: sunny")
 
 
 class ResponsesFunctionCallTests(SynchronousTestCase):
@@ -182,9 +164,7 @@ class ResponsesFunctionCallTests(SynchronousTestCase):
         clock.pump([0.01] * 200)
         events = typedEvents(b"".join(request.written))
         kinds = [kind for kind, _ in events]
-        self.assertEqual(
-            kinds[:3], ["response.created", "response.in_progress", "response.output_item.added"]
-        )
+        self.assertEqual(kinds[:3], ["response.created", "response.in_progress", "response.output_item.added"])
         self.assertEqual(kinds[-3:], ["response.function_call_arguments.done", "response.output_item.done",
                                       "response.completed"])  # fmt: skip
         self.assertEqual(set(kinds[3:-3]), {"response.function_call_arguments.delta"})
@@ -195,3 +175,4 @@ class ResponsesFunctionCallTests(SynchronousTestCase):
         self.assertEqual((item["type"], item["name"], item["arguments"], item["status"]),
                          ("function_call", "get_weather", arguments, "completed"))  # fmt: skip
         self.assertTrue(item["id"].startswith("fc_") and item["call_id"].startswith("call_"))
+

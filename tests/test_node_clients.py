@@ -29,9 +29,7 @@ def _node(script: str, *args: str) -> LineProcess:
     node = nodeExecutable()
     if not (NODE_PEERS / "node_modules").is_dir():
         raise SkipTest("tests/peers/node/node_modules missing (scripts/test runs npm where it is installed)")
-    return LineProcess.spawn(
-        node, str(NODE_PEERS / script), *args, env={"OPENAI_API_KEY": TOKEN, "PATH": "/usr/bin:/bin"}
-    )
+    return LineProcess.spawn(node, str(NODE_PEERS / script), *args, env={"OPENAI_API_KEY": TOKEN, "PATH": "/usr/bin:/bin"})
 
 
 @onceAcrossRunners

@@ -23,27 +23,15 @@ class WholeNumberTests(SynchronousTestCase):
         for text in ["-5", "+5", " 5", "5 ", "1_000", "1e3", "5.0", "", "٣", "1000001"]:
             with self.assertRaises(ValueError) as caught:
                 wholeNumber(text, "count", 1000000)
-            self.assertEqual(
-                str(caught.exception), f"count must be a whole number from 0 to 1000000, not {ascii(text)}"
-            )
+            self.assertEqual(str(caught.exception), f"count must be a whole number from 0 to 1000000, not {ascii(text)}")
         with self.assertRaises(ValueError) as caught:
             wholeNumber("x" * 50, "retries")
-        self.assertEqual(
-            str(caught.exception),
-            f"retries must be a whole number of at least 0, not {ascii('x' * 40 + '...')}",
-        )
+        self.assertEqual(str(caught.exception), f"retries must be a whole number of at least 0, not {ascii('x' * 40 + '...')}")
 
 
 class DecimalNumberTests(SynchronousTestCase):
     def test_accepted(self) -> None:
-        for text, value in [
-            ("0", 0.0),
-            ("1.5", 1.5),
-            (".25", 0.25),
-            ("60", 60.0),
-            ("60.", 60.0),
-            (b"2.5", 2.5),
-        ]:
+        for text, value in [("0", 0.0), ("1.5", 1.5), (".25", 0.25), ("60", 60.0), ("60.", 60.0), (b"2.5", 2.5)]:
             self.assertEqual(decimalNumber(text, "interval", 0, 60), value)
 
     def test_refused(self) -> None:

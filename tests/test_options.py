@@ -44,9 +44,7 @@ class GeneratorOptionsTests(SynchronousTestCase):
         C{--count}, C{--interval} and C{--listen} set the defaults.
         """
         options = GeneratorOptions()
-        options.parseOptions(
-            ["--count", "7", "--interval", "0.5", "--listen", "tcp:9000:interface=127.0.0.1"]
-        )
+        options.parseOptions(["--count", "7", "--interval", "0.5", "--listen", "tcp:9000:interface=127.0.0.1"])
         self.assertEqual(options.spec(), StreamSpec(count=7, interval=0.5))
         self.assertEqual(options["listen"], "tcp:9000:interface=127.0.0.1")
 
@@ -57,23 +55,11 @@ class GeneratorOptionsTests(SynchronousTestCase):
         for argv, reason in (
             (["--count", "-3"], "count must be a whole number from 0 to 1000000"),
             (["--interval", "61"], "interval must be a number of seconds from 0 to 60"),
-            (
-                ["--listen", "tcp:notaport"],
-                "--listen 'tcp:notaport': the port must be a number from 0 to 65535, not 'notaport'",
-            ),
-            (
-                ["--listen", "tcp:99999"],
-                "--listen 'tcp:99999': the port must be a number from 0 to 65535, not 99999",
-            ),
+            (["--listen", "tcp:notaport"], "--listen 'tcp:notaport': the port must be a number from 0 to 65535, not 'notaport'"),
+            (["--listen", "tcp:99999"], "--listen 'tcp:99999': the port must be a number from 0 to 65535, not 99999"),
             (["--listen", "tcp:-5"], "--listen 'tcp:-5': the port must be a number from 0 to 65535, not -5"),
-            (
-                ["--listen", "tcp6:70000"],
-                "--listen 'tcp6:70000': the port must be a number from 0 to 65535, not 70000",
-            ),
-            (
-                ["--listen", "unix:/missing/dir/sock"],
-                "--listen 'unix:/missing/dir/sock': the folder /missing/dir does not exist",
-            ),
+            (["--listen", "tcp6:70000"], "--listen 'tcp6:70000': the port must be a number from 0 to 65535, not 70000"),
+            (["--listen", "unix:/missing/dir/sock"], "--listen 'unix:/missing/dir/sock': the folder /missing/dir does not exist"),
             (["--listen", "carrier-pigeon:1"], "--listen 'carrier-pigeon:1'"),
         ):
             with self.assertRaises(UsageError, msg=argv) as caught:
@@ -98,9 +84,7 @@ class ProxyOptionsTests(SynchronousTestCase):
         The upstream is an absolute http or https URL, encoded as a URI.
         """
         options = ProxyOptions()
-        options.parseOptions(
-            ["--upstream", "https://example.com:8443/v1/ünï?a=b", "--connect-timeout", "2.5"]
-        )
+        options.parseOptions(["--upstream", "https://example.com:8443/v1/ünï?a=b", "--connect-timeout", "2.5"])
         self.assertEqual(options["upstream"], b"https://example.com:8443/v1/%C3%BCn%C3%AF?a=b")
         self.assertEqual(options["connect-timeout"], 2.5)
 
@@ -164,13 +148,7 @@ class GatewayOptionsTests(SynchronousTestCase):
         options = self.parse()
         self.assertEqual(
             {k: options[k] for k in ("idle-timeout", "heartbeat", "client-timeout", "retries", "max-body")},
-            {
-                "idle-timeout": 300.0,
-                "heartbeat": 15.0,
-                "client-timeout": 60.0,
-                "retries": 1,
-                "max-body": 1048576,
-            },
+            {"idle-timeout": 300.0, "heartbeat": 15.0, "client-timeout": 60.0, "retries": 1, "max-body": 1048576},
         )
         self.assertIsNone(options["require-token"])
         self.assertIsNone(options["upstream-ca"])
@@ -180,10 +158,7 @@ class GatewayOptionsTests(SynchronousTestCase):
         routes = options.allRoutes()
         self.assertEqual(
             [(r.prefix, r.upstream, r.injectHeaders) for r in routes if len(r.members) == 1],
-            [
-                (b"/stream", b"http://localhost:8081/generate", []),
-                (b"/v1/", b"http://localhost:8081/v1/", []),
-            ],
+            [(b"/stream", b"http://localhost:8081/generate", []), (b"/v1/", b"http://localhost:8081/v1/", [])],
         )
 
     def test_mockLLMRouteFollowsUpstream(self) -> None:
@@ -191,9 +166,7 @@ class GatewayOptionsTests(SynchronousTestCase):
         With no --route, /v1/ goes to the --upstream's origin.
         """
         routes = self.parse("--upstream", "http://gen.example:9000/generate?x=1").allRoutes()
-        self.assertEqual(
-            [(r.prefix, r.upstream) for r in routes][1], (b"/v1/", b"http://gen.example:9000/v1/")
-        )
+        self.assertEqual([(r.prefix, r.upstream) for r in routes][1], (b"/v1/", b"http://gen.example:9000/v1/"))
 
     def test_zeroMeansNever(self) -> None:
         options = self.parse("--idle-timeout", "0", "--heartbeat", "0")
@@ -207,14 +180,10 @@ class GatewayOptionsTests(SynchronousTestCase):
         """
         self.patch(os, "environ", dict(os.environ, OPENAI_KEY="Bearer sk-test", ORG="org-1"))
         options = self.parse(
-            "--inject-header",
-            "X-Org: env:ORG",
-            "--route",
-            "/v1/=https://api.openai.com/v1/",
-            "--inject-header",
-            "Authorization: env:OPENAI_KEY",
-            "--route",
-            "/local/=http://127.0.0.1:9000/",
+            "--inject-header", "X-Org: env:ORG",
+            "--route", "/v1/=https://api.openai.com/v1/",
+            "--inject-header", "Authorization: env:OPENAI_KEY",
+            "--route", "/local/=http://127.0.0.1:9000/",
         )
         routes = {r.prefix: r.injectHeaders + r.members[0].injectHeaders for r in options.allRoutes()}
         self.assertEqual(
@@ -228,9 +197,7 @@ class GatewayOptionsTests(SynchronousTestCase):
 
     def test_routeForStreamReplacesUpstream(self) -> None:
         options = self.parse("--route", "/stream=http://127.0.0.1:1/x")
-        self.assertEqual(
-            [(r.prefix, r.upstream) for r in options.allRoutes()], [(b"/stream", b"http://127.0.0.1:1/x")]
-        )
+        self.assertEqual([(r.prefix, r.upstream) for r in options.allRoutes()], [(b"/stream", b"http://127.0.0.1:1/x")])
 
     def test_requireToken(self) -> None:
         self.patch(os, "environ", dict(os.environ, TOKEN="t0ken"))
@@ -262,10 +229,7 @@ class GatewayOptionsTests(SynchronousTestCase):
             self.assertIn(reason, str(caught.exception))
 
     def test_headerValueNeverInErrors(self) -> None:
-        for value, reason in (
-            ("sk-secret\r\nX-Evil: 1", "must not contain CR, LF or NUL"),
-            ("sk-secret-€", "must be ASCII"),
-        ):
+        for value, reason in (("sk-secret\r\nX-Evil: 1", "must not contain CR, LF or NUL"), ("sk-secret-€", "must be ASCII")):
             self.patch(os, "environ", dict(os.environ, KEY=value))
             with self.assertRaises(UsageError) as caught:
                 ProxyOptions().parseOptions(["--inject-header", "Authorization: env:KEY"])
@@ -291,12 +255,7 @@ class HelpTests(SynchronousTestCase):
         options = ProxyOptions()
         options.parseOptions([])
         self.assertEqual(
-            (
-                options["upstream"],
-                options["connect-timeout"],
-                options["client-timeout"],
-                options["heartbeat"],
-            ),
+            (options["upstream"], options["connect-timeout"], options["client-timeout"], options["heartbeat"]),
             (b"http://localhost:8081/generate", 10.0, 60.0, 15.0),
         )
 
@@ -326,10 +285,7 @@ class HelpTests(SynchronousTestCase):
             ServerOptions().parseOptions(["-n", "chunkproxy", "--connect-timeout", "0"])
         self.assertEqual(caught.exception.code, 1)
         reason = "--connect-timeout: a timeout must be a number of seconds above 0, not '0'"
-        self.assertEqual(
-            stderr.getvalue().splitlines(),
-            [f"chunkproxy: {reason}", "(twistd chunkproxy --help lists the options.)"],
-        )
+        self.assertEqual(stderr.getvalue().splitlines(), [f"chunkproxy: {reason}", "(twistd chunkproxy --help lists the options.)"])
 
     def test_badOptionThroughTwistd(self) -> None:
         """
@@ -338,18 +294,10 @@ class HelpTests(SynchronousTestCase):
         missing folder, likewise (each was a traceback).
         """
         for argv, reason in (
-            (
-                ["chunkproxy", "--listen", "tcp:99999"],
-                "--listen 'tcp:99999': the port must be a number from 0 to 65535, not 99999",
-            ),
-            (
-                ["chunkgen", "--listen", "unix:/missing/dir/sock"],
-                "--listen 'unix:/missing/dir/sock': the folder /missing/dir does not exist",
-            ),
+            (["chunkproxy", "--listen", "tcp:99999"], "--listen 'tcp:99999': the port must be a number from 0 to 65535, not 99999"),
+            (["chunkgen", "--listen", "unix:/missing/dir/sock"], "--listen 'unix:/missing/dir/sock': the folder /missing/dir does not exist"),
         ):
-            ran = subprocess.run(
-                [twistdCommand(), "-n", "--pidfile=", *argv], capture_output=True, text=True, timeout=60
-            )
+            ran = subprocess.run([twistdCommand(), "-n", "--pidfile=", *argv], capture_output=True, text=True, timeout=60)
             self.assertEqual(
                 (ran.returncode, ran.stdout, ran.stderr.splitlines()),
                 (1, "", [f"{argv[0]}: {reason}", f"(twistd {argv[0]} --help lists the options.)"]),

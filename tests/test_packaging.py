@@ -19,19 +19,9 @@ from tests.support import LOOPBACK_LISTEN, onceAcrossRunners
 PROJECT = Path(__file__).resolve().parent.parent
 
 _NOT_SOURCE = shutil.ignore_patterns(
-    ".git",
-    ".venv",
-    ".venv-newest-twisted",
-    "build",
-    "dist",
-    "*.egg-info",
-    "__pycache__",
-    "_trial_temp*",
-    "dropin.cache",
-    "*.pid",
+    ".git", ".venv", ".venv-newest-twisted", "build", "dist", "*.egg-info", "__pycache__", "_trial_temp*", "dropin.cache", "*.pid",
     # What npm and the benchmark installed and built here (5,000 files).
-    "node_modules",
-    ".build",
+    "node_modules", ".build",
 )
 
 

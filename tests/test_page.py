@@ -33,6 +33,8 @@ class PageHTMLTests(SynchronousTestCase):
         self.assertIn('fetch("stream?"', html)
 
 
+
+
 _STATE = """
 return {
   count: document.querySelectorAll(arguments[0]).length,
@@ -56,12 +58,7 @@ class PageInChromiumTests(TestCase):
     timeout = 90
 
     def drive(
-        self,
-        url: str,
-        setUp: str,
-        *arguments: object,
-        counting: str,
-        collect: str,
+        self, url: str, setUp: str, *arguments: object, counting: str, collect: str,
         during: Optional[Callable[[Any, int], None]] = None,
     ) -> dict[str, Any]:
         """
@@ -151,9 +148,7 @@ class PageInChromiumTests(TestCase):
         self.assertGreater(times[-1] - times[0], (len(times) - 1) / 25 * 1000 * 0.8)
         between = {count for _, count in seen["polls"] if 0 < count < len(times)}
         self.assertGreater(len(between), 10, seen["polls"][-5:])
-        found = re.fullmatch(
-            r"time to first token (\d+) ms · ([\d.]+) tokens/s · (\d+) tokens", seen["summary"]
-        )
+        found = re.fullmatch(r"time to first token (\d+) ms · ([\d.]+) tokens/s · (\d+) tokens", seen["summary"])
         assert found is not None, seen["summary"]
         # The page rounds with toFixed (376.5 is 377), Python to even (376).
         self.assertLessEqual(abs(int(found.group(1)) - times[0]), 1)
@@ -305,10 +300,14 @@ class PageInChromiumTests(TestCase):
         """
         A 502 from the proxy is shown with its status and reason.
         """
-        proxy: Server = yield startTwistd(self, "chunkproxy", "--upstream", "http://no-such-host.invalid/")
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--upstream", "http://no-such-host.invalid/"
+        )
         seen = yield deferToThread(self.driveStream, proxy.url, 2, 0.1)
         self.assertEqual(seen["state"], "error")
-        self.assertEqual(seen["status"], "error: HTTP 502 upstream host name could not be resolved")
+        self.assertEqual(
+            seen["status"], "error: HTTP 502 upstream host name could not be resolved"
+        )
 
     def measure(self, url: str) -> dict[str, Any]:
         """
@@ -319,10 +318,8 @@ class PageInChromiumTests(TestCase):
         driver = browser(profile)
         try:
             driver.get(url)
-            driver.execute_script(
-                "document.getElementById('count').value = '3';"
-                "document.getElementById('interval').value = '0.01';"
-            )
+            driver.execute_script("document.getElementById('count').value = '3';"
+                                  "document.getElementById('interval').value = '0.01';")
             driver.find_element("id", "start").click()
             began = time.monotonic()
             while driver.execute_script(_STATE, _ROWS)["state"] != "done" and time.monotonic() - began < 10:

@@ -202,11 +202,7 @@ class EjectionTests(SynchronousTestCase):
         for _ in range(3):
             old.failed(kept, "refused")
         new = Pool(
-            [kept.member, Member(b"http://new/")],
-            PoolPolicy(),
-            self.clock,
-            chance=Random(0),
-            states=old.members,
+            [kept.member, Member(b"http://new/")], PoolPolicy(), self.clock, chance=Random(0), states=old.members
         )
         self.assertIs(new.members[0], kept)
         self.assertEqual(new.members[1].open, 0)

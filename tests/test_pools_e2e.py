@@ -42,18 +42,11 @@ def _toml(members: Sequence[tuple[str, int]], **route: Any) -> str:
     @return: A config file with one pool at C{/v1/}: each member its name
         and weight, the route's other keys as given.
     """
-    lines = ["[[route]]", 'prefix = "/v1/"']
+    lines = ['[[route]]', 'prefix = "/v1/"']
     for key, value in route.items():
-        lines.append(
-            f"{key.replace('_', '-')} = {json.dumps(value) if not isinstance(value, str) else value}"
-        )
+        lines.append(f"{key.replace('_', '-')} = {json.dumps(value) if not isinstance(value, str) else value}")
     for url, weight in members:
-        lines += [
-            "[[route.member]]",
-            f'url = "{url}v1/"',
-            f"weight = {weight}",
-            f'name = "{url.split(":")[-1].strip("/")}"',
-        ]
+        lines += ["[[route.member]]", f'url = "{url}v1/"', f"weight = {weight}", f'name = "{url.split(":")[-1].strip("/")}"']
     return "\n".join(lines) + "\n"
 
 
@@ -67,10 +60,7 @@ class PoolTests(TestCase):
         Start one C{chunkgen} per tuple of options.
         """
         started = yield gatherResults(
-            [
-                startTwistd(self, "chunkgen", "--ttft", "0", "--tokens-per-second", "1000", *more)
-                for more in options
-            ]
+            [startTwistd(self, "chunkgen", "--ttft", "0", "--tokens-per-second", "1000", *more) for more in options]
         )
         return started
 
@@ -116,11 +106,7 @@ class PoolTests(TestCase):
         return found
 
     def served(self, samples: dict[Any, float], outcome: str = "complete") -> dict[str, float]:
-        return {
-            dict(labels)["upstream"]: value
-            for labels, value in samples.items()
-            if dict(labels)["outcome"] == outcome
-        }
+        return {dict(labels)["upstream"]: value for labels, value in samples.items() if dict(labels)["outcome"] == outcome}
 
     @inlineCallbacks
     def test_shortRequestsByWeight(self) -> Any:
@@ -297,9 +283,7 @@ class PoolTests(TestCase):
         down = f"http://127.0.0.1:{freePort()}/"
         proxy = yield self.gateway(_toml([(down, 1), *[(r.url, 1) for r in up]]), "--log-format", "json")
         clients = [
-            LineProcess.spawn(
-                sys.executable, str(PEERS / "openai_chat.py"), proxy.url + "v1", "mock-passage", "hi"
-            )
+            LineProcess.spawn(sys.executable, str(PEERS / "openai_chat.py"), proxy.url + "v1", "mock-passage", "hi")
             for _ in range(6)
         ]
         codes = yield DeferredList([client.exitCode for client in clients])
@@ -351,25 +335,17 @@ class PoolTests(TestCase):
         """
         (replica,) = yield self.replicas(())
         proxy = yield self.gateway(_toml([(replica.url, 1)]), "--workers", "1")
-        yield until(
-            lambda: "chunkproxy worker 1 listening on" in proxy.output, what=lambda: proxy.output[-3000:]
-        )
+        yield until(lambda: "chunkproxy worker 1 listening on" in proxy.output, what=lambda: proxy.output[-3000:])
         with open(self.config, "w") as f:
             f.write("no-such-key = 1\n" + _toml([(replica.url, 1)]))
         os.kill(proxy.pid, signal.SIGHUP)
-        yield until(
-            lambda: "reload refused: the workers serve on" in proxy.output, what=lambda: proxy.output[-3000:]
-        )
-        self.assertIn(
-            f"reload refused: {self.config}: no-such-key: is not a key chunkproxy knows", proxy.output
-        )
+        yield until(lambda: "reload refused: the workers serve on" in proxy.output, what=lambda: proxy.output[-3000:])
+        self.assertIn(f"reload refused: {self.config}: no-such-key: is not a key chunkproxy knows", proxy.output)
         self.assertNotIn("starting 1 new workers", proxy.output)
         with open(self.config, "w") as f:
             f.write(_toml([(replica.url, 1)]) + f'[[route]]\nprefix = "/m/"\nurl = "{replica.url}v1/"\n')
         os.kill(proxy.pid, signal.SIGHUP)
-        yield until(
-            lambda: "reload: every worker replaced" in proxy.output, what=lambda: proxy.output[-3000:]
-        )
+        yield until(lambda: "reload: every worker replaced" in proxy.output, what=lambda: proxy.output[-3000:])
         # (An old worker may take a connection or two before its drain
         # stops it accepting: the new route is there within a second.)
         models: Exchange = yield fetch(proxy.url + "m/models")

@@ -76,7 +76,9 @@ class ForwardingTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1_764_000_000)
-        self.upstream = RequestTraversalAgent(GeneratorRoot(StreamSpec(count=3, interval=1.0), self.clock))
+        self.upstream = RequestTraversalAgent(
+            GeneratorRoot(StreamSpec(count=3, interval=1.0), self.clock)
+        )
         self.proxy = StreamProxyResource(UPSTREAM, agent=self.upstream, reactor=self.clock)
         self.client: Any = StubTreq(_mounted(self.proxy))
         self.pieces: list[bytes] = []
@@ -235,9 +237,7 @@ class FailureTests(SynchronousTestCase):
 
     def render(self, agent: IAgent, timeout: float = 10.0, retries: int = 0) -> tuple[StreamingRequest, Any]:
         request = StreamingRequest([], uri=b"/stream")
-        proxy = StreamProxyResource(
-            UPSTREAM, agent=agent, reactor=self.clock, connectTimeout=timeout, retries=retries
-        )
+        proxy = StreamProxyResource(UPSTREAM, agent=agent, reactor=self.clock, connectTimeout=timeout, retries=retries)
         result = render(proxy, request)
         self.assertEqual(result, NOT_DONE_YET)
         return request, result
@@ -245,9 +245,7 @@ class FailureTests(SynchronousTestCase):
     def assertAnswer(self, request: StreamingRequest, code: int, reason: bytes) -> None:
         self.assertEqual(request.responseCode, code)
         self.assertEqual(b"".join(request.written), reason + b"\n")
-        self.assertEqual(
-            request.responseHeaders.getRawHeaders(b"content-type"), [b"text/plain; charset=utf-8"]
-        )
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"content-type"), [b"text/plain; charset=utf-8"])
         self.assertEqual(request.finished, 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -317,8 +315,7 @@ class FailureTests(SynchronousTestCase):
             self.assertEqual(render(proxy, request), b"method %s is not forwarded\n" % (method,))
             self.assertEqual(request.responseCode, 405)
             self.assertEqual(
-                request.responseHeaders.getRawHeaders(b"allow"),
-                [b"DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"],
+                request.responseHeaders.getRawHeaders(b"allow"), [b"DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"]
             )
         self.assertEqual(agent.requests, [])
 

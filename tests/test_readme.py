@@ -114,9 +114,7 @@ class PagesTests(SynchronousTestCase):
         missing = sorted(
             f"{page.name}: {path}"
             for page in PAGES
-            for path in re.findall(
-                r"\b((?:twisted_stream|examples|scripts|bench|tests|docs)/[\w./@-]*\w/?)", page.read_text()
-            )
+            for path in re.findall(r"\b((?:twisted_stream|examples|scripts|bench|tests|docs)/[\w./@-]*\w/?)", page.read_text())
             if not (PROJECT / path).exists()
         )
         self.assertEqual(missing, [])
@@ -127,10 +125,7 @@ class PagesTests(SynchronousTestCase):
         command's --help, now.
         """
         made = subprocess.run(
-            [sys.executable, str(PROJECT / "scripts" / "options-reference")],
-            capture_output=True,
-            text=True,
-            check=True,
+            [sys.executable, str(PROJECT / "scripts" / "options-reference")], capture_output=True, text=True, check=True
         ).stdout
         self.assertEqual((PROJECT / "docs" / "options.md").read_text(), made)
 
@@ -162,8 +157,7 @@ class PagesTests(SynchronousTestCase):
                     unknown += [
                         f"{page.name}: twistd {word}"
                         for word in argv[1 : plugins[0]]
-                        if word.startswith("--")
-                        and word.split("=", 1)[0] + "=" not in helps["twistd"]
+                        if word.startswith("--") and word.split("=", 1)[0] + "=" not in helps["twistd"]
                         and word.split("=", 1)[0] not in helps["twistd"]
                     ]
                 for word in options:
@@ -198,20 +192,15 @@ class GatewayCommandTests(TestCase):
         upstream = Upstream(self, chat)
         self.assertEqual(argv[:3], ["twistd", "-n", "chunkproxy"])
         argv = [
-            twistdCommand(),
-            "-n",
-            "--pidfile=",
+            twistdCommand(), "-n", "--pidfile=",
             *(
-                "tcp:0:interface=127.0.0.1"
-                if word.startswith("tcp:8080")
+                "tcp:0:interface=127.0.0.1" if word.startswith("tcp:8080")
                 else word.replace("https://api.openai.com/v1/", upstream.url + "v1/")
                 for word in argv[2:]
             ),
         ]
         server: Server = yield startServer(
-            self,
-            argv,
-            env={**exports, "OPENAI_AUTHORIZATION": "Bearer sk-server", "GATEWAY_TOKEN": "gw-token"},
+            self, argv, env={**exports, "OPENAI_AUTHORIZATION": "Bearer sk-server", "GATEWAY_TOKEN": "gw-token"}
         )
         url = server.url + "v1/chat/completions"
         exchange: Exchange = yield fetch(url, b"POST", [(b"Authorization", b"Bearer gw-token")], body=b"{}")
@@ -320,3 +309,4 @@ class DemoTests(TestCase):
         self.assertEqual(code, 1, demo.text + stderr)
         self.assertIn("chunkgen: cannot listen on tcp:", stderr)
         self.assertIn("(another port: CHUNKGEN_PORT=9081 CHUNKPROXY_PORT=9080 scripts/demo)", stderr)
+

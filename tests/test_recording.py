@@ -38,12 +38,8 @@ class MatchTests(SynchronousTestCase):
         The body is compared as JSON, without the volatile fields and the
         mock's own; the method and the path (not its query) count.
         """
-        a = matchKey(
-            b"POST", b"/v1/chat", b'{"model":"m","messages":[1],"stream_options":{"include_usage":true}}'
-        )
-        b = matchKey(
-            b"POST", b"/v1/chat?key=x", b'{"messages": [1], "model": "m", "mock_ttft": 0, "user": "u"}'
-        )
+        a = matchKey(b"POST", b"/v1/chat", b'{"model":"m","messages":[1],"stream_options":{"include_usage":true}}')
+        b = matchKey(b"POST", b"/v1/chat?key=x", b'{"messages": [1], "model": "m", "mock_ttft": 0, "user": "u"}')
         self.assertEqual(a, b)
         self.assertNotEqual(a, matchKey(b"POST", b"/v1/chat", b'{"model":"m","messages":[2]}'))
         self.assertNotEqual(a, matchKey(b"GET", b"/v1/chat", b'{"model":"m","messages":[1]}'))
@@ -91,9 +87,7 @@ class FormatTests(SynchronousTestCase):
         fallback.putChild(b"v1", _Static(b"live"))
         replay = ReplayResource(Library.load(self.folder), fallback, self.clock)
         for speed, offsets in ((None, (0.5, 0.75)), (b"2", (0.25, 0.375))):
-            request = StreamingRequest(
-                [b"v1", b"x"], method=b"POST", uri=b"/v1/x", body=b'{"a": 1, "mock_x": 2}'
-            )
+            request = StreamingRequest([b"v1", b"x"], method=b"POST", uri=b"/v1/x", body=b'{"a": 1, "mock_x": 2}')
             if speed is not None:
                 request.requestHeaders.setRawHeaders(b"x-mock-speed", [speed])
             render(replay, request)
@@ -126,12 +120,7 @@ class FormatTests(SynchronousTestCase):
             lines = [json.loads(line) for line in f]
         self.assertEqual(
             lines[1:],
-            [
-                {"t": 1, "data": "12345"},
-                {"t": 2, "data": "6789"},
-                {"t": 3, "data": "a"},
-                {"truncated": 10, "t": 3},
-            ],
+            [{"t": 1, "data": "12345"}, {"t": 2, "data": "6789"}, {"t": 3, "data": "a"}, {"truncated": 10, "t": 3}],
         )
         replayed = Library.load(self.folder).match(b"GET", b"/x", b"")
         assert replayed is not None
@@ -161,14 +150,7 @@ class RecordingBoundTests(TestCase):
         folder = os.path.abspath(self.mktemp())
         generator: Server = yield startTwistd(self, "chunkgen")
         proxy: Server = yield startTwistd(
-            self,
-            "chunkproxy",
-            "--upstream",
-            generator.url + "generate",
-            "--record",
-            folder,
-            "--record-max-bytes",
-            "1000",
+            self, "chunkproxy", "--upstream", generator.url + "generate", "--record", folder, "--record-max-bytes", "1000"
         )
         answer = yield fetch(proxy.url + "stream?count=50&size=100&interval=0")
         self.assertEqual((answer.status, len(answer.body)), (200, 5000))
@@ -178,37 +160,16 @@ class RecordingBoundTests(TestCase):
         self.assertEqual(recorded, answer.body[:1000].decode())
 
 
-_HEAD = {
-    "method": "POST",
-    "path": "/v1/x",
-    "body": "",
-    "status": 200,
-    "headers": [["Content-Type", "text/plain"]],
-}
+_HEAD = {"method": "POST", "path": "/v1/x", "body": "", "status": 200, "headers": [["Content-Type", "text/plain"]]}
 
 _HOSTILE: list[tuple[str, list[dict[str, Any]], str, str]] = [
     ("status", [{**_HEAD, "status": 99999}], "line 1", "status 99999 is not a number from 100 to 599"),
     ("status-text", [{**_HEAD, "status": "200"}], "line 1", "status '200' is not a number from 100 to 599"),
     ("crlf-name", [{**_HEAD, "headers": [["X-A\r\nX-B", "1"]]}], "line 1", "header 'X-A\\r\\nX-B'"),
     ("crlf-value", [{**_HEAD, "headers": [["X-A", "1\r\nX-B: 2"]]}], "line 1", "header 'X-A'"),
-    (
-        "far",
-        [_HEAD, {"t": 1e12, "data": "x"}],
-        "line 2",
-        "t 1000000000000.0 is not a number of seconds from 0",
-    ),
-    (
-        "negative",
-        [_HEAD, {"t": 1, "data": "x"}, {"t": -5, "data": "y"}],
-        "line 3",
-        "t -5 is not a number of seconds from 1",
-    ),
-    (
-        "backwards",
-        [_HEAD, {"t": 3, "data": "x"}, {"end": "complete", "t": 2}],
-        "line 3",
-        "t 2 is not a number of seconds from 3 to",
-    ),
+    ("far", [_HEAD, {"t": 1e12, "data": "x"}], "line 2", "t 1000000000000.0 is not a number of seconds from 0"),
+    ("negative", [_HEAD, {"t": 1, "data": "x"}, {"t": -5, "data": "y"}], "line 3", "t -5 is not a number of seconds from 1"),
+    ("backwards", [_HEAD, {"t": 3, "data": "x"}, {"end": "complete", "t": 2}], "line 3", "t 2 is not a number of seconds from 3 to"),
     ("nan", [_HEAD, {"t": "soon", "data": "x"}], "line 2", "t 'soon' is not a number"),
 ]
 """Recordings no replay may serve: a name, the lines, and where and why it
@@ -292,14 +253,8 @@ class RecordReplayTests(TestCase):
         """
         folder = os.path.abspath(self.mktemp())
         generator: Server = yield startTwistd(self, "chunkgen", "--ttft", "0.2", "--tokens-per-second", "20")
-        proxy: Server = yield startTwistd(
-            self, "chunkproxy", "--route", f"/v1/={generator.url}v1/", "--record", folder
-        )
-        ask = {
-            "model": "mock-echo",
-            "stream": True,
-            "messages": [{"role": "user", "content": "one two three four five"}],
-        }
+        proxy: Server = yield startTwistd(self, "chunkproxy", "--route", f"/v1/={generator.url}v1/", "--record", folder)
+        ask = {"model": "mock-echo", "stream": True, "messages": [{"role": "user", "content": "one two three four five"}]}
         live = yield fetch(proxy.url + "v1/chat/completions", b"POST", [(b"Content-Type", b"application/json")],
                            body=json.dumps({**ask, "stream_options": {"include_usage": True}}).encode())  # fmt: skip
         self.assertEqual(live.status, 200)
@@ -314,9 +269,7 @@ class RecordReplayTests(TestCase):
             again = yield fetch(replayer.url + "v1/chat/completions", b"POST", [(b"Content-Type", b"application/json")],
                                 body=json.dumps({**ask, "mock_ttft": 5}).encode())  # fmt: skip
             self.assertEqual(again.body, live.body)
-        arrivals = [
-            (when - again.sentAt, line) for when, line in again.lineArrivals() if line.startswith(b"data:")
-        ]
+        arrivals = [(when - again.sentAt, line) for when, line in again.lineArrivals() if line.startswith(b"data:")]
         # A piece may hold more than one event: each piece's are timed by
         # the first's arrival.
         for piece in recorded:

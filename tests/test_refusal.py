@@ -39,9 +39,7 @@ class RefusalTests(SynchronousTestCase):
         body = Refusal(405, "no", ((b"Allow", b"GET"),)).render(request)  # type: ignore[arg-type]
         self.assertEqual((request.responseCode, body), (405, b"no\n"))
         self.assertEqual(request.responseHeaders.getRawHeaders(b"allow"), [b"GET"])
-        self.assertEqual(
-            request.responseHeaders.getRawHeaders(b"content-type"), [b"text/plain; charset=utf-8"]
-        )
+        self.assertEqual(request.responseHeaders.getRawHeaders(b"content-type"), [b"text/plain; charset=utf-8"])
 
 
 class LimitsTests(SynchronousTestCase):
@@ -53,9 +51,7 @@ class LimitsTests(SynchronousTestCase):
         limits = RequestLimits(maxLineBytes=10, maxHeaderBytes=20, maxHeaders=3)
         self.assertEqual(limits.lineTooLong(True), Refusal(414, "the request line is over 10 bytes"))
         self.assertEqual(limits.lineTooLong(False), Refusal(431, "a request header line is over 10 bytes"))
-        self.assertEqual(
-            limits.headTooLarge(), Refusal(431, "the request's headers are over 20 bytes in all")
-        )
+        self.assertEqual(limits.headTooLarge(), Refusal(431, "the request's headers are over 20 bytes in all"))
         self.assertEqual(limits.tooManyHeaders(), Refusal(431, "the request has more than 3 headers"))
 
     def test_defaults(self) -> None:
@@ -83,12 +79,10 @@ class HeaderLineTests(SynchronousTestCase):
         """
         for value in [b"a\x01b", b"a\x7fb", b"a\x1bb", b"a\rb", b"a\x00b"]:
             self.assertEqual(
-                headerLineRefusal(b"X-Evil", value),
-                Refusal(400, "request header X-Evil holds a control character"),
+                headerLineRefusal(b"X-Evil", value), Refusal(400, "request header X-Evil holds a control character")
             )
         self.assertEqual(
-            headerLineRefusal(b"Host ", b"x"),
-            Refusal(400, "request header Host  has a name that is not a token"),
+            headerLineRefusal(b"Host ", b"x"), Refusal(400, "request header Host  has a name that is not a token")
         )
 
     def test_transferEncoding(self) -> None:
@@ -97,15 +91,13 @@ class HeaderLineTests(SynchronousTestCase):
         """
         for value in [b"gzip", b"identity", b"chunked, chunked", b"gzip, chunked", b"chunked;x=1", b""]:
             self.assertEqual(
-                headerLineRefusal(b"Transfer-Encoding", value),
-                Refusal(501, "Transfer-Encoding must be exactly chunked"),
+                headerLineRefusal(b"Transfer-Encoding", value), Refusal(501, "Transfer-Encoding must be exactly chunked")
             )
 
     def test_contentLength(self) -> None:
         for value in [b"-1", b"1,1", b"0x10", b"1 2", b""]:
             self.assertEqual(
-                headerLineRefusal(b"content-length", value),
-                Refusal(400, "Content-Length must be a decimal number"),
+                headerLineRefusal(b"content-length", value), Refusal(400, "Content-Length must be a decimal number")
             )
 
 
@@ -131,6 +123,5 @@ class HeadTests(SynchronousTestCase):
         """
         headers = Headers({b"Host": [b"a"], b"Authorization": [b"Bearer a", b"Bearer b"]})
         self.assertEqual(
-            headRefusal(b"HTTP/1.1", headers),
-            Refusal(400, "the request has more than one Authorization header"),
+            headRefusal(b"HTTP/1.1", headers), Refusal(400, "the request has more than one Authorization header")
         )

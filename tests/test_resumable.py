@@ -48,14 +48,7 @@ class ResumeTests(TestCase):
     def gateway(self, *options: str, tokensPerSecond: str = "20", env: Any = None) -> Any:
         self.generator: Server = yield startTwistd(self, "chunkgen", "--tokens-per-second", tokensPerSecond)
         proxy: Server = yield startTwistd(
-            self,
-            "chunkproxy",
-            "--route",
-            f"/v1/={self.generator.url}v1/",
-            "--resumable",
-            "3",
-            *options,
-            env=env,
+            self, "chunkproxy", "--route", f"/v1/={self.generator.url}v1/", "--resumable", "3", *options, env=env
         )
         return proxy
 
@@ -113,9 +106,7 @@ class ResumeTests(TestCase):
         """
         slow = SlowPieces()
         upstream = Upstream(self, slow)
-        proxy: Server = yield startTwistd(
-            self, "chunkproxy", "--route", f"/s/={upstream.url}", "--resumable", "1"
-        )
+        proxy: Server = yield startTwistd(self, "chunkproxy", "--route", f"/s/={upstream.url}", "--resumable", "1")
         cut: Exchange = yield fetch(proxy.url + "s/x", onPiece=lambda c: c.tcp.abortConnection())
         left = reactor.seconds()
         [id] = cut.header(b"x-stream-id")
@@ -178,9 +169,7 @@ class ResumeTests(TestCase):
         self.assertEqual(one.body, second.body)
         self.assertTrue(one.complete and second.complete)
         arrivals = [at for at, _ in second.pieces]
-        self.assertGreater(
-            arrivals[-1] - arrivals[0], 1.0, "the second reader should get the pieces as they come"
-        )
+        self.assertGreater(arrivals[-1] - arrivals[0], 1.0, "the second reader should get the pieces as they come")
 
     @inlineCallbacks
     def test_onlyTheCredentialThatStartedIt(self) -> Any:
@@ -195,9 +184,7 @@ class ResumeTests(TestCase):
         url = proxy.url + f"_streams/{id.decode()}"
         for headers in ([], [(b"Authorization", b"Bearer someone-else")]):
             refused: Exchange = yield fetch(url, headers=headers)
-            self.assertEqual(
-                (refused.status, refused.body), (401, b"this stream was started with another credential\n")
-            )
+            self.assertEqual((refused.status, refused.body), (401, b"this stream was started with another credential\n"))
         allowed: Exchange = yield fetch(url, headers=[auth])
         self.assertEqual(allowed.body, started.body)
 
@@ -266,9 +253,7 @@ class ResumeTests(TestCase):
         self.assertTrue(whole.complete and again.complete)
         self.assertEqual(had + again.body, whole.body)
         self.assertEqual(whole.body.count(b"\nid: " + id + b"."), 12)
-        viaStreams: Exchange = yield fetch(
-            proxy.url + f"_streams/{id.decode()}", headers=[(b"Last-Event-ID", b"4")]
-        )
+        viaStreams: Exchange = yield fetch(proxy.url + f"_streams/{id.decode()}", headers=[(b"Last-Event-ID", b"4")])
         self.assertEqual(viaStreams.body, again.body)
         # An id this gateway does not keep: a new stream, not a resume.
         fresh: Exchange = yield fetch(url, headers=[(b"Last-Event-ID", b"unknown.4")])
@@ -282,9 +267,7 @@ class ResumeTests(TestCase):
         every event) as through any: every delta, the usage, no error.
         """
         proxy = yield self.gateway(tokensPerSecond="200")
-        client = LineProcess.spawn(
-            sys.executable, str(PEERS / "openai_chat.py"), proxy.url + "v1", "mock-passage", "hi"
-        )
+        client = LineProcess.spawn(sys.executable, str(PEERS / "openai_chat.py"), proxy.url + "v1", "mock-passage", "hi")
         code = yield client.exitCode
         self.assertEqual(code, 0, client.stderr.decode())
         lines = [line for _, line in client.lines]
@@ -437,10 +420,8 @@ class StoreTests(SynchronousTestCase):
         stream = self.open(5, None, 200, [])
         for piece in (b"abc", b"de", b"fghi"):
             stream.append(piece)
-        self.assertEqual(
-            [stream.bytesFrom(n) for n in (0, 2, 3, 4, 9)],
-            [b"abcdefghi", b"cdefghi", b"defghi", b"efghi", b""],
-        )
+        self.assertEqual([stream.bytesFrom(n) for n in (0, 2, 3, 4, 9)], [b"abcdefghi", b"cdefghi", b"defghi", b"efghi", b""])
+
 
 
 def _cuttingRelay(port: int, after: int) -> portforward.ProxyFactory:

@@ -107,16 +107,8 @@ class CrowdTests(TestCase):
         """
         server = yield startServer(
             self,
-            [
-                shutil.which("prlimit") or "prlimit",
-                "--nofile=256:2048",
-                twistdCommand(),
-                "-n",
-                "--pidfile=",
-                "chunkproxy",
-                "--listen",
-                "tcp:0:interface=127.0.0.1",
-            ],
+            [shutil.which("prlimit") or "prlimit", "--nofile=256:2048", twistdCommand(), "-n", "--pidfile=", "chunkproxy",
+             "--listen", "tcp:0:interface=127.0.0.1"],
         )
         with open(f"/proc/{server.pid}/limits") as f:
             limits = [line for line in f if line.startswith("Max open files")]

@@ -21,9 +21,7 @@ from twisted_stream.proxy import StreamProxyResource
 from twisted_stream.upstream._agent import UpstreamAgent
 
 _FULL = Refusal(503, "the gateway carries 2 streams already; try again shortly", ((b"Retry-After", b"1"),))
-_CLIENT_FULL = Refusal(
-    503, "this client has 1 streams open already; try again shortly", ((b"Retry-After", b"1"),)
-)
+_CLIENT_FULL = Refusal(503, "this client has 1 streams open already; try again shortly", ((b"Retry-After", b"1"),))
 
 
 class CountTests(SynchronousTestCase):

@@ -76,29 +76,10 @@ class StreamEventTests(TestCase):
         self.assertEqual(len(events), 1)
         event = events[0]
         self.assertEqual(
-            {
-                k: event[k]
-                for k in (
-                    "method",
-                    "path",
-                    "route",
-                    "client",
-                    "status",
-                    "upstream_status",
-                    "bytes_sent",
-                    "outcome",
-                )
-            },
-            {
-                "method": "GET",
-                "path": "/up/x",
-                "route": "/up/",
-                "client": "127.0.0.1",
-                "status": 200,
-                "upstream_status": 200,
-                "bytes_sent": 5,
-                "outcome": "complete",
-            },
+            {k: event[k] for k in ("method", "path", "route", "client", "status", "upstream_status", "bytes_sent",
+                                   "outcome")},
+            {"method": "GET", "path": "/up/x", "route": "/up/", "client": "127.0.0.1", "status": 200,
+             "upstream_status": 200, "bytes_sent": 5, "outcome": "complete"},
         )
         self.assertIn(event["chunks_sent"], (1, 2))
         self.assertGreaterEqual(event["duration_ms"], event["ttfb_ms"])
@@ -133,9 +114,7 @@ class StreamEventTests(TestCase):
     def test_upstreamTimeout(self) -> Any:
         url = self.gateway(lambda connection, head: None, connectTimeout=0.3)
         events = yield self.streamEvents(lambda: fetch(url + "up/x"))
-        self.assertEqual(
-            [(e["status"], e["outcome"], e["ttfb_ms"]) for e in events], [(504, "upstream_timeout", None)]
-        )
+        self.assertEqual([(e["status"], e["outcome"], e["ttfb_ms"]) for e in events], [(504, "upstream_timeout", None)])
 
     @inlineCallbacks
     def test_truncated(self) -> Any:
@@ -145,19 +124,13 @@ class StreamEventTests(TestCase):
 
         url = self.gateway(script)
         events = yield self.streamEvents(lambda: fetch(url + "up/x"))
-        self.assertEqual(
-            [(e["status"], e["outcome"], e["bytes_sent"]) for e in events], [(200, "truncated", 4)]
-        )
+        self.assertEqual([(e["status"], e["outcome"], e["bytes_sent"]) for e in events], [(200, "truncated", 4)])
 
     @inlineCallbacks
     def test_idleTimeout(self) -> Any:
-        url = self.gateway(
-            lambda connection, head: connection.tcp.write(_CHUNKED + b"4\r\npart\r\n"), idleTimeout=0.3
-        )
+        url = self.gateway(lambda connection, head: connection.tcp.write(_CHUNKED + b"4\r\npart\r\n"), idleTimeout=0.3)
         events = yield self.streamEvents(lambda: fetch(url + "up/x"))
-        self.assertEqual(
-            [(e["status"], e["outcome"], e["bytes_sent"]) for e in events], [(200, "idle_timeout", 4)]
-        )
+        self.assertEqual([(e["status"], e["outcome"], e["bytes_sent"]) for e in events], [(200, "idle_timeout", 4)])
 
     @inlineCallbacks
     def test_clientGone(self) -> Any:
@@ -165,11 +138,8 @@ class StreamEventTests(TestCase):
         A client that leaves: before the answer (499, as nginx logs it) and
         mid-body (with what was sent).
         """
-        url = self.gateway(
-            lambda connection, head: (
-                connection.tcp.write(_CHUNKED + b"4\r\npart\r\n") if b"/mid" in head else None
-            )
-        )
+        url = self.gateway(lambda connection, head: connection.tcp.write(_CHUNKED + b"4\r\npart\r\n")
+                           if b"/mid" in head else None)
         port = int(url.rsplit(":", 1)[1].strip("/"))
 
         @inlineCallbacks
@@ -227,9 +197,7 @@ class StreamEventTests(TestCase):
                 answers.append((yield client.closed))
         self.assertEqual(upstream, [])
         # (A byte over 0x7f is no control byte of HTTP's: no such route.)
-        self.assertEqual(
-            [answer[:12] for answer in answers], [b"HTTP/1.1 400", b"HTTP/1.1 400", b"HTTP/1.1 404"]
-        )
+        self.assertEqual([answer[:12] for answer in answers], [b"HTTP/1.1 400", b"HTTP/1.1 400", b"HTTP/1.1 404"])
         self.assertTrue(answers[0].endswith(b"\r\n\r\nthe request target must not contain a fragment (#)\n"))
         # (Over HTTP/1.1, the channel's parser refuses the request line
         # first; HTTP/2's :path gets the reason, see test_h2.)
@@ -240,9 +208,7 @@ class StreamEventTests(TestCase):
         self.assertIn(" - - 400 rejected", lines[1] or "")
         self.assertIn(" GET /nowhere/\\x9b2J 404 rejected", lines[2] or "")
         for line in lines:
-            self.assertFalse(
-                any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in (line or "").rstrip("\n")), line
-            )
+            self.assertFalse(any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in (line or "").rstrip("\n")), line)
 
 
 class MockFaultOutcomeTests(TestCase):
@@ -258,14 +224,7 @@ class MockFaultOutcomeTests(TestCase):
     def test_faultOutcomes(self) -> Any:
         generator: Server = yield startTwistd(self, "chunkgen", "--ttft", "0.05", "--tokens-per-second", "50")
         proxy: Server = yield startTwistd(
-            self,
-            "chunkproxy",
-            "--route",
-            f"/v1/={generator.url}v1/",
-            "--idle-timeout",
-            "0.5",
-            "--log-format",
-            "json",
+            self, "chunkproxy", "--route", f"/v1/={generator.url}v1/", "--idle-timeout", "0.5", "--log-format", "json"
         )
         body = json.dumps({"model": "mock-echo", "stream": True,
                            "messages": [{"role": "user", "content": "one two three four five six"}]}).encode()  # fmt: skip
@@ -280,12 +239,7 @@ class MockFaultOutcomeTests(TestCase):
         streams = [e for e in events if e["namespace"] == "chunkproxy.stream"]
         self.assertEqual(
             [(e["status"], e["outcome"], e.get("llm_deltas")) for e in streams],
-            [
-                (200, "truncated", 3),
-                (200, "complete", 2),
-                (200, "idle_timeout", 1),
-                (429, "upstream_error_status", None),
-            ],
+            [(200, "truncated", 3), (200, "complete", 2), (200, "idle_timeout", 1), (429, "upstream_error_status", None)],
         )
         # The client: a truncated stream is never a clean end.
         self.assertEqual(seen["disconnect:3"][:2], (200, False))

@@ -197,22 +197,14 @@ class ChunkwatchTests(TestCase):
         """
         generator: Server = yield startTwistd(self, "chunkgen", "--ttft", "0.1", "--tokens-per-second", "20")
         body = json.dumps(
-            {
-                "model": "mock-echo",
-                "stream": True,
-                "messages": [{"role": "user", "content": "one two three four"}],
-            }
+            {"model": "mock-echo", "stream": True, "messages": [{"role": "user", "content": "one two three four"}]}
         )
-        watched = chunkwatch(
-            "--data", body, "-H", "X-Mock-Tokens-Per-Second: 10", generator.url + "v1/chat/completions"
-        )
+        watched = chunkwatch("--data", body, "-H", "X-Mock-Tokens-Per-Second: 10", generator.url + "v1/chat/completions")
         code = yield watched.exitCode
         self.assertEqual(code, 0, watched.stderr)
         self.assertIn("chunkwatch: POST", watched.text)
         rows = [(when, line) for when, line in watched.lines if b" delta " in line]
-        self.assertEqual(
-            [line.split(b" delta ")[1] for _, line in rows], [b'"one"', b'" two"', b'" three"', b'" four"']
-        )
+        self.assertEqual([line.split(b" delta ")[1] for _, line in rows], [b'"one"', b'" two"', b'" three"', b'" four"'])
         self.assertGreater(rows[-1][0] - rows[0][0], 0.25, "the header's pace: 10 tokens a second")
         self.assertIn("ended cleanly", watched.text)
 

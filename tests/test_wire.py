@@ -491,9 +491,7 @@ class StrictTests(SynchronousTestCase):
         self.assertTrue(reason.startswith("malformed response: "), reason)
 
     def test_switchingProtocolsUnasked(self) -> None:
-        reason = self.refused(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"
-        )
+        reason = self.refused(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n")
         self.assertEqual(reason, "the upstream switched protocols unasked")
 
     def test_chunkSizeTooLong(self) -> None:

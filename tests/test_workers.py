@@ -154,9 +154,7 @@ class WorkerPoolTests(SynchronousTestCase):
         its descriptor 3, and a command of its own.
         """
         self.assertEqual([port.reading for port in self.ports], [False, False])
-        self.assertEqual(
-            [args for _, args, _, _ in self.reactor.spawned], [["twistd", "w1"], ["twistd", "w2"]]
-        )
+        self.assertEqual([args for _, args, _, _ in self.reactor.spawned], [["twistd", "w1"], ["twistd", "w2"]])
         self.assertEqual([fds[3] for _, _, fds, _ in self.reactor.spawned], [7, 8])
 
     def test_replacedAtOnce(self) -> None:
@@ -239,9 +237,7 @@ class ReloadTests(SynchronousTestCase):
         """
         @return: What the pool logged last.
         """
-        return formatEvent(
-            [e for e in self.events if e.get("log_namespace") == "twisted_stream.ops._workers"][-1]
-        )
+        return formatEvent([e for e in self.events if e.get("log_namespace") == "twisted_stream.ops._workers"][-1])
 
     def process(self, index: int) -> tuple[Any, _FakeTransport]:
         """
@@ -257,9 +253,7 @@ class ReloadTests(SynchronousTestCase):
         is sent SIGTERM only when its successor says it serves, and is not
         replaced when it has drained.
         """
-        self.assertEqual(
-            [args for _, args, _, _ in self.reactor.spawned[2:]], [["twistd", "w1"], ["twistd", "w2"]]
-        )
+        self.assertEqual([args for _, args, _, _ in self.reactor.spawned[2:]], [["twistd", "w1"], ["twistd", "w2"]])
         self.assertEqual([fds[3] for _, _, fds, _ in self.reactor.spawned[2:]], [7, 8])
         self.assertEqual([fds[READY_DESCRIPTOR] for _, _, fds, _ in self.reactor.spawned], ["r"] * 4)
         self.assertEqual([self.process(i)[1].signals for i in range(4)], [[], [], [], []])
@@ -319,9 +313,7 @@ class ReloadTests(SynchronousTestCase):
         """
         self.process(2)[0].childDataReceived(READY_DESCRIPTOR, b"ready\n")
         stopped = self.pool.stopService()
-        self.assertEqual(
-            [self.process(i)[1].signals for i in range(4)], [["TERM"], ["TERM"], ["TERM"], ["TERM"]]
-        )
+        self.assertEqual([self.process(i)[1].signals for i in range(4)], [["TERM"], ["TERM"], ["TERM"], ["TERM"]])
         for index in range(3):
             self.process(index)[0].processEnded(_died(code=0))
         self.assertNoResult(stopped)
@@ -453,9 +445,7 @@ class GroupTests(TestCase):
             if len({event["pid"] for event in _streamEvents(proxy)}) == 2:
                 break
         self.assertEqual({event["pid"] for event in _streamEvents(proxy)}, workers)
-        self.assertEqual(
-            {(event["worker"], event["pid"]) for event in _streamEvents(proxy)}, {(1, pids[0]), (2, pids[1])}
-        )
+        self.assertEqual({(event["worker"], event["pid"]) for event in _streamEvents(proxy)}, {(1, pids[0]), (2, pids[1])})
         yield self.scrapedOnceCounted(proxy.url + "metrics", total)
         for _ in range(4):
             scraped = yield fetch(proxy.url + "metrics")
@@ -463,12 +453,7 @@ class GroupTests(TestCase):
             requests = [s for s in families["chunkproxy_requests"].samples if s.name.endswith("_total")]
             self.assertEqual(
                 [(s.labels, s.value) for s in requests],
-                [
-                    (
-                        {"api": "other", "route": "/stream", "status": "200", "outcome": "complete"},
-                        float(total),
-                    )
-                ],
+                [({"api": "other", "route": "/stream", "status": "200", "outcome": "complete"}, float(total))],
             )
             inFlight = families["chunkproxy_streams_in_flight"].samples
             self.assertEqual([(s.labels, s.value) for s in inFlight], [({"route": "/stream"}, 0.0)])
@@ -482,9 +467,7 @@ class GroupTests(TestCase):
         """
         proxy = yield self.startGroup("--log-format", "text")
         for number in (1, 2):
-            self.assertRegex(
-                proxy.output, rf"\[[\w.]+#info,worker {number}\] chunkproxy worker {number} listening on"
-            )
+            self.assertRegex(proxy.output, rf"\[[\w.]+#info,worker {number}\] chunkproxy worker {number} listening on")
         self.assertRegex(proxy.output, r"\[[\w.]+#info\] 2 workers started")
         self.assertEqual(proxy.output.count("[-] workers' socket starting on"), 2)
         self.assertNotIn("NotAccepting", proxy.output)
@@ -535,11 +518,7 @@ class GroupTests(TestCase):
         yield deferLater(reactor, 1.2, lambda: None)
         first = _workerPids(readText(log))[0]
         os.kill(first, signal.SIGKILL)
-        yield until(
-            lambda: f"(pid {first}) was killed by SIGKILL" in readText(log),
-            seconds=5,
-            what=lambda: readText(log),
-        )
+        yield until(lambda: f"(pid {first}) was killed by SIGKILL" in readText(log), seconds=5, what=lambda: readText(log))
         os.kill(process.pid, signal.SIGUSR1)
         yield until(lambda: readText(workerLogs[0]).count("listening on") >= 2, what=lambda: readText(log))
         self.assertNotIn("SIGUSR1", readText(log))
@@ -585,8 +564,7 @@ class GroupTests(TestCase):
         # loop) is the pool's clock tests' to check; its start-up here takes
         # what the machine takes.
         yield until(
-            lambda: proxy.output.count("chunkproxy worker 1 listening on") >= 2,
-            what=lambda: proxy.output[-3000:],
+            lambda: proxy.output.count("chunkproxy worker 1 listening on") >= 2, what=lambda: proxy.output[-3000:]
         )
         self.assertTrue(_alive(second))
 
@@ -636,23 +614,14 @@ class GroupTests(TestCase):
             meanwhile += yield self.streams(proxy, 2, "stream?count=2&interval=0.01")
             yield deferLater(reactor, 0.05, lambda: None)
         self.assertGreater(len(meanwhile), 0)
-        self.assertEqual(
-            [(e.status, e.body.count(b"Chunk ")) for e in meanwhile], [(200, 2)] * len(meanwhile)
-        )
-        replaced = {
-            int(old): int(new)
-            for new, old in re.findall(r"replaced: pid (\d+) serves, pid (\d+) drains", proxy.output)
-        }
+        self.assertEqual([(e.status, e.body.count(b"Chunk ")) for e in meanwhile], [(200, 2)] * len(meanwhile))
+        replaced = {int(old): int(new) for new, old in re.findall(r"replaced: pid (\d+) serves, pid (\d+) drains", proxy.output)}
         self.assertEqual(set(replaced), set(old))
         yield self.assertWhole(clients)
-        yield until(
-            lambda: not any(_alive(pid) for pid in old), seconds=10, what=lambda: proxy.output[-3000:]
-        )
+        yield until(lambda: not any(_alive(pid) for pid in old), seconds=10, what=lambda: proxy.output[-3000:])
         served = len(_streamEvents(proxy))
         yield self.streams(proxy, 20)
-        self.assertLessEqual(
-            {event["pid"] for event in _streamEvents(proxy)[served:]}, set(replaced.values())
-        )
+        self.assertLessEqual({event["pid"] for event in _streamEvents(proxy)[served:]}, set(replaced.values()))
         self.assertTrue(_alive(proxy.pid))
         self.assertNotIn("starting another", proxy.output)
 
@@ -663,24 +632,14 @@ class GroupTests(TestCase):
         it would several: a reload on one core.
         """
         generator: Server = yield startTwistd(self, "chunkgen")
-        proxy: Server = yield startTwistd(
-            self, "chunkproxy", "--upstream", generator.url + "generate", "--workers", "1"
-        )
-        yield until(
-            lambda: "chunkproxy worker 1 listening on" in proxy.output, what=lambda: proxy.output[-3000:]
-        )
+        proxy: Server = yield startTwistd(self, "chunkproxy", "--upstream", generator.url + "generate", "--workers", "1")
+        yield until(lambda: "chunkproxy worker 1 listening on" in proxy.output, what=lambda: proxy.output[-3000:])
         first = int(re.findall(r"1 worker started \(pid (\d+)\)", proxy.output)[0])
         os.kill(proxy.pid, signal.SIGHUP)
-        yield until(
-            lambda: "reload: every worker replaced" in proxy.output, what=lambda: proxy.output[-3000:]
-        )
+        yield until(lambda: "reload: every worker replaced" in proxy.output, what=lambda: proxy.output[-3000:])
         self.assertIn(f"pid {first} drains", proxy.output)
         exchanges = yield self.streams(proxy, 4)
-        self.assertEqual(
-            [e.body.count(b"Chunk ") for e in exchanges],
-            [5] * 4,
-            [(e.status, e.body[:200]) for e in exchanges] + [proxy.output[-4000:]],
-        )
+        self.assertEqual([e.body.count(b"Chunk ") for e in exchanges], [5] * 4, [(e.status, e.body[:200]) for e in exchanges] + [proxy.output[-4000:]])
 
     @inlineCallbacks
     def test_orphanedWorkersStop(self) -> Any:
@@ -692,9 +651,7 @@ class GroupTests(TestCase):
         proxy = yield self.startGroup()
         workers = _workerPids(proxy.output)
         with open(f"/proc/{workers[0]}/environ", "rb") as environ:
-            folder = dict(v.split(b"=", 1) for v in environ.read().split(b"\0") if v)[
-                b"PROMETHEUS_MULTIPROC_DIR"
-            ]
+            folder = dict(v.split(b"=", 1) for v in environ.read().split(b"\0") if v)[b"PROMETHEUS_MULTIPROC_DIR"]
         self.assertTrue(os.path.isdir(folder))
         os.kill(proxy.pid, signal.SIGKILL)
         deadline = reactor.seconds() + 3

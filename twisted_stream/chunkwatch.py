@@ -122,8 +122,7 @@ def _spread(label: str, values: Sequence[float]) -> str:
     if not values:
         return f"{label}: none"
     parts = "  ".join(
-        f"{name} {percentile(values, q) * 1000:.1f}"
-        for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
+        f"{name} {percentile(values, q) * 1000:.1f}" for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
     )
     return f"{label}: {parts}  max {max(values) * 1000:.1f}"
 
@@ -196,9 +195,7 @@ class Watcher(Protocol):
         clean = bool(reason.check(ResponseDone, PotentialDataLoss))
         elapsed = (self.last if self.last is not None else self.clock.seconds()) - self.started
         firstByte = (
-            f"first byte after {(self.first - self.started) * 1000:.1f} ms"
-            if self.first is not None
-            else "no body"
+            f"first byte after {(self.first - self.started) * 1000:.1f} ms" if self.first is not None else "no body"
         )
         self.write(f"-- {self.count} chunks, {self.size} bytes in {elapsed:.3f} s; {firstByte}")
         self.write("   " + _spread("gap ms  ", self.gaps))
@@ -320,9 +317,7 @@ def watch(reactor: Any, options: WatchOptions, out: TextIO) -> Generator[Deferre
         out.write(f"{'#':>5} {'arrived':>10} {'gap':>10} {'delay':>9} {'size':>8}  content\n")
     out.flush()
     watcher = Watcher(started, reactor, out, options["quiet"], response.code)
-    resumeAt = (
-        (response.headers.getRawHeaders(b"x-stream-resume") or [None])[0] if options["resume"] else None
-    )
+    resumeAt = (response.headers.getRawHeaders(b"x-stream-resume") or [None])[0] if options["resume"] else None
     for attempt in range(_RESUMES + 1):
         piece = _Connection(watcher)
         response.deliverBody(piece)
@@ -331,23 +326,17 @@ def watch(reactor: Any, options: WatchOptions, out: TextIO) -> Generator[Deferre
         if reason.check(ResponseDone, PotentialDataLoss) or resumeAt is None or attempt == _RESUMES:
             break
         lost = reactor.seconds()
-        watcher.write(
-            f"-- connection lost after {watcher.size} bytes ({whyBrokenOff(reason)}); resuming there"
-        )
+        watcher.write(f"-- connection lost after {watcher.size} bytes ({whyBrokenOff(reason)}); resuming there")
         target = onOrigin(url, resumeAt + b"?from=%d" % (watcher.size,))
         try:
-            response = yield client.request(
-                "GET", target, headers=headers, unbuffered=True, timeout=options["timeout"]
-            )
+            response = yield client.request("GET", target, headers=headers, unbuffered=True, timeout=options["timeout"])
         except Exception as e:
             watcher.write(f"-- could not resume: {e}")
             break
         if response.code != 200:
             watcher.write(f"-- could not resume: HTTP {response.code}")
             break
-        watcher.write(
-            f"-- resumed after {(reactor.seconds() - lost) * 1000:.1f} ms, from byte {watcher.size}"
-        )
+        watcher.write(f"-- resumed after {(reactor.seconds() - lost) * 1000:.1f} ms, from byte {watcher.size}")
     watcher.connectionLost(reason)
     code: int = yield watcher.done
     if code == EXIT_CLEAN and watcher.status >= 400:

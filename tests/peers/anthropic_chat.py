@@ -19,9 +19,7 @@ baseURL, model, prompt = sys.argv[1:4]
 # own key travels as x-api-key, which the gateway does not check).
 client = Anthropic(base_url=baseURL, auth_token=os.environ["GATEWAY_TOKEN"], api_key=None, max_retries=0)
 started = time.monotonic()
-with client.messages.stream(
-    model=model, max_tokens=1024, messages=[{"role": "user", "content": prompt}]
-) as stream:
+with client.messages.stream(model=model, max_tokens=1024, messages=[{"role": "user", "content": prompt}]) as stream:
     for text in stream.text_stream:
         print(f"{time.monotonic() - started:.4f} {json.dumps(text)}", flush=True)
     final = stream.get_final_message()

@@ -24,11 +24,8 @@ tools: Any = [
         "description": "The weather in a city.",
         "input_schema": {
             "type": "object",
-            "properties": {
-                "city": {"type": "string"},
-                "unit": {"enum": ["celsius", "fahrenheit"]},
-                "days": {"type": "integer", "minimum": 2},
-            },
+            "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]},
+                           "days": {"type": "integer", "minimum": 2}},
             "required": ["city", "unit", "days"],
         },
     },
@@ -42,18 +39,11 @@ print(f"block {block.type} {block.name} {json.dumps(block.input, sort_keys=True)
 print(f"stop {final.stop_reason}", flush=True)
 messages += [
     {"role": "assistant", "content": [block.model_dump()]},
-    {
-        "role": "user",
-        "content": [{"type": "tool_result", "tool_use_id": block.id, "content": "18 degrees and sunny"}],
-    },
+    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block.id, "content": "18 degrees and sunny"}]},
 ]
 answer: Any = client.messages.create(model=model, max_tokens=1024, messages=messages, tools=tools)
 print(f"answer {answer.content[0].text}", flush=True)
 forced: Any = client.messages.create(
-    model="mock-echo",
-    max_tokens=1024,
-    messages=messages[:1],
-    tools=tools,
-    tool_choice={"type": "tool", "name": "other"},
+    model="mock-echo", max_tokens=1024, messages=messages[:1], tools=tools, tool_choice={"type": "tool", "name": "other"}
 )
 print(f"forced {forced.content[0].name} {json.dumps(forced.content[0].input)}", flush=True)

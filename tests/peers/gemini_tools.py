@@ -25,10 +25,7 @@ declarations = [
         name="get_weather",
         parameters=types.Schema(
             type=types.Type.OBJECT,
-            properties={
-                "city": types.Schema(type=types.Type.STRING),
-                "days": types.Schema(type=types.Type.INTEGER),
-            },
+            properties={"city": types.Schema(type=types.Type.STRING), "days": types.Schema(type=types.Type.INTEGER)},
             required=["city", "days"],
         ),
     ),
@@ -37,9 +34,7 @@ declarations = [
 config = types.GenerateContentConfig(tools=[types.Tool(function_declarations=declarations)])
 call: Any = None
 for chunk in client.models.generate_content_stream(model=model, contents="Weather in Paris?", config=config):
-    for part in (
-        chunk.candidates[0].content.parts if chunk.candidates and chunk.candidates[0].content else None
-    ) or ():
+    for part in (chunk.candidates[0].content.parts if chunk.candidates and chunk.candidates[0].content else None) or ():
         if part.function_call is not None:
             call = part.function_call
 assert call is not None
@@ -47,9 +42,7 @@ print(f"call {call.name} {json.dumps(call.args, sort_keys=True)}", flush=True)
 contents: Any = [
     types.Content(role="user", parts=[types.Part(text="Weather in Paris?")]),
     types.Content(role="model", parts=[types.Part(function_call=call)]),
-    types.Content(
-        role="user", parts=[types.Part.from_function_response(name=call.name, response={"result": "sunny"})]
-    ),
+    types.Content(role="user", parts=[types.Part.from_function_response(name=call.name, response={"result": "sunny"})]),
 ]
 answer = client.models.generate_content(model=model, contents=contents, config=config)
 print(f"answer {answer.text}", flush=True)

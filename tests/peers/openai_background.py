@@ -37,16 +37,11 @@ for later in resumed:
     if later.type == "response.output_text.delta":
         after.append(later.delta)
 final = client.responses.retrieve(responseId)
-print(
-    json.dumps(
-        {
-            "id": responseId,
-            "before": "".join(before),
-            "after": "".join(after),
-            "numbers": numbers,
-            "status": final.status,
-            "text": final.output_text,
-        }
-    ),
-    flush=True,
-)
+print(json.dumps({
+    "id": responseId,
+    "before": "".join(before),
+    "after": "".join(after),
+    "numbers": numbers,
+    "status": final.status,
+    "text": final.output_text,
+}), flush=True)

@@ -18,15 +18,5 @@ client = OpenAI(base_url=baseURL, api_key=os.environ.get("OPENAI_API_KEY", "sk-u
 for label, extra in (("default", {}), ("float256", {"encoding_format": "float", "dimensions": 256})):
     result = client.embeddings.create(model=model, input=texts, **extra)  # type: ignore[arg-type]
     for item in result.data:
-        print(
-            json.dumps(
-                {
-                    "as": label,
-                    "index": item.index,
-                    "length": len(item.embedding),
-                    "vector": item.embedding,
-                    "tokens": result.usage.prompt_tokens,
-                }
-            ),
-            flush=True,
-        )
+        print(json.dumps({"as": label, "index": item.index, "length": len(item.embedding),
+                          "vector": item.embedding, "tokens": result.usage.prompt_tokens}), flush=True)

@@ -28,10 +28,7 @@ for fault in faults:
                 deltas += 1
         print(f"{fault} none", flush=True)
     except APIStatusError as e:
-        print(
-            f"{fault} {type(e).__name__} {e.status_code} retry-after={e.response.headers.get('retry-after')}",
-            flush=True,
-        )
+        print(f"{fault} {type(e).__name__} {e.status_code} retry-after={e.response.headers.get('retry-after')}", flush=True)
     except Exception as e:  # what the SDK raises is what is printed
         why = str(e).splitlines()[0] if str(e) else ""
         print(f"{fault} {type(e).__name__} after {deltas} deltas" + (f": {why}" if why else ""), flush=True)

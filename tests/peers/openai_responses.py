@@ -21,9 +21,7 @@ from openai import OpenAI
 
 baseURL, model, prompt = sys.argv[1:4]
 client = OpenAI(base_url=baseURL, api_key=os.environ.get("OPENAI_API_KEY", "sk-unused"), max_retries=0)
-whole = client.responses.create(
-    model=model, input=[{"role": "user", "content": [{"type": "input_text", "text": prompt}]}]
-)
+whole = client.responses.create(model=model, input=[{"role": "user", "content": [{"type": "input_text", "text": prompt}]}])
 print(f"whole {json.dumps(whole.output_text)} {whole.status}", flush=True)
 # Once untimed, for the same reason.
 with client.responses.stream(model=model, input=prompt) as stream:

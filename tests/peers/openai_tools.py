@@ -35,11 +35,7 @@ tools: Any = [
                     "city": {"type": "string"},
                     "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
                     "days": {"type": "integer", "minimum": 1},
-                    "where": {
-                        "type": "object",
-                        "properties": {"lat": {"type": "number"}},
-                        "required": ["lat"],
-                    },
+                    "where": {"type": "object", "properties": {"lat": {"type": "number"}}, "required": ["lat"]},
                     "tags": {"type": "array", "items": {"type": "string"}},
                     "verbose": {"type": "boolean"},
                 },
@@ -68,21 +64,14 @@ print(f"pieces {pieces}", flush=True)
 print(f"call {name} {json.dumps(json.loads(arguments), sort_keys=True)}", flush=True)
 print(f"finish {finish}", flush=True)
 messages += [
-    {
-        "role": "assistant",
-        "content": None,
-        "tool_calls": [
-            {"id": callId, "type": "function", "function": {"name": name, "arguments": arguments}}
-        ],
-    },
+    {"role": "assistant", "content": None,
+     "tool_calls": [{"id": callId, "type": "function", "function": {"name": name, "arguments": arguments}}]},
     {"role": "tool", "tool_call_id": callId, "content": "18 degrees and sunny"},
 ]
 answer = client.chat.completions.create(model=model, messages=messages, tools=tools)
 print(f"answer {answer.choices[0].message.content}", flush=True)
 forced: Any = client.chat.completions.create(
-    model="mock-echo",
-    messages=messages[:1],
-    tools=tools,
+    model="mock-echo", messages=messages[:1], tools=tools,
     tool_choice={"type": "function", "function": {"name": "other"}},
 )
 call = forced.choices[0].message.tool_calls[0]
@@ -90,9 +79,7 @@ print(f"forced {call.function.name} {call.function.arguments}", flush=True)
 # The Responses API: function tools are flat, results are input items.
 rtools: Any = [{"type": "function", **tool["function"]} for tool in tools]
 rarguments, completed = "", None
-rstream: Any = client.responses.create(
-    model=model, input="What is the weather in Paris?", tools=rtools, stream=True
-)
+rstream: Any = client.responses.create(model=model, input="What is the weather in Paris?", tools=rtools, stream=True)
 for event in rstream:
     if event.type == "response.function_call_arguments.delta":
         rarguments += event.delta
@@ -100,10 +87,7 @@ for event in rstream:
         completed = event.response
 assert completed is not None
 item: Any = completed.output[0]
-print(
-    f"rcall {item.type} {item.name} {json.dumps(json.loads(rarguments), sort_keys=True)} {rarguments == item.arguments}",
-    flush=True,
-)
+print(f"rcall {item.type} {item.name} {json.dumps(json.loads(rarguments), sort_keys=True)} {rarguments == item.arguments}", flush=True)
 rinput: Any = [
     {"role": "user", "content": "What is the weather in Paris?"},
     {"type": "function_call", "call_id": item.call_id, "name": item.name, "arguments": item.arguments},

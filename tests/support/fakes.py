@@ -48,9 +48,7 @@ class StreamingRequest(DummyRequest):
     notes a closed connection.
     """
 
-    def __init__(
-        self, postpath: list[bytes], method: bytes = b"GET", uri: bytes = b"/", body: bytes = b""
-    ) -> None:
+    def __init__(self, postpath: list[bytes], method: bytes = b"GET", uri: bytes = b"/", body: bytes = b"") -> None:
         super().__init__(postpath)
         self.content = BytesIO(body)
         self.method = method

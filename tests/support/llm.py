@@ -115,7 +115,7 @@ class ChatUpstream(Resource):
 
         def tick() -> None:
             sent[0] += 1
-            request.write(b'data: {"token": %d}\n\n' % (sent[0],))
+            request.write(b"data: {\"token\": %d}\n\n" % (sent[0],))
             if sent[0] == 5:
                 loop.stop()
                 request.write(b"data: [DONE]\n\n")
@@ -137,18 +137,13 @@ class ThroughProxy(TestCase):
 
     @inlineCallbacks
     def setUp(self) -> Any:  # type: ignore[override]
-        generator: Server = yield startTwistd(
-            self, "chunkgen", "--ttft", "0.2", "--tokens-per-second", str(RATE)
-        )
+        generator: Server = yield startTwistd(self, "chunkgen", "--ttft", "0.2", "--tokens-per-second", str(RATE))
         self.proxy: Server = yield startTwistd(
             self,
             "chunkproxy",
-            "--route",
-            f"/v1/={generator.url}v1/",
-            "--route",
-            f"/v1beta/={generator.url}v1beta/",
-            "--require-token",
-            "env:TOKEN",
+            "--route", f"/v1/={generator.url}v1/",
+            "--route", f"/v1beta/={generator.url}v1beta/",
+            "--require-token", "env:TOKEN",
             env={"TOKEN": TOKEN},
         )
 
@@ -203,12 +198,7 @@ class ThroughProxy(TestCase):
         for PROMPT.
         """
         return LineProcess.spawn(
-            sys.executable,
-            str(PEERS / script),
-            url,
-            "mock-echo",
-            PROMPT,
-            env={**env, "PATH": "/usr/bin:/bin"},
+            sys.executable, str(PEERS / script), url, "mock-echo", PROMPT, env={**env, "PATH": "/usr/bin:/bin"}
         )
 
     def sdk(self, key: str) -> LineProcess:

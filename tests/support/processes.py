@@ -227,9 +227,7 @@ class LineProcess(ProcessProtocol):
         @return: The started process.
         """
         protocol = cls()
-        transport = reactor.spawnProcess(
-            protocol, argv[0], list(argv), env=os.environ if env is None else env
-        )
+        transport = reactor.spawnProcess(protocol, argv[0], list(argv), env=os.environ if env is None else env)
         protocol.pid = transport.pid
         return protocol
 
@@ -275,9 +273,7 @@ def readText(path: str) -> str:
         return ""
 
 
-def until(
-    condition: Callable[[], bool], seconds: float = 15.0, what: Callable[[], str] = str
-) -> Deferred[None]:
+def until(condition: Callable[[], bool], seconds: float = 15.0, what: Callable[[], str] = str) -> Deferred[None]:
     """
     Wait for something a process does.
 
@@ -343,7 +339,9 @@ def browser(profile: str, *arguments: str) -> Any:
     @raise SkipTest: Where Chromium or chromedriver is not installed.
     """
     if CHROMIUM is None or CHROMEDRIVER is None:
-        raise SkipTest("Chromium is not installed: apt-get install chromium chromium-driver (.ci/run does)")
+        raise SkipTest(
+            "Chromium is not installed: apt-get install chromium chromium-driver (.ci/run does)"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -41,9 +41,7 @@ def makeCertificates(directory: str, name: str = "test") -> tuple[str, str, str]
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        )
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         .sign(caKey, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())

@@ -29,7 +29,6 @@ class Sent(Protocol):
         @return: The body bytes sent so far.
         """
 
-
 HEARTBEAT = b": keep-alive\n\n"
 """An SSE comment and the blank line that ends it: every client ignores it."""
 

@@ -203,15 +203,8 @@ class UsageReader(_Counts):
         elif "candidates" in event:
             self._named(event.get("modelVersion"))
             for candidate in event.get("candidates") or ():
-                parts = (
-                    ((candidate.get("content") or {}).get("parts") or ())
-                    if isinstance(candidate, dict)
-                    else ()
-                )
-                if any(
-                    isinstance(part, dict) and (part.get("text") or part.get("functionCall"))
-                    for part in parts
-                ):
+                parts = ((candidate.get("content") or {}).get("parts") or ()) if isinstance(candidate, dict) else ()
+                if any(isinstance(part, dict) and (part.get("text") or part.get("functionCall")) for part in parts):
                     self.deltas += 1
             self._usage(event.get("usageMetadata"))
         elif event.get("object") == "chat.completion.chunk":

@@ -51,12 +51,9 @@ __all__ = [
 DEFAULT_RECORD_MAX_BYTES = 64 * 1024 * 1024
 """The most body bytes recorded of one response by default."""
 
-VOLATILE = frozenset(
-    {"stream_options", "user", "metadata", "store", "service_tier", "seed", "n", "safety_identifier"}
-)
+VOLATILE = frozenset({"stream_options", "user", "metadata", "store", "service_tier", "seed", "n", "safety_identifier"})
 """Top-level request fields left out when a request is matched with a
 recording: they change between runs without changing the answer."""
-
 
 def matchKey(method: bytes, path: bytes, body: bytes) -> tuple[str, str, str]:
     """
@@ -151,13 +148,7 @@ class Recorder:
         self._count = 0
 
     def start(
-        self,
-        method: bytes,
-        path: bytes,
-        body: bytes,
-        status: int,
-        headers: Sequence[tuple[bytes, bytes]],
-        started: float,
+        self, method: bytes, path: bytes, body: bytes, status: int, headers: Sequence[tuple[bytes, bytes]], started: float
     ) -> RecordingWriter:
         """
         Begin a recording: its file, and its head.
@@ -168,9 +159,7 @@ class Recorder:
         # Without the query string, which may hold a key.
         path = path.split(b"?", 1)[0]
         where = re.sub(r"[^A-Za-z0-9]+", "-", path.decode("latin-1")).strip("-") or "root"
-        name = (
-            f"{int(started * 1000)}-{os.getpid()}-{self._count}-{method.decode('latin-1')}-{where[:60]}.jsonl"
-        )
+        name = f"{int(started * 1000)}-{os.getpid()}-{self._count}-{method.decode('latin-1')}-{where[:60]}.jsonl"
         # Written as the stream goes, buffered (no flush per piece), closed
         # at its end: like a log file, never waited on by the client.
         out = open(os.path.join(self._folder, name), "w", encoding="utf-8")

@@ -86,7 +86,6 @@ DEFAULT_MAX_BODY = 1024 * 1024
 
 _NO_BODY_UNLESS_SENT = {b"GET", b"HEAD", b"DELETE", b"OPTIONS"}
 
-
 def _failureReason(failure: Failure, timeout: float) -> tuple[int, str]:
     """
     Say why an upstream request failed before its response headers came.
@@ -323,9 +322,7 @@ class _Exchange:
         # The header lines as they came where the agent keeps them (ours
         # does): one pass from them to the client's headers.
         fields = getattr(response, "fields", None)
-        forwarded = forwardedResponseHeaders(
-            fields if fields is not None else fieldsOf(response.headers), request
-        )
+        forwarded = forwardedResponseHeaders(fields if fields is not None else fieldsOf(response.headers), request)
         if b"cache-control" not in forwarded:
             forwarded[b"cache-control"] = [b"no-cache"]
         # nginx buffers proxied responses unless told otherwise per response.
@@ -340,9 +337,7 @@ class _Exchange:
             store, window = resume
             # With a token, only its bearer may resume; without, the id is
             # the capability.
-            owner = (
-                credentialOf(request.getHeader(b"authorization")) if self._proxy.rules.requireToken else None
-            )
+            owner = credentialOf(request.getHeader(b"authorization")) if self._proxy.rules.requireToken else None
             stream = self._stream = store.open(
                 window,
                 owner,
@@ -390,9 +385,7 @@ class _Exchange:
 
         heartbeat = proxy.heartbeat if events else None
         if proxy.idleTimeout or heartbeat:
-            self._watch = BodyWatch(
-                proxy.clock, self, write, proxy.idleTimeout, heartbeat, self._upstreamIdle
-            )
+            self._watch = BodyWatch(proxy.clock, self, write, proxy.idleTimeout, heartbeat, self._upstreamIdle)
             if heartbeat:
                 write = self._watch.trackEvents
         if events or (mediaType == b"application/json" and uncompressed):
@@ -709,17 +702,11 @@ class StreamProxyResource(PlainResource):
         self.clock: IReactorTime = reactor
         self.agent: IAgent = agent if agent is not None else UpstreamAgent(reactor, tlsPolicy)
         if isinstance(upstream, (str, bytes)):
-            members: Sequence[Member] = [
-                Member(upstream.encode("ascii") if isinstance(upstream, str) else upstream)
-            ]
+            members: Sequence[Member] = [Member(upstream.encode("ascii") if isinstance(upstream, str) else upstream)]
         else:
             members = upstream
         self.pool = Pool(
-            members,
-            policy,
-            reactor,
-            states=replacing.members if replacing is not None else (),
-            route=name,
+            members, policy, reactor, states=replacing.members if replacing is not None else (), route=name,
             watch=watch,
         )
         self.connectTimeout = connectTimeout
@@ -792,11 +779,7 @@ class StreamProxyResource(PlainResource):
         body = content.read() if content is not None else b""
         if len(body) > self.maxBody:
             return self.rules.tooLarge.render(request)
-        if (
-            not body
-            and method in _NO_BODY_UNLESS_SENT
-            and not request.requestHeaders.hasHeader(b"content-length")
-        ):
+        if not body and method in _NO_BODY_UNLESS_SENT and not request.requestHeaders.hasHeader(b"content-length"):
             sent: Optional[bytes] = None
         else:
             sent = body

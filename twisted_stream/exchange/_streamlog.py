@@ -34,15 +34,7 @@ from twisted.logger import Logger
 
 from twisted_stream.exchange._llmusage import apiOf
 
-__all__ = [
-    "OUTCOMES",
-    "RESUME_PREFIX",
-    "StreamCounter",
-    "StreamRecord",
-    "clientOf",
-    "logAnswered",
-    "printable",
-]
+__all__ = ["OUTCOMES", "RESUME_PREFIX", "StreamCounter", "StreamRecord", "clientOf", "logAnswered", "printable"]
 
 
 class StreamCounter(Protocol):
@@ -64,22 +56,13 @@ class StreamCounter(Protocol):
         """
 
     def ended(
-        self,
-        route: str,
-        api: str,
-        status: int,
-        outcome: str,
-        sent: int,
-        ttfb: Optional[float],
-        duration: Optional[float],
-        streamed: bool,
-        upstream: Optional[str] = None,
+        self, route: str, api: str, status: int, outcome: str, sent: int, ttfb: Optional[float],
+        duration: Optional[float], streamed: bool, upstream: Optional[str] = None,
     ) -> None:
         """
         A request has been answered (by C{upstream} of its route's pool,
         where one answered).
         """
-
 
 OUTCOMES = (
     "complete",
@@ -128,7 +111,6 @@ def _withoutIds(path: bytes) -> bytes:
 _log = Logger(namespace="chunkproxy.stream")
 # (A module's logger: as a class attribute, a Logger would take the class's
 # name as its namespace.)
-
 
 @dataclass(slots=True)
 class StreamRecord:
@@ -183,13 +165,9 @@ class StreamRecord:
         # str.format over a dozen fields at every stream's end; braces a
         # path may hold are doubled, as the logger formats it once more.
         text = (
-            (
-                f"{self.client} {method} {path} {status} {outcome}: {sent} bytes in {self.chunks} chunks"
-                f" in {duration} ms" + (f", the first after {ttfb} ms" if ttfb is not None else "")
-            )
-            .replace("{", "{{")
-            .replace("}", "}}")
-        )
+            f"{self.client} {method} {path} {status} {outcome}: {sent} bytes in {self.chunks} chunks"
+            f" in {duration} ms" + (f", the first after {ttfb} ms" if ttfb is not None else "")
+        ).replace("{", "{{").replace("}", "}}")
         _log.info(
             text,
             method=method,
@@ -240,13 +218,7 @@ def clientOf(address: Any) -> str:
 
 
 def logAnswered(
-    address: Any,
-    method: bytes,
-    path: bytes,
-    status: int,
-    sent: int,
-    now: float,
-    metrics: Optional[StreamCounter] = None,
+    address: Any, method: bytes, path: bytes, status: int, sent: int, now: float, metrics: Optional[StreamCounter] = None
 ) -> None:
     """
     Log a request that was answered without a stream of its own (the page,

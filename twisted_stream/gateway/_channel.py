@@ -280,13 +280,7 @@ class GatewayChannel(HTTPChannelBase):
         target = self.requestTarget
         if logged:
             logAnswered(
-                self.transport.getPeer(),
-                command,
-                target,
-                refusal.code,
-                0,
-                self.site.reactor.seconds(),
-                self.site.metrics,
+                self.transport.getPeer(), command, target, refusal.code, 0, self.site.reactor.seconds(), self.site.metrics
             )
         self.transport.write(refusal.response())
         # A lingering close: shut our side (the answer goes first), drop

@@ -78,11 +78,7 @@ class DescriptorGuard:
     """
 
     def __init__(
-        self,
-        clock: IReactorTime,
-        limit: Optional[int] = None,
-        reserve: int = 32,
-        log: Optional[ExhaustionLog] = None,
+        self, clock: IReactorTime, limit: Optional[int] = None, reserve: int = 32, log: Optional[ExhaustionLog] = None
     ) -> None:
         """
         @param clock: What tells the time, for the log's pace.

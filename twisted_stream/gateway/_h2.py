@@ -65,13 +65,7 @@ from twisted_stream.gateway._request import GatewayRequest
 from twisted_stream.http._refusal import Refusal
 from twisted_stream.ops._gc import closedCyclicConnection
 
-__all__ = [
-    "CLOSE_WITHIN_SECONDS",
-    "MAX_CONCURRENT_STREAMS",
-    "GatewayH2Connection",
-    "negotiatingChannel",
-    "truncate",
-]
+__all__ = ["CLOSE_WITHIN_SECONDS", "MAX_CONCURRENT_STREAMS", "GatewayH2Connection", "negotiatingChannel", "truncate"]
 
 CLOSE_WITHIN_SECONDS = 5.0
 """How long a connection being closed for a protocol error or a bound may
@@ -115,6 +109,7 @@ class _RefusesExtraStreams(H2StateBase):
             self._admitting = False
         self.reset_stream(streamID, error_code=h2.errors.ErrorCodes.REFUSED_STREAM)
         return frames, [event for event in events if getattr(event, "stream_id", None) != streamID]
+
 
 
 class GatewayH2Connection(H2ConnectionBase):
@@ -248,17 +243,10 @@ class GatewayH2Connection(H2ConnectionBase):
         assert isinstance(request, GatewayRequest), "a GatewaySite makes GatewayRequests"
         request.admit(decided, site.streams, site.drain)
         if self.timeOut and not event.stream_ended:
-            self._deadlines[event.stream_id] = self.clock.callLater(
-                self.timeOut, self._tooSlow, event.stream_id
-            )
+            self._deadlines[event.stream_id] = self.clock.callLater(self.timeOut, self._tooSlow, event.stream_id)
 
     def _refuse(
-        self,
-        event: h2.events.RequestReceived,
-        method: bytes,
-        target: bytes,
-        refusal: Refusal,
-        logged: bool = True,
+        self, event: h2.events.RequestReceived, method: bytes, target: bytes, refusal: Refusal, logged: bool = True
     ) -> None:
         streamID = event.stream_id
         if logged:

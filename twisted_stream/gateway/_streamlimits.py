@@ -24,9 +24,7 @@ class StreamLimits:
     Counts the streams in flight, in all and per client, against limits.
     """
 
-    def __init__(
-        self, maxStreams: Optional[int] = None, maxPerClient: Optional[int] = None, byToken: bool = False
-    ) -> None:
+    def __init__(self, maxStreams: Optional[int] = None, maxPerClient: Optional[int] = None, byToken: bool = False) -> None:
         """
         @param maxStreams: The most streams at once (L{None}: no limit).
         @param maxPerClient: The most streams at once per client.

@@ -24,14 +24,7 @@ from twisted.web.server import Request
 from twisted_stream.http._text import oneLine, textError
 from twisted_stream.http.headers import headerProblem
 
-__all__ = [
-    "Refusal",
-    "RequestLimits",
-    "headRefusal",
-    "headerLineRefusal",
-    "headerLinesRefusal",
-    "tokenRefusal",
-]
+__all__ = ["Refusal", "RequestLimits", "headRefusal", "headerLineRefusal", "headerLinesRefusal", "tokenRefusal"]
 
 
 _PHRASES = {
@@ -203,9 +196,7 @@ def headRefusal(version: bytes, headers: Headers) -> Optional[Refusal]:
 
 
 _UNAUTHORIZED = Refusal(
-    401,
-    "a valid Authorization: Bearer token is required",
-    ((b"WWW-Authenticate", b'Bearer realm="chunkproxy"'),),
+    401, "a valid Authorization: Bearer token is required", ((b"WWW-Authenticate", b'Bearer realm="chunkproxy"'),)
 )
 
 

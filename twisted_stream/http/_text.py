@@ -33,7 +33,8 @@ def oneLine(text: str, limit: int = 200) -> str:
     @return: C{text} with every control character escaped, cut to C{limit}.
     """
     escaped = "".join(
-        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[:limit]
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+        for c in text[:limit]
     )
     return escaped if len(text) <= limit else escaped + "..."
 

@@ -82,9 +82,7 @@ def headerProblem(name: bytes, value: bytes) -> Optional[str]:
     return valueProblem(value)
 
 
-def endToEndFields(
-    fields: Iterable[tuple[bytes, bytes]], drop: Iterable[bytes] = ()
-) -> dict[bytes, list[bytes]]:
+def endToEndFields(fields: Iterable[tuple[bytes, bytes]], drop: Iterable[bytes] = ()) -> dict[bytes, list[bytes]]:
     """
     The end-to-end fields of a message: the one home of the rule.
 
@@ -160,15 +158,7 @@ def forwardedRequestHeaders(
     names = [name for name, _ in add]
     headers = endToEnd(
         request.requestHeaders,
-        drop=[
-            b"host",
-            b"content-length",
-            b"expect",
-            b"x-forwarded-proto",
-            b"x-forwarded-host",
-            *drop,
-            *names,
-        ],
+        drop=[b"host", b"content-length", b"expect", b"x-forwarded-proto", b"x-forwarded-host", *drop, *names],
     )
     client = request.getClientAddress()
     clientHost = getattr(client, "host", None)
@@ -184,9 +174,7 @@ def forwardedRequestHeaders(
     return headers
 
 
-def forwardedResponseHeaders(
-    fields: Iterable[tuple[bytes, bytes]], request: Request
-) -> dict[bytes, list[bytes]]:
+def forwardedResponseHeaders(fields: Iterable[tuple[bytes, bytes]], request: Request) -> dict[bytes, list[bytes]]:
     """
     The headers to send the client for an upstream's response.
 

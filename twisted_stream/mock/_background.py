@@ -142,9 +142,7 @@ class BackgroundAnswer:
             request.finish()
         else:
             self._readers.append(request)
-            request.notifyFinish().addBoth(
-                lambda _: self._readers.remove(request) if request in self._readers else None
-            )
+            request.notifyFinish().addBoth(lambda _: self._readers.remove(request) if request in self._readers else None)
         return NOT_DONE_YET
 
     def responseObject(self) -> bytes:

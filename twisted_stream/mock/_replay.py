@@ -21,11 +21,10 @@ from twisted_stream.http.headers import headerProblem
 
 __all__ = ["Library", "Recording", "ReplayResource"]
 
-_SKIPPED_HEADERS = frozenset(
-    {b"content-length", b"transfer-encoding", b"connection", b"date", b"server", b"via"}
-)
+_SKIPPED_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection", b"date", b"server", b"via"})
 """Response headers a replay does not send as recorded: its own
 connection's, or its server's."""
+
 
 
 @dataclass(frozen=True)
@@ -107,9 +106,7 @@ def _read(path: str) -> tuple[tuple[str, str, str], Recording]:
             if problem is not None:
                 raise ValueError(f"header {name[:40]!r} {problem}")
             headers.append(raw)
-        key = matchKey(
-            head["method"].encode("latin-1"), head["path"].encode("latin-1"), bytesOf(head, "body")
-        )
+        key = matchKey(head["method"].encode("latin-1"), head["path"].encode("latin-1"), bytesOf(head, "body"))
         pieces = []
         outcome = "truncated"
         before = 0.0

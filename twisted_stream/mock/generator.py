@@ -49,7 +49,6 @@ MAX_INTERVAL = 60.0
 MAX_SIZE = 1024 * 1024
 """The largest padded chunk one stream may ask for, in bytes."""
 
-
 def parseCount(text: str) -> int:
     """
     Parse a number of chunks.
@@ -95,7 +94,9 @@ def parseFormat(text: str) -> ChunkFormat:
     try:
         return FORMATS[text]
     except KeyError:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {shown(text)}") from None
+        raise ValueError(
+            f"format must be one of {', '.join(FORMATS)}, not {shown(text)}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,9 @@ def parseStreamSpec(args: Mapping[bytes, Sequence[bytes]], defaults: StreamSpec)
     for rawName, values in args.items():
         name = rawName.decode("utf-8", "replace")
         if name not in _QUERY_PARSERS:
-            raise ValueError(f"unknown parameter {shown(name)}; known: {', '.join(_QUERY_PARSERS)}")
+            raise ValueError(
+                f"unknown parameter {shown(name)}; known: {', '.join(_QUERY_PARSERS)}"
+            )
         if len(values) != 1:
             raise ValueError(f"{name} given {len(values)} times")
         changes[name] = _QUERY_PARSERS[name](values[0].decode("utf-8", "replace"))
@@ -184,7 +187,9 @@ class _ChunkStream:
 
     def _tick(self) -> None:
         self._sent += 1
-        self._request.write(self._spec.format.render(self._sent, self._clock.seconds(), self._spec.size))
+        self._request.write(
+            self._spec.format.render(self._sent, self._clock.seconds(), self._spec.size)
+        )
         if self._sent == self._spec.count:
             self._finish()
 
@@ -317,11 +322,7 @@ class GeneratorRoot(PlainResource):
     """
 
     def __init__(
-        self,
-        defaults: StreamSpec,
-        clock: IReactorTime,
-        pace: Optional[Pace] = None,
-        faults: Optional[FaultPlan] = None,
+        self, defaults: StreamSpec, clock: IReactorTime, pace: Optional[Pace] = None, faults: Optional[FaultPlan] = None
     ) -> None:
         """
         @param defaults: What a request that gives no parameters gets.

@@ -46,16 +46,7 @@ from twisted_stream.mock.apis.responses import OpenAIResponses
 from twisted_stream.mock.apis.tools import TOOLS_MODEL
 from twisted_stream.mock.apis.tools import pieces as toolPieces
 
-__all__ = [
-    "EMBEDDING_MODEL",
-    "MODELS",
-    "PASSAGE",
-    "ChatResource",
-    "MockLLMResource",
-    "Pace",
-    "answerFor",
-    "tokens",
-]
+__all__ = ["EMBEDDING_MODEL", "MODELS", "PASSAGE", "ChatResource", "MockLLMResource", "Pace", "answerFor", "tokens"]
 
 PASSAGE = (
     "A stream is a promise kept one token at a time. The proxy in the middle holds nothing back: "
@@ -157,9 +148,7 @@ def _postOnly(request: Request, api: ChatAPI) -> bytes:
     The answer to a method other than C{POST}: C{405}, in the API's shape.
     """
     request.setHeader(b"Allow", b"POST")
-    return _jsonError(
-        request, api, RequestError(f"use POST for {request.path.decode('latin-1')}", status=405)
-    )
+    return _jsonError(request, api, RequestError(f"use POST for {request.path.decode('latin-1')}", status=405))
 
 
 @implementer(IPushProducer)
@@ -245,9 +234,7 @@ class _TokenStream:
             self._request.loseConnection()
         elif fault.kind == "error_event":
             self._stop()
-            self._request.write(
-                self._api.errorEvent(self._answer, RequestError("mock fault error_event", status=500))
-            )
+            self._request.write(self._api.errorEvent(self._answer, RequestError("mock fault error_event", status=500)))
             self._request.unregisterProducer()
             self._request.finish()
         else:
@@ -480,9 +467,7 @@ class ResponsesResource(PlainResource):
             return self._create.render(request)
         job = self.answers.get(where[0].decode("ascii", "replace"))
         if job is None or len(where) > 2 or (len(where) == 2 and where[1] != b"cancel"):
-            problem = RequestError(
-                f"No response found with id '{where[0].decode('ascii', 'replace')}'.", status=404
-            )
+            problem = RequestError(f"No response found with id '{where[0].decode('ascii', 'replace')}'.", status=404)
             return _jsonError(request, self._api, problem)
         if len(where) == 2:
             if request.method != b"POST":
@@ -493,9 +478,7 @@ class ResponsesResource(PlainResource):
         elif _query(request, b"stream") == b"true":
             after = _query(request, b"starting_after") or b"-1"
             if not after.lstrip(b"-").isdigit():
-                return _jsonError(
-                    request, self._api, RequestError("starting_after must be a number", "starting_after")
-                )
+                return _jsonError(request, self._api, RequestError("starting_after must be a number", "starting_after"))
             return job.follow(request, int(after))
         request.setHeader(b"Content-Type", b"application/json")
         return job.responseObject()
@@ -548,12 +531,9 @@ class ModelsResource(PlainResource):
         if request.getHeader(b"anthropic-version") is not None:
             # Anthropic's clients send this header with every request.
             data = [
-                {"type": "model", "id": m, "display_name": m, "created_at": "2026-01-01T00:00:00Z"}
-                for m in _LISTED
+                {"type": "model", "id": m, "display_name": m, "created_at": "2026-01-01T00:00:00Z"} for m in _LISTED
             ]
-            return openai.encode(
-                {"data": data, "has_more": False, "first_id": _LISTED[0], "last_id": _LISTED[-1]}
-            )
+            return openai.encode({"data": data, "has_more": False, "first_id": _LISTED[0], "last_id": _LISTED[-1]})
         return openai.modelList(_LISTED, int(self._clock.seconds()))
 
 
@@ -631,6 +611,4 @@ class _UnknownURL(PlainResource):
     def render(self, request: Request) -> bytes:
         where = f"{request.method.decode('latin-1')} {request.path.decode('latin-1')}"
         api: ChatAPI = AnthropicMessages() if request.getHeader(b"anthropic-version") else openai.OpenAIChat()
-        return _jsonError(
-            request, api, RequestError(f"Unknown request URL: {where}", status=404, code="unknown_url")
-        )
+        return _jsonError(request, api, RequestError(f"Unknown request URL: {where}", status=404, code="unknown_url"))

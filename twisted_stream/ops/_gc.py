@@ -35,12 +35,7 @@ from typing import Optional
 
 from twisted.application.service import Service
 
-__all__ = [
-    "FULL_COLLECTION_AFTER",
-    "STREAMING_THRESHOLDS",
-    "GarbageCollectionService",
-    "closedCyclicConnection",
-]
+__all__ = ["FULL_COLLECTION_AFTER", "STREAMING_THRESHOLDS", "GarbageCollectionService", "closedCyclicConnection"]
 
 STREAMING_THRESHOLDS = (700, 10, 1000)
 """C{gc.set_threshold}'s arguments while the service runs."""

@@ -91,17 +91,12 @@ class Metrics:
             "chunkproxy_stream_duration_seconds", "From the request to the stream's end.", ["route"],
             buckets=BUCKETS, registry=r,
         )  # fmt: skip
-        self.bytesSent = Counter(
-            "chunkproxy_bytes_sent", "Bytes of body sent to clients.", ["route"], registry=r
-        )
+        self.bytesSent = Counter("chunkproxy_bytes_sent", "Bytes of body sent to clients.", ["route"], registry=r)
         self.upstreamErrors = Counter(
             "chunkproxy_upstream_errors", "Streams the upstream failed, by kind.", ["kind"], registry=r
         )
         self.llmDeltas = Counter(
-            "chunkproxy_llm_deltas",
-            "Content deltas of LLM answers forwarded.",
-            ["route", "api", "model"],
-            registry=r,
+            "chunkproxy_llm_deltas", "Content deltas of LLM answers forwarded.", ["route", "api", "model"], registry=r
         )
         self.upstreamOpen = Gauge(
             "chunkproxy_upstream_streams_open", "Attempts and streams in flight on each upstream of a route's pool.",
@@ -186,16 +181,8 @@ class Metrics:
         self._child(self.upstreamEvents, route, member, event).inc()
 
     def ended(
-        self,
-        route: str,
-        api: str,
-        status: int,
-        outcome: str,
-        sent: int,
-        ttfb: Optional[float],
-        duration: Optional[float],
-        streamed: bool,
-        upstream: Optional[str] = None,
+        self, route: str, api: str, status: int, outcome: str, sent: int, ttfb: Optional[float],
+        duration: Optional[float], streamed: bool, upstream: Optional[str] = None,
     ) -> None:
         """
         A request has been answered.

@@ -207,9 +207,7 @@ class _Binding:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._reactor, name)
 
-    def listenTCP(
-        self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = ""
-    ) -> IListeningPort:
+    def listenTCP(self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = "") -> IListeningPort:
         for _ in range(self._count):
             bound = _ReusePort(port, factory, backlog, interface, self._reactor)
             bound.startListening()
@@ -219,12 +217,7 @@ class _Binding:
         return first
 
     def listenSSL(
-        self,
-        port: int,
-        factory: IProtocolFactory,
-        contextFactory: Any,
-        backlog: int = 50,
-        interface: str = "",
+        self, port: int, factory: IProtocolFactory, contextFactory: Any, backlog: int = 50, interface: str = ""
     ) -> IListeningPort:
         return self.listenTCP(port, factory, backlog, interface)
 
@@ -260,18 +253,11 @@ class _InheritedSocket:
         os.close(self._descriptor)
         return port
 
-    def listenTCP(
-        self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = ""
-    ) -> IListeningPort:
+    def listenTCP(self, port: int, factory: IProtocolFactory, backlog: int = 50, interface: str = "") -> IListeningPort:
         return self._adopt(factory)
 
     def listenSSL(
-        self,
-        port: int,
-        factory: IProtocolFactory,
-        contextFactory: Any,
-        backlog: int = 50,
-        interface: str = "",
+        self, port: int, factory: IProtocolFactory, contextFactory: Any, backlog: int = 50, interface: str = ""
     ) -> IListeningPort:
         # As the reactor's own listenSSL does.
         return self._adopt(TLSMemoryBIOFactory(contextFactory, False, factory))
@@ -507,10 +493,7 @@ class WorkerPool(Service):
                 _log.error("reload refused: {problem}", problem=line)
             _log.warn("reload refused: the workers serve on as they were")
             return
-        _log.info(
-            "reload: starting {count} new workers; each old one drains once its successor serves",
-            count=self._count,
-        )
+        _log.info("reload: starting {count} new workers; each old one drains once its successor serves", count=self._count)
         self._replaced = 0
         for number in range(1, self._count + 1):
             worker = self._spawn(number)
@@ -562,11 +545,7 @@ class WorkerPool(Service):
             if self._replaced == self._count:
                 _log.info("reload: every worker replaced")
             else:
-                _log.warn(
-                    "reload: {replaced} of {count} workers replaced",
-                    replaced=self._replaced,
-                    count=self._count,
-                )
+                _log.warn("reload: {replaced} of {count} workers replaced", replaced=self._replaced, count=self._count)
 
     def _exited(self, worker: _Worker, reason: Failure) -> None:
         if worker.pid is not None:
@@ -595,17 +574,10 @@ class WorkerPool(Service):
         if self._stopping:
             return
         if number in self._incoming:
-            _log.warn(
-                "worker {number} (pid {pid}) {how}; its successor is starting",
-                number=number,
-                pid=worker.pid,
-                how=how,
-            )
+            _log.warn("worker {number} (pid {pid}) {how}; its successor is starting", number=number, pid=worker.pid, how=how)
             return
         lived = self._reactor.seconds() - worker.startedAt
-        _log.warn(
-            "worker {number} (pid {pid}) {how}; starting another", number=number, pid=worker.pid, how=how
-        )
+        _log.warn("worker {number} (pid {pid}) {how}; starting another", number=number, pid=worker.pid, how=how)
         self._reactor.callLater(0 if lived >= 1 else 1, self._replace, number)
 
     def stopService(self) -> Deferred[None]:
@@ -634,11 +606,7 @@ class WorkerPool(Service):
 
     def _kill(self) -> None:
         for worker in self._everyWorker():
-            _log.warn(
-                "worker {number} (pid {pid}) did not stop in time: killed",
-                number=worker.number,
-                pid=worker.pid,
-            )
+            _log.warn("worker {number} (pid {pid}) did not stop in time: killed", number=worker.number, pid=worker.pid)
             _signal(worker.transport, "KILL")
 
 

@@ -132,7 +132,6 @@ class ConfigFile:
     resumable: Optional[float] = None
     routes: list[RouteOptions] = field(default_factory=list)
 
-
 _POLICY_KEYS = {
     "tries": "tries",
     "eject-after": "ejectAfter",
@@ -259,9 +258,7 @@ def readConfig(path: str, parsers: dict[str, Callable[[str], Any]]) -> ConfigFil
         if key == "route":
             continue
         if key == "cors-origin":
-            config.corsOrigins = reader.read(
-                key, value, lambda v: [parseOrigin(text) for text in _strings(v)]
-            )
+            config.corsOrigins = reader.read(key, value, lambda v: [parseOrigin(text) for text in _strings(v)])
         elif key == "inject-header":
             config.injectHeaders = reader.read(key, value, _headers) or []
         elif key == "record":
@@ -329,23 +326,17 @@ def _route(reader: _Reader, where: str, table: dict[str, Any]) -> Optional[Route
     if "retry-on" in table:
         policy["retryStatuses"] = reader.read(f"{where}.retry-on", table["retry-on"], _statuses)
     if "max-ejected-percent" in table:
-        policy["maxEjectedFraction"] = reader.read(
-            f"{where}.max-ejected-percent", table["max-ejected-percent"], _percent
-        )
+        policy["maxEjectedFraction"] = reader.read(f"{where}.max-ejected-percent", table["max-ejected-percent"], _percent)
     health = None
     if "health-check" in table:
-        health = _healthCheck(
-            reader, f"{where}.health-check", reader.table(f"{where}.health-check", table["health-check"])
-        )
+        health = _healthCheck(reader, f"{where}.health-check", reader.table(f"{where}.health-check", table["health-check"]))
     route = RouteOptions(
         prefix or b"/",
         members,
         reader.read(f"{where}.inject-header", table.get("inject-header", []), _headers) or [],
         reader.read(f"{where}.record", table["record"], _text) if "record" in table else None,
         PoolPolicy(**{k: v for k, v in policy.items() if v is not None}) if policy else DEFAULT_POLICY,
-        reader.read(f"{where}.try-timeout", table["try-timeout"], _seconds)
-        if "try-timeout" in table
-        else None,
+        reader.read(f"{where}.try-timeout", table["try-timeout"], _seconds) if "try-timeout" in table else None,
         health,
         reader.read(f"{where}.resumable", table["resumable"], _seconds) if "resumable" in table else None,
     )
@@ -358,11 +349,7 @@ def _member(reader: _Reader, where: str, table: dict[str, Any]) -> MemberOptions
         reader.problem(where, "needs a url")
     url = reader.read(f"{where}.url", table.get("url", ""), _url) if "url" in table else None
     weight = reader.read(f"{where}.weight", table.get("weight", 1), _whole(1))
-    cap = (
-        reader.read(f"{where}.max-streams", table["max-streams"], _whole(1))
-        if "max-streams" in table
-        else None
-    )
+    cap = reader.read(f"{where}.max-streams", table["max-streams"], _whole(1)) if "max-streams" in table else None
     name = reader.read(f"{where}.name", table.get("name", ""), _text)
     return MemberOptions(
         url or b"",
@@ -378,8 +365,7 @@ def _healthCheck(reader: _Reader, where: str, table: dict[str, Any]) -> HealthCh
     default = HealthCheck()
     return HealthCheck(
         reader.read(f"{where}.path", table.get("path", "/health"), _healthPath) or default.path,
-        reader.read(f"{where}.interval", table.get("interval", default.interval), _seconds)
-        or default.interval,
+        reader.read(f"{where}.interval", table.get("interval", default.interval), _seconds) or default.interval,
         reader.read(f"{where}.expect", table.get("expect", default.expect), _status) or default.expect,
         reader.read(f"{where}.timeout", table.get("timeout", default.timeout), _seconds) or default.timeout,
     )
@@ -389,3 +375,4 @@ def _status(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 599:
         raise ValueError(f"must be a status from 100 to 599, not {value!r}")
     return value
+

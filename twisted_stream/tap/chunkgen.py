@@ -51,13 +51,7 @@ class Options(PluginOptions):
         ["listen", "l", "tcp:8081", "Endpoint description to listen on."],
         ["count", "c", 100, "Chunks per stream, 0 to 1000000.", parseCount],
         ["interval", "i", 0.1, "Seconds between chunks, 0 to 60.", parseInterval],
-        [
-            "ttft",
-            None,
-            0.3,
-            "Mock LLM: seconds to the first token, 0 to 60.",
-            lambda t: decimalNumber(t, "ttft", 0, 60, " of seconds"),
-        ],
+        ["ttft", None, 0.3, "Mock LLM: seconds to the first token, 0 to 60.", lambda t: decimalNumber(t, "ttft", 0, 60, " of seconds")],
         [
             "tokens-per-second",
             None,

@@ -409,9 +409,7 @@ class Options(PluginOptions):
             header = parseHeader(text)
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
-        (self._lastMember.injectHeaders if self._lastMember is not None else self.injectHeaders).append(
-            header
-        )
+        (self._lastMember.injectHeaders if self._lastMember is not None else self.injectHeaders).append(header)
 
     def opt_resumable(self, text: str) -> None:
         """
@@ -455,9 +453,7 @@ class Options(PluginOptions):
             checkEndpoint(self["metrics-listen"], "--metrics-listen")
         if self["require-token"] is not None:
             try:
-                self["require-token"] = resolveSecret(self["require-token"], "--require-token").encode(
-                    "utf-8"
-                )
+                self["require-token"] = resolveSecret(self["require-token"], "--require-token").encode("utf-8")
             except ValueError as e:
                 raise usage.UsageError(str(e)) from None
         if b"*" in self.corsOrigins and self["require-token"] is not None:
@@ -503,9 +499,7 @@ class Options(PluginOptions):
         if not routes:
             # No routes given: /v1/ goes to the generator's mock LLM, beside
             # the generator's stream, so the page's chat mode works too.
-            origin = URL.from_text(self["upstream"].decode("ascii")).replace(
-                path=("v1", ""), query=(), fragment=""
-            )
+            origin = URL.from_text(self["upstream"].decode("ascii")).replace(path=("v1", ""), query=(), fragment="")
             routes.append(RouteOptions(b"/v1/", [MemberOptions(origin.to_text().encode("ascii"))]))
         if not any(route.prefix == b"/stream" for route in routes):
             routes.insert(0, RouteOptions(b"/stream", [MemberOptions(self["upstream"])]))
@@ -573,12 +567,7 @@ def _metricsService(reactor: Any, options: Options, registry: CollectorRegistry)
     metricsSite = Site(MetricsResource(registry))
     metricsSite.displayTracebacks = False
     return listeningService(
-        reactor,
-        options["metrics-listen"],
-        metricsSite,
-        "chunkproxy metrics",
-        [("metrics", "")],
-        options["backlog"],
+        reactor, options["metrics-listen"], metricsSite, "chunkproxy metrics", [("metrics", "")], options["backlog"]
     )
 
 
@@ -681,9 +670,7 @@ class _RoutesService(Service):
                 _log.error("reload refused: {problem}", problem=line)
             _log.warn("reload of {path} refused: the routes stay as they were", path=path)
             return
-        routes, checkers = _routes(
-            self._reactor, fresh, self._agent, self._site.metrics, self._store, self.routes
-        )
+        routes, checkers = _routes(self._reactor, fresh, self._agent, self._site.metrics, self._store, self.routes)
         for checker in self._checkers:
             checker.stop()
         self.routes, self._checkers = routes, checkers
@@ -703,9 +690,7 @@ class _RoutesService(Service):
         )
         if changed:
             _log.warn(
-                "reload: {names} changed in {path}; a restart applies them",
-                names=", ".join(changed),
-                path=path,
+                "reload: {names} changed in {path}; a restart applies them", names=", ".join(changed), path=path
             )
 
 
@@ -735,19 +720,13 @@ def _gatewayService(reactor: Any, options: Options, worker: Optional[int]) -> IS
     store = ResumeStore(reactor, options["resume-max-bytes"], options["resume-memory"], shared)
     site = GatewaySite(
         GatewayResource(
-            [],
-            PageResource(),
-            cors,
-            metricsHere=options["metrics-listen"] is None,
-            metricsToken=options["require-token"],
-            resume=store,
+            [], PageResource(), cors, metricsHere=options["metrics-listen"] is None,
+            metricsToken=options["require-token"], resume=store,
         ),
         options["max-body"],
         options["client-timeout"],
         RequestLimits(
-            options["max-request-line-bytes"],
-            options["max-request-header-bytes"],
-            options["max-request-headers"],
+            options["max-request-line-bytes"], options["max-request-header-bytes"], options["max-request-headers"]
         ),
         options["max-body-memory"],
         StreamLimits(
@@ -766,9 +745,7 @@ def _gatewayService(reactor: Any, options: Options, worker: Optional[int]) -> IS
     routes.setServiceParent(service)
     GarbageCollectionService().setServiceParent(service)
     FileLimitService().setServiceParent(service)
-    DrainService(site.drain, options["drain-timeout"], hangup=options["config"] is None).setServiceParent(
-        service
-    )
+    DrainService(site.drain, options["drain-timeout"], hangup=options["config"] is None).setServiceParent(service)
     listeningService(
         reactor,
         options["listen"],

@@ -85,13 +85,7 @@ def parseOrigin(text: str) -> bytes:
         url = URL.from_text(text)
     except Exception:
         raise ValueError(f"--cors-origin needs scheme://host[:port], not {text!r}") from None
-    if (
-        url.scheme not in ("http", "https")
-        or not url.host
-        or url.path not in ((), ("",))
-        or url.query
-        or url.fragment
-    ):
+    if url.scheme not in ("http", "https") or not url.host or url.path not in ((), ("",)) or url.query or url.fragment:
         raise ValueError(f"--cors-origin needs scheme://host[:port] (no path), not {text!r}")
     return text.rstrip("/").encode("ascii")
 
@@ -119,9 +113,7 @@ def checkEndpoint(description: str, option: str = "--listen") -> str:
         raise usage.UsageError(f"{option} {description!r}: {reason}") from None
     port = getattr(endpoint, "_port", None)
     if isinstance(port, int) and not 0 <= port <= 65535:
-        raise usage.UsageError(
-            f"{option} {description!r}: the port must be a number from 0 to 65535, not {port}"
-        )
+        raise usage.UsageError(f"{option} {description!r}: the port must be a number from 0 to 65535, not {port}")
     path = getattr(endpoint, "_address", None)
     folder = os.path.dirname(os.path.abspath(path)) if isinstance(path, str) else None
     if folder is not None and not os.path.isdir(folder):
@@ -342,9 +334,7 @@ def parseRoute(text: str) -> tuple[bytes, bytes]:
             raise ValueError
         parsedPrefix = parsePrefix(prefix)
     except ValueError:
-        raise ValueError(
-            f"a route must be PREFIX=URL with PREFIX a path starting with /, not {text!r}"
-        ) from None
+        raise ValueError(f"a route must be PREFIX=URL with PREFIX a path starting with /, not {text!r}") from None
     return parsedPrefix, parseHTTPURL(url)
 
 

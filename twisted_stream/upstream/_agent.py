@@ -76,6 +76,7 @@ def tlsPolicy(caFile: Optional[str]) -> Optional[IPolicyForHTTPS]:
     return BrowserLikePolicyForHTTPS(trustRoot=trustRootFromCertificates(certificates))
 
 
+
 @dataclass(frozen=True)
 class _Origin:
     """
@@ -234,9 +235,7 @@ class UpstreamAgent:
             self._expiry.pop(protocol)[0].cancel()
             return protocol.request(method, target, origin.hostHeader, headers, bodyProducer)
         connected = self._connect(origin)
-        return connected.addCallback(
-            lambda p: p.request(method, target, origin.hostHeader, headers, bodyProducer)
-        )
+        return connected.addCallback(lambda p: p.request(method, target, origin.hostHeader, headers, bodyProducer))
 
     # Connections.
 
@@ -386,3 +385,4 @@ class UpstreamAgent:
         resolved = self._resolved[host] = _Resolved(addresses, self._reactor.seconds() + self.dnsTTL)
         for d in waiting:
             d.callback(resolved)
+

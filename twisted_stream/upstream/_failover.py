@@ -125,9 +125,7 @@ class Served:
     @ivar failovers: How many of them went on to another member.
     """
 
-    def __init__(
-        self, pool: Pool, response: IResponse, member: MemberState, tries: int, failovers: int
-    ) -> None:
+    def __init__(self, pool: Pool, response: IResponse, member: MemberState, tries: int, failovers: int) -> None:
         self._pool: Optional[Pool] = pool
         self.response = response
         self.member = member
@@ -325,10 +323,7 @@ class _Attempts:
         if sendable and self._deadline is not None:
             if self._untriedLeft() and pool.retryAllowed():
                 self._lastFailure = failure
-                pool.failedOver(
-                    member,
-                    f"failed before any answer: {failure.getErrorMessage() or type(failure.value).__name__}",
-                )
+                pool.failedOver(member, f"failed before any answer: {failure.getErrorMessage() or type(failure.value).__name__}")
                 self._failovers += 1
                 self._attempt()
                 return
@@ -387,3 +382,4 @@ class _Attempts:
             self._retry = None
         if self._pending is not None:
             self._pending.cancel()
+

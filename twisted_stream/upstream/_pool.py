@@ -33,15 +33,7 @@ from typing import Iterable, Optional, Protocol, Sequence
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-__all__ = [
-    "DEFAULT_POLICY",
-    "DEFAULT_RETRY_STATUSES",
-    "Member",
-    "MemberState",
-    "Pool",
-    "PoolPolicy",
-    "PoolWatch",
-]
+__all__ = ["DEFAULT_POLICY", "DEFAULT_RETRY_STATUSES", "Member", "MemberState", "Pool", "PoolPolicy", "PoolWatch"]
 
 DEFAULT_RETRY_STATUSES = frozenset({429, 502, 503, 504, 529})
 """The statuses LLM APIs and inference servers answer for "not now": a

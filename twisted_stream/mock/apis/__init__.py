@@ -16,17 +16,7 @@ from typing import Any, Callable, Literal, Mapping, Optional, Protocol, Sequence
 from twisted_stream._numbers import inRange, rangeProblem
 from twisted_stream.mock.apis.tools import ToolCall
 
-__all__ = [
-    "Answer",
-    "ChatAPI",
-    "ChatRequest",
-    "Finish",
-    "RequestError",
-    "checkedNumber",
-    "contentText",
-    "jsonObject",
-    "newId",
-]
+__all__ = ["Answer", "ChatAPI", "ChatRequest", "Finish", "RequestError", "checkedNumber", "contentText", "jsonObject", "newId"]
 
 Finish = Literal["complete", "length", "tool_call"]
 """Why an answer ended: it was whole, it reached the token limit, or it is
@@ -43,9 +33,7 @@ class RequestError(Exception):
     @ivar code: The API's error code, if it has one for this.
     """
 
-    def __init__(
-        self, message: str, param: Optional[str] = None, status: int = 400, code: Optional[str] = None
-    ):
+    def __init__(self, message: str, param: Optional[str] = None, status: int = 400, code: Optional[str] = None):
         super().__init__(message)
         self.status = status
         self.message = message

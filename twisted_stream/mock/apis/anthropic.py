@@ -19,11 +19,7 @@ from twisted_stream.mock.apis.tools import ToolCall, chosenCall
 
 __all__ = ["AnthropicMessages", "parseMessagesRequest"]
 
-_STOP_REASONS: Mapping[Finish, str] = {
-    "complete": "end_turn",
-    "length": "max_tokens",
-    "tool_call": "tool_use",
-}
+_STOP_REASONS: Mapping[Finish, str] = {"complete": "end_turn", "length": "max_tokens", "tool_call": "tool_use"}
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -117,13 +113,7 @@ def _useId(answer: Answer) -> str:
 
 
 def _event(kind: str, data: Mapping[str, Any]) -> bytes:
-    return (
-        b"event: "
-        + kind.encode("ascii")
-        + b"\ndata: "
-        + json.dumps(data, separators=(",", ":")).encode()
-        + b"\n\n"
-    )
+    return b"event: " + kind.encode("ascii") + b"\ndata: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
 
 class AnthropicMessages:
@@ -141,9 +131,7 @@ class AnthropicMessages:
     def parse(self, body: bytes) -> ChatRequest:
         return parseMessagesRequest(body)
 
-    def _message(
-        self, answer: Answer, content: list[dict[str, Any]], stop: str | None, output: int
-    ) -> dict[str, Any]:
+    def _message(self, answer: Answer, content: list[dict[str, Any]], stop: str | None, output: int) -> dict[str, Any]:
         return {
             "id": answer.id,
             "type": "message",
@@ -158,13 +146,11 @@ class AnthropicMessages:
     def opening(self, answer: Answer) -> bytes:
         call = answer.request.toolCall
         block: dict[str, Any] = (
-            {"type": "text", "text": ""}
-            if call is None
-            else {"type": "tool_use", "id": _useId(answer), "name": call.name, "input": {}}
+            {"type": "text", "text": ""} if call is None else {"type": "tool_use", "id": _useId(answer), "name": call.name, "input": {}}
         )
-        return _event(
-            "message_start", {"type": "message_start", "message": self._message(answer, [], None, 1)}
-        ) + _event("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block})
+        return _event("message_start", {"type": "message_start", "message": self._message(answer, [], None, 1)}) + _event(
+            "content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}
+        )
 
     def token(self, answer: Answer, text: str) -> bytes:
         delta = (
@@ -193,14 +179,7 @@ class AnthropicMessages:
         content: list[dict[str, Any]] = (
             [{"type": "text", "text": text}]
             if call is None
-            else [
-                {
-                    "type": "tool_use",
-                    "id": _useId(answer),
-                    "name": call.name,
-                    "input": json.loads(call.arguments),
-                }
-            ]
+            else [{"type": "tool_use", "id": _useId(answer), "name": call.name, "input": json.loads(call.arguments)}]
         )
         return json.dumps(self._message(answer, content, _STOP_REASONS[finish], completionTokens)).encode()
 
@@ -208,10 +187,7 @@ class AnthropicMessages:
         return json.dumps(self._error(problem)).encode()
 
     def _error(self, problem: RequestError) -> dict[str, Any]:
-        return {
-            "type": "error",
-            "error": {"type": _ERROR_TYPES.get(problem.status, "api_error"), "message": problem.message},
-        }
+        return {"type": "error", "error": {"type": _ERROR_TYPES.get(problem.status, "api_error"), "message": problem.message}}
 
     def errorEvent(self, answer: Answer, problem: RequestError) -> bytes:
         return _event("error", self._error(problem))

@@ -21,14 +21,7 @@ from typing import Any, Sequence
 from twisted_stream.mock.apis import RequestError, jsonObject
 from twisted_stream.mock.apis.openai import encode
 
-__all__ = [
-    "DEFAULT_DIMENSIONS",
-    "EmbeddingsRequest",
-    "MAX_DIMENSIONS",
-    "answer",
-    "parseEmbeddingsRequest",
-    "vector",
-]
+__all__ = ["DEFAULT_DIMENSIONS", "EmbeddingsRequest", "MAX_DIMENSIONS", "answer", "parseEmbeddingsRequest", "vector"]
 
 DEFAULT_DIMENSIONS = 1536
 """A vector's length unless the request asks for another (as
@@ -79,21 +72,13 @@ def parseEmbeddingsRequest(body: bytes) -> EmbeddingsRequest:
         )
     texts = []
     for i, item in enumerate(items):
-        if (
-            isinstance(item, list)
-            and item
-            and all(isinstance(t, int) and not isinstance(t, bool) for t in item)
-        ):
+        if isinstance(item, list) and item and all(isinstance(t, int) and not isinstance(t, bool) for t in item):
             item = encode(item).decode("ascii")
         if not isinstance(item, str) or not item:
             raise RequestError(f"'input[{i}]' must be a non-empty string.", "input")
         texts.append(item)
     dimensions = request.get("dimensions", DEFAULT_DIMENSIONS)
-    if (
-        isinstance(dimensions, bool)
-        or not isinstance(dimensions, int)
-        or not 1 <= dimensions <= MAX_DIMENSIONS
-    ):
+    if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_DIMENSIONS:
         raise RequestError(f"'dimensions' must be a whole number from 1 to {MAX_DIMENSIONS}.", "dimensions")
     encoding = request.get("encoding_format", "float")
     if encoding not in ("float", "base64"):
@@ -120,17 +105,10 @@ def answer(request: EmbeddingsRequest) -> bytes:
     for index, text in enumerate(request.texts):
         numbers = vector(text, request.dimensions)
         embedding: Any = (
-            base64.b64encode(struct.pack(f"<{len(numbers)}f", *numbers)).decode("ascii")
-            if request.base64
-            else numbers
+            base64.b64encode(struct.pack(f"<{len(numbers)}f", *numbers)).decode("ascii") if request.base64 else numbers
         )
         data.append({"object": "embedding", "index": index, "embedding": embedding})
     used = sum(max(1, len(text.split())) for text in request.texts)
     return encode(
-        {
-            "object": "list",
-            "data": data,
-            "model": request.model,
-            "usage": {"prompt_tokens": used, "total_tokens": used},
-        }
+        {"object": "list", "data": data, "model": request.model, "usage": {"prompt_tokens": used, "total_tokens": used}}
     )

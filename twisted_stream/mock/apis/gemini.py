@@ -70,23 +70,15 @@ def _toolCall(model: str, request: Mapping[str, Any], answered: bool) -> Optiona
     """
     offered: dict[str, Any] = {}
     for tool in request.get("tools") or ():
-        declarations = (
-            tool.get("functionDeclarations") or tool.get("function_declarations")
-            if isinstance(tool, dict)
-            else None
-        )
+        declarations = tool.get("functionDeclarations") or tool.get("function_declarations") if isinstance(tool, dict) else None
         for declaration in declarations or ():
             if isinstance(declaration, dict) and isinstance(declaration.get("name"), str):
                 schema = declaration.get("parameters") or declaration.get("parametersJsonSchema")
                 offered.setdefault(declaration["name"], schema)
-    config = (
-        (request.get("toolConfig") or request.get("tool_config") or {}).get("functionCallingConfig")
-    ) or {}
+    config = ((request.get("toolConfig") or request.get("tool_config") or {}).get("functionCallingConfig")) or {}
     mode = str(config.get("mode", "AUTO")).upper()
     allowed = config.get("allowedFunctionNames") or []
-    choice, forced = {"AUTO": ("auto", None), "NONE": ("none", None), "ANY": ("required", None)}.get(
-        mode, ("auto", None)
-    )
+    choice, forced = {"AUTO": ("auto", None), "NONE": ("none", None), "ANY": ("required", None)}.get(mode, ("auto", None))
     if mode == "ANY" and len(allowed) == 1:
         choice, forced = "named", allowed[0]
     try:
@@ -129,28 +121,17 @@ class GeminiGenerate:
             role = content.get("role", "user")
             if role not in ("user", "model"):
                 raise RequestError(f"Please use a valid role: user, model (contents[{i}].role)")
-            conversation.append(
-                (
-                    "user" if role == "user" else "assistant",
-                    _text(content.get("parts"), f"contents[{i}].parts"),
-                )
-            )
+            conversation.append(("user" if role == "user" else "assistant", _text(content.get("parts"), f"contents[{i}].parts")))
         last = contents[-1]
         toolResult = _functionResponse(last.get("parts") if isinstance(last, dict) else None)
         config = request.get("generationConfig") or request.get("generation_config") or {}
         maxTokens: Optional[int] = config.get("maxOutputTokens") if isinstance(config, dict) else None
-        if maxTokens is not None and (
-            isinstance(maxTokens, bool) or not isinstance(maxTokens, int) or maxTokens < 1
-        ):
-            raise RequestError(
-                "Invalid value at 'generation_config.max_output_tokens': expected a positive integer"
-            )
+        if maxTokens is not None and (isinstance(maxTokens, bool) or not isinstance(maxTokens, int) or maxTokens < 1):
+            raise RequestError("Invalid value at 'generation_config.max_output_tokens': expected a positive integer")
         return ChatRequest(self._model, conversation, self._stream, True, maxTokens, request,
                            _toolCall(self._model, request, toolResult is not None), toolResult)  # fmt: skip
 
-    def _response(
-        self, answer: Answer, text: str, finish: Optional[Finish], completion: Optional[int]
-    ) -> bytes:
+    def _response(self, answer: Answer, text: str, finish: Optional[Finish], completion: Optional[int]) -> bytes:
         call = answer.request.toolCall
         part: dict[str, Any] = (
             {"text": text} if call is None or finish is None
@@ -159,11 +140,7 @@ class GeminiGenerate:
         candidate: dict[str, Any] = {"content": {"parts": [part], "role": "model"}, "index": 0}
         if finish is not None:
             candidate["finishReason"] = _FINISH[finish]
-        response: dict[str, Any] = {
-            "candidates": [candidate],
-            "modelVersion": self._model,
-            "responseId": answer.id,
-        }
+        response: dict[str, Any] = {"candidates": [candidate], "modelVersion": self._model, "responseId": answer.id}
         if completion is not None:
             response["usageMetadata"] = {
                 "promptTokenCount": answer.promptTokens,
@@ -189,13 +166,7 @@ class GeminiGenerate:
 
     def error(self, problem: RequestError) -> bytes:
         return json.dumps(
-            {
-                "error": {
-                    "code": problem.status,
-                    "message": problem.message,
-                    "status": _STATUS.get(problem.status, "UNKNOWN"),
-                }
-            }
+            {"error": {"code": problem.status, "message": problem.message, "status": _STATUS.get(problem.status, "UNKNOWN")}}
         ).encode()
 
     def errorEvent(self, answer: Answer, problem: RequestError) -> bytes:

@@ -75,9 +75,7 @@ def parseChatRequest(body: bytes) -> ChatRequest:
     if options and not stream:
         raise RequestError("stream_options is only allowed when stream is true", "stream_options")
     maxTokens = request.get("max_completion_tokens", request.get("max_tokens"))
-    if maxTokens is not None and (
-        isinstance(maxTokens, bool) or not isinstance(maxTokens, int) or maxTokens < 1
-    ):
+    if maxTokens is not None and (isinstance(maxTokens, bool) or not isinstance(maxTokens, int) or maxTokens < 1):
         raise RequestError("max_tokens must be a positive integer", "max_tokens")
     last = messages[-1]
     toolResult = _text(last.get("content"), "content") if last.get("role") == "tool" else None
@@ -100,9 +98,7 @@ def _toolCall(model: str, request: Mapping[str, Any], answered: bool) -> Optiona
             raise RequestError(f"tools[{i}].function.name is required", f"tools[{i}].function.name")
         offered.setdefault(function["name"], function.get("parameters"))
     given = request.get("tool_choice", "auto")
-    choice, forced = (
-        ("named", (given.get("function") or {}).get("name")) if isinstance(given, dict) else (given, None)
-    )
+    choice, forced = ("named", (given.get("function") or {}).get("name")) if isinstance(given, dict) else (given, None)
     try:
         return chosenCall(model, offered, choice, forced, answered)
     except ValueError as e:
@@ -217,13 +213,7 @@ def error(problem: RequestError) -> bytes:
 
 
 def _errorFields(problem: RequestError) -> dict[str, Any]:
-    kind = (
-        "requests"
-        if problem.status == 429
-        else "invalid_request_error"
-        if problem.status < 500
-        else "server_error"
-    )
+    kind = "requests" if problem.status == 429 else "invalid_request_error" if problem.status < 500 else "server_error"
     return {"message": problem.message, "type": kind, "param": problem.param, "code": problem.code}
 
 
@@ -240,12 +230,7 @@ def modelList(models: Sequence[str], created: int) -> bytes:
     @return: The body of C{GET /v1/models}.
     """
     return encode(
-        {
-            "object": "list",
-            "data": [
-                {"id": m, "object": "model", "created": created, "owned_by": "twisted-stream"} for m in models
-            ],
-        }
+        {"object": "list", "data": [{"id": m, "object": "model", "created": created, "owned_by": "twisted-stream"} for m in models]}
     )
 
 
@@ -268,19 +253,12 @@ class OpenAIChat:
 
     def _chunk(self, answer: Answer, delta: Mapping[str, Any], finishReason: Optional[str] = None) -> bytes:
         request = answer.request
-        return event(
-            chunk(answer.id, answer.created, request.model, delta, finishReason, request.includeUsage)
-        )
+        return event(chunk(answer.id, answer.created, request.model, delta, finishReason, request.includeUsage))
 
     def opening(self, answer: Answer) -> bytes:
         call = answer.request.toolCall
         if call is not None:
-            first = {
-                "index": 0,
-                "id": _callId(answer),
-                "type": "function",
-                "function": {"name": call.name, "arguments": ""},
-            }
+            first = {"index": 0, "id": _callId(answer), "type": "function", "function": {"name": call.name, "arguments": ""}}
             return self._chunk(answer, {"role": "assistant", "content": None, "tool_calls": [first]})
         return self._chunk(answer, {"role": "assistant", "content": ""})
 
@@ -298,9 +276,7 @@ class OpenAIChat:
 
     def whole(self, answer: Answer, text: str, finish: Finish, completionTokens: int) -> bytes:
         used = usage(answer.promptTokens, completionTokens)
-        whole = completion(
-            answer.id, answer.created, answer.request.model, text, _FINISH_REASONS[finish], used
-        )
+        whole = completion(answer.id, answer.created, answer.request.model, text, _FINISH_REASONS[finish], used)
         call = answer.request.toolCall
         if call is not None:
             whole["choices"][0]["message"].update(
@@ -319,3 +295,4 @@ class OpenAIChat:
     def errorEvent(self, answer: Answer, problem: RequestError) -> bytes:
         # A data line with an "error" member, which the SDKs raise as an error.
         return event({"error": _errorFields(problem)})
+

@@ -81,17 +81,11 @@ def parseResponsesRequest(body: bytes) -> ChatRequest:
             if role not in _ROLES:
                 raise RequestError(f"Invalid value for '{where}.role': expected one of {', '.join(_ROLES)}.",
                                    f"{where}.role")  # fmt: skip
-            conversation.append(
-                ("system" if role == "developer" else role, _text(item.get("content"), f"{where}.content"))
-            )
+            conversation.append(("system" if role == "developer" else role, _text(item.get("content"), f"{where}.content")))
     else:
-        raise RequestError(
-            "Missing required parameter: 'input' (a string or a non-empty list of items).", "input"
-        )
+        raise RequestError("Missing required parameter: 'input' (a string or a non-empty list of items).", "input")
     maxTokens = request.get("max_output_tokens")
-    if maxTokens is not None and (
-        isinstance(maxTokens, bool) or not isinstance(maxTokens, int) or maxTokens < 1
-    ):
+    if maxTokens is not None and (isinstance(maxTokens, bool) or not isinstance(maxTokens, int) or maxTokens < 1):
         raise RequestError("Invalid 'max_output_tokens': expected a positive integer.", "max_output_tokens")
     stream = request.get("stream", False)
     if not isinstance(stream, bool):
@@ -151,23 +145,11 @@ class OpenAIResponses:
         return item
 
     def _message(self, answer: Answer, text: Optional[str], status: str) -> dict[str, Any]:
-        content = (
-            [] if text is None else [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
-        )
-        return {
-            "id": self._itemId(answer),
-            "type": "message",
-            "status": status,
-            "role": "assistant",
-            "content": content,
-        }
+        content = [] if text is None else [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
+        return {"id": self._itemId(answer), "type": "message", "status": status, "role": "assistant", "content": content}
 
     def _response(
-        self,
-        answer: Answer,
-        status: str,
-        output: list[dict[str, Any]],
-        completionTokens: Optional[int] = None,
+        self, answer: Answer, status: str, output: list[dict[str, Any]], completionTokens: Optional[int] = None
     ) -> dict[str, Any]:
         request = answer.request
         extra = request.extra
@@ -240,13 +222,7 @@ class OpenAIResponses:
         return _event(
             answer,
             "response.output_text.delta",
-            {
-                "item_id": self._itemId(answer),
-                "output_index": 0,
-                "content_index": 0,
-                "delta": text,
-                "logprobs": [],
-            },
+            {"item_id": self._itemId(answer), "output_index": 0, "content_index": 0, "delta": text, "logprobs": []},
         )
 
     def closing(self, answer: Answer, finish: Finish, completionTokens: int) -> bytes:

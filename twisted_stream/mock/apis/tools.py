@@ -71,9 +71,7 @@ def argumentsFor(schema: Any, depth: int = 0) -> Any:
         properties: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
         named = schema.get("required")
         required: list[Any] = named if isinstance(named, list) else list(properties)
-        return {
-            name: argumentsFor(properties.get(name), depth + 1) for name in required if isinstance(name, str)
-        }
+        return {name: argumentsFor(properties.get(name), depth + 1) for name in required if isinstance(name, str)}
     if kind == "array":
         return [argumentsFor(schema.get("items"), depth + 1)]
     if kind == "integer":
