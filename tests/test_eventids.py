@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_stream.exchange._eventids import EventIds, parseEventId
+from twisted_stream.exchange._eventids import EventIds, isStreamId, parseEventId, streamOfEventId
 
 
 def _numbered(*pieces: bytes) -> tuple[list[bytes], list[int]]:
@@ -78,3 +78,24 @@ class EventIdsTests(SynchronousTestCase):
         self.assertIsNone(parseEventId(b"S.x", "S"))
         self.assertIsNone(parseEventId(b"S.-1", "S"))
         self.assertIsNone(parseEventId(b"9" * 13, "S"))
+
+
+class StreamIdTests(SynchronousTestCase):
+    def test_isStreamId(self) -> None:
+        """
+        A stream's id is 22 URL-safe characters, nothing else.
+        """
+        self.assertTrue(isStreamId(b"AbCdEfGhIjKlMnOpQrSt-_"))
+        for text in (b"", b"A" * 21, b"A" * 23, b"AbCdEfGhIjKlMnOpQrSt-{", b"AbCdEfGhIjKlMnOpQrSt-\n"):
+            self.assertFalse(isStreamId(text), text)
+
+    def test_streamOfEventId(self) -> None:
+        """
+        C{Last-Event-ID} as this gateway gives it (C{STREAM.N}) names its
+        stream; anything else names none.
+        """
+        id = b"AbCdEfGhIjKlMnOpQrSt-_"
+        self.assertEqual(streamOfEventId(id + b".12"), id.decode())
+        self.assertEqual(streamOfEventId(b" " + id + b".0\n"), id.decode())
+        for value in (b"12", id, id + b".", id + b".x", b"short.3", id + b"." + b"9" * 13):
+            self.assertIsNone(streamOfEventId(value), value)

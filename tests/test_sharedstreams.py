@@ -251,6 +251,10 @@ class FleetRefusalTests(TestCase):
         for path, headers, status, reason in (
             ("_streams/AAAAAAAAAAAAAAAAAAAAAA", [auth], 404,
              b"no stream with that id: it is unknown, has expired, or outgrew what is kept\n"),
+            ("_streams/%7Bx%7D:head", [auth], 404,
+             b"no stream with that id: it is unknown, has expired, or outgrew what is kept\n"),
+            ("_streams/" + "A" * 4000, [auth], 404,
+             b"no stream with that id: it is unknown, has expired, or outgrew what is kept\n"),
             (f"_streams/{id.decode()}", [], 401, b"this stream was started with another credential\n"),
             (f"_streams/{id.decode()}", [(b"Authorization", b"Bearer someone-else")], 401,
              b"this stream was started with another credential\n"),
@@ -384,6 +388,9 @@ class StoreDownAtStartTests(TestCase):
         self.assertEqual(exchange.header(b"x-stream-id"), [])
         resume: Exchange = yield fetch(proxy.url + "_streams/AAAAAAAAAAAAAAAAAAAAAA")
         self.assertEqual((resume.status, resume.body), (503, b"the resume store is unreachable\n"))
+        # An id that cannot be one of ours is unknown without asking Redis.
+        notAnId: Exchange = yield fetch(proxy.url + "_streams/%7Bx%7D:head")
+        self.assertEqual(notAnId.status, 404)
         self.assertEqual(proxy.output.count("resumable routes stream without resumability"), 1, proxy.output)
         self.assertNotIn("Traceback", proxy.output)
 

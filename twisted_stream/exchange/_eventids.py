@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-__all__ = ["EventIds", "parseEventId", "streamOfEventId"]
+__all__ = ["EventIds", "isStreamId", "parseEventId", "streamOfEventId"]
 
 _BREAK = re.compile(rb"\r\n|\r|\n")
 
@@ -49,9 +49,18 @@ def streamOfEventId(value: bytes) -> str | None:
         else L{None}.
     """
     name, dot, number = value.strip().rpartition(b".")
-    if dot and len(name) == 22 and _STREAM_ID.fullmatch(name) and number.isdigit() and len(number) <= 12:
+    if dot and isStreamId(name) and number.isdigit() and len(number) <= 12:
         return name.decode("ascii")
     return None
+
+
+def isStreamId(text: bytes) -> bool:
+    """
+    @return: Whether C{text} reads as a stream's id as this gateway makes
+        them (C{secrets.token_urlsafe(16)}: 22 URL-safe characters): what
+        is not is unknown without asking any store.
+    """
+    return _STREAM_ID.fullmatch(text) is not None
 
 
 _STREAM_ID = re.compile(rb"[A-Za-z0-9_-]{22}")

@@ -38,7 +38,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from twisted_stream.exchange._bodywriter import bodyWriter
-from twisted_stream.exchange._eventids import EventIds, parseEventId
+from twisted_stream.exchange._eventids import EventIds, isStreamId, parseEventId
 from twisted_stream.exchange._streamlog import RESUME_PREFIX
 from twisted_stream.http._refusal import Refusal
 
@@ -530,7 +530,9 @@ def resumeAnswer(request: Request, store: ResumeStore, truncate: Callable[[Reque
     """
     path, _, query = request.uri.partition(b"?")
     if path.startswith(RESUME_PREFIX):
-        id = path[len(RESUME_PREFIX) :].decode("ascii", "replace")
+        if not isStreamId(path[len(RESUME_PREFIX) :]):
+            return UNKNOWN_STREAM.render(request)
+        id = path[len(RESUME_PREFIX) :].decode("ascii")
         stream = store.get(id)
         if stream is None and store.shared is not None:
             # Perhaps another instance of the fleet reads its upstream.
