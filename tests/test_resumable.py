@@ -32,6 +32,7 @@ from tests.support import (
     passageChat,
     portOf,
     reactor,
+    samples,
     startTwistd,
     until,
 )
@@ -222,6 +223,9 @@ class ResumeTests(TestCase):
         gone: Exchange = yield fetch(proxy.url + f"_streams/{id.decode()}")
         self.assertEqual(gone.status, 404)
         self.assertIn("outgrew what a resumable stream may keep; it is no longer resumable", proxy.output)
+        scraped: Exchange = yield fetch(proxy.url + "metrics")
+        found = samples(scraped.body.decode())
+        self.assertEqual(found[("chunkproxy_resumable_lost_total", (("route", "/v1/"), ("why", "too large")))], 1)
 
     @inlineCallbacks
     def test_eventIdsAndLastEventId(self) -> Any:

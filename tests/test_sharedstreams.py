@@ -14,6 +14,7 @@ import signal
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import (
@@ -28,6 +29,7 @@ from tests.support import (
     onceAcrossRunners,
     passageChat,
     reactor,
+    samples,
     startRedis,
     startTwistd,
     until,
@@ -347,6 +349,18 @@ class StoreFailureTests(TestCase):
         later: Exchange = yield fetch(proxy.url + "s/y")
         self.assertTrue(later.complete)
         self.assertEqual(later.header(b"x-stream-id"), [], proxy.output)
+        # The metrics say it too (the store's state is set once a second).
+        found: dict[Any, float] = {}
+        for _ in range(15):
+            scraped: Exchange = yield fetch(proxy.url + "metrics")
+            found = samples(scraped.body.decode())
+            if found.get(("chunkproxy_resume_store_up", ())) == 0:
+                break
+            yield deferLater(reactor, 0.2, lambda: None)
+        self.assertEqual(found.get(("chunkproxy_resume_store_up", ())), 0)
+        lost = ("chunkproxy_resumable_lost_total", (("route", "/s/"), ("why", "store unreachable")))
+        unavailable = ("chunkproxy_resumable_lost_total", (("route", "/s/"), ("why", "store unavailable")))
+        self.assertEqual((found[lost], found[unavailable]), (1, 1))
         self.assertEqual(proxy.output.count("resumable routes stream without resumability"), 1, proxy.output)
         self.assertNotIn("Traceback", proxy.output)
 

@@ -58,10 +58,12 @@ class StreamCounter(Protocol):
     def ended(
         self, route: str, api: str, status: int, outcome: str, sent: int, ttfb: Optional[float],
         duration: Optional[float], streamed: bool, upstream: Optional[str] = None,
+        resumableLost: Optional[str] = None,
     ) -> None:
         """
         A request has been answered (by C{upstream} of its route's pool,
-        where one answered).
+        where one answered; C{resumableLost} says why a stream of a
+        resumable route was not, or stopped being, resumable).
         """
 
 OUTCOMES = (
@@ -205,6 +207,7 @@ class StreamRecord:
                 now - self.started,
                 streamed=True,
                 upstream=self.fields.get("upstream"),
+                resumableLost=self.fields.get("resumable_lost"),
             )
 
 

@@ -121,6 +121,35 @@ class Metrics:
             ["route", "api", "model", "kind"], registry=r,
         )  # fmt: skip
 
+        self.resumableStreams = Gauge(
+            "chunkproxy_resumable_streams", "Resumable streams kept now (read on, or readable after their end).",
+            registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.resumableBytes = Gauge(
+            "chunkproxy_resumable_bytes", "Bytes all resumable streams keep now (bounded by --resume-memory).",
+            registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.resumableLost = Counter(
+            "chunkproxy_resumable_lost", "Streams of resumable routes that were not, or stopped being, resumable,"
+            " by why (too large, store unreachable, store unavailable).", ["route", "why"], registry=r,
+        )  # fmt: skip
+        self.resumeStoreUp = Gauge(
+            "chunkproxy_resume_store_up", "Whether the connection to the resume store in Redis is there"
+            " (--resume-store redis://; the least over the workers).", registry=r, multiprocess_mode="livemin",
+        )  # fmt: skip
+
+    def resumeStore(self, streams: int, kept: int, up: Optional[bool]) -> None:
+        """
+        What the resumable streams hold now (set once a second, not per
+        chunk).
+
+        @param up: Whether Redis is connected, where streams are kept there.
+        """
+        self.resumableStreams.set(streams)
+        self.resumableBytes.set(kept)
+        if up is not None:
+            self.resumeStoreUp.set(1 if up else 0)
+
     def llm(
         self, route: str, api: str, model: str, deltas: int, prompt: Optional[int], completion: Optional[int]
     ) -> None:
@@ -183,6 +212,7 @@ class Metrics:
     def ended(
         self, route: str, api: str, status: int, outcome: str, sent: int, ttfb: Optional[float],
         duration: Optional[float], streamed: bool, upstream: Optional[str] = None,
+        resumableLost: Optional[str] = None,
     ) -> None:
         """
         A request has been answered.
@@ -197,6 +227,8 @@ class Metrics:
         @param streamed: Whether it was counted by L{started}.
         @param upstream: The upstream of the route's pool that answered,
             if one did.
+        @param resumableLost: Why it was not, or stopped being, resumable,
+            on a resumable route.
         """
         child = self._child
         if streamed:
@@ -211,6 +243,8 @@ class Metrics:
         kind = _UPSTREAM_ERRORS.get(outcome)
         if kind is not None:
             child(self.upstreamErrors, kind).inc()
+        if resumableLost is not None:
+            child(self.resumableLost, route, resumableLost).inc()
         if upstream is not None:
             child(self.upstreamRequests, route, upstream, outcome).inc()
             if ttfb is not None:

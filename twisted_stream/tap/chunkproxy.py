@@ -15,7 +15,8 @@ from typing import Any, Optional, Sequence
 from hyperlink import URL
 from prometheus_client import CollectorRegistry
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.web.server import Site
@@ -89,22 +90,35 @@ class _PoolService(Service):
         return self._agent.closeCachedConnections()
 
 
-class _SharedStreamsService(Service):
+class _ResumeStoreService(Service):
     """
-    Keeps the connection to the resume store in Redis while the gateway
-    runs.
+    Keeps the connection to the resume store in Redis, where there is one,
+    while the gateway runs; and says in the metrics, once a second, what
+    the resumable streams hold.
     """
 
-    def __init__(self, shared: SharedStreams) -> None:
+    def __init__(self, reactor: Any, store: ResumeStore, shared: Optional[SharedStreams], metrics: Metrics) -> None:
+        self._store = store
         self._shared = shared
+        self._metrics = metrics
+        self._loop = LoopingCall(self._say)
+        self._loop.clock = reactor
+
+    def _say(self) -> None:
+        shared = self._shared
+        self._metrics.resumeStore(len(self._store), self._store.kept, shared.link.up if shared else None)
 
     def startService(self) -> None:
         super().startService()
-        self._shared.start()
+        if self._shared is not None:
+            self._shared.start()
+        self._loop.start(1.0, now=False)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        return self._shared.stop()
+        if self._loop.running:
+            self._loop.stop()
+        return self._shared.stop() if self._shared is not None else succeed(None)
 
 
 def _resumeStore(text: str) -> Optional[RedisAddress]:
@@ -740,8 +754,7 @@ def _gatewayService(reactor: Any, options: Options, worker: Optional[int]) -> IS
     site.replaceRoutes(routes.routes)
     service = MultiService()
     _PoolService(agent).setServiceParent(service)
-    if shared is not None:
-        _SharedStreamsService(shared).setServiceParent(service)
+    _ResumeStoreService(reactor, store, shared, metrics).setServiceParent(service)
     routes.setServiceParent(service)
     GarbageCollectionService().setServiceParent(service)
     FileLimitService().setServiceParent(service)
