@@ -23,6 +23,7 @@ from zope.interface import implementer
 from twisted_stream._numbers import decimalNumber, shown, wholeNumber
 from twisted_stream.http._text import STREAMING_HEADERS, PlainResource, textError
 from twisted_stream.mock._faults import FaultPlan
+from twisted_stream.mock._seen import SeenRequests, SeenRequestsResource
 from twisted_stream.mock.formats import FORMATS, TEXT, ChunkFormat
 from twisted_stream.mock.llm import GeminiResource, MockLLMResource, Pace
 
@@ -310,6 +311,7 @@ GET /generate?count=N&interval=SECONDS&size=BYTES&format=text|sse|ndjson
 POST /v1/chat/completions   OpenAI's API: models mock-passage, mock-echo; "stream": true for SSE
 POST /v1/messages           Anthropic's API: the same models
 GET  /v1/models
+GET  /_mock/requests        the last 100 requests the mock LLM saw (credentials removed); DELETE clears
   first token after {ttft:g} s, then {rate:g} tokens/s; per request: body fields
   mock_ttft, mock_tokens_per_second, or headers X-Mock-TTFT, X-Mock-Tokens-Per-Second
 """
@@ -347,6 +349,20 @@ class GeneratorRoot(PlainResource):
         self.putChild(b"generate", GenerateResource(defaults, clock))
         self.putChild(b"v1", MockLLMResource(pace, clock, faults))
         self.putChild(b"v1beta", GeminiResource(pace, clock, faults))
+        self.seen = SeenRequests(clock)
+        """The last requests the mock LLM saw (C{/_mock/requests})."""
+        mock = PlainResource()
+        mock.putChild(b"requests", SeenRequestsResource(self.seen))
+        self.putChild(b"_mock", mock)
+
+    def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
+        """
+        Note each request to the mock LLM (C{/v1}, C{/v1beta}), as it
+        came, before it is answered.
+        """
+        if path in (b"v1", b"v1beta"):
+            self.seen.note(request)
+        return super().getChildWithDefault(path, request)
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         """
