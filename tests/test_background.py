@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.support import PEERS, LineProcess, Server, StreamingRequest, onceAcrossRunners, render, startTwistd
-from twisted_stream.mock.llm import PASSAGE, Pace, ResponsesResource, tokens
+from twisted_stream.mock.llm import PASSAGE, MockLLM, Pace, ResponsesResource, tokens
 
 
 def _request(method: bytes, path: list[bytes], body: Any = None, args: Any = None) -> StreamingRequest:
@@ -40,7 +40,7 @@ class BackgroundTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.resource = ResponsesResource(Pace(ttft=0.5, tokensPerSecond=10), self.clock)
+        self.resource = ResponsesResource(MockLLM(self.clock, Pace(ttft=0.5, tokensPerSecond=10)))
 
     def create(self, stream: bool) -> StreamingRequest:
         request = _request(

@@ -34,7 +34,7 @@ from twisted_stream.mock.apis import ChatAPI, RequestError
 from twisted_stream.mock.apis.anthropic import AnthropicMessages
 from twisted_stream.mock.apis.openai import OpenAIChat
 from twisted_stream.mock.apis.responses import OpenAIResponses
-from twisted_stream.mock.llm import ChatResource, Pace
+from twisted_stream.mock.llm import ChatResource, MockLLM, Pace
 from twisted_stream.tap.chunkgen import Options as GeneratorOptions
 
 
@@ -62,7 +62,7 @@ class ServedTests(SynchronousTestCase):
 
     def serve(self, api: ChatAPI, body: dict[str, Any], fault: str | None = None) -> StreamingRequest:
         self.clock = Clock()
-        resource = ChatResource(api, Pace(ttft=0.5, tokensPerSecond=10), self.clock)
+        resource = ChatResource(api, MockLLM(self.clock, Pace(ttft=0.5, tokensPerSecond=10)))
         request = StreamingRequest([], method=b"POST", uri=b"/v1/x", body=json.dumps(body).encode())
         if fault is not None:
             request.requestHeaders.setRawHeaders(b"x-mock-fault", [fault.encode()])
@@ -193,7 +193,7 @@ class ProcessFaultTests(SynchronousTestCase):
         Every chat request that asks for no fault gets the process's,
         served as an asked-for one is.
         """
-        resource = ChatResource(OpenAIChat(), Pace(), Clock(), FaultPlan(Fault("overloaded"), 1.0))
+        resource = ChatResource(OpenAIChat(), MockLLM(Clock(), faults=FaultPlan(Fault("overloaded"), 1.0)))
         request = StreamingRequest([], method=b"POST", uri=b"/v1/x", body=json.dumps(chatRequest()).encode())
         request.write(render(resource, request))
         self.assertEqual(request.responseCode, 503)

@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.support import StreamingRequest, chatRequest, render, sseEvents, typedEvents
 from twisted_stream.mock.apis.openai import OpenAIChat
 from twisted_stream.mock.generator import GeneratorRoot, StreamSpec
-from twisted_stream.mock.llm import PASSAGE, ChatResource, Pace, tokens
+from twisted_stream.mock.llm import PASSAGE, ChatResource, MockLLM, Pace, tokens
 
 URL = "http://gen/v1/chat/completions"
 
@@ -55,7 +55,7 @@ class ChatTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1_764_000_000)
-        self.client: Any = StubTreq(GeneratorRoot(StreamSpec(), self.clock, Pace(ttft=0.5, tokensPerSecond=10)))
+        self.client: Any = StubTreq(GeneratorRoot(StreamSpec(), self.clock, MockLLM(self.clock, Pace(ttft=0.5, tokensPerSecond=10))))
         self.pieces: list[bytes] = []
 
     def post(self, body: Any, headers: dict[str, str] | None = None, url: str = URL) -> Any:
@@ -202,7 +202,7 @@ class ChatTests(SynchronousTestCase):
 class ProducerTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
-        self.resource = ChatResource(OpenAIChat(), Pace(ttft=0.5, tokensPerSecond=10), self.clock)
+        self.resource = ChatResource(OpenAIChat(), MockLLM(self.clock, Pace(ttft=0.5, tokensPerSecond=10)))
         body = json.dumps(chatRequest("a b c d e f", stream=True)).encode()
         self.request = StreamingRequest([], method=b"POST", uri=b"/v1/chat/completions", body=body)
         render(self.resource, self.request)
@@ -249,7 +249,7 @@ class AnthropicTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.client: Any = StubTreq(GeneratorRoot(StreamSpec(), self.clock, Pace(ttft=0.5, tokensPerSecond=10)))
+        self.client: Any = StubTreq(GeneratorRoot(StreamSpec(), self.clock, MockLLM(self.clock, Pace(ttft=0.5, tokensPerSecond=10))))
         self.pieces: list[bytes] = []
 
     def post(self, body: Any, headers: dict[str, str] | None = None) -> Any:
@@ -323,7 +323,7 @@ class ResponsesTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.client: Any = StubTreq(GeneratorRoot(StreamSpec(), self.clock, Pace(ttft=0.5, tokensPerSecond=10)))
+        self.client: Any = StubTreq(GeneratorRoot(StreamSpec(), self.clock, MockLLM(self.clock, Pace(ttft=0.5, tokensPerSecond=10))))
 
     def post(self, body: Any) -> tuple[int, bytes]:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -409,7 +409,7 @@ class EmbeddingsTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.client: Any = StubTreq(GeneratorRoot(StreamSpec(), Clock(), Pace()))
+        self.client: Any = StubTreq(GeneratorRoot(StreamSpec(), Clock()))
 
     def post(self, body: Any) -> tuple[int, Any]:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -472,7 +472,7 @@ class GeminiTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.client: Any = StubTreq(GeneratorRoot(StreamSpec(), self.clock, Pace(ttft=0.5, tokensPerSecond=10)))
+        self.client: Any = StubTreq(GeneratorRoot(StreamSpec(), self.clock, MockLLM(self.clock, Pace(ttft=0.5, tokensPerSecond=10))))
 
     def post(self, path: str, body: Any) -> tuple[int, bytes]:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()

@@ -16,7 +16,7 @@ from twisted_stream.mock.apis.anthropic import AnthropicMessages
 from twisted_stream.mock.apis.openai import OpenAIChat
 from twisted_stream.mock.apis.responses import OpenAIResponses
 from twisted_stream.mock.apis.tools import ToolCall, argumentsFor, callTo, pieces
-from twisted_stream.mock.llm import ChatResource, Pace
+from twisted_stream.mock.llm import ChatResource, MockLLM, Pace
 
 _WEATHER = {
     "type": "object",
@@ -73,7 +73,7 @@ class ArgumentsTests(SynchronousTestCase):
 class ChatToolCallTests(SynchronousTestCase):
     def answer(self, asked: dict[str, Any]) -> tuple[StreamingRequest, list[Any]]:
         clock = Clock()
-        resource = ChatResource(OpenAIChat(), Pace(ttft=0.1, tokensPerSecond=100), clock)
+        resource = ChatResource(OpenAIChat(), MockLLM(clock, Pace(ttft=0.1, tokensPerSecond=100)))
         request = StreamingRequest([], method=b"POST", uri=b"/v1/chat/completions", body=json.dumps(asked).encode())
         result = render(resource, request)
         if isinstance(result, bytes):
@@ -125,7 +125,7 @@ class AnthropicToolUseTests(SynchronousTestCase):
         and C{stop_reason: tool_use}; a C{tool_result} block is quoted.
         """
         clock = Clock()
-        resource = ChatResource(AnthropicMessages(), Pace(ttft=0.1, tokensPerSecond=100), clock)
+        resource = ChatResource(AnthropicMessages(), MockLLM(clock, Pace(ttft=0.1, tokensPerSecond=100)))
         tools = [{"name": "get_weather", "input_schema": _WEATHER}]
         body = {"model": "mock-tools", "max_tokens": 50, "stream": True, "tools": tools,
                 "messages": [{"role": "user", "content": "weather?"}]}  # fmt: skip
@@ -156,7 +156,7 @@ class ResponsesFunctionCallTests(SynchronousTestCase):
         response completed with it as its output; numbered in order.
         """
         clock = Clock()
-        resource = ChatResource(OpenAIResponses(), Pace(ttft=0.1, tokensPerSecond=100), clock)
+        resource = ChatResource(OpenAIResponses(), MockLLM(clock, Pace(ttft=0.1, tokensPerSecond=100)))
         body = {"model": "mock-tools", "stream": True, "input": "weather?",
                 "tools": [{"type": "function", "name": "get_weather", "parameters": _WEATHER}]}  # fmt: skip
         request = StreamingRequest([], method=b"POST", uri=b"/v1/responses", body=json.dumps(body).encode())

@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tests.support import Exchange, Server, chatRequest, fetch, onceAcrossRunners, startTwistd
 from twisted_stream.mock._seen import MAX_BODY, MAX_REQUESTS
 from twisted_stream.mock.generator import GeneratorRoot, StreamSpec
-from twisted_stream.mock.llm import Pace
+from twisted_stream.mock.llm import MockLLM, Pace
 
 _MOCK = "http://mock.test"
 
@@ -27,7 +27,7 @@ class SeenTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1_764_000_000)
-        self.client: Any = StubTreq(GeneratorRoot(StreamSpec(), self.clock, Pace(ttft=0.5, tokensPerSecond=10)))
+        self.client: Any = StubTreq(GeneratorRoot(StreamSpec(), self.clock, MockLLM(self.clock, Pace(ttft=0.5, tokensPerSecond=10))))
 
     def send(self, method: str, path: str, body: bytes = b"", headers: Any = None) -> None:
         # Answered or not (a chat is paced on the clock): it was seen.

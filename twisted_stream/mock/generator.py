@@ -22,10 +22,11 @@ from zope.interface import implementer
 
 from twisted_stream._numbers import decimalNumber, shown, wholeNumber
 from twisted_stream.http._text import STREAMING_HEADERS, PlainResource, textError
-from twisted_stream.mock._faults import FaultPlan
-from twisted_stream.mock._seen import SeenRequests, SeenRequestsResource
+from twisted_stream.mock._script import ScriptResource
+from twisted_stream.mock._seen import SeenRequestsResource
+from twisted_stream.mock._state import MockLLM
 from twisted_stream.mock.formats import FORMATS, TEXT, ChunkFormat
-from twisted_stream.mock.llm import GeminiResource, MockLLMResource, Pace
+from twisted_stream.mock.llm import GeminiResource, MockLLMResource
 
 __all__ = [
     "GenerateResource",
@@ -312,6 +313,8 @@ POST /v1/chat/completions   OpenAI's API: models mock-passage, mock-echo; "strea
 POST /v1/messages           Anthropic's API: the same models
 GET  /v1/models
 GET  /_mock/requests        the last 100 requests the mock LLM saw (credentials removed); DELETE clears
+GET  /_mock/script          the scripted answers and how often each matched; POST a script (JSON)
+                            to answer by it, DELETE to go back to --script's
   first token after {ttft:g} s, then {rate:g} tokens/s; per request: body fields
   mock_ttft, mock_tokens_per_second, or headers X-Mock-TTFT, X-Mock-Tokens-Per-Second
 """
@@ -323,18 +326,18 @@ class GeneratorRoot(PlainResource):
     and the mock LLM at C{/v1} (Gemini's at C{/v1beta}).
     """
 
-    def __init__(
-        self, defaults: StreamSpec, clock: IReactorTime, pace: Optional[Pace] = None, faults: Optional[FaultPlan] = None
-    ) -> None:
+    def __init__(self, defaults: StreamSpec, clock: IReactorTime, mock: Optional[MockLLM] = None) -> None:
         """
         @param defaults: What a request that gives no parameters gets.
-        @param clock: What paces the chunks and the tokens.
-        @param pace: The mock LLM's default pace.
-        @param faults: The mock LLM's fault for chat requests that ask for
-            none (C{--fault}).
+        @param clock: What paces the chunks.
+        @param mock: The mock LLM's settings and state (by default: its
+            default pace on C{clock}, no faults, no script).
         """
         super().__init__()
-        pace = pace if pace is not None else Pace()
+        mock = mock if mock is not None else MockLLM(clock)
+        self.mock = mock
+        """The mock LLM's settings and state."""
+        pace = mock.pace
         self._usage = _USAGE.format(
             ttft=pace.ttft,
             rate=pace.tokensPerSecond,
@@ -347,13 +350,12 @@ class GeneratorRoot(PlainResource):
             format=defaults.format.name,
         ).encode("utf-8")
         self.putChild(b"generate", GenerateResource(defaults, clock))
-        self.putChild(b"v1", MockLLMResource(pace, clock, faults))
-        self.putChild(b"v1beta", GeminiResource(pace, clock, faults))
-        self.seen = SeenRequests(clock)
-        """The last requests the mock LLM saw (C{/_mock/requests})."""
-        mock = PlainResource()
-        mock.putChild(b"requests", SeenRequestsResource(self.seen))
-        self.putChild(b"_mock", mock)
+        self.putChild(b"v1", MockLLMResource(mock))
+        self.putChild(b"v1beta", GeminiResource(mock))
+        control = PlainResource()
+        control.putChild(b"requests", SeenRequestsResource(mock.seen))
+        control.putChild(b"script", ScriptResource(mock.script))
+        self.putChild(b"_mock", control)
 
     def getChildWithDefault(self, path: bytes, request: Request) -> IResource:
         """
@@ -361,7 +363,7 @@ class GeneratorRoot(PlainResource):
         came, before it is answered.
         """
         if path in (b"v1", b"v1beta"):
-            self.seen.note(request)
+            self.mock.seen.note(request)
         return super().getChildWithDefault(path, request)
 
     def getChild(self, path: bytes, request: Request) -> IResource:

@@ -15,8 +15,8 @@ C{X-Mock-Tokens-Per-Second}.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from dataclasses import replace
+from typing import Callable, Optional, Sequence
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.task import LoopingCall
@@ -28,14 +28,15 @@ from zope.interface import implementer
 
 from twisted_stream.http._text import STREAMING_HEADERS, PlainResource
 from twisted_stream.mock._background import BackgroundAnswer, BackgroundAnswers
-from twisted_stream.mock._faults import STATUS_FAULTS, Fault, FaultPlan, faultOf
+from twisted_stream.mock._faults import STATUS_FAULTS, Fault, faultOf
+from twisted_stream.mock._script import Asked, Reply
+from twisted_stream.mock._state import MockLLM, Pace
 from twisted_stream.mock.apis import (
     Answer,
     ChatAPI,
     ChatRequest,
     Finish,
     RequestError,
-    checkedNumber,
     embeddings,
     gemini,
     newId,
@@ -43,10 +44,10 @@ from twisted_stream.mock.apis import (
 )
 from twisted_stream.mock.apis.anthropic import AnthropicMessages
 from twisted_stream.mock.apis.responses import OpenAIResponses
-from twisted_stream.mock.apis.tools import TOOLS_MODEL
+from twisted_stream.mock.apis.tools import TOOLS_MODEL, ToolCall
 from twisted_stream.mock.apis.tools import pieces as toolPieces
 
-__all__ = ["EMBEDDING_MODEL", "MODELS", "PASSAGE", "ChatResource", "MockLLMResource", "Pace", "answerFor", "tokens"]
+__all__ = ["EMBEDDING_MODEL", "MODELS", "PASSAGE", "ChatResource", "MockLLM", "MockLLMResource", "Pace", "answerFor", "tokens"]
 
 PASSAGE = (
     "A stream is a promise kept one token at a time. The proxy in the middle holds nothing back: "
@@ -66,19 +67,15 @@ _LISTED = (*MODELS, EMBEDDING_MODEL)
 
 _MID_STREAM = ("disconnect", "stall", "error_event")
 
-MAX_TTFT = 60.0
-MAX_TOKENS_PER_SECOND = 10_000.0
-
-
 def tokens(text: str) -> list[str]:
     """
     Split text into tokens: each word with the white space before it.
 
     @param text: Any text.
-    @return: Tokens that join back into C{text} (but for white space at its
-        end).
+    @return: Tokens that join back into C{text} (the white space at its end
+        goes with the last; text of white space only has none).
     """
-    return re.findall(r"\s*\S+", text)
+    return re.findall(r"\s*\S+(?:\s+$)?", text)
 
 
 def answerFor(request: ChatRequest) -> str:
@@ -97,44 +94,24 @@ def answerFor(request: ChatRequest) -> str:
     return PASSAGE
 
 
-@dataclass(frozen=True)
-class Pace:
+def _planned(chat: ChatRequest, reply: Optional[Reply]) -> tuple[ChatRequest, Sequence[str], Finish]:
     """
-    How fast the mock answers.
+    What to answer: the scripted reply, if it says, else the built-in
+    model's answer.
 
-    @ivar ttft: Seconds from the request to the first token.
-    @ivar tokensPerSecond: Tokens a second after the first.
+    @return: The request as answered (a scripted reply decides whether it
+        gets a tool call), the pieces the answer streams in, and how it ends.
     """
-
-    ttft: float = 0.3
-    tokensPerSecond: float = 30.0
-
-    def forRequest(self, request: Request, chat: ChatRequest) -> Pace:
-        """
-        The pace one request asks for.
-
-        @raise RequestError: For a pace out of bounds.
-        """
-
-        def given(field: str, header: bytes) -> Any:
-            if field in chat.extra:
-                return chat.extra[field]
-            value = request.getHeader(header)
-            if value is None:
-                return None
-            try:
-                return float(value)
-            except ValueError:
-                return value
-
-        ttft = given("mock_ttft", b"x-mock-ttft")
-        rate = given("mock_tokens_per_second", b"x-mock-tokens-per-second")
-        return Pace(
-            self.ttft if ttft is None else checkedNumber(ttft, "mock_ttft", 0, MAX_TTFT),
-            self.tokensPerSecond
-            if rate is None
-            else checkedNumber(rate, "mock_tokens_per_second", 0.01, MAX_TOKENS_PER_SECOND),
-        )
+    if reply is not None and reply.hasContent:
+        chat = replace(chat, toolCall=reply.toolCall)
+        if reply.jsonText is not None:
+            return chat, toolPieces(ToolCall("", reply.jsonText)), "complete"
+        if reply.text is not None:
+            return chat, tokens(reply.text), "complete"
+    if chat.toolCall is not None:
+        # The arguments, streamed in pieces at the pace of tokens.
+        return chat, toolPieces(chat.toolCall), "tool_call"
+    return chat, tokens(answerFor(chat)), "complete"
 
 
 def _jsonError(request: Request, api: ChatAPI, problem: RequestError) -> bytes:
@@ -298,27 +275,17 @@ class ChatResource(PlainResource):
 
     isLeaf = True
 
-    def __init__(
-        self,
-        api: ChatAPI,
-        pace: Pace,
-        clock: IReactorTime,
-        faults: Optional[FaultPlan] = None,
-        background: Optional[BackgroundAnswers] = None,
-    ) -> None:
+    def __init__(self, api: ChatAPI, mock: MockLLM, background: Optional[BackgroundAnswers] = None) -> None:
         """
         @param api: Whose wire shapes to speak.
-        @param pace: The default pace.
-        @param clock: What paces the tokens.
-        @param faults: The process's fault, for requests that ask for none.
+        @param mock: The mock's settings and state.
         @param background: Where answers asked for in the background are
             kept (the Responses API's), if they may be.
         """
         super().__init__()
         self._api = api
-        self._pace = pace
-        self._clock = clock
-        self._faults = faults
+        self._mock = mock
+        self._clock = mock.clock
         self._background = background
 
     def render(self, request: Request) -> bytes | int:
@@ -335,17 +302,25 @@ class ChatResource(PlainResource):
         would take.
         """
         content = request.content
+        mock = self._mock
         try:
             chat = self._api.parse(content.read() if content is not None else b"")
-            if chat.model not in MODELS:
+            reply = mock.script.answer(Asked(self._api.name, chat, request.requestHeaders))
+            if reply is None and chat.model not in MODELS:
                 raise RequestError(
                     f"The model {chat.model!r} does not exist; this mock serves {', '.join(MODELS)}",
                     "model",
                     404,
                     "model_not_found",
                 )
-            pace = self._pace.forRequest(request, chat)
-            fault = faultOf(chat.extra, request.getHeader(b"x-mock-fault"), self._faults)
+            pace = mock.pace if reply is None else mock.pace.overridden(reply.ttft, reply.tokensPerSecond)
+            pace = pace.forRequest(request, chat)
+            # The request's own fault first, then the rule's, then the plan's.
+            fault = faultOf(chat.extra, request.getHeader(b"x-mock-fault"))
+            if fault is None and reply is not None:
+                fault = reply.fault
+            if fault is None and mock.faults is not None:
+                fault = mock.faults.pick()
         except RequestError as problem:
             return _jsonError(request, self._api, problem)
         if fault is not None and fault.kind == "reset":
@@ -356,12 +331,7 @@ class ChatResource(PlainResource):
         if fault is not None and fault.kind in STATUS_FAULTS:
             return self._statusFault(request, fault)
         wait = fault.seconds if fault is not None and fault.kind == "slow_headers" else 0.0
-        finish: Finish = "complete"
-        if chat.toolCall is not None:
-            # The arguments, streamed in pieces at the pace of tokens.
-            pieces, finish = toolPieces(chat.toolCall), "tool_call"
-        else:
-            pieces = tokens(answerFor(chat))
+        chat, pieces, finish = _planned(chat, reply)
         if chat.maxTokens is not None and len(pieces) > chat.maxTokens and finish != "tool_call":
             pieces, finish = pieces[: chat.maxTokens], "length"
         answer = Answer(
@@ -455,11 +425,11 @@ class ResponsesResource(PlainResource):
 
     isLeaf = True
 
-    def __init__(self, pace: Pace, clock: IReactorTime, faults: Optional[FaultPlan] = None) -> None:
+    def __init__(self, mock: MockLLM) -> None:
         super().__init__()
         self._api = OpenAIResponses()
         self.answers = BackgroundAnswers()
-        self._create = ChatResource(self._api, pace, clock, faults, self.answers)
+        self._create = ChatResource(self._api, mock, self.answers)
 
     def render(self, request: Request) -> bytes | int:
         where = [segment for segment in request.postpath or [] if segment]
@@ -544,22 +514,19 @@ class MockLLMResource(PlainResource):
     and each API's JSON error for anything else.
     """
 
-    def __init__(self, pace: Pace, clock: IReactorTime, faults: Optional[FaultPlan] = None) -> None:
+    def __init__(self, mock: MockLLM) -> None:
         """
-        @param pace: The default pace.
-        @param clock: What paces the tokens.
-        @param faults: The process's fault, for chat requests that ask for
-            none.
+        @param mock: The mock's settings and state.
         """
         super().__init__()
         chat = PlainResource()
-        chat.putChild(b"completions", ChatResource(openai.OpenAIChat(), pace, clock, faults))
+        chat.putChild(b"completions", ChatResource(openai.OpenAIChat(), mock))
         chat.getChild = self.getChild  # type: ignore[method-assign]
         self.putChild(b"chat", chat)
-        self.putChild(b"messages", ChatResource(AnthropicMessages(), pace, clock, faults))
-        self.putChild(b"responses", ResponsesResource(pace, clock, faults))
+        self.putChild(b"messages", ChatResource(AnthropicMessages(), mock))
+        self.putChild(b"responses", ResponsesResource(mock))
         self.putChild(b"embeddings", EmbeddingsResource())
-        self.putChild(b"models", ModelsResource(clock, GeminiResource(pace, clock, faults)))
+        self.putChild(b"models", ModelsResource(mock.clock, GeminiResource(mock)))
 
     def getChild(self, path: bytes, request: Request) -> IResource:
         """
@@ -581,11 +548,9 @@ class GeminiResource(PlainResource):
 
     isLeaf = True
 
-    def __init__(self, pace: Pace, clock: IReactorTime, faults: Optional[FaultPlan] = None) -> None:
+    def __init__(self, mock: MockLLM) -> None:
         super().__init__()
-        self._pace = pace
-        self._clock = clock
-        self._faults = faults
+        self._mock = mock
 
     def render(self, request: Request) -> bytes | int:
         where = b"/".join(request.postpath or []).decode("utf-8", "replace")
@@ -602,7 +567,7 @@ class GeminiResource(PlainResource):
             api = gemini.forURL(rest)
         except RequestError as problem:
             return _jsonError(request, gemini.GeminiGenerate("", False), problem)
-        return ChatResource(api, self._pace, self._clock, self._faults).render(request)
+        return ChatResource(api, self._mock).render(request)
 
 
 class _UnknownURL(PlainResource):

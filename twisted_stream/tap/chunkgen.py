@@ -15,9 +15,10 @@ from twisted.web.server import Site
 from twisted_stream._numbers import decimalNumber
 from twisted_stream.mock._faults import Fault, FaultPlan, parseFault
 from twisted_stream.mock._replay import Library, ReplayResource
+from twisted_stream.mock._script import Rule, Script, ScriptError, loadScript
 from twisted_stream.mock.apis import RequestError
 from twisted_stream.mock.generator import GeneratorRoot, StreamSpec, parseCount, parseInterval
-from twisted_stream.mock.llm import Pace
+from twisted_stream.mock.llm import MockLLM, Pace
 from twisted_stream.ops._drain import CleanExitService
 from twisted_stream.ops._service import listeningService
 from twisted_stream.tap.options import PluginOptions
@@ -82,6 +83,15 @@ class Options(PluginOptions):
             "A folder of streams recorded by chunkproxy --record: a request that matches one (method,"
             " path, body) gets it back at its recorded pace (X-Mock-Speed divides the offsets).",
         ],
+        [
+            "script",
+            None,
+            None,
+            "Mock LLM: a script of answers (TOML, or JSON if its name ends in .json): rules that match a"
+            " request (model, API, user or system message, tool, header) and say what to answer (text, a"
+            " tool call, JSON, a fault, the pace); POST /_mock/script replaces it at run time. See"
+            " docs/mock-llm.md.",
+        ],
     ]
 
     def postOptions(self) -> None:
@@ -90,6 +100,12 @@ class Options(PluginOptions):
         """
         super().postOptions()
         self.library: Optional[Library] = None
+        self.rules: list[Rule] = []
+        if self["script"] is not None:
+            try:
+                self.rules = loadScript(self["script"])
+            except ScriptError as e:
+                raise usage.UsageError(f"--script: {e}") from None
         if self["replay"] is not None:
             try:
                 self.library = Library.load(self["replay"])
@@ -124,7 +140,7 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
-    root: Resource = GeneratorRoot(options.spec(), reactor, options.pace(), options.faults())
+    root: Resource = GeneratorRoot(options.spec(), reactor, MockLLM(reactor, options.pace(), options.faults(), Script(options.rules)))
     if options.library is not None:
         root = ReplayResource(options.library, root, reactor)
     site = Site(root)

@@ -54,6 +54,8 @@ class ChatRequest:
     @ivar extra: The request's other fields (where a mock finds its own).
     @ivar toolCall: The call to answer with, when the request gets one.
     @ivar toolResult: The result of a tool the conversation ends with.
+    @ivar tools: The tools offered, by name, with their parameters'
+        schemas, in the order offered.
     """
 
     model: str
@@ -64,6 +66,7 @@ class ChatRequest:
     extra: Mapping[str, Any]
     toolCall: Optional[ToolCall] = None
     toolResult: Optional[str] = None
+    tools: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,10 @@ class ChatAPI(Protocol):
     """
     One LLM API's chat endpoint, as a mock serves it.
     """
+
+    name: str
+    """Which API it is, as scripts name it (C{chat}, C{responses},
+    C{messages}, C{gemini}: the gateway's C{api} label)."""
 
     idPrefix: str
     """What its answer identifiers start with."""

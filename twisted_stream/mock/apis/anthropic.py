@@ -68,8 +68,9 @@ def parseMessagesRequest(body: bytes) -> ChatRequest:
         raise RequestError("stream: must be a boolean", "stream")
     toolResult = _toolResult(messages[-1])
     # A streamed answer always ends with its usage in this API.
+    offered = _offered(request)
     return ChatRequest(model, conversation, stream, True, maxTokens, request,
-                       _toolCall(model, request, toolResult is not None), toolResult)  # fmt: skip
+                       _toolCall(model, request, offered, toolResult is not None), toolResult, offered)  # fmt: skip
 
 
 def _toolResult(message: Any) -> Optional[str]:
@@ -84,19 +85,27 @@ def _toolResult(message: Any) -> Optional[str]:
     return None
 
 
-def _toolCall(model: str, request: Mapping[str, Any], answered: bool) -> Optional[ToolCall]:
+def _offered(request: Mapping[str, Any]) -> dict[str, Any]:
     """
-    The call a request gets (see L{chosenCall}), from its C{tools} and
-    C{tool_choice} (C{auto}, C{any}, C{tool} with a C{name}, C{none}).
+    The tools a request offers: their names and C{input_schema}s.
     """
     tools = request.get("tools")
-    if not isinstance(tools, list) or not tools:
-        return None
     offered: dict[str, Any] = {}
-    for i, tool in enumerate(tools):
+    for i, tool in enumerate(tools if isinstance(tools, list) else ()):
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
             raise RequestError(f"tools.{i}.name: Field required", f"tools.{i}.name")
         offered.setdefault(tool["name"], tool.get("input_schema"))
+    return offered
+
+
+def _toolCall(model: str, request: Mapping[str, Any], offered: Mapping[str, Any], answered: bool) -> Optional[ToolCall]:
+    """
+    The call a request gets (see L{chosenCall}), from the tools it offers
+    and its C{tool_choice} (C{auto}, C{any}, C{tool} with a C{name},
+    C{none}).
+    """
+    if not offered:
+        return None
     given = request.get("tool_choice") or {"type": "auto"}
     kind = given.get("type") if isinstance(given, dict) else None
     choice = {"auto": "auto", "any": "required", "tool": "named", "none": "none"}.get(kind or "")
@@ -121,6 +130,7 @@ class AnthropicMessages:
     C{POST /v1/messages}, as L{twisted_stream.mock.apis.ChatAPI}.
     """
 
+    name = "messages"
     idPrefix = "msg_"
     rateLimitHeaders = (
         (b"anthropic-ratelimit-requests-limit", b"60"),

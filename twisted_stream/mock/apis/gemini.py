@@ -61,20 +61,28 @@ def _functionResponse(parts: Any) -> Optional[str]:
     return None
 
 
-def _toolCall(model: str, request: Mapping[str, Any], answered: bool) -> Optional[ToolCall]:
+def _offered(request: Mapping[str, Any]) -> dict[str, Any]:
     """
-    The call a request gets (see L{chosenCall}), from its C{tools}'
-    C{functionDeclarations} and C{toolConfig.functionCallingConfig}
-    (C{mode} C{AUTO}, C{ANY}, C{NONE}; C{ANY} with one
-    C{allowedFunctionNames} names that one).
+    The tools a request offers: its C{tools}' C{functionDeclarations},
+    by name, with their parameters.
     """
     offered: dict[str, Any] = {}
-    for tool in request.get("tools") or ():
+    tools = request.get("tools")
+    for tool in tools if isinstance(tools, list) else ():
         declarations = tool.get("functionDeclarations") or tool.get("function_declarations") if isinstance(tool, dict) else None
-        for declaration in declarations or ():
+        for declaration in declarations if isinstance(declarations, list) else ():
             if isinstance(declaration, dict) and isinstance(declaration.get("name"), str):
                 schema = declaration.get("parameters") or declaration.get("parametersJsonSchema")
                 offered.setdefault(declaration["name"], schema)
+    return offered
+
+
+def _toolCall(model: str, request: Mapping[str, Any], offered: Mapping[str, Any], answered: bool) -> Optional[ToolCall]:
+    """
+    The call a request gets (see L{chosenCall}), from the tools it offers
+    and its C{toolConfig.functionCallingConfig} (C{mode} C{AUTO}, C{ANY},
+    C{NONE}; C{ANY} with one C{allowedFunctionNames} names that one).
+    """
     config = ((request.get("toolConfig") or request.get("tool_config") or {}).get("functionCallingConfig")) or {}
     mode = str(config.get("mode", "AUTO")).upper()
     allowed = config.get("allowedFunctionNames") or []
@@ -93,6 +101,7 @@ class GeminiGenerate:
     L{twisted_stream.mock.apis.ChatAPI}.
     """
 
+    name = "gemini"
     idPrefix = ""
     rateLimitHeaders = ()
     overloadedStatus = 503
@@ -128,8 +137,9 @@ class GeminiGenerate:
         maxTokens: Optional[int] = config.get("maxOutputTokens") if isinstance(config, dict) else None
         if maxTokens is not None and (isinstance(maxTokens, bool) or not isinstance(maxTokens, int) or maxTokens < 1):
             raise RequestError("Invalid value at 'generation_config.max_output_tokens': expected a positive integer")
+        offered = _offered(request)
         return ChatRequest(self._model, conversation, self._stream, True, maxTokens, request,
-                           _toolCall(self._model, request, toolResult is not None), toolResult)  # fmt: skip
+                           _toolCall(self._model, request, offered, toolResult is not None), toolResult, offered)  # fmt: skip
 
     def _response(self, answer: Answer, text: str, finish: Optional[Finish], completion: Optional[int]) -> bytes:
         call = answer.request.toolCall

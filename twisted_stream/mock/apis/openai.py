@@ -79,24 +79,32 @@ def parseChatRequest(body: bytes) -> ChatRequest:
         raise RequestError("max_tokens must be a positive integer", "max_tokens")
     last = messages[-1]
     toolResult = _text(last.get("content"), "content") if last.get("role") == "tool" else None
+    offered = _offered(request)
     return ChatRequest(model, conversation, bool(stream), includeUsage, maxTokens, request,
-                       _toolCall(model, request, toolResult is not None), toolResult)  # fmt: skip
+                       _toolCall(model, request, offered, toolResult is not None), toolResult, offered)  # fmt: skip
 
 
-def _toolCall(model: str, request: Mapping[str, Any], answered: bool) -> Optional[ToolCall]:
+def _offered(request: Mapping[str, Any]) -> dict[str, Any]:
     """
-    The call a request gets (see L{chosenCall}), from its C{tools} and
-    C{tool_choice}.
+    The tools a request offers: their C{function}s' names and parameters.
     """
     tools = request.get("tools")
-    if not isinstance(tools, list) or not tools:
-        return None
     offered: dict[str, Any] = {}
-    for i, tool in enumerate(tools):
+    for i, tool in enumerate(tools if isinstance(tools, list) else ()):
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise RequestError(f"tools[{i}].function.name is required", f"tools[{i}].function.name")
         offered.setdefault(function["name"], function.get("parameters"))
+    return offered
+
+
+def _toolCall(model: str, request: Mapping[str, Any], offered: Mapping[str, Any], answered: bool) -> Optional[ToolCall]:
+    """
+    The call a request gets (see L{chosenCall}), from the tools it offers
+    and its C{tool_choice}.
+    """
+    if not offered:
+        return None
     given = request.get("tool_choice", "auto")
     choice, forced = ("named", (given.get("function") or {}).get("name")) if isinstance(given, dict) else (given, None)
     try:
@@ -246,6 +254,7 @@ class OpenAIChat:
     C{POST /v1/chat/completions}, as L{twisted_stream.mock.apis.ChatAPI}.
     """
 
+    name = "chat"
     idPrefix = "chatcmpl-"
 
     def parse(self, body: bytes) -> ChatRequest:

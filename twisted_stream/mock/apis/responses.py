@@ -91,25 +91,31 @@ def parseResponsesRequest(body: bytes) -> ChatRequest:
     if not isinstance(stream, bool):
         raise RequestError("Invalid type for 'stream': expected a boolean.", "stream")
     # A streamed answer always ends with its usage in this API.
+    offered = _offered(request)
     return ChatRequest(model, conversation, stream, True, maxTokens, request,
-                       _toolCall(model, request, toolResult is not None), toolResult)  # fmt: skip
+                       _toolCall(model, request, offered, toolResult is not None), toolResult, offered)  # fmt: skip
 
 
-def _toolCall(model: str, request: Mapping[str, Any], answered: bool) -> Optional[ToolCall]:
+def _offered(request: Mapping[str, Any]) -> dict[str, Any]:
     """
-    The call a request gets (see L{chosenCall}), from its C{tools} (of
-    type C{function}; others are not the mock's to call) and
-    C{tool_choice}.
+    The tools a request offers: those of type C{function} (others are not
+    the mock's to call), by name, with their parameters.
     """
     tools = request.get("tools")
-    if not isinstance(tools, list):
-        return None
     offered: dict[str, Any] = {}
-    for i, tool in enumerate(tools):
+    for i, tool in enumerate(tools if isinstance(tools, list) else ()):
         if isinstance(tool, dict) and tool.get("type") == "function":
             if not isinstance(tool.get("name"), str):
                 raise RequestError(f"Missing required parameter: 'tools[{i}].name'.", f"tools[{i}].name")
             offered.setdefault(tool["name"], tool.get("parameters"))
+    return offered
+
+
+def _toolCall(model: str, request: Mapping[str, Any], offered: Mapping[str, Any], answered: bool) -> Optional[ToolCall]:
+    """
+    The call a request gets (see L{chosenCall}), from the tools it offers
+    and its C{tool_choice}.
+    """
     given = request.get("tool_choice", "auto")
     choice, forced = ("named", given.get("name")) if isinstance(given, dict) else (given, None)
     try:
@@ -131,6 +137,7 @@ class OpenAIResponses:
     C{POST /v1/responses}, as L{twisted_stream.mock.apis.ChatAPI}.
     """
 
+    name = "responses"
     idPrefix = "resp_"
     rateLimitHeaders = RATE_LIMIT_HEADERS
     overloadedStatus = 503
