@@ -34,6 +34,7 @@ _MAY_IMPORT = {
     "chunkwatch": {"http", "upstream", "tap"},
     "page": {"http"},
     "proxy": {"exchange"},
+    "testing": {"mock"},
 }
 
 
