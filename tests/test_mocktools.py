@@ -1,6 +1,7 @@
 """
 Tests for L{twisted_stream.mock.apis.tools}: arguments from JSON Schemas, and
-the chat completions mock answering with a call, byte for byte, on a clock.
+the chat completions mock answering with a call, byte for byte, on a clock;
+structured outputs, which the same schema reader answers, in every API.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import StreamingRequest, render, sseEvents, typedEvents
+from tests.support.llm import MockOnClock
 from twisted_stream.mock.apis.anthropic import AnthropicMessages
 from twisted_stream.mock.apis.openai import OpenAIChat
 from twisted_stream.mock.apis.responses import OpenAIResponses
-from twisted_stream.mock.apis.tools import ToolCall, argumentsFor, callTo, pieces
-from twisted_stream.mock.llm import ChatResource, MockLLM, Pace
+from twisted_stream.mock.apis.tools import argumentsFor, callTo, pieces
+from twisted_stream.mock.llm import PASSAGE, ChatResource, MockLLM, Pace
 
 _WEATHER = {
     "type": "object",
@@ -63,11 +65,33 @@ class ArgumentsTests(SynchronousTestCase):
         deep["properties"]["a"] = deep
         self.assertIsInstance(json.dumps(argumentsFor(deep)), str)
 
+    def test_refsAndBounds(self) -> None:
+        """
+        A C{$ref} into the schema's C{$defs} (as pydantic writes a nested
+        model) is followed; strings keep to C{minLength} and C{maxLength},
+        arrays to C{minItems} and C{maxItems}; a reference to nowhere, or a
+        cycle, still gives an answer.
+        """
+        schema = {
+            "$defs": {"City": {"type": "object", "properties": {"name": {"type": "string", "maxLength": 3}},
+                               "required": ["name"], "additionalProperties": False}},
+            "type": "object",
+            "properties": {"city": {"$ref": "#/$defs/City"}, "code": {"type": "string", "minLength": 10},
+                           "none": {"type": "array", "maxItems": 0}, "two": {"type": "array", "minItems": 2,
+                                                                             "items": {"$ref": "#/$defs/City"}}},
+            "required": ["city", "code", "none", "two"],
+        }  # fmt: skip
+        self.assertEqual(argumentsFor(schema), {"city": {"name": "exa"}, "code": "examplexxx", "none": [],
+                                                "two": [{"name": "exa"}, {"name": "exa"}]})  # fmt: skip
+        self.assertEqual(argumentsFor({"$ref": "#/$defs/Nowhere"}), {})
+        looped = {"$defs": {"A": {"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}}}}, "$ref": "#/$defs/A"}
+        self.assertIsInstance(json.dumps(argumentsFor(looped)), str)
+
     def test_pieces(self) -> None:
         call = callTo("f", _WEATHER)
-        self.assertEqual("".join(pieces(call)), call.arguments)
-        self.assertTrue(all(len(piece) <= 8 for piece in pieces(call)))
-        self.assertEqual(pieces(ToolCall("f", "")), [""])
+        self.assertEqual("".join(pieces(call.arguments)), call.arguments)
+        self.assertTrue(all(len(piece) <= 8 for piece in pieces(call.arguments)))
+        self.assertEqual(pieces(""), [""])
 
 
 class ChatToolCallTests(SynchronousTestCase):
@@ -176,3 +200,84 @@ class ResponsesFunctionCallTests(SynchronousTestCase):
                          ("function_call", "get_weather", arguments, "completed"))  # fmt: skip
         self.assertTrue(item["id"].startswith("fc_") and item["call_id"].startswith("call_"))
 
+
+
+_PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 18}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+class StructuredOutputTests(SynchronousTestCase):
+    """
+    A structured output (C{response_format} and its kin in each API): JSON
+    valid for the schema, streamed in pieces as the text.
+    """
+
+    def setUp(self) -> None:
+        self.mock = MockOnClock(self)
+
+    def test_chatCompletions(self) -> None:
+        """
+        C{json_schema}: the schema's JSON, in pieces of at most 8
+        characters, streamed as content; whole, the message's content;
+        C{json_object}: an object with the model's answer; a
+        C{response_format} of another type: a 400.
+        """
+        request = {"model": "mock-passage", "messages": [{"role": "user", "content": "who?"}],
+                   "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": _PERSON, "strict": True}}}  # fmt: skip
+        _, body = self.mock.request("POST", "/v1/chat/completions", {**request, "stream": True})
+        deltas = [e["choices"][0]["delta"].get("content") or "" for e in sseEvents(body)[:-1]]
+        self.assertEqual(json.loads("".join(deltas)), {"name": "example", "age": 18})
+        self.assertTrue(all(len(d) <= 8 for d in deltas) and len([d for d in deltas if d]) > 2)
+        _, whole = self.mock.json("POST", "/v1/chat/completions", request)
+        self.assertEqual(json.loads(whole["choices"][0]["message"]["content"]), {"name": "example", "age": 18})
+        echo = {"model": "mock-echo", "messages": [{"role": "user", "content": "hi there"}], "response_format": {"type": "json_object"}}
+        _, whole = self.mock.json("POST", "/v1/chat/completions", echo)
+        self.assertEqual(json.loads(whole["choices"][0]["message"]["content"]), {"answer": "hi there"})
+        code, refused = self.mock.json("POST", "/v1/chat/completions", {**echo, "response_format": {"type": "xml"}})
+        self.assertEqual((code, refused["error"]["param"]), (400, "response_format.type"))
+        code, refused = self.mock.json("POST", "/v1/chat/completions", {**echo, "response_format": {"type": "json_schema"}})
+        self.assertEqual(code, 400)
+
+    def test_otherAPIs(self) -> None:
+        """
+        The Responses API's C{text.format}, Anthropic's C{output_format},
+        Gemini's C{responseJsonSchema}, C{responseSchema} (capitals) and
+        C{responseMimeType} alone.
+        """
+        text = {"format": {"type": "json_schema", "name": "person", "schema": _PERSON, "strict": True}}
+        _, body = self.mock.request("POST", "/v1/responses", {"model": "mock-passage", "input": "who?", "text": text, "stream": True})
+        deltas = [d["delta"] for kind, d in typedEvents(body) if kind == "response.output_text.delta"]
+        self.assertEqual(json.loads("".join(deltas)), {"name": "example", "age": 18})
+        asked = {"model": "mock-passage", "max_tokens": 99, "messages": [{"role": "user", "content": "who?"}],
+                 "output_format": {"type": "json_schema", "schema": _PERSON}}  # fmt: skip
+        _, whole = self.mock.json("POST", "/v1/messages", asked)
+        self.assertEqual(json.loads(whole["content"][0]["text"]), {"name": "example", "age": 18})
+        contents = [{"role": "user", "parts": [{"text": "who?"}]}]
+        path = "/v1beta/models/mock-passage:generateContent"
+        for config, expected in [
+            ({"responseMimeType": "application/json", "responseJsonSchema": _PERSON}, {"name": "example", "age": 18}),
+            ({"response_schema": {"type": "OBJECT", "properties": {"n": {"type": "INTEGER"}}}}, {"n": 1}),
+            ({"responseMimeType": "application/json"}, {"answer": PASSAGE}),
+        ]:
+            _, whole = self.mock.json("POST", path, {"contents": contents, "generationConfig": config})
+            self.assertEqual(json.loads(whole["candidates"][0]["content"]["parts"][0]["text"]), expected, config)
+
+    def test_toolCallFirst(self) -> None:
+        """
+        With tools and a structured output, C{mock-tools} calls the tool
+        first, and answers the JSON once the tool's result is back.
+        """
+        tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+        fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": _PERSON}}
+        asked: list[dict[str, Any]] = [{"role": "user", "content": "who?"}]
+        _, whole = self.mock.json("POST", "/v1/chat/completions", {"model": "mock-tools", "messages": asked, "tools": tools,
+                                                                   "response_format": fmt})  # fmt: skip
+        self.assertEqual(whole["choices"][0]["finish_reason"], "tool_calls")
+        asked += [whole["choices"][0]["message"], {"role": "tool", "tool_call_id": "c", "content": "{}"}]
+        _, whole = self.mock.json("POST", "/v1/chat/completions", {"model": "mock-tools", "messages": asked, "tools": tools,
+                                                                   "response_format": fmt})  # fmt: skip
+        self.assertEqual(json.loads(whole["choices"][0]["message"]["content"]), {"name": "example", "age": 18})

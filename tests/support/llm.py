@@ -10,17 +10,19 @@ from __future__ import annotations
 import json
 import statistics
 import sys
-from typing import Any
+from typing import Any, Optional
 
 from prometheus_client.parser import text_string_to_metric_families
+from treq.testing import StubTreq
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.task import LoopingCall
-from twisted.trial.unittest import TestCase
+from twisted.internet.task import Clock, LoopingCall
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from tests.support.processes import PEERS, LineProcess, Server, startTwistd
-from twisted_stream.mock.llm import tokens
+from twisted_stream.mock.generator import GeneratorRoot, StreamSpec
+from twisted_stream.mock.llm import MockLLM, Pace, tokens
 
 PROMPT = "The quick brown fox jumps over the lazy dog while the proxy streams every word"
 """What the clients in front of the proxy ask C{mock-echo} to say."""
@@ -64,6 +66,42 @@ def chatRequest(content: str = "one two three four", **fields: Any) -> dict[str,
     @return: A chat completion request for C{mock-echo}, with more fields.
     """
     return {"model": "mock-echo", "messages": [{"role": "user", "content": content}], **fields}
+
+
+class MockOnClock:
+    """
+    chunkgen's whole resource tree (the mock LLM under C{/v1} and
+    C{/v1beta}, C{/_mock}) over StubTreq on a fake clock: a request's answer
+    whole, the clock run on until it is done.
+    """
+
+    def __init__(self, case: SynchronousTestCase, aliases: Optional[dict[str, str]] = None) -> None:
+        self._case = case
+        self.clock = Clock()
+        self.mock = MockLLM(self.clock, Pace(ttft=0.5, tokensPerSecond=10), aliases=aliases or {})
+        self._client: Any = StubTreq(GeneratorRoot(StreamSpec(), self.clock, self.mock))
+
+    def request(
+        self, method: str, path: str, body: Optional[Any] = None, headers: Optional[dict[str, str]] = None
+    ) -> tuple[int, bytes]:
+        """
+        @param body: Sent as JSON, if given.
+        @return: The status and the body.
+        """
+        data = None if body is None else json.dumps(body).encode()
+        requested = self._client.request(method, "http://mock.test" + path, data=data, headers=headers or {})
+        for _ in range(600):
+            self.clock.advance(0.1)
+            self._client.flush()
+        response = self._case.successResultOf(requested)
+        return response.code, self._case.successResultOf(response.content())
+
+    def json(self, method: str, path: str, body: Optional[Any] = None, headers: Optional[dict[str, str]] = None) -> tuple[int, Any]:
+        """
+        @return: The status and the body, read as JSON.
+        """
+        code, content = self.request(method, path, body, headers)
+        return code, json.loads(content)
 
 
 def typedEvents(body: bytes) -> list[tuple[str, Any]]:

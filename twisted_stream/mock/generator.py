@@ -22,11 +22,11 @@ from zope.interface import implementer
 
 from twisted_stream._numbers import decimalNumber, shown, wholeNumber
 from twisted_stream.http._text import STREAMING_HEADERS, PlainResource, textError
+from twisted_stream.mock._paths import GeminiResource, MockLLMResource
 from twisted_stream.mock._script import ScriptResource
 from twisted_stream.mock._seen import SeenRequestsResource
 from twisted_stream.mock._state import MockLLM
 from twisted_stream.mock.formats import FORMATS, TEXT, ChunkFormat
-from twisted_stream.mock.llm import GeminiResource, MockLLMResource
 
 __all__ = [
     "GenerateResource",
@@ -309,9 +309,14 @@ GET /generate?count=N&interval=SECONDS&size=BYTES&format=text|sse|ndjson
   size      pad each chunk to this many bytes, 0 to {maxSize} (default {size})
   format    text, sse or ndjson (default {format})
 
-POST /v1/chat/completions   OpenAI's API: models mock-passage, mock-echo; "stream": true for SSE
-POST /v1/messages           Anthropic's API: the same models
-GET  /v1/models
+POST /v1/chat/completions   OpenAI's API: models mock-passage, mock-echo, mock-tools; "stream": true for SSE
+POST /v1/responses          OpenAI's Responses API (GET /v1/responses/ID, POST .../input_tokens)
+POST /v1/completions        OpenAI's legacy completions
+POST /v1/embeddings         deterministic vectors (model mock-embed, or any name)
+POST /v1/messages           Anthropic's API: the same models (POST /v1/messages/count_tokens)
+POST /v1beta/models/M:A     Gemini: generateContent, streamGenerateContent, countTokens, embedContent,
+                            batchEmbedContents; GET /v1beta/models, /v1beta/models/M
+GET  /v1/models             the models (and --alias names); GET /v1/models/M
 GET  /_mock/requests        the last 100 requests the mock LLM saw (credentials removed); DELETE clears
 GET  /_mock/script          the scripted answers and how often each matched; POST a script (JSON)
                             to answer by it, DELETE to go back to --script's

@@ -14,15 +14,17 @@ C{X-Mock-Tokens-Per-Second}.
 
 from __future__ import annotations
 
+import json
 import re
+from collections import OrderedDict
 from dataclasses import replace
+from functools import partial
 from typing import Callable, Optional, Sequence
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
@@ -37,17 +39,27 @@ from twisted_stream.mock.apis import (
     ChatRequest,
     Finish,
     RequestError,
-    embeddings,
-    gemini,
     newId,
-    openai,
 )
-from twisted_stream.mock.apis.anthropic import AnthropicMessages
-from twisted_stream.mock.apis.responses import OpenAIResponses
-from twisted_stream.mock.apis.tools import TOOLS_MODEL, ToolCall
-from twisted_stream.mock.apis.tools import pieces as toolPieces
+from twisted_stream.mock.apis.openai import encode
+from twisted_stream.mock.apis.responses import OpenAIResponses, parseResponsesRequest
+from twisted_stream.mock.apis.tools import TOOLS_MODEL, argumentsFor, chosenCall
+from twisted_stream.mock.apis.tools import pieces as jsonPieces
 
-__all__ = ["EMBEDDING_MODEL", "MODELS", "PASSAGE", "ChatResource", "MockLLM", "MockLLMResource", "Pace", "answerFor", "tokens"]
+__all__ = [
+    "EMBEDDING_MODEL",
+    "MODELS",
+    "PASSAGE",
+    "ChatResource",
+    "MockLLM",
+    "Pace",
+    "ResponsesResource",
+    "answerFor",
+    "jsonError",
+    "parseAlias",
+    "postOnly",
+    "tokens",
+]
 
 PASSAGE = (
     "A stream is a promise kept one token at a time. The proxy in the middle holds nothing back: "
@@ -67,6 +79,23 @@ _LISTED = (*MODELS, EMBEDDING_MODEL)
 
 _MID_STREAM = ("disconnect", "stall", "error_event")
 
+
+def parseAlias(text: str) -> tuple[str, str]:
+    """
+    Read C{NAME=MODEL}: serve the model C{NAME} (a real one's name, such as
+    C{gpt-4o-mini}, for a client that checks names) as the mock's C{MODEL}.
+
+    @return: C{(NAME, MODEL)}.
+    @raise ValueError: For a name that is empty or has white space, or a
+        C{MODEL} that is not one of L{MODELS}.
+    """
+    name, equals, model = text.partition("=")
+    if not equals or not name or re.search(r"\s", name):
+        raise ValueError(f"{text!r} is not NAME=MODEL (a model name without spaces, =, a model of the mock)")
+    if model not in MODELS:
+        raise ValueError(f"{text!r}: {model!r} is not a model of the mock ({', '.join(MODELS)})")
+    return name, model
+
 def tokens(text: str) -> list[str]:
     """
     Split text into tokens: each word with the white space before it.
@@ -78,54 +107,70 @@ def tokens(text: str) -> list[str]:
     return re.findall(r"\s*\S+(?:\s+$)?", text)
 
 
-def answerFor(request: ChatRequest) -> str:
+def answerFor(request: ChatRequest, served: Optional[str] = None) -> str:
     """
     The mock's answer to a request.
 
     @param request: A checked request for one of L{MODELS}.
+    @param served: The model that answers, if not the one asked for (an
+        alias's).
     @return: A sentence quoting the tool's result, for a conversation that
         ends with one; else the fixed passage, or (C{mock-echo}) the last
         user message.
     """
     if request.toolResult is not None:
         return f"The tool returned: {request.toolResult}"
-    if request.model == "mock-echo":
+    if (served or request.model) == "mock-echo":
         return next((text for role, text in reversed(request.messages) if role == "user"), "")
     return PASSAGE
 
 
-def _planned(chat: ChatRequest, reply: Optional[Reply]) -> tuple[ChatRequest, Sequence[str], Finish]:
+def _planned(chat: ChatRequest, reply: Optional[Reply], served: str) -> tuple[ChatRequest, Sequence[str], Finish]:
     """
-    What to answer: the scripted reply, if it says, else the built-in
-    model's answer.
+    What to answer: the scripted reply, if it says; else a call to a tool
+    the request lets the model call; else JSON, for a structured output
+    (valid for its schema, by the rules tool arguments follow); else the
+    built-in model's answer.
 
-    @return: The request as answered (a scripted reply decides whether it
-        gets a tool call), the pieces the answer streams in, and how it ends.
+    @param served: The model that answers (an alias's, for an alias).
+    @return: The request as answered (with the tool call it gets, if any),
+        the pieces the answer streams in, and how it ends.
     """
     if reply is not None and reply.hasContent:
         chat = replace(chat, toolCall=reply.toolCall)
         if reply.jsonText is not None:
-            return chat, toolPieces(ToolCall("", reply.jsonText)), "complete"
+            return chat, jsonPieces(reply.jsonText), "complete"
         if reply.text is not None:
             return chat, tokens(reply.text), "complete"
+    else:
+        answered = chat.toolResult is not None
+        chat = replace(chat, toolCall=chosenCall(served, chat.tools, *chat.toolChoice, answered=answered))
     if chat.toolCall is not None:
         # The arguments, streamed in pieces at the pace of tokens.
-        return chat, toolPieces(chat.toolCall), "tool_call"
-    return chat, tokens(answerFor(chat)), "complete"
+        return chat, jsonPieces(chat.toolCall.arguments), "tool_call"
+    if chat.schema is not None:
+        value = argumentsFor(chat.schema) if chat.schema else {"answer": answerFor(chat, served)}
+        return chat, jsonPieces(json.dumps(value, separators=(",", ":"), ensure_ascii=False)), "complete"
+    return chat, tokens(answerFor(chat, served)), "complete"
 
 
-def _jsonError(request: Request, api: ChatAPI, problem: RequestError) -> bytes:
+def jsonError(request: Request, api: ChatAPI, problem: RequestError) -> bytes:
+    """
+    Refuse a request, in the API's error shape.
+
+    @return: The body.
+    """
     request.setResponseCode(problem.status)
     request.setHeader(b"Content-Type", b"application/json")
     return api.error(problem)
 
 
-def _postOnly(request: Request, api: ChatAPI) -> bytes:
+def postOnly(request: Request, api: ChatAPI) -> bytes:
     """
     The answer to a method other than C{POST}: C{405}, in the API's shape.
     """
     request.setHeader(b"Allow", b"POST")
-    return _jsonError(request, api, RequestError(f"use POST for {request.path.decode('latin-1')}", status=405))
+    return jsonError(request, api, RequestError(f"use POST for {request.path.decode('latin-1')}", status=405))
 
 
 @implementer(IPushProducer)
@@ -147,8 +192,10 @@ class _TokenStream:
         pace: Pace,
         clock: IReactorTime,
         fault: Optional[Fault] = None,
+        keep: Optional[Callable[[bytes], None]] = None,
     ) -> None:
         self._request = request
+        self._keep = keep
         self._api = api
         self._answer = answer
         self._fault = fault if fault is not None and fault.kind in _MID_STREAM else None
@@ -236,6 +283,8 @@ class _TokenStream:
 
     def _end(self) -> None:
         self._stop()
+        if self._keep is not None:
+            self._keep(self._api.whole(self._answer, "".join(self._pieces), self._finish, self._sent))
         request = self._request
         request.write(self._api.closing(self._answer, self._finish, self._sent))
         request.unregisterProducer()
@@ -275,26 +324,60 @@ class ChatResource(PlainResource):
 
     isLeaf = True
 
-    def __init__(self, api: ChatAPI, mock: MockLLM, background: Optional[BackgroundAnswers] = None) -> None:
+    def __init__(
+        self,
+        api: ChatAPI,
+        mock: MockLLM,
+        background: Optional[BackgroundAnswers] = None,
+        kept: Optional[Callable[[str, bytes], None]] = None,
+    ) -> None:
         """
         @param api: Whose wire shapes to speak.
         @param mock: The mock's settings and state.
         @param background: Where answers asked for in the background are
             kept (the Responses API's), if they may be.
+        @param kept: Called with each answer's id and whole body once it is
+            made (unless the request says C{store: false}), for an API that
+            serves answers again.
         """
         super().__init__()
+        self.api = api
         self._api = api
         self._mock = mock
         self._clock = mock.clock
         self._background = background
+        self._kept = kept
 
     def render(self, request: Request) -> bytes | int:
         """
-        Answer POST; anything else gets the API's error.
+        Answer POST; a path below this one, or another method, gets the
+        API's error.
+        """
+        where = [segment for segment in request.postpath or [] if segment]
+        if where:
+            return self.renderBelow(request, where)
+        return self.answer(request)
+
+    def answer(self, request: Request) -> bytes | int:
+        """
+        Answer POST, whatever the path (for a parent that has read it);
+        another method gets the API's error.
         """
         if request.method != b"POST":
-            return _postOnly(request, self._api)
+            return postOnly(request, self._api)
         return self.render_POST(request)
+
+    def renderBelow(self, request: Request, where: list[bytes]) -> bytes | int:
+        """
+        Answer a path below this one: none is served here, so a C{404} in
+        the API's shape (never a chat answer to a path that asks for
+        something else).
+
+        @param where: The path's segments below this one.
+        """
+        path = request.path.decode("latin-1")
+        return jsonError(request, self._api, RequestError(f"Unknown request URL: {request.method.decode('latin-1')} {path}",
+                                                          status=404, code="unknown_url"))  # fmt: skip
 
     def render_POST(self, request: Request) -> bytes | int:
         """
@@ -306,7 +389,8 @@ class ChatResource(PlainResource):
         try:
             chat = self._api.parse(content.read() if content is not None else b"")
             reply = mock.script.answer(Asked(self._api.name, chat, request.requestHeaders))
-            if reply is None and chat.model not in MODELS:
+            served = mock.aliases.get(chat.model, chat.model)
+            if reply is None and served not in MODELS:
                 raise RequestError(
                     f"The model {chat.model!r} does not exist; this mock serves {', '.join(MODELS)}",
                     "model",
@@ -322,7 +406,7 @@ class ChatResource(PlainResource):
             if fault is None and mock.faults is not None:
                 fault = mock.faults.pick()
         except RequestError as problem:
-            return _jsonError(request, self._api, problem)
+            return jsonError(request, self._api, problem)
         if fault is not None and fault.kind == "reset":
             transport = request.channel.transport if request.channel is not None else None
             if transport is not None:
@@ -331,7 +415,7 @@ class ChatResource(PlainResource):
         if fault is not None and fault.kind in STATUS_FAULTS:
             return self._statusFault(request, fault)
         wait = fault.seconds if fault is not None and fault.kind == "slow_headers" else 0.0
-        chat, pieces, finish = _planned(chat, reply)
+        chat, pieces, finish = _planned(chat, reply, served)
         if chat.maxTokens is not None and len(pieces) > chat.maxTokens and finish != "tool_call":
             pieces, finish = pieces[: chat.maxTokens], "length"
         answer = Answer(
@@ -340,13 +424,16 @@ class ChatResource(PlainResource):
             chat,
             sum(len(tokens(text)) for _, text in chat.messages),
         )
+        keep = None
+        if self._kept is not None and chat.extra.get("store", True) is not False:
+            keep = partial(self._kept, answer.id)
         if self._background is not None and chat.extra.get("background") is True:
             return self._inBackground(request, chat.stream, answer, pieces, finish, pace, fault, wait)
         if chat.stream:
             request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
             for name, value in STREAMING_HEADERS:
                 request.setHeader(name, value)
-            stream = _TokenStream(request, self._api, answer, pieces, finish, pace, self._clock, fault)
+            stream = _TokenStream(request, self._api, answer, pieces, finish, pace, self._clock, fault, keep)
             self._afterWait(request, wait, stream.start)
             return NOT_DONE_YET
         body = self._api.whole(answer, "".join(pieces), finish, len(pieces))
@@ -355,7 +442,7 @@ class ChatResource(PlainResource):
             delay += fault.seconds
         if fault is not None and fault.kind == "error_event":
             return self._statusFault(request, Fault("server_error"))
-        self._later(request, delay, body, drop=fault is not None and fault.kind == "disconnect")
+        self._later(request, delay, body, drop=fault is not None and fault.kind == "disconnect", keep=keep)
         return NOT_DONE_YET
 
     def _statusFault(self, request: Request, fault: Fault) -> bytes:
@@ -366,7 +453,7 @@ class ChatResource(PlainResource):
             request.setHeader(b"Retry-After", b"%d" % (fault.seconds or 1,))
             for name, value in self._api.rateLimitHeaders:
                 request.setHeader(name, value)
-        return _jsonError(request, self._api, RequestError(message, status=status, code=fault.kind))
+        return jsonError(request, self._api, RequestError(message, status=status, code=fault.kind))
 
     def _inBackground(
         self,
@@ -401,11 +488,15 @@ class ChatResource(PlainResource):
         call = self._clock.callLater(wait, then)
         request.notifyFinish().addErrback(lambda _: call.cancel() if call.active() else None)
 
-    def _later(self, request: Request, delay: float, body: bytes, drop: bool = False) -> None:
+    def _later(
+        self, request: Request, delay: float, body: bytes, drop: bool = False, keep: Optional[Callable[[bytes], None]] = None
+    ) -> None:
         def answer() -> None:
             if drop:
                 request.loseConnection()
                 return
+            if keep is not None:
+                keep(body)
             request.setHeader(b"Content-Type", b"application/json")
             request.setHeader(b"Content-Length", b"%d" % (len(body),))
             request.write(body)
@@ -418,162 +509,74 @@ class ChatResource(PlainResource):
 class ResponsesResource(PlainResource):
     """
     C{/v1/responses}: C{POST} an answer (in the background too, see
-    L{twisted_stream.mock._background}); C{GET /v1/responses/ID} (and
-    C{?stream=true&starting_after=N}) and C{POST /v1/responses/ID/cancel}
-    for one made in the background.
+    L{twisted_stream.mock._background}); C{GET /v1/responses/ID} for an
+    answer it made (kept unless the request said C{store: false}), and
+    C{?stream=true&starting_after=N} and C{POST /v1/responses/ID/cancel} for
+    one made in the background; C{POST /v1/responses/input_tokens}, the
+    input's tokens as the mock counts them.
     """
 
     isLeaf = True
+
+    KEEP = 100
+    """How many answers made in the foreground it keeps for C{GET}."""
 
     def __init__(self, mock: MockLLM) -> None:
         super().__init__()
         self._api = OpenAIResponses()
         self.answers = BackgroundAnswers()
-        self._create = ChatResource(self._api, mock, self.answers)
+        self._stored: OrderedDict[str, bytes] = OrderedDict()
+        self._create = ChatResource(self._api, mock, self.answers, self._keep)
+
+    def _keep(self, id: str, response: bytes) -> None:
+        self._stored[id] = response
+        while len(self._stored) > self.KEEP:
+            self._stored.popitem(last=False)
 
     def render(self, request: Request) -> bytes | int:
         where = [segment for segment in request.postpath or [] if segment]
         if not where:
-            return self._create.render(request)
-        job = self.answers.get(where[0].decode("ascii", "replace"))
+            return self._create.answer(request)
+        if where == [b"input_tokens"]:
+            return self._inputTokens(request)
+        id = where[0].decode("ascii", "replace")
+        job = self.answers.get(id)
+        if job is None and len(where) == 1 and id in self._stored:
+            if request.method != b"GET":
+                return jsonError(request, self._api, RequestError("use GET to retrieve a response", status=405))
+            request.setHeader(b"Content-Type", b"application/json")
+            return self._stored[id]
         if job is None or len(where) > 2 or (len(where) == 2 and where[1] != b"cancel"):
-            problem = RequestError(f"No response found with id '{where[0].decode('ascii', 'replace')}'.", status=404)
-            return _jsonError(request, self._api, problem)
+            problem = RequestError(f"No response found with id '{id}'.", status=404)
+            return jsonError(request, self._api, problem)
         if len(where) == 2:
             if request.method != b"POST":
-                return _postOnly(request, self._api)
+                return postOnly(request, self._api)
             job.cancel()
         elif request.method != b"GET":
-            return _jsonError(request, self._api, RequestError("use GET to retrieve a response", status=405))
+            return jsonError(request, self._api, RequestError("use GET to retrieve a response", status=405))
         elif _query(request, b"stream") == b"true":
             after = _query(request, b"starting_after") or b"-1"
             if not after.lstrip(b"-").isdigit():
-                return _jsonError(request, self._api, RequestError("starting_after must be a number", "starting_after"))
+                return jsonError(request, self._api, RequestError("starting_after must be a number", "starting_after"))
             return job.follow(request, int(after))
         request.setHeader(b"Content-Type", b"application/json")
         return job.responseObject()
+
+    def _inputTokens(self, request: Request) -> bytes:
+        if request.method != b"POST":
+            return postOnly(request, self._api)
+        content = request.content
+        try:
+            chat = parseResponsesRequest(content.read() if content is not None else b"", counting=True)
+        except RequestError as problem:
+            return jsonError(request, self._api, problem)
+        request.setHeader(b"Content-Type", b"application/json")
+        counted = sum(len(tokens(text)) for _, text in chat.messages)
+        return encode({"object": "response.input_tokens", "input_tokens": counted})
 
 
 def _query(request: Request, name: bytes) -> Optional[bytes]:
     args: dict[bytes, list[bytes]] = request.args or {}
     values = args.get(name)
     return values[-1] if values else None
-
-
-class EmbeddingsResource(PlainResource):
-    """
-    C{POST /v1/embeddings}: deterministic vectors, answered at once.
-    """
-
-    isLeaf = True
-
-    def render(self, request: Request) -> bytes:
-        api = openai.OpenAIChat()
-        if request.method != b"POST":
-            return _postOnly(request, api)
-        content = request.content
-        try:
-            asked = embeddings.parseEmbeddingsRequest(content.read() if content is not None else b"")
-        except RequestError as problem:
-            return _jsonError(request, api, problem)
-        request.setHeader(b"Content-Type", b"application/json")
-        return embeddings.answer(asked)
-
-
-class ModelsResource(PlainResource):
-    """
-    C{GET /v1/models}; and Gemini's C{POST /v1/models/MODEL:ACTION}, the
-    API version the google-genai SDK calls by default.
-    """
-
-    isLeaf = True
-
-    def __init__(self, clock: IReactorTime, gemini: GeminiResource) -> None:
-        super().__init__()
-        self._clock = clock
-        self._gemini = gemini
-
-    def render_POST(self, request: Request) -> bytes | int:
-        return self._gemini.serve(request, b"/".join(request.postpath or []).decode("utf-8", "replace"))
-
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"Content-Type", b"application/json")
-        if request.getHeader(b"anthropic-version") is not None:
-            # Anthropic's clients send this header with every request.
-            data = [
-                {"type": "model", "id": m, "display_name": m, "created_at": "2026-01-01T00:00:00Z"} for m in _LISTED
-            ]
-            return openai.encode({"data": data, "has_more": False, "first_id": _LISTED[0], "last_id": _LISTED[-1]})
-        return openai.modelList(_LISTED, int(self._clock.seconds()))
-
-
-class MockLLMResource(PlainResource):
-    """
-    C{/v1}: OpenAI's C{chat/completions}, C{responses} and C{embeddings},
-    Anthropic's C{messages}, the models (and Gemini's C{models/M:ACTION}),
-    and each API's JSON error for anything else.
-    """
-
-    def __init__(self, mock: MockLLM) -> None:
-        """
-        @param mock: The mock's settings and state.
-        """
-        super().__init__()
-        chat = PlainResource()
-        chat.putChild(b"completions", ChatResource(openai.OpenAIChat(), mock))
-        chat.getChild = self.getChild  # type: ignore[method-assign]
-        self.putChild(b"chat", chat)
-        self.putChild(b"messages", ChatResource(AnthropicMessages(), mock))
-        self.putChild(b"responses", ResponsesResource(mock))
-        self.putChild(b"embeddings", EmbeddingsResource())
-        self.putChild(b"models", ModelsResource(mock.clock, GeminiResource(mock)))
-
-    def getChild(self, path: bytes, request: Request) -> IResource:
-        """
-        An unknown URL below C{/v1}: a 404, in Anthropic's shape for clients
-        that say they are Anthropic's, OpenAI's otherwise.
-        """
-        return _UnknownURL()
-
-    def render(self, request: Request) -> bytes:
-        return _UnknownURL().render(request)
-
-
-class GeminiResource(PlainResource):
-    """
-    C{/v1beta}: Gemini's C{models/MODEL:generateContent} and
-    C{models/MODEL:streamGenerateContent}; Google's JSON error for anything
-    else.
-    """
-
-    isLeaf = True
-
-    def __init__(self, mock: MockLLM) -> None:
-        super().__init__()
-        self._mock = mock
-
-    def render(self, request: Request) -> bytes | int:
-        where = b"/".join(request.postpath or []).decode("utf-8", "replace")
-        if not where.startswith("models/"):
-            problem = RequestError(f"Unknown request URL: {request.path.decode('latin-1')}", status=404)
-            return _jsonError(request, gemini.GeminiGenerate("", False), problem)
-        return self.serve(request, where[len("models/") :])
-
-    def serve(self, request: Request, rest: str) -> bytes | int:
-        """
-        Answer C{models/REST} (C{MODEL:ACTION}).
-        """
-        try:
-            api = gemini.forURL(rest)
-        except RequestError as problem:
-            return _jsonError(request, gemini.GeminiGenerate("", False), problem)
-        return ChatResource(api, self._mock).render(request)
-
-
-class _UnknownURL(PlainResource):
-    isLeaf = True
-
-    def render(self, request: Request) -> bytes:
-        where = f"{request.method.decode('latin-1')} {request.path.decode('latin-1')}"
-        api: ChatAPI = AnthropicMessages() if request.getHeader(b"anthropic-version") else openai.OpenAIChat()
-        return _jsonError(request, api, RequestError(f"Unknown request URL: {where}", status=404, code="unknown_url"))

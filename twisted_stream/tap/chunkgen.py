@@ -18,7 +18,7 @@ from twisted_stream.mock._replay import Library, ReplayResource
 from twisted_stream.mock._script import Rule, Script, ScriptError, loadScript
 from twisted_stream.mock.apis import RequestError
 from twisted_stream.mock.generator import GeneratorRoot, StreamSpec, parseCount, parseInterval
-from twisted_stream.mock.llm import MockLLM, Pace
+from twisted_stream.mock.llm import MockLLM, Pace, parseAlias
 from twisted_stream.ops._drain import CleanExitService
 from twisted_stream.ops._service import listeningService
 from twisted_stream.tap.options import PluginOptions
@@ -94,6 +94,22 @@ class Options(PluginOptions):
         ],
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.aliases: dict[str, str] = {}
+
+    def opt_alias(self, text: str) -> None:
+        """
+        NAME=MODEL: Mock LLM: answer requests for the model NAME (such as
+        gpt-4o-mini, for clients that check model names) as the mock's MODEL
+        (such as mock-passage); the answer names NAME (repeatable).
+        """
+        try:
+            name, model = parseAlias(text)
+        except ValueError as e:
+            raise usage.UsageError(f"--alias: {e}") from None
+        self.aliases[name] = model
+
     def postOptions(self) -> None:
         """
         Read the recordings of C{--replay}, so that a bad one stops start-up.
@@ -140,7 +156,8 @@ def makeService(options: Options) -> IService:
     """
     from twisted.internet import reactor
 
-    root: Resource = GeneratorRoot(options.spec(), reactor, MockLLM(reactor, options.pace(), options.faults(), Script(options.rules)))
+    mock = MockLLM(reactor, options.pace(), options.faults(), Script(options.rules), options.aliases)
+    root: Resource = GeneratorRoot(options.spec(), reactor, mock)
     if options.library is not None:
         root = ReplayResource(options.library, root, reactor)
     site = Site(root)

@@ -14,9 +14,20 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping, Optional, Protocol, Sequence
 
 from twisted_stream._numbers import inRange, rangeProblem
-from twisted_stream.mock.apis.tools import ToolCall
+from twisted_stream.mock.apis.tools import ToolCall, ToolChoice
 
-__all__ = ["Answer", "ChatAPI", "ChatRequest", "Finish", "RequestError", "checkedNumber", "contentText", "jsonObject", "newId"]
+__all__ = [
+    "Answer",
+    "ChatAPI",
+    "ChatRequest",
+    "Finish",
+    "RequestError",
+    "checkedNumber",
+    "choiceCount",
+    "contentText",
+    "jsonObject",
+    "newId",
+]
 
 Finish = Literal["complete", "length", "tool_call"]
 """Why an answer ended: it was whole, it reached the token limit, or it is
@@ -52,10 +63,17 @@ class ChatRequest:
     @ivar includeUsage: Whether a streamed answer reports its usage.
     @ivar maxTokens: The most tokens to answer with, if limited.
     @ivar extra: The request's other fields (where a mock finds its own).
-    @ivar toolCall: The call to answer with, when the request gets one.
+    @ivar toolCall: The call to answer with, when the request gets one
+        (decided when it is answered, from C{tools} and C{toolChoice}).
     @ivar toolResult: The result of a tool the conversation ends with.
     @ivar tools: The tools offered, by name, with their parameters'
         schemas, in the order offered.
+    @ivar toolChoice: Which of them it lets the model call.
+    @ivar schema: The JSON Schema a structured output must match
+        (C{response_format} and its kin); an empty one for any JSON object;
+        C{None} for text.
+    @ivar choices: How many answers to give (OpenAI's C{n}): the same one,
+        under each index.
     """
 
     model: str
@@ -67,6 +85,23 @@ class ChatRequest:
     toolCall: Optional[ToolCall] = None
     toolResult: Optional[str] = None
     tools: Mapping[str, Any] = field(default_factory=dict)
+    toolChoice: ToolChoice = ("auto", None)
+    schema: Optional[Mapping[str, Any]] = None
+    choices: int = 1
+
+
+def choiceCount(request: Mapping[str, Any]) -> int:
+    """
+    Read OpenAI's C{n}: how many choices to answer with, 1 to 128.
+
+    @raise RequestError: For anything else.
+    """
+    n = request.get("n", 1)
+    if n is None:
+        return 1
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 128:
+        raise RequestError("n must be an integer from 1 to 128", "n")
+    return n
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,12 @@ the output token count) and C{message_stop}.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from twisted_stream.mock.apis import Answer, ChatRequest, Finish, RequestError, contentText, jsonObject
-from twisted_stream.mock.apis.tools import ToolCall, chosenCall
+from twisted_stream.mock.apis.tools import ToolChoice, checkedChoice
 
-__all__ = ["AnthropicMessages", "parseMessagesRequest"]
+__all__ = ["AnthropicMessages", "countedInput", "parseMessagesRequest"]
 
 _STOP_REASONS: Mapping[Finish, str] = {"complete": "end_turn", "length": "max_tokens", "tool_call": "tool_use"}
 _ERROR_TYPES = {
@@ -34,10 +34,12 @@ def _text(content: Any, where: str) -> str:
     return contentText(content, where, lambda path, i: f"{path}.{i}")
 
 
-def parseMessagesRequest(body: bytes) -> ChatRequest:
+def parseMessagesRequest(body: bytes, counting: bool = False) -> ChatRequest:
     """
     Read and check a Messages request.
 
+    @param counting: Whether it is one to count (C{count_tokens}), which
+        needs no C{max_tokens}.
     @raise RequestError: For invalid JSON, a missing C{model},
         C{max_tokens} or C{messages}, or a field of the wrong type.
     """
@@ -46,7 +48,9 @@ def parseMessagesRequest(body: bytes) -> ChatRequest:
     if not isinstance(model, str) or not model:
         raise RequestError("model: Field required", "model")
     maxTokens = request.get("max_tokens")
-    if isinstance(maxTokens, bool) or not isinstance(maxTokens, int) or maxTokens < 1:
+    if not (counting and maxTokens is None) and (
+        isinstance(maxTokens, bool) or not isinstance(maxTokens, int) or maxTokens < 1
+    ):
         raise RequestError("max_tokens: Field required, a positive integer", "max_tokens")
     messages = request.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -69,8 +73,33 @@ def parseMessagesRequest(body: bytes) -> ChatRequest:
     toolResult = _toolResult(messages[-1])
     # A streamed answer always ends with its usage in this API.
     offered = _offered(request)
-    return ChatRequest(model, conversation, stream, True, maxTokens, request,
-                       _toolCall(model, request, offered, toolResult is not None), toolResult, offered)  # fmt: skip
+    return ChatRequest(model, conversation, stream, True, maxTokens, request, None, toolResult, offered,
+                       _toolChoice(request, offered), _outputSchema(request))  # fmt: skip
+
+
+def _outputSchema(request: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+    """
+    The structured output a request asks for: C{output_format}
+    C{{"type": "json_schema", "schema": ...}} (Anthropic's structured
+    outputs). A forced tool, the older way to get JSON, is a tool call.
+    """
+    given = request.get("output_format")
+    if given is None:
+        return None
+    if not isinstance(given, dict) or given.get("type") != "json_schema" or not isinstance(given.get("schema"), dict):
+        raise RequestError("output_format: must be {type: json_schema, schema: {...}}", "output_format")
+    schema: Mapping[str, Any] = given["schema"]
+    return schema
+
+
+def countedInput(body: bytes) -> Sequence[tuple[str, str]]:
+    """
+    Read and check a C{POST /v1/messages/count_tokens} request.
+
+    @return: The messages to count, as C{(role, text)}.
+    @raise RequestError: As L{parseMessagesRequest}.
+    """
+    return parseMessagesRequest(body, counting=True).messages
 
 
 def _toolResult(message: Any) -> Optional[str]:
@@ -98,21 +127,20 @@ def _offered(request: Mapping[str, Any]) -> dict[str, Any]:
     return offered
 
 
-def _toolCall(model: str, request: Mapping[str, Any], offered: Mapping[str, Any], answered: bool) -> Optional[ToolCall]:
+def _toolChoice(request: Mapping[str, Any], offered: Mapping[str, Any]) -> ToolChoice:
     """
-    The call a request gets (see L{chosenCall}), from the tools it offers
-    and its C{tool_choice} (C{auto}, C{any}, C{tool} with a C{name},
-    C{none}).
+    Which tool a request lets the model call: its C{tool_choice} (C{auto},
+    C{any}, C{tool} with a C{name}, C{none}).
     """
     if not offered:
-        return None
+        return ("auto", None)
     given = request.get("tool_choice") or {"type": "auto"}
     kind = given.get("type") if isinstance(given, dict) else None
     choice = {"auto": "auto", "any": "required", "tool": "named", "none": "none"}.get(kind or "")
     if choice is None:
         raise RequestError("tool_choice.type: must be auto, any, tool or none", "tool_choice")
     try:
-        return chosenCall(model, offered, choice, given.get("name"), answered)
+        return checkedChoice(offered, choice, given.get("name"))
     except ValueError as e:
         raise RequestError(f"tool_choice.name {e}", "tool_choice") from None
 

@@ -15,13 +15,21 @@ C{{"error": {"code", "message", "status"}}}.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Optional
+import re
+from typing import Any, Mapping, Optional, Sequence
 
 from twisted_stream.mock.apis import Answer, ChatRequest, Finish, RequestError, jsonObject
+from twisted_stream.mock.apis.embeddings import MAX_DIMENSIONS, vector
 from twisted_stream.mock.apis.openai import encode
-from twisted_stream.mock.apis.tools import ToolCall, chosenCall
+from twisted_stream.mock.apis.tools import ToolChoice, checkedChoice
 
-__all__ = ["GeminiGenerate", "forURL"]
+__all__ = ["EMBED_DIMENSIONS", "GENERATE_ACTIONS", "GeminiGenerate", "embedded", "forURL", "modelList", "modelObject"]
+
+GENERATE_ACTIONS = ("generateContent", "streamGenerateContent")
+
+EMBED_DIMENSIONS = 768
+"""A vector's length unless C{outputDimensionality} asks for another (as
+C{text-embedding-004}'s)."""
 
 _FINISH: Mapping[Finish, str] = {"complete": "STOP", "length": "MAX_TOKENS", "tool_call": "STOP"}
 _STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED",
@@ -35,10 +43,65 @@ def forURL(rest: str) -> GeminiGenerate:
     @raise RequestError: For a path that names neither action.
     """
     model, _, action = rest.rpartition(":")
-    if not model or action not in ("generateContent", "streamGenerateContent"):
+    if not model or action not in GENERATE_ACTIONS:
         raise RequestError(f"Unknown method: models/{rest} (use MODEL:generateContent or MODEL:streamGenerateContent)",
                            status=404)  # fmt: skip
     return GeminiGenerate(model, action == "streamGenerateContent")
+
+
+def modelObject(name: str, embeds: bool) -> dict[str, Any]:
+    """
+    @return: One C{Model}, as C{models.get} and C{models.list} give it.
+    """
+    methods = ["embedContent", "batchEmbedContents"] if embeds else [*GENERATE_ACTIONS, "countTokens"]
+    return {"name": f"models/{name}", "version": "001", "displayName": name,
+            "description": "A model of twisted-stream's mock LLM.", "inputTokenLimit": 1048576,
+            "outputTokenLimit": 1 if embeds else 65536, "supportedGenerationMethods": methods}  # fmt: skip
+
+
+def modelList(names: list[str], embedding: str) -> bytes:
+    """
+    @return: The body of C{GET /v1beta/models}: one page, all of them.
+    """
+    return encode({"models": [modelObject(name, name == embedding) for name in names]})
+
+
+def embedded(body: bytes, batch: bool) -> bytes:
+    """
+    Answer C{MODEL:embedContent} (C{{"content": {"parts"}}}) or
+    C{MODEL:batchEmbedContents} (C{{"requests": [...]}}, which the
+    google-genai SDK's C{embed_content} calls), each with an optional
+    C{outputDimensionality}: the same vectors as OpenAI's embeddings give
+    the same text.
+
+    @raise RequestError: For a request without content.
+    """
+    request = jsonObject(body)
+    items = request.get("requests") if batch else [request]
+    if not isinstance(items, list) or not items:
+        raise RequestError("* BatchEmbedContentsRequest.requests: requests is not specified")
+    values = []
+    for i, item in enumerate(items):
+        where = f"requests[{i}]" if batch else "request"
+        text = _text(_field(_field(item, "content"), "parts"), f"{where}.content.parts")
+        dimensions = _field(item, "outputDimensionality") or EMBED_DIMENSIONS
+        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_DIMENSIONS:
+            raise RequestError(f"Invalid value at '{where}.output_dimensionality': 1 to {MAX_DIMENSIONS}")
+        values.append({"values": vector(text, dimensions)})
+    return encode({"embeddings": values} if batch else {"embedding": values[0]})
+
+
+def _field(given: Any, name: str) -> Any:
+    """
+    A request field by its camelCase name, or by its snake_case one: the
+    API reads both, and the google-genai SDK sends some of each (for
+    instance C{parameters_json_schema} for a Python function's tool).
+    """
+    if not isinstance(given, dict):
+        return None
+    if name in given:
+        return given[name]
+    return given.get(re.sub(r"[A-Z]", lambda m: "_" + m.group(0).lower(), name))
 
 
 def _text(parts: Any, where: str) -> str:
@@ -55,7 +118,7 @@ def _text(parts: Any, where: str) -> str:
 
 def _functionResponse(parts: Any) -> Optional[str]:
     for part in parts if isinstance(parts, list) else ():
-        response = part.get("functionResponse") if isinstance(part, dict) else None
+        response = _field(part, "functionResponse")
         if isinstance(response, dict):
             return encode(response.get("response", {})).decode("utf-8")
     return None
@@ -69,30 +132,46 @@ def _offered(request: Mapping[str, Any]) -> dict[str, Any]:
     offered: dict[str, Any] = {}
     tools = request.get("tools")
     for tool in tools if isinstance(tools, list) else ():
-        declarations = tool.get("functionDeclarations") or tool.get("function_declarations") if isinstance(tool, dict) else None
+        declarations = _field(tool, "functionDeclarations")
         for declaration in declarations if isinstance(declarations, list) else ():
             if isinstance(declaration, dict) and isinstance(declaration.get("name"), str):
-                schema = declaration.get("parameters") or declaration.get("parametersJsonSchema")
+                schema = declaration.get("parameters") or _field(declaration, "parametersJsonSchema")
                 offered.setdefault(declaration["name"], schema)
     return offered
 
 
-def _toolCall(model: str, request: Mapping[str, Any], offered: Mapping[str, Any], answered: bool) -> Optional[ToolCall]:
+def _toolChoice(request: Mapping[str, Any], offered: Mapping[str, Any]) -> ToolChoice:
     """
-    The call a request gets (see L{chosenCall}), from the tools it offers
-    and its C{toolConfig.functionCallingConfig} (C{mode} C{AUTO}, C{ANY},
-    C{NONE}; C{ANY} with one C{allowedFunctionNames} names that one).
+    Which tool a request lets the model call: its
+    C{toolConfig.functionCallingConfig} (C{mode} C{AUTO}, C{ANY}, C{NONE};
+    C{ANY} with one C{allowedFunctionNames} names that one).
     """
-    config = ((request.get("toolConfig") or request.get("tool_config") or {}).get("functionCallingConfig")) or {}
-    mode = str(config.get("mode", "AUTO")).upper()
-    allowed = config.get("allowedFunctionNames") or []
+    config = _field(_field(request, "toolConfig"), "functionCallingConfig") or {}
+    mode = str(_field(config, "mode") or "AUTO").upper()
+    allowed = _field(config, "allowedFunctionNames") or []
     choice, forced = {"AUTO": ("auto", None), "NONE": ("none", None), "ANY": ("required", None)}.get(mode, ("auto", None))
-    if mode == "ANY" and len(allowed) == 1:
+    if mode == "ANY" and isinstance(allowed, list) and len(allowed) == 1:
         choice, forced = "named", allowed[0]
     try:
-        return chosenCall(model, offered, choice, forced, answered)
+        return checkedChoice(offered, choice, forced)
     except ValueError as e:
         raise RequestError(f"allowedFunctionNames {e}") from None
+
+
+def _outputSchema(config: Any) -> Optional[Mapping[str, Any]]:
+    """
+    The structured output a request's C{generationConfig} asks for: its
+    C{responseJsonSchema} (JSON Schema) or C{responseSchema} (Gemini's
+    C{Schema}, types in capitals), or any JSON object for
+    C{responseMimeType} C{application/json} alone.
+    """
+    for name in ("responseJsonSchema", "responseSchema"):
+        schema = _field(config, name)
+        if schema is not None:
+            if not isinstance(schema, dict):
+                raise RequestError(f"Invalid value at 'generation_config.{name}': expected an object")
+            return schema
+    return {} if _field(config, "responseMimeType") == "application/json" else None
 
 
 class GeminiGenerate:
@@ -118,7 +197,7 @@ class GeminiGenerate:
         """
         request = jsonObject(body)
         conversation: list[tuple[str, str]] = []
-        system = request.get("systemInstruction") or request.get("system_instruction")
+        system = _field(request, "systemInstruction")
         if isinstance(system, dict):
             conversation.append(("system", _text(system.get("parts"), "system_instruction.parts")))
         contents = request.get("contents")
@@ -133,13 +212,25 @@ class GeminiGenerate:
             conversation.append(("user" if role == "user" else "assistant", _text(content.get("parts"), f"contents[{i}].parts")))
         last = contents[-1]
         toolResult = _functionResponse(last.get("parts") if isinstance(last, dict) else None)
-        config = request.get("generationConfig") or request.get("generation_config") or {}
-        maxTokens: Optional[int] = config.get("maxOutputTokens") if isinstance(config, dict) else None
+        config = _field(request, "generationConfig") or {}
+        maxTokens: Optional[int] = _field(config, "maxOutputTokens")
         if maxTokens is not None and (isinstance(maxTokens, bool) or not isinstance(maxTokens, int) or maxTokens < 1):
             raise RequestError("Invalid value at 'generation_config.max_output_tokens': expected a positive integer")
         offered = _offered(request)
-        return ChatRequest(self._model, conversation, self._stream, True, maxTokens, request,
-                           _toolCall(self._model, request, offered, toolResult is not None), toolResult, offered)  # fmt: skip
+        return ChatRequest(self._model, conversation, self._stream, True, maxTokens, request, None, toolResult,
+                           offered, _toolChoice(request, offered), _outputSchema(config))  # fmt: skip
+
+    def counted(self, body: bytes) -> Sequence[tuple[str, str]]:
+        """
+        Read a C{countTokens} request: C{contents}, or a whole
+        C{generateContentRequest}.
+
+        @return: The messages to count, as C{(role, text)}.
+        @raise RequestError: As L{parse}.
+        """
+        request = jsonObject(body)
+        inner = _field(request, "generateContentRequest")
+        return self.parse(encode(inner) if isinstance(inner, dict) else body).messages
 
     def _response(self, answer: Answer, text: str, finish: Optional[Finish], completion: Optional[int]) -> bytes:
         call = answer.request.toolCall

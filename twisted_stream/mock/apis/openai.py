@@ -15,8 +15,16 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Optional, Sequence
 
-from twisted_stream.mock.apis import Answer, ChatRequest, Finish, RequestError, contentText, jsonObject
-from twisted_stream.mock.apis.tools import ToolCall, chosenCall
+from twisted_stream.mock.apis import (
+    Answer,
+    ChatRequest,
+    Finish,
+    RequestError,
+    choiceCount,
+    contentText,
+    jsonObject,
+)
+from twisted_stream.mock.apis.tools import ToolChoice, checkedChoice
 
 __all__ = [
     "OpenAIChat",
@@ -27,6 +35,7 @@ __all__ = [
     "error",
     "event",
     "modelList",
+    "modelObject",
     "parseChatRequest",
 ]
 
@@ -80,8 +89,38 @@ def parseChatRequest(body: bytes) -> ChatRequest:
     last = messages[-1]
     toolResult = _text(last.get("content"), "content") if last.get("role") == "tool" else None
     offered = _offered(request)
-    return ChatRequest(model, conversation, bool(stream), includeUsage, maxTokens, request,
-                       _toolCall(model, request, offered, toolResult is not None), toolResult, offered)  # fmt: skip
+    schema = responseSchema(request.get("response_format"), "response_format")
+    return ChatRequest(model, conversation, bool(stream), includeUsage, maxTokens, request, None, toolResult,
+                       offered, _toolChoice(request, offered), schema, choiceCount(request))  # fmt: skip
+
+
+def responseSchema(given: Any, where: str) -> Optional[Mapping[str, Any]]:
+    """
+    The structured output a request asks for, in OpenAI's terms (Chat
+    Completions' C{response_format}, the Responses API's C{text.format}):
+    C{{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}}
+    (the Responses API puts C{name} and C{schema} beside C{type}),
+    C{{"type": "json_object"}}, or C{{"type": "text"}}.
+
+    @param given: The field's value.
+    @param where: Its name, for reasons.
+    @return: The schema; an empty one for any JSON object; C{None} for text.
+    @raise RequestError: For anything else.
+    """
+    if given is None:
+        return None
+    kind = given.get("type") if isinstance(given, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {}
+    if kind == "json_schema":
+        described = given.get("json_schema", given)
+        schema = described.get("schema", {}) if isinstance(described, dict) else None
+        if not isinstance(described, dict) or not isinstance(described.get("name"), str) or not isinstance(schema, dict):
+            raise RequestError(f"Invalid '{where}': json_schema needs a name and a schema object.", where)
+        return schema
+    raise RequestError(f"Invalid value for '{where}.type': expected 'text', 'json_object' or 'json_schema'.", f"{where}.type")
 
 
 def _offered(request: Mapping[str, Any]) -> dict[str, Any]:
@@ -98,17 +137,14 @@ def _offered(request: Mapping[str, Any]) -> dict[str, Any]:
     return offered
 
 
-def _toolCall(model: str, request: Mapping[str, Any], offered: Mapping[str, Any], answered: bool) -> Optional[ToolCall]:
+def _toolChoice(request: Mapping[str, Any], offered: Mapping[str, Any]) -> ToolChoice:
     """
-    The call a request gets (see L{chosenCall}), from the tools it offers
-    and its C{tool_choice}.
+    Which tool a request lets the model call: its C{tool_choice}.
     """
-    if not offered:
-        return None
     given = request.get("tool_choice", "auto")
     choice, forced = ("named", (given.get("function") or {}).get("name")) if isinstance(given, dict) else (given, None)
     try:
-        return chosenCall(model, offered, choice, forced, answered)
+        return checkedChoice(offered, choice, forced)
     except ValueError as e:
         raise RequestError(f"tool_choice {e}", "tool_choice") from None
 
@@ -141,6 +177,7 @@ def chunk(
     delta: Mapping[str, Any],
     finishReason: Optional[str] = None,
     withUsageField: bool = False,
+    index: int = 0,
 ) -> dict[str, Any]:
     """
     One C{chat.completion.chunk}.
@@ -149,6 +186,7 @@ def chunk(
     @param finishReason: C{"stop"} or C{"length"} on the last chunk.
     @param withUsageField: Whether to carry C{"usage": null} (as every chunk
         does when the request asked for usage).
+    @param index: The choice it belongs to.
     """
     value: dict[str, Any] = {
         "id": completionId,
@@ -156,7 +194,7 @@ def chunk(
         "created": created,
         "model": model,
         "system_fingerprint": None,
-        "choices": [{"index": 0, "delta": dict(delta), "logprobs": None, "finish_reason": finishReason}],
+        "choices": [{"index": index, "delta": dict(delta), "logprobs": None, "finish_reason": finishReason}],
     }
     if withUsageField:
         value["usage"] = None
@@ -217,10 +255,10 @@ def error(problem: RequestError) -> bytes:
     """
     @return: OpenAI's error body for a refused request.
     """
-    return encode({"error": _errorFields(problem)})
+    return encode({"error": errorFields(problem)})
 
 
-def _errorFields(problem: RequestError) -> dict[str, Any]:
+def errorFields(problem: RequestError) -> dict[str, Any]:
     kind = "requests" if problem.status == 429 else "invalid_request_error" if problem.status < 500 else "server_error"
     return {"message": problem.message, "type": kind, "param": problem.param, "code": problem.code}
 
@@ -233,13 +271,18 @@ RATE_LIMIT_HEADERS = (
 """OpenAI's rate-limit headers, as on a 429."""
 
 
+def modelObject(model: str, created: int) -> dict[str, Any]:
+    """
+    @return: One model, as C{GET /v1/models/ID} gives it.
+    """
+    return {"id": model, "object": "model", "created": created, "owned_by": "twisted-stream"}
+
+
 def modelList(models: Sequence[str], created: int) -> bytes:
     """
     @return: The body of C{GET /v1/models}.
     """
-    return encode(
-        {"object": "list", "data": [{"id": m, "object": "model", "created": created, "owned_by": "twisted-stream"} for m in models]}
-    )
+    return encode({"object": "list", "data": [modelObject(m, created) for m in models]})
 
 
 _FINISH_REASONS: Mapping[Finish, str] = {"complete": "stop", "length": "length", "tool_call": "tool_calls"}
@@ -261,8 +304,12 @@ class OpenAIChat:
         return parseChatRequest(body)
 
     def _chunk(self, answer: Answer, delta: Mapping[str, Any], finishReason: Optional[str] = None) -> bytes:
+        # One chunk per choice: with n, each gets the same delta.
         request = answer.request
-        return event(chunk(answer.id, answer.created, request.model, delta, finishReason, request.includeUsage))
+        return b"".join(
+            event(chunk(answer.id, answer.created, request.model, delta, finishReason, request.includeUsage, index))
+            for index in range(request.choices)
+        )
 
     def opening(self, answer: Answer) -> bytes:
         call = answer.request.toolCall
@@ -279,12 +326,13 @@ class OpenAIChat:
     def closing(self, answer: Answer, finish: Finish, completionTokens: int) -> bytes:
         events = self._chunk(answer, {}, _FINISH_REASONS[finish])
         if answer.request.includeUsage:
-            used = usage(answer.promptTokens, completionTokens)
+            used = usage(answer.promptTokens, completionTokens * answer.request.choices)
             events += event(usageChunk(answer.id, answer.created, answer.request.model, used))
         return events + done()
 
     def whole(self, answer: Answer, text: str, finish: Finish, completionTokens: int) -> bytes:
-        used = usage(answer.promptTokens, completionTokens)
+        choices = answer.request.choices
+        used = usage(answer.promptTokens, completionTokens * choices)
         whole = completion(answer.id, answer.created, answer.request.model, text, _FINISH_REASONS[finish], used)
         call = answer.request.toolCall
         if call is not None:
@@ -293,6 +341,7 @@ class OpenAIChat:
                 tool_calls=[{"id": _callId(answer), "type": "function",
                              "function": {"name": call.name, "arguments": call.arguments}}],
             )  # fmt: skip
+        whole["choices"] = [{**whole["choices"][0], "index": index} for index in range(choices)]
         return encode(whole)
 
     rateLimitHeaders = RATE_LIMIT_HEADERS
@@ -303,5 +352,5 @@ class OpenAIChat:
 
     def errorEvent(self, answer: Answer, problem: RequestError) -> bytes:
         # A data line with an "error" member, which the SDKs raise as an error.
-        return event({"error": _errorFields(problem)})
+        return event({"error": errorFields(problem)})
 

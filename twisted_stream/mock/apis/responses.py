@@ -20,8 +20,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from twisted_stream.mock.apis import Answer, ChatRequest, Finish, RequestError, contentText, jsonObject, newId
-from twisted_stream.mock.apis.openai import RATE_LIMIT_HEADERS, encode, error
-from twisted_stream.mock.apis.tools import ToolCall, chosenCall
+from twisted_stream.mock.apis.openai import RATE_LIMIT_HEADERS, encode, error, responseSchema
+from twisted_stream.mock.apis.tools import ToolCall, ToolChoice, checkedChoice
 
 __all__ = ["OpenAIResponses", "parseResponsesRequest"]
 
@@ -40,19 +40,21 @@ def _text(content: Any, where: str) -> str:
     return contentText(content, where, lambda path, i: f"{path}[{i}]")
 
 
-def parseResponsesRequest(body: bytes) -> ChatRequest:
+def parseResponsesRequest(body: bytes, counting: bool = False) -> ChatRequest:
     """
     Read and check a Responses request: C{model}; C{input} as a string (one
     user message) or a list of message items (C{role} and C{content}, a
     string or typed parts); C{instructions} (a system message first);
     C{max_output_tokens}; C{stream}.
 
+    @param counting: Whether it is one to count
+        (C{/v1/responses/input_tokens}), which needs no C{model}.
     @raise RequestError: For invalid JSON, a missing C{model} or C{input},
         or a field of the wrong type.
     """
     request = jsonObject(body)
-    model = request.get("model")
-    if not isinstance(model, str) or not model:
+    model = request.get("model", "" if counting else None)
+    if not isinstance(model, str) or not (model or counting):
         raise RequestError("Missing required parameter: 'model'.", "model")
     conversation: list[tuple[str, str]] = []
     instructions = request.get("instructions")
@@ -92,8 +94,10 @@ def parseResponsesRequest(body: bytes) -> ChatRequest:
         raise RequestError("Invalid type for 'stream': expected a boolean.", "stream")
     # A streamed answer always ends with its usage in this API.
     offered = _offered(request)
-    return ChatRequest(model, conversation, stream, True, maxTokens, request,
-                       _toolCall(model, request, offered, toolResult is not None), toolResult, offered)  # fmt: skip
+    text = request.get("text")
+    schema = responseSchema(text.get("format") if isinstance(text, dict) else None, "text.format")
+    return ChatRequest(model, conversation, stream, True, maxTokens, request, None, toolResult, offered,
+                       _toolChoice(request, offered), schema)  # fmt: skip
 
 
 def _offered(request: Mapping[str, Any]) -> dict[str, Any]:
@@ -111,15 +115,14 @@ def _offered(request: Mapping[str, Any]) -> dict[str, Any]:
     return offered
 
 
-def _toolCall(model: str, request: Mapping[str, Any], offered: Mapping[str, Any], answered: bool) -> Optional[ToolCall]:
+def _toolChoice(request: Mapping[str, Any], offered: Mapping[str, Any]) -> ToolChoice:
     """
-    The call a request gets (see L{chosenCall}), from the tools it offers
-    and its C{tool_choice}.
+    Which tool a request lets the model call: its C{tool_choice}.
     """
     given = request.get("tool_choice", "auto")
     choice, forced = ("named", given.get("name")) if isinstance(given, dict) else (given, None)
     try:
-        return chosenCall(model, offered, choice, forced, answered)
+        return checkedChoice(offered, choice, forced)
     except ValueError as e:
         raise RequestError(f"Invalid 'tool_choice': {e}.", "tool_choice") from None
 

@@ -1,0 +1,112 @@
+# -*- test-case-name: tests.test_mockpaths -*-
+"""
+OpenAI's legacy Completions API: C{POST /v1/completions}, which vLLM and
+other inference servers still serve and langchain's non-chat C{OpenAI}
+class calls.
+
+The prompt is one user message (a list of prompts: the first). As the API
+does, C{max_tokens} is 16 unless the request says otherwise. A streamed
+answer is one C{text_completion} event per token (per choice, with C{n}),
+a last one with the C{finish_reason}, with
+C{stream_options.include_usage} a chunk with no choices and the usage,
+then C{data: [DONE]}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+from twisted_stream.mock.apis import Answer, ChatRequest, Finish, RequestError, choiceCount, jsonObject
+from twisted_stream.mock.apis.openai import RATE_LIMIT_HEADERS, done, encode, error, errorFields, event, usage
+
+__all__ = ["DEFAULT_MAX_TOKENS", "OpenAICompletions", "parseCompletionRequest"]
+
+DEFAULT_MAX_TOKENS = 16
+"""The API's own default for C{max_tokens}."""
+
+_FINISH: Mapping[Finish, str] = {"complete": "stop", "length": "length", "tool_call": "stop"}
+
+
+def parseCompletionRequest(body: bytes) -> ChatRequest:
+    """
+    Read and check a completion request: C{model}, C{prompt} (a string or a
+    list of strings), C{max_tokens}, C{n}, C{stream}, C{stream_options}.
+
+    @raise RequestError: For invalid JSON, a missing C{model} or
+        C{prompt}, or a field of the wrong type.
+    """
+    request = jsonObject(body)
+    model = request.get("model")
+    if not isinstance(model, str) or not model:
+        raise RequestError("model is required and must be a string", "model")
+    prompt = request.get("prompt")
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise RequestError("prompt is required: a string or a list of strings", "prompt")
+    stream = request.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise RequestError("stream must be a boolean", "stream")
+    options = request.get("stream_options")
+    if options is not None and (not isinstance(options, dict) or not stream):
+        raise RequestError("stream_options is only allowed, as an object, when stream is true", "stream_options")
+    maxTokens = request.get("max_tokens", DEFAULT_MAX_TOKENS)
+    if maxTokens is None:
+        maxTokens = DEFAULT_MAX_TOKENS
+    if isinstance(maxTokens, bool) or not isinstance(maxTokens, int) or maxTokens < 1:
+        raise RequestError("max_tokens must be a positive integer", "max_tokens")
+    includeUsage = bool((options or {}).get("include_usage", False))
+    return ChatRequest(model, [("user", prompt)], bool(stream), includeUsage, maxTokens, request,
+                       choices=choiceCount(request))  # fmt: skip
+
+
+def _completion(answer: Answer, text: str, finish: Optional[str], index: int) -> dict[str, Any]:
+    return {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
+
+
+class OpenAICompletions:
+    """
+    C{POST /v1/completions}, as L{twisted_stream.mock.apis.ChatAPI}.
+    """
+
+    name = "completions"
+    idPrefix = "cmpl-"
+    rateLimitHeaders = RATE_LIMIT_HEADERS
+    overloadedStatus = 503
+
+    def parse(self, body: bytes) -> ChatRequest:
+        return parseCompletionRequest(body)
+
+    def _object(self, answer: Answer, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"id": answer.id, "object": "text_completion", "created": answer.created,
+                "model": answer.request.model, "system_fingerprint": None, "choices": choices}  # fmt: skip
+
+    def _events(self, answer: Answer, text: str, finish: Optional[str]) -> bytes:
+        return b"".join(
+            event(self._object(answer, [_completion(answer, text, finish, index)]))
+            for index in range(answer.request.choices)
+        )
+
+    def opening(self, answer: Answer) -> bytes:
+        return b""
+
+    def token(self, answer: Answer, text: str) -> bytes:
+        return self._events(answer, text, None)
+
+    def closing(self, answer: Answer, finish: Finish, completionTokens: int) -> bytes:
+        events = self._events(answer, "", _FINISH[finish])
+        if answer.request.includeUsage:
+            used = usage(answer.promptTokens, completionTokens * answer.request.choices)
+            events += event({**self._object(answer, []), "usage": used})
+        return events + done()
+
+    def whole(self, answer: Answer, text: str, finish: Finish, completionTokens: int) -> bytes:
+        choices = [_completion(answer, text, _FINISH[finish], index) for index in range(answer.request.choices)]
+        used = usage(answer.promptTokens, completionTokens * answer.request.choices)
+        return encode({**self._object(answer, choices), "usage": used})
+
+    def error(self, problem: RequestError) -> bytes:
+        return error(problem)
+
+    def errorEvent(self, answer: Answer, problem: RequestError) -> bytes:
+        return event({"error": errorFields(problem)})
