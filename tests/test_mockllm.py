@@ -18,9 +18,11 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import StreamingRequest, chatRequest, render, sseEvents, typedEvents
+from tests.support.llm import MockOnClock
+from twisted_stream.mock._script import parseRules
 from twisted_stream.mock.apis.openai import OpenAIChat
 from twisted_stream.mock.generator import GeneratorRoot, StreamSpec
-from twisted_stream.mock.llm import PASSAGE, ChatResource, MockLLM, Pace, tokens
+from twisted_stream.mock.llm import PASSAGE, REASONING, ChatResource, MockLLM, Pace, tokens
 
 URL = "http://gen/v1/chat/completions"
 
@@ -192,7 +194,7 @@ class ChatTests(SynchronousTestCase):
     def test_modelsAndUnknownURLs(self) -> None:
         response = self.successResultOf(self.client.get("http://gen/v1/models"))
         models = json.loads(self.successResultOf(treq.content(response)))
-        self.assertEqual([m["id"] for m in models["data"]], ["mock-passage", "mock-echo", "mock-tools", "mock-embed"])
+        self.assertEqual([m["id"] for m in models["data"]], ["mock-passage", "mock-echo", "mock-tools", "mock-reasoning", "mock-embed"])
         for method, url, status in (("GET", "http://gen/v1/nope", 404), ("GET", URL, 405), ("POST", "http://gen/v1/chat/x", 404)):
             response = self.successResultOf(self.client.request(method, url))
             self.assertEqual(response.code, status, url)
@@ -310,7 +312,7 @@ class AnthropicTests(SynchronousTestCase):
     def test_modelsForAnthropicClients(self) -> None:
         response = self.successResultOf(self.client.get("http://gen/v1/models", headers={"anthropic-version": "2023-06-01"}))
         models = json.loads(self.successResultOf(treq.content(response)))
-        self.assertEqual([m["id"] for m in models["data"]], ["mock-passage", "mock-echo", "mock-tools", "mock-embed"])
+        self.assertEqual([m["id"] for m in models["data"]], ["mock-passage", "mock-echo", "mock-tools", "mock-reasoning", "mock-embed"])
         self.assertEqual(models["data"][0]["type"], "model")
         response = self.successResultOf(self.client.get("http://gen/v1/nope", headers={"anthropic-version": "2023-06-01"}))
         self.assertEqual(json.loads(self.successResultOf(treq.content(response)))["error"]["type"], "not_found_error")
@@ -524,3 +526,95 @@ class GeminiTests(SynchronousTestCase):
             self.assertEqual((code, error["code"]), (status, status), path)
             self.assertEqual(error["status"], "INVALID_ARGUMENT" if status == 400 else "NOT_FOUND")
 
+
+
+class ReasoningTests(SynchronousTestCase):
+    """
+    C{mock-reasoning}, and a script's C{reasoning}: reasoning first, token
+    by token, in each API's own events, then the answer; its tokens in
+    the usage.
+    """
+
+    def setUp(self) -> None:
+        self.mock = MockOnClock(self)
+        self.thought = tokens(REASONING)
+
+    def test_chatCompletions(self) -> None:
+        """
+        C{reasoning_content} deltas (as vLLM and DeepSeek send them), then
+        the content; C{reasoning_tokens} in C{completion_tokens_details};
+        whole, the message's C{reasoning_content}.
+        """
+        request = chatRequest(model="mock-reasoning", stream=True, stream_options={"include_usage": True})
+        _, body = self.mock.request("POST", "/v1/chat/completions", request)
+        deltas = [e["choices"][0]["delta"] for e in sseEvents(body)[:-2]]
+        thinking = [d["reasoning_content"] for d in deltas if "reasoning_content" in d]
+        self.assertEqual(thinking, self.thought)
+        self.assertEqual("".join(d.get("content") or "" for d in deltas), PASSAGE)
+        self.assertLess(max(i for i, d in enumerate(deltas) if "reasoning_content" in d),
+                        min(i for i, d in enumerate(deltas) if d.get("content")))  # fmt: skip
+        used = sseEvents(body)[-2]["usage"]
+        self.assertEqual(used["completion_tokens_details"], {"reasoning_tokens": len(self.thought)})
+        self.assertEqual(used["completion_tokens"], len(self.thought) + len(tokens(PASSAGE)))
+        _, whole = self.mock.json("POST", "/v1/chat/completions", chatRequest(model="mock-reasoning"))
+        self.assertEqual(whole["choices"][0]["message"]["reasoning_content"], REASONING)
+
+    def test_responses(self) -> None:
+        """
+        A reasoning item (output 0) with its summary streamed in
+        C{response.reasoning_summary_text.delta}, then the message
+        (output 1); C{reasoning_tokens} in the usage.
+        """
+        _, body = self.mock.request("POST", "/v1/responses", {"model": "mock-reasoning", "input": "hi", "stream": True})
+        events = typedEvents(body)
+        kinds = [kind for kind, _ in events]
+        self.assertEqual([d["delta"] for k, d in events if k == "response.reasoning_summary_text.delta"], self.thought)
+        self.assertLess(kinds.index("response.output_item.done"), kinds.index("response.output_text.delta"))
+        self.assertEqual([d["output_index"] for k, d in events if k == "response.output_item.added"], [0, 1])
+        self.assertEqual([d["sequence_number"] for _, d in events], list(range(len(events))))
+        done = events[-1][1]["response"]
+        self.assertEqual([item["type"] for item in done["output"]], ["reasoning", "message"])
+        self.assertEqual(done["output"][0]["summary"], [{"type": "summary_text", "text": REASONING}])
+        self.assertEqual(done["usage"]["output_tokens_details"]["reasoning_tokens"], len(self.thought))
+
+    def test_anthropic(self) -> None:
+        """
+        A C{thinking} block (index 0) with C{thinking_delta}s and a
+        C{signature_delta}, then the text block (index 1).
+        """
+        request = {"model": "mock-reasoning", "max_tokens": 999, "messages": [{"role": "user", "content": "hi"}]}
+        _, body = self.mock.request("POST", "/v1/messages", {**request, "stream": True})
+        events = typedEvents(body)
+        starts = [d["content_block"]["type"] for k, d in events if k == "content_block_start"]
+        self.assertEqual(starts, ["thinking", "text"])
+        deltas = [d["delta"] for k, d in events if k == "content_block_delta"]
+        self.assertEqual([d["thinking"] for d in deltas if d["type"] == "thinking_delta"], self.thought)
+        self.assertEqual([d["type"] for d in deltas if d["type"] == "signature_delta"], ["signature_delta"])
+        self.assertEqual("".join(d["text"] for d in deltas if d["type"] == "text_delta"), PASSAGE)
+        self.assertEqual({d["index"] for k, d in events if k == "content_block_delta" and d["delta"]["type"] == "text_delta"}, {1})
+        _, whole = self.mock.json("POST", "/v1/messages", request)
+        self.assertEqual([b["type"] for b in whole["content"]], ["thinking", "text"])
+        self.assertEqual(whole["content"][0]["thinking"], REASONING)
+
+    def test_gemini(self) -> None:
+        """
+        Parts with C{thought: true} first; C{thoughtsTokenCount} apart from
+        the candidates' tokens.
+        """
+        contents = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+        _, body = self.mock.request("POST", "/v1beta/models/mock-reasoning:streamGenerateContent?alt=sse", contents)
+        chunks = [json.loads(block[len(b"data: ") :]) for block in body.split(b"\r\n\r\n") if block]
+        parts = [p for c in chunks for p in c["candidates"][0]["content"]["parts"]]
+        self.assertEqual([p["text"] for p in parts if p.get("thought")], self.thought)
+        self.assertEqual("".join(p["text"] for p in parts if not p.get("thought")), PASSAGE)
+        used = chunks[-1]["usageMetadata"]
+        self.assertEqual((used["thoughtsTokenCount"], used["candidatesTokenCount"]), (len(self.thought), len(tokens(PASSAGE))))
+
+    def test_scripted(self) -> None:
+        """
+        A rule's C{reasoning} comes before its text, in any model's name.
+        """
+        self.mock.mock.script.replace(parseRules({"rules": [{"reasoning": "Think first.", "text": "Then speak."}]}))
+        _, whole = self.mock.json("POST", "/v1/chat/completions", chatRequest(model="gpt-x"))
+        message = whole["choices"][0]["message"]
+        self.assertEqual((message["reasoning_content"], message["content"]), ("Think first.", "Then speak."))

@@ -186,6 +186,7 @@ class Reply:
     @ivar text: The answer's text, if it is text.
     @ivar toolCall: The call it makes, if it calls a tool.
     @ivar jsonText: A structured answer's JSON text, if it is one.
+    @ivar reasoning: What it reasons before it answers, if anything.
     @ivar fault: The fault it gives, if any.
     @ivar ttft: Seconds to its first token, if the rule sets them.
     @ivar tokensPerSecond: Its pace after the first, if the rule sets it.
@@ -194,6 +195,7 @@ class Reply:
     text: Optional[str] = None
     toolCall: Optional[ToolCall] = None
     jsonText: Optional[str] = None
+    reasoning: Optional[str] = None
     fault: Optional[Fault] = None
     ttft: Optional[float] = None
     tokensPerSecond: Optional[float] = None
@@ -201,8 +203,8 @@ class Reply:
     @property
     def hasContent(self) -> bool:
         """
-        Whether it says what to answer (a rule with only a fault or a pace
-        leaves that to the built-in models).
+        Whether it says what to answer (a rule with only a fault, a pace or
+        reasoning leaves that to the built-in models).
         """
         return self.text is not None or self.toolCall is not None or self.jsonText is not None
 
@@ -280,7 +282,7 @@ class Script:
 
 
 _MATCH_KEYS = {"model", "api", "user", "user_regex", "system", "system_regex", "tool", "tool_result", "headers"}
-_RULE_KEYS = {"match", "text", "tool_call", "json", "fault", "pace", "times"}
+_RULE_KEYS = {"match", "text", "tool_call", "json", "reasoning", "fault", "pace", "times"}
 
 
 def _string(value: Any, where: str, longest: int = 64 * 1024) -> str:
@@ -352,9 +354,10 @@ def _rule(value: Any, where: str) -> Rule:
     answers = [key for key in ("text", "tool_call", "json") if key in given]
     if len(answers) > 1:
         raise ScriptError(f"{where}: give one of text, tool_call and json, not {' and '.join(answers)}")
-    if not answers and "fault" not in given:
-        raise ScriptError(f"{where}: says nothing to answer: give text, tool_call, json or fault")
+    if not answers and "fault" not in given and "reasoning" not in given:
+        raise ScriptError(f"{where}: says nothing to answer: give text, tool_call, json, reasoning or fault")
     text = _string(given["text"], f"{where}.text", MAX_TEXT) if "text" in given else None
+    reasoning = _string(given["reasoning"], f"{where}.reasoning", MAX_TEXT) if "reasoning" in given else None
     call = None
     if "tool_call" in given:
         asked = _table(given["tool_call"], f"{where}.tool_call", {"name", "arguments"})
@@ -378,6 +381,7 @@ def _rule(value: Any, where: str) -> Rule:
         text=text,
         toolCall=call,
         jsonText=jsonText,
+        reasoning=reasoning,
         fault=fault,
         ttft=_number(pace["ttft"], f"{where}.pace.ttft", 0, 60) if "ttft" in pace else None,
         tokensPerSecond=_number(pace["tokens_per_second"], f"{where}.pace.tokens_per_second", 0.01, 10_000)

@@ -50,6 +50,8 @@ __all__ = [
     "EMBEDDING_MODEL",
     "MODELS",
     "PASSAGE",
+    "REASONING",
+    "REASONING_MODEL",
     "ChatResource",
     "MockLLM",
     "Pace",
@@ -69,7 +71,15 @@ PASSAGE = (
 )
 """What C{mock-passage} answers."""
 
-MODELS = ("mock-passage", "mock-echo", TOOLS_MODEL)
+REASONING = (
+    "The user wants an answer about streams. I will say that a stream sends each piece as it is made, "
+    "and that a proxy should pass every piece on at once."
+)
+"""What C{mock-reasoning} reasons before it answers with the passage."""
+
+REASONING_MODEL = "mock-reasoning"
+
+MODELS = ("mock-passage", "mock-echo", TOOLS_MODEL, REASONING_MODEL)
 """The chat models the mock serves."""
 
 EMBEDDING_MODEL = "mock-embed"
@@ -123,6 +133,16 @@ def answerFor(request: ChatRequest, served: Optional[str] = None) -> str:
     if (served or request.model) == "mock-echo":
         return next((text for role, text in reversed(request.messages) if role == "user"), "")
     return PASSAGE
+
+
+def _reasoningOf(reply: Optional[Reply], served: str) -> Sequence[str]:
+    """
+    @return: The reasoning an answer streams first, as tokens: the script's,
+        or C{mock-reasoning}'s.
+    """
+    if reply is not None and reply.reasoning is not None:
+        return tokens(reply.reasoning)
+    return tokens(REASONING) if served == REASONING_MODEL else ()
 
 
 def _planned(chat: ChatRequest, reply: Optional[Reply], served: str) -> tuple[ChatRequest, Sequence[str], Finish]:
@@ -200,6 +220,9 @@ class _TokenStream:
         self._answer = answer
         self._fault = fault if fault is not None and fault.kind in _MID_STREAM else None
         self._pieces = pieces
+        # The reasoning streams first, at the same pace: steps count both.
+        self._thoughts = len(answer.reasoning)
+        self._steps = self._thoughts + len(pieces)
         self._finish = finish
         self._pace = pace
         self._clock = clock
@@ -240,15 +263,26 @@ class _TokenStream:
         elapsed = self._clock.seconds() - self._origin
         # (A token may go up to a thousandth of its interval early: clock
         # times this far from the epoch round by tenths of a microsecond.)
-        due = min(len(self._pieces), int(elapsed * self._pace.tokensPerSecond + 1e-3) + 1)
+        due = min(self._steps, int(elapsed * self._pace.tokensPerSecond + 1e-3) + 1)
         while self._sent < due and not (self._paused or self._done):
             if self._fault is not None and self._fault.after == self._sent:
                 self._strike(self._fault)
                 return
-            self._request.write(self._api.token(self._answer, self._pieces[self._sent]))
+            self._request.write(self._step(self._sent))
             self._sent += 1
-        if self._sent == len(self._pieces) and not self._done:
+        if self._sent == self._steps and not self._done:
             self._end()
+
+    def _step(self, index: int) -> bytes:
+        """
+        @return: The events of step C{index}: a token of reasoning, or of
+            the answer (the first after reasoning with what comes between).
+        """
+        if index < self._thoughts:
+            return self._api.thinking(self._answer, self._answer.reasoning[index])
+        # (In this order: the Responses API numbers its events as made.)
+        between = self._api.afterThinking(self._answer) if index == self._thoughts and self._thoughts else b""
+        return between + self._api.token(self._answer, self._pieces[index - self._thoughts])
 
     def _strike(self, fault: Fault) -> None:
         # Once: a stall goes on afterwards.
@@ -423,6 +457,7 @@ class ChatResource(PlainResource):
             int(self._clock.seconds()),
             chat,
             sum(len(tokens(text)) for _, text in chat.messages),
+            _reasoningOf(reply, served),
         )
         keep = None
         if self._kept is not None and chat.extra.get("store", True) is not False:
@@ -436,8 +471,9 @@ class ChatResource(PlainResource):
             stream = _TokenStream(request, self._api, answer, pieces, finish, pace, self._clock, fault, keep)
             self._afterWait(request, wait, stream.start)
             return NOT_DONE_YET
-        body = self._api.whole(answer, "".join(pieces), finish, len(pieces))
-        delay = pace.ttft + max(0, len(pieces) - 1) / pace.tokensPerSecond + wait
+        steps = len(answer.reasoning) + len(pieces)
+        body = self._api.whole(answer, "".join(pieces), finish, steps)
+        delay = pace.ttft + max(0, steps - 1) / pace.tokensPerSecond + wait
         if fault is not None and fault.kind == "stall":
             delay += fault.seconds
         if fault is not None and fault.kind == "error_event":

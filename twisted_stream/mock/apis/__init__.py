@@ -113,6 +113,8 @@ class Answer:
     @ivar created: When it was made, in whole seconds since the epoch.
     @ivar request: What it answers.
     @ivar promptTokens: How many tokens the request's messages count.
+    @ivar reasoning: What the model reasons before it answers, in the
+        pieces (tokens) it is streamed in: none for most answers.
     @ivar state: What an API keeps while it streams this answer (the
         Responses API: its events' sequence numbers, the text so far).
     """
@@ -121,7 +123,15 @@ class Answer:
     created: int
     request: ChatRequest
     promptTokens: int
+    reasoning: Sequence[str] = ()
     state: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def reasoningText(self) -> str:
+        """
+        The reasoning, whole.
+        """
+        return "".join(self.reasoning)
 
 
 class ChatAPI(Protocol):
@@ -154,7 +164,18 @@ class ChatAPI(Protocol):
     def opening(self, answer: Answer) -> bytes:
         """
         @return: The events that open a streamed answer, sent with its first
-            token.
+            token (its first piece of reasoning, if it reasons).
+        """
+
+    def thinking(self, answer: Answer, text: str) -> bytes:
+        """
+        @return: The event that carries one token of reasoning.
+        """
+
+    def afterThinking(self, answer: Answer) -> bytes:
+        """
+        @return: The events between the reasoning and the answer's first
+            token (which close the one and open the other).
         """
 
     def token(self, answer: Answer, text: str) -> bytes:
@@ -164,6 +185,8 @@ class ChatAPI(Protocol):
 
     def closing(self, answer: Answer, finish: Finish, completionTokens: int) -> bytes:
         """
+        @param completionTokens: The tokens of the answer, its reasoning's
+            included.
         @return: The events that end a streamed answer.
         """
 

@@ -11,6 +11,8 @@ the output token count) and C{message_stop}.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from typing import Any, Mapping, Optional, Sequence
 
@@ -149,6 +151,12 @@ def _useId(answer: Answer) -> str:
     return "toolu_" + answer.id[-24:]
 
 
+def _signature(answer: Answer) -> str:
+    # Opaque to clients, which send it back with the block: a digest of
+    # the reasoning stands in for Anthropic's.
+    return base64.b64encode(hashlib.sha256(answer.reasoningText.encode("utf-8")).digest()).decode("ascii")
+
+
 def _event(kind: str, data: Mapping[str, Any]) -> bytes:
     return b"event: " + kind.encode("ascii") + b"\ndata: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
@@ -181,13 +189,32 @@ class AnthropicMessages:
             "usage": {"input_tokens": answer.promptTokens, "output_tokens": output},
         }
 
-    def opening(self, answer: Answer) -> bytes:
+    def _block(self, answer: Answer) -> dict[str, Any]:
         call = answer.request.toolCall
-        block: dict[str, Any] = (
-            {"type": "text", "text": ""} if call is None else {"type": "tool_use", "id": _useId(answer), "name": call.name, "input": {}}
-        )
+        if call is None:
+            return {"type": "text", "text": ""}
+        return {"type": "tool_use", "id": _useId(answer), "name": call.name, "input": {}}
+
+    def _index(self, answer: Answer) -> int:
+        # The thinking block, if any, is block 0; the answer's is next.
+        return 1 if answer.reasoning else 0
+
+    def opening(self, answer: Answer) -> bytes:
+        block = {"type": "thinking", "thinking": "", "signature": ""} if answer.reasoning else self._block(answer)
         return _event("message_start", {"type": "message_start", "message": self._message(answer, [], None, 1)}) + _event(
             "content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}
+        )
+
+    def thinking(self, answer: Answer, text: str) -> bytes:
+        delta = {"type": "thinking_delta", "thinking": text}
+        return _event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+
+    def afterThinking(self, answer: Answer) -> bytes:
+        signed = {"type": "signature_delta", "signature": _signature(answer)}
+        return (
+            _event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": signed})
+            + _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+            + _event("content_block_start", {"type": "content_block_start", "index": 1, "content_block": self._block(answer)})
         )
 
     def token(self, answer: Answer, text: str) -> bytes:
@@ -196,11 +223,11 @@ class AnthropicMessages:
             if answer.request.toolCall is None
             else {"type": "input_json_delta", "partial_json": text}
         )
-        return _event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+        return _event("content_block_delta", {"type": "content_block_delta", "index": self._index(answer), "delta": delta})
 
     def closing(self, answer: Answer, finish: Finish, completionTokens: int) -> bytes:
         return (
-            _event("content_block_stop", {"type": "content_block_stop", "index": 0})
+            _event("content_block_stop", {"type": "content_block_stop", "index": self._index(answer)})
             + _event(
                 "message_delta",
                 {
@@ -219,6 +246,8 @@ class AnthropicMessages:
             if call is None
             else [{"type": "tool_use", "id": _useId(answer), "name": call.name, "input": json.loads(call.arguments)}]
         )
+        if answer.reasoning:
+            content.insert(0, {"type": "thinking", "thinking": answer.reasoningText, "signature": _signature(answer)})
         return json.dumps(self._message(answer, content, _STOP_REASONS[finish], completionTokens)).encode()
 
     def error(self, problem: RequestError) -> bytes:

@@ -90,6 +90,13 @@ class OpenAICompletions:
     def opening(self, answer: Answer) -> bytes:
         return b""
 
+    def thinking(self, answer: Answer, text: str) -> bytes:
+        # The API has no place for reasoning.
+        return b""
+
+    def afterThinking(self, answer: Answer) -> bytes:
+        return b""
+
     def token(self, answer: Answer, text: str) -> bytes:
         return self._events(answer, text, None)
 

@@ -232,25 +232,40 @@ class GeminiGenerate:
         inner = _field(request, "generateContentRequest")
         return self.parse(encode(inner) if isinstance(inner, dict) else body).messages
 
-    def _response(self, answer: Answer, text: str, finish: Optional[Finish], completion: Optional[int]) -> bytes:
+    def _response(
+        self, answer: Answer, text: str, finish: Optional[Finish], completion: Optional[int], thought: str = ""
+    ) -> bytes:
         call = answer.request.toolCall
         part: dict[str, Any] = (
             {"text": text} if call is None or finish is None
             else {"functionCall": {"name": call.name, "args": json.loads(call.arguments)}}
         )  # fmt: skip
-        candidate: dict[str, Any] = {"content": {"parts": [part], "role": "model"}, "index": 0}
+        parts = [part] if part != {"text": ""} or not thought else []
+        if thought:
+            parts.insert(0, {"text": thought, "thought": True})
+        candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
         if finish is not None:
             candidate["finishReason"] = _FINISH[finish]
         response: dict[str, Any] = {"candidates": [candidate], "modelVersion": self._model, "responseId": answer.id}
         if completion is not None:
+            # The thoughts' tokens are counted apart from the candidates'.
+            thoughts = len(answer.reasoning)
             response["usageMetadata"] = {
                 "promptTokenCount": answer.promptTokens,
-                "candidatesTokenCount": completion,
+                "candidatesTokenCount": completion - thoughts,
                 "totalTokenCount": answer.promptTokens + completion,
             }
+            if thoughts:
+                response["usageMetadata"]["thoughtsTokenCount"] = thoughts
         return encode(response)
 
     def opening(self, answer: Answer) -> bytes:
+        return b""
+
+    def thinking(self, answer: Answer, text: str) -> bytes:
+        return b"data: " + self._response(answer, "", None, None, text) + b"\r\n\r\n"
+
+    def afterThinking(self, answer: Answer) -> bytes:
         return b""
 
     def token(self, answer: Answer, text: str) -> bytes:
@@ -263,7 +278,7 @@ class GeminiGenerate:
         return b"data: " + self._response(answer, "", finish, completionTokens) + b"\r\n\r\n"
 
     def whole(self, answer: Answer, text: str, finish: Finish, completionTokens: int) -> bytes:
-        return self._response(answer, text, finish, completionTokens)
+        return self._response(answer, text, finish, completionTokens, answer.reasoningText)
 
     def error(self, problem: RequestError) -> bytes:
         return json.dumps(

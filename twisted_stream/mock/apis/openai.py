@@ -201,18 +201,24 @@ def chunk(
     return value
 
 
-def usage(promptTokens: int, completionTokens: int) -> dict[str, int]:
+def usage(promptTokens: int, completionTokens: int, reasoningTokens: int = 0) -> dict[str, Any]:
     """
+    @param completionTokens: The answer's tokens, its reasoning's included.
+    @param reasoningTokens: Its reasoning's, said in
+        C{completion_tokens_details} when there are any.
     @return: A C{usage} object.
     """
-    return {
+    used: dict[str, Any] = {
         "prompt_tokens": promptTokens,
         "completion_tokens": completionTokens,
         "total_tokens": promptTokens + completionTokens,
     }
+    if reasoningTokens:
+        used["completion_tokens_details"] = {"reasoning_tokens": reasoningTokens}
+    return used
 
 
-def usageChunk(completionId: str, created: int, model: str, used: Mapping[str, int]) -> dict[str, Any]:
+def usageChunk(completionId: str, created: int, model: str, used: Mapping[str, Any]) -> dict[str, Any]:
     """
     @return: The final chunk of a stream that asked for usage: no choices.
     """
@@ -228,7 +234,7 @@ def usageChunk(completionId: str, created: int, model: str, used: Mapping[str, i
 
 
 def completion(
-    completionId: str, created: int, model: str, text: str, finishReason: str, used: Mapping[str, int]
+    completionId: str, created: int, model: str, text: str, finishReason: str, used: Mapping[str, Any]
 ) -> dict[str, Any]:
     """
     @return: A whole C{chat.completion}, for a request that does not stream.
@@ -311,12 +317,23 @@ class OpenAIChat:
             for index in range(request.choices)
         )
 
-    def opening(self, answer: Answer) -> bytes:
+    def _callOpening(self, answer: Answer) -> dict[str, Any]:
         call = answer.request.toolCall
-        if call is not None:
-            first = {"index": 0, "id": _callId(answer), "type": "function", "function": {"name": call.name, "arguments": ""}}
-            return self._chunk(answer, {"role": "assistant", "content": None, "tool_calls": [first]})
+        assert call is not None
+        first = {"index": 0, "id": _callId(answer), "type": "function", "function": {"name": call.name, "arguments": ""}}
+        return {"tool_calls": [first]}
+
+    def opening(self, answer: Answer) -> bytes:
+        if answer.request.toolCall is not None and not answer.reasoning:
+            return self._chunk(answer, {"role": "assistant", "content": None, **self._callOpening(answer)})
         return self._chunk(answer, {"role": "assistant", "content": ""})
+
+    def thinking(self, answer: Answer, text: str) -> bytes:
+        # As vLLM and DeepSeek send reasoning (OpenAI's own API sends none).
+        return self._chunk(answer, {"reasoning_content": text})
+
+    def afterThinking(self, answer: Answer) -> bytes:
+        return self._chunk(answer, self._callOpening(answer)) if answer.request.toolCall is not None else b""
 
     def token(self, answer: Answer, text: str) -> bytes:
         if answer.request.toolCall is not None:
@@ -326,14 +343,17 @@ class OpenAIChat:
     def closing(self, answer: Answer, finish: Finish, completionTokens: int) -> bytes:
         events = self._chunk(answer, {}, _FINISH_REASONS[finish])
         if answer.request.includeUsage:
-            used = usage(answer.promptTokens, completionTokens * answer.request.choices)
+            choices = answer.request.choices
+            used = usage(answer.promptTokens, completionTokens * choices, len(answer.reasoning) * choices)
             events += event(usageChunk(answer.id, answer.created, answer.request.model, used))
         return events + done()
 
     def whole(self, answer: Answer, text: str, finish: Finish, completionTokens: int) -> bytes:
         choices = answer.request.choices
-        used = usage(answer.promptTokens, completionTokens * choices)
+        used = usage(answer.promptTokens, completionTokens * choices, len(answer.reasoning) * choices)
         whole = completion(answer.id, answer.created, answer.request.model, text, _FINISH_REASONS[finish], used)
+        if answer.reasoning:
+            whole["choices"][0]["message"]["reasoning_content"] = answer.reasoningText
         call = answer.request.toolCall
         if call is not None:
             whole["choices"][0]["message"].update(

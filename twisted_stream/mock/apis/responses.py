@@ -193,7 +193,7 @@ class OpenAIResponses:
                 "input_tokens": answer.promptTokens,
                 "input_tokens_details": {"cached_tokens": 0},
                 "output_tokens": completionTokens,
-                "output_tokens_details": {"reasoning_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": len(answer.reasoning)},
                 "total_tokens": answer.promptTokens + completionTokens,
             }
         return response
@@ -202,60 +202,101 @@ class OpenAIResponses:
         return {"type": "function_call", "id": self._itemId(answer), "call_id": "call_" + answer.id[-24:],
                 "name": call.name, "arguments": arguments, "status": status}  # fmt: skip
 
+    def _index(self, answer: Answer) -> int:
+        # The reasoning item, if any, is output 0; the answer's is next.
+        return 1 if answer.reasoning else 0
+
+    def _reasoningItem(self, answer: Answer, text: Optional[str]) -> dict[str, Any]:
+        id = answer.state.setdefault("reasoningItem", newId("rs_"))
+        summary = [] if text is None else [{"type": "summary_text", "text": text}]
+        return {"id": id, "type": "reasoning", "summary": summary}
+
+    def _output(self, answer: Answer, item: dict[str, Any]) -> list[dict[str, Any]]:
+        if not answer.reasoning:
+            return [item]
+        return [self._reasoningItem(answer, answer.reasoningText), item]
+
     def opening(self, answer: Answer) -> bytes:
-        call = answer.request.toolCall
-        if call is not None:
-            return (
-                _event(answer, "response.created", {"response": self._response(answer, "in_progress", [])})
-                + _event(answer, "response.in_progress", {"response": self._response(answer, "in_progress", [])})
-                + _event(answer, "response.output_item.added",
-                         {"output_index": 0, "item": self._callItem(answer, call, "", "in_progress")})
-            )  # fmt: skip
-        where = {"item_id": self._itemId(answer), "output_index": 0, "content_index": 0}
-        return (
+        head = (
             _event(answer, "response.created", {"response": self._response(answer, "in_progress", [])})
             + _event(answer, "response.in_progress", {"response": self._response(answer, "in_progress", [])})
-            + _event(answer, "response.output_item.added",
-                     {"output_index": 0, "item": self._message(answer, None, "in_progress")})
+        )
+        if not answer.reasoning:
+            return head + self._itemOpening(answer)
+        item = self._reasoningItem(answer, None)
+        where = {"item_id": item["id"], "output_index": 0, "summary_index": 0}
+        return (
+            head
+            + _event(answer, "response.output_item.added", {"output_index": 0, "item": item})
+            + _event(answer, "response.reasoning_summary_part.added", {**where, "part": {"type": "summary_text", "text": ""}})
+        )
+
+    def thinking(self, answer: Answer, text: str) -> bytes:
+        where = {"item_id": self._reasoningItem(answer, None)["id"], "output_index": 0, "summary_index": 0}
+        return _event(answer, "response.reasoning_summary_text.delta", {**where, "delta": text})
+
+    def afterThinking(self, answer: Answer) -> bytes:
+        text = answer.reasoningText
+        item = self._reasoningItem(answer, text)
+        where = {"item_id": item["id"], "output_index": 0, "summary_index": 0}
+        return (
+            _event(answer, "response.reasoning_summary_text.done", {**where, "text": text})
+            + _event(answer, "response.reasoning_summary_part.done", {**where, "part": item["summary"][0]})
+            + _event(answer, "response.output_item.done", {"output_index": 0, "item": item})
+            + self._itemOpening(answer)
+        )
+
+    def _itemOpening(self, answer: Answer) -> bytes:
+        index = self._index(answer)
+        call = answer.request.toolCall
+        if call is not None:
+            return _event(answer, "response.output_item.added",
+                          {"output_index": index, "item": self._callItem(answer, call, "", "in_progress")})  # fmt: skip
+        where = {"item_id": self._itemId(answer), "output_index": index, "content_index": 0}
+        return (
+            _event(answer, "response.output_item.added",
+                   {"output_index": index, "item": self._message(answer, None, "in_progress")})
             + _event(answer, "response.content_part.added",
                      {**where, "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}})
         )  # fmt: skip
 
     def token(self, answer: Answer, text: str) -> bytes:
         answer.state.setdefault("text", []).append(text)
+        index = self._index(answer)
         if answer.request.toolCall is not None:
             return _event(
                 answer,
                 "response.function_call_arguments.delta",
-                {"item_id": self._itemId(answer), "output_index": 0, "delta": text},
+                {"item_id": self._itemId(answer), "output_index": index, "delta": text},
             )
         return _event(
             answer,
             "response.output_text.delta",
-            {"item_id": self._itemId(answer), "output_index": 0, "content_index": 0, "delta": text, "logprobs": []},
+            {"item_id": self._itemId(answer), "output_index": index, "content_index": 0, "delta": text, "logprobs": []},
         )
 
     def closing(self, answer: Answer, finish: Finish, completionTokens: int) -> bytes:
         text = "".join(answer.state.get("text", []))
+        index = self._index(answer)
         call = answer.request.toolCall
         if call is not None:
             item = self._callItem(answer, call, call.arguments, "completed")
             return (
                 _event(answer, "response.function_call_arguments.done",
-                       {"item_id": item["id"], "output_index": 0, "name": call.name, "arguments": call.arguments})
-                + _event(answer, "response.output_item.done", {"output_index": 0, "item": item})
+                       {"item_id": item["id"], "output_index": index, "name": call.name, "arguments": call.arguments})
+                + _event(answer, "response.output_item.done", {"output_index": index, "item": item})
                 + _event(answer, "response.completed",
-                         {"response": self._response(answer, "completed", [item], completionTokens)})
+                         {"response": self._response(answer, "completed", self._output(answer, item), completionTokens)})
             )  # fmt: skip
         status = "incomplete" if finish == "length" else "completed"
-        where = {"item_id": self._itemId(answer), "output_index": 0, "content_index": 0}
+        where = {"item_id": self._itemId(answer), "output_index": index, "content_index": 0}
         message = self._message(answer, text, status)
         return (
             _event(answer, "response.output_text.done", {**where, "text": text, "logprobs": []})
             + _event(answer, "response.content_part.done", {**where, "part": message["content"][0]})
-            + _event(answer, "response.output_item.done", {"output_index": 0, "item": message})
+            + _event(answer, "response.output_item.done", {"output_index": index, "item": message})
             + _event(answer, f"response.{status}",
-                     {"response": self._response(answer, status, [message], completionTokens)})
+                     {"response": self._response(answer, status, self._output(answer, message), completionTokens)})
         )  # fmt: skip
 
     def whole(self, answer: Answer, text: str, finish: Finish, completionTokens: int) -> bytes:
@@ -266,7 +307,7 @@ class OpenAIResponses:
             if call is None
             else self._callItem(answer, call, call.arguments, "completed")
         )
-        return encode(self._response(answer, status, [output], completionTokens))
+        return encode(self._response(answer, status, self._output(answer, output), completionTokens))
 
     def error(self, problem: RequestError) -> bytes:
         return error(problem)
