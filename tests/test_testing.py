@@ -104,6 +104,15 @@ class MockLLMServerTests(TestCase):
         with self.assertRaises(ValueError):
             server.fault("explode")
         server.script({"rules": [{"text": "x"}]})
+        server.fault(None)
+        server.alias("gpt-4o-mini", "mock-echo")
+        code, body = yield self.chat(server, "echoed")
+        self.assertEqual((code, json.loads(body)["choices"][0]["message"]["content"]), (200, "x"), "the script first")
+        server.script([])
+        code, body = yield self.chat(server, "echoed")
+        self.assertEqual((code, json.loads(body)["choices"][0]["message"]["content"]), (200, "echoed"), "then the alias")
+        with self.assertRaises(ValueError):
+            server.alias("gpt-4o", "gpt-5")
         server.reset()
         self.assertEqual((server.mock.pace, server.mock.faults, server.requests()), (TEST_PACE, None, []))
         self.assertEqual(server.matched()["rules"], [])

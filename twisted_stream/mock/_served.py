@@ -24,6 +24,7 @@ from twisted_stream.mock._script import Script, loadScript, parseRules
 from twisted_stream.mock._state import MockLLM, Pace
 from twisted_stream.mock.apis import RequestError
 from twisted_stream.mock.generator import GeneratorRoot, StreamSpec
+from twisted_stream.mock.llm import parseAlias
 
 __all__ = ["TEST_PACE", "MockLLMServer", "startMockLLM"]
 
@@ -78,6 +79,8 @@ class MockLLMServer:
         self._port = port
         self._connections = connections
         self._startPace = mock.pace
+        self._aliases: dict[str, str] = {}
+        mock.aliases = self._aliases
         address: Any = port.getHost()
         self.url = f"http://127.0.0.1:{address.port}"
 
@@ -155,11 +158,21 @@ class MockLLMServer:
         except RequestError as e:
             raise ValueError(e.message) from None
 
+    def alias(self, name: str, model: str) -> None:
+        """
+        Answer requests for the model C{name} (a real one's, such as
+        C{gpt-4o-mini}) as the mock's C{model}, as C{chunkgen --alias} does.
+
+        @raise ValueError: For a C{model} that is not one of the mock's.
+        """
+        self._aliases.update([parseAlias(f"{name}={model}")])
+
     def reset(self) -> None:
         """
-        Back to how it started: no script, no fault, the starting pace, no
-        requests seen.
+        Back to how it started: no script, no fault, no alias, the starting
+        pace, no requests seen.
         """
+        self._aliases.clear()
         self.mock.script.reset()
         self.mock.seen.clear()
         self.mock.faults = None
