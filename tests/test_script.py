@@ -257,9 +257,11 @@ class ServedTests(SynchronousTestCase):
         _, body = self.post("/v1beta/models/gemini-x:streamGenerateContent?alt=sse", gemini)
         chunks = [json.loads(block[len(b"data: ") :]) for block in body.split(b"\r\n\r\n") if block]
         self.assertEqual("".join(p["text"] for c in chunks for p in c["candidates"][0]["content"]["parts"]), text)
+        _, body = self.post("/v1/completions", {"model": "gpt-3.5-turbo-instruct", "prompt": "weather?", "stream": True})
+        self.assertEqual("".join(e["choices"][0]["text"] for e in sseEvents(body)[:-1]), text)
         _, body = self.post("/v1/chat/completions", {"model": "gpt-4o", "messages": user})
         self.assertEqual(json.loads(body)["choices"][0]["message"]["content"], text)
-        self.assertEqual(self.mock.script.described()["rules"][0]["matched"], 5)
+        self.assertEqual(self.mock.script.described()["rules"][0]["matched"], 6)
 
     def test_unmatchedFallsThrough(self) -> None:
         """
