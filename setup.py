@@ -52,6 +52,10 @@ setup(
         # the protocol's whenConnected/whenDisconnected, and ClientService
         # as its own pool; the version this was built and tested with).
         "txredisapi>=1.6.0",
+        # The mock's scripts: regular expressions matched with a time limit
+        # (the standard re has none: one backtracking pattern would hang
+        # the reactor). 2022.1.18: the timeout argument, typed stubs since.
+        "regex>=2022.1.18",
     ],
     entry_points={"console_scripts": ["chunkwatch = twisted_stream.chunkwatch:main"]},
     extras_require={
@@ -64,6 +68,7 @@ setup(
             "selenium>=4.20",
             "mypy>=1.10",
             "mypy-zope>=1.0.5",
+            "types-regex",
             "aiohttp>=3.9",
             "httpx[http2]>=0.27",
             "httpx-sse>=0.4",

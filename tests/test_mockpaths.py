@@ -145,8 +145,11 @@ class SubPathTests(SynchronousTestCase):
                               for t in ("a", "b")]}  # fmt: skip
         code, body = self.mock.json("POST", "/v1beta/models/mock-embed:batchEmbedContents", batch)
         self.assertEqual((code, [e["values"] for e in body["embeddings"]]), (200, [vector("a", 8), vector("b", 8)]))
-        code, body = self.mock.json("POST", "/v1beta/models/mock-embed:batchEmbedContents", {"requests": []})
-        self.assertEqual((code, body["error"]["status"]), (400, "INVALID_ARGUMENT"))
+        hostiles: list[dict[str, Any]] = [{"requests": []}, {"requests": [batch["requests"][0]] * 2049},
+                                          {"requests": [{**batch["requests"][0], "outputDimensionality": 10**9}]}]  # fmt: skip
+        for hostile in hostiles:
+            code, body = self.mock.json("POST", "/v1beta/models/mock-embed:batchEmbedContents", hostile)
+            self.assertEqual((code, body["error"]["status"]), (400, "INVALID_ARGUMENT"))
 
     def test_geminiSnakeCase(self) -> None:
         """

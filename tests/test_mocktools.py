@@ -86,6 +86,9 @@ class ArgumentsTests(SynchronousTestCase):
         self.assertEqual(argumentsFor({"$ref": "#/$defs/Nowhere"}), {})
         looped = {"$defs": {"A": {"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}}}}, "$ref": "#/$defs/A"}
         self.assertIsInstance(json.dumps(argumentsFor(looped)), str)
+        # A hostile schema cannot make the answer large.
+        huge = {"type": "array", "minItems": 10**9, "items": {"type": "string", "minLength": 10**9}}
+        self.assertEqual(argumentsFor(huge), ["example" + "x" * (4096 - 7)] * 64)
 
     def test_pieces(self) -> None:
         call = callTo("f", _WEATHER)

@@ -311,6 +311,20 @@ class ServedTests(SynchronousTestCase):
         self.assertEqual(json.loads("".join(deltas)), {"label": "spam", "score": 0.9})
         self.assertGreater(len(deltas), 2)
 
+    def test_backtrackingPatternTimesOut(self) -> None:
+        """
+        A pattern that backtracks without end (a hostile or careless
+        script) cannot hang the mock: the request gets a 500 saying which
+        rule, in one line, and the next request is answered.
+        """
+        self.load({"match": {"user_regex": "(a|aa)+$"}, "text": "never"}, {"text": "fine"})
+        code, body = self.post("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "a" * 60 + "!"}]})
+        error = json.loads(body)["error"]
+        self.assertEqual((code, error["code"]), (500, "script_error"))
+        self.assertTrue(error["message"].startswith("rules[0]: a regular expression searched this request for over 0.1 s"))
+        code, body = self.post("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "aaa"}]})
+        self.assertEqual((code, json.loads(body)["choices"][0]["message"]["content"]), (200, "never"))
+
     def test_faultAndPace(self) -> None:
         """
         A rule's fault, in the API's shape; a rule's pace, unless the request

@@ -44,12 +44,12 @@ values and counts.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+import regex
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
@@ -130,8 +130,13 @@ def _contains(text: Optional[str], part: Optional[str]) -> bool:
     return part is None or (text is not None and part in text)
 
 
-def _found(text: Optional[str], pattern: Optional[re.Pattern[str]]) -> bool:
-    return pattern is None or (text is not None and pattern.search(text) is not None)
+MATCH_SECONDS = 0.1
+"""The longest a rule's regular expression may search one request's text."""
+
+
+def _found(text: Optional[str], pattern: Optional[regex.Pattern[str]]) -> bool:
+    # Raises TimeoutError past MATCH_SECONDS (a pattern that backtracks).
+    return pattern is None or (text is not None and pattern.search(text, timeout=MATCH_SECONDS) is not None)
 
 
 @dataclass(frozen=True)
@@ -143,9 +148,9 @@ class Match:
     model: Optional[str] = None
     api: Optional[str] = None
     user: Optional[str] = None
-    userRegex: Optional[re.Pattern[str]] = None
+    userRegex: Optional[regex.Pattern[str]] = None
     system: Optional[str] = None
-    systemRegex: Optional[re.Pattern[str]] = None
+    systemRegex: Optional[regex.Pattern[str]] = None
     tool: Optional[str] = None
     toolResult: Optional[str] = None
     headers: tuple[tuple[bytes, str], ...] = ()
@@ -260,7 +265,18 @@ class Script:
         counted; or L{None}, for the built-in models to answer.
         """
         for i, rule in enumerate(self._rules):
-            if (rule.times is None or self._hits[i] < rule.times) and rule.match.matches(asked):
+            if rule.times is not None and self._hits[i] >= rule.times:
+                continue
+            try:
+                matched = rule.match.matches(asked)
+            except TimeoutError:
+                raise RequestError(
+                    f"rules[{i}]: a regular expression searched this request for over {MATCH_SECONDS} s"
+                    " (one that backtracks?): fix the script",
+                    status=500,
+                    code="script_error",
+                ) from None
+            if matched:
                 self._hits[i] += 1
                 return rule.reply
         if self._rules:
@@ -293,10 +309,11 @@ def _string(value: Any, where: str, longest: int = 64 * 1024) -> str:
     return value
 
 
-def _regex(value: Any, where: str) -> re.Pattern[str]:
+def _regex(value: Any, where: str) -> regex.Pattern[str]:
     try:
-        return re.compile(_string(value, where))
-    except re.error as e:
+        # VERSION0: the standard re's syntax and behaviour.
+        return regex.compile(_string(value, where), regex.VERSION0)
+    except regex.error as e:
         raise ScriptError(f"{where}: not a regular expression: {e}") from None
 
 

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from twisted_stream.mock.apis import RequestError, jsonObject
 from twisted_stream.mock.apis.openai import encode
 
-__all__ = ["DEFAULT_DIMENSIONS", "EmbeddingsRequest", "MAX_DIMENSIONS", "answer", "parseEmbeddingsRequest", "vector"]
+__all__ = ["DEFAULT_DIMENSIONS", "EmbeddingsRequest", "MAX_DIMENSIONS", "MAX_INPUTS", "answer", "parseEmbeddingsRequest", "vector"]
 
 DEFAULT_DIMENSIONS = 1536
 """A vector's length unless the request asks for another (as
@@ -30,7 +30,8 @@ C{text-embedding-3-small}'s)."""
 MAX_DIMENSIONS = 3072
 """The longest vector asked for (as C{text-embedding-3-large}'s)."""
 
-_MAX_INPUTS = 2048
+MAX_INPUTS = 2048
+"""The most texts one request embeds (OpenAI's bound)."""
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,9 @@ def parseEmbeddingsRequest(body: bytes) -> EmbeddingsRequest:
         raise RequestError("Missing required parameter: 'model'.", "model")
     given = request.get("input")
     items = [given] if isinstance(given, str) else given
-    if not isinstance(items, list) or not items or len(items) > _MAX_INPUTS:
+    if not isinstance(items, list) or not items or len(items) > MAX_INPUTS:
         raise RequestError(
-            f"'input' must be a non-empty string or a list of 1 to {_MAX_INPUTS} non-empty strings.", "input"
+            f"'input' must be a non-empty string or a list of 1 to {MAX_INPUTS} non-empty strings.", "input"
         )
     texts = []
     for i, item in enumerate(items):

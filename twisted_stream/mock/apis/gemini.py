@@ -19,7 +19,7 @@ import re
 from typing import Any, Mapping, Optional, Sequence
 
 from twisted_stream.mock.apis import Answer, ChatRequest, Finish, RequestError, jsonObject
-from twisted_stream.mock.apis.embeddings import MAX_DIMENSIONS, vector
+from twisted_stream.mock.apis.embeddings import MAX_DIMENSIONS, MAX_INPUTS, vector
 from twisted_stream.mock.apis.openai import encode
 from twisted_stream.mock.apis.tools import ToolChoice, checkedChoice
 
@@ -80,6 +80,8 @@ def embedded(body: bytes, batch: bool) -> bytes:
     items = request.get("requests") if batch else [request]
     if not isinstance(items, list) or not items:
         raise RequestError("* BatchEmbedContentsRequest.requests: requests is not specified")
+    if len(items) > MAX_INPUTS:
+        raise RequestError(f"* BatchEmbedContentsRequest.requests: at most {MAX_INPUTS} requests")
     values = []
     for i, item in enumerate(items):
         where = f"requests[{i}]" if batch else "request"
