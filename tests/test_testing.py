@@ -140,6 +140,22 @@ class MockLLMServerTests(TestCase):
         refused = treq.get(server.url + "/v1/models", pool=self.pool)
         yield self.assertFailure(refused, Exception)
 
+    @inlineCallbacks
+    def test_stopEndsBackgroundAnswers(self) -> Any:
+        """
+        An answer asked for in the background is still being made when the
+        test ends: stopping the server stops it, so no timer is left in
+        the reactor (trial checks), and it reads as cancelled.
+        """
+        server = yield mockLLMFor(self)
+        server.pace(ttft=5)
+        body = {"model": "mock-passage", "input": "hi", "background": True}
+        response = yield treq.post(server.openaiBaseURL + "/responses", json=body, pool=self.pool)
+        queued = yield response.json()
+        self.assertEqual(queued["status"], "queued")
+        yield server.stop()
+        self.assertEqual(server.mock.background.get(queued["id"]).status, "cancelled")  # type: ignore[union-attr]
+
 
 def _agent(url: str) -> LineProcess:
     return LineProcess.spawn(

@@ -171,3 +171,11 @@ class BackgroundAnswers:
 
     def get(self, id: str) -> Optional[BackgroundAnswer]:
         return self._answers.get(id)
+
+    def cancelAll(self) -> None:
+        """
+        Stop making every answer still being made (the mock is stopping:
+        none may leave a timer behind).
+        """
+        for answer in list(self._answers.values()):
+            answer.cancel()

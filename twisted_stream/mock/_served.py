@@ -180,10 +180,12 @@ class MockLLMServer:
 
     def stop(self) -> Deferred[None]:
         """
-        Stop listening and close every connection.
+        Stop listening, close every connection, and stop making answers
+        asked for in the background.
 
         @return: Fires when the port is closed and the connections gone.
         """
+        self.mock.background.cancelAll()
         stopped: Deferred[object] = maybeDeferred(self._port.stopListening)
         closed: Deferred[object] = self._connections.closeAll()  # type: ignore[assignment]
         return gatherResults([stopped, closed]).addCallback(lambda _: None)

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Optional
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.server import Request
 
+from twisted_stream.mock._background import BackgroundAnswers
 from twisted_stream.mock._faults import FaultPlan
 from twisted_stream.mock._script import Script
 from twisted_stream.mock._seen import SeenRequests
@@ -88,6 +89,7 @@ class MockLLM:
     @ivar script: The scripted answers (C{--script}, C{/_mock/script}).
     @ivar aliases: Model names served as another model (C{--alias}).
     @ivar seen: The last requests it saw (C{/_mock/requests}).
+    @ivar background: The Responses API's answers made in the background.
     """
 
     clock: IReactorTime
@@ -96,6 +98,7 @@ class MockLLM:
     script: Script = field(default_factory=Script)
     aliases: Mapping[str, str] = field(default_factory=dict)
     seen: SeenRequests = field(init=False)
+    background: BackgroundAnswers = field(init=False, default_factory=BackgroundAnswers)
 
     def __post_init__(self) -> None:
         self.seen = SeenRequests(self.clock)

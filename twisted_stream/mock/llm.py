@@ -560,7 +560,7 @@ class ResponsesResource(PlainResource):
     def __init__(self, mock: MockLLM) -> None:
         super().__init__()
         self._api = OpenAIResponses()
-        self.answers = BackgroundAnswers()
+        self.answers = mock.background
         self._stored: OrderedDict[str, bytes] = OrderedDict()
         self._create = ChatResource(self._api, mock, self.answers, self._keep)
 
