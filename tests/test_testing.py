@@ -154,7 +154,7 @@ class MockLLMServerTests(TestCase):
         queued = yield response.json()
         self.assertEqual(queued["status"], "queued")
         yield server.stop()
-        self.assertEqual(server.mock.background.get(queued["id"]).status, "cancelled")  # type: ignore[union-attr]
+        self.assertEqual(server.mock.background.get(queued["id"]).status, "cancelled")
 
 
 def _agent(url: str) -> LineProcess:
