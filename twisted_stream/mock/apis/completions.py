@@ -17,7 +17,18 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from twisted_stream.mock.apis import Answer, ChatRequest, Finish, RequestError, choiceCount, jsonObject
-from twisted_stream.mock.apis.openai import RATE_LIMIT_HEADERS, done, encode, error, errorFields, event, usage
+from twisted_stream.mock.apis.openai import (
+    RATE_LIMIT_HEADERS,
+    done,
+    encode,
+    error,
+    errorFields,
+    event,
+    maxTokensOf,
+    modelOf,
+    streamingOf,
+    usage,
+)
 
 __all__ = ["DEFAULT_MAX_TOKENS", "OpenAICompletions", "parseCompletionRequest"]
 
@@ -36,27 +47,16 @@ def parseCompletionRequest(body: bytes) -> ChatRequest:
         C{prompt}, or a field of the wrong type.
     """
     request = jsonObject(body)
-    model = request.get("model")
-    if not isinstance(model, str) or not model:
-        raise RequestError("model is required and must be a string", "model")
+    model = modelOf(request)
     prompt = request.get("prompt")
     if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
         prompt = prompt[0]
     if not isinstance(prompt, str):
         raise RequestError("prompt is required: a string or a list of strings", "prompt")
-    stream = request.get("stream", False)
-    if stream is not None and not isinstance(stream, bool):
-        raise RequestError("stream must be a boolean", "stream")
-    options = request.get("stream_options")
-    if options is not None and (not isinstance(options, dict) or not stream):
-        raise RequestError("stream_options is only allowed, as an object, when stream is true", "stream_options")
-    maxTokens = request.get("max_tokens", DEFAULT_MAX_TOKENS)
-    if maxTokens is None:
-        maxTokens = DEFAULT_MAX_TOKENS
-    if isinstance(maxTokens, bool) or not isinstance(maxTokens, int) or maxTokens < 1:
-        raise RequestError("max_tokens must be a positive integer", "max_tokens")
-    includeUsage = bool((options or {}).get("include_usage", False))
-    return ChatRequest(model, [("user", prompt)], bool(stream), includeUsage, maxTokens, request,
+    stream, includeUsage = streamingOf(request)
+    given = request.get("max_tokens")
+    maxTokens = maxTokensOf(DEFAULT_MAX_TOKENS if given is None else given)
+    return ChatRequest(model, [("user", prompt)], stream, includeUsage, maxTokens, request,
                        choices=choiceCount(request))  # fmt: skip
 
 

@@ -57,9 +57,7 @@ def parseChatRequest(body: bytes) -> ChatRequest:
         C{messages}, or a field of the wrong type.
     """
     request = jsonObject(body)
-    model = request.get("model")
-    if not isinstance(model, str) or not model:
-        raise RequestError("model is required and must be a string", "model")
+    model = modelOf(request)
     messages = request.get("messages")
     if messages is None:
         raise RequestError("messages is required", "messages")
@@ -74,24 +72,54 @@ def parseChatRequest(body: bytes) -> ChatRequest:
         if role not in ROLES:
             raise RequestError(f"{where}.role must be one of {', '.join(sorted(ROLES))}", f"{where}.role")
         conversation.append((role, _text(message.get("content"), f"{where}.content")))
+    stream, includeUsage = streamingOf(request)
+    maxTokens = maxTokensOf(request.get("max_completion_tokens", request.get("max_tokens")))
+    last = messages[-1]
+    toolResult = _text(last.get("content"), "content") if last.get("role") == "tool" else None
+    offered = _offered(request)
+    schema = responseSchema(request.get("response_format"), "response_format")
+    return ChatRequest(model, conversation, stream, includeUsage, maxTokens, request, None, toolResult,
+                       offered, _toolChoice(request, offered), schema, choiceCount(request))  # fmt: skip
+
+
+def modelOf(request: Mapping[str, Any]) -> str:
+    """
+    @return: The C{model} a request names.
+    @raise RequestError: For none.
+    """
+    model = request.get("model")
+    if not isinstance(model, str) or not model:
+        raise RequestError("model is required and must be a string", "model")
+    return model
+
+
+def streamingOf(request: Mapping[str, Any]) -> tuple[bool, bool]:
+    """
+    @return: Whether a request asks for a stream, and whether for its
+        usage at the end (C{stream_options.include_usage}).
+    @raise RequestError: For C{stream} not a boolean, or C{stream_options}
+        not an object, or given without C{stream}.
+    """
     stream = request.get("stream", False)
     if stream is not None and not isinstance(stream, bool):
         raise RequestError("stream must be a boolean", "stream")
     options = request.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise RequestError("stream_options must be an object", "stream_options")
-    includeUsage = bool((options or {}).get("include_usage", False))
     if options and not stream:
         raise RequestError("stream_options is only allowed when stream is true", "stream_options")
-    maxTokens = request.get("max_completion_tokens", request.get("max_tokens"))
-    if maxTokens is not None and (isinstance(maxTokens, bool) or not isinstance(maxTokens, int) or maxTokens < 1):
+    return bool(stream), bool((options or {}).get("include_usage", False))
+
+
+def maxTokensOf(given: Any) -> Optional[int]:
+    """
+    @param given: The request's limit (C{max_tokens} or its newer name).
+    @return: It, checked.
+    @raise RequestError: For a limit that is not a positive integer.
+    """
+    if given is not None and (isinstance(given, bool) or not isinstance(given, int) or given < 1):
         raise RequestError("max_tokens must be a positive integer", "max_tokens")
-    last = messages[-1]
-    toolResult = _text(last.get("content"), "content") if last.get("role") == "tool" else None
-    offered = _offered(request)
-    schema = responseSchema(request.get("response_format"), "response_format")
-    return ChatRequest(model, conversation, bool(stream), includeUsage, maxTokens, request, None, toolResult,
-                       offered, _toolChoice(request, offered), schema, choiceCount(request))  # fmt: skip
+    return given
 
 
 def responseSchema(given: Any, where: str) -> Optional[Mapping[str, Any]]:
