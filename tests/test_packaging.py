@@ -46,6 +46,8 @@ class PluginDiscoveryTests(SynchronousTestCase):
             f"twisted[tls,http2]=={version('twisted')}",
             f"treq=={version('treq')}",
             f"hyperlink=={version('hyperlink')}",
+            # The mock's scripts need it (chunkgen imports them at start).
+            f"regex=={version('regex')}",
             "setuptools>=70.1",
         )
 
