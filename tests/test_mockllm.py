@@ -618,3 +618,15 @@ class ReasoningTests(SynchronousTestCase):
         _, whole = self.mock.json("POST", "/v1/chat/completions", chatRequest(model="gpt-x"))
         message = whole["choices"][0]["message"]
         self.assertEqual((message["reasoning_content"], message["content"]), ("Think first.", "Then speak."))
+
+    def test_reasoningThenNothing(self) -> None:
+        """
+        Reasoning and an empty answer: the thinking block is still closed,
+        and the (empty) text block opened and closed after it.
+        """
+        self.mock.mock.script.replace(parseRules({"rules": [{"reasoning": "Hmm.", "text": ""}]}))
+        request = {"model": "m", "max_tokens": 99, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        _, body = self.mock.request("POST", "/v1/messages", request)
+        blocks = [(k, d.get("index")) for k, d in typedEvents(body) if k.startswith("content_block_st")]
+        self.assertEqual(blocks, [("content_block_start", 0), ("content_block_stop", 0),
+                                  ("content_block_start", 1), ("content_block_stop", 1)])  # fmt: skip

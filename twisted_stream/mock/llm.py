@@ -320,6 +320,9 @@ class _TokenStream:
         if self._keep is not None:
             self._keep(self._api.whole(self._answer, "".join(self._pieces), self._finish, self._sent))
         request = self._request
+        if self._thoughts and self._sent == self._thoughts:
+            # Reasoning and an empty answer: the reasoning's end still comes.
+            request.write(self._api.afterThinking(self._answer))
         request.write(self._api.closing(self._answer, self._finish, self._sent))
         request.unregisterProducer()
         request.finish()
