@@ -14,7 +14,7 @@ while it runs and after:
   - C{POST /v1/responses/ID/cancel}: stops it; the response object, now
     C{cancelled}.
 
-The answer is made by the same L{_TokenStream} as any streamed answer, at
+The answer is made by the same L{twisted_stream.mock._tokenstream.TokenStream} as any streamed answer, at
 the same pace, writing into a L{BackgroundAnswer} instead of a request:
 each event is kept, and handed to every client following it.
 """
