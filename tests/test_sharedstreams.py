@@ -270,6 +270,47 @@ class FleetRefusalTests(TestCase):
         self.assertEqual((allowed.status, allowed.body), (200, started.body))
 
 
+@onceAcrossRunners
+class WorkersTests(TestCase):
+    """
+    C{--workers 2} with Redis: the workers share one listening socket, so a
+    resume lands on either, whichever read the upstream.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_resumedOnEitherWorker(self) -> Any:
+        """
+        A chat answer cut after some tokens, resumed eight times on new
+        connections (each accepted by either worker): every resume joins
+        the bytes the client had into exactly the whole answer. (With the
+        memory store, each resume that lands on the other worker is a
+        404.)
+        """
+        redis: RedisServer = yield startRedis(self)
+        generator: Server = yield startTwistd(self, "chunkgen", "--tokens-per-second", "40")
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--route", f"/v1/={generator.url}v1/", "--resumable", "3",
+            "--resume-store", redis.url, "--workers", "2",
+        )  # fmt: skip
+        yield until(
+            lambda: len(re.findall(r"resume store redis://\S+: connected", proxy.output)) >= 2, 10, lambda: proxy.output
+        )
+        cut: Exchange = yield _chat(proxy, 40, cutAfter=600)
+        self.assertFalse(cut.complete)
+        [id] = cut.header(b"x-stream-id")
+        resumed = []
+        for _ in range(8):
+            rest: Exchange = yield fetch(proxy.url + f"_streams/{id.decode()}?from={len(cut.body)}")
+            resumed.append((rest.status, rest.complete, cut.body + rest.body))
+        self.assertEqual({(status, complete) for status, complete, _ in resumed}, {(200, True)})
+        self.assertEqual(len({whole for _, _, whole in resumed}), 1)
+        whole = resumed[0][2]
+        self.assertEqual(whole.count(b'"chat.completion.chunk"'), 42)
+        self.assertTrue(whole.endswith(b"data: [DONE]\nid: " + id + b".43\n\n"), whole[-80:])
+
+
 def _streamEvents(proxy: Server) -> list[dict[str, Any]]:
     """
     @return: The stream events a gateway started with C{--log-format json}
