@@ -10,15 +10,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tests.support import (
     Exchange,
+    LineProcess,
     RedisServer,
     Server,
     SlowPieces,
@@ -406,6 +408,39 @@ class StoreFailureTests(TestCase):
         self.assertNotIn("Traceback", proxy.output)
 
     @inlineCallbacks
+    def test_scriptFlushed(self) -> Any:
+        """
+        The turn's script is sent once per connection and called by its
+        SHA1 (Redis counts C{EVALSHA} calls, no C{EVAL}). Redis told to
+        forget it (C{SCRIPT FLUSH}) after 5 pieces: the stream goes on at
+        its pace and is no longer resumable, as for any failure; the script
+        is sent again, and the next stream is kept in Redis.
+        """
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise SkipTest("redis-cli is not installed (Debian's redis-tools, with redis-server)")
+
+        def ask(redis: RedisServer, *command: str) -> Deferred[str]:
+            asked = LineProcess.spawn(cli, "-p", str(redis.port), *command)
+            return asked.exitCode.addCallback(lambda _: asked.text)
+
+        proxy, redis, exchange = yield self.gatewayAndStream(lambda redis: ask(redis, "SCRIPT", "FLUSH"))
+        self.assertWholeAtPace(exchange)
+        yield until(lambda: len(_streamEvents(proxy)) == 1, 5, lambda: proxy.output)
+        [event] = _streamEvents(proxy)
+        self.assertEqual((event["outcome"], event["resumable_lost"]), ("complete", "store unreachable"))
+        self.assertIn("NOSCRIPT", proxy.output)
+        later: Exchange = yield fetch(proxy.url + "s/y")
+        [id] = later.header(b"x-stream-id")
+        self.assertTrue(later.complete)
+        entries = yield ask(redis, "XLEN", "chunkproxy:stream:{" + id.decode() + "}")
+        self.assertGreater(int(entries), 1, "the next stream is in Redis")
+        stats = yield ask(redis, "INFO", "commandstats")
+        self.assertIn("cmdstat_evalsha:", stats)
+        self.assertNotIn("cmdstat_eval:", stats)
+        self.assertNotIn("Traceback", proxy.output)
+
+    @inlineCallbacks
     def test_stopped(self) -> Any:
         """
         Redis stopped (SIGSTOP: it takes the connection's bytes and never
@@ -555,9 +590,16 @@ class _FakeLink:
         self.address = parseRedisURL("redis://127.0.0.1:1/0")
         self.sent: list[tuple[Any, ...]] = []
         self.answers: list[Deferred[Any]] = []
+        self.loaded: list[bytes] = []
 
     def start(self) -> None:
         pass
+
+    def load(self, script: bytes) -> None:
+        self.loaded.append(script)
+
+    def evaluate(self, script: bytes, *args: Any) -> Deferred[Any]:
+        return self.command("evaluate", script, *args)
 
     def command(self, *args: Any) -> Deferred[Any]:
         self.sent.append(args)
@@ -606,12 +648,14 @@ class MirrorTests(SynchronousTestCase):
 
     def batches(self) -> list[list[list[bytes]]]:
         """
-        @return: Each command sent since the last call (an C{EVAL _TURN}),
-            as its streams: each its key, what it has, and the fields.
+        @return: Each command sent since the last call (the script
+            L{_TURN}, loaded first), as its streams: each its key, what it
+            has, and the fields.
         """
         batches = []
+        self.assertEqual(self.link.loaded, [_TURN])
         for command in self.commands():
-            self.assertEqual(command[:3], ("EVAL", _TURN, b"0"))
+            self.assertEqual(command[:3], ("evaluate", _TURN, b"0"))
             batch, maxEntries = command[3:]
             self.assertEqual(maxEntries, b"100000")
             fields = []

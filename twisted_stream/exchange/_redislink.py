@@ -23,6 +23,7 @@ not there fails at once (L{RedisDown}).
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import unquote, urlsplit
 
@@ -144,6 +145,8 @@ class RedisLink:
         self._endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=5)
         self._blockingFactory = _RedisFactory(address, None)
         self._protocol: Optional[txredisapi.RedisProtocol] = None
+        # Lua scripts by body: their SHA1, by which they are called.
+        self._scripts: dict[bytes, str] = {}
         self._service = ClientService(
             self._endpoint,
             _RedisFactory(address, replyTimeout),
@@ -165,8 +168,42 @@ class RedisLink:
         self._protocol = None
         return self._service.stopService()
 
+    def load(self, script: bytes) -> None:
+        """
+        Have Redis keep a Lua script, loaded on every connection before any
+        command is sent on it, so that L{evaluate} sends its SHA1, not its
+        body, each time.
+        """
+        self._scripts[script] = hashlib.sha1(script).hexdigest()
+
+    def evaluate(self, script: bytes, *args: bytes | str | int) -> Deferred[Any]:
+        """
+        Run a script L{load}ed before (C{EVALSHA}) on the shared
+        connection, now.
+
+        @param args: The number of keys, the keys, the arguments.
+        @return: Its reply, or a failure. A Redis that has forgotten the
+            script (C{SCRIPT FLUSH}) fails this call, and is sent it again,
+            for the next.
+        """
+
+        def forgotten(failure: Any) -> Any:
+            protocol = self._protocol
+            if "NOSCRIPT" in (failure.getErrorMessage() or "") and protocol is not None:
+                protocol.execute_command("SCRIPT", "LOAD", script).addErrback(lambda _: None)
+            return failure
+
+        return self.command("EVALSHA", self._scripts[script], *args).addErrback(forgotten)
+
     def _connected(self, protocol: txredisapi.RedisProtocol) -> Deferred[None]:
-        # Ready once AUTH and SELECT are done (the protocol says so).
+        # Ready once AUTH and SELECT are done (the protocol says so), and
+        # the scripts loaded.
+        def loaded(_: object) -> Deferred[object]:
+            done: Deferred[object] = succeed(None)
+            for script in self._scripts:
+                done.addCallback(lambda _, body: protocol.execute_command("SCRIPT", "LOAD", body), script)
+            return done
+
         def ready(_: object) -> None:
             self._protocol = protocol
             # (The protocol fires this with itself; ClientService gave us
@@ -174,7 +211,7 @@ class RedisLink:
             protocol.whenDisconnected().addCallback(lambda _: self._lost(protocol))
             _log.info("resume store {address}: connected", address=str(self.address))
 
-        return protocol.whenConnected().addCallback(ready)
+        return protocol.whenConnected().addCallback(loaded).addCallback(ready)
 
     def _lost(self, protocol: txredisapi.RedisProtocol) -> None:
         if self._protocol is protocol:

@@ -10,7 +10,8 @@ headers, target, credential) in a hash, each piece of its body as an entry
 of a Redis stream (C{XADD}, its body offset beside it, and where the events
 that ended in it end), its end as a last entry. Pieces go together: all
 that every stream added in the last 20 milliseconds (L{FLUSH_EVERY}) as
-one entry per stream, in one command (a short Lua script, L{_TURN}, with
+one entry per stream, in one command (a short Lua script, L{_TURN},
+loaded once per connection and called by its SHA1, with
 all of it in one argument): one round trip per batch, never one per chunk,
 and never waited for. Only the
 copy waits: the client and this instance's readers have each piece at
@@ -157,6 +158,8 @@ class SharedStreams:
         """
         self.flushEvery = flushEvery
         self.link = link
+        # Sent once per connection; each turn then sends its SHA1 only.
+        link.load(_TURN)
         self.clock = clock
         self.maxBacklog = maxBacklog
         self.backlog = 0
@@ -247,7 +250,7 @@ class SharedStreams:
             for mirror in sent:
                 mirror.failed()
 
-        command = self.link.command("EVAL", _TURN, b"0", batch, _MAX_ENTRIES)
+        command = self.link.evaluate(_TURN, b"0", batch, _MAX_ENTRIES)
         command.addCallbacks(answered, failed)
 
     def send(self, mirror: Mirror, *command: bytes | str | int) -> None:
