@@ -5,8 +5,8 @@ C{chunkproxy}: structured outputs parsed into the SDK's model instances,
 C{count_tokens}, C{models.retrieve}, Gemini's C{models.list},
 C{count_tokens} and C{embed_content}, google-genai's automatic function
 calling, the legacy completions streamed, an aliased C{gpt-4o-mini}, and
-reasoning in each SDK's reasoning fields; C{/_mock/requests} shows what the
-SDK sent.
+reasoning in each SDK's reasoning fields (the Vercel AI SDK's too);
+C{/_mock/requests} shows what the SDK sent.
 """
 
 from __future__ import annotations
@@ -150,11 +150,15 @@ class MockThroughSDKsTests(TestCase):
         self.assertEqual(got["thoughts"], [len(tokens(REASONING)), REASONING, PASSAGE, len(tokens(REASONING))])
 
     @inlineCallbacks
-    def test_vercelStreamObject(self) -> Any:
+    def test_vercelAISDK(self) -> Any:
         """
-        The Vercel AI SDK's C{streamObject}: partial objects as the JSON
-        streams, then the whole object, valid for the schema.
+        The Vercel AI SDK: C{streamObject} gives partial objects as the
+        JSON streams, then the whole object, valid for the schema;
+        C{streamText} from C{mock-reasoning} gives C{reasoning-delta}
+        parts, the reasoning text and its tokens in the usage.
         """
-        got = yield self.bothWays("vercel_object.mjs", "v1", node=True)
+        got = yield self.bothWays("vercel_mocked.mjs", "v1", node=True)
         self.assertGreater(got["partials"], 2)
         self.assertEqual(got["object"], {"name": "example", "age": 18, "tags": ["example"]})
+        thought = len(tokens(REASONING))
+        self.assertEqual(got["reasoning"], [thought, REASONING, thought])
