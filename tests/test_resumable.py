@@ -149,6 +149,44 @@ class ResumeTests(TestCase):
         self.assertEqual((taken.status, taken.body), (200, b"piece 1\n"))
 
     @inlineCallbacks
+    def test_readersCountAsStreams(self) -> Any:
+        """
+        A reader of a resumable stream is a stream in flight of its client
+        too: with --max-streams-per-client 2, a client that reads a stream
+        and follows it once is refused a third (a 503 and its reason, at
+        once), however many it asks for; once they have ended, it is
+        served again. (Uncounted, a client could hold any number of
+        readers, each a connection, and with Redis a connection to it.)
+        """
+        slow = SlowPieces()
+        upstream = Upstream(self, slow)
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--route", f"/s/={upstream.url}", "--resumable", "3",
+            "--max-streams-per-client", "2",
+        )  # fmt: skip
+        ids: list[bytes] = []
+
+        def noteId(client: StrictClient) -> None:
+            ids.extend([] if ids else client.exchange.header(b"x-stream-id"))
+
+        first = fetch(proxy.url + "s/x", onPiece=noteId)
+        yield until(lambda: bool(ids), 5)
+        following: list[bool] = []
+        second = fetch(proxy.url + f"_streams/{ids[0].decode()}", onPiece=lambda c: following.append(True))
+        yield until(lambda: bool(following), 5)
+        for _ in range(3):
+            refused: Exchange = yield fetch(proxy.url + f"_streams/{ids[0].decode()}")
+            self.assertEqual(
+                (refused.status, refused.body), (503, b"this client has 2 streams open already; try again shortly\n")
+            )
+        one: Exchange = yield first
+        two: Exchange = yield second
+        self.assertTrue(one.complete and two.complete)
+        self.assertEqual(one.body, two.body)
+        again: Exchange = yield fetch(proxy.url + f"_streams/{ids[0].decode()}")
+        self.assertEqual((again.status, again.body), (200, one.body))
+
+    @inlineCallbacks
     def test_twoReadersLive(self) -> Any:
         """
         A second reader follows the stream live beside the first: each

@@ -385,16 +385,23 @@ class Resuming:
     """
 
     store: ResumeStore
+    inFlight: Optional[StreamsInFlight] = None
+    """The stream limits: a reader of a stream is a stream in flight too
+    (each holds a connection, and with Redis a connection to it), counted
+    as its client's."""
 
     def __call__(self, head: Head, admitted: Admitted) -> Admitted | Refusal:
         if head.path.startswith(RESUME_PREFIX):
             if head.method not in (b"GET", b"HEAD"):
                 return Refusal(405, "a stream is resumed with GET", ((b"Allow", b"GET, HEAD"),))
-            return replace(admitted, answer=RESUME)
+            return self._counted(head, replace(admitted, answer=RESUME))
         lastEventId = head.headers.getRawHeaders(b"last-event-id")
         if lastEventId and head.method == b"GET" and self.store.reconnecting(head.target, lastEventId[-1]):
-            return replace(admitted, answer=RESUME)
+            return self._counted(head, replace(admitted, answer=RESUME))
         return admitted
+
+    def _counted(self, head: Head, admitted: Admitted) -> Admitted | Refusal:
+        return admitted if self.inFlight is None else self.inFlight(head, admitted)
 
 
 @dataclass(frozen=True)
@@ -480,7 +487,7 @@ def gatewayRules(
         rules.append(MetricsPage(metricsToken))
     rules.append(originFormTarget)
     if resume is not None:
-        rules.append(Resuming(resume))
+        rules.append(Resuming(resume, StreamsInFlight(streams) if streams is not None else None))
     rules += [Routing.of(routes, page), routeRules]
     if streams is not None:
         rules.append(StreamsInFlight(streams))
