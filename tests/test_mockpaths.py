@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.support import sseEvents
 from tests.support.llm import MockOnClock
+from twisted_stream.mock._script import parseRules
 from twisted_stream.mock.apis.embeddings import vector
 from twisted_stream.mock.llm import PASSAGE, parseAlias, tokens
 from twisted_stream.tap.chunkgen import Options
@@ -104,6 +105,14 @@ class SubPathTests(SynchronousTestCase):
         done = json.loads(streamed.split(b"event: response.completed\ndata: ")[1])["response"]
         code, kept = self.mock.json("GET", f"/v1/responses/{done['id']}")
         self.assertEqual((code, kept["output"][0]["content"][0]["text"]), (200, PASSAGE))
+        # Bounded: the last 100, and 16 MiB at most (a scripted answer may
+        # be 1 MiB).
+        self.mock.mock.script.replace(parseRules({"rules": [{"text": "x " * 500_000}]}))
+        made = [self.mock.json("POST", "/v1/responses", {"model": "m", "input": "hi", "mock_tokens_per_second": 10000})[1]["id"]
+                for _ in range(20)]  # fmt: skip
+        kept = [self.mock.request("GET", f"/v1/responses/{id}")[0] for id in made]
+        self.assertEqual(kept, [404] * 4 + [200] * 16, "16 answers of 1 MB in 16 MiB")
+        self.mock.mock.script.reset()
         _, unkept = self.mock.json("POST", "/v1/responses", {"model": "mock-passage", "input": "hi", "store": False})
         code, body = self.mock.json("GET", f"/v1/responses/{unkept['id']}")
         self.assertEqual((code, body["error"]["message"]), (404, f"No response found with id '{unkept['id']}'."))

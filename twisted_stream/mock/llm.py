@@ -397,17 +397,23 @@ class ResponsesResource(PlainResource):
     KEEP = 100
     """How many answers made in the foreground it keeps for C{GET}."""
 
+    KEEP_BYTES = 16 * 1024 * 1024
+    """The most bytes of them it keeps (a scripted answer may be 1 MiB)."""
+
     def __init__(self, mock: MockLLM) -> None:
         super().__init__()
         self._api = OpenAIResponses()
         self.answers = mock.background
         self._stored: OrderedDict[str, bytes] = OrderedDict()
+        self._storedBytes = 0
         self._create = ChatResource(self._api, mock, self.answers, self._keep)
 
     def _keep(self, id: str, response: bytes) -> None:
         self._stored[id] = response
-        while len(self._stored) > self.KEEP:
-            self._stored.popitem(last=False)
+        self._storedBytes += len(response)
+        while len(self._stored) > self.KEEP or self._storedBytes > self.KEEP_BYTES:
+            _, forgotten = self._stored.popitem(last=False)
+            self._storedBytes -= len(forgotten)
 
     def render(self, request: Request) -> bytes | int:
         where = [segment for segment in request.postpath or [] if segment]
