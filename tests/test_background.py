@@ -107,6 +107,23 @@ class BackgroundTests(SynchronousTestCase):
         self.clock.advance(5)
         self.assertEqual(json.loads(b"".join(self.retrieve(id).written))["status"], "cancelled")
 
+    def test_keptWithinBounds(self) -> None:
+        """
+        The answers kept stay within the bytes allowed: past them, the
+        oldest is forgotten (a 404), stopped if it was still being made.
+        """
+        self.resource.answers._keepBytes = 10_000
+        ids = []
+        for _ in range(4):
+            ids.append(json.loads(b"".join(self.create(stream=False).written))["id"])
+            self.clock.advance(1)
+        # (When the fourth was added, the three before it were done.)
+        sizes = [self.resource.answers.get(id).size for id in ids[1:3]]  # type: ignore[union-attr]
+        self.assertLessEqual(sum(sizes), 10_000)
+        self.assertGreater(sum(sizes) + sizes[0], 10_000, "one more would not fit")
+        forgotten = [self.retrieve(id).responseCode == 404 for id in ids]
+        self.assertEqual(forgotten, [True, False, False, False], sizes)
+
     def test_unknown(self) -> None:
         request = self.retrieve("resp_nope")
         self.assertEqual(request.responseCode, 404)

@@ -60,6 +60,7 @@ class BackgroundAnswer:
         self.answer = answer
         self.status = "queued"
         self.events: list[bytes] = []
+        self.size = 0
         self._partial = b""
         self._readers: list[Request] = []
         self._producer: Optional[IPushProducer] = None
@@ -90,6 +91,7 @@ class BackgroundAnswer:
         for event in whole:
             event += b"\n\n"
             self.events.append(event)
+            self.size += len(event)
             kind, _, rest = event.partition(b"\n")
             status = _DONE_STATUSES.get(kind[len(b"event: ") :].decode("ascii", "replace"))
             if status is not None:
@@ -157,17 +159,23 @@ class BackgroundAnswer:
 
 class BackgroundAnswers:
     """
-    The background answers a mock keeps: the last C{keep}, by id.
+    The background answers a mock keeps: the last C{keep}, by id, and no
+    more than C{keepBytes} of their events (as they are when one is
+    added): the oldest go first, stopped if still being made.
     """
 
-    def __init__(self, keep: int = 1000) -> None:
+    def __init__(self, keep: int = 1000, keepBytes: int = 64 * 1024 * 1024) -> None:
         self._keep = keep
+        self._keepBytes = keepBytes
         self._answers: OrderedDict[str, BackgroundAnswer] = OrderedDict()
 
     def add(self, answer: BackgroundAnswer) -> None:
         self._answers[answer.answer.id] = answer
-        while len(self._answers) > self._keep:
-            self._answers.popitem(last=False)
+        kept = sum(each.size for each in self._answers.values())
+        while len(self._answers) > self._keep or (kept > self._keepBytes and len(self._answers) > 1):
+            _, forgotten = self._answers.popitem(last=False)
+            kept -= forgotten.size
+            forgotten.cancel()
 
     def get(self, id: str) -> Optional[BackgroundAnswer]:
         return self._answers.get(id)
