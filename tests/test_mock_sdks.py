@@ -153,12 +153,14 @@ class MockThroughSDKsTests(TestCase):
     def test_vercelAISDK(self) -> Any:
         """
         The Vercel AI SDK: C{streamObject} gives partial objects as the
-        JSON streams, then the whole object, valid for the schema;
+        JSON streams, then the whole object, valid for the schema, and
+        C{generateObject} the same object;
         C{streamText} from C{mock-reasoning} gives C{reasoning-delta}
         parts, the reasoning text and its tokens in the usage.
         """
         got = yield self.bothWays("vercel_mocked.mjs", "v1", node=True)
         self.assertGreater(got["partials"], 2)
         self.assertEqual(got["object"], {"name": "example", "age": 18, "tags": ["example"]})
+        self.assertEqual(got["generated"], got["object"], "generateObject, not streamed")
         thought = len(tokens(REASONING))
         self.assertEqual(got["reasoning"], [thought, REASONING, thought])
