@@ -43,10 +43,11 @@ class Options(PluginOptions):
     longdesc = (
         "Streams numbered chunks over HTTP at GET /generate, one per tick of a timer; "
         "query parameters count, interval, size and format override the defaults per request. "
-        "Under /v1/ (and /v1beta/) a mock LLM answers OpenAI's Chat Completions, Responses and "
-        "Embeddings APIs, Anthropic's Messages and Google's Gemini (models mock-passage, mock-echo, "
-        "mock-tools, mock-embed), streamed token by token at the pace of --ttft and "
-        "--tokens-per-second, tool calls and faults on demand included."
+        "Under /v1/ (and /v1beta/) a mock LLM answers OpenAI's Chat Completions, Responses, "
+        "Completions and Embeddings APIs, Anthropic's Messages and Google's Gemini (models "
+        "mock-passage, mock-echo, mock-tools, mock-reasoning, mock-embed, and --alias names), "
+        "streamed token by token at the pace of --ttft and --tokens-per-second: tool calls, "
+        "structured outputs, reasoning, faults on demand, and answers a --script decides."
     )
     optParameters = [
         ["listen", "l", "tcp:8081", "Endpoint description to listen on."],
