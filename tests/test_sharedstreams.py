@@ -313,6 +313,19 @@ class WorkersTests(TestCase):
         self.assertTrue(whole.endswith(b"data: [DONE]\nid: " + id + b".43\n\n"), whole[-80:])
 
 
+def _redisCli(redis: RedisServer, *command: str) -> Deferred[str]:
+    """
+    Run one command with C{redis-cli}.
+
+    @return: What it printed.
+    """
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        raise SkipTest("redis-cli is not installed (Debian's redis-tools, with redis-server)")
+    asked = LineProcess.spawn(cli, "-p", str(redis.port), "--no-auth-warning", *command)
+    return asked.exitCode.addCallback(lambda _: asked.text)
+
+
 def _streamEvents(proxy: Server) -> list[dict[str, Any]]:
     """
     @return: The stream events a gateway started with C{--log-format json}
@@ -416,14 +429,7 @@ class StoreFailureTests(TestCase):
         its pace and is no longer resumable, as for any failure; the script
         is sent again, and the next stream is kept in Redis.
         """
-        cli = shutil.which("redis-cli")
-        if cli is None:
-            raise SkipTest("redis-cli is not installed (Debian's redis-tools, with redis-server)")
-
-        def ask(redis: RedisServer, *command: str) -> Deferred[str]:
-            asked = LineProcess.spawn(cli, "-p", str(redis.port), *command)
-            return asked.exitCode.addCallback(lambda _: asked.text)
-
+        ask = _redisCli
         proxy, redis, exchange = yield self.gatewayAndStream(lambda redis: ask(redis, "SCRIPT", "FLUSH"))
         self.assertWholeAtPace(exchange)
         yield until(lambda: len(_streamEvents(proxy)) == 1, 5, lambda: proxy.output)
@@ -528,6 +534,74 @@ class BoundsTests(TestCase):
         self.assertEqual(gone.status, 404)
 
 
+@onceAcrossRunners
+class PasswordTests(TestCase):
+    """
+    A Redis that asks for a password (C{--requirepass}), given in the
+    environment (C{--resume-store env:VARNAME}), never on the command line
+    or in a log line.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_resumedElsewhere(self) -> Any:
+        """
+        Both gateways authenticate (their shared connections and the
+        blocking one a reader elsewhere opens): a stream cut on one is
+        resumed on the other, exactly; the password is in no output.
+        """
+        redis: RedisServer = yield startRedis(self, "--requirepass", "pa55-for-redis")
+        generator: Server = yield startTwistd(self, "chunkgen", "--tokens-per-second", "40")
+        store = f"redis://:pa55-for-redis@127.0.0.1:{redis.port}/2"
+        gateways = []
+        for _ in range(2):
+            proxy: Server = yield startTwistd(
+                self, "chunkproxy", "--route", f"/v1/={generator.url}v1/", "--resumable", "3",
+                "--resume-store", "env:STORE", env={"STORE": store},
+            )  # fmt: skip
+            yield _storeConnected(proxy)
+            gateways.append(proxy)
+        one, two = gateways
+        cut: Exchange = yield _chat(one, 40, cutAfter=600)
+        [id] = cut.header(b"x-stream-id")
+        rest: Exchange = yield fetch(two.url + f"_streams/{id.decode()}?from={len(cut.body)}")
+        self.assertEqual((rest.status, rest.complete), (200, True))
+        self.assertEqual((cut.body + rest.body).count(b'"chat.completion.chunk"'), 42)
+        for proxy in gateways:
+            self.assertNotIn("pa55-for-redis", proxy.output)
+
+    @inlineCallbacks
+    def test_wrongPassword(self) -> Any:
+        """
+        A wrong password: the gateway streams as on any route (no stream
+        id), answers a resume C{503}, and says why without the password or
+        a traceback; it goes on trying, and connects once Redis takes the
+        password. (ClientService's prepareConnection left a traceback and
+        a service that never tried again.)
+        """
+        redis: RedisServer = yield startRedis(self, "--requirepass", "the-right-one")
+        upstream = Upstream(self, SlowPieces())
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--route", f"/s/={upstream.url}", "--resumable", "3",
+            "--resume-store", "env:STORE", env={"STORE": f"redis://:not-the-pass@127.0.0.1:{redis.port}/0"},
+        )  # fmt: skip
+        yield until(lambda: "redis:" in proxy.output, 5, lambda: proxy.output)
+        exchange: Exchange = yield fetch(proxy.url + "s/x")
+        self.assertTrue(exchange.complete)
+        self.assertEqual(exchange.header(b"x-stream-id"), [])
+        resume: Exchange = yield fetch(proxy.url + "_streams/AAAAAAAAAAAAAAAAAAAAAA")
+        self.assertEqual((resume.status, resume.body), (503, b"the resume store is unreachable\n"))
+        # Redis told to take that password: the gateway, which went on
+        # trying, connects, and its streams are resumable again.
+        yield _redisCli(redis, "-a", "the-right-one", "CONFIG", "SET", "requirepass", "not-the-pass")
+        yield until(lambda: "resume store redis://" in proxy.output and ": connected" in proxy.output, 10, lambda: proxy.output)
+        later: Exchange = yield fetch(proxy.url + "s/x")
+        self.assertEqual(len(later.header(b"x-stream-id")), 1)
+        self.assertNotIn("not-the-pass", proxy.output)
+        self.assertNotIn("Traceback", proxy.output)
+
+
 class RedisURLTests(SynchronousTestCase):
     def test_parsed(self) -> None:
         """
@@ -555,10 +629,14 @@ class RedisURLTests(SynchronousTestCase):
             ("redis://127.0.0.1:99999/0", "'redis://127.0.0.1:99999/0' is not a redis:// URL"),
             ("redis://127.0.0.1/x", "'redis://127.0.0.1/x': the database must be a number, not 'x'"),
             ("redis:///0", "'redis:///0' is not a redis://HOST:PORT/DB URL"),
+            # The password is never shown.
+            ("redis://:s3cr%40t@127.0.0.1/x", "'redis://:***@127.0.0.1/x': the database must be a number"),
+            ("redis://user:s3cr@t@127.0.0.1:99999/0", "'redis://user:***@127.0.0.1:99999/0' is not a redis:// URL"),
         ):
             with self.assertRaises(ValueError) as caught:
                 parseRedisURL(text)
             self.assertIn(reason, str(caught.exception))
+            self.assertNotIn("s3cr", str(caught.exception))
 
     def test_option(self) -> None:
         """
@@ -578,6 +656,16 @@ class RedisURLTests(SynchronousTestCase):
         with self.assertRaises(UsageError) as caught:
             Options().parseOptions(["--resume-store", "redis.example:6379"])
         self.assertIn("--resume-store", str(caught.exception))
+        # From the environment, so that a password is never on the command
+        # line (nor in what ps shows).
+        self.patch(os, "environ", {**os.environ, "STORE_URL": "redis://:s3cret@127.0.0.1:6390/2"})
+        fromEnvironment = Options()
+        fromEnvironment.parseOptions(["--resume-store", "env:STORE_URL"])
+        address = fromEnvironment["resume-store"]
+        self.assertEqual((str(address), address.password), ("redis://127.0.0.1:6390/2", "s3cret"))
+        with self.assertRaises(UsageError) as caught:
+            Options().parseOptions(["--resume-store", "env:NO_SUCH_VARIABLE_HERE"])
+        self.assertIn("names the environment variable NO_SUCH_VARIABLE_HERE, which is not set", str(caught.exception))
 
 
 class _FakeLink:

@@ -391,10 +391,12 @@ class RedisServer:
         return stopped(self.process)
 
 
-def startRedis(case: SynchronousTestCase) -> Deferred[RedisServer]:
+def startRedis(case: SynchronousTestCase, *options: str) -> Deferred[RedisServer]:
     """
     Start C{redis-server} on a free port of loopback, keeping nothing on
     disk, and stop it when the test ends.
+
+    @param options: More of its options (C{--requirepass SECRET}).
 
     @raise SkipTest: Where redis-server is not installed (.ci/run installs
         it: Debian's redis-server).
@@ -405,7 +407,7 @@ def startRedis(case: SynchronousTestCase) -> Deferred[RedisServer]:
     port = freePort()
     process = LineProcess.spawn(
         command, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-        "--protected-mode", "yes", "--dir", _mkdir(case),
+        "--protected-mode", "yes", "--dir", _mkdir(case), *options,
     )  # fmt: skip
     case.addCleanup(stopped, process)
     ready = until(

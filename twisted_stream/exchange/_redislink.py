@@ -24,7 +24,8 @@ not there fails at once (L{RedisDown}).
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Optional
+import re
+from typing import TYPE_CHECKING, Any, Callable, Optional
 from urllib.parse import unquote, urlsplit
 
 from twisted.application.internet import ClientService, backoffPolicy
@@ -33,6 +34,7 @@ from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 if TYPE_CHECKING:
     import txredisapi
@@ -46,6 +48,10 @@ class RedisDown(Exception):
     """
     Redis is not connected now: the command was not sent.
     """
+
+
+_PASSWORD = re.compile(r"(//[^/@]*?:)[^/]*@")
+"""The password of a URL's user information (what errors never show)."""
 
 
 class RedisAddress:
@@ -71,20 +77,22 @@ def parseRedisURL(text: str) -> RedisAddress:
     @param text: C{redis://HOST:PORT/DB} (the port 6379 and the database 0
         when not said; a password as C{redis://:PASSWORD@HOST}).
     @return: The address it names.
-    @raise ValueError: With a one-line reason, for anything else.
+    @raise ValueError: With a one-line reason, for anything else, that
+        never shows the password.
     """
+    shown = repr(_PASSWORD.sub(r"\1***@", text))
     try:
         parts = urlsplit(text)
         port = parts.port or 6379
     except ValueError as error:
-        raise ValueError(f"{text!r} is not a redis:// URL: {error}") from None
+        raise ValueError(f"{shown} is not a redis:// URL: {error}") from None
     if parts.scheme != "redis" or not parts.hostname:
-        raise ValueError(f"{text!r} is not a redis://HOST:PORT/DB URL")
+        raise ValueError(f"{shown} is not a redis://HOST:PORT/DB URL")
     db = parts.path.strip("/") or "0"
     if not db.isdigit():
-        raise ValueError(f"{text!r}: the database must be a number, not {db!r}")
+        raise ValueError(f"{shown}: the database must be a number, not {db!r}")
     if parts.query or parts.fragment:
-        raise ValueError(f"{text!r}: a redis:// URL here takes no query or fragment")
+        raise ValueError(f"{shown}: a redis:// URL here takes no query or fragment")
     password = unquote(parts.password) if parts.password else None
     return RedisAddress(parts.hostname, port, int(db), password)
 
@@ -98,9 +106,18 @@ class _RedisFactory(Factory):
 
     isLazy = False
 
-    def __init__(self, address: RedisAddress, replyTimeout: Optional[float]) -> None:
+    def __init__(
+        self,
+        address: RedisAddress,
+        replyTimeout: Optional[float],
+        built: Optional[Callable[[txredisapi.RedisProtocol], object]] = None,
+    ) -> None:
+        """
+        @param built: Called with each protocol it builds.
+        """
         self._address = address
         self._replyTimeout = replyTimeout
+        self._built = built
 
     def buildProtocol(self, addr: Any) -> txredisapi.RedisProtocol:
         # Imported here, not above: txredisapi imports the global reactor,
@@ -116,6 +133,8 @@ class _RedisFactory(Factory):
             dbid=self._address.db,
         )
         protocol.factory = self
+        if self._built is not None:
+            self._built(protocol)
         return protocol
 
     def stopTrying(self) -> None:
@@ -147,12 +166,18 @@ class RedisLink:
         self._protocol: Optional[txredisapi.RedisProtocol] = None
         # Lua scripts by body: their SHA1, by which they are called.
         self._scripts: dict[bytes, str] = {}
+        self._waiting: list[Deferred[None]] = []
+        # Not ClientService's prepareConnection: a connection lost while it
+        # runs (a wrong password, Redis restarting during AUTH) has no
+        # transition in ClientService's state machine (Twisted 26.10:
+        # NoTransition, logged as a traceback, and the service never tries
+        # again). Each connection is readied here instead, as it is built;
+        # the link is up once it is.
         self._service = ClientService(
             self._endpoint,
-            _RedisFactory(address, replyTimeout),
+            _RedisFactory(address, replyTimeout, self._connected),
             retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=5.0),
             clock=reactor,
-            prepareConnection=self._connected,
         )
 
     def start(self) -> None:
@@ -195,9 +220,9 @@ class RedisLink:
 
         return self.command("EVALSHA", self._scripts[script], *args).addErrback(forgotten)
 
-    def _connected(self, protocol: txredisapi.RedisProtocol) -> Deferred[None]:
+    def _connected(self, protocol: txredisapi.RedisProtocol) -> None:
         # Ready once AUTH and SELECT are done (the protocol says so), and
-        # the scripts loaded.
+        # the scripts loaded; a connection lost before is never ready.
         def loaded(_: object) -> Deferred[object]:
             done: Deferred[object] = succeed(None)
             for script in self._scripts:
@@ -205,13 +230,23 @@ class RedisLink:
             return done
 
         def ready(_: object) -> None:
+            if not protocol.connected:
+                return
             self._protocol = protocol
-            # (The protocol fires this with itself; ClientService gave us
-            # a proxy of it, which is what is compared.)
             protocol.whenDisconnected().addCallback(lambda _: self._lost(protocol))
             _log.info("resume store {address}: connected", address=str(self.address))
+            waiting, self._waiting = self._waiting, []
+            for waiter in waiting:
+                if not waiter.called:
+                    waiter.callback(None)
 
-        return protocol.whenConnected().addCallback(loaded).addCallback(ready)
+        def failed(failure: Failure) -> None:
+            # (A command of the readying failed: the connection is closed,
+            # and made again.)
+            if protocol.transport is not None:
+                protocol.transport.loseConnection()
+
+        protocol.whenConnected().addCallback(loaded).addCallbacks(ready, failed)
 
     def _lost(self, protocol: txredisapi.RedisProtocol) -> None:
         if self._protocol is protocol:
@@ -245,8 +280,18 @@ class RedisLink:
         """
         if self._protocol is not None:
             return succeed(None)
-        connected: Deferred[Any] = self._service.whenConnected(failAfterFailures=1)
-        return connected.addTimeout(seconds, self._reactor).addCallback(lambda _: None)
+        waiter: Deferred[None] = Deferred()
+        # (Those that timed out are dropped: Redis may stay away long.)
+        self._waiting = [each for each in self._waiting if not each.called] + [waiter]
+
+        def attemptFailed(failure: Failure) -> None:
+            if not waiter.called:
+                waiter.errback(failure)
+
+        # (It fires when a connection is made, before it is ready: only its
+        # failure matters here.)
+        self._service.whenConnected(failAfterFailures=1).addErrback(attemptFailed)
+        return waiter.addTimeout(seconds, self._reactor)
 
     def blockingConnection(self) -> Deferred[txredisapi.RedisProtocol]:
         """

@@ -122,11 +122,12 @@ class _ResumeStoreService(Service):
 
 
 def _resumeStore(text: str) -> Optional[RedisAddress]:
-    # "memory" (the default), or a redis:// URL.
+    # "memory" (the default), or a redis:// URL, or env:VARNAME naming one
+    # (so that a password is never on the command line).
     if text.strip() == "memory":
         return None
     try:
-        return parseRedisURL(text.strip())
+        return parseRedisURL(resolveSecret(text.strip(), "--resume-store").strip())
     except ValueError as e:
         raise ValueError(f"--resume-store: {e} (or 'memory')") from None
 
@@ -286,7 +287,8 @@ class Options(PluginOptions):
             None,
             None,
             "Where resumable streams are kept: in this process's memory (the default), or in Redis"
-            " (redis://HOST:PORT/DB), so that a resume may land on any instance of a fleet.",
+            " (redis://[:PASSWORD@]HOST:PORT/DB, or env:VARNAME naming one), so that a resume may"
+            " land on any instance of a fleet.",
             _resumeStore,
         ],
         [
