@@ -29,7 +29,9 @@ from twisted_stream.mock.llm import (
     ChatResource,
     ResponsesResource,
     jsonError,
+    notFound,
     postOnly,
+    segmentsBelow,
     tokens,
 )
 
@@ -59,11 +61,6 @@ def listedModels(mock: MockLLM) -> list[str]:
     @return: The models the mock lists: its own, then the aliases.
     """
     return [*MODELS, EMBEDDING_MODEL, *(name for name in mock.aliases if name not in MODELS)]
-
-
-def _notFound(request: Request, api: ChatAPI, what: str = "") -> bytes:
-    where = what or f"{request.method.decode('latin-1')} {request.path.decode('latin-1')}"
-    return jsonError(request, api, RequestError(f"Unknown request URL: {where}", status=404, code="unknown_url"))
 
 
 class _MessagesResource(ChatResource):
@@ -97,8 +94,8 @@ class _EmbeddingsResource(PlainResource):
         api = openai.OpenAIChat()
         if request.method != b"POST":
             return postOnly(request, api)
-        if [segment for segment in request.postpath or [] if segment]:
-            return _notFound(request, api)
+        if segmentsBelow(request):
+            return notFound(request, api)
         content = request.content
         try:
             asked = embeddings.parseEmbeddingsRequest(content.read() if content is not None else b"")
@@ -164,7 +161,7 @@ class GeminiResource(PlainResource):
     def render(self, request: Request) -> bytes | int:
         where = b"/".join(request.postpath or []).decode("utf-8", "replace").strip("/")
         if where != "models" and not where.startswith("models/"):
-            return _notFound(request, self._api)
+            return notFound(request, self._api)
         return self.serveModels(request, where[len("models/") :])
 
     def serveModels(self, request: Request, rest: str) -> bytes | int:
@@ -175,7 +172,7 @@ class GeminiResource(PlainResource):
         listed = listedModels(self._mock)
         if ":" not in rest:
             if request.method != b"GET":
-                return postOnly(request, self._api) if rest else _notFound(request, self._api)
+                return postOnly(request, self._api) if rest else notFound(request, self._api)
             if rest and rest not in listed:
                 return jsonError(request, self._api, RequestError(f"models/{rest} is not found", status=404))
             request.setHeader(b"Content-Type", b"application/json")
@@ -198,7 +195,7 @@ class GeminiResource(PlainResource):
             elif action in ("embedContent", "batchEmbedContents"):
                 answer = gemini.embedded(body, action == "batchEmbedContents")
             else:
-                return _notFound(request, self._api, f"models/{rest}")
+                return notFound(request, self._api, f"models/{rest}")
         except RequestError as problem:
             return jsonError(request, self._api, problem)
         request.setHeader(b"Content-Type", b"application/json")
@@ -242,4 +239,4 @@ class _UnknownURL(PlainResource):
     isLeaf = True
 
     def render(self, request: Request) -> bytes:
-        return _notFound(request, _apiOf(_clientOf(request)))
+        return notFound(request, _apiOf(_clientOf(request)))

@@ -58,8 +58,10 @@ __all__ = [
     "ResponsesResource",
     "answerFor",
     "jsonError",
+    "notFound",
     "parseAlias",
     "postOnly",
+    "segmentsBelow",
     "tokens",
 ]
 
@@ -182,6 +184,25 @@ def jsonError(request: Request, api: ChatAPI, problem: RequestError) -> bytes:
     return api.error(problem)
 
 
+def notFound(request: Request, api: ChatAPI, what: str = "") -> bytes:
+    """
+    The answer to a path the mock does not serve: C{404}, in the API's
+    shape.
+
+    @param what: What was asked for (C{METHOD PATH} unless given).
+    """
+    where = what or f"{request.method.decode('latin-1')} {request.path.decode('latin-1')}"
+    return jsonError(request, api, RequestError(f"Unknown request URL: {where}", status=404, code="unknown_url"))
+
+
+def segmentsBelow(request: Request) -> list[bytes]:
+    """
+    @return: The segments of a request's path below the resource that
+        answers it, empty ones (a trailing slash) left out.
+    """
+    return [segment for segment in request.postpath or [] if segment]
+
+
 def postOnly(request: Request, api: ChatAPI) -> bytes:
     """
     The answer to a method other than C{POST}: C{405}, in the API's shape.
@@ -227,7 +248,7 @@ class ChatResource(PlainResource):
         Answer POST; a path below this one, or another method, gets the
         API's error.
         """
-        where = [segment for segment in request.postpath or [] if segment]
+        where = segmentsBelow(request)
         if where:
             return self.renderBelow(request, where)
         return self.answer(request)
@@ -249,9 +270,7 @@ class ChatResource(PlainResource):
 
         @param where: The path's segments below this one.
         """
-        path = request.path.decode("latin-1")
-        return jsonError(request, self._api, RequestError(f"Unknown request URL: {request.method.decode('latin-1')} {path}",
-                                                          status=404, code="unknown_url"))  # fmt: skip
+        return notFound(request, self._api)
 
     def render_POST(self, request: Request) -> bytes | int:
         """
@@ -416,7 +435,7 @@ class ResponsesResource(PlainResource):
             self._storedBytes -= len(forgotten)
 
     def render(self, request: Request) -> bytes | int:
-        where = [segment for segment in request.postpath or [] if segment]
+        where = segmentsBelow(request)
         if not where:
             return self._create.answer(request)
         if where == [b"input_tokens"]:
