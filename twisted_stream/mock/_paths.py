@@ -31,8 +31,8 @@ from twisted_stream.mock.llm import (
     jsonError,
     notFound,
     postOnly,
+    promptTokens,
     segmentsBelow,
-    tokens,
 )
 
 __all__ = ["GeminiResource", "MockLLMResource", "listedModels"]
@@ -80,7 +80,7 @@ class _MessagesResource(ChatResource):
         except RequestError as problem:
             return jsonError(request, self.api, problem)
         request.setHeader(b"Content-Type", b"application/json")
-        return openai.encode({"input_tokens": sum(len(tokens(text)) for _, text in messages)})
+        return openai.encode({"input_tokens": promptTokens(messages)})
 
 
 class _EmbeddingsResource(PlainResource):
@@ -191,7 +191,7 @@ class GeminiResource(PlainResource):
         try:
             if action == "countTokens":
                 messages = gemini.GeminiGenerate(model, False).counted(body)
-                answer = openai.encode({"totalTokens": sum(len(tokens(text)) for _, text in messages)})
+                answer = openai.encode({"totalTokens": promptTokens(messages)})
             elif action in ("embedContent", "batchEmbedContents"):
                 answer = gemini.embedded(body, action == "batchEmbedContents")
             else:

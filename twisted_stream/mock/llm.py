@@ -61,6 +61,7 @@ __all__ = [
     "notFound",
     "parseAlias",
     "postOnly",
+    "promptTokens",
     "segmentsBelow",
     "tokens",
 ]
@@ -114,6 +115,15 @@ def tokens(text: str) -> list[str]:
         goes with the last; text of white space only has none).
     """
     return re.findall(r"\s*\S+(?:\s+$)?", text)
+
+
+def promptTokens(messages: Sequence[tuple[str, str]]) -> int:
+    """
+    @param messages: A conversation, as C{(role, text)}.
+    @return: Its tokens, as the mock counts and paces them: the prompt's
+        usage, and what the APIs' token-counting paths answer.
+    """
+    return sum(len(tokens(text)) for _, text in messages)
 
 
 def answerFor(request: ChatRequest, served: Optional[str] = None) -> str:
@@ -315,7 +325,7 @@ class ChatResource(PlainResource):
             newId(self._api.idPrefix),
             int(self._clock.seconds()),
             chat,
-            sum(len(tokens(text)) for _, text in chat.messages),
+            promptTokens(chat.messages),
             _reasoningOf(reply, served),
         )
         keep = None
@@ -473,8 +483,7 @@ class ResponsesResource(PlainResource):
         except RequestError as problem:
             return jsonError(request, self._api, problem)
         request.setHeader(b"Content-Type", b"application/json")
-        counted = sum(len(tokens(text)) for _, text in chat.messages)
-        return encode({"object": "response.input_tokens", "input_tokens": counted})
+        return encode({"object": "response.input_tokens", "input_tokens": promptTokens(chat.messages)})
 
 
 def _query(request: Request, name: bytes) -> Optional[bytes]:
