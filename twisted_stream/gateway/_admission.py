@@ -486,11 +486,13 @@ def gatewayRules(
     if metricsHere:
         rules.append(MetricsPage(metricsToken))
     rules.append(originFormTarget)
+    # One rule of the stream limits, asked by the routes and the resumes.
+    inFlight = StreamsInFlight(streams) if streams is not None else None
     if resume is not None:
-        rules.append(Resuming(resume, StreamsInFlight(streams) if streams is not None else None))
+        rules.append(Resuming(resume, inFlight))
     rules += [Routing.of(routes, page), routeRules]
-    if streams is not None:
-        rules.append(StreamsInFlight(streams))
+    if inFlight is not None:
+        rules.append(inFlight)
     if resume is not None and resume.shared is not None:
         rules.append(ReconnectingElsewhere())
     return rules

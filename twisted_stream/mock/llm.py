@@ -225,6 +225,8 @@ class ChatResource(PlainResource):
     """
     One API's chat endpoint: C{POST} a conversation, get the mock's answer,
     streamed or whole.
+
+    @ivar api: Whose wire shapes it speaks.
     """
 
     isLeaf = True
@@ -247,7 +249,6 @@ class ChatResource(PlainResource):
         """
         super().__init__()
         self.api = api
-        self._api = api
         self._mock = mock
         self._clock = mock.clock
         self._background = background
@@ -269,7 +270,7 @@ class ChatResource(PlainResource):
         another method gets the API's error.
         """
         if request.method != b"POST":
-            return postOnly(request, self._api)
+            return postOnly(request, self.api)
         return self.render_POST(request)
 
     def renderBelow(self, request: Request, where: list[bytes]) -> bytes | int:
@@ -280,7 +281,7 @@ class ChatResource(PlainResource):
 
         @param where: The path's segments below this one.
         """
-        return notFound(request, self._api)
+        return notFound(request, self.api)
 
     def render_POST(self, request: Request) -> bytes | int:
         """
@@ -290,8 +291,8 @@ class ChatResource(PlainResource):
         content = request.content
         mock = self._mock
         try:
-            chat = self._api.parse(content.read() if content is not None else b"")
-            reply = mock.script.answer(Asked(self._api.name, chat, request.requestHeaders))
+            chat = self.api.parse(content.read() if content is not None else b"")
+            reply = mock.script.answer(Asked(self.api.name, chat, request.requestHeaders))
             served = mock.aliases.get(chat.model, chat.model)
             if reply is None and served not in MODELS:
                 raise RequestError(
@@ -309,7 +310,7 @@ class ChatResource(PlainResource):
             if fault is None and mock.faults is not None:
                 fault = mock.faults.pick()
         except RequestError as problem:
-            return jsonError(request, self._api, problem)
+            return jsonError(request, self.api, problem)
         if fault is not None and fault.kind == "reset":
             transport = request.channel.transport if request.channel is not None else None
             if transport is not None:
@@ -322,7 +323,7 @@ class ChatResource(PlainResource):
         if chat.maxTokens is not None and len(pieces) > chat.maxTokens and finish != "tool_call":
             pieces, finish = pieces[: chat.maxTokens], "length"
         answer = Answer(
-            newId(self._api.idPrefix),
+            newId(self.api.idPrefix),
             int(self._clock.seconds()),
             chat,
             promptTokens(chat.messages),
@@ -337,11 +338,11 @@ class ChatResource(PlainResource):
             request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
             for name, value in STREAMING_HEADERS:
                 request.setHeader(name, value)
-            stream = TokenStream(request, self._api, answer, pieces, finish, pace, self._clock, fault, keep)
+            stream = TokenStream(request, self.api, answer, pieces, finish, pace, self._clock, fault, keep)
             self._afterWait(request, wait, stream.start)
             return NOT_DONE_YET
         steps = len(answer.reasoning) + len(pieces)
-        body = self._api.whole(answer, "".join(pieces), finish, steps)
+        body = self.api.whole(answer, "".join(pieces), finish, steps)
         delay = pace.ttft + max(0, steps - 1) / pace.tokensPerSecond + wait
         if fault is not None and fault.kind == "stall":
             delay += fault.seconds
@@ -353,12 +354,12 @@ class ChatResource(PlainResource):
     def _statusFault(self, request: Request, fault: Fault) -> bytes:
         status, message = STATUS_FAULTS[fault.kind]
         if fault.kind == "overloaded":
-            status = self._api.overloadedStatus
+            status = self.api.overloadedStatus
         if fault.kind == "rate_limit":
             request.setHeader(b"Retry-After", b"%d" % (fault.seconds or 1,))
-            for name, value in self._api.rateLimitHeaders:
+            for name, value in self.api.rateLimitHeaders:
                 request.setHeader(name, value)
-        return jsonError(request, self._api, RequestError(message, status=status, code=fault.kind))
+        return jsonError(request, self.api, RequestError(message, status=status, code=fault.kind))
 
     def _inBackground(
         self,
@@ -376,10 +377,10 @@ class ChatResource(PlainResource):
         it runs whether the client stays or not; streamed, the client
         follows it as it is made; else it gets the response, C{queued}.
         """
-        assert self._background is not None and isinstance(self._api, OpenAIResponses)
-        job = BackgroundAnswer(self._api, answer)
+        assert self._background is not None and isinstance(self.api, OpenAIResponses)
+        job = BackgroundAnswer(self.api, answer)
         self._background.add(job)
-        tokens = TokenStream(job, self._api, answer, pieces, finish, pace, self._clock, fault)  # type: ignore[arg-type]
+        tokens = TokenStream(job, self.api, answer, pieces, finish, pace, self._clock, fault)  # type: ignore[arg-type]
         self._afterWait(job, wait, tokens.start)  # type: ignore[arg-type]
         if stream:
             return job.follow(request, -1)
