@@ -19,6 +19,7 @@ from typing import Any, Mapping, Optional
 from twisted_stream.mock.apis import Answer, ChatRequest, Finish, RequestError, choiceCount, jsonObject
 from twisted_stream.mock.apis.openai import (
     RATE_LIMIT_HEADERS,
+    answerUsage,
     done,
     encode,
     error,
@@ -27,7 +28,6 @@ from twisted_stream.mock.apis.openai import (
     maxTokensOf,
     modelOf,
     streamingOf,
-    usage,
 )
 
 __all__ = ["DEFAULT_MAX_TOKENS", "OpenAICompletions", "parseCompletionRequest"]
@@ -103,13 +103,13 @@ class OpenAICompletions:
     def closing(self, answer: Answer, finish: Finish, completionTokens: int) -> bytes:
         events = self._events(answer, "", _FINISH[finish])
         if answer.request.includeUsage:
-            used = usage(answer.promptTokens, completionTokens * answer.request.choices)
+            used = answerUsage(answer, completionTokens)
             events += event({**self._object(answer, []), "usage": used})
         return events + done()
 
     def whole(self, answer: Answer, text: str, finish: Finish, completionTokens: int) -> bytes:
         choices = [_completion(answer, text, _FINISH[finish], index) for index in range(answer.request.choices)]
-        used = usage(answer.promptTokens, completionTokens * answer.request.choices)
+        used = answerUsage(answer, completionTokens)
         return encode({**self._object(answer, choices), "usage": used})
 
     def error(self, problem: RequestError) -> bytes:

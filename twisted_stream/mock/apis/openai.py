@@ -28,6 +28,7 @@ from twisted_stream.mock.apis.tools import ToolChoice, checkedChoice
 
 __all__ = [
     "OpenAIChat",
+    "answerUsage",
     "chunk",
     "completion",
     "done",
@@ -246,6 +247,15 @@ def usage(promptTokens: int, completionTokens: int, reasoningTokens: int = 0) ->
     return used
 
 
+def answerUsage(answer: Answer, completionTokens: int, reasoningTokens: int = 0) -> dict[str, Any]:
+    """
+    @return: The C{usage} of an answer given under each of its request's
+        choices (C{n}): every choice's tokens counted.
+    """
+    choices = answer.request.choices
+    return usage(answer.promptTokens, completionTokens * choices, reasoningTokens * choices)
+
+
 def usageChunk(completionId: str, created: int, model: str, used: Mapping[str, Any]) -> dict[str, Any]:
     """
     @return: The final chunk of a stream that asked for usage: no choices.
@@ -371,14 +381,13 @@ class OpenAIChat:
     def closing(self, answer: Answer, finish: Finish, completionTokens: int) -> bytes:
         events = self._chunk(answer, {}, _FINISH_REASONS[finish])
         if answer.request.includeUsage:
-            choices = answer.request.choices
-            used = usage(answer.promptTokens, completionTokens * choices, len(answer.reasoning) * choices)
+            used = answerUsage(answer, completionTokens, len(answer.reasoning))
             events += event(usageChunk(answer.id, answer.created, answer.request.model, used))
         return events + done()
 
     def whole(self, answer: Answer, text: str, finish: Finish, completionTokens: int) -> bytes:
         choices = answer.request.choices
-        used = usage(answer.promptTokens, completionTokens * choices, len(answer.reasoning) * choices)
+        used = answerUsage(answer, completionTokens, len(answer.reasoning))
         whole = completion(answer.id, answer.created, answer.request.model, text, _FINISH_REASONS[finish], used)
         if answer.reasoning:
             whole["choices"][0]["message"]["reasoning_content"] = answer.reasoningText
