@@ -18,12 +18,10 @@ from typing import Any, Mapping, Optional
 
 from twisted_stream.mock.apis import Answer, ChatRequest, Finish, RequestError, choiceCount, jsonObject
 from twisted_stream.mock.apis.openai import (
-    RATE_LIMIT_HEADERS,
+    OpenAIRefusals,
     answerUsage,
     done,
     encode,
-    error,
-    errorFields,
     event,
     maxTokensOf,
     modelOf,
@@ -64,16 +62,13 @@ def _completion(answer: Answer, text: str, finish: Optional[str], index: int) ->
     return {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
 
 
-class OpenAICompletions:
+class OpenAICompletions(OpenAIRefusals):
     """
     C{POST /v1/completions}, as L{twisted_stream.mock.apis.ChatAPI}.
     """
 
     name = "completions"
     idPrefix = "cmpl-"
-    rateLimitHeaders = RATE_LIMIT_HEADERS
-    overloadedStatus = 503
-
     def parse(self, body: bytes) -> ChatRequest:
         return parseCompletionRequest(body)
 
@@ -111,9 +106,3 @@ class OpenAICompletions:
         choices = [_completion(answer, text, _FINISH[finish], index) for index in range(answer.request.choices)]
         used = answerUsage(answer, completionTokens)
         return encode({**self._object(answer, choices), "usage": used})
-
-    def error(self, problem: RequestError) -> bytes:
-        return error(problem)
-
-    def errorEvent(self, answer: Answer, problem: RequestError) -> bytes:
-        return event({"error": errorFields(problem)})

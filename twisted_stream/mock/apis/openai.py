@@ -28,6 +28,7 @@ from twisted_stream.mock.apis.tools import ToolChoice, checkedChoice
 
 __all__ = [
     "OpenAIChat",
+    "OpenAIRefusals",
     "answerUsage",
     "chunk",
     "completion",
@@ -336,7 +337,26 @@ def _callId(answer: Answer) -> str:
     return "call_" + answer.id[-24:]
 
 
-class OpenAIChat:
+class OpenAIRefusals:
+    """
+    How each of OpenAI's APIs refuses, as part of
+    L{twisted_stream.mock.apis.ChatAPI}: its error body, its rate-limit
+    headers, C{503} for overloaded, and, mid-stream, a data line with an
+    C{error} member (the Responses API sends a typed event instead).
+    """
+
+    rateLimitHeaders = RATE_LIMIT_HEADERS
+    overloadedStatus = 503
+
+    def error(self, problem: RequestError) -> bytes:
+        return error(problem)
+
+    def errorEvent(self, answer: Answer, problem: RequestError) -> bytes:
+        # A data line with an "error" member, which the SDKs raise as an error.
+        return event({"error": errorFields(problem)})
+
+
+class OpenAIChat(OpenAIRefusals):
     """
     C{POST /v1/chat/completions}, as L{twisted_stream.mock.apis.ChatAPI}.
     """
@@ -401,13 +421,4 @@ class OpenAIChat:
         whole["choices"] = [{**whole["choices"][0], "index": index} for index in range(choices)]
         return encode(whole)
 
-    rateLimitHeaders = RATE_LIMIT_HEADERS
-    overloadedStatus = 503
-
-    def error(self, problem: RequestError) -> bytes:
-        return error(problem)
-
-    def errorEvent(self, answer: Answer, problem: RequestError) -> bytes:
-        # A data line with an "error" member, which the SDKs raise as an error.
-        return event({"error": errorFields(problem)})
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional
 
 from twisted_stream.mock.apis import Answer, ChatRequest, Finish, RequestError, contentText, jsonObject, newId
-from twisted_stream.mock.apis.openai import RATE_LIMIT_HEADERS, encode, error, responseSchema
+from twisted_stream.mock.apis.openai import OpenAIRefusals, encode, responseSchema
 from twisted_stream.mock.apis.tools import ToolCall, ToolChoice, checkedChoice
 
 __all__ = ["OpenAIResponses", "parseResponsesRequest"]
@@ -135,16 +135,13 @@ def _event(answer: Answer, kind: str, fields: Mapping[str, Any]) -> bytes:
     return b"event: " + kind.encode("ascii") + b"\ndata: " + encode(data) + b"\n\n"
 
 
-class OpenAIResponses:
+class OpenAIResponses(OpenAIRefusals):
     """
     C{POST /v1/responses}, as L{twisted_stream.mock.apis.ChatAPI}.
     """
 
     name = "responses"
     idPrefix = "resp_"
-    rateLimitHeaders = RATE_LIMIT_HEADERS
-    overloadedStatus = 503
-
     def parse(self, body: bytes) -> ChatRequest:
         return parseResponsesRequest(body)
 
@@ -308,9 +305,6 @@ class OpenAIResponses:
             else self._callItem(answer, call, call.arguments, "completed")
         )
         return encode(self._response(answer, status, self._output(answer, output), completionTokens))
-
-    def error(self, problem: RequestError) -> bytes:
-        return error(problem)
 
     def errorEvent(self, answer: Answer, problem: RequestError) -> bytes:
         return _event(answer, "error", {"code": "server_error", "message": problem.message, "param": None})
