@@ -9,7 +9,10 @@ Targets (each started here, on 127.0.0.1):
   - C{chunkproxy}: this project, C{twistd -n chunkproxy} with its defaults;
   - C{reverseproxy}: Twisted's own C{ReverseProxyResource};
   - C{nginx} (C{proxy_buffering off}), where nginx is installed;
-  - C{goproxy}: Go's C{httputil.ReverseProxy}, C{GOMAXPROCS=1}.
+  - C{goproxy}: Go's C{httputil.ReverseProxy}, C{GOMAXPROCS=1};
+  - C{floor-http} and C{floor-tcp} (asked for by name): the least an HTTP
+    proxy, and a byte relay, on Twisted cost (C{bench/floor.py}), to tell
+    what chunkproxy's CPU owes to Python and the reactor.
 
 The load side is C{bench/load} (Go, built here): the upstream that streams
 chunks stamped with their send time, and the clients, pinned together to
@@ -221,6 +224,23 @@ def reverseProxy(upstream: str, workdir: Path) -> Process:
     return Process("reverseproxy", pinned(PROXY_CORE, [sys.executable, str(HERE / "reverseproxy.py"), str(port)]))
 
 
+def floorHTTP(upstream: str, workdir: Path) -> Process:
+    """
+    The least an HTTP proxy on Twisted costs (C{bench/floor.py}): what is
+    left of chunkproxy's CPU above it is the gateway's own work.
+    """
+    port = int(upstream.rsplit(":", 1)[1].strip("/"))
+    return Process("floor-http", pinned(PROXY_CORE, [sys.executable, str(HERE / "floor.py"), "http", str(port)]))
+
+
+def floorTCP(upstream: str, workdir: Path) -> Process:
+    """
+    The reactor's floor: bytes relayed, no HTTP (C{bench/floor.py}).
+    """
+    port = int(upstream.rsplit(":", 1)[1].strip("/"))
+    return Process("floor-tcp", pinned(PROXY_CORE, [sys.executable, str(HERE / "floor.py"), "tcp", str(port)]))
+
+
 def goproxy(upstream: str, workdir: Path) -> Process:
     return Process("goproxy", pinned(PROXY_CORE, [str(LOAD), "goproxy", "-upstream", upstream]),
                    env={"GOMAXPROCS": "1"})
@@ -387,9 +407,11 @@ STARTERS: dict[str, Callable[[str, Path], Optional[Process]]] = {
     "reverseproxy": reverseProxy,
     "nginx": nginx,
     "goproxy": goproxy,
+    "floor-http": floorHTTP,
+    "floor-tcp": floorTCP,
 }
 ORDER = ["direct", "chunkproxy", "chunkproxy-pool3", "chunkproxy-failover", "chunkproxy-resumable",
-         "chunkproxy-resumable-redis", "chunkproxy-w2", "reverseproxy", "nginx", "goproxy"]
+         "chunkproxy-resumable-redis", "chunkproxy-w2", "reverseproxy", "nginx", "goproxy", "floor-http", "floor-tcp"]
 DEFAULT_TARGETS = ["chunkproxy", "reverseproxy", "nginx", "goproxy"]
 """What runs unless --targets says otherwise (chunkproxy-w2 is asked for by
 name: it needs the load's core too; so are the pools')."""
