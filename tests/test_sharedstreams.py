@@ -12,9 +12,10 @@ import os
 import re
 import shutil
 import signal
+from itertools import pairwise
 from typing import Any, cast
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
@@ -192,6 +193,56 @@ class FleetTests(TestCase):
         self.assertGreater(
             arrivals[-1] - arrivals[0], 1.0, "the second reader should get the pieces as they come"
         )
+
+    @inlineCallbacks
+    def test_readersElsewhereShareOneConnection(self) -> Any:
+        """
+        Twenty readers on the second gateway follow twenty streams live:
+        Redis sees a handful of connections meanwhile, not one per reader,
+        and each reader's bytes, joined to what its first client had, are
+        its stream whole.
+        """
+        one, two = yield self.fleet(tokensPerSecond="10")
+        cuts: list[Exchange] = yield gatherResults([_chat(one, 30, cutAfter=600) for _ in range(20)])
+        ids = [cut.header(b"x-stream-id")[0].decode() for cut in cuts]
+        follows = [fetch(two.url + f"_streams/{id}?from={len(cut.body)}") for id, cut in zip(ids, cuts, strict=True)]
+        # (Each answer takes 3 s: they are all being followed now.)
+        yield deferLater(reactor, 1.0, lambda: None)
+        clients: str = yield _redisCli(self.redis, "CLIENT", "LIST")
+        rests: list[Exchange] = yield gatherResults(follows)
+        # Each gateway's shared connection, the second's live reads,
+        # redis-cli's own: one per reader would be 20 more.
+        self.assertLessEqual(len(clients.strip().splitlines()), 6, clients)
+        for id, cut, rest in zip(ids, cuts, rests, strict=True):
+            self.assertTrue(rest.complete, rest.body[-200:])
+            whole: Exchange = yield fetch(two.url + f"_streams/{id}")
+            self.assertEqual(cut.body + rest.body, whole.body)
+            self.assertEqual(whole.body.count(b'"chat.completion.chunk"'), 32)
+
+    @inlineCallbacks
+    def test_readerComingWhileAReadWaitsIsServedAtOnce(self) -> Any:
+        """
+        A reader that comes while the second gateway's live read waits for
+        another, silent, stream gets its own stream's pieces as they land
+        (0.1 s apart), not once that read's wait (1 s) is over.
+        """
+        generator: Server = yield startTwistd(self, "chunkgen")
+        one, two = yield self.fleet(upstream=f"/g/={generator.url}")
+
+        def firstPiece(target: str) -> Deferred[Exchange]:
+            return fetch(one.url + target, onPiece=lambda c: c.tcp.abortConnection())
+
+        silent: Exchange = yield firstPiece("g/generate?count=2&interval=3")
+        lively: Exchange = yield firstPiece("g/generate?count=30&interval=0.1")
+        waiting = fetch(two.url + f"_streams/{silent.header(b'x-stream-id')[0].decode()}")
+        yield deferLater(reactor, 0.3, lambda: None)
+        follower: Exchange = yield fetch(two.url + f"_streams/{lively.header(b'x-stream-id')[0].decode()}")
+        self.assertTrue(follower.complete)
+        self.assertEqual(follower.body.count(b"\n"), 30, follower.body)
+        arrivals = [at for at, _ in follower.pieces]
+        gaps = [later - earlier for earlier, later in pairwise(arrivals)]
+        self.assertLess(max(gaps), 0.5, gaps)
+        yield waiting
 
     @inlineCallbacks
     def test_upstreamKeptWhileAReaderElsewhereFollows(self) -> Any:

@@ -9,7 +9,7 @@ moment it lands, at its client's pace (L{RemoteResume}).
 from __future__ import annotations
 
 import hmac
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.python.failure import Failure
@@ -18,6 +18,7 @@ from zope.interface import implementer
 
 from twisted_stream.exchange._bodywriter import bodyWriter
 from twisted_stream.exchange._eventids import parseEventId
+from twisted_stream.exchange._livereads import LiveReads, ReadOf
 from twisted_stream.exchange._redislink import LIVE_TTL, RedisLink, keysOf, milliseconds
 from twisted_stream.exchange._resumable import (
     COMPLETE,
@@ -32,14 +33,7 @@ from twisted_stream.exchange._resumable import (
 )
 from twisted_stream.http._refusal import Refusal
 
-if TYPE_CHECKING:
-    import txredisapi
-
 __all__ = ["RemoteResume"]
-
-FOLLOW_BLOCK_MS = 1000
-"""How long one blocking read waits for an entry before the reader looks
-whether the stream is still there."""
 
 REACH_WAIT = 2.0
 """Seconds a resume from an offset a little beyond what Redis has waits for
@@ -71,12 +65,13 @@ class RemoteResume:
     where Redis does not have it yet), C{kept} (C{XRANGE}; read again every
     L{UNKNOWN_WAIT} for up to L{REACH_WAIT} while the offset or event asked
     for is not there yet and the stream has not ended), C{following}
-    (blocking reads on a connection of its own), C{done}.
+    (its stream in the instance's blocking reads, L{LiveReads}), C{done}.
     """
 
     def __init__(
         self,
         link: RedisLink,
+        reads: LiveReads,
         clock: IReactorTime,
         trouble: Callable[[str], None],
         request: Request,
@@ -93,6 +88,7 @@ class RemoteResume:
         self._otherwise = otherwise
         self._lookedAgain = False
         self._link = link
+        self._reads = reads
         self._clock = clock
         self._trouble = trouble
         self._request = request
@@ -107,9 +103,7 @@ class RemoteResume:
         self._offset = 0
         self._end = 0
         self._last = b"0-0"
-        self._connection: Optional[txredisapi.RedisProtocol] = None
-        self._paused = False
-        self._reading = False
+        self._following: Optional[ReadOf] = None
         self._saidAt = -1e18
         self._kepts = 0
         self._write: Callable[[bytes], None] = request.write
@@ -226,8 +220,7 @@ class RemoteResume:
         self._answer()
         self._take(entries)
         if self.phase != "done":
-            self._link.command("SET", self._readers, b"1", "PX", milliseconds(self._window))
-            self._link.blockingConnection().addCallbacks(self._connected, self._broken)
+            self._following = self._reads.follow(self, self._body, self._last)
 
     def _answer(self) -> None:
         self.phase = "following"
@@ -263,18 +256,12 @@ class RemoteResume:
                 self._offset = self._end
                 self._write(piece)
 
-    def _connected(self, connection: txredisapi.RedisProtocol) -> None:
-        if self.phase == "done":
-            connection.transport.loseConnection()
-            return
-        self._connection = connection
-        self._follow()
+    # LiveReader: what the instance's live reads give it.
 
-    def _follow(self) -> None:
-        connection = self._connection
-        if connection is None or self._paused or self._reading or self.phase == "done":
-            return
-        self._reading = True
+    def liveEntries(self, entries: list[Any]) -> None:
+        self._take(entries)
+
+    def liveReading(self) -> None:
         now = self._clock.seconds()
         if now - self._saidAt >= self._window / 3:
             # Still following: the writing instance keeps the upstream.
@@ -282,39 +269,20 @@ class RemoteResume:
             self._link.command("SET", self._readers, b"1", "PX", milliseconds(self._window)).addErrback(
                 lambda f: None
             )
-        connection.execute_command(
-            "XREAD",
-            "COUNT",
-            100,
-            "BLOCK",
-            FOLLOW_BLOCK_MS,
-            "STREAMS",
-            self._body,
-            self._last,
-            apply_timeout=False,
-        ).addCallbacks(self._gotNew, self._broken)
 
-    def _gotNew(self, reply: Optional[list[Any]]) -> None:
-        self._reading = False
-        if self.phase == "done":
-            return
-        if reply is None:
-            # Nothing for a while: is the stream still there?
-            self._link.command("EXISTS", self._body).addCallbacks(self._stillThere, self._broken)
-            return
-        for _, entries in reply:
-            self._take(entries)
-        self._follow()
+    def liveQuiet(self) -> None:
+        self._link.command("EXISTS", self._body).addCallbacks(self._stillThere, self._broken)
+
+    def liveBroken(self, failure: Failure) -> None:
+        self._following = None
+        self._broken(failure)
 
     def _stillThere(self, count: object) -> None:
         if int(str(count)) == 0:
             # Its keys expired: the instance that read it is gone.
             self._finish(TRUNCATED)
-        else:
-            self._follow()
 
     def _broken(self, failure: Failure) -> None:
-        self._reading = False
         if self.phase == "done":
             return
         self._trouble(failure.getErrorMessage() or failure.type.__name__)
@@ -333,9 +301,9 @@ class RemoteResume:
         endsWith(self._request, self._truncate)(how)
 
     def _close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None and connection.transport is not None:
-            connection.transport.loseConnection()
+        following, self._following = self._following, None
+        if following is not None:
+            following.stop()
 
     def _gone(self, reason: object) -> None:
         if self.phase != "done":
@@ -345,11 +313,12 @@ class RemoteResume:
     # IPushProducer: the client's connection paces the reads.
 
     def pauseProducing(self) -> None:
-        self._paused = True
+        if self._following is not None:
+            self._following.pause()
 
     def resumeProducing(self) -> None:
-        self._paused = False
-        self._follow()
+        if self._following is not None:
+            self._following.resume()
 
     def stopProducing(self) -> None:
         self._gone(None)

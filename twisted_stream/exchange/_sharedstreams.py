@@ -20,8 +20,8 @@ supported: one Redis, or a primary with replicas.)
 
 An instance asked to resume a stream it does not hold reads it there (a
 L{twisted_stream.exchange._remoteresume.RemoteResume}): the head, what is kept (C{XRANGE}), then each later entry
-the moment it lands (a blocking C{XREAD} on a connection of its own), at its
-client's pace. While it follows, it says so in a key with the stream's
+the moment it lands (the instance's one blocking read for all its readers,
+L{twisted_stream.exchange._livereads.LiveReads}), at its client's pace. While it follows, it says so in a key with the stream's
 window as its expiry, which the writing instance reads before it gives up
 an upstream that no reader of its own follows.
 
@@ -52,6 +52,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
 from twisted_stream.exchange._eventids import streamOfEventId
+from twisted_stream.exchange._livereads import LiveReads
 from twisted_stream.exchange._redislink import LIVE_TTL, RedisLink, keysOf, milliseconds
 from twisted_stream.exchange._remoteresume import RemoteResume
 from twisted_stream.exchange._resumable import (
@@ -158,6 +159,7 @@ class SharedStreams:
         """
         self.flushEvery = flushEvery
         self.link = link
+        self.reads = LiveReads(link, clock)
         # Sent once per connection; each turn then sends its SHA1 only.
         link.load(_TURN)
         self.clock = clock
@@ -177,6 +179,7 @@ class SharedStreams:
     def stop(self) -> Deferred[None]:
         if self._refresh.running:
             self._refresh.stop()
+        self.reads.close()
         return self.link.stop()
 
     def trouble(self, what: str) -> None:
@@ -280,7 +283,7 @@ class SharedStreams:
 
         @return: L{NOT_DONE_YET}.
         """
-        RemoteResume(self.link, self.clock, self.trouble, request, id, query, truncate).start()
+        RemoteResume(self.link, self.reads, self.clock, self.trouble, request, id, query, truncate).start()
         return NOT_DONE_YET
 
     def reconnect(
@@ -297,7 +300,7 @@ class SharedStreams:
         lastEventId = request.getHeader(b"last-event-id") or b""
         id = streamOfEventId(lastEventId)
         assert id is not None, "admission asks for a stream's event id"
-        RemoteResume(self.link, self.clock, self.trouble, request, id, b"", truncate, otherwise).start()
+        RemoteResume(self.link, self.reads, self.clock, self.trouble, request, id, b"", truncate, otherwise).start()
         return NOT_DONE_YET
 
 
