@@ -29,6 +29,7 @@ from tests.support import (
     Upstream,
     fetch,
     freePort,
+    makeCertificates,
     onceAcrossRunners,
     passageChat,
     reactor,
@@ -63,7 +64,7 @@ def _storeConnected(proxy: Server) -> Deferred[None]:
         (until then, a stream it reads is not resumable).
     """
     return until(
-        lambda: re.search(r"resume store redis://\S+: connected", proxy.output) is not None,
+        lambda: re.search(r"resume store rediss?://\S+: connected", proxy.output) is not None,
         5,
         lambda: proxy.output,
     )
@@ -653,6 +654,79 @@ class PasswordTests(TestCase):
         self.assertNotIn("Traceback", proxy.output)
 
 
+@onceAcrossRunners
+class RedisOverTLSTests(TestCase):
+    """
+    A Redis that speaks TLS only, as managed services do (C{rediss://}),
+    with its certificate from a CA of the test's.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_resumedElsewhereAsAnACLUser(self) -> Any:
+        """
+        Two gateways reach it over TLS, trusting the CA that C{ssl_ca_certs}
+        names, as an ACL user (Redis's C{default} user is off): a stream cut
+        on one is resumed on the other, exactly, and followed live there;
+        the password is in no output.
+        """
+        ca, certificate, key = makeCertificates(self.mktemp(), "redis")
+        redis: RedisServer = yield startRedis(
+            self, "--user", "default", "off", "--user", "gateway", "on", ">pa55-acl", "~*", "&*", "+@all",
+            tls=(certificate, key),
+        )  # fmt: skip
+        generator: Server = yield startTwistd(self, "chunkgen", "--tokens-per-second", "20")
+        store = f"rediss://gateway:pa55-acl@127.0.0.1:{redis.port}/0?ssl_ca_certs={ca}"
+        gateways = []
+        for _ in range(2):
+            proxy: Server = yield startTwistd(
+                self, "chunkproxy", "--route", f"/v1/={generator.url}v1/", "--resumable", "3",
+                "--resume-store", "env:STORE", env={"STORE": store},
+            )  # fmt: skip
+            yield _storeConnected(proxy)
+            self.assertIn(f"resume store rediss://127.0.0.1:{redis.port}/0: connected", proxy.output)
+            gateways.append(proxy)
+        one, two = gateways
+        cut: Exchange = yield _chat(one, 40, cutAfter=600)
+        [id] = cut.header(b"x-stream-id")
+        rest: Exchange = yield fetch(two.url + f"_streams/{id.decode()}?from={len(cut.body)}")
+        self.assertEqual((rest.status, rest.complete), (200, True))
+        whole: Exchange = yield fetch(two.url + f"_streams/{id.decode()}")
+        self.assertEqual(cut.body + rest.body, whole.body)
+        self.assertEqual(whole.body.count(b'"chat.completion.chunk"'), 42)
+        for proxy in gateways:
+            self.assertNotIn("pa55-acl", proxy.output)
+            self.assertNotIn("Traceback", proxy.output)
+
+    @inlineCallbacks
+    def test_certificateNotTrusted(self) -> Any:
+        """
+        A gateway that trusts another CA never talks to that Redis: it
+        streams without resumability (no stream id), answers a resume
+        C{503} with its reason, says why in one line, and shows no
+        traceback.
+        """
+        _, certificate, key = makeCertificates(self.mktemp(), "redis")
+        otherCA, _, _ = makeCertificates(self.mktemp(), "other")
+        redis: RedisServer = yield startRedis(self, tls=(certificate, key))
+        upstream = Upstream(self, SlowPieces())
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--route", f"/s/={upstream.url}", "--resumable", "3",
+            "--resume-store", f"rediss://127.0.0.1:{redis.port}/0?ssl_ca_certs={otherCA}",
+        )  # fmt: skip
+        streamed: Exchange = yield fetch(proxy.url + "s/x")
+        self.assertTrue(streamed.complete)
+        self.assertEqual(streamed.header(b"x-stream-id"), [])
+        resume: Exchange = yield fetch(proxy.url + "_streams/AAAAAAAAAAAAAAAAAAAAAA")
+        self.assertEqual(resume.status, 503)
+        self.assertIn(b"resume store is unreachable", resume.body)
+        yield until(lambda: "certificate verify failed" in proxy.output, 10, lambda: proxy.output)
+        self.assertIn("redis: TLS failed: certificate verify failed", proxy.output)
+        self.assertNotRegex(proxy.output, r"resume store rediss://\S+: connected")
+        self.assertNotIn("Traceback", proxy.output)
+
+
 class RedisURLTests(SynchronousTestCase):
     def test_parsed(self) -> None:
         """
@@ -671,15 +745,36 @@ class RedisURLTests(SynchronousTestCase):
             )
         self.assertEqual(str(parseRedisURL("redis://[::1]:7000/3")), "redis://[::1]:7000/3")
 
+    def test_parsedOverTLS(self) -> None:
+        """
+        C{rediss://} is TLS, trusting the platform's CAs, or the PEM file's
+        of C{ssl_ca_certs}; a user before the password is an ACL user.
+        """
+        plain = parseRedisURL("redis://alice:pw@127.0.0.1/1")
+        self.assertEqual((plain.tls, plain.username, plain.password, plain.trust), (False, "alice", "pw", None))
+        platform = parseRedisURL("rediss://cache.example:6380/2")
+        self.assertEqual((platform.tls, platform.port, platform.trust), (True, 6380, None))
+        self.assertEqual(str(platform), "rediss://cache.example:6380/2")
+        ca, _, _ = makeCertificates(self.mktemp())
+        private = parseRedisURL(f"rediss://bob:p%40ss@127.0.0.1/0?ssl_ca_certs={ca}")
+        self.assertEqual((private.tls, private.username, private.password), (True, "bob", "p@ss"))
+        self.assertIsNotNone(private.trust)
+
     def test_refused(self) -> None:
         """
         Anything else is refused with a one-line reason.
         """
         for text, reason in (
-            ("http://127.0.0.1/", "'http://127.0.0.1/' is not a redis://HOST:PORT/DB URL"),
+            ("http://127.0.0.1/", "'http://127.0.0.1/' is not a redis://HOST:PORT/DB or rediss:// URL"),
             ("redis://127.0.0.1:99999/0", "'redis://127.0.0.1:99999/0' is not a redis:// URL"),
             ("redis://127.0.0.1/x", "'redis://127.0.0.1/x': the database must be a number, not 'x'"),
-            ("redis:///0", "'redis:///0' is not a redis://HOST:PORT/DB URL"),
+            ("redis:///0", "'redis:///0' is not a redis://HOST:PORT/DB or rediss:// URL"),
+            ("redis://h/0?ssl_ca_certs=/ca.pem", "takes no query or fragment but rediss://...?ssl_ca_certs=PATH"),
+            ("rediss://h/0?db=1", "takes no query or fragment but rediss://...?ssl_ca_certs=PATH"),
+            ("rediss://h/0#x", "takes no query or fragment but rediss://...?ssl_ca_certs=PATH"),
+            ("rediss://:s3cr@h/0?ssl_ca_certs=/no/such.pem", "'rediss://:***@h/0?ssl_ca_certs=/no/such.pem': cannot read"
+             " ssl_ca_certs '/no/such.pem': No such file or directory"),
+            ("rediss://h/0?ssl_ca_certs=" + __file__, "holds no PEM certificate"),
             # The password is never shown.
             ("redis://:s3cr%40t@127.0.0.1/x", "'redis://:***@127.0.0.1/x': the database must be a number"),
             ("redis://user:s3cr@t@127.0.0.1:99999/0", "'redis://user:***@127.0.0.1:99999/0' is not a redis:// URL"),

@@ -391,12 +391,16 @@ class RedisServer:
         return stopped(self.process)
 
 
-def startRedis(case: SynchronousTestCase, *options: str) -> Deferred[RedisServer]:
+def startRedis(
+    case: SynchronousTestCase, *options: str, tls: Optional[tuple[str, str]] = None
+) -> Deferred[RedisServer]:
     """
     Start C{redis-server} on a free port of loopback, keeping nothing on
     disk, and stop it when the test ends.
 
     @param options: More of its options (C{--requirepass SECRET}).
+    @param tls: Its certificate's and key's PEM files, to speak TLS only
+        (clients are not asked for certificates).
 
     @raise SkipTest: Where redis-server is not installed (.ci/run installs
         it: Debian's redis-server).
@@ -405,8 +409,12 @@ def startRedis(case: SynchronousTestCase, *options: str) -> Deferred[RedisServer
     if command is None:
         raise SkipTest("redis-server is not installed (.ci/run installs it)")
     port = freePort()
+    listen = ["--port", str(port)]
+    if tls is not None:
+        listen = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", tls[0], "--tls-key-file", tls[1],
+                  "--tls-auth-clients", "no"]  # fmt: skip
     process = LineProcess.spawn(
-        command, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        command, *listen, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
         "--protected-mode", "yes", "--dir", _mkdir(case), *options,
     )  # fmt: skip
     case.addCleanup(stopped, process)

@@ -17,6 +17,12 @@ like numbers into numbers (C{convertNumbers=False}): a body's piece that
 reads C{"42"} stays C{b"42"}. (txredisapi is imported only when a
 connection is made: importing it installs the default reactor.)
 
+Over TLS (C{rediss://}) Redis's certificate is verified, for the URL's
+host, against the platform's CAs or those of the PEM file the URL names
+(C{?ssl_ca_certs=PATH}, redis-py's name for it); an ACL user (Redis 6) is
+the URL's user (C{rediss://USER:PASSWORD@HOST}). Managed Redis services
+ask for both.
+
 Nothing here waits for Redis on a request's behalf: L{RedisLink.up} says
 whether commands may be sent now; a command sent while the connection is
 not there fails at once (L{RedisDown}).
@@ -27,18 +33,22 @@ from __future__ import annotations
 import hashlib
 import re
 from typing import TYPE_CHECKING, Any, Callable, Optional
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 if TYPE_CHECKING:
     import txredisapi
+
+    # (What trustRootFromCertificates makes: Twisted names its interface
+    # in a private module only.)
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 __all__ = ["LIVE_TTL", "RedisAddress", "RedisDown", "RedisLink", "keysOf", "milliseconds", "parseRedisURL"]
 
@@ -57,26 +67,78 @@ _PASSWORD = re.compile(r"(//[^/@]*?:)[^/]*@")
 
 class RedisAddress:
     """
-    Where Redis is: C{redis://[:PASSWORD@]HOST[:PORT][/DB]}.
+    Where Redis is: C{redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]}, or
+    C{rediss://} the same over TLS.
 
     @ivar host: Its host (an IPv6 address without brackets).
     @ivar port: Its port.
     @ivar db: The database number.
     @ivar password: The password C{AUTH} gives, if any.
+    @ivar username: The ACL user C{AUTH} names, if any (Redis 6 and later;
+        without one, Redis's C{default} user).
+    @ivar tls: Whether to speak TLS to it.
+    @ivar trust: The CAs its certificate must chain to (L{None}: the
+        platform's), over TLS.
     """
 
-    def __init__(self, host: str, port: int, db: int, password: Optional[str] = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        db: int,
+        password: Optional[str] = None,
+        username: Optional[str] = None,
+        tls: bool = False,
+        trust: Optional[IOpenSSLTrustRoot] = None,
+    ) -> None:
         self.host, self.port, self.db, self.password = host, port, db, password
+        self.username, self.tls, self.trust = username, tls, trust
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"redis://{host}:{self.port}/{self.db}"
+        return f"{'rediss' if self.tls else 'redis'}://{host}:{self.port}/{self.db}"
+
+    def endpoint(self, reactor: Any) -> IStreamClientEndpoint:
+        """
+        @return: How to connect to it: TCP, or TLS verifying its
+            certificate for its host.
+        """
+        tcp = HostnameEndpoint(reactor, self.host, self.port, timeout=5)
+        if not self.tls:
+            return tcp
+        from twisted.internet.ssl import optionsForClientTLS
+
+        return wrapClientTLS(optionsForClientTLS(self.host, trustRoot=self.trust), tcp)
+
+
+def _trustIn(path: str, shown: str) -> IOpenSSLTrustRoot:
+    # The CA certificates of a PEM file (one or more), read once, at start.
+    from twisted.internet.ssl import Certificate, trustRootFromCertificates
+
+    try:
+        with open(path, "rb") as file:
+            pem = file.read(1024 * 1024)
+    except OSError as error:
+        raise ValueError(f"{shown}: cannot read ssl_ca_certs {path!r}: {error.strerror}") from None
+    marker = b"-----END CERTIFICATE-----"
+    certificates = []
+    for block in pem.split(marker)[:-1]:
+        try:
+            certificates.append(Certificate.loadPEM(block + marker))
+        except Exception:
+            raise ValueError(f"{shown}: ssl_ca_certs {path!r} holds a certificate that is not valid PEM") from None
+    if not certificates:
+        raise ValueError(f"{shown}: ssl_ca_certs {path!r} holds no PEM certificate")
+    return trustRootFromCertificates(certificates)
 
 
 def parseRedisURL(text: str) -> RedisAddress:
     """
     @param text: C{redis://HOST:PORT/DB} (the port 6379 and the database 0
-        when not said; a password as C{redis://:PASSWORD@HOST}).
+        when not said; a password as C{redis://:PASSWORD@HOST}, an ACL user
+        and its password as C{redis://USER:PASSWORD@HOST}), or C{rediss://}
+        the same over TLS, with C{?ssl_ca_certs=PATH} for CAs other than
+        the platform's.
     @return: The address it names.
     @raise ValueError: With a one-line reason, for anything else, that
         never shows the password.
@@ -87,15 +149,19 @@ def parseRedisURL(text: str) -> RedisAddress:
         port = parts.port or 6379
     except ValueError as error:
         raise ValueError(f"{shown} is not a redis:// URL: {error}") from None
-    if parts.scheme != "redis" or not parts.hostname:
-        raise ValueError(f"{shown} is not a redis://HOST:PORT/DB URL")
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError(f"{shown} is not a redis://HOST:PORT/DB or rediss:// URL")
     db = parts.path.strip("/") or "0"
     if not db.isdigit():
         raise ValueError(f"{shown}: the database must be a number, not {db!r}")
-    if parts.query or parts.fragment:
-        raise ValueError(f"{shown}: a redis:// URL here takes no query or fragment")
+    tls = parts.scheme == "rediss"
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if parts.fragment or any(name != "ssl_ca_certs" for name, _ in query) or (query and not tls):
+        raise ValueError(f"{shown}: a Redis URL here takes no query or fragment but rediss://...?ssl_ca_certs=PATH")
+    trust = _trustIn(query[-1][1], shown) if query else None
     password = unquote(parts.password) if parts.password else None
-    return RedisAddress(parts.hostname, port, int(db), password)
+    username = unquote(parts.username) if parts.username else None
+    return RedisAddress(parts.hostname, port, int(db), password, username, tls, trust)
 
 
 class _RedisFactory(Factory):
@@ -124,13 +190,12 @@ class _RedisFactory(Factory):
         # Imported here, not above: txredisapi imports the global reactor,
         # which would install the default one before twistd or chunkproxy
         # has chosen it.
-        import txredisapi
-
-        protocol = txredisapi.RedisProtocol(
+        protocol = _protocolClass()(
             charset=None,
             convertNumbers=False,
             replyTimeout=self._replyTimeout,
             password=self._address.password,
+            username=self._address.username,
             dbid=self._address.db,
         )
         protocol.factory = self
@@ -141,8 +206,47 @@ class _RedisFactory(Factory):
     def stopTrying(self) -> None:
         pass
 
+    lostBecause: Optional[Failure] = None
+    """Why its last connection was lost."""
+
     def connectionError(self, why: str) -> None:
+        # (txredisapi says only "Lost connection" where TLS failed.)
+        tls = _tlsFailure(self.lostBecause)
+        if tls is not None:
+            why = f"TLS failed: {tls}"
         _log.warn("redis: {why}", why=why)
+
+
+def _tlsFailure(reason: Optional[Failure]) -> Optional[str]:
+    # What OpenSSL said, as a line: "certificate verify failed".
+    if reason is None:
+        return None
+    from OpenSSL.SSL import Error
+
+    if not isinstance(reason.value, Error):
+        return None
+    said = [part[-1] for part in reason.value.args[0] if isinstance(part, tuple) and part] if reason.value.args else []
+    return "; ".join(str(each) for each in said) or str(reason.value)
+
+
+_PROTOCOL: Optional[type] = None
+
+
+def _protocolClass() -> Any:
+    # txredisapi's protocol, noting on its factory why its connection was
+    # lost. (Made at the first connection: importing txredisapi installs
+    # the default reactor.)
+    global _PROTOCOL
+    if _PROTOCOL is None:
+        import txredisapi
+
+        class _RedisProtocol(txredisapi.RedisProtocol):
+            def connectionLost(self, why: Failure) -> None:
+                self.factory.lostBecause = why
+                super().connectionLost(why)
+
+        _PROTOCOL = _RedisProtocol
+    return _PROTOCOL
 
 
 class RedisLink:
@@ -162,7 +266,7 @@ class RedisLink:
         """
         self.address = address
         self._reactor: IReactorTime = reactor
-        self._endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=5)
+        self._endpoint = address.endpoint(reactor)
         self._blockingFactory = _RedisFactory(address, None)
         self._protocol: Optional[txredisapi.RedisProtocol] = None
         # Lua scripts by body: their SHA1, by which they are called.

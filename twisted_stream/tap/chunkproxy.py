@@ -287,8 +287,9 @@ class Options(PluginOptions):
             None,
             None,
             "Where resumable streams are kept: in this process's memory (the default), or in Redis"
-            " (redis://[:PASSWORD@]HOST:PORT/DB, or env:VARNAME naming one), so that a resume may"
-            " land on any instance of a fleet.",
+            " (redis://[[USER]:PASSWORD@]HOST:PORT/DB, rediss:// over TLS with ?ssl_ca_certs=PEM for"
+            " CAs of your own, or env:VARNAME naming one), so that a resume may land on any instance"
+            " of a fleet.",
             _resumeStore,
         ],
         [
