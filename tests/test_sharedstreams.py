@@ -525,17 +525,7 @@ class StoreDownAtStartTests(TestCase):
         A gateway whose Redis is not there streams as on any route (no
         stream id), says so once, and answers a resume C{503}.
         """
-        slow = SlowPieces()
-        upstream = Upstream(self, slow)
-        proxy: Server = yield startTwistd(
-            self, "chunkproxy", "--route", f"/s/={upstream.url}", "--resumable", "3",
-            "--resume-store", f"redis://127.0.0.1:{freePort()}/0",
-        )  # fmt: skip
-        exchange: Exchange = yield fetch(proxy.url + "s/x")
-        self.assertTrue(exchange.complete)
-        self.assertEqual(exchange.header(b"x-stream-id"), [])
-        resume: Exchange = yield fetch(proxy.url + "_streams/AAAAAAAAAAAAAAAAAAAAAA")
-        self.assertEqual((resume.status, resume.body), (503, b"the resume store is unreachable\n"))
+        proxy: Server = yield _withoutItsStore(self, f"redis://127.0.0.1:{freePort()}/0")
         # An id that cannot be one of ours is unknown without asking Redis.
         notAnId: Exchange = yield fetch(proxy.url + "_streams/%7Bx%7D:head")
         self.assertEqual(notAnId.status, 404)
@@ -605,19 +595,8 @@ class PasswordTests(TestCase):
         """
         redis: RedisServer = yield startRedis(self, "--requirepass", "pa55-for-redis")
         generator: Server = yield startTwistd(self, "chunkgen", "--tokens-per-second", "40")
-        store = f"redis://:pa55-for-redis@127.0.0.1:{redis.port}/2"
-        gateways = []
-        for _ in range(2):
-            proxy: Server = yield startTwistd(
-                self, "chunkproxy", "--route", f"/v1/={generator.url}v1/", "--resumable", "3",
-                "--resume-store", "env:STORE", env={"STORE": store},
-            )  # fmt: skip
-            yield _storeConnected(proxy)
-            gateways.append(proxy)
-        one, two = gateways
-        cut: Exchange = yield _chat(one, 40, cutAfter=600)
-        [id] = cut.header(b"x-stream-id")
-        rest: Exchange = yield fetch(two.url + f"_streams/{id.decode()}?from={len(cut.body)}")
+        gateways = yield _twoGateways(self, generator, f"redis://:pa55-for-redis@127.0.0.1:{redis.port}/2")
+        cut, rest = yield _cutThenResumed(*gateways)
         self.assertEqual((rest.status, rest.complete), (200, True))
         self.assertEqual((cut.body + rest.body).count(b'"chat.completion.chunk"'), 42)
         for proxy in gateways:
@@ -654,6 +633,62 @@ class PasswordTests(TestCase):
         self.assertNotIn("Traceback", proxy.output)
 
 
+@inlineCallbacks
+def _withoutItsStore(case: TestCase, store: str) -> Any:
+    """
+    Start a gateway whose resumable route streams from a slow upstream,
+    keeping its streams at C{store}, which it cannot use: check that a
+    stream through it goes whole with no stream id, and that a resume is
+    answered C{503} with the reason.
+
+    @return: A Deferred that fires with the gateway.
+    """
+    upstream = Upstream(case, SlowPieces())
+    proxy: Server = yield startTwistd(
+        case, "chunkproxy", "--route", f"/s/={upstream.url}", "--resumable", "3", "--resume-store", store
+    )
+    streamed: Exchange = yield fetch(proxy.url + "s/x")
+    case.assertTrue(streamed.complete)
+    case.assertEqual(streamed.header(b"x-stream-id"), [])
+    resume: Exchange = yield fetch(proxy.url + "_streams/AAAAAAAAAAAAAAAAAAAAAA")
+    case.assertEqual((resume.status, resume.body), (503, b"the resume store is unreachable\n"))
+    return proxy
+
+
+@inlineCallbacks
+def _twoGateways(case: TestCase, generator: Server, store: str) -> Any:
+    """
+    Start two gateways whose route C{/v1/} is C{generator}'s, resumable,
+    keeping their streams at C{store} (given in the environment, as a URL
+    with a password is).
+
+    @return: A Deferred that fires with both, once both are connected.
+    """
+    gateways = []
+    for _ in range(2):
+        proxy: Server = yield startTwistd(
+            case, "chunkproxy", "--route", f"/v1/={generator.url}v1/", "--resumable", "3",
+            "--resume-store", "env:STORE", env={"STORE": store},
+        )  # fmt: skip
+        yield _storeConnected(proxy)
+        gateways.append(proxy)
+    return gateways
+
+
+@inlineCallbacks
+def _cutThenResumed(one: Server, two: Server) -> Any:
+    """
+    A chat answer of 40 tokens cut on C{one} after 600 bytes, then resumed
+    on C{two} from there.
+
+    @return: A Deferred that fires with both exchanges.
+    """
+    cut: Exchange = yield _chat(one, 40, cutAfter=600)
+    [id] = cut.header(b"x-stream-id")
+    rest: Exchange = yield fetch(two.url + f"_streams/{id.decode()}?from={len(cut.body)}")
+    return cut, rest
+
+
 @onceAcrossRunners
 class RedisOverTLSTests(TestCase):
     """
@@ -677,22 +712,14 @@ class RedisOverTLSTests(TestCase):
             tls=(certificate, key),
         )  # fmt: skip
         generator: Server = yield startTwistd(self, "chunkgen", "--tokens-per-second", "20")
-        store = f"rediss://gateway:pa55-acl@127.0.0.1:{redis.port}/0?ssl_ca_certs={ca}"
-        gateways = []
-        for _ in range(2):
-            proxy: Server = yield startTwistd(
-                self, "chunkproxy", "--route", f"/v1/={generator.url}v1/", "--resumable", "3",
-                "--resume-store", "env:STORE", env={"STORE": store},
-            )  # fmt: skip
-            yield _storeConnected(proxy)
+        gateways = yield _twoGateways(
+            self, generator, f"rediss://gateway:pa55-acl@127.0.0.1:{redis.port}/0?ssl_ca_certs={ca}"
+        )
+        for proxy in gateways:
             self.assertIn(f"resume store rediss://127.0.0.1:{redis.port}/0: connected", proxy.output)
-            gateways.append(proxy)
-        one, two = gateways
-        cut: Exchange = yield _chat(one, 40, cutAfter=600)
-        [id] = cut.header(b"x-stream-id")
-        rest: Exchange = yield fetch(two.url + f"_streams/{id.decode()}?from={len(cut.body)}")
+        cut, rest = yield _cutThenResumed(*gateways)
         self.assertEqual((rest.status, rest.complete), (200, True))
-        whole: Exchange = yield fetch(two.url + f"_streams/{id.decode()}")
+        whole: Exchange = yield fetch(gateways[1].url + f"_streams/{cut.header(b'x-stream-id')[0].decode()}")
         self.assertEqual(cut.body + rest.body, whole.body)
         self.assertEqual(whole.body.count(b'"chat.completion.chunk"'), 42)
         for proxy in gateways:
@@ -710,17 +737,7 @@ class RedisOverTLSTests(TestCase):
         _, certificate, key = makeCertificates(self.mktemp(), "redis")
         otherCA, _, _ = makeCertificates(self.mktemp(), "other")
         redis: RedisServer = yield startRedis(self, tls=(certificate, key))
-        upstream = Upstream(self, SlowPieces())
-        proxy: Server = yield startTwistd(
-            self, "chunkproxy", "--route", f"/s/={upstream.url}", "--resumable", "3",
-            "--resume-store", f"rediss://127.0.0.1:{redis.port}/0?ssl_ca_certs={otherCA}",
-        )  # fmt: skip
-        streamed: Exchange = yield fetch(proxy.url + "s/x")
-        self.assertTrue(streamed.complete)
-        self.assertEqual(streamed.header(b"x-stream-id"), [])
-        resume: Exchange = yield fetch(proxy.url + "_streams/AAAAAAAAAAAAAAAAAAAAAA")
-        self.assertEqual(resume.status, 503)
-        self.assertIn(b"resume store is unreachable", resume.body)
+        proxy: Server = yield _withoutItsStore(self, f"rediss://127.0.0.1:{redis.port}/0?ssl_ca_certs={otherCA}")
         yield until(lambda: "certificate verify failed" in proxy.output, 10, lambda: proxy.output)
         self.assertIn("redis: TLS failed: certificate verify failed", proxy.output)
         self.assertNotRegex(proxy.output, r"resume store rediss://\S+: connected")
