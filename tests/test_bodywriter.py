@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream.exchange._bodywriter}: a response body's writer, on real
+Tests for L{twisted_stream.http._bodywriter}: a response body's writer, on real
 loopback connections.
 """
 
@@ -13,7 +13,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from tests.support import Exchange, fetch, portOf, reactor
-from twisted_stream.exchange._bodywriter import bodyWriter
+from twisted_stream.http._bodywriter import bodyWriter
 
 
 class _Pieces(Resource):

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream.exchange._eventids}: event ids put into an event
+Tests for L{twisted_stream.resume._eventids}: event ids put into an event
 stream as it passes, byte for byte, however it is cut into pieces.
 """
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_stream.exchange._eventids import EventIds, isStreamId, parseEventId, streamOfEventId
+from twisted_stream.resume._eventids import EventIds, isStreamId, parseEventId, streamOfEventId
 
 
 def _numbered(*pieces: bytes) -> tuple[list[bytes], list[int]]:

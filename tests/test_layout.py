@@ -27,9 +27,10 @@ _SHARED = {"twisted_stream", "twisted_stream._compat", "twisted_stream._numbers"
 _MAY_IMPORT = {
     "http": set(),
     "upstream": {"http"},
-    "exchange": {"http", "upstream"},
+    "resume": {"http"},
+    "exchange": {"http", "upstream", "resume"},
     "ops": {"http"},
-    "gateway": {"http", "upstream", "exchange", "ops"},
+    "gateway": {"http", "upstream", "exchange", "resume", "ops"},
     "mock": {"http", "ops", "exchange"},
     "chunkwatch": {"http", "upstream", "tap"},
     "page": {"http"},

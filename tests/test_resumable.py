@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_stream.exchange._resumable}: resumable streams kept in
+Tests for L{twisted_stream.resume._resumable}: resumable streams kept in
 the gateway's memory, on real processes (C{chunkgen}'s mock LLM, or an
 upstream in the test, behind a real C{chunkproxy --resumable}), and the
 store's bounds on a fake clock.
@@ -36,7 +36,7 @@ from tests.support import (
     startTwistd,
     until,
 )
-from twisted_stream.exchange._resumable import ResumableStream, ResumeStore, credentialOf
+from twisted_stream.resume._resumable import ResumableStream, ResumeStore, credentialOf
 
 _TOKEN = "client-token-0123456789"
 

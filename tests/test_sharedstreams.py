@@ -1,6 +1,6 @@
 """
-Tests for L{twisted_stream.exchange._sharedstreams} and
-L{twisted_stream.exchange._redislink}: resumable streams kept in a real
+Tests for L{twisted_stream.resume._sharedstreams} and
+L{twisted_stream.resume._redislink}: resumable streams kept in a real
 C{redis-server}, resumed on another C{chunkproxy} of the fleet than the
 one that reads the upstream; and Redis going away mid-stream.
 """
@@ -38,8 +38,8 @@ from tests.support import (
     startTwistd,
     until,
 )
-from twisted_stream.exchange._redislink import parseRedisURL
-from twisted_stream.exchange._sharedstreams import _TURN
+from twisted_stream.resume._redislink import parseRedisURL
+from twisted_stream.resume._sharedstreams import _TURN
 
 _TOKEN = "client-token-0123456789"
 
@@ -875,8 +875,8 @@ class MirrorTests(SynchronousTestCase):
     def setUp(self) -> None:
         from twisted.internet.task import Clock
 
-        from twisted_stream.exchange._resumable import ResumeStore
-        from twisted_stream.exchange._sharedstreams import SharedStreams
+        from twisted_stream.resume._resumable import ResumeStore
+        from twisted_stream.resume._sharedstreams import SharedStreams
 
         self.clock = Clock()
         self.link = _FakeLink()
@@ -969,7 +969,7 @@ class MirrorTests(SynchronousTestCase):
         Where each numbered event ends goes with the piece it ended in, so
         that another instance finds C{Last-Event-ID}'s offset.
         """
-        from twisted_stream.exchange._eventids import EventIds
+        from twisted_stream.resume._eventids import EventIds
 
         stream = self.open()
         stream.events = EventIds(stream.id, stream.append)

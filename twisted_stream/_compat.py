@@ -25,6 +25,10 @@ from typing import Any, Callable, Optional
 import h2.connection
 import h2.events
 from twisted.application.internet import StreamServerEndpointService
+
+# What trustRootFromCertificates makes (the CAs a TLS client trusts): public
+# as a function, its interface named in a private module only.
+from twisted.internet._sslverify import IOpenSSLTrustRoot as TrustRoot
 from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import connectionDone
@@ -48,6 +52,7 @@ __all__ = [
     "HTTPChannelBase",
     "MalformedChunkedData",
     "NegotiatingChannel",
+    "TrustRoot",
     "nothingBuffered",
     "optionParsers",
     "raiseAtStart",

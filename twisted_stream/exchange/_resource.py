@@ -54,13 +54,18 @@ from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
 from twisted_stream.exchange._bodywatch import BodyWatch, WatchedProducer
-from twisted_stream.exchange._bodywriter import bodyWriter
-from twisted_stream.exchange._eventids import EventIds
 from twisted_stream.exchange._exhaustion import OUT_OF_DESCRIPTORS, noteExhausted
 from twisted_stream.exchange._hooks import hooksOf
 from twisted_stream.exchange._llmusage import UsageReader, WholeAnswerReader
 from twisted_stream.exchange._recording import DEFAULT_RECORD_MAX_BYTES, Recorder, RecordingWriter
-from twisted_stream.exchange._resumable import (
+from twisted_stream.exchange._rules import FORWARDED_METHODS, ForwardingRules, requestTargetProblem
+from twisted_stream.exchange._streamlog import StreamRecord, clientOf
+from twisted_stream.http._bodywriter import bodyWriter
+from twisted_stream.http._refusal import Refusal, headerLinesRefusal, headRefusal
+from twisted_stream.http._text import PlainResource, textError
+from twisted_stream.http.headers import fieldsOf, forwardedRequestHeaders, forwardedResponseHeaders
+from twisted_stream.resume._eventids import EventIds
+from twisted_stream.resume._resumable import (
     COMPLETE,
     TRUNCATED,
     ResumableStream,
@@ -68,11 +73,6 @@ from twisted_stream.exchange._resumable import (
     ResumeStore,
     credentialOf,
 )
-from twisted_stream.exchange._rules import FORWARDED_METHODS, ForwardingRules, requestTargetProblem
-from twisted_stream.exchange._streamlog import StreamRecord, clientOf
-from twisted_stream.http._refusal import Refusal, headerLinesRefusal, headRefusal
-from twisted_stream.http._text import PlainResource, textError
-from twisted_stream.http.headers import fieldsOf, forwardedRequestHeaders, forwardedResponseHeaders
 from twisted_stream.upstream._agent import UpstreamAgent
 from twisted_stream.upstream._failover import Failover, PoolFull, Served, joinURL
 from twisted_stream.upstream._pool import DEFAULT_POLICY, Member, Pool, PoolPolicy, PoolWatch
@@ -479,7 +479,7 @@ class _Exchange:
             self.request.unregisterProducer()
         self._hooks.truncate(self.request)
 
-    # A resumable stream (see twisted_stream.exchange._resumable).
+    # A resumable stream (see twisted_stream.resume._resumable).
 
     def _overflowed(self, stream: ResumableStream, clientThere: bool) -> None:
         """
@@ -693,7 +693,7 @@ class StreamProxyResource(PlainResource):
         @param watch: What hears of the pool's members (the gateway's
             metrics).
         @param resume: Where streamed answers are kept for resuming, and for
-            how many seconds (see L{twisted_stream.exchange._resumable}); by
+            how many seconds (see L{twisted_stream.resume._resumable}); by
             default none are.
         """
         super().__init__()

@@ -33,8 +33,9 @@ from typing import Any, Optional, Protocol
 from twisted.logger import Logger
 
 from twisted_stream.exchange._llmusage import apiOf
+from twisted_stream.resume._eventids import RESUME_PREFIX
 
-__all__ = ["OUTCOMES", "RESUME_PREFIX", "StreamCounter", "StreamRecord", "clientOf", "logAnswered", "printable"]
+__all__ = ["OUTCOMES", "StreamCounter", "StreamRecord", "clientOf", "logAnswered", "printable"]
 
 
 class StreamCounter(Protocol):
@@ -97,9 +98,6 @@ def printable(raw: bytes) -> str:
     return _UNPRINTABLE.sub(lambda found: "\\x%02x" % (ord(found.group()),), text)
 
 
-RESUME_PREFIX = b"/_streams/"
-"""Where a resumable stream is read (L{twisted_stream.exchange._resumable}):
-C{/_streams/ID?from=N}; its ids are never whole in a log."""
 
 
 def _withoutIds(path: bytes) -> bytes:

@@ -29,14 +29,14 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol, Sequence, U
 
 from twisted.web.http_headers import Headers
 
-from twisted_stream.exchange._eventids import streamOfEventId
 from twisted_stream.exchange._resource import StreamProxyResource
-from twisted_stream.exchange._resumable import RESUME_PREFIX, ResumeStore
 from twisted_stream.exchange._rules import ALLOW_FORWARDED, requestTargetProblem
 from twisted_stream.gateway._cors import CorsPolicy
 from twisted_stream.gateway._streamlimits import StreamLimits
 from twisted_stream.http._refusal import Refusal, headerLinesRefusal, headRefusal, tokenRefusal
 from twisted_stream.ops._drain import DRAINING, Drain
+from twisted_stream.resume._eventids import RESUME_PREFIX, streamOfEventId
+from twisted_stream.resume._resumable import ResumeStore
 
 if TYPE_CHECKING:
     from twisted_stream.gateway._descriptors import DescriptorGuard
@@ -378,7 +378,7 @@ class Routing:
 class Resuming:
     """
     C{/_streams/ID} is a resumable stream the gateway keeps (see
-    L{twisted_stream.exchange._resumable}): read with C{GET}, never
+    L{twisted_stream.resume._resumable}): read with C{GET}, never
     forwarded; and so is a C{GET} whose C{Last-Event-ID} names an event of
     a stream kept here that started with the same target (a browser's
     C{EventSource} reconnecting).

@@ -18,7 +18,6 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 from zope.interface import implementer
 
 from twisted_stream.exchange._hooks import IStreamHooks, Stream, hooksOf
-from twisted_stream.exchange._resumable import ResumeStore, resumeAnswer
 from twisted_stream.exchange._streamlog import clientOf, logAnswered
 from twisted_stream.gateway._admission import (
     HEALTH,
@@ -45,6 +44,7 @@ from twisted_stream.http._refusal import Refusal, RequestLimits
 from twisted_stream.http._text import PlainResource
 from twisted_stream.ops._drain import Drain
 from twisted_stream.ops._metrics import Metrics, MetricsResource
+from twisted_stream.resume._resumable import ResumeStore, resumeAnswer
 
 __all__ = ["DEFAULT_MAX_BODY_MEMORY", "GatewayResource", "GatewaySite", "headOf"]
 

@@ -22,11 +22,6 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from twisted_stream.exchange._recording import DEFAULT_RECORD_MAX_BYTES
-from twisted_stream.exchange._redislink import RedisAddress, RedisLink, parseRedisURL
-from twisted_stream.exchange._resumable import DEFAULT_MAX_BYTES as DEFAULT_RESUME_MAX_BYTES
-from twisted_stream.exchange._resumable import DEFAULT_MAX_MEMORY as DEFAULT_RESUME_MEMORY
-from twisted_stream.exchange._resumable import ResumeStore
-from twisted_stream.exchange._sharedstreams import SharedStreams
 from twisted_stream.gateway import (
     DEFAULT_MAX_BODY_MEMORY,
     GatewayResource,
@@ -55,6 +50,11 @@ from twisted_stream.ops._workers import (
 )
 from twisted_stream.page import PageResource
 from twisted_stream.proxy import FORWARDED_METHODS, StreamProxyResource
+from twisted_stream.resume._redislink import RedisAddress, RedisLink, parseRedisURL
+from twisted_stream.resume._resumable import DEFAULT_MAX_BYTES as DEFAULT_RESUME_MAX_BYTES
+from twisted_stream.resume._resumable import DEFAULT_MAX_MEMORY as DEFAULT_RESUME_MEMORY
+from twisted_stream.resume._resumable import ResumeStore
+from twisted_stream.resume._sharedstreams import SharedStreams
 from twisted_stream.tap._config import ConfigFile, ConfigProblems, MemberOptions, RouteOptions, readConfig
 from twisted_stream.tap.options import (
     PluginOptions,

@@ -25,7 +25,7 @@ returns.
 
 This module knows sockets, nothing of requests, logs or metrics: the
 upstream wire imports it (the response body's writer is
-L{twisted_stream.exchange._bodywriter}).
+L{twisted_stream.http._bodywriter}).
 """
 
 from __future__ import annotations

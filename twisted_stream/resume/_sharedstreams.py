@@ -4,7 +4,7 @@ Resumable streams shared by a fleet, in Redis: a resume may land on any
 instance behind a load balancer, with no sticky sessions.
 
 The instance that reads a stream's upstream keeps it in its memory as on
-one instance (L{twisted_stream.exchange._resumable}: its own readers follow
+one instance (L{twisted_stream.resume._resumable}: its own readers follow
 it there), and copies it to Redis (a L{Mirror}): the stream's head (status,
 headers, target, credential) in a hash, each piece of its body as an entry
 of a Redis stream (C{XADD}, its body offset beside it, and where the events
@@ -19,13 +19,13 @@ once. (A script that writes many streams' keys is why Redis Cluster is not
 supported: one Redis, or a primary with replicas.)
 
 An instance asked to resume a stream it does not hold reads it there (a
-L{twisted_stream.exchange._remoteresume.RemoteResume}): the head, what is kept (C{XRANGE}), then each later entry
+L{twisted_stream.resume._remoteresume.RemoteResume}): the head, what is kept (C{XRANGE}), then each later entry
 the moment it lands (the instance's one blocking read for all its readers,
-L{twisted_stream.exchange._livereads.LiveReads}), at its client's pace. While it follows, it says so in a key with the stream's
+L{twisted_stream.resume._livereads.LiveReads}), at its client's pace. While it follows, it says so in a key with the stream's
 window as its expiry, which the writing instance reads before it gives up
 an upstream that no reader of its own follows.
 
-Keys (L{twisted_stream.exchange._redislink.keysOf}): C{chunkproxy:stream:{ID}} (the body),
+Keys (L{twisted_stream.resume._redislink.keysOf}): C{chunkproxy:stream:{ID}} (the body),
 C{chunkproxy:stream:{ID}:head}, C{chunkproxy:stream:{ID}:readers}. While a
 stream is live its keys expire C{max(window, 15 s)} after the last refresh
 (every 5 s), so that the copy of an instance that died goes away; once it
@@ -51,11 +51,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
-from twisted_stream.exchange._eventids import streamOfEventId
-from twisted_stream.exchange._livereads import LiveReads
-from twisted_stream.exchange._redislink import LIVE_TTL, RedisLink, keysOf, milliseconds
-from twisted_stream.exchange._remoteresume import RemoteResume
-from twisted_stream.exchange._resumable import (
+from twisted_stream.resume._eventids import streamOfEventId
+from twisted_stream.resume._livereads import LiveReads
+from twisted_stream.resume._redislink import LIVE_TTL, RedisLink, keysOf, milliseconds
+from twisted_stream.resume._remoteresume import RemoteResume
+from twisted_stream.resume._resumable import (
     TRUNCATED,
     ResumableStream,
 )
@@ -142,7 +142,7 @@ def batchOf(fields: list[bytes]) -> bytes:
 
 class SharedStreams:
     """
-    The Redis side of a L{twisted_stream.exchange._resumable.ResumeStore}:
+    The Redis side of a L{twisted_stream.resume._resumable.ResumeStore}:
     copies of the streams this instance reads, and resumes of those another
     instance reads.
     """

@@ -23,7 +23,12 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-__all__ = ["EventIds", "isStreamId", "parseEventId", "streamOfEventId"]
+__all__ = ["RESUME_PREFIX", "EventIds", "isStreamId", "parseEventId", "streamOfEventId"]
+
+RESUME_PREFIX = b"/_streams/"
+"""Where a resumable stream is read (L{twisted_stream.resume._resumable}):
+C{/_streams/ID?from=N}, C{ID} a stream id (L{isStreamId}); its ids are
+never whole in a log."""
 
 _BREAK = re.compile(rb"\r\n|\r|\n")
 

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_sharedstreams -*-
 """
 A resume answered from Redis: the stream is read by another instance of
-the fleet (see L{twisted_stream.exchange._sharedstreams}, which writes it
+the fleet (see L{twisted_stream.resume._sharedstreams}, which writes it
 there); this instance reads its head, what is kept, then each entry the
 moment it lands, at its client's pace (L{RemoteResume}).
 """
@@ -16,11 +16,12 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from twisted_stream.exchange._bodywriter import bodyWriter
-from twisted_stream.exchange._eventids import parseEventId
-from twisted_stream.exchange._livereads import LiveReads, ReadOf
-from twisted_stream.exchange._redislink import LIVE_TTL, RedisLink, keysOf, milliseconds
-from twisted_stream.exchange._resumable import (
+from twisted_stream.http._bodywriter import bodyWriter
+from twisted_stream.http._refusal import Refusal
+from twisted_stream.resume._eventids import parseEventId
+from twisted_stream.resume._livereads import LiveReads, ReadOf
+from twisted_stream.resume._redislink import LIVE_TTL, RedisLink, keysOf, milliseconds
+from twisted_stream.resume._resumable import (
     COMPLETE,
     OTHER_CREDENTIAL,
     TRUNCATED,
@@ -31,7 +32,6 @@ from twisted_stream.exchange._resumable import (
     requestedOffset,
     startAnswer,
 )
-from twisted_stream.http._refusal import Refusal
 
 __all__ = ["RemoteResume"]
 

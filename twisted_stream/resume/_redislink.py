@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_sharedstreams -*-
 """
 The gateway's connection to Redis, for resumable streams kept there (see
-L{twisted_stream.exchange._sharedstreams}).
+L{twisted_stream.resume._sharedstreams}).
 
 One connection carries every command that answers at once (the writes of
 every stream, the reads that start a resume); it is kept open, and opened
@@ -9,7 +9,7 @@ again with a growing delay when it is lost, by a L{ClientService}. A
 blocking read (C{XREAD BLOCK}) holds its connection until Redis answers, so
 the live reads have a connection of their own
 (L{RedisLink.blockingConnection}): one for all of an instance's readers
-(L{twisted_stream.exchange._livereads.LiveReads}).
+(L{twisted_stream.resume._livereads.LiveReads}).
 
 The wire is txredisapi's protocol, with what a stream's bytes need: no
 decoding of replies (C{charset=None}) and no turning of replies that look
@@ -43,12 +43,10 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_stream._compat import TrustRoot
+
 if TYPE_CHECKING:
     import txredisapi
-
-    # (What trustRootFromCertificates makes: Twisted names its interface
-    # in a private module only.)
-    from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 __all__ = ["LIVE_TTL", "RedisAddress", "RedisDown", "RedisLink", "keysOf", "milliseconds", "parseRedisURL"]
 
@@ -89,7 +87,7 @@ class RedisAddress:
         password: Optional[str] = None,
         username: Optional[str] = None,
         tls: bool = False,
-        trust: Optional[IOpenSSLTrustRoot] = None,
+        trust: Optional[TrustRoot] = None,
     ) -> None:
         self.host, self.port, self.db, self.password = host, port, db, password
         self.username, self.tls, self.trust = username, tls, trust
@@ -111,7 +109,7 @@ class RedisAddress:
         return wrapClientTLS(optionsForClientTLS(self.host, trustRoot=self.trust), tcp)
 
 
-def _trustIn(path: str, shown: str) -> IOpenSSLTrustRoot:
+def _trustIn(path: str, shown: str) -> TrustRoot:
     # The CA certificates of a PEM file (one or more), read once, at start.
     from twisted.internet.ssl import Certificate, trustRootFromCertificates
 
@@ -413,8 +411,8 @@ class RedisLink:
 
 
 # Where a stream is kept in Redis: what the instance that reads it writes
-# (twisted_stream.exchange._sharedstreams) and any instance reads back
-# (twisted_stream.exchange._remoteresume).
+# (twisted_stream.resume._sharedstreams) and any instance reads back
+# (twisted_stream.resume._remoteresume).
 
 LIVE_TTL = 15.0
 """The least a live stream's keys live past their last refresh, in seconds."""

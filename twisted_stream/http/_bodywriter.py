@@ -6,17 +6,28 @@ each upstream piece to, on the path of every chunk.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 
-from twisted_stream.exchange._streamlog import StreamRecord
-
-__all__ = ["bodyWriter"]
+__all__ = ["PieceCount", "bodyWriter"]
 
 
-def bodyWriter(request: Request, record: Optional[StreamRecord] = None) -> Callable[[bytes], None]:
+class PieceCount(Protocol):
+    """
+    Where the pieces written are counted (a stream's log record,
+    L{twisted_stream.exchange._streamlog.StreamRecord}).
+    """
+
+    chunks: int
+
+
+class _Uncounted:
+    chunks = 0
+
+
+def bodyWriter(request: Request, record: Optional[PieceCount] = None) -> Callable[[bytes], None]:
     """
     What writes the pieces of a response body whose headers are sent.
 
@@ -49,7 +60,7 @@ def bodyWriter(request: Request, record: Optional[StreamRecord] = None) -> Calla
 
         return countedWrite
     send = channel.transport.write
-    counts = record if record is not None else StreamRecord(b"", b"", "", 0.0)
+    counts = record if record is not None else _Uncounted()
     if request.chunked:
 
         def writeChunk(data: bytes) -> None:

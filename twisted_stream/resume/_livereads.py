@@ -4,7 +4,7 @@ Every live read of streams kept in Redis that this instance makes, on one
 blocking connection (L{LiveReads}).
 
 A reader of a stream another instance reads
-(L{twisted_stream.exchange._remoteresume.RemoteResume}) waits for each new
+(L{twisted_stream.resume._remoteresume.RemoteResume}) waits for each new
 entry with a blocking read, C{XREAD BLOCK}, which holds its connection
 until Redis answers. A connection per reader made a thousand readers a
 thousand connections to Redis (whose C{maxclients}, 10,000 by default, is
@@ -28,7 +28,7 @@ from typing import Any, Optional, Protocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from twisted_stream.exchange._redislink import RedisLink
+from twisted_stream.resume._redislink import RedisLink
 
 __all__ = ["FOLLOW_BLOCK_MS", "LiveReader", "LiveReads", "ReadOf"]
 

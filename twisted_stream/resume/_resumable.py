@@ -37,16 +37,14 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
-from twisted_stream.exchange._bodywriter import bodyWriter
-from twisted_stream.exchange._eventids import EventIds, isStreamId, parseEventId
-from twisted_stream.exchange._streamlog import RESUME_PREFIX
+from twisted_stream.http._bodywriter import bodyWriter
 from twisted_stream.http._refusal import Refusal
+from twisted_stream.resume._eventids import RESUME_PREFIX, EventIds, isStreamId, parseEventId
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_MEMORY",
     "COMPLETE",
-    "RESUME_PREFIX",
     "TRUNCATED",
     "ResumableStream",
     "ResumeStore",
@@ -92,7 +90,7 @@ class StreamCopy(Protocol):
 class SharedStore(Protocol):
     """
     Where a fleet keeps its resumable streams, beside each instance's
-    memory (L{twisted_stream.exchange._sharedstreams.SharedStreams}, in
+    memory (L{twisted_stream.resume._sharedstreams.SharedStreams}, in
     Redis): declared here, so that this module needs nothing of Redis.
     """
 
@@ -162,7 +160,7 @@ class ResumableStream:
         self.readers: list[StreamReader] = []
         self.events: Optional[EventIds] = None
         """Where its events end, for an event stream (see
-        L{twisted_stream.exchange._eventids})."""
+        L{twisted_stream.resume._eventids})."""
         self._alone: Optional[IDelayedCall] = None
         self.abandoned: Callable[[], None] = lambda: None
         """Called when no reader has come back within the window (the
