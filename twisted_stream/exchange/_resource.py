@@ -49,7 +49,7 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import PotentialDataLoss, ResponseDone
-from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS
+from twisted.web.iweb import IAgent, IBodyProducer, IPolicyForHTTPS, IResponse
 from twisted.web.server import NOT_DONE_YET, Request
 from zope.interface import implementer
 
@@ -309,6 +309,9 @@ class _Exchange:
         self.record.emit(self.clock.seconds(), status, outcome, getattr(request, "sentLength", 0))
 
     def _gotResponse(self, served: Served) -> None:
+        # The head is passed on, the stream kept where the route is
+        # resumable, and the body's way to the client laid down, in that
+        # order: the body's writer is made once the head has gone.
         self._pending = None
         self.phase = _STREAMING
         self._served = served
@@ -317,6 +320,29 @@ class _Exchange:
         self.record.fields.update(
             upstream=served.member.member.label, tries=served.tries, failovers=served.failovers
         )
+        forwarded = self._passHeadOn(response)
+        self._keepResumable(response, forwarded)
+        contentType = forwarded.get(b"content-type")
+        if contentType is None:
+            # Nothing is invented: Twisted would otherwise add text/html.
+            self.request.defaultContentType = None
+        mediaType = contentType[0].split(b";")[0].strip().lower() if contentType else b""
+        encoding = forwarded.get(b"content-encoding", [b"identity"])[-1].strip().lower()
+        # (Nothing is put into a compressed stream: no heartbeat, no id.)
+        uncompressed = encoding in (b"identity", b"")
+        # The headers go out now, before the first piece of the body, and
+        # the body's writer is made only after that: on a HEAD request
+        # Twisted replaces write with a no-op once the headers are written.
+        self.request.write(b"")
+        write = self._bodyPath(response, forwarded, mediaType, uncompressed)
+        response.deliverBody(_UpstreamBody(self, write))
+
+    def _passHeadOn(self, response: IResponse) -> dict[bytes, list[bytes]]:
+        """
+        Set the client's status and headers from the upstream's head.
+
+        @return: The header fields forwarded, by lowercase name.
+        """
         request = self.request
         request.setResponseCode(response.code, response.phrase)
         # The header lines as they came where the agent keeps them (ours
@@ -330,42 +356,51 @@ class _Exchange:
         setHeader = request.responseHeaders.setRawHeaders
         for name, values in forwarded.items():
             setHeader(name, values)
+        return forwarded
+
+    def _keepResumable(self, response: IResponse, forwarded: dict[bytes, list[bytes]]) -> None:
+        """
+        On a resumable route, open the stream a streamed answer is kept in,
+        as it is forwarded, for whoever resumes it, and name it in the
+        client's headers.
+        """
         resume = self._proxy.resume
-        if resume is not None and 200 <= response.code < 300 and b"content-length" not in forwarded:
-            # A streamed answer on a resumable route: kept as it is
-            # forwarded, for whoever resumes it.
-            store, window = resume
-            # With a token, only its bearer may resume; without, the id is
-            # the capability.
-            owner = credentialOf(request.getHeader(b"authorization")) if self._proxy.rules.requireToken else None
-            stream = self._stream = store.open(
-                window,
-                owner,
-                response.code,
-                [(name, value) for name, values in forwarded.items() for value in values],
-                request.uri,
-            )
-            if stream is not None:
-                setHeader(b"x-stream-id", [stream.id.encode("ascii")])
-                setHeader(b"x-stream-resume", [b"/_streams/" + stream.id.encode("ascii")])
-                stream.abandoned = self._abandoned
-                self.record.fields["stream_id"] = stream.short
-            else:
-                # Its shared store cannot take it now (said by the store).
-                self.record.fields["resumable_lost"] = "store unavailable"
-        contentType = forwarded.get(b"content-type")
-        if contentType is None:
-            # Nothing is invented: Twisted would otherwise add text/html.
-            request.defaultContentType = None
-        mediaType = contentType[0].split(b";")[0].strip().lower() if contentType else b""
-        encoding = forwarded.get(b"content-encoding", [b"identity"])[-1].strip().lower()
-        # (Nothing is put into a compressed stream: no heartbeat, no id.)
-        uncompressed = encoding in (b"identity", b"")
+        if resume is None or not 200 <= response.code < 300 or b"content-length" in forwarded:
+            return
+        request = self.request
+        store, window = resume
+        # With a token, only its bearer may resume; without, the id is the
+        # capability.
+        owner = credentialOf(request.getHeader(b"authorization")) if self._proxy.rules.requireToken else None
+        stream = self._stream = store.open(
+            window,
+            owner,
+            response.code,
+            [(name, value) for name, values in forwarded.items() for value in values],
+            request.uri,
+        )
+        if stream is None:
+            # Its shared store cannot take it now (said by the store).
+            self.record.fields["resumable_lost"] = "store unavailable"
+            return
+        setHeader = request.responseHeaders.setRawHeaders
+        setHeader(b"x-stream-id", [stream.id.encode("ascii")])
+        setHeader(b"x-stream-resume", [b"/_streams/" + stream.id.encode("ascii")])
+        stream.abandoned = self._abandoned
+        self.record.fields["stream_id"] = stream.short
+
+    def _bodyPath(
+        self, response: IResponse, forwarded: dict[bytes, list[bytes]], mediaType: bytes, uncompressed: bool
+    ) -> Callable[[bytes], None]:
+        """
+        What each piece of the upstream's body is handed to, the client's
+        writer last in the chain and first to be called: the resumable
+        stream and its event ids, the recording, the heartbeats' watch, the
+        usage reader, each where it applies.
+        """
+        request = self.request
+        proxy = self._proxy
         events = mediaType == b"text/event-stream" and uncompressed
-        # The headers go out now, before the first piece of the body, and
-        # the body's writer is made only after that: on a HEAD request
-        # Twisted replaces write with a no-op once the headers are written.
-        request.write(b"")
         write = bodyWriter(request, self.record)
         if self._stream is not None:
             # Every piece goes to the stream, and from it to each reader,
@@ -374,7 +409,6 @@ class _Exchange:
             if events:
                 # Each event numbered, for Last-Event-ID.
                 write = self._stream.events = EventIds(self._stream.id, write)
-        proxy = self._proxy
         if proxy.recorder is not None:
             # Noted after each piece is written, as forwarded (heartbeats too).
             self._recording = proxy.recorder.start(
@@ -382,7 +416,6 @@ class _Exchange:
                 [(name, value) for name, values in forwarded.items() for value in values], self.record.started,
             )  # fmt: skip
             write = _thenNoted(write, self._recording.piece)
-
         heartbeat = proxy.heartbeat if events else None
         if proxy.idleTimeout or heartbeat:
             self._watch = BodyWatch(proxy.clock, self, write, proxy.idleTimeout, heartbeat, self._upstreamIdle)
@@ -393,8 +426,7 @@ class _Exchange:
             # passes, after each piece has been written (never delaying one).
             self._usage = UsageReader() if events else WholeAnswerReader()
             write = _thenNoted(write, self._usage.feed)
-
-        response.deliverBody(_UpstreamBody(self, write))
+        return write
 
     def _failed(self, failure: Failure) -> None:
         self._pending = None
