@@ -741,6 +741,13 @@ class RedisOverTLSTests(TestCase):
         yield until(lambda: "certificate verify failed" in proxy.output, 10, lambda: proxy.output)
         self.assertIn("redis: TLS failed: certificate verify failed", proxy.output)
         self.assertNotRegex(proxy.output, r"resume store rediss://\S+: connected")
+        # Tried again with a growing delay, said once a minute: not four
+        # lines a second for as long as it lasts.
+        triedBefore = proxy.output.count("Scheduling retry")
+        yield deferLater(reactor, 4.0, lambda: None)
+        self.assertEqual(proxy.output.count("certificate verify failed"), 1, proxy.output)
+        self.assertLessEqual(proxy.output.count("Scheduling retry") - triedBefore, 3, proxy.output)
+        self.assertNotIn("Starting factory <twisted_stream.resume", proxy.output)
         self.assertNotIn("Traceback", proxy.output)
 
 

@@ -170,16 +170,22 @@ class _RedisFactory(Factory):
     """
 
     isLazy = False
+    # (Not a pair of "Starting factory" lines for every connection made.)
+    noisy = False
 
     def __init__(
         self,
         address: RedisAddress,
+        clock: IReactorTime,
         replyTimeout: Optional[float],
         built: Optional[Callable[[txredisapi.RedisProtocol], object]] = None,
     ) -> None:
         """
+        @param clock: What tells the time (the reactor).
         @param built: Called with each protocol it builds.
         """
+        self._clock = clock
+        self._said: tuple[str, float] = ("", -1e18)
         self._address = address
         self._replyTimeout = replyTimeout
         self._built = built
@@ -212,7 +218,13 @@ class _RedisFactory(Factory):
         tls = _tlsFailure(self.lostBecause)
         if tls is not None:
             why = f"TLS failed: {tls}"
-        _log.warn("redis: {why}", why=why)
+        # Said once a minute at most while it stays the same: a wrong
+        # password fails every attempt, for as long as it is not mended.
+        now = self._clock.seconds()
+        said, saidAt = self._said
+        if why != said or now - saidAt >= 60:
+            self._said = (why, now)
+            _log.warn("redis: {why} (tried again with a growing delay; said again once a minute)", why=why)
 
 
 def _tlsFailure(reason: Optional[Failure]) -> Optional[str]:
@@ -265,7 +277,7 @@ class RedisLink:
         self.address = address
         self._reactor: IReactorTime = reactor
         self._endpoint = address.endpoint(reactor)
-        self._blockingFactory = _RedisFactory(address, None)
+        self._blockingFactory = _RedisFactory(address, reactor, None)
         self._protocol: Optional[txredisapi.RedisProtocol] = None
         # Lua scripts by body: their SHA1, by which they are called.
         self._scripts: dict[bytes, str] = {}
@@ -276,10 +288,15 @@ class RedisLink:
         # NoTransition, logged as a traceback, and the service never tries
         # again). Each connection is readied here instead, as it is built;
         # the link is up once it is.
+        # Connections made but never readied (refused by AUTH, TLS or
+        # SELECT) in a row: ClientService counts them as successes, and
+        # would try again within a second, for ever.
+        self._notReady = 0
+        growing = backoffPolicy(initialDelay=0.2, maxDelay=5.0)
         self._service = ClientService(
             self._endpoint,
-            _RedisFactory(address, replyTimeout, self._connected),
-            retryPolicy=backoffPolicy(initialDelay=0.2, maxDelay=5.0),
+            _RedisFactory(address, reactor, replyTimeout, self._connected),
+            retryPolicy=lambda attempt: growing(max(attempt, self._notReady)),
             clock=reactor,
         )
 
@@ -335,6 +352,7 @@ class RedisLink:
         def ready(_: object) -> None:
             if not protocol.connected:
                 return
+            self._notReady = 0
             self._protocol = protocol
             protocol.whenDisconnected().addCallback(lambda _: self._lost(protocol))
             _log.info("resume store {address}: connected", address=str(self.address))
@@ -349,6 +367,11 @@ class RedisLink:
             if protocol.transport is not None:
                 protocol.transport.loseConnection()
 
+        def lost(_: object) -> None:
+            if self._protocol is not protocol:
+                self._notReady += 1
+
+        protocol.whenDisconnected().addCallback(lost)
         protocol.whenConnected().addCallback(loaded).addCallbacks(ready, failed)
 
     def _lost(self, protocol: txredisapi.RedisProtocol) -> None:
