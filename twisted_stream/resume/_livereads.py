@@ -1,7 +1,7 @@
-# -*- test-case-name: tests.test_sharedstreams -*-
+# -*- test-case-name: tests.test_livereads,tests.test_sharedstreams -*-
 """
-Every live read of streams kept in Redis that this instance makes, on one
-blocking connection (L{LiveReads}).
+Every live read of streams kept in Redis that this instance makes, on a few
+blocking connections (L{LiveReads}).
 
 A reader of a stream another instance reads
 (L{twisted_stream.resume._remoteresume.RemoteResume}) waits for each new
@@ -9,16 +9,21 @@ entry with a blocking read, C{XREAD BLOCK}, which holds its connection
 until Redis answers. A connection per reader made a thousand readers a
 thousand connections to Redis (whose C{maxclients}, 10,000 by default, is
 the whole fleet's) and a thousand reads waiting there. Here one read asks
-for every reader's stream, C{XREAD ... STREAMS k1 k2 ... id1 id2 ...}: Redis
-answers as soon as any of them has something, with what all of them have,
-and the read is asked again. A reader that comes, or resumes after its
-client was slow, while that read waits has it given up at once
+for many readers' streams, C{XREAD ... STREAMS k1 k2 ... id1 id2 ...}:
+Redis answers as soon as any of them has something, with what all of them
+have, and the read is asked again. A reader that comes, or resumes after
+its client was slow, while that read waits has it given up at once
 (C{CLIENT UNBLOCK}, Redis 5 and later, sent on the link's shared
 connection), and the read is asked again with its stream.
 
-The connection's phases: C{none} (no connection: made when a reader comes),
-C{connecting}, C{idle} (no reader to read for), C{reading} (a read waits in
-Redis), C{closed}.
+A read names every stream of its readers, and its reply is gone through for
+them, so its cost grows with their number: each connection serves
+L{READERS_PER_CONNECTION} readers at most, and the next readers get another
+(a thousand readers: 16 connections, not a thousand).
+
+A connection's phases (L{_SharedRead}): C{none} (not made: made when a
+reader comes), C{connecting}, C{idle} (no reader to read for), C{reading}
+(a read waits in Redis), C{closed}.
 """
 
 from __future__ import annotations
@@ -28,9 +33,9 @@ from typing import Any, Optional, Protocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 
-from twisted_stream.resume._redislink import RedisLink
+from twisted_stream.resume._redislink import RedisDown, RedisLink
 
-__all__ = ["FOLLOW_BLOCK_MS", "LiveReader", "LiveReads", "ReadOf"]
+__all__ = ["ENTRIES_PER_READ", "FOLLOW_BLOCK_MS", "READERS_PER_CONNECTION", "LiveReader", "LiveReads", "ReadOf"]
 
 FOLLOW_BLOCK_MS = 1000
 """How long one blocking read waits for an entry, in milliseconds: a reader
@@ -38,6 +43,9 @@ that got nothing for that long looks whether its stream is still there."""
 
 ENTRIES_PER_READ = 100
 """The most entries of each stream one read returns."""
+
+READERS_PER_CONNECTION = 64
+"""The most readers one connection's reads serve."""
 
 
 class LiveReader(Protocol):
@@ -74,12 +82,12 @@ def _entryNumber(entryId: bytes) -> tuple[int, int]:
 
 class ReadOf:
     """
-    One reader's place in L{LiveReads}: the stream, the last entry it had,
-    whether it waits for its client.
+    One reader's place in the live reads: the stream, the last entry it
+    had, whether it waits for its client.
     """
 
-    def __init__(self, reads: LiveReads, reader: LiveReader, key: bytes, last: bytes, now: float) -> None:
-        self._reads = reads
+    def __init__(self, shared: _SharedRead, reader: LiveReader, key: bytes, last: bytes, now: float) -> None:
+        self._shared = shared
         self.reader = reader
         self.key = key
         self.last = last
@@ -98,52 +106,100 @@ class ReadOf:
         """
         if self.paused:
             self.paused = False
-            self.heardAt = self._reads.clock.seconds()
-            self._reads.wake()
+            self.heardAt = self._shared.clock.seconds()
+            self._shared.wake()
 
     def stop(self) -> None:
         """
         Read no more for it.
         """
-        self._reads.forget(self)
+        self._shared.forget(self)
 
 
 class LiveReads:
     """
-    The live reads of this instance's readers, on one connection of their
-    own.
+    The live reads of this instance's readers, on connections of their
+    own, L{READERS_PER_CONNECTION} readers to a connection at most.
     """
 
-    def __init__(self, link: RedisLink, clock: IReactorTime, blockMilliseconds: int = FOLLOW_BLOCK_MS) -> None:
+    def __init__(
+        self,
+        link: RedisLink,
+        clock: IReactorTime,
+        blockMilliseconds: int = FOLLOW_BLOCK_MS,
+        perConnection: int = READERS_PER_CONNECTION,
+    ) -> None:
         self._link = link
-        self.clock = clock
+        self._clock = clock
         self._blockMilliseconds = blockMilliseconds
-        self._readers: list[ReadOf] = []
-        self.phase = "none"
-        self._connection: Any = None
-        self._clientId: Optional[bytes] = None
-        self._unblocking = False
+        self._perConnection = perConnection
+        self._shared: list[_SharedRead] = []
+        self._closed = False
 
     @property
     def readers(self) -> int:
         """
         How many readers it reads for.
         """
-        return len(self._readers)
+        return sum(shared.readers for shared in self._shared)
 
-    def follow(self, reader: LiveReader, key: bytes, last: bytes) -> ReadOf:
+    def follow(self, reader: LiveReader, key: bytes, last: bytes) -> Optional[ReadOf]:
         """
         Read the stream at C{key} for C{reader}, from the entry after
         C{last} on.
+
+        @return: Its place, or L{None} where the reads are closed (the
+            reader has been told, L{LiveReader.liveBroken}).
         """
+        if self._closed:
+            reader.liveBroken(Failure(RedisDown()))
+            return None
+        shared = next((each for each in self._shared if each.readers < self._perConnection), None)
+        if shared is None:
+            shared = _SharedRead(self._link, self._clock, self._blockMilliseconds)
+            self._shared.append(shared)
+        return shared.follow(reader, key, last)
+
+    def close(self) -> None:
+        """
+        Close the connections, and read no more.
+        """
+        self._closed = True
+        for shared in self._shared:
+            shared.close()
+
+
+class _SharedRead:
+    """
+    The reads of some readers on one connection.
+    """
+
+    def __init__(self, link: RedisLink, clock: IReactorTime, blockMilliseconds: int) -> None:
+        self._link = link
+        self.clock = clock
+        self._blockMilliseconds = blockMilliseconds
+        self._byKey: dict[bytes, list[ReadOf]] = {}
+        self.readers = 0
+        self.phase = "none"
+        self._connection: Any = None
+        self._clientId: Optional[bytes] = None
+        self._unblocking = False
+        self._lookedAt = clock.seconds()
+
+    def follow(self, reader: LiveReader, key: bytes, last: bytes) -> ReadOf:
         read = ReadOf(self, reader, key, last, self.clock.seconds())
-        self._readers.append(read)
+        self._byKey.setdefault(key, []).append(read)
+        self.readers += 1
         self.wake()
         return read
 
     def forget(self, read: ReadOf) -> None:
-        if read in self._readers:
-            self._readers.remove(read)
+        reads = self._byKey.get(read.key)
+        if reads is not None and read in reads:
+            reads.remove(read)
+            self.readers -= 1
+            if not reads:
+                del self._byKey[read.key]
 
     def wake(self) -> None:
         """
@@ -159,9 +215,6 @@ class LiveReads:
             self._link.command("CLIENT", "UNBLOCK", self._clientId).addErrback(lambda _: None)
 
     def close(self) -> None:
-        """
-        Close the connection, and read no more.
-        """
         self.phase = "closed"
         connection, self._connection = self._connection, None
         if connection is not None and connection.transport is not None:
@@ -182,21 +235,26 @@ class LiveReads:
         made.addCallback(identified).addErrback(self._broken)
 
     def _identified(self, clientId: object) -> None:
+        if self.phase != "connecting":
+            return
         self._clientId = str(clientId).encode("ascii")
         self.phase = "idle"
         self._read()
 
     def _read(self) -> None:
-        # One read for every reader not waiting for its client: each
-        # stream from the oldest entry any of its readers had.
+        # One read for every stream a reader not waiting for its client
+        # follows, from the oldest entry any of its readers had.
         since: dict[bytes, bytes] = {}
-        for read in self._readers:
-            if read.paused:
-                continue
-            had = since.get(read.key)
-            if had is None or _entryNumber(read.last) < _entryNumber(had):
-                since[read.key] = read.last
-            read.reader.liveReading()
+        for key, reads in self._byKey.items():
+            oldest: Optional[bytes] = None
+            for read in reads:
+                if read.paused:
+                    continue
+                if oldest is None or _entryNumber(read.last) < _entryNumber(oldest):
+                    oldest = read.last
+                read.reader.liveReading()
+            if oldest is not None:
+                since[key] = oldest
         if not since:
             self.phase = "idle"
             return
@@ -212,20 +270,23 @@ class LiveReads:
             return
         self.phase = "idle"
         now = self.clock.seconds()
-        byKey = {key: entries for key, entries in reply or ()}
-        for read in list(self._readers):
-            entries = byKey.get(read.key)
-            if entries:
+        for key, entries in reply or ():
+            for read in list(self._byKey.get(key, ())):
                 last = _entryNumber(read.last)
                 new = [entry for entry in entries if _entryNumber(entry[0]) > last]
                 if new:
                     read.last = new[-1][0]
                     read.heardAt = now
                     read.reader.liveEntries(new)
-                    continue
-            if not read.paused and now - read.heardAt >= self._blockMilliseconds / 1000:
-                read.heardAt = now
-                read.reader.liveQuiet()
+        quietAfter = self._blockMilliseconds / 1000
+        if now - self._lookedAt >= quietAfter:
+            # (Looked for once a wait at most, not at every reply.)
+            self._lookedAt = now
+            for reads in list(self._byKey.values()):
+                for read in list(reads):
+                    if not read.paused and now - read.heardAt >= quietAfter:
+                        read.heardAt = now
+                        read.reader.liveQuiet()
         if self.phase == "idle":
             self._read()
 
@@ -241,6 +302,8 @@ class LiveReads:
         self.phase = "none"
         if connection is not None and connection.transport is not None:
             connection.transport.loseConnection()
-        readers, self._readers = self._readers, []
-        for read in readers:
-            read.reader.liveBroken(failure)
+        byKey, self._byKey = self._byKey, {}
+        self.readers = 0
+        for reads in byKey.values():
+            for read in reads:
+                read.reader.liveBroken(failure)

@@ -8,8 +8,8 @@ every stream, the reads that start a resume); it is kept open, and opened
 again with a growing delay when it is lost, by a L{ClientService}. A
 blocking read (C{XREAD BLOCK}) holds its connection until Redis answers, so
 the live reads have a connection of their own
-(L{RedisLink.blockingConnection}): one for all of an instance's readers
-(L{twisted_stream.resume._livereads.LiveReads}).
+(L{RedisLink.blockingConnection}), each shared by many of an instance's
+readers (L{twisted_stream.resume._livereads.LiveReads}).
 
 The wire is txredisapi's protocol, with what a stream's bytes need: no
 decoding of replies (C{charset=None}) and no turning of replies that look

@@ -20,7 +20,7 @@ supported: one Redis, or a primary with replicas.)
 
 An instance asked to resume a stream it does not hold reads it there (a
 L{twisted_stream.resume._remoteresume.RemoteResume}): the head, what is kept (C{XRANGE}), then each later entry
-the moment it lands (the instance's one blocking read for all its readers,
+the moment it lands (the instance's blocking reads, shared by its readers,
 L{twisted_stream.resume._livereads.LiveReads}), at its client's pace. While it follows, it says so in a key with the stream's
 window as its expiry, which the writing instance reads before it gives up
 an upstream that no reader of its own follows.
