@@ -136,7 +136,7 @@ class MockThroughSDKsTests(TestCase):
         C{count_tokens}, C{embed_content} (the vector OpenAI's embeddings
         give the same text); automatic function calling runs the Python
         function with the arguments its signature asks for; thought parts,
-        counted apart.
+        counted apart; two candidates for C{candidate_count=2}.
         """
         got = yield self.bothWays("gemini_mocked.py", "")
         names = ["gpt-4o-mini", "mock-echo", "mock-embed", "mock-passage", "mock-reasoning", "mock-tools"]
@@ -148,6 +148,7 @@ class MockThroughSDKsTests(TestCase):
         self.assertEqual(calls, [{"city": "example", "days": 1}])
         self.assertIn("sunny", answer)
         self.assertEqual(got["thoughts"], [len(tokens(REASONING)), REASONING, PASSAGE, len(tokens(REASONING))])
+        self.assertEqual(got["candidates"], [["a b", "a b"], 4])
 
     @inlineCallbacks
     def test_vercelAISDK(self) -> Any:

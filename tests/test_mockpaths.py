@@ -273,6 +273,36 @@ class CompletionsTests(SynchronousTestCase):
         code, body = self.mock.json("POST", "/v1/chat/completions", {**request, "n": 0})
         self.assertEqual((code, body["error"]["param"]), (400, "n"))
 
+    def test_geminiCandidates(self) -> None:
+        """
+        Gemini's C{generationConfig.candidateCount} (or C{candidate_count}):
+        as many candidates, each the answer, whole and in every streamed
+        chunk; usage counts them all; out of range is a 400 in Google's
+        shape.
+        """
+        path = "/v1beta/models/mock-echo:generateContent"
+        request = {"contents": [{"role": "user", "parts": [{"text": "a b"}]}], "generationConfig": {"candidateCount": 3}}
+        code, body = self.mock.json("POST", path, request)
+        self.assertEqual(code, 200, body)
+        self.assertEqual([c["content"]["parts"][0]["text"] for c in body["candidates"]], ["a b"] * 3)
+        self.assertEqual([c["index"] for c in body["candidates"]], [0, 1, 2])
+        self.assertEqual(body["usageMetadata"]["candidatesTokenCount"], 6)
+        _, streamed = self.mock.request(
+            "POST", "/v1beta/models/mock-echo:streamGenerateContent?alt=sse",
+            {**request, "generationConfig": {"candidate_count": 2}},
+        )  # fmt: skip
+        text: dict[int, str] = {}
+        # (Gemini ends each event with CR LF CR LF.)
+        for event in sseEvents(streamed.replace(b"\r\n", b"\n")):
+            for candidate in event["candidates"]:
+                for part in candidate["content"]["parts"]:
+                    text[candidate["index"]] = text.get(candidate["index"], "") + part.get("text", "")
+        self.assertEqual(text, {0: "a b", 1: "a b"})
+        for wrong in (0, 9, "2", True):
+            code, body = self.mock.json("POST", path, {**request, "generationConfig": {"candidateCount": wrong}})
+            self.assertEqual((code, body["error"]["status"]), (400, "INVALID_ARGUMENT"), wrong)
+            self.assertIn("candidate_count", body["error"]["message"])
+
     def test_routes(self) -> Any:
         """
         Anything but POST is refused in OpenAI's shape.

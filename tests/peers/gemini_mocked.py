@@ -2,7 +2,7 @@
 A client on the official google-genai package, using what the mock LLM
 serves beyond generating: C{models.list}, C{models.get},
 C{count_tokens}, C{embed_content}, automatic function calling with a
-Python function, and C{mock-reasoning}'s thought parts. Prints one
+Python function, C{mock-reasoning}'s thought parts, and C{candidate_count}. Prints one
 C{KEY VALUE} line for each, then 'done'. GATEWAY_TOKEN, if set, is sent as
 a bearer token.
 
@@ -54,4 +54,8 @@ for chunk in client.models.generate_content_stream(model="mock-reasoning", conte
         (thoughts if part.thought else text).append(part.text or "")
     used = chunk.usage_metadata or used
 show("thoughts", [len(thoughts), "".join(thoughts), "".join(text), used.thoughts_token_count if used else None])
+several = client.models.generate_content(model="mock-echo", contents="a b",
+                                         config=types.GenerateContentConfig(candidate_count=2))
+show("candidates", [[candidate.content.parts[0].text for candidate in several.candidates],
+                    several.usage_metadata.candidates_token_count])
 print("done", flush=True)

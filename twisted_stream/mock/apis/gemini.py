@@ -23,13 +23,20 @@ from twisted_stream.mock.apis.embeddings import MAX_DIMENSIONS, MAX_INPUTS, vect
 from twisted_stream.mock.apis.openai import encode
 from twisted_stream.mock.apis.tools import ToolChoice, checkedChoice
 
-__all__ = ["EMBED_DIMENSIONS", "GENERATE_ACTIONS", "GeminiGenerate", "embedded", "forURL", "modelList", "modelObject"]
+__all__ = [
+    "EMBED_DIMENSIONS", "GENERATE_ACTIONS", "MAX_CANDIDATES", "GeminiGenerate", "embedded", "forURL", "modelList",
+    "modelObject",
+]  # fmt: skip
 
 GENERATE_ACTIONS = ("generateContent", "streamGenerateContent")
 
 EMBED_DIMENSIONS = 768
 """A vector's length unless C{outputDimensionality} asks for another (as
 C{text-embedding-004}'s)."""
+
+MAX_CANDIDATES = 8
+"""The most candidates C{generationConfig.candidateCount} may ask for (as
+Gemini's models allow)."""
 
 _FINISH: Mapping[Finish, str] = {"complete": "STOP", "length": "MAX_TOKENS", "tool_call": "STOP"}
 _STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 405: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED",
@@ -218,9 +225,14 @@ class GeminiGenerate:
         maxTokens: Optional[int] = _field(config, "maxOutputTokens")
         if maxTokens is not None and (isinstance(maxTokens, bool) or not isinstance(maxTokens, int) or maxTokens < 1):
             raise RequestError("Invalid value at 'generation_config.max_output_tokens': expected a positive integer")
+        candidates = _field(config, "candidateCount")
+        if candidates is None:
+            candidates = 1
+        if isinstance(candidates, bool) or not isinstance(candidates, int) or not 1 <= candidates <= MAX_CANDIDATES:
+            raise RequestError(f"Invalid value at 'generation_config.candidate_count': 1 to {MAX_CANDIDATES}")
         offered = _offered(request)
         return ChatRequest(self._model, conversation, self._stream, True, maxTokens, request, None, toolResult,
-                           offered, _toolChoice(request, offered), _outputSchema(config))  # fmt: skip
+                           offered, _toolChoice(request, offered), _outputSchema(config), candidates)  # fmt: skip
 
     def counted(self, body: bytes) -> Sequence[tuple[str, str]]:
         """
@@ -245,13 +257,21 @@ class GeminiGenerate:
         parts = [part] if part != {"text": ""} or not thought else []
         if thought:
             parts.insert(0, {"text": thought, "thought": True})
-        candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
+        candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}}
         if finish is not None:
             candidate["finishReason"] = _FINISH[finish]
-        response: dict[str, Any] = {"candidates": [candidate], "modelVersion": self._model, "responseId": answer.id}
+        # (Under candidateCount, the same answer under each index.)
+        count = answer.request.choices
+        response: dict[str, Any] = {
+            "candidates": [{**candidate, "index": index} for index in range(count)],
+            "modelVersion": self._model,
+            "responseId": answer.id,
+        }
         if completion is not None:
-            # The thoughts' tokens are counted apart from the candidates'.
-            thoughts = len(answer.reasoning)
+            # The thoughts' tokens are counted apart from the candidates';
+            # every candidate's are counted.
+            thoughts = len(answer.reasoning) * count
+            completion *= count
             response["usageMetadata"] = {
                 "promptTokenCount": answer.promptTokens,
                 "candidatesTokenCount": completion - thoughts,
