@@ -102,6 +102,7 @@ class MockThroughSDKsTests(TestCase):
         thought, words = tokens(REASONING), tokens(PASSAGE)
         self.assertEqual(got["parse-chat"], _PERSON)
         self.assertEqual(got["parse-responses"], _PERSON)
+        self.assertEqual(got["input-items"], [["user", "Who is it?"]])
         self.assertEqual(got["stream-parse"][1], _PERSON)
         self.assertGreater(got["stream-parse"][0], 5, "the JSON streamed in pieces")
         self.assertEqual(got["retrieve"], "mock-passage")

@@ -117,6 +117,43 @@ class SubPathTests(SynchronousTestCase):
         code, body = self.mock.json("GET", f"/v1/responses/{unkept['id']}")
         self.assertEqual((code, body["error"]["message"]), (404, f"No response found with id '{unkept['id']}'."))
 
+    def test_responsesInputItems(self) -> None:
+        """
+        C{GET /v1/responses/ID/input_items} lists a kept answer's input,
+        each item with an id, newest first unless C{order=asc}, C{limit} at
+        a time; a string input is one user message; bad parameters are a
+        400, another method a 405, an answer not kept a 404.
+        """
+        given = [
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "an answer"},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "second"}]},
+        ]
+        _, made = self.mock.json("POST", "/v1/responses", {"model": "mock-echo", "input": given})
+        path = f"/v1/responses/{made['id']}/input_items"
+        code, listed = self.mock.json("GET", path + "?order=asc")
+        self.assertEqual(code, 200, listed)
+        self.assertEqual([(item["role"], item["content"]) for item in listed["data"]], [
+            ("user", [{"type": "input_text", "text": "first"}]),
+            ("assistant", [{"type": "output_text", "text": "an answer"}]),
+            ("user", [{"type": "input_text", "text": "second"}]),
+        ])  # fmt: skip
+        self.assertTrue(all(item["id"].startswith("msg_") and item["type"] == "message" for item in listed["data"]))
+        self.assertEqual((listed["object"], listed["has_more"]), ("list", False))
+        self.assertEqual((listed["first_id"], listed["last_id"]), (listed["data"][0]["id"], listed["data"][-1]["id"]))
+        _, newest = self.mock.json("GET", path + "?limit=2")
+        self.assertEqual([item["content"][0]["text"] for item in newest["data"]], ["second", "an answer"])
+        self.assertTrue(newest["has_more"])
+        _, one = self.mock.json("POST", "/v1/responses", {"model": "mock-echo", "input": "just this"})
+        _, listed = self.mock.json("GET", f"/v1/responses/{one['id']}/input_items")
+        self.assertEqual([(i["role"], i["content"]) for i in listed["data"]], [("user", [{"type": "input_text", "text": "just this"}])])
+        for query in ("?order=up", "?limit=0", "?limit=101", "?limit=x"):
+            code, body = self.mock.json("GET", path + query)
+            self.assertEqual((code, body["error"]["type"]), (400, "invalid_request_error"), query)
+        self.assertEqual(self.mock.json("POST", path)[0], 405)
+        _, unkept = self.mock.json("POST", "/v1/responses", {"model": "mock-echo", "input": "hi", "store": False})
+        self.assertEqual(self.mock.json("GET", f"/v1/responses/{unkept['id']}/input_items")[0], 404)
+
     def test_geminiModels(self) -> None:
         """
         Gemini's C{models} list and C{models/ID}, in Google's shape, under

@@ -1,7 +1,7 @@
 """
 A client on the official openai package, using what the mock LLM serves
 beyond chat: structured outputs (C{chat.completions.parse},
-C{responses.parse}, C{chat.completions.stream} with a C{response_format},
+C{responses.parse} (and C{responses.input_items.list}), C{chat.completions.stream} with a C{response_format},
 a pydantic model with a nested one), C{models.retrieve}, the legacy
 C{completions} streamed, an aliased C{gpt-4o-mini}, and reasoning in both
 APIs. Prints one C{KEY VALUE} line for each, then 'done'.
@@ -47,6 +47,8 @@ show("parse-chat", person.model_dump())
 response = client.responses.parse(model="mock-passage", input="Who is it?", text_format=Person)
 assert isinstance(response.output_parsed, Person)
 show("parse-responses", response.output_parsed.model_dump())
+items = client.responses.input_items.list(response.id, order="asc")
+show("input-items", [[item.role, item.content[0].text] for item in items.data])
 deltas = 0
 with client.chat.completions.stream(model="mock-passage", messages=asked, response_format=Person) as stream:
     for event in stream:

@@ -310,7 +310,7 @@ GET /generate?count=N&interval=SECONDS&size=BYTES&format=text|sse|ndjson
   format    text, sse or ndjson (default {format})
 
 POST /v1/chat/completions   OpenAI's API: models mock-passage, mock-echo, mock-tools; "stream": true for SSE
-POST /v1/responses          OpenAI's Responses API (GET /v1/responses/ID, POST .../input_tokens)
+POST /v1/responses          OpenAI's Responses API (GET /v1/responses/ID[/input_items], POST .../input_tokens)
 POST /v1/completions        OpenAI's legacy completions
 POST /v1/embeddings         deterministic vectors (model mock-embed, or any name)
 POST /v1/messages           Anthropic's API: the same models (POST /v1/messages/count_tokens)

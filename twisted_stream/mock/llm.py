@@ -23,7 +23,7 @@ import re
 from collections import OrderedDict
 from dataclasses import replace
 from functools import partial
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -42,7 +42,7 @@ from twisted_stream.mock.apis import (
     newId,
 )
 from twisted_stream.mock.apis.openai import encode
-from twisted_stream.mock.apis.responses import OpenAIResponses, parseResponsesRequest
+from twisted_stream.mock.apis.responses import OpenAIResponses, inputItems, parseResponsesRequest
 from twisted_stream.mock.apis.tools import TOOLS_MODEL, argumentsFor, chosenCall
 from twisted_stream.mock.apis.tools import pieces as jsonPieces
 
@@ -236,14 +236,14 @@ class ChatResource(PlainResource):
         api: ChatAPI,
         mock: MockLLM,
         background: Optional[BackgroundAnswers] = None,
-        kept: Optional[Callable[[str, bytes], None]] = None,
+        kept: Optional[Callable[[Answer, bytes], None]] = None,
     ) -> None:
         """
         @param api: Whose wire shapes to speak.
         @param mock: The mock's settings and state.
         @param background: Where answers asked for in the background are
             kept (the Responses API's), if they may be.
-        @param kept: Called with each answer's id and whole body once it is
+        @param kept: Called with each answer and its whole body once it is
             made (unless the request says C{store: false}), for an API that
             serves answers again.
         """
@@ -331,7 +331,7 @@ class ChatResource(PlainResource):
         )
         keep = None
         if self._kept is not None and chat.extra.get("store", True) is not False:
-            keep = partial(self._kept, answer.id)
+            keep = partial(self._kept, answer)
         if self._background is not None and chat.extra.get("background") is True:
             return self._inBackground(request, chat.stream, answer, pieces, finish, pace, fault, wait)
         if chat.stream:
@@ -418,8 +418,9 @@ class ResponsesResource(PlainResource):
     L{twisted_stream.mock._background}); C{GET /v1/responses/ID} for an
     answer it made (kept unless the request said C{store: false}), and
     C{?stream=true&starting_after=N} and C{POST /v1/responses/ID/cancel} for
-    one made in the background; C{POST /v1/responses/input_tokens}, the
-    input's tokens as the mock counts them.
+    one made in the background; C{GET /v1/responses/ID/input_items} for a
+    kept answer's input (C{order}, C{limit}); C{POST
+    /v1/responses/input_tokens}, the input's tokens as the mock counts them.
     """
 
     isLeaf = True
@@ -434,16 +435,17 @@ class ResponsesResource(PlainResource):
         super().__init__()
         self._api = OpenAIResponses()
         self.answers = mock.background
-        self._stored: OrderedDict[str, bytes] = OrderedDict()
+        # Each kept answer's body, and its input items as JSON.
+        self._stored: OrderedDict[str, tuple[bytes, bytes]] = OrderedDict()
         self._storedBytes = 0
         self._create = ChatResource(self._api, mock, self.answers, self._keep)
 
-    def _keep(self, id: str, response: bytes) -> None:
-        self._stored[id] = response
-        self._storedBytes += len(response)
+    def _keep(self, answer: Answer, response: bytes) -> None:
+        kept = self._stored[answer.id] = (response, encode(inputItems(answer.request.extra)))
+        self._storedBytes += len(kept[0]) + len(kept[1])
         while len(self._stored) > self.KEEP or self._storedBytes > self.KEEP_BYTES:
-            _, forgotten = self._stored.popitem(last=False)
-            self._storedBytes -= len(forgotten)
+            _, (body, items) = self._stored.popitem(last=False)
+            self._storedBytes -= len(body) + len(items)
 
     def render(self, request: Request) -> bytes | int:
         where = segmentsBelow(request)
@@ -453,11 +455,14 @@ class ResponsesResource(PlainResource):
             return self._inputTokens(request)
         id = where[0].decode("ascii", "replace")
         job = self.answers.get(id)
-        if job is None and len(where) == 1 and id in self._stored:
+        if job is None and id in self._stored and (len(where) == 1 or where[1:] == [b"input_items"]):
             if request.method != b"GET":
                 return jsonError(request, self._api, RequestError("use GET to retrieve a response", status=405))
+            body, items = self._stored[id]
+            if len(where) == 2:
+                return self._inputItems(request, json.loads(items))
             request.setHeader(b"Content-Type", b"application/json")
-            return self._stored[id]
+            return body
         if job is None or len(where) > 2 or (len(where) == 2 and where[1] != b"cancel"):
             problem = RequestError(f"No response found with id '{id}'.", status=404)
             return jsonError(request, self._api, problem)
@@ -474,6 +479,23 @@ class ResponsesResource(PlainResource):
             return job.follow(request, int(after))
         request.setHeader(b"Content-Type", b"application/json")
         return job.responseObject()
+
+    def _inputItems(self, request: Request, items: list[dict[str, Any]]) -> bytes:
+        # A page of them, as the API lists them: newest first unless
+        # order=asc, 20 unless limit says otherwise (1 to 100).
+        order = _query(request, b"order") or b"desc"
+        limit = _query(request, b"limit") or b"20"
+        if order not in (b"asc", b"desc"):
+            return jsonError(request, self._api, RequestError("order must be asc or desc", "order"))
+        if not limit.isdigit() or not 1 <= int(limit) <= 100:
+            return jsonError(request, self._api, RequestError("limit must be an integer from 1 to 100", "limit"))
+        ordered = items if order == b"asc" else items[::-1]
+        page = ordered[: int(limit)]
+        request.setHeader(b"Content-Type", b"application/json")
+        return encode({
+            "object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None, "has_more": len(ordered) > len(page),
+        })  # fmt: skip
 
     def _inputTokens(self, request: Request) -> bytes:
         if request.method != b"POST":

@@ -23,7 +23,7 @@ from twisted_stream.mock.apis import Answer, ChatRequest, Finish, RequestError, 
 from twisted_stream.mock.apis.openai import OpenAIRefusals, encode, responseSchema
 from twisted_stream.mock.apis.tools import ToolCall, ToolChoice, checkedChoice
 
-__all__ = ["OpenAIResponses", "parseResponsesRequest"]
+__all__ = ["OpenAIResponses", "inputItems", "parseResponsesRequest"]
 
 _ROLES = ("user", "assistant", "system", "developer")
 
@@ -98,6 +98,33 @@ def parseResponsesRequest(body: bytes, counting: bool = False) -> ChatRequest:
     schema = responseSchema(text.get("format") if isinstance(text, dict) else None, "text.format")
     return ChatRequest(model, conversation, stream, True, maxTokens, request, None, toolResult, offered,
                        _toolChoice(request, offered), schema)  # fmt: skip
+
+
+def inputItems(request: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """
+    A request's input as C{GET /v1/responses/ID/input_items} lists it, in
+    the order given: each item with an id, a string input as one user
+    message, a message's string content as one text part (C{input_text},
+    or C{output_text} for the assistant's).
+
+    @param request: A request L{parseResponsesRequest} took.
+    """
+    given = request.get("input")
+    listed = [{"type": "message", "role": "user", "content": given}] if isinstance(given, str) else given
+    items = []
+    for item in listed if isinstance(listed, list) else ():
+        if not isinstance(item, dict):
+            continue
+        item = {"type": "message", **item}
+        if item["type"] == "message":
+            content = item.get("content")
+            if isinstance(content, str):
+                kind = "output_text" if item.get("role") == "assistant" else "input_text"
+                item["content"] = [{"type": kind, "text": content}]
+            item.setdefault("status", "completed")
+        item.setdefault("id", newId("msg_" if item["type"] == "message" else "item_"))
+        items.append(item)
+    return items
 
 
 def _offered(request: Mapping[str, Any]) -> dict[str, Any]:
