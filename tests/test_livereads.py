@@ -234,3 +234,40 @@ class LiveReadsTests(SynchronousTestCase):
         late = _Reader()
         self.assertIsNone(self.reads.follow(late, b"z", b"0-0"))
         self.assertIsNotNone(late.broken)
+
+    def test_hostileReplies(self) -> None:
+        """
+        A reply that is not what C{XREAD} gives ends the reads of that
+        connection's readers, each told why in one line; the next reader
+        gets a new connection, and reads.
+        """
+        for reply in (5, [b"a"], [[b"a", b"x"]], [[b"a", [[b"no-id", []]]]], [[b"a", [[b"1-0"]]]]):
+            reader, _ = self.follow(b"a")
+            connection = self.link.connections[-1]
+            connection.waitingRead()[1].callback(reply)
+            self.assertIsNotNone(reader.broken, reply)
+            assert reader.broken is not None
+            self.assertIn("Redis answered a live read with", reader.broken.getErrorMessage())
+            self.assertTrue(connection.transport.closed)
+        self.assertEqual(len(self.link.connections), 5)
+
+    def test_readerThatCannotTake(self) -> None:
+        """
+        A reader that fails on its entries ends alone: the others of its
+        connection are given theirs, and read on.
+        """
+
+        class _Failing(_Reader):
+            def liveEntries(self, entries: list[Any]) -> None:
+                raise ValueError("not a stream's entry")
+
+        failing = _Failing()
+        self.reads.follow(failing, b"a", b"0-0")
+        other, _ = self.follow(b"b")
+        self.link.connections[0].waitingRead()[1].callback(None)
+        self.link.connections[0].waitingRead()[1].callback(
+            [[b"a", [_entry(b"1-0", b"x")]], [b"b", [_entry(b"1-0", b"y")]]]
+        )
+        self.assertIsNotNone(failing.broken)
+        self.assertEqual(other.entries, [_entry(b"1-0", b"y")])
+        self.assertEqual(self.link.connections[0].waitingRead()[0], {b"b": b"1-0"})

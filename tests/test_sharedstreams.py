@@ -324,6 +324,35 @@ class FleetRefusalTests(TestCase):
         self.assertEqual((allowed.status, allowed.body), (200, started.body))
 
 
+    @inlineCallbacks
+    def test_unreadableStreams(self) -> Any:
+        """
+        What Redis holds under a stream's keys is not what an instance
+        writes (changed by hand, another program's keys): a resume of it is
+        a C{502} with its reason, at once, not a hang or a traceback.
+        """
+        redis: RedisServer = yield startRedis(self)
+        proxy: Server = yield startTwistd(
+            self, "chunkproxy", "--route", f"/s/={Upstream(self, SlowPieces()).url}", "--resumable", "3",
+            "--resume-store", redis.url,
+        )  # fmt: skip
+        yield _storeConnected(proxy)
+        badStatus, badEntry = "A" * 21 + "B", "A" * 21 + "C"
+        yield _redisCli(redis, "HSET", f"chunkproxy:stream:{{{badStatus}}}:head", "status", "two hundred")
+        yield _redisCli(redis, "HSET", f"chunkproxy:stream:{{{badEntry}}}:head", "status", "200")
+        yield _redisCli(redis, "XADD", f"chunkproxy:stream:{{{badEntry}}}", "*", "o", "zero", "d", "x")
+        for id in (badStatus, badEntry):
+            resume: Exchange = yield fetch(proxy.url + f"_streams/{id}")
+            self.assertEqual(
+                (resume.status, resume.body),
+                (502, b"the resume store holds this stream in a form that cannot be read\n"),
+                id,
+            )
+        self.assertIn("a stream that cannot be read", proxy.output)
+        self.assertNotIn("Traceback", proxy.output)
+        self.assertNotIn("Unhandled error", proxy.output)
+
+
 @onceAcrossRunners
 class WorkersTests(TestCase):
     """

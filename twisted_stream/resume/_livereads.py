@@ -77,7 +77,33 @@ class LiveReader(Protocol):
 
 def _entryNumber(entryId: bytes) -> tuple[int, int]:
     milliseconds, _, sequence = entryId.partition(b"-")
+    if not (milliseconds.isdigit() and (sequence.isdigit() or not sequence)):
+        raise ValueError(f"an entry id that is not one: {entryId[:40]!r}")
     return int(milliseconds), int(sequence or b"0")
+
+
+def _replyEntries(reply: object) -> dict[bytes, list[tuple[tuple[int, int], Any]]]:
+    """
+    An C{XREAD} reply (L{None} when the wait ran out) by stream, each entry
+    with its number.
+
+    @raise ValueError: Naming what it is instead, for anything else.
+    """
+    byKey: dict[bytes, list[tuple[tuple[int, int], Any]]] = {}
+    if reply is None:
+        return byKey
+    if not isinstance(reply, list):
+        raise ValueError(f"a {type(reply).__name__}, not a list of streams")
+    for stream in reply:
+        if not (isinstance(stream, list) and len(stream) == 2 and isinstance(stream[0], bytes) and isinstance(stream[1], list)):
+            raise ValueError("a stream that is not a key and its entries")
+        numbered = []
+        for entry in stream[1]:
+            if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], bytes) and isinstance(entry[1], list)):
+                raise ValueError("an entry that is not an id and its fields")
+            numbered.append((_entryNumber(entry[0]), entry))
+        byKey[stream[0]] = numbered
+    return byKey
 
 
 class ReadOf:
@@ -270,14 +296,19 @@ class _SharedRead:
             return
         self.phase = "idle"
         now = self.clock.seconds()
-        for key, entries in reply or ():
+        try:
+            byKey = _replyEntries(reply)
+        except ValueError as e:
+            self._broken(Failure(ValueError(f"Redis answered a live read with {e}")))
+            return
+        for key, numbered in byKey.items():
             for read in list(self._byKey.get(key, ())):
                 last = _entryNumber(read.last)
-                new = [entry for entry in entries if _entryNumber(entry[0]) > last]
+                new = [entry for number, entry in numbered if number > last]
                 if new:
                     read.last = new[-1][0]
                     read.heardAt = now
-                    read.reader.liveEntries(new)
+                    self._give(read, new)
         quietAfter = self._blockMilliseconds / 1000
         if now - self._lookedAt >= quietAfter:
             # (Looked for once a wait at most, not at every reply.)
@@ -289,6 +320,15 @@ class _SharedRead:
                         read.reader.liveQuiet()
         if self.phase == "idle":
             self._read()
+
+    def _give(self, read: ReadOf, entries: list[Any]) -> None:
+        try:
+            read.reader.liveEntries(entries)
+        except Exception:
+            # Entries its reader cannot take (not what an instance writes):
+            # that reader ends, the others read on.
+            self.forget(read)
+            read.reader.liveBroken(Failure())
 
     def _lost(self, connection: Any) -> None:
         if connection is self._connection and self.phase != "closed":

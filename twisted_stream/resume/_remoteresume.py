@@ -115,11 +115,13 @@ class RemoteResume:
         link = self._link
         waited = link.whenUp(CONNECT_WAIT)
         waited.addCallback(lambda _: link.command("HGETALL", self._head))
-        waited.addCallbacks(self._gotHead, self._unreachable)
+        waited.addCallbacks(self._gotHead, self._unreachable).addErrback(self._unreadable)
 
     def _lookAgain(self) -> None:
         self._lookedAgain = True
-        self._link.command("HGETALL", self._head).addCallbacks(self._gotHead, self._unreachable)
+        self._link.command("HGETALL", self._head).addCallbacks(self._gotHead, self._unreachable).addErrback(
+            self._unreadable
+        )
 
     def _refuse(self, refusal: Refusal) -> None:
         if self.phase == "done":
@@ -134,6 +136,15 @@ class RemoteResume:
         self._trouble(failure.getErrorMessage() or failure.type.__name__)
         if not self._elsewise():
             self._refuse(Refusal(503, "the resume store is unreachable"))
+
+    def _unreadable(self, failure: Failure) -> None:
+        # What Redis holds there is not what an instance writes (changed by
+        # hand, or another program's keys): said, and answered, not a hang.
+        self._trouble(f"a stream that cannot be read ({failure.getErrorMessage() or failure.type.__name__})")
+        if self.phase == "following":
+            self._finish(TRUNCATED)
+        else:
+            self._refuse(Refusal(502, "the resume store holds this stream in a form that cannot be read"))
 
     def _elsewise(self) -> bool:
         # Not a stream to resume after all: the request is answered as any.
@@ -178,7 +189,8 @@ class RemoteResume:
     def _readKept(self) -> None:
         if self.phase != "done":
             self._kepts += 1
-            self._link.command("XRANGE", self._body, "-", "+").addCallbacks(self._gotKept, self._unreachable)
+            kept = self._link.command("XRANGE", self._body, "-", "+")
+            kept.addCallbacks(self._gotKept, self._unreachable).addErrback(self._unreadable)
 
     def _gotKept(self, entries: list[Any]) -> None:
         if self.phase == "done":
