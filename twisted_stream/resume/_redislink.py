@@ -109,15 +109,21 @@ class RedisAddress:
         return wrapClientTLS(optionsForClientTLS(self.host, trustRoot=self.trust), tcp)
 
 
+_MAX_PEM = 4 * 1024 * 1024
+"""The largest CA file read (a platform's whole bundle is some 200 KB)."""
+
+
 def _trustIn(path: str, shown: str) -> TrustRoot:
     # The CA certificates of a PEM file (one or more), read once, at start.
     from twisted.internet.ssl import Certificate, trustRootFromCertificates
 
     try:
         with open(path, "rb") as file:
-            pem = file.read(1024 * 1024)
+            pem = file.read(_MAX_PEM + 1)
     except OSError as error:
         raise ValueError(f"{shown}: cannot read ssl_ca_certs {path!r}: {error.strerror}") from None
+    if len(pem) > _MAX_PEM:
+        raise ValueError(f"{shown}: ssl_ca_certs {path!r} is larger than {_MAX_PEM // 1024 // 1024} MiB")
     marker = b"-----END CERTIFICATE-----"
     certificates = []
     for block in pem.split(marker)[:-1]:
