@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, cast
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -47,8 +47,12 @@ class _Connection:
         self.disconnected.append(waiting)
         return waiting
 
+    clientDenied = False
+
     def execute_command(self, *args: Any, apply_timeout: bool = True) -> Deferred[Any]:
         if args[:2] == ("CLIENT", "ID"):
+            if self.clientDenied:
+                return fail(ValueError("NOPERM this user has no permissions to run the 'client|id' command"))
             return succeed(100 + self.number)
         reply: Deferred[Any] = Deferred()
         self.reads.append((args, reply))
@@ -75,8 +79,11 @@ class _Link:
         self.connections: list[_Connection] = []
         self.commands: list[tuple[Any, ...]] = []
 
+    clientDenied = False
+
     def blockingConnection(self) -> Deferred[_Connection]:
         connection = _Connection(len(self.connections))
+        connection.clientDenied = self.clientDenied
         self.connections.append(connection)
         return succeed(connection)
 
@@ -271,3 +278,16 @@ class LiveReadsTests(SynchronousTestCase):
         self.assertIsNotNone(failing.broken)
         self.assertEqual(other.entries, [_entry(b"1-0", b"y")])
         self.assertEqual(self.link.connections[0].waitingRead()[0], {b"b": b"1-0"})
+
+    def test_clientDenied(self) -> None:
+        """
+        A user whose ACL denies C{CLIENT}: the reads go on without cutting
+        a waiting read short; a reader that comes is named in the next.
+        """
+        self.link.clientDenied = True
+        first, _ = self.follow(b"a")
+        self.follow(b"b")
+        self.assertEqual(self.link.commands, [])
+        self.assertIsNone(first.broken)
+        self.link.connections[0].waitingRead()[1].callback(None)
+        self.assertEqual(self.link.connections[0].waitingRead()[0], {b"a": b"0-0", b"b": b"0-0"})

@@ -14,7 +14,9 @@ Redis answers as soon as any of them has something, with what all of them
 have, and the read is asked again. A reader that comes, or resumes after
 its client was slow, while that read waits has it given up at once
 (C{CLIENT UNBLOCK}, Redis 5 and later, sent on the link's shared
-connection), and the read is asked again with its stream.
+connection), and the read is asked again with its stream. (Where the
+user's ACL denies C{CLIENT}, it waits for that read's end instead: a
+second at most.)
 
 A read names every stream of its readers, and its reply is gone through for
 them, so its cost grows with their number: each connection serves
@@ -256,14 +258,18 @@ class _SharedRead:
                 return None
             self._connection = connection
             connection.whenDisconnected().addCallback(lambda _: self._lost(connection))
-            return connection.execute_command("CLIENT", "ID").addCallback(self._identified)
+            # (A user whose ACL denies CLIENT, as managed services' may,
+            # reads without: a reader that comes waits for the read's end.)
+            return connection.execute_command("CLIENT", "ID").addCallbacks(
+                self._identified, lambda _: self._identified(None)
+            )
 
         made.addCallback(identified).addErrback(self._broken)
 
     def _identified(self, clientId: object) -> None:
         if self.phase != "connecting":
             return
-        self._clientId = str(clientId).encode("ascii")
+        self._clientId = str(clientId).encode("ascii") if isinstance(clientId, int) else None
         self.phase = "idle"
         self._read()
 
