@@ -348,7 +348,8 @@ class FleetRefusalTests(TestCase):
                 (502, b"the resume store holds this stream in a form that cannot be read\n"),
                 id,
             )
-        self.assertIn("a stream that cannot be read", proxy.output)
+        self.assertIn(f"stream {badStatus[:6]}... cannot be read", proxy.output)
+        self.assertIn("its resumes are answered 502", proxy.output)
         self.assertNotIn("Traceback", proxy.output)
         self.assertNotIn("Unhandled error", proxy.output)
 

@@ -73,7 +73,7 @@ class RemoteResume:
         link: RedisLink,
         reads: LiveReads,
         clock: IReactorTime,
-        trouble: Callable[[str], None],
+        trouble: Callable[..., None],
         request: Request,
         id: str,
         query: bytes,
@@ -140,7 +140,10 @@ class RemoteResume:
     def _unreadable(self, failure: Failure) -> None:
         # What Redis holds there is not what an instance writes (changed by
         # hand, or another program's keys): said, and answered, not a hang.
-        self._trouble(f"a stream that cannot be read ({failure.getErrorMessage() or failure.type.__name__})")
+        self._trouble(
+            f"stream {self._id[:6]}... cannot be read ({failure.getErrorMessage() or failure.type.__name__})",
+            "its resumes are answered 502",
+        )
         if self.phase == "following":
             self._finish(TRUNCATED)
         else:

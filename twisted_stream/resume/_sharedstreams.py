@@ -182,18 +182,17 @@ class SharedStreams:
         self.reads.close()
         return self.link.stop()
 
-    def trouble(self, what: str) -> None:
+    def trouble(self, what: str, then: str = "resumable routes stream without resumability until it is back") -> None:
         """
         Say that Redis failed, once a minute at most.
+
+        @param what: What failed.
+        @param then: What the gateway does meanwhile.
         """
         now = self.clock.seconds()
         if self._saidAt is None or now - self._saidAt >= 60:
             self._saidAt = now
-            _log.warn(
-                "resume store {address}: {what}; resumable routes stream without resumability until it is back",
-                address=str(self.link.address),
-                what=what,
-            )
+            _log.warn("resume store {address}: {what}; {then}", address=str(self.link.address), what=what, then=then)
 
     # Writing: the streams this instance reads.
 
