@@ -192,7 +192,9 @@ class SharedStreams:
         now = self.clock.seconds()
         if self._saidAt is None or now - self._saidAt >= 60:
             self._saidAt = now
-            _log.warn("resume store {address}: {what}; {then}", address=str(self.link.address), what=what, then=then)
+            # (What it does is part of the text, not a field of its own.)
+            saying = "resume store {address}: {what}; " + then.replace("{", "{{").replace("}", "}}")
+            _log.warn(saying, address=str(self.link.address), what=what)
 
     # Writing: the streams this instance reads.
 
