@@ -207,9 +207,12 @@ class FleetTests(TestCase):
         cuts: list[Exchange] = yield gatherResults([_chat(one, 30, cutAfter=600) for _ in range(20)])
         ids = [cut.header(b"x-stream-id")[0].decode() for cut in cuts]
         follows = [fetch(two.url + f"_streams/{id}?from={len(cut.body)}") for id, cut in zip(ids, cuts, strict=True)]
-        # (Each answer takes 3 s: they are all being followed now.)
+        # (Each answer takes 3 s: they are all being followed now, and the
+        # metrics, set once a second, say so.)
         yield deferLater(reactor, 1.0, lambda: None)
         clients: str = yield _redisCli(self.redis, "CLIENT", "LIST")
+        scraped: Exchange = yield fetch(two.url + "metrics")
+        self.assertEqual(samples(scraped.body.decode()).get(("chunkproxy_resume_live_readers", ())), 20)
         rests: list[Exchange] = yield gatherResults(follows)
         # Each gateway's shared connection, the second's live reads,
         # redis-cli's own: one per reader would be 20 more.

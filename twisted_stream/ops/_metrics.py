@@ -133,22 +133,28 @@ class Metrics:
             "chunkproxy_resumable_lost", "Streams of resumable routes that were not, or stopped being, resumable,"
             " by why (too large, store unreachable, store unavailable).", ["route", "why"], registry=r,
         )  # fmt: skip
+        self.resumeLiveReaders = Gauge(
+            "chunkproxy_resume_live_readers", "Resumes following, live from Redis, a stream another instance reads"
+            " (--resume-store redis://).", registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
         self.resumeStoreUp = Gauge(
             "chunkproxy_resume_store_up", "Whether the connection to the resume store in Redis is there"
             " (--resume-store redis://; the least over the workers).", registry=r, multiprocess_mode="livemin",
         )  # fmt: skip
 
-    def resumeStore(self, streams: int, kept: int, up: Optional[bool]) -> None:
+    def resumeStore(self, streams: int, kept: int, up: Optional[bool], liveReaders: int = 0) -> None:
         """
         What the resumable streams hold now (set once a second, not per
         chunk).
 
         @param up: Whether Redis is connected, where streams are kept there.
+        @param liveReaders: Resumes following a stream from Redis now.
         """
         self.resumableStreams.set(streams)
         self.resumableBytes.set(kept)
         if up is not None:
             self.resumeStoreUp.set(1 if up else 0)
+            self.resumeLiveReaders.set(liveReaders)
 
     def llm(
         self, route: str, api: str, model: str, deltas: int, prompt: Optional[int], completion: Optional[int]

@@ -106,7 +106,12 @@ class _ResumeStoreService(Service):
 
     def _say(self) -> None:
         shared = self._shared
-        self._metrics.resumeStore(len(self._store), self._store.kept, shared.link.up if shared else None)
+        self._metrics.resumeStore(
+            len(self._store),
+            self._store.kept,
+            shared.link.up if shared else None,
+            shared.reads.readers if shared else 0,
+        )
 
     def startService(self) -> None:
         super().startService()
