@@ -136,6 +136,40 @@ class SignalHandlersTests(SynchronousTestCase):
         self.assertIn("received SIGTERM: draining, then stopping", done.stdout)
         self.assertNotIn("Received SIGTERM, shutting down", done.stdout)
 
+    def test_loggedInTheReactorsTurn(self) -> None:
+        """
+        The handler logs nothing itself: it runs between two bytecodes of
+        whatever the reactor was doing (a log file's rotation, between
+        closing the old file and opening the new, where its line was lost
+        once), and the line is logged in the reactor's next turn.
+        """
+        program = (
+            "import os, signal, sys\n"
+            "from twisted.internet import reactor\n"
+            "from twisted.logger import globalLogBeginner, textFileLogObserver\n"
+            "from twisted_stream.ops._drain import exitCleanlyOnSignals\n"
+            "seen = []\n"
+            "globalLogBeginner.beginLoggingTo([seen.append, textFileLogObserver(sys.stdout)])\n"
+            "exitCleanlyOnSignals()\n"
+            "def midway():\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    sum(range(100000))\n"
+            "    said = any('received' in str(e.get('log_format')) for e in seen)\n"
+            "    print('logged inside the call' if said else 'not logged inside the call', flush=True)\n"
+            "reactor.callWhenRunning(reactor.callLater, 0.1, midway)\n"
+            "reactor.run()\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", program],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertIn("not logged inside the call", done.stdout)
+        self.assertIn("received SIGTERM: draining, then stopping", done.stdout)
+
 
 @onceAcrossRunners
 class SIGTERMTests(TestCase):

@@ -151,10 +151,14 @@ def exitCleanlyOnSignals(hangup: bool = False, saying: str = "draining, then sto
     from twisted.internet import reactor
 
     def stop(number: int, frame: Any) -> None:
-        _log.info("received {signal}: {saying}", signal=signal.Signals(number).name, saying=saying)
-        reactor.callFromThread(stopOnce)  # type: ignore[attr-defined]
+        # A signal handler runs between two bytecodes of whatever the
+        # reactor was doing (a log file's rotation, between closing the old
+        # file and opening the new one, where a line would be lost): it
+        # only asks for the reactor's next turn.
+        reactor.callFromThread(stopOnce, signal.Signals(number).name)  # type: ignore[attr-defined]
 
-    def stopOnce() -> None:
+    def stopOnce(name: str) -> None:
+        _log.info("received {signal}: {saying}", signal=name, saying=saying)
         # A second signal (a terminal sends SIGINT to the whole process
         # group, which a supervisor may follow with SIGTERM) while stopping.
         try:
