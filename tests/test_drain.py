@@ -107,6 +107,35 @@ class DrainTests(SynchronousTestCase):
         self.assertEqual(drain.inFlight, 0)
 
 
+def _withHandlers(then: str) -> subprocess.CompletedProcess[str]:
+    """
+    Run a process whose log goes to its standard output (and to the list
+    C{seen}), with L{exitCleanlyOnSignals} called before its reactor runs,
+    as twistd starts its services; then C{then}'s lines, then the reactor.
+
+    @return: What it did, its output as text, once it has ended (a minute
+        at most).
+    """
+    program = (
+        "import os, signal, sys\n"
+        "from twisted.internet import reactor\n"
+        "from twisted.logger import globalLogBeginner, textFileLogObserver\n"
+        "from twisted_stream.ops._drain import exitCleanlyOnSignals\n"
+        "seen = []\n"
+        "globalLogBeginner.beginLoggingTo([seen.append, textFileLogObserver(sys.stdout)])\n"
+        "exitCleanlyOnSignals()\n"
+        f"{then}"
+        "reactor.run()\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", program],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+    )
+
+
 class SignalHandlersTests(SynchronousTestCase):
     def test_inPlaceBeforeTheFirstTurn(self) -> None:
         """
@@ -115,23 +144,7 @@ class SignalHandlersTests(SynchronousTestCase):
         before the reactor's first turn: a SIGTERM then drains rather than
         finding the reactor's own (which exits with the signal).
         """
-        program = (
-            "import os, signal, sys\n"
-            "from twisted.internet import reactor\n"
-            "from twisted.logger import globalLogBeginner, textFileLogObserver\n"
-            "from twisted_stream.ops._drain import exitCleanlyOnSignals\n"
-            "globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])\n"
-            "exitCleanlyOnSignals()\n"
-            "reactor.callWhenRunning(os.kill, os.getpid(), signal.SIGTERM)\n"
-            "reactor.run()\n"
-        )
-        done = subprocess.run(
-            [sys.executable, "-c", program],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
-        )
+        done = _withHandlers("reactor.callWhenRunning(os.kill, os.getpid(), signal.SIGTERM)\n")
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertIn("received SIGTERM: draining, then stopping", done.stdout)
         self.assertNotIn("Received SIGTERM, shutting down", done.stdout)
@@ -143,28 +156,13 @@ class SignalHandlersTests(SynchronousTestCase):
         closing the old file and opening the new, where its line was lost
         once), and the line is logged in the reactor's next turn.
         """
-        program = (
-            "import os, signal, sys\n"
-            "from twisted.internet import reactor\n"
-            "from twisted.logger import globalLogBeginner, textFileLogObserver\n"
-            "from twisted_stream.ops._drain import exitCleanlyOnSignals\n"
-            "seen = []\n"
-            "globalLogBeginner.beginLoggingTo([seen.append, textFileLogObserver(sys.stdout)])\n"
-            "exitCleanlyOnSignals()\n"
+        done = _withHandlers(
             "def midway():\n"
             "    os.kill(os.getpid(), signal.SIGTERM)\n"
             "    sum(range(100000))\n"
             "    said = any('received' in str(e.get('log_format')) for e in seen)\n"
             "    print('logged inside the call' if said else 'not logged inside the call', flush=True)\n"
             "reactor.callWhenRunning(reactor.callLater, 0.1, midway)\n"
-            "reactor.run()\n"
-        )
-        done = subprocess.run(
-            [sys.executable, "-c", program],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
         )
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertIn("not logged inside the call", done.stdout)
