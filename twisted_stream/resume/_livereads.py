@@ -207,17 +207,22 @@ class _SharedRead:
         self.clock = clock
         self._blockMilliseconds = blockMilliseconds
         self._byKey: dict[bytes, list[ReadOf]] = {}
-        self.readers = 0
         self.phase = "none"
         self._connection: Any = None
         self._clientId: Optional[bytes] = None
         self._unblocking = False
         self._lookedAt = clock.seconds()
 
+    @property
+    def readers(self) -> int:
+        """
+        How many readers it reads for.
+        """
+        return sum(len(reads) for reads in self._byKey.values())
+
     def follow(self, reader: LiveReader, key: bytes, last: bytes) -> ReadOf:
         read = ReadOf(self, reader, key, last, self.clock.seconds())
         self._byKey.setdefault(key, []).append(read)
-        self.readers += 1
         self.wake()
         return read
 
@@ -225,7 +230,6 @@ class _SharedRead:
         reads = self._byKey.get(read.key)
         if reads is not None and read in reads:
             reads.remove(read)
-            self.readers -= 1
             if not reads:
                 del self._byKey[read.key]
 
@@ -349,7 +353,6 @@ class _SharedRead:
         if connection is not None and connection.transport is not None:
             connection.transport.loseConnection()
         byKey, self._byKey = self._byKey, {}
-        self.readers = 0
         for reads in byKey.values():
             for read in reads:
                 read.reader.liveBroken(failure)
