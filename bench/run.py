@@ -68,6 +68,7 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -219,26 +220,26 @@ def chunkproxyWorkers(upstream: str, workdir: Path) -> Process:
     )
 
 
+def _portOf(upstream: str) -> int:
+    return int(upstream.rsplit(":", 1)[1].strip("/"))
+
+
 def reverseProxy(upstream: str, workdir: Path) -> Process:
-    port = int(upstream.rsplit(":", 1)[1].strip("/"))
-    return Process("reverseproxy", pinned(PROXY_CORE, [sys.executable, str(HERE / "reverseproxy.py"), str(port)]))
+    return Process(
+        "reverseproxy", pinned(PROXY_CORE, [sys.executable, str(HERE / "reverseproxy.py"), str(_portOf(upstream))])
+    )
 
 
-def floorHTTP(upstream: str, workdir: Path) -> Process:
+def floor(kind: str, upstream: str, workdir: Path) -> Process:
     """
-    The least an HTTP proxy on Twisted costs (C{bench/floor.py}): what is
-    left of chunkproxy's CPU above it is the gateway's own work.
+    A floor of C{bench/floor.py}: C{http}, the least an HTTP proxy on
+    Twisted costs (what is left of chunkproxy's CPU above it is the
+    gateway's own work), or C{tcp}, the reactor's own (bytes relayed, no
+    HTTP).
     """
-    port = int(upstream.rsplit(":", 1)[1].strip("/"))
-    return Process("floor-http", pinned(PROXY_CORE, [sys.executable, str(HERE / "floor.py"), "http", str(port)]))
-
-
-def floorTCP(upstream: str, workdir: Path) -> Process:
-    """
-    The reactor's floor: bytes relayed, no HTTP (C{bench/floor.py}).
-    """
-    port = int(upstream.rsplit(":", 1)[1].strip("/"))
-    return Process("floor-tcp", pinned(PROXY_CORE, [sys.executable, str(HERE / "floor.py"), "tcp", str(port)]))
+    return Process(
+        f"floor-{kind}", pinned(PROXY_CORE, [sys.executable, str(HERE / "floor.py"), kind, str(_portOf(upstream))])
+    )
 
 
 def goproxy(upstream: str, workdir: Path) -> Process:
@@ -407,8 +408,8 @@ STARTERS: dict[str, Callable[[str, Path], Optional[Process]]] = {
     "reverseproxy": reverseProxy,
     "nginx": nginx,
     "goproxy": goproxy,
-    "floor-http": floorHTTP,
-    "floor-tcp": floorTCP,
+    "floor-http": partial(floor, "http"),
+    "floor-tcp": partial(floor, "tcp"),
 }
 ORDER = ["direct", "chunkproxy", "chunkproxy-pool3", "chunkproxy-failover", "chunkproxy-resumable",
          "chunkproxy-resumable-redis", "chunkproxy-w2", "reverseproxy", "nginx", "goproxy", "floor-http", "floor-tcp"]
