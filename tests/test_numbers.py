@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_stream._numbers import decimalNumber, wholeNumber
+from twisted_stream._numbers import decimalNumber, isWholeIn, wholeNumber
 
 
 class WholeNumberTests(SynchronousTestCase):
@@ -51,3 +51,17 @@ class DecimalNumberTests(SynchronousTestCase):
         with self.assertRaises(ValueError) as caught:
             decimalNumber("0", "a timeout", 0, unit=" of seconds", lowExcluded=True)
         self.assertEqual(str(caught.exception), "a timeout must be a number of seconds above 0, not '0'")
+
+
+class IsWholeInTests(SynchronousTestCase):
+    def test_jsonWholeNumbers(self) -> None:
+        """
+        A whole number as JSON gives it, within the bounds (no upper bound
+        unless given); C{true}, C{false}, fractions, text and C{null} are
+        not.
+        """
+        self.assertTrue(isWholeIn(1, 1))
+        self.assertTrue(isWholeIn(10**12, 1))
+        self.assertTrue(isWholeIn(128, 1, 128))
+        for value in (0, 129, True, False, 1.0, 2.5, "2", None, [1]):
+            self.assertFalse(isWholeIn(value, 1, 128), value)

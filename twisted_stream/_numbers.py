@@ -15,7 +15,7 @@ import math
 import re
 from typing import Any, Optional
 
-__all__ = ["decimalNumber", "inRange", "rangeProblem", "shown", "wholeNumber"]
+__all__ = ["decimalNumber", "inRange", "isWholeIn", "rangeProblem", "shown", "wholeNumber"]
 
 _WHOLE = re.compile(r"[0-9]+")
 _DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
@@ -39,6 +39,15 @@ def inRange(value: float, low: float, high: float, lowExcluded: bool = False) ->
     @return: Whether C{value} is a finite number within the bounds.
     """
     return math.isfinite(value) and (value > low if lowExcluded else value >= low) and value <= high
+
+
+def isWholeIn(value: Any, low: int, high: float = math.inf) -> bool:
+    """
+    @return: Whether C{value}, as JSON gave it, is a whole number within the
+        bounds (C{true} and C{false} are not numbers, though Python's
+        C{bool} is an C{int}).
+    """
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
 
 
 def rangeProblem(name: str, low: float, high: float, unit: str = "", lowExcluded: bool = False) -> str:

@@ -53,6 +53,7 @@ import regex
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
+from twisted_stream._numbers import isWholeIn
 from twisted_stream.http._text import PlainResource
 from twisted_stream.mock._faults import Fault, parseFault
 from twisted_stream.mock.apis import ChatRequest, RequestError
@@ -392,7 +393,7 @@ def _rule(value: Any, where: str) -> Rule:
             raise ScriptError(f"{where}.fault: {e.message.removeprefix('mock_fault ')}") from None
     pace = _table(given.get("pace", {}), f"{where}.pace", {"ttft", "tokens_per_second"})
     times = given.get("times")
-    if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 1):
+    if times is not None and not isWholeIn(times, 1):
         raise ScriptError(f"{where}.times: must be a whole number of at least 1")
     reply = Reply(
         text=text,

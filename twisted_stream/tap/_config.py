@@ -26,6 +26,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from twisted_stream._numbers import isWholeIn
 from twisted_stream.tap.options import (
     parseHeader,
     parseHTTPURL,
@@ -194,7 +195,7 @@ def _strings(value: Any) -> list[str]:
 
 def _whole(least: int) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        if not isWholeIn(value, least):
             raise ValueError(f"must be a whole number of at least {least}, not {value!r}")
         return value
 
@@ -372,7 +373,7 @@ def _healthCheck(reader: _Reader, where: str, table: dict[str, Any]) -> HealthCh
 
 
 def _status(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 599:
+    if not isWholeIn(value, 100, 599):
         raise ValueError(f"must be a status from 100 to 599, not {value!r}")
     return value
 

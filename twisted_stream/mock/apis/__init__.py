@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping, Optional, Protocol, Sequence
 
-from twisted_stream._numbers import inRange, rangeProblem
+from twisted_stream._numbers import inRange, isWholeIn, rangeProblem
 from twisted_stream.mock.apis.tools import ToolCall, ToolChoice
 
 __all__ = [
@@ -99,7 +99,7 @@ def choiceCount(request: Mapping[str, Any]) -> int:
     n = request.get("n", 1)
     if n is None:
         return 1
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 128:
+    if not isWholeIn(n, 1, 128):
         raise RequestError("n must be an integer from 1 to 128", "n")
     return n
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 from typing import Any, Mapping, Optional, Sequence
 
+from twisted_stream._numbers import isWholeIn
 from twisted_stream.mock.apis import Answer, ChatRequest, Finish, RequestError, contentText, jsonObject
 from twisted_stream.mock.apis.tools import ToolChoice, checkedChoice
 
@@ -50,9 +51,7 @@ def parseMessagesRequest(body: bytes, counting: bool = False) -> ChatRequest:
     if not isinstance(model, str) or not model:
         raise RequestError("model: Field required", "model")
     maxTokens = request.get("max_tokens")
-    if not (counting and maxTokens is None) and (
-        isinstance(maxTokens, bool) or not isinstance(maxTokens, int) or maxTokens < 1
-    ):
+    if not (counting and maxTokens is None) and not isWholeIn(maxTokens, 1):
         raise RequestError("max_tokens: Field required, a positive integer", "max_tokens")
     messages = request.get("messages")
     if not isinstance(messages, list) or not messages:

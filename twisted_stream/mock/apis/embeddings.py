@@ -18,6 +18,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from twisted_stream._numbers import isWholeIn
 from twisted_stream.mock.apis import RequestError, jsonObject
 from twisted_stream.mock.apis.openai import encode
 
@@ -79,7 +80,7 @@ def parseEmbeddingsRequest(body: bytes) -> EmbeddingsRequest:
             raise RequestError(f"'input[{i}]' must be a non-empty string.", "input")
         texts.append(item)
     dimensions = request.get("dimensions", DEFAULT_DIMENSIONS)
-    if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_DIMENSIONS:
+    if not isWholeIn(dimensions, 1, MAX_DIMENSIONS):
         raise RequestError(f"'dimensions' must be a whole number from 1 to {MAX_DIMENSIONS}.", "dimensions")
     encoding = request.get("encoding_format", "float")
     if encoding not in ("float", "base64"):

@@ -18,6 +18,7 @@ import json
 import re
 from typing import Any, Mapping, Optional, Sequence
 
+from twisted_stream._numbers import isWholeIn
 from twisted_stream.mock.apis import Answer, ChatRequest, Finish, RequestError, jsonObject
 from twisted_stream.mock.apis.embeddings import MAX_DIMENSIONS, MAX_INPUTS, vector
 from twisted_stream.mock.apis.openai import encode
@@ -94,7 +95,7 @@ def embedded(body: bytes, batch: bool) -> bytes:
         where = f"requests[{i}]" if batch else "request"
         text = _text(_field(_field(item, "content"), "parts"), f"{where}.content.parts")
         dimensions = _field(item, "outputDimensionality") or EMBED_DIMENSIONS
-        if isinstance(dimensions, bool) or not isinstance(dimensions, int) or not 1 <= dimensions <= MAX_DIMENSIONS:
+        if not isWholeIn(dimensions, 1, MAX_DIMENSIONS):
             raise RequestError(f"Invalid value at '{where}.output_dimensionality': 1 to {MAX_DIMENSIONS}")
         values.append({"values": vector(text, dimensions)})
     return encode({"embeddings": values} if batch else {"embedding": values[0]})
@@ -223,12 +224,12 @@ class GeminiGenerate:
         toolResult = _functionResponse(last.get("parts") if isinstance(last, dict) else None)
         config = _field(request, "generationConfig") or {}
         maxTokens: Optional[int] = _field(config, "maxOutputTokens")
-        if maxTokens is not None and (isinstance(maxTokens, bool) or not isinstance(maxTokens, int) or maxTokens < 1):
+        if maxTokens is not None and not isWholeIn(maxTokens, 1):
             raise RequestError("Invalid value at 'generation_config.max_output_tokens': expected a positive integer")
         candidates = _field(config, "candidateCount")
         if candidates is None:
             candidates = 1
-        if isinstance(candidates, bool) or not isinstance(candidates, int) or not 1 <= candidates <= MAX_CANDIDATES:
+        if not isWholeIn(candidates, 1, MAX_CANDIDATES):
             raise RequestError(f"Invalid value at 'generation_config.candidate_count': 1 to {MAX_CANDIDATES}")
         offered = _offered(request)
         return ChatRequest(self._model, conversation, self._stream, True, maxTokens, request, None, toolResult,

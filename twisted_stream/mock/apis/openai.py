@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Optional, Sequence
 
+from twisted_stream._numbers import isWholeIn
 from twisted_stream.mock.apis import (
     Answer,
     ChatRequest,
@@ -119,7 +120,7 @@ def maxTokensOf(given: Any) -> Optional[int]:
     @return: It, checked.
     @raise RequestError: For a limit that is not a positive integer.
     """
-    if given is not None and (isinstance(given, bool) or not isinstance(given, int) or given < 1):
+    if given is not None and not isWholeIn(given, 1):
         raise RequestError("max_tokens must be a positive integer", "max_tokens")
     return given
 

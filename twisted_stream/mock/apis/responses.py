@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
+from twisted_stream._numbers import isWholeIn
 from twisted_stream.mock.apis import Answer, ChatRequest, Finish, RequestError, contentText, jsonObject, newId
 from twisted_stream.mock.apis.openai import OpenAIRefusals, encode, responseSchema
 from twisted_stream.mock.apis.tools import ToolCall, ToolChoice, checkedChoice
@@ -87,7 +88,7 @@ def parseResponsesRequest(body: bytes, counting: bool = False) -> ChatRequest:
     else:
         raise RequestError("Missing required parameter: 'input' (a string or a non-empty list of items).", "input")
     maxTokens = request.get("max_output_tokens")
-    if maxTokens is not None and (isinstance(maxTokens, bool) or not isinstance(maxTokens, int) or maxTokens < 1):
+    if maxTokens is not None and not isWholeIn(maxTokens, 1):
         raise RequestError("Invalid 'max_output_tokens': expected a positive integer.", "max_output_tokens")
     stream = request.get("stream", False)
     if not isinstance(stream, bool):
