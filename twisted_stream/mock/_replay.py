@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.web.resource import IResource, Resource, getChildForRequest
 from twisted.web.server import NOT_DONE_YET, Request
 
+from twisted_stream._numbers import isWholeIn
 from twisted_stream.exchange._recording import bytesOf, matchKey
 from twisted_stream.http.headers import headerProblem
 
@@ -97,7 +98,7 @@ def _read(path: str) -> tuple[tuple[str, str, str], Recording]:
             raise ValueError("it is empty")
         number, head = lines[0]
         status = head["status"]
-        if type(status) is not int or not 100 <= status <= 599:
+        if not isWholeIn(status, 100, 599):
             raise ValueError(f"status {status!r} is not a number from 100 to 599")
         headers = []
         for name, value in head["headers"]:
